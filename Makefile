@@ -1,0 +1,49 @@
+# onionmail — the two commands a fresh machine needs:
+#   make demo   installs what it needs, then runs the two-box demo on a private Tor network
+#   make test   installs what it needs, then runs the whole test suite (real tor included)
+
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+APT_PACKAGES := tor neomutt swaks
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: demo test lint deps system-deps venv clean
+
+demo: deps
+	$(BIN)/onionmail demo
+
+test: deps
+	$(BIN)/ruff check onionmail tests
+	$(BIN)/mypy
+	CI=$${CI:-} $(BIN)/pytest
+
+lint: venv
+	$(BIN)/ruff check onionmail tests
+	$(BIN)/ruff format --check onionmail tests
+	$(BIN)/mypy
+
+deps: system-deps venv
+
+# Debian packages: tor (and tor-gencert) for the private network, neomutt and swaks as real clients.
+system-deps:
+	@missing=""; for p in $(APT_PACKAGES); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get update -q && \
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $$missing; \
+	fi
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $@
+
+venv: $(VENV)/.installed
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache build *.egg-info
