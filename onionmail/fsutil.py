@@ -1,0 +1,52 @@
+"""Durable, private file writes: the primitives behind "250 only once it is on disk".
+
+A file is durable when its bytes and its directory entry both reached the
+disk: write to a temporary name, ``fsync`` the file, ``rename`` (or ``link``)
+it into place, then ``fsync`` the directory. Files are created 0600 with
+``O_EXCL`` and directories 0700, never under the process umask.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+
+
+def ensure_private_dir(path: Path) -> Path:
+    """Create ``path`` (and parents) if needed and make it 0700."""
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    os.chmod(path, 0o700)
+    return path
+
+
+def fsync_dir(path: Path) -> None:
+    """Flush a directory's entries (new, renamed or removed names) to disk."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_private_file(path: Path, data: bytes, *, durable: bool = True) -> None:
+    """Atomically replace ``path`` with ``data``, 0600; durable (fsynced) by default."""
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            if durable:
+                os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    if durable:
+        fsync_dir(path.parent)
+
+
+def random_name() -> str:
+    """A file name that says nothing about its content, sender or host."""
+    return secrets.token_hex(16)

@@ -1,0 +1,188 @@
+"""The durable outbound queue: what the box acknowledged, it keeps until delivered or bounced.
+
+Layout under ``BOXDIR/queue`` (0700)::
+
+    tmp/              messages being written (removed at start-up: never acknowledged)
+    active/<id>.msg   the message, encrypted at rest (SecretBox, key derived from the identity)
+    active/<id>.state attempts, next try, last error, destination onion (JSON, no subject)
+
+Files rather than SQLite: one message is one immutable file, written to
+``tmp/``, fsynced, renamed into ``active/`` and the directory fsynced; the
+rename is the commit point, so a crash leaves either no message (no ``250``
+was sent) or a whole one. The small ``.state`` file is rewritten atomically
+after each attempt; a missing or damaged one means "never tried yet", which
+is always safe. ``ids`` are random, so file names say nothing about the mail.
+
+The message file is encrypted with a key derived from the box identity
+(BLAKE2b keyed with the seed, personalised ``om-queue-v1``), so a copy of the
+queue directory alone reveals neither bodies nor recipients.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import nacl.exceptions
+import nacl.hash
+import nacl.secret
+import nacl.utils
+
+from onionmail.errors import QueueError
+from onionmail.fsutil import ensure_private_dir, fsync_dir, random_name, write_private_file
+
+
+@dataclass(frozen=True)
+class QueuedMessage:
+    """One message for one destination onion (all its recipients are on that onion)."""
+
+    id: str
+    destination: str
+    mail_from: str
+    recipients: tuple[str, ...]
+    message: bytes
+    envelope_id: bytes
+    created: float
+
+
+@dataclass(frozen=True)
+class QueueState:
+    """What may be shown about a queued message: never the subject or the recipients."""
+
+    id: str
+    destination: str
+    created: float
+    attempts: int = 0
+    next_try: float = 0.0
+    last_error: str = ""
+
+
+def queue_key(seed: bytes) -> bytes:
+    """The at-rest key of the queue, domain-separated from every other use of the seed."""
+    return nacl.hash.blake2b(
+        b"", key=seed, person=b"om-queue-v1", digest_size=32, encoder=nacl.encoding.RawEncoder
+    )
+
+
+class OutboundQueue:
+    """Durable queue in ``directory``; all methods block (call them via ``asyncio.to_thread``)."""
+
+    def __init__(self, directory: Path, key: bytes) -> None:
+        self.directory = directory
+        self._box = nacl.secret.SecretBox(key)
+        ensure_private_dir(directory)
+        self._tmp = ensure_private_dir(directory / "tmp")
+        self._active = ensure_private_dir(directory / "active")
+
+    def recover(self) -> int:
+        """Remove half-written messages left by a crash; returns how many."""
+        removed = 0
+        for entry in self._tmp.iterdir():
+            entry.unlink(missing_ok=True)
+            removed += 1
+        for entry in self._active.glob(".*.tmp"):
+            entry.unlink(missing_ok=True)
+            removed += 1
+        for state in self._active.glob("*.state"):
+            if not state.with_suffix(".msg").exists():
+                state.unlink(missing_ok=True)
+        return removed
+
+    def enqueue(
+        self, destination: str, mail_from: str, recipients: tuple[str, ...], message: bytes
+    ) -> QueuedMessage:
+        """Store a message durably; once this returns, ``250`` may be sent."""
+        entry = QueuedMessage(
+            id=random_name(),
+            destination=destination,
+            mail_from=mail_from,
+            recipients=recipients,
+            message=message,
+            envelope_id=nacl.utils.random(16),
+            created=time.time(),
+        )
+        header = {
+            "destination": entry.destination,
+            "mail_from": entry.mail_from,
+            "recipients": list(entry.recipients),
+            "envelope_id": entry.envelope_id.hex(),
+            "created": entry.created,
+        }
+        plain = json.dumps(header).encode() + b"\n" + message
+        tmp = self._tmp / f"{entry.id}.msg"
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(self._box.encrypt(plain))
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.rename(tmp, self._active / f"{entry.id}.msg")
+            fsync_dir(self._active)
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            raise QueueError(exc.errno, f"could not queue the message: {exc.strerror}") from None
+        self._write_state(QueueState(entry.id, destination, entry.created))
+        return entry
+
+    def load(self, queue_id: str) -> QueuedMessage:
+        path = self._active / f"{queue_id}.msg"
+        try:
+            plain = self._box.decrypt(path.read_bytes())
+        except OSError as exc:
+            raise QueueError(exc.errno, f"queue entry {queue_id}: {exc.strerror}") from None
+        except nacl.exceptions.CryptoError:
+            raise QueueError(0, f"queue entry {queue_id}: does not decrypt (damaged?)") from None
+        head, _, message = plain.partition(b"\n")
+        header = json.loads(head)
+        return QueuedMessage(
+            id=queue_id,
+            destination=header["destination"],
+            mail_from=header["mail_from"],
+            recipients=tuple(header["recipients"]),
+            message=message,
+            envelope_id=bytes.fromhex(header["envelope_id"]),
+            created=float(header["created"]),
+        )
+
+    def states(self) -> list[QueueState]:
+        return list_queue(self.directory)
+
+    def record_failure(self, state: QueueState, error: str, next_try: float) -> QueueState:
+        updated = QueueState(
+            state.id, state.destination, state.created, state.attempts + 1, next_try, error
+        )
+        self._write_state(updated)
+        return updated
+
+    def remove(self, queue_id: str) -> None:
+        """Forget a delivered or bounced message (durably)."""
+        (self._active / f"{queue_id}.msg").unlink(missing_ok=True)
+        (self._active / f"{queue_id}.state").unlink(missing_ok=True)
+        fsync_dir(self._active)
+
+    def _write_state(self, state: QueueState) -> None:
+        try:
+            write_private_file(
+                self._active / f"{state.id}.state", json.dumps(asdict(state)).encode()
+            )
+        except OSError as exc:
+            raise QueueError(exc.errno, f"could not update the queue: {exc.strerror}") from None
+
+
+def list_queue(directory: Path) -> list[QueueState]:
+    """The queue's states, oldest first; readable without the identity key."""
+    active = directory / "active"
+    if not active.is_dir():
+        return []
+    states = []
+    for msg in active.glob("*.msg"):
+        state_path = msg.with_suffix(".state")
+        try:
+            raw = json.loads(state_path.read_bytes())
+            states.append(QueueState(**raw))
+        except (OSError, ValueError, TypeError):
+            states.append(QueueState(msg.stem, "?", msg.stat().st_mtime))
+    return sorted(states, key=lambda s: s.created)

@@ -1,0 +1,61 @@
+"""The outbound queue: durable, encrypted at rest, recoverable."""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+import pytest
+
+from onionmail.errors import QueueError
+from onionmail.outbound_queue import OutboundQueue, list_queue, queue_key
+
+KEY = queue_key(b"\x01" * 32)
+MESSAGE = b"From: a@x.onion\r\nSubject: secret subject\r\n\r\nsecret body\r\n"
+
+
+def test_enqueue_load_remove(tmp_path: Path) -> None:
+    queue = OutboundQueue(tmp_path / "q", KEY)
+    entry = queue.enqueue("peer.onion", "a@x.onion", ("b@peer.onion",), MESSAGE)
+    loaded = queue.load(entry.id)
+    assert loaded == entry
+    (state,) = queue.states()
+    assert (state.id, state.destination, state.attempts) == (entry.id, "peer.onion", 0)
+    queue.remove(entry.id)
+    assert queue.states() == []
+
+
+def test_message_is_ciphertext_at_rest_and_private(tmp_path: Path) -> None:
+    queue = OutboundQueue(tmp_path / "q", KEY)
+    entry = queue.enqueue("peer.onion", "a@x.onion", ("b@peer.onion",), MESSAGE)
+    files = list((tmp_path / "q" / "active").iterdir())
+    assert {f.suffix for f in files} == {".msg", ".state"}
+    for f in files:
+        data = f.read_bytes()
+        assert b"secret" not in data and b"a@x.onion" not in data
+        assert stat.S_IMODE(os.stat(f).st_mode) == 0o600
+        assert f.stem == entry.id
+    assert stat.S_IMODE(os.stat(tmp_path / "q").st_mode) == 0o700
+
+
+def test_wrong_key_is_a_clear_error(tmp_path: Path) -> None:
+    entry = OutboundQueue(tmp_path / "q", KEY).enqueue("p.onion", "a@x.onion", ("b@p.onion",), b"")
+    with pytest.raises(QueueError, match="does not decrypt"):
+        OutboundQueue(tmp_path / "q", queue_key(b"\x02" * 32)).load(entry.id)
+
+
+def test_failure_bookkeeping_and_recovery(tmp_path: Path) -> None:
+    queue = OutboundQueue(tmp_path / "q", KEY)
+    entry = queue.enqueue("p.onion", "a@x.onion", ("b@p.onion",), MESSAGE)
+    (state,) = queue.states()
+    queue.record_failure(state, "tor: descriptor not found", 123.0)
+    (state,) = list_queue(tmp_path / "q")
+    assert (state.attempts, state.next_try, state.last_error) == (
+        1,
+        123.0,
+        "tor: descriptor not found",
+    )
+    (tmp_path / "q" / "tmp" / "crashed.msg").write_bytes(b"half")
+    assert queue.recover() == 1
+    assert [s.id for s in queue.states()] == [entry.id]
