@@ -1,0 +1,220 @@
+"""The inbound server behind the onion's virtual port 25.
+
+Accepts mail only for local parts this box hosts at its own onion (anything
+else is ``550``: no relaying), and delivers to ``BOXDIR/mail/<local part>``.
+
+Two kinds of peer:
+
+* another onionmail box sees :data:`SEAL_KEYWORD` with a fresh challenge in
+  the EHLO reply and sends a sealed envelope as DATA. The seal must open
+  with the X25519 key derived from the MAIL FROM onion (else ``550``: a
+  forged sender), bind this session's challenge and the SMTP sender and
+  recipients (else ``550``: a replayed or redirected capture), and carry an
+  envelope id not delivered before (a retry after a lost ``250`` is
+  answered ``250`` and stored once);
+* a plain SMTP peer (a Postfix reaching the onion through tor, OnionMX
+  style) sends an ordinary message. It is delivered marked unverified —
+  except when it claims a ``.onion`` sender, which a real onionmail box
+  would have sealed, so it is refused as unverifiable (configurable).
+
+Each delivered message gets ``Return-Path`` and an ``Authentication-Results``
+field (RFC 8601 style, authserv-id = this box's onion) saying which of the
+two it was; such fields from the peer that claim this authserv-id are removed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import logging
+import secrets
+import time
+from pathlib import Path
+from typing import Any
+
+from onionmail.errors import AddressError, EnvelopeError, ReplayError, SealError
+from onionmail.identity import Identity
+from onionmail.mail_address import MailAddress, parse_mail_address
+from onionmail.maildir import Maildir
+from onionmail.replay_cache import ReplayCache
+from onionmail.rfc5322 import Message, MessageFormatError, parse_message
+from onionmail.sealed_envelope import (
+    SealedContent,
+    decode_from_smtp,
+    format_seal_keyword,
+    open_envelope,
+    verify_binding,
+)
+from onionmail.smtp_server import SafeHandler
+
+log = logging.getLogger(__name__)
+
+SEALED_MAGIC_B64 = b"T01TR"  # base64 of the envelope magic b"OMSE" begins so
+
+
+class InboundHandler(SafeHandler):
+    """aiosmtpd hooks of the inbound onion server."""
+
+    def __init__(
+        self,
+        *,
+        identity: Identity,
+        local_parts: tuple[str, ...],
+        mail_root: Path,
+        replay_cache: ReplayCache,
+        max_recipients: int,
+        require_seal_for_onion_senders: bool = True,
+    ) -> None:
+        self.identity = identity
+        self.onion = identity.onion_address
+        self.local_parts = local_parts
+        self.mail_root = mail_root
+        self.replay_cache = replay_cache
+        self.max_recipients = max_recipients
+        self.require_seal = require_seal_for_onion_senders
+        self._maildirs: dict[str, Maildir] = {}
+        self.delivered = 0
+
+    def maildir(self, local_part: str) -> Maildir:
+        if local_part not in self._maildirs:
+            self._maildirs[local_part] = Maildir(self.mail_root / local_part)
+        return self._maildirs[local_part]
+
+    async def handle_EHLO(
+        self, server: Any, session: Any, envelope: Any, hostname: str, responses: list[str]
+    ) -> list[str]:
+        session.host_name = hostname
+        challenge = secrets.token_bytes(16)
+        session.onionmail_challenge = challenge
+        return [*responses[:-1], f"250-{format_seal_keyword(challenge)}", responses[-1]]
+
+    async def handle_MAIL(
+        self, server: Any, session: Any, envelope: Any, address: str, options: list[str]
+    ) -> str:
+        if address not in ("", "<>"):
+            try:
+                address = str(parse_mail_address(address))
+            except AddressError as exc:
+                return f"553 5.1.7 Bad sender address: {exc}"
+        else:
+            address = ""
+        envelope.mail_from = address
+        envelope.mail_options.extend(options)
+        return "250 2.1.0 OK"
+
+    async def handle_RCPT(
+        self, server: Any, session: Any, envelope: Any, address: str, options: list[str]
+    ) -> str:
+        if len(envelope.rcpt_tos) >= self.max_recipients:
+            return f"452 4.5.3 Too many recipients (at most {self.max_recipients} per message)"
+        try:
+            rcpt = parse_mail_address(address)
+        except AddressError as exc:
+            return f"553 5.1.3 Bad recipient address: {exc}"
+        if rcpt.domain != self.onion:
+            return "550 5.7.1 Relaying denied: this box accepts mail only for its own onion"
+        if rcpt.local_part not in self.local_parts:
+            return "550 5.1.1 No such mailbox here"
+        envelope.rcpt_tos.append(str(rcpt))
+        return "250 2.1.5 OK"
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        data: bytes = envelope.original_content
+        challenge = getattr(session, "onionmail_challenge", None)
+        if challenge is not None and data.startswith(SEALED_MAGIC_B64):
+            return await self._receive_sealed(envelope, data, challenge)
+        return await self._receive_plain(envelope, data)
+
+    async def _receive_sealed(self, envelope: Any, data: bytes, challenge: bytes) -> str:
+        try:
+            sender = parse_mail_address(envelope.mail_from)
+            sender.onion_public_key()
+        except AddressError:
+            return "550 5.7.1 A sealed envelope needs a .onion sender to verify"
+        try:
+            content = await asyncio.to_thread(self._open, data, sender.domain)
+            verify_binding(
+                content,
+                mail_from=envelope.mail_from,
+                recipients=envelope.rcpt_tos,
+                session_challenge=challenge,
+                now=time.time(),
+            )
+        except SealError:
+            log.warning("refused a sealed envelope that does not open with the sender's key")
+            return "550 5.7.1 The seal does not open with the sender's onion key: forged sender"
+        except ReplayError as exc:
+            return f"550 5.7.1 Envelope refused: {exc}"
+        except EnvelopeError as exc:
+            log.warning("refused a sealed envelope: %s", type(exc).__name__)
+            return f"550 5.7.1 Envelope refused: {exc}"
+        if await asyncio.to_thread(self.replay_cache.seen, content.envelope_id):
+            log.info("duplicate envelope (a retry): acknowledged, not stored again")
+            return "250 2.0.0 Already delivered"
+        try:
+            message = parse_message(content.message)
+            _check_from_matches(message, sender)
+        except MessageFormatError as exc:
+            return f"554 5.6.0 Malformed message inside the envelope: {exc}"
+        result = "pass (sealed envelope opened with the sender's onion key)"
+        await self._deliver(message, envelope, sender=str(sender), result=result)
+        await asyncio.to_thread(self.replay_cache.record, content.envelope_id, content.created)
+        return "250 2.0.0 Delivered (sealed)"
+
+    def _open(self, data: bytes, sender_onion: str) -> SealedContent:
+        return open_envelope(
+            decode_from_smtp(data), recipient=self.identity, sender_onion=sender_onion
+        )
+
+    async def _receive_plain(self, envelope: Any, data: bytes) -> str:
+        if envelope.mail_from and self.require_seal:
+            if parse_mail_address(envelope.mail_from).is_onion:
+                return (
+                    "550 5.7.1 Mail from a .onion sender must be sealed; an unsealed "
+                    "claim cannot be verified and is refused"
+                )
+        try:
+            message = parse_message(data)
+        except MessageFormatError as exc:
+            return f"554 5.6.0 Malformed message: {exc}"
+        result = "none (plain SMTP peer; sender not verified)"
+        await self._deliver(message, envelope, sender=envelope.mail_from, result=result)
+        return "250 2.0.0 Delivered"
+
+    async def _deliver(self, message: Message, envelope: Any, *, sender: str, result: str) -> None:
+        message.fields = [
+            (k, v)
+            for k, v in message.fields
+            if not (
+                k.lower() == "return-path"
+                or (k.lower() == "authentication-results" and self._claims_us(v))
+            )
+        ]
+        mailfrom = f" smtp.mailfrom={sender}" if sender else ""
+        message.prepend(
+            "Authentication-Results", f"{self.onion}; onionmail={result}{mailfrom}".encode()
+        )
+        message.prepend("Return-Path", f"<{sender}>".encode())
+        stored = message.to_bytes(newline=b"\n")
+        for rcpt in envelope.rcpt_tos:
+            local_part = rcpt.rsplit("@", 1)[0]
+            await asyncio.to_thread(self.maildir(local_part).deliver, stored)
+        self.delivered += 1
+        log.info("delivered a message to %d local mailbox(es)", len(envelope.rcpt_tos))
+
+    def _claims_us(self, value: bytes) -> bool:
+        authserv = value.strip().split(b";", 1)[0].strip().lower()
+        return authserv == self.onion.encode()
+
+
+def _check_from_matches(message: Message, sender: MailAddress) -> None:
+    values = message.get_all("From")
+    if len(values) != 1:
+        raise MessageFormatError("a sealed message needs exactly one From field")
+    addresses = email.utils.getaddresses([values[0].decode("utf-8", errors="replace")])
+    try:
+        named = parse_mail_address(addresses[0][1]) if len(addresses) == 1 else None
+    except AddressError:
+        named = None
+    if named != sender:
+        raise MessageFormatError("the From field does not match the sealed sender")

@@ -1,0 +1,117 @@
+"""The submission server: the user's own mail client hands mail to the box here.
+
+Loopback only, AUTH required (PLAIN or LOGIN; no TLS because the socket
+never leaves the machine), and a client may send only as the local part it
+authenticated as. Each message is scrubbed (:mod:`onionmail.scrub`),
+split per destination onion and queued durably before ``250``.
+Non-onion recipients are refused at RCPT with a reason, since no clearnet
+gateway exists yet: nothing is silently dropped or sent some other way.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiosmtpd.smtp import AuthResult, LoginPassword
+
+from onionmail.credentials import Credentials
+from onionmail.errors import AddressError, OnionMailError
+from onionmail.mail_address import MailAddress, parse_mail_address
+from onionmail.rfc5322 import MessageFormatError
+from onionmail.scrub import SenderMismatchError, scrub_submission
+from onionmail.smtp_server import SafeHandler
+
+log = logging.getLogger(__name__)
+
+# submit(sender, recipients, scrubbed message) -> queue ids; raises OnionMailError if not stored
+Submit = Callable[[MailAddress, list[MailAddress], bytes], Awaitable[list[str]]]
+
+
+class SubmissionHandler(SafeHandler):
+    """aiosmtpd hooks of the submission server."""
+
+    def __init__(
+        self,
+        *,
+        onion: str,
+        local_parts: tuple[str, ...],
+        credentials: Credentials,
+        submit: Submit,
+        max_recipients: int,
+    ) -> None:
+        self.onion = onion
+        self.local_parts = local_parts
+        self.credentials = credentials
+        self.submit = submit
+        self.max_recipients = max_recipients
+
+    def authenticator(
+        self, server: Any, session: Any, envelope: Any, mechanism: str, auth_data: Any
+    ) -> AuthResult:
+        if not isinstance(auth_data, LoginPassword):
+            return AuthResult(success=False, handled=False)
+        user = auth_data.login.decode("utf-8", errors="replace").lower()
+        if user.endswith("@" + self.onion):
+            user = user.rsplit("@", 1)[0]
+        ok = user in self.local_parts and self.credentials.check(user, auth_data.password)
+        if ok:
+            session.onionmail_user = user
+        log.info("submission AUTH %s", "accepted" if ok else "refused")
+        return AuthResult(success=ok, handled=False)
+
+    async def handle_MAIL(
+        self, server: Any, session: Any, envelope: Any, address: str, options: list[str]
+    ) -> str:
+        user = getattr(session, "onionmail_user", None)
+        if user is None:  # aiosmtpd's auth_required answers first; defence in depth
+            return "530 5.7.0 Authentication required"
+        try:
+            sender = parse_mail_address(address)
+        except AddressError as exc:
+            return f"553 5.1.7 Bad sender address: {exc}"
+        if sender != MailAddress(user, self.onion):
+            return f"553 5.7.1 You may send only as {user}@{self.onion}"
+        envelope.mail_from = str(sender)
+        envelope.mail_options.extend(options)
+        return "250 2.1.0 OK"
+
+    async def handle_RCPT(
+        self, server: Any, session: Any, envelope: Any, address: str, options: list[str]
+    ) -> str:
+        if len(envelope.rcpt_tos) >= self.max_recipients:
+            return f"452 4.5.3 Too many recipients (at most {self.max_recipients} per message)"
+        try:
+            rcpt = parse_mail_address(address)
+        except AddressError as exc:
+            return f"553 5.1.3 Bad recipient address: {exc}"
+        if not rcpt.is_onion:
+            return (
+                "550 5.7.1 Only .onion recipients can be reached: clearnet delivery needs "
+                "a gateway, and none is configured"
+            )
+        try:
+            rcpt.onion_public_key()
+        except AddressError as exc:
+            return f"553 5.1.2 Bad onion address: {exc}"
+        envelope.rcpt_tos.append(str(rcpt))
+        envelope.rcpt_options.extend(options)
+        return "250 2.1.5 OK"
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        sender = parse_mail_address(envelope.mail_from)
+        try:
+            message, _ = scrub_submission(envelope.original_content, sender=sender)
+        except MessageFormatError as exc:
+            return f"554 5.6.0 Malformed message: {exc}"
+        except SenderMismatchError as exc:
+            return f"550 5.7.1 {exc}"
+        recipients = [parse_mail_address(r) for r in envelope.rcpt_tos]
+        try:
+            ids = await self.submit(sender, recipients, message)
+        except OnionMailError as exc:
+            log.error("could not queue a submitted message: %s", exc)
+            return "451 4.3.0 Could not store the message; nothing was accepted, try again"
+        log.info("submission queued %d message(s)", len(ids))
+        return f"250 2.0.0 Queued as {' '.join(ids)}"

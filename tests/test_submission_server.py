@@ -1,0 +1,195 @@
+"""The submission server on loopback: AUTH, own-address rule, routing refusals, scrubbing."""
+
+from __future__ import annotations
+
+import base64
+import socket
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import aiosmtplib
+import pytest
+
+from onionmail.credentials import Credentials
+from onionmail.errors import QueueError
+from onionmail.identity import Identity
+from onionmail.mail_address import MailAddress
+from onionmail.rfc5322 import parse_message
+from onionmail.smtp_server import server_port, start_smtp_server
+from onionmail.submission import SubmissionHandler
+from tests.smtp_client import RawSMTP, code
+
+PASSWORD = "correct horse battery staple"
+
+
+@dataclass
+class Submission:
+    onion: str
+    port: int
+    queued: list[tuple[MailAddress, list[MailAddress], bytes]] = field(default_factory=list)
+    fail: bool = False
+
+
+@pytest.fixture
+async def submission(tmp_path: Path) -> AsyncIterator[Submission]:
+    onion = Identity.generate().onion_address
+    creds = Credentials(tmp_path / "submission.json")
+    creds.set_password("alice", PASSWORD)
+    state = Submission(onion, 0)
+
+    async def submit(sender: MailAddress, rcpts: list[MailAddress], message: bytes) -> list[str]:
+        if state.fail:
+            raise QueueError(28, "No space left on device")
+        state.queued.append((sender, rcpts, message))
+        return ["q1"]
+
+    handler = SubmissionHandler(
+        onion=onion,
+        local_parts=("alice", "bob"),
+        credentials=creds,
+        submit=submit,
+        max_recipients=3,
+    )
+    server = await start_smtp_server(
+        handler,
+        "127.0.0.1",
+        0,
+        hostname="localhost",
+        auth_required=True,
+        auth_require_tls=False,
+        authenticator=handler.authenticator,
+        data_size_limit=100_000,
+    )
+    state.port = server_port(server)
+    yield state
+    server.close()
+    await server.wait_closed()
+
+
+async def authed(sub: Submission, user: str = "alice", password: str = PASSWORD) -> RawSMTP:
+    client, _ = await RawSMTP.connect(sub.port)
+    await client.cmd("EHLO localhost")
+    token = base64.b64encode(f"\0{user}\0{password}".encode()).decode()
+    reply = await client.cmd(f"AUTH PLAIN {token}")
+    assert code(reply) == 235, reply
+    return client
+
+
+async def test_mail_without_auth_is_refused(submission: Submission) -> None:
+    client, _ = await RawSMTP.connect(submission.port)
+    await client.cmd("EHLO localhost")
+    reply = await client.cmd(f"MAIL FROM:<alice@{submission.onion}>")
+    assert code(reply) == 530
+    assert submission.queued == []
+
+
+async def test_wrong_password_and_unknown_user_are_refused(submission: Submission) -> None:
+    for user, password in (("alice", "wrong"), ("bob", PASSWORD), ("mallory", PASSWORD)):
+        client, _ = await RawSMTP.connect(submission.port)
+        await client.cmd("EHLO localhost")
+        token = base64.b64encode(f"\0{user}\0{password}".encode()).decode()
+        assert code(await client.cmd(f"AUTH PLAIN {token}")) == 535
+        await client.close()
+
+
+async def test_client_sends_and_message_is_scrubbed(submission: Submission) -> None:
+    bob = f"bob@{Identity.generate().onion_address}"
+    sender = f"alice@{submission.onion}"
+    message = (
+        f"From: {sender}\r\nTo: {bob}\r\nSubject: s\r\nUser-Agent: Mutt\r\n"
+        f"Message-ID: <1@{socket.gethostname()}>\r\n\r\nbody\r\n"
+    )
+    await aiosmtplib.send(
+        message,
+        sender=sender,
+        recipients=[bob],
+        hostname="127.0.0.1",
+        port=submission.port,
+        username="alice",
+        password=PASSWORD,
+        local_hostname="localhost",
+        start_tls=False,
+    )
+    ((queued_from, rcpts, data),) = submission.queued
+    assert str(queued_from) == sender and [str(r) for r in rcpts] == [bob]
+    parsed = parse_message(data)
+    assert parsed.get("User-Agent") is None
+    assert socket.gethostname().encode() not in data
+    assert parsed.body == b"body\r\n"
+
+
+async def test_sending_as_someone_else_is_refused(submission: Submission) -> None:
+    client = await authed(submission)
+    for sender in (f"bob@{submission.onion}", "alice@example.org", f"alice@{'b' * 56}.onion"):
+        reply = await client.cmd(f"MAIL FROM:<{sender}>")
+        assert code(reply) == 553 and "only as alice@" in reply
+
+
+async def test_from_header_of_someone_else_is_refused(submission: Submission) -> None:
+    client = await authed(submission)
+    await client.cmd(f"MAIL FROM:<alice@{submission.onion}>")
+    await client.cmd(f"RCPT TO:<bob@{Identity.generate().onion_address}>")
+    await client.cmd("DATA")
+    reply = await client.cmd(f"From: bob@{submission.onion}\r\n\r\nx\r\n.\r\n".encode())
+    assert code(reply) == 550
+    assert submission.queued == []
+
+
+@pytest.mark.parametrize(
+    ("rcpt", "expected"),
+    [
+        ("bob@example.org", "550 5.7.1 Only .onion recipients"),
+        ("bob@" + "a" * 56 + ".onion", "553 5.1.2 Bad onion address"),  # checksum wrong
+        ("bob@abc.onion", "553 5.1.2 Bad onion address"),  # v2-length
+        ("bob", "553 5.1.3"),
+        ("<bob@x@y.onion>", "553 5.1.3"),
+        ("b\tob@x.onion", "553 5.1.3"),
+    ],
+)
+async def test_unroutable_and_malformed_recipients(
+    submission: Submission, rcpt: str, expected: str
+) -> None:
+    client = await authed(submission)
+    await client.cmd(f"MAIL FROM:<alice@{submission.onion}>")
+    reply = await client.cmd(f"RCPT TO:<{rcpt}>")
+    assert expected in reply, reply
+    assert code(await client.cmd("NOOP")) == 250
+
+
+async def test_too_many_recipients(submission: Submission) -> None:
+    client = await authed(submission)
+    await client.cmd(f"MAIL FROM:<alice@{submission.onion}>")
+    replies = [
+        await client.cmd(f"RCPT TO:<u{i}@{Identity.generate().onion_address}>") for i in range(4)
+    ]
+    assert [code(r) for r in replies] == [250, 250, 250, 452]
+
+
+async def test_store_failure_is_451_and_nothing_acknowledged(submission: Submission) -> None:
+    submission.fail = True
+    client = await authed(submission)
+    await client.cmd(f"MAIL FROM:<alice@{submission.onion}>")
+    await client.cmd(f"RCPT TO:<bob@{Identity.generate().onion_address}>")
+    await client.cmd("DATA")
+    reply = await client.cmd(b"Subject: x\r\n\r\nx\r\n.\r\n")
+    assert code(reply) == 451 and "No space" not in reply
+
+
+async def test_oversize_message_is_552(submission: Submission) -> None:
+    client = await authed(submission)
+    await client.cmd(f"MAIL FROM:<alice@{submission.onion}>")
+    await client.cmd(f"RCPT TO:<bob@{Identity.generate().onion_address}>")
+    await client.cmd("DATA")
+    reply = await client.cmd(b"Subject: x\r\n\r\n" + (b"y" * 998 + b"\r\n") * 120 + b".\r\n")
+    assert code(reply) == 552
+    assert code(await client.cmd("NOOP")) == 250
+
+
+async def test_banner_and_ehlo_name_nothing(submission: Submission) -> None:
+    client, banner = await RawSMTP.connect(submission.port)
+    ehlo = await client.cmd("EHLO localhost")
+    assert banner == "220 localhost ESMTP"
+    for leak in ("Python", "aiosmtpd", socket.gethostname()):
+        assert leak not in banner + ehlo
+    assert "AUTH" in ehlo
