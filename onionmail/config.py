@@ -226,10 +226,20 @@ def _check_semantics(config: Config) -> None:
         raise ConfigError(f"{p}: [delivery] max_lifetime: must be positive")
 
 
-def render_config(local_parts: tuple[str, ...], submission_port: int, testnet: str = "") -> str:
+def render_config(
+    local_parts: tuple[str, ...],
+    submission_port: int,
+    testnet: str = "",
+    retry_initial: float | None = None,
+) -> str:
     """The text ``onionmail init`` writes: the chosen values, the rest commented defaults."""
     parts = ", ".join(f'"{p}"' for p in local_parts)
     testnet_line = f'testnet = "{_toml_escape(testnet)}"' if testnet else '# testnet = ""'
+    retry_line = (
+        f"retry_initial = {float(retry_initial)!r}"
+        if retry_initial is not None
+        else "# retry_initial = 30.0"
+    )
     return f"""# onionmail box configuration. Every key is optional; defaults are shown commented.
 # Documentation of each key: README.md, section "Configuration".
 
@@ -258,7 +268,7 @@ port = {submission_port}
 
 [delivery]
 # smtp_timeout = 120.0
-# retry_initial = 30.0
+{retry_line}
 # retry_max = 3600.0
 # max_lifetime = 432000.0
 """

@@ -193,3 +193,26 @@ async def test_banner_and_ehlo_name_nothing(submission: Submission) -> None:
     for leak in ("Python", "aiosmtpd", socket.gethostname()):
         assert leak not in banner + ehlo
     assert "AUTH" in ehlo
+
+
+@pytest.mark.parametrize(
+    "garbage",
+    [
+        b"GARBAGE\r\n",
+        b"\x00\x01\x02\xff\xfe\r\n",
+        b"RCPT TO:<x>\r\n",  # out of sequence
+        b"A" * (10 * 1024 * 1024) + b"\r\n",  # a 10 MB line
+        b"MAIL FROM:<not an address>\r\n",
+        b"MAIL FROM:<alice@" + b"x" * 300 + b".onion>\r\n",
+        b"MAIL FROM:<alice@abc.onion>\r\n",
+    ],
+)
+async def test_garbage_gets_5xx_and_server_keeps_serving(
+    submission: Submission, garbage: bytes
+) -> None:
+    client = await authed(submission)
+    reply = await client.cmd(garbage)
+    assert 500 <= code(reply) < 600, reply
+    assert code(await client.cmd("NOOP")) == 250
+    other, banner = await RawSMTP.connect(submission.port)
+    assert banner.startswith("220")

@@ -1,0 +1,231 @@
+"""The box daemon: one identity, its tor, two SMTP servers and the delivery agent.
+
+Start-up order matters for "nothing acknowledged is lost": the queue is
+recovered first, the inbound server listens before the onion is published
+(so the first peer finds it), and the submission server opens last, when
+the box can take responsibility for mail. ``BOXDIR/run/status.json`` tells
+``onionmail status`` what the running box is doing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from onionmail.box_tor import BoxTor
+from onionmail.config import Config
+from onionmail.credentials import Credentials
+from onionmail.delivery import DeliveryAgent
+from onionmail.errors import OnionMailError
+from onionmail.fsutil import ensure_private_dir, write_private_file
+from onionmail.identity import Identity
+from onionmail.inbound import InboundHandler
+from onionmail.mail_address import MailAddress
+from onionmail.maildir import Maildir
+from onionmail.outbound_queue import OutboundQueue, list_queue, queue_key
+from onionmail.replay_cache import ReplayCache
+from onionmail.smtp_server import server_port, start_smtp_server
+from onionmail.submission import SubmissionHandler
+
+log = logging.getLogger(__name__)
+
+Progress = Callable[[str], None]
+
+
+class BoxPaths:
+    """Where a box keeps what (all 0700 directories, 0600 files)."""
+
+    def __init__(self, box_dir: Path) -> None:
+        self.root = box_dir
+        self.identity = box_dir / "keys" / "identity.key"
+        self.credentials = box_dir / "keys" / "submission.json"
+        self.queue = box_dir / "queue"
+        self.mail = box_dir / "mail"
+        self.tor = box_dir / "tor"
+        self.state = box_dir / "state"
+        self.status = box_dir / "run" / "status.json"
+
+    def maildir(self, local_part: str) -> Path:
+        return self.mail / local_part
+
+
+class Box:
+    """A running box. ``await start()``, then ``await stop()``."""
+
+    def __init__(
+        self,
+        config: Config,
+        identity: Identity,
+        *,
+        testnet_options: dict[str, Any] | None = None,
+        progress: Progress | None = None,
+    ) -> None:
+        self.config = config
+        self.identity = identity
+        self.paths = BoxPaths(config.box_dir)
+        self.progress = progress or (lambda _msg: None)
+        self.tor = BoxTor(config.tor, self.paths.tor, testnet_options or {})
+        self.queue = OutboundQueue(self.paths.queue, queue_key(identity.seed))
+        self.replay_cache: ReplayCache | None = None
+        self.inbound_server: asyncio.Server | None = None
+        self.submission_server: asyncio.Server | None = None
+        self.agent: DeliveryAgent | None = None
+        self._agent_task: asyncio.Task[None] | None = None
+        self.submission_port = 0
+        self.inbound_port = 0
+        self.inbound_handler: InboundHandler | None = None
+        self.started_at = 0.0
+
+    @property
+    def onion(self) -> str:
+        return self.identity.onion_address
+
+    def address(self, local_part: str) -> str:
+        return f"{local_part}@{self.onion}"
+
+    def maildir(self, local_part: str) -> Maildir:
+        return Maildir(self.paths.maildir(local_part))
+
+    async def start(self) -> None:
+        self.started_at = time.time()
+        await self._write_status("starting")
+        recovered = await asyncio.to_thread(self.queue.recover)
+        if recovered:
+            log.info("removed %d half-written queue file(s) left by a crash", recovered)
+        for part in self.config.box.local_parts:
+            await asyncio.to_thread(self.maildir(part).clean_tmp, 0)
+        ensure_private_dir(self.paths.state)
+        self.replay_cache = ReplayCache(self.paths.state / "replay.sqlite")
+        await self._start_inbound()
+        await self.tor.start(self._tor_progress)
+        await self._write_status("publishing")
+        await self.tor.publish(self.identity, self.inbound_port, self.progress)
+        self._start_agent()
+        await self._start_submission()
+        await self._write_status("running")
+        self.progress(f"box running: {self.onion}")
+
+    def _tor_progress(self, message: str) -> None:
+        self.progress(message)
+
+    async def _start_inbound(self) -> None:
+        settings = self.config.inbound
+        self.inbound_handler = InboundHandler(
+            identity=self.identity,
+            local_parts=self.config.box.local_parts,
+            mail_root=self.paths.mail,
+            replay_cache=self._replay(),
+            max_recipients=settings.max_recipients,
+            require_seal_for_onion_senders=settings.require_seal_for_onion_senders,
+        )
+        self.inbound_server = await start_smtp_server(
+            self.inbound_handler,
+            "127.0.0.1",
+            0,
+            hostname=self.onion,
+            data_size_limit=_encoded_size(settings.max_message_size),
+            timeout=settings.timeout,
+        )
+        self.inbound_port = server_port(self.inbound_server)
+
+    def _replay(self) -> ReplayCache:
+        if self.replay_cache is None:
+            raise OnionMailError("replay cache not open")
+        return self.replay_cache
+
+    def _start_agent(self) -> None:
+        self.agent = DeliveryAgent(
+            queue=self.queue,
+            identity=self.identity,
+            settings=self.config.delivery,
+            socks_address=lambda: self.tor.socks_address,
+            socks_timeout=self.config.tor.socks_timeout,
+            sender_maildir=self.maildir,
+        )
+        self._agent_task = asyncio.create_task(self.agent.run())
+
+    async def _start_submission(self) -> None:
+        settings = self.config.submission
+        handler = SubmissionHandler(
+            onion=self.onion,
+            local_parts=self.config.box.local_parts,
+            credentials=Credentials(self.paths.credentials),
+            submit=self.submit,
+            max_recipients=settings.max_recipients,
+        )
+        self.submission_server = await start_smtp_server(
+            handler,
+            settings.host,
+            settings.port,
+            hostname="localhost",
+            data_size_limit=settings.max_message_size,
+            timeout=settings.timeout,
+            auth_required=True,
+            auth_require_tls=False,
+            authenticator=handler.authenticator,
+        )
+        self.submission_port = server_port(self.submission_server)
+
+    async def submit(
+        self, sender: MailAddress, recipients: list[MailAddress], message: bytes
+    ) -> list[str]:
+        """Queue ``message`` durably, one entry per destination onion; returns queue ids."""
+        by_onion: dict[str, list[str]] = {}
+        for rcpt in recipients:
+            by_onion.setdefault(rcpt.domain, []).append(str(rcpt))
+        ids = []
+        for onion, rcpts in by_onion.items():
+            entry = await asyncio.to_thread(
+                self.queue.enqueue, onion, str(sender), tuple(rcpts), message
+            )
+            ids.append(entry.id)
+        if self.agent is not None:
+            self.agent.wake()
+        return ids
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "pid": os.getpid(),
+            "onion": self.onion,
+            "addresses": [self.address(p) for p in self.config.box.local_parts],
+            "submission": f"{self.config.submission.host}:{self.submission_port}",
+            "tor": self.tor.status(),
+            "queue_length": len(list_queue(self.paths.queue)),
+            "started_at": self.started_at,
+        }
+
+    async def _write_status(self, state: str) -> None:
+        ensure_private_dir(self.paths.status.parent)
+        data = {"state": state, "updated_at": time.time(), **self.status()}
+        await asyncio.to_thread(
+            write_private_file,
+            self.paths.status,
+            json.dumps(data, indent=1).encode(),
+            durable=False,
+        )
+
+    async def stop(self) -> None:
+        if self.submission_server is not None:
+            self.submission_server.close()
+        if self.agent is not None:
+            await self.agent.stop()
+        if self._agent_task is not None:
+            self._agent_task.cancel()
+            await asyncio.gather(self._agent_task, return_exceptions=True)
+        if self.inbound_server is not None:
+            self.inbound_server.close()
+        await self.tor.stop()
+        if self.replay_cache is not None:
+            self.replay_cache.close()
+        await self._write_status("stopped")
+
+
+def _encoded_size(limit: int) -> int:
+    """DATA limit for sealed mail: base64 (4/3) with CRLF every 76 chars, plus padding slack."""
+    return int(limit * 1.45) + 65536

@@ -1,0 +1,194 @@
+"""The box's tor: launch one of its own (or attach to one), bootstrap, publish the onion.
+
+stem 1.8 is synchronous, so every blocking stem call runs in
+``asyncio.to_thread``. Its launch timeout works only in the main thread, so
+tor is launched with ``completion_percent=0`` and the box waits for
+bootstrap itself, reading ``status/bootstrap-phase`` and reporting progress.
+
+A launched tor is owned by the box (``take_ownership``): it exits when the
+box exits, even on SIGKILL, and one long-lived controller is kept for it
+(closing an owning controller stops tor). Its data directory is
+``BOXDIR/tor`` (0700) and it is controlled through a unix socket there, so
+no control port is open to other local users.
+
+The onion service is created from the box's own identity key
+(``ADD_ONION ED25519-V3:<expanded key>``) and is ephemeral: tor never
+writes the key to disk; the box re-adds it at every start.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import stem
+import stem.control
+import stem.process
+
+from onionmail.config import TorSection
+from onionmail.errors import TorError, TorTimeoutError
+from onionmail.fsutil import ensure_private_dir
+from onionmail.identity import Identity
+
+log = logging.getLogger(__name__)
+
+Progress = Callable[[str], None]
+
+_PHASE = re.compile(r"PROGRESS=(\d+).*?SUMMARY=\"([^\"]*)\"")
+
+
+class BoxTor:
+    """A tor for one box; use ``await start()``, then ``publish()``, finally ``stop()``."""
+
+    def __init__(self, settings: TorSection, data_dir: Path, testnet_options: dict[str, Any]):
+        self.settings = settings
+        self.data_dir = data_dir
+        self.testnet_options = testnet_options
+        self.controller: Any = None
+        self.process: Any = None
+        self.socks_address: tuple[str, int] = ("127.0.0.1", 0)
+        self.bootstrap_percent = 0
+        self.bootstrap_summary = "not started"
+        self.published = False
+
+    async def start(self, progress: Progress | None = None) -> None:
+        """Launch or attach, then wait until tor is bootstrapped to 100 %."""
+        say = progress or (lambda _msg: None)
+        if self.settings.mode == "attach":
+            await asyncio.to_thread(self._attach)
+        else:
+            say("launching tor")
+            await asyncio.to_thread(self._launch)
+        self.socks_address = await asyncio.to_thread(self._socks_listener)
+        await self._wait_bootstrap(say)
+
+    def _launch(self) -> None:
+        ensure_private_dir(self.data_dir)
+        control = self.data_dir / "control.sock"
+        if len(str(control)) > 100:
+            raise TorError(f"box directory path too long for tor's control socket: {control}")
+        config: dict[str, Any] = {
+            "DataDirectory": str(self.data_dir),
+            "ControlSocket": str(control),
+            "CookieAuthentication": "1",
+            "SocksPort": "127.0.0.1:auto ExtendedErrors IsolateSOCKSAuth",
+            "AvoidDiskWrites": "1",
+        }
+        config.update(self.testnet_options)
+        try:
+            self.process = stem.process.launch_tor_with_config(
+                config, completion_percent=0, timeout=None, take_ownership=True
+            )
+        except OSError as exc:
+            raise TorError(f"could not launch tor: {exc} (is Debian's 'tor' installed?)") from None
+        self.controller = self._connect_socket(control)
+
+    def _attach(self) -> None:
+        if self.settings.control_socket:
+            self.controller = self._connect_socket(Path(self.settings.control_socket))
+            return
+        try:
+            controller = stem.control.Controller.from_port("127.0.0.1", self.settings.control_port)
+            controller.authenticate()
+        except stem.SocketError as exc:
+            raise TorError(f"cannot reach tor's control port: {exc}") from None
+        except stem.connection.AuthenticationFailure as exc:
+            raise TorError(f"tor refused control authentication: {exc}") from None
+        self.controller = controller
+
+    @staticmethod
+    def _connect_socket(path: Path) -> Any:
+        try:
+            controller = stem.control.Controller.from_socket_file(str(path))
+            controller.authenticate()
+        except stem.SocketError as exc:
+            raise TorError(f"cannot reach tor's control socket {path}: {exc}") from None
+        except stem.connection.AuthenticationFailure as exc:
+            raise TorError(f"tor refused control authentication: {exc}") from None
+        return controller
+
+    def _socks_listener(self) -> tuple[str, int]:
+        if self.settings.mode == "attach" and self.settings.socks_port:
+            return ("127.0.0.1", self.settings.socks_port)
+        listeners = self.controller.get_listeners(stem.control.Listener.SOCKS)
+        for host, port in listeners:
+            if host in ("127.0.0.1", "::1"):
+                return (host, int(port))
+        raise TorError("tor has no SOCKS listener on loopback; set [tor] socks_port")
+
+    async def _wait_bootstrap(self, say: Progress) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.settings.bootstrap_timeout
+        last = -1
+        while True:
+            phase = await asyncio.to_thread(self.controller.get_info, "status/bootstrap-phase")
+            match = _PHASE.search(phase)
+            if match:
+                self.bootstrap_percent = int(match.group(1))
+                self.bootstrap_summary = match.group(2)
+            if self.bootstrap_percent != last:
+                last = self.bootstrap_percent
+                say(f"tor bootstrap {self.bootstrap_percent}%: {self.bootstrap_summary}")
+            if self.bootstrap_percent >= 100:
+                return
+            if loop.time() > deadline:
+                raise TorTimeoutError(
+                    f"tor did not bootstrap within {self.settings.bootstrap_timeout:g} s "
+                    f"(stuck at {self.bootstrap_percent}%: {self.bootstrap_summary}); "
+                    "check the network or [tor] testnet, or raise [tor] bootstrap_timeout"
+                )
+            await asyncio.sleep(0.2)
+
+    async def publish(
+        self, identity: Identity, target_port: int, progress: Progress | None = None
+    ) -> None:
+        """Publish the box's onion (virtual port 25 -> 127.0.0.1:target_port) and wait for it."""
+        say = progress or (lambda _msg: None)
+        say("publishing the onion service")
+        try:
+            response = await asyncio.to_thread(
+                self.controller.create_ephemeral_hidden_service,
+                {25: f"127.0.0.1:{target_port}"},
+                key_type="ED25519-V3",
+                key_content=identity.tor_key_blob(),
+                await_publication=True,
+                timeout=self.settings.publish_timeout,
+            )
+        except stem.Timeout:
+            raise TorTimeoutError(
+                f"the onion service descriptor was not published within "
+                f"{self.settings.publish_timeout:g} s; raise [tor] publish_timeout"
+            ) from None
+        except (stem.ControllerError, stem.SocketError) as exc:
+            raise TorError(f"tor refused to create the onion service: {exc}") from None
+        if f"{response.service_id}.onion" != identity.onion_address:
+            raise TorError("tor derived a different onion address from the identity key")
+        self.published = True
+        say("onion service published")
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "bootstrap_percent": self.bootstrap_percent,
+            "bootstrap_summary": self.bootstrap_summary,
+            "published": self.published,
+        }
+
+    async def stop(self) -> None:
+        """Remove the onion and stop tor (if the box launched it)."""
+        if self.controller is not None:
+            await asyncio.to_thread(self.controller.close)
+            self.controller = None
+        if self.process is not None:
+            proc = self.process
+            self.process = None
+            proc.terminate()
+            try:
+                await asyncio.to_thread(proc.wait, 10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                await asyncio.to_thread(proc.wait, 10)

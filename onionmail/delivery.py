@@ -1,0 +1,269 @@
+"""The delivery agent: drains the outbound queue over tor, with retries and bounces.
+
+For each due message: open a tor stream to ``<destination>:25`` (fresh SOCKS
+credentials, so its own circuit), speak ESMTP as ``localhost`` (the EHLO
+name says nothing about this machine), and
+
+* if the peer announces :data:`SEAL_KEYWORD`, send MAIL and RCPT, then seal
+  the message to the peer's key binding this session's challenge and the
+  recipients it accepted, and send the envelope as DATA;
+* otherwise send the scrubbed message as ordinary SMTP (a plain onion peer).
+
+Outcomes: ``2xx`` removes the message from the queue; a tor or network
+failure, a timeout or ``4xx`` schedules a retry (exponential backoff with
+jitter, ``[delivery] retry_initial`` .. ``retry_max``); ``5xx`` or a
+permanent tor error, or a message older than ``max_lifetime``, bounces: a
+delivery status notification goes to the sender's own Maildir and the
+message leaves the queue. Logs name queue ids and SMTP codes, never
+addresses.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import aiosmtplib
+
+from onionmail.config import DeliverySection
+from onionmail.dsn import build_dsn
+from onionmail.errors import DeliveryError, OnionMailError, PermanentDeliveryError
+from onionmail.identity import Identity
+from onionmail.maildir import Maildir
+from onionmail.outbound_queue import OutboundQueue, QueuedMessage, QueueState
+from onionmail.sealed_envelope import (
+    SEAL_KEYWORD,
+    SealedContent,
+    encode_for_smtp,
+    parse_seal_keyword_params,
+    seal,
+)
+from onionmail.tor_socks import open_tor_stream
+
+log = logging.getLogger(__name__)
+
+EHLO_NAME = "localhost"
+MAX_PARALLEL = 8
+
+
+@dataclass(frozen=True)
+class DeliveryReport:
+    """What one successful delivery looked like (for the demo and tests)."""
+
+    queue_id: str
+    destination: str
+    sealed: bool
+    seconds: float
+    refused: tuple[str, ...] = ()
+
+
+class DeliveryAgent:
+    """Runs as one task of the box; ``wake()`` after enqueueing to skip the wait."""
+
+    def __init__(
+        self,
+        *,
+        queue: OutboundQueue,
+        identity: Identity,
+        settings: DeliverySection,
+        socks_address: Callable[[], tuple[str, int]],
+        socks_timeout: float,
+        sender_maildir: Callable[[str], Maildir],
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.queue = queue
+        self.identity = identity
+        self.settings = settings
+        self.socks_address = socks_address
+        self.socks_timeout = socks_timeout
+        self.sender_maildir = sender_maildir
+        self.clock = clock
+        self._wake = asyncio.Event()
+        self._in_flight: set[str] = set()
+        self._slots = asyncio.Semaphore(MAX_PARALLEL)
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.reports: list[DeliveryReport] = []
+        self.on_delivered: Callable[[DeliveryReport], None] | None = None
+        self._stopping = False
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    async def run(self) -> None:
+        """Loop forever: start due deliveries, sleep until the next is due or ``wake()``."""
+        while not self._stopping:
+            self._wake.clear()
+            states = await asyncio.to_thread(self.queue.states)
+            now = self.clock()
+            next_due = None
+            for state in states:
+                if state.id in self._in_flight:
+                    continue
+                if state.next_try <= now:
+                    self._start(state)
+                elif next_due is None or state.next_try < next_due:
+                    next_due = state.next_try
+            wait = 3600.0 if next_due is None else max(0.05, next_due - now)
+            # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a
+            # cancellation that races with the event being set (gh-86296),
+            # which would leave stop() waiting forever.
+            try:
+                async with asyncio.timeout(wait):
+                    await self._wake.wait()
+            except TimeoutError:
+                pass
+
+    def _start(self, state: QueueState) -> None:
+        if self._stopping:
+            return
+        self._in_flight.add(state.id)
+        task = asyncio.create_task(self._attempt(state))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def stop(self) -> None:
+        """Cancel attempts in flight (their messages stay queued); ``run()`` then returns."""
+        self._stopping = True
+        self._wake.set()
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def _attempt(self, state: QueueState) -> None:
+        try:
+            async with self._slots:
+                await self._attempt_locked(state)
+        finally:
+            self._in_flight.discard(state.id)
+            self._wake.set()
+
+    async def _attempt_locked(self, state: QueueState) -> None:
+        entry = await asyncio.to_thread(self.queue.load, state.id)
+        started = time.monotonic()
+        try:
+            sealed, refused = await self.deliver(entry)
+        except PermanentDeliveryError as exc:
+            log.warning("queue %s: permanent failure: %s", entry.id, exc)
+            await self._bounce(entry, str(exc))
+            return
+        except DeliveryError as exc:
+            await self._retry_or_bounce(entry, state, str(exc))
+            return
+        report = DeliveryReport(
+            entry.id, entry.destination, sealed, time.monotonic() - started, tuple(refused)
+        )
+        log.info(
+            "queue %s: delivered (%s) in %.2f s",
+            entry.id,
+            "sealed" if sealed else "plain",
+            report.seconds,
+        )
+        if refused:
+            await self._bounce(entry, "recipient refused by the peer", only=tuple(refused))
+        await asyncio.to_thread(self.queue.remove, entry.id)
+        self.reports.append(report)
+        if self.on_delivered is not None:
+            self.on_delivered(report)
+
+    async def _retry_or_bounce(self, entry: QueuedMessage, state: QueueState, error: str) -> None:
+        now = self.clock()
+        if now - entry.created > self.settings.max_lifetime:
+            await self._bounce(entry, f"gave up after {state.attempts + 1} attempts: {error}")
+            return
+        delay = min(self.settings.retry_max, self.settings.retry_initial * 2**state.attempts)
+        delay *= random.uniform(0.5, 1.5)
+        log.info(
+            "queue %s: attempt %d failed (%s); retry in %.0f s",
+            entry.id,
+            state.attempts + 1,
+            error,
+            delay,
+        )
+        await asyncio.to_thread(self.queue.record_failure, state, error, now + delay)
+
+    async def _bounce(self, entry: QueuedMessage, reason: str, only: tuple[str, ...] = ()) -> None:
+        recipients = only or entry.recipients
+        dsn = build_dsn(
+            box_onion=self.identity.onion_address,
+            sender=entry.mail_from,
+            recipients=recipients,
+            original=entry.message,
+            reason=reason,
+        )
+        local_part = entry.mail_from.rsplit("@", 1)[0]
+        await asyncio.to_thread(self.sender_maildir(local_part).deliver, dsn)
+        if not only:
+            await asyncio.to_thread(self.queue.remove, entry.id)
+
+    async def deliver(self, entry: QueuedMessage) -> tuple[bool, list[str]]:
+        """One attempt; returns (sealed?, recipients refused). Raises DeliveryError."""
+        host, port = self.socks_address()
+        sock = await open_tor_stream(host, port, entry.destination, 25, timeout=self.socks_timeout)
+        smtp = aiosmtplib.SMTP(
+            sock=sock,
+            local_hostname=EHLO_NAME,
+            timeout=self.settings.smtp_timeout,
+            start_tls=False,
+            use_tls=False,
+        )
+        try:
+            await smtp.connect()
+            await smtp.ehlo()
+            return await self._transaction(smtp, entry)
+        except aiosmtplib.SMTPResponseException as exc:
+            text = f"peer answered {exc.code} {exc.message}"
+            if 500 <= exc.code < 600:
+                raise PermanentDeliveryError(text) from None
+            raise DeliveryError(text) from None
+        except (aiosmtplib.SMTPException, OSError) as exc:
+            raise DeliveryError(f"SMTP with the peer failed: {exc}") from None
+        finally:
+            smtp.close()
+
+    async def _transaction(
+        self, smtp: aiosmtplib.SMTP, entry: QueuedMessage
+    ) -> tuple[bool, list[str]]:
+        params = smtp.esmtp_extensions.get(SEAL_KEYWORD.lower())
+        await smtp.mail(entry.mail_from)
+        accepted, refused = [], []
+        for rcpt in entry.recipients:
+            response = await smtp.execute_command(b"RCPT", f"TO:<{rcpt}>".encode())
+            if 200 <= response.code < 300:
+                accepted.append(rcpt)
+            elif 500 <= response.code < 600:
+                refused.append(rcpt)
+            else:
+                raise DeliveryError(f"peer answered {response.code} {response.message}")
+        if not accepted:
+            raise PermanentDeliveryError("the peer refused every recipient")
+        sealed = params is not None
+        if params is not None:
+            payload = self._seal(entry, params, accepted)
+        else:
+            payload = entry.message
+        await smtp.data(payload)
+        try:
+            await smtp.quit()
+        except (aiosmtplib.SMTPException, OSError):
+            log.debug("QUIT failed after a completed delivery; ignored")
+        return sealed, refused
+
+    def _seal(self, entry: QueuedMessage, params: str, accepted: list[str]) -> bytes:
+        try:
+            challenge = parse_seal_keyword_params(params)
+        except OnionMailError as exc:
+            raise DeliveryError(f"peer's seal announcement is unusable: {exc}") from None
+        content = SealedContent(
+            envelope_id=entry.envelope_id,
+            created=int(entry.created),
+            session_challenge=challenge,
+            mail_from=entry.mail_from,
+            recipients=tuple(accepted),
+            message=entry.message,
+        )
+        envelope = seal(content, sender=self.identity, recipient_onion=entry.destination)
+        return encode_for_smtp(envelope)

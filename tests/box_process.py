@@ -1,0 +1,129 @@
+"""Run boxes and client tors for integration tests: real processes, stopped by PID."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import stem.control
+import stem.process
+
+from onionmail.box_init import NewBox, create_box
+
+
+@dataclass
+class RunningBox:
+    """An ``onionmail run`` process and what it printed."""
+
+    new: NewBox
+    process: subprocess.Popen[str]
+    onion: str = ""
+    submission_port: int = 0
+    stderr_lines: list[str] = field(default_factory=list)
+    drain: threading.Thread | None = None
+
+    @property
+    def address(self) -> str:
+        return self.new.address
+
+    @property
+    def maildir(self) -> Path:
+        return self.new.box_dir / "mail" / self.new.local_part
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(10)
+        if self.drain is not None:
+            self.drain.join(10)
+        for stream in (self.process.stdout, self.process.stderr):
+            if stream is not None:
+                stream.close()
+
+
+def start_box(root: Path, name: str, testnet_dir: Path, timeout: float = 90) -> RunningBox:
+    """Create a box and run it as ``onionmail run``; return once it printed its ports."""
+    new = create_box(root / name, name, testnet=testnet_dir, submission_port=0, retry_initial=2.0)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "onionmail.cli", "run", "--dir", str(new.box_dir)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    box = RunningBox(new, process)
+    box.drain = threading.Thread(
+        target=_drain, args=(process.stderr, box.stderr_lines), daemon=True
+    )
+    box.drain.start()
+    deadline = time.monotonic() + timeout
+    assert process.stdout is not None
+    while time.monotonic() < deadline:
+        line = process.stdout.readline()
+        if not line:
+            break
+        key, _, value = line.partition(":")
+        if key == "onion":
+            box.onion = value.strip()
+        elif key == "submission":
+            box.submission_port = int(value.strip().rsplit(":", 1)[1])
+            return box
+    box.stop()
+    raise AssertionError(f"box {name} did not start:\n" + "".join(box.stderr_lines[-30:]))
+
+
+def _drain(stream: Any, sink: list[str]) -> None:
+    for line in stream:
+        sink.append(line)
+
+
+@dataclass
+class ClientTor:
+    """A plain tor client on the private network (an attacker or a plain peer)."""
+
+    process: subprocess.Popen[bytes]
+    controller: Any
+    socks_port: int
+
+    def stop(self) -> None:
+        self.controller.close()
+        if self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(10)
+        for stream in (self.process.stdout, self.process.stderr):
+            if stream is not None:
+                stream.close()
+
+
+def start_client_tor(data_dir: Path, options: dict[str, Any]) -> ClientTor:
+    data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    config = {
+        "DataDirectory": str(data_dir),
+        "ControlSocket": str(data_dir / "control.sock"),
+        "CookieAuthentication": "1",
+        "SocksPort": "127.0.0.1:auto ExtendedErrors",
+        **options,
+    }
+    process = stem.process.launch_tor_with_config(
+        config, completion_percent=0, timeout=None, take_ownership=True
+    )
+    controller = stem.control.Controller.from_socket_file(str(data_dir / "control.sock"))
+    controller.authenticate()
+    deadline = time.monotonic() + 60
+    while "PROGRESS=100" not in controller.get_info("status/bootstrap-phase"):
+        if time.monotonic() > deadline:
+            raise AssertionError("client tor did not bootstrap in 60 s")
+        time.sleep(0.2)
+    (_, port), *_ = controller.get_listeners(stem.control.Listener.SOCKS)
+    return ClientTor(process, controller, int(port))

@@ -1,0 +1,56 @@
+"""Drive the real neomutt over a pseudo-terminal to read a Maildir, as a user's client would."""
+
+from __future__ import annotations
+
+import os
+import pty
+import select
+import subprocess
+import time
+from pathlib import Path
+
+
+def neomutt_subjects(maildir: Path, work: Path, timeout: float = 30) -> list[str]:
+    """Open ``maildir`` in neomutt, copy every message to an mbox, return their Subjects."""
+    out = work / "copied.mbox"
+    rc = work / "neomuttrc"
+    rc.write_text(
+        "set wait_key=no\nset quit=yes\n"
+        "set mbox_type=mbox\nset confirmappend=no\nset confirmcreate=no\n"
+        f"set folder={work}\n"  # else neomutt first asks whether to create ~/Mail
+        "set auto_tag=yes\nset header_cache=''\nset message_cachedir=''\n"
+    )
+    keys = f'push "<tag-pattern>~A<enter><tag-prefix><copy-message>{out}<enter><exit>"'
+    pid, fd = pty.fork()
+    if pid == 0:  # pragma: no cover - the child becomes neomutt
+        os.environ.update({"TERM": "dumb", "HOME": str(work), "LINES": "40", "COLUMNS": "120"})
+        os.execvp("neomutt", ["neomutt", "-n", "-F", str(rc), "-R", "-f", str(maildir), "-e", keys])
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([fd], [], [], 0.2)
+            if ready:
+                try:
+                    os.read(fd, 65536)
+                except OSError:
+                    # EIO while neomutt runs the pipe command with the terminal
+                    # released; it is not finished until the process exits.
+                    time.sleep(0.05)
+            done, _ = os.waitpid(pid, os.WNOHANG)
+            if done:
+                break
+        else:
+            raise AssertionError("neomutt did not finish in time")
+    finally:
+        try:
+            os.kill(pid, 9)
+            os.waitpid(pid, 0)
+        except (ProcessLookupError, ChildProcessError):
+            pass
+        os.close(fd)
+    text = out.read_text(errors="replace") if out.exists() else ""
+    return [line[len("Subject: ") :] for line in text.splitlines() if line.startswith("Subject: ")]
+
+
+def neomutt_available() -> bool:
+    return subprocess.run(["neomutt", "-v"], capture_output=True).returncode == 0
