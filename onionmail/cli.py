@@ -82,7 +82,7 @@ def _passphrase_arg(p: argparse.ArgumentParser) -> None:
         "--passphrase-file",
         type=Path,
         metavar="FILE",
-        help="file holding the passphrase of the identity key (first line)",
+        help="file holding the passphrase of the identity key (one trailing newline is ignored)",
     )
 
 

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import mailbox
 import os
-import socket
 import stat
 from pathlib import Path
 
 from onionmail.maildir import Maildir
+from tests.leaks import host_identity_in
 
 
 def test_delivered_message_is_readable_by_stdlib_mailbox(tmp_path: Path) -> None:
@@ -28,7 +28,7 @@ def test_permissions_and_names_leak_nothing(tmp_path: Path) -> None:
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
     for sub in ("tmp", "new", "cur"):
         assert stat.S_IMODE(os.stat(tmp_path / "alice" / sub).st_mode) == 0o700
-    assert socket.gethostname() not in path.name
+    assert host_identity_in(path.name) == []
     assert path.name.endswith(".onionmail")
 
 
