@@ -33,6 +33,7 @@ from onionmail.config import DeliverySection
 from onionmail.dsn import build_dsn
 from onionmail.errors import DeliveryError, OnionMailError, PermanentDeliveryError
 from onionmail.identity import Identity
+from onionmail.log_redaction import redact
 from onionmail.maildir import Maildir
 from onionmail.outbound_queue import OutboundQueue, QueuedMessage, QueueState
 from onionmail.sealed_envelope import (
@@ -147,7 +148,7 @@ class DeliveryAgent:
         try:
             sealed, refused = await self.deliver(entry)
         except PermanentDeliveryError as exc:
-            log.warning("queue %s: permanent failure: %s", entry.id, exc)
+            log.warning("queue %s: permanent failure: %s", entry.id, redact(str(exc)))
             await self._bounce(entry, str(exc))
             return
         except DeliveryError as exc:
@@ -180,7 +181,7 @@ class DeliveryAgent:
             "queue %s: attempt %d failed (%s); retry in %.0f s",
             entry.id,
             state.attempts + 1,
-            error,
+            redact(error),
             delay,
         )
         await asyncio.to_thread(self.queue.record_failure, state, error, now + delay)

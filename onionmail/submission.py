@@ -18,6 +18,7 @@ from aiosmtpd.smtp import AuthResult, LoginPassword
 
 from onionmail.credentials import Credentials
 from onionmail.errors import AddressError, OnionMailError
+from onionmail.log_redaction import redact
 from onionmail.mail_address import MailAddress, parse_mail_address
 from onionmail.rfc5322 import MessageFormatError
 from onionmail.scrub import SenderMismatchError, scrub_submission
@@ -111,7 +112,7 @@ class SubmissionHandler(SafeHandler):
         try:
             ids = await self.submit(sender, recipients, message)
         except OnionMailError as exc:
-            log.error("could not queue a submitted message: %s", exc)
+            log.error("could not queue a submitted message: %s", redact(str(exc)))
             return "451 4.3.0 Could not store the message; nothing was accepted, try again"
         log.info("submission queued %d message(s)", len(ids))
         return f"250 2.0.0 Queued as {' '.join(ids)}"

@@ -52,9 +52,25 @@ class RunningBox:
                 stream.close()
 
 
-def start_box(root: Path, name: str, testnet_dir: Path, timeout: float = 90) -> RunningBox:
-    """Create a box and run it as ``onionmail run``; return once it printed its ports."""
+def start_box(
+    root: Path,
+    name: str,
+    testnet_dir: Path,
+    timeout: float = 90,
+    attach_control_socket: Path | None = None,
+) -> RunningBox:
+    """Create a box and run it as ``onionmail run``; return once it printed its ports.
+
+    With ``attach_control_socket`` the box attaches to that running tor instead
+    of launching its own.
+    """
     new = create_box(root / name, name, testnet=testnet_dir, submission_port=0, retry_initial=2.0)
+    if attach_control_socket is not None:
+        config = new.box_dir / "onionmail.toml"
+        text = config.read_text()
+        launch_line = next(line for line in text.splitlines() if line.startswith("# mode ="))
+        attach = f'mode = "attach"\ncontrol_socket = "{attach_control_socket}"'
+        config.write_text(text.replace(launch_line, attach))
     process = subprocess.Popen(
         [sys.executable, "-m", "onionmail.cli", "run", "--dir", str(new.box_dir)],
         stdout=subprocess.PIPE,
@@ -95,6 +111,7 @@ class ClientTor:
     process: subprocess.Popen[bytes]
     controller: Any
     socks_port: int
+    control_socket: Path
 
     def stop(self) -> None:
         self.controller.close()
@@ -126,4 +143,4 @@ def start_client_tor(data_dir: Path, options: dict[str, Any]) -> ClientTor:
             raise AssertionError("client tor did not bootstrap in 60 s")
         time.sleep(0.2)
     (_, port), *_ = controller.get_listeners(stem.control.Listener.SOCKS)
-    return ClientTor(process, controller, int(port))
+    return ClientTor(process, controller, int(port), data_dir / "control.sock")

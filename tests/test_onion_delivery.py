@@ -373,3 +373,47 @@ def test_neomutt_reads_the_maildir(boxes: dict[str, RunningBox], tmp_path: Path)
     subjects = neomutt_subjects(bob.maildir, tmp_path)
     assert "hello" in subjects
     assert len(subjects) == len(stored)
+
+
+def test_box_attached_to_a_running_tor(
+    boxes: dict[str, RunningBox], testnet: Any, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """[tor] mode = "attach": the box uses a tor it did not start, and leaves it running."""
+    root = tmp_path_factory.mktemp("attach")
+    tor = start_client_tor(root / "tor", client_tor_options(testnet))
+    try:
+        carol = start_box(
+            root, "carol", testnet.directory, attach_control_socket=tor.control_socket
+        )
+        try:
+            assert carol.onion == carol.new.identity.onion_address
+            bob = boxes["bob"]
+            before = len(wait_for_mail(bob.maildir, 0))
+            asyncio.run(submit(carol, bob.address, "from an attached tor", "hi\r\n"))
+            messages = wait_for_mail(bob.maildir, before + 1)
+            (got,) = [m for m in messages if b"Subject: from an attached tor" in m]
+            assert b"onionmail=pass" in got
+            # and carol's onion, published through the attached tor, receives
+            asyncio.run(submit(bob, carol.address, "to an attached tor", "hi\r\n"))
+            (back,) = wait_for_mail(carol.maildir, 1)
+            assert b"Subject: to an attached tor" in back and b"onionmail=pass" in back
+        finally:
+            carol.stop()
+        assert tor.process.poll() is None, "the box stopped a tor it did not launch"
+    finally:
+        tor.stop()
+
+
+def test_box_output_names_no_peer_and_no_address(boxes: dict[str, RunningBox]) -> None:
+    """After all of the above (forgeries, replays, bounces), stderr holds no address at all.
+
+    Each box prints its own onion once as start-up progress; it never names a
+    peer's onion or any mail address.
+    """
+    for name, box in boxes.items():
+        text = "".join(box.stderr_lines)
+        assert text, f"{name} printed nothing"
+        assert "@" not in text, text
+        for other_name, other in boxes.items():
+            if other_name != name:
+                assert other.onion not in text
