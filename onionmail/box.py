@@ -18,6 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from onionmail.box_lock import BoxLock
 from onionmail.box_tor import BoxTor
 from onionmail.config import Config
 from onionmail.credentials import Credentials
@@ -36,6 +37,11 @@ from onionmail.submission import SubmissionHandler
 log = logging.getLogger(__name__)
 
 Progress = Callable[[str], None]
+
+TOR_CHECK_INTERVAL = 1.0
+"""Seconds between checks that the box's tor is alive."""
+TOR_RETRY_MIN, TOR_RETRY_MAX = 2.0, 60.0
+"""Backoff (seconds) between attempts to bring a dead tor back."""
 
 
 class BoxPaths:
@@ -81,6 +87,10 @@ class Box:
         self.inbound_port = 0
         self.inbound_handler: InboundHandler | None = None
         self.started_at = 0.0
+        self.state = "stopped"
+        self.tor_restarts = 0
+        self._lock = BoxLock(config.box_dir)
+        self._supervisor: asyncio.Task[None] | None = None
 
     @property
     def onion(self) -> str:
@@ -93,6 +103,7 @@ class Box:
         return Maildir(self.paths.maildir(local_part))
 
     async def start(self) -> None:
+        self._lock.acquire()
         self.started_at = time.time()
         await self._write_status("starting")
         recovered = await asyncio.to_thread(self.queue.recover)
@@ -109,7 +120,40 @@ class Box:
         self._start_agent()
         await self._start_submission()
         await self._write_status("running")
+        self._supervisor = asyncio.create_task(self._supervise_tor())
         self.progress(f"box running: {self.onion}")
+
+    async def flush(self) -> int:
+        """Retry every queued message now; returns how many were waiting."""
+        return await self.agent.flush() if self.agent is not None else 0
+
+    async def _supervise_tor(self) -> None:
+        """Notice when tor dies or restarts under the box; bring it back and republish.
+
+        Mail keeps being accepted and queued meanwhile (deliveries fail and are
+        retried); once the onion is back, the whole queue is retried at once.
+        """
+        delay = TOR_RETRY_MIN
+        while True:
+            await asyncio.sleep(TOR_CHECK_INTERVAL)
+            if self.tor.alive():
+                continue
+            log.warning("tor is gone; restarting it and republishing the onion")
+            self.progress("tor is gone; restarting it")
+            await self._write_status("tor restarting")
+            try:
+                await self.tor.restart(self.identity, self.inbound_port, self.progress)
+            except OnionMailError as exc:
+                log.warning("tor is not back yet (%s); next try in %.0f s", exc, delay)
+                await self._write_status("tor down")
+                await asyncio.sleep(delay)
+                delay = min(TOR_RETRY_MAX, delay * 2)
+                continue
+            delay = TOR_RETRY_MIN
+            self.tor_restarts += 1
+            await self._write_status("running")
+            self.progress("tor is back; retrying the queue")
+            await self.flush()
 
     def _tor_progress(self, message: str) -> None:
         self.progress(message)
@@ -198,9 +242,11 @@ class Box:
             "tor": self.tor.status(),
             "queue_length": len(list_queue(self.paths.queue)),
             "started_at": self.started_at,
+            "tor_restarts": self.tor_restarts,
         }
 
     async def _write_status(self, state: str) -> None:
+        self.state = state
         ensure_private_dir(self.paths.status.parent)
         data = {"state": state, "updated_at": time.time(), **self.status()}
         await asyncio.to_thread(
@@ -211,6 +257,11 @@ class Box:
         )
 
     async def stop(self) -> None:
+        if not self._lock.held:
+            return  # never started (another run holds the box): touch nothing
+        if self._supervisor is not None:
+            self._supervisor.cancel()
+            await asyncio.gather(self._supervisor, return_exceptions=True)
         if self.submission_server is not None:
             self.submission_server.close()
         if self.agent is not None:
@@ -224,6 +275,7 @@ class Box:
         if self.replay_cache is not None:
             self.replay_cache.close()
         await self._write_status("stopped")
+        self._lock.release()
 
 
 def _encoded_size(limit: int) -> int:

@@ -20,8 +20,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import re
+import signal
 import subprocess
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -40,6 +43,43 @@ log = logging.getLogger(__name__)
 Progress = Callable[[str], None]
 
 _PHASE = re.compile(r"PROGRESS=(\d+).*?SUMMARY=\"([^\"]*)\"")
+
+
+PID_FILE = "tor.pid"
+
+
+def stop_stale_tor(data_dir: Path, grace: float = 10.0) -> bool:
+    """Stop a tor that a killed earlier run of this box left behind; True if there was one.
+
+    An owned tor notices its owner's death only by polling (about every 15 s),
+    and until then it holds the data directory's lock, so a box restarted
+    quickly after SIGKILL could not launch its tor. The pid comes from tor's
+    ``PidFile``; it is signalled only if that process has ``DATA_DIR/lock``
+    open, i.e. it really is this box's tor.
+    """
+    try:
+        pid = int((data_dir / PID_FILE).read_text().strip())
+    except (OSError, ValueError):
+        return False
+    if not _has_open(pid, data_dir / "lock"):
+        return False
+    log.warning("stopping the tor (pid %d) left running by an earlier run of this box", pid)
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline:
+        if not Path(f"/proc/{pid}").exists():
+            return True
+        time.sleep(0.05)
+    os.kill(pid, signal.SIGKILL)
+    return True
+
+
+def _has_open(pid: int, path: Path) -> bool:
+    fd_dir = Path(f"/proc/{pid}/fd")
+    try:
+        return any(os.readlink(fd) == str(path) for fd in fd_dir.iterdir())
+    except OSError:  # no such process, or not ours to inspect
+        return False
 
 
 class BoxTor:
@@ -69,6 +109,7 @@ class BoxTor:
 
     def _launch(self) -> None:
         ensure_private_dir(self.data_dir)
+        stop_stale_tor(self.data_dir)
         control = self.data_dir / "control.sock"
         if len(str(control)) > 100:
             raise TorError(f"box directory path too long for tor's control socket: {control}")
@@ -78,6 +119,7 @@ class BoxTor:
             "CookieAuthentication": "1",
             "SocksPort": "127.0.0.1:auto ExtendedErrors IsolateSOCKSAuth",
             "AvoidDiskWrites": "1",
+            "PidFile": str(self.data_dir / PID_FILE),
         }
         config.update(self.testnet_options)
         try:
@@ -126,7 +168,10 @@ class BoxTor:
         deadline = loop.time() + self.settings.bootstrap_timeout
         last = -1
         while True:
-            phase = await asyncio.to_thread(self.controller.get_info, "status/bootstrap-phase")
+            try:
+                phase = await asyncio.to_thread(self.controller.get_info, "status/bootstrap-phase")
+            except (stem.ControllerError, stem.SocketError) as exc:
+                raise TorError(f"tor stopped while bootstrapping: {exc}") from None
             match = _PHASE.search(phase)
             if match:
                 self.bootstrap_percent = int(match.group(1))
@@ -143,6 +188,23 @@ class BoxTor:
                     "check the network or [tor] testnet, or raise [tor] bootstrap_timeout"
                 )
             await asyncio.sleep(0.2)
+
+    def alive(self) -> bool:
+        """Whether tor (and the control connection to it) is still there."""
+        if self.process is not None and self.process.poll() is not None:
+            return False
+        return self.controller is not None and bool(self.controller.is_alive())
+
+    async def restart(
+        self, identity: Identity, target_port: int, progress: Progress | None = None
+    ) -> None:
+        """After tor died or was restarted under the box: start (or re-attach) and republish."""
+        await self.stop()
+        self.published = False
+        self.bootstrap_percent = 0
+        self.bootstrap_summary = "restarting"
+        await self.start(progress)
+        await self.publish(identity, target_port, progress)
 
     async def publish(
         self, identity: Identity, target_port: int, progress: Progress | None = None
@@ -192,3 +254,5 @@ class BoxTor:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 await asyncio.to_thread(proc.wait, 10)
+            if proc.stdout is not None:
+                proc.stdout.close()

@@ -19,10 +19,11 @@ from pathlib import Path
 
 from onionmail import cli_testnet
 from onionmail.box_init import create_box
+from onionmail.box_lock import running_pid
 from onionmail.config import load_config
 from onionmail.errors import ConfigError, OnionMailError
 from onionmail.identity import Identity, load_identity, read_passphrase_file
-from onionmail.outbound_queue import list_queue
+from onionmail.outbound_queue import list_queue, reschedule_queue
 
 DESCRIPTION = """\
 onionmail: a personal mail box that delivers box-to-box over Tor onion services.
@@ -172,6 +173,14 @@ def cmd_run(args: argparse.Namespace) -> int:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
+        flushes: set[asyncio.Task[int]] = set()
+
+        def flush() -> None:  # SIGUSR1, from 'onionmail queue flush'
+            task = asyncio.create_task(box.flush())
+            flushes.add(task)
+            task.add_done_callback(flushes.discard)
+
+        loop.add_signal_handler(signal.SIGUSR1, flush)
         try:
             await box.start()
             status = box.status()
@@ -208,7 +217,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         status = {"state": "never started"}
     except (OSError, ValueError) as exc:
         raise ConfigError(f"{status_path}: unreadable status: {exc}") from None
-    running = status.get("state") not in ("never started", "stopped") and _alive(status.get("pid"))
+    running = running_pid(box_dir) is not None
     status["running"] = running
     status["queue_length"] = len(list_queue(box_dir / "queue"))
     if args.json:
@@ -227,35 +236,33 @@ def cmd_status(args: argparse.Namespace) -> int:
             f"({tor.get('bootstrap_summary', '?')})"
         )
         print(f"onion svc:   {'published' if tor.get('published') else 'not published'}")
+        if status.get("tor_restarts"):
+            print(f"tor restarts: {status['tor_restarts']} since the box started")
     print(f"queue:       {status['queue_length']} message(s)")
     return 0 if running else 3
-
-
-def _alive(pid: object) -> bool:
-    if not isinstance(pid, int):
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _add_queue(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "queue",
-        help="list the outbound queue (no subjects, no recipients)",
-        description="List queued messages: id, destination onion, attempts, next try, last error.",
+        help="list the outbound queue (no subjects, no recipients), or retry it now",
+        description=(
+            "list (default): queued messages with id, destination onion, attempts, seconds to "
+            "the next try and the last error; never subjects or recipients. "
+            "flush: make every queued message due now and tell the running box to retry "
+            "(without a running box, they are tried as soon as it starts)."
+        ),
     )
     _box_dir_arg(p)
+    p.add_argument("action", nargs="?", choices=("list", "flush"), default="list")
     p.set_defaults(func=cmd_queue)
 
 
 def cmd_queue(args: argparse.Namespace) -> int:
     box_dir: Path = args.dir.absolute()
     load_config(box_dir)
+    if args.action == "flush":
+        return _flush_queue(box_dir)
     states = list_queue(box_dir / "queue")
     if not states:
         print("queue is empty")
@@ -265,6 +272,17 @@ def cmd_queue(args: argparse.Namespace) -> int:
     for s in states:
         wait = max(0, int(s.next_try - now))
         print(f"{s.id:32}  {s.destination:62}  {s.attempts:5}  {wait:>6} s  {s.last_error}")
+    return 0
+
+
+def _flush_queue(box_dir: Path) -> int:
+    count = reschedule_queue(box_dir / "queue", time.time())
+    pid = running_pid(box_dir)
+    if pid is None or pid < 0:
+        print(f"{count} message(s) due now; the box is not running: they go when it starts")
+        return 0
+    os.kill(pid, signal.SIGUSR1)
+    print(f"{count} message(s) due now; the running box (pid {pid}) is retrying them")
     return 0
 
 

@@ -31,7 +31,7 @@ import aiosmtplib
 
 from onionmail.config import DeliverySection
 from onionmail.dsn import build_dsn
-from onionmail.errors import DeliveryError, OnionMailError, PermanentDeliveryError
+from onionmail.errors import DeliveryError, OnionMailError, PermanentDeliveryError, QueueError
 from onionmail.identity import Identity
 from onionmail.log_redaction import redact
 from onionmail.maildir import Maildir
@@ -94,8 +94,15 @@ class DeliveryAgent:
     def wake(self) -> None:
         self._wake.set()
 
+    async def flush(self) -> int:
+        """Make every queued message due now (``queue flush``, tor back); returns how many."""
+        count = await asyncio.to_thread(self.queue.reschedule_all, self.clock())
+        self.wake()
+        return count
+
     async def run(self) -> None:
         """Loop forever: start due deliveries, sleep until the next is due or ``wake()``."""
+        self._stopping = False
         while not self._stopping:
             self._wake.clear()
             states = await asyncio.to_thread(self.queue.states)
@@ -143,7 +150,12 @@ class DeliveryAgent:
             self._wake.set()
 
     async def _attempt_locked(self, state: QueueState) -> None:
-        entry = await asyncio.to_thread(self.queue.load, state.id)
+        try:
+            entry = await asyncio.to_thread(self.queue.load, state.id)
+        except QueueError as exc:
+            where = await asyncio.to_thread(self.queue.quarantine, state.id)
+            log.error("queue %s: unreadable (%s); moved to %s", state.id, exc, where.parent)
+            return
         started = time.monotonic()
         try:
             sealed, refused = await self.deliver(entry)

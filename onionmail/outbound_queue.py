@@ -23,7 +23,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import nacl.exceptions
@@ -89,6 +89,16 @@ class OutboundQueue:
         for state in self._active.glob("*.state"):
             if not state.with_suffix(".msg").exists():
                 state.unlink(missing_ok=True)
+        for msg in self._active.glob("*.msg"):
+            if not msg.with_suffix(".state").exists():
+                # Crashed between the message's fsync and its first state: the
+                # message was (or may have been) acknowledged, so keep it.
+                try:
+                    kept = self.load(msg.stem)
+                except QueueError:
+                    self.quarantine(msg.stem)
+                    continue
+                self._write_state(QueueState(kept.id, kept.destination, kept.created))
         return removed
 
     def enqueue(
@@ -157,6 +167,21 @@ class OutboundQueue:
         self._write_state(updated)
         return updated
 
+    def quarantine(self, queue_id: str) -> Path:
+        """Move an unreadable entry out of the queue into ``damaged/`` (kept, not lost)."""
+        damaged = ensure_private_dir(self.directory / "damaged")
+        for suffix in (".msg", ".state"):
+            source = self._active / f"{queue_id}{suffix}"
+            if source.exists():
+                os.rename(source, damaged / source.name)
+        fsync_dir(damaged)
+        fsync_dir(self._active)
+        return damaged / f"{queue_id}.msg"
+
+    def reschedule_all(self, next_try: float) -> int:
+        """Make every queued message due at ``next_try`` (``queue flush``); returns how many."""
+        return reschedule_queue(self.directory, next_try)
+
     def remove(self, queue_id: str) -> None:
         """Forget a delivered or bounced message (durably)."""
         (self._active / f"{queue_id}.msg").unlink(missing_ok=True)
@@ -170,6 +195,17 @@ class OutboundQueue:
             )
         except OSError as exc:
             raise QueueError(exc.errno, f"could not update the queue: {exc.strerror}") from None
+
+
+def reschedule_queue(directory: Path, next_try: float) -> int:
+    """Bring every waiting entry's next try forward to ``next_try``; needs no key."""
+    count = 0
+    for state in list_queue(directory):
+        if state.next_try > next_try and state.destination != "?":
+            path = directory / "active" / f"{state.id}.state"
+            write_private_file(path, json.dumps(asdict(replace(state, next_try=next_try))).encode())
+            count += 1
+    return count
 
 
 def list_queue(directory: Path) -> list[QueueState]:

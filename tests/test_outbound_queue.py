@@ -59,3 +59,35 @@ def test_failure_bookkeeping_and_recovery(tmp_path: Path) -> None:
     (tmp_path / "q" / "tmp" / "crashed.msg").write_bytes(b"half")
     assert queue.recover() == 1
     assert [s.id for s in queue.states()] == [entry.id]
+
+
+def test_message_without_state_is_kept_by_recovery(tmp_path: Path) -> None:
+    """Killed between the message's fsync and its first state file: the message stays queued."""
+    queue = OutboundQueue(tmp_path / "q", KEY)
+    entry = queue.enqueue("p.onion", "a@x.onion", ("b@p.onion",), MESSAGE)
+    (tmp_path / "q" / "active" / f"{entry.id}.state").unlink()
+    queue.recover()
+    (state,) = queue.states()
+    assert (state.id, state.destination, state.attempts) == (entry.id, "p.onion", 0)
+
+
+def test_unreadable_entry_is_quarantined_not_lost(tmp_path: Path) -> None:
+    queue = OutboundQueue(tmp_path / "q", KEY)
+    entry = queue.enqueue("p.onion", "a@x.onion", ("b@p.onion",), MESSAGE)
+    (tmp_path / "q" / "active" / f"{entry.id}.state").unlink()
+    (tmp_path / "q" / "active" / f"{entry.id}.msg").write_bytes(b"damaged")
+    queue.recover()
+    assert queue.states() == []
+    assert (tmp_path / "q" / "damaged" / f"{entry.id}.msg").read_bytes() == b"damaged"
+
+
+def test_flush_makes_every_entry_due(tmp_path: Path) -> None:
+    queue = OutboundQueue(tmp_path / "q", KEY)
+    for _ in range(3):
+        queue.enqueue("p.onion", "a@x.onion", ("b@p.onion",), MESSAGE)
+    for state in queue.states():
+        queue.record_failure(state, "offline", 10_000.0)
+    assert queue.reschedule_all(5.0) == 3
+    assert [s.next_try for s in queue.states()] == [5.0, 5.0, 5.0]
+    assert [s.attempts for s in queue.states()] == [1, 1, 1]
+    assert queue.reschedule_all(5.0) == 0

@@ -1,0 +1,111 @@
+"""The delivery agent's own logic (retry, backoff, lifetime, bounce) with an injectable clock.
+
+Delivery itself is exercised over real tor in test_onion_delivery.py; here the
+SOCKS port is a closed loopback port, so every attempt fails the way an
+unreachable tor or peer does, and the clock jumps days ahead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email
+import email.policy
+import mailbox
+import socket
+from pathlib import Path
+
+from onionmail.config import DeliverySection
+from onionmail.delivery import DeliveryAgent
+from onionmail.identity import Identity
+from onionmail.maildir import Maildir
+from onionmail.outbound_queue import OutboundQueue, queue_key
+
+DAY = 24 * 3600.0
+
+
+def closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Clock:
+    def __init__(self, now: float) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def make_agent(tmp_path: Path, clock: Clock) -> tuple[DeliveryAgent, OutboundQueue, Identity]:
+    alice = Identity.generate()
+    queue = OutboundQueue(tmp_path / "queue", queue_key(alice.seed))
+    port = closed_port()
+    agent = DeliveryAgent(
+        queue=queue,
+        identity=alice,
+        settings=DeliverySection(retry_initial=30.0, retry_max=3600.0, max_lifetime=5 * DAY),
+        socks_address=lambda: ("127.0.0.1", port),
+        socks_timeout=5,
+        sender_maildir=lambda part: Maildir(tmp_path / "mail" / part),
+        clock=clock,
+    )
+    return agent, queue, alice
+
+
+async def run_until(agent: DeliveryAgent, condition: object, timeout: float = 10) -> None:
+    task = asyncio.create_task(agent.run())
+    try:
+        async with asyncio.timeout(timeout):
+            while not condition():  # type: ignore[operator]
+                await asyncio.sleep(0.02)
+    finally:
+        await agent.stop()
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
+async def test_unreachable_peer_is_retried_with_growing_backoff(tmp_path: Path) -> None:
+    import time
+
+    clock = Clock(time.time())
+    agent, queue, alice = make_agent(tmp_path, clock)
+    peer = Identity.generate().onion_address
+    queue.enqueue(
+        peer, f"alice@{alice.onion_address}", (f"bob@{peer}",), b"Subject: x\r\n\r\nx\r\n"
+    )
+    waits = []
+    for attempt in range(1, 5):
+        await run_until(agent, lambda a=attempt: queue.states()[0].attempts == a)
+        (state,) = queue.states()
+        waits.append(state.next_try - clock.now)
+        assert "SOCKS" in state.last_error or "tor" in state.last_error
+        clock.now = state.next_try + 1
+    # 30 s doubling, each with +-50 % jitter
+    for n, wait in enumerate(waits):
+        assert 0.5 * 30 * 2**n - 2 <= wait <= 1.5 * 30 * 2**n + 2, waits
+
+
+async def test_peer_down_past_the_lifetime_bounces_to_the_sender(tmp_path: Path) -> None:
+    import time
+
+    clock = Clock(time.time())
+    agent, queue, alice = make_agent(tmp_path, clock)
+    peer = Identity.generate().onion_address
+    sender = f"alice@{alice.onion_address}"
+    message = b"From: " + sender.encode() + b"\r\nSubject: lost cause\r\n\r\nhello\r\n"
+    queue.enqueue(peer, sender, (f"bob@{peer}",), message)
+    await run_until(agent, lambda: queue.states()[0].attempts == 1)
+    assert queue.states(), "one failure must not bounce"
+    clock.now += 5 * DAY + 60  # the peer stayed down for five days
+    queue.reschedule_all(clock.now)
+    await run_until(agent, lambda: not queue.states())
+    store = mailbox.Maildir(tmp_path / "mail" / "alice", create=False)
+    (key,) = store.keys()
+    dsn = email.message_from_bytes(store.get_bytes(key), policy=email.policy.default)
+    assert dsn.get_content_type() == "multipart/report"
+    assert dsn["To"] == sender
+    report = dsn.get_payload()[1]
+    assert report.get_content_type() == "message/delivery-status"
+    assert f"bob@{peer}" in str(report)
+    assert "Action: failed" in str(report)
