@@ -21,6 +21,7 @@ addresses.
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import random
 import time
@@ -43,7 +44,7 @@ from onionmail.sealed_envelope import (
     parse_seal_keyword_params,
     seal,
 )
-from onionmail.tor_socks import open_tor_stream
+from onionmail.tor_socks import new_isolation_token, open_tor_stream
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +91,7 @@ class DeliveryAgent:
         self.reports: list[DeliveryReport] = []
         self.on_delivered: Callable[[DeliveryReport], None] | None = None
         self._stopping = False
+        self._isolation: dict[str, str] = {}
 
     def wake(self) -> None:
         self._wake.set()
@@ -105,7 +107,13 @@ class DeliveryAgent:
         self._stopping = False
         while not self._stopping:
             self._wake.clear()
-            states = await asyncio.to_thread(self.queue.states)
+            try:
+                states = await asyncio.to_thread(self.queue.states)
+            except OSError as exc:
+                # Never let the agent die: a queue it cannot read now is retried.
+                log.error("cannot read the queue (%s); retrying in 5 s", exc)
+                await asyncio.sleep(5)
+                continue
             now = self.clock()
             next_due = None
             for state in states:
@@ -153,6 +161,9 @@ class DeliveryAgent:
         try:
             entry = await asyncio.to_thread(self.queue.load, state.id)
         except QueueError as exc:
+            if exc.errno == errno.ENOENT:
+                return  # delivered by an attempt that finished after the listing
+
             where = await asyncio.to_thread(self.queue.quarantine, state.id)
             log.error("queue %s: unreadable (%s); moved to %s", state.id, exc, where.parent)
             return
@@ -215,7 +226,14 @@ class DeliveryAgent:
     async def deliver(self, entry: QueuedMessage) -> tuple[bool, list[str]]:
         """One attempt; returns (sealed?, recipients refused). Raises DeliveryError."""
         host, port = self.socks_address()
-        sock = await open_tor_stream(host, port, entry.destination, 25, timeout=self.socks_timeout)
+        token = self._isolation.setdefault(entry.destination, new_isolation_token())
+        try:
+            sock = await open_tor_stream(
+                host, port, entry.destination, 25, timeout=self.socks_timeout, isolation=token
+            )
+        except DeliveryError:
+            self._isolation.pop(entry.destination, None)  # next attempt: a new circuit
+            raise
         smtp = aiosmtplib.SMTP(
             sock=sock,
             local_hostname=EHLO_NAME,

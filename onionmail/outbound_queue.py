@@ -209,7 +209,11 @@ def reschedule_queue(directory: Path, next_try: float) -> int:
 
 
 def list_queue(directory: Path) -> list[QueueState]:
-    """The queue's states, oldest first; readable without the identity key."""
+    """The queue's states, oldest first; readable without the identity key.
+
+    Runs while the delivery agent removes delivered entries, so an entry that
+    vanishes between the directory listing and the read is simply skipped.
+    """
     active = directory / "active"
     if not active.is_dir():
         return []
@@ -219,6 +223,13 @@ def list_queue(directory: Path) -> list[QueueState]:
         try:
             raw = json.loads(state_path.read_bytes())
             states.append(QueueState(**raw))
+            continue
+        except FileNotFoundError:
+            pass  # just enqueued (state not written yet), or just removed
         except (OSError, ValueError, TypeError):
+            pass
+        try:
             states.append(QueueState(msg.stem, "?", msg.stat().st_mtime))
+        except FileNotFoundError:
+            continue  # removed meanwhile: delivered or bounced
     return sorted(states, key=lambda s: s.created)

@@ -8,10 +8,13 @@ while a descriptor not found yet (0xF0) is worth retrying. The protocol
 part is small (RFC 1928 CONNECT with a domain name, RFC 1929
 username/password for tor's per-stream isolation).
 
-Every connection uses its own SOCKS credentials: tor isolates streams with
-different credentials onto different circuits (``IsolateSOCKSAuth``, on by
-default), so deliveries to different onions never share a circuit, and a
-retry never queues behind a stalled rendezvous of an earlier attempt.
+SOCKS credentials decide circuits: tor puts streams with different
+credentials on different circuits (``IsolateSOCKSAuth``, on by default).
+The username is always the destination onion, so deliveries to different
+onions never share a circuit. The password is an isolation token the caller
+keeps per destination (the delivery agent rotates it after a failure, so a
+retry never queues behind a stalled rendezvous); without one, every stream
+gets a fresh token and its own circuit.
 """
 
 from __future__ import annotations
@@ -57,13 +60,24 @@ class PermanentSocksError(SocksError, PermanentDeliveryError):
     """tor's reply means retrying cannot help (for example a malformed onion)."""
 
 
-def isolation_credentials(destination: str) -> tuple[bytes, bytes]:
-    """Fresh SOCKS username/password: one circuit per destination and attempt."""
-    return destination.encode("ascii")[:200], secrets.token_hex(8).encode("ascii")
+def new_isolation_token() -> str:
+    return secrets.token_hex(8)
+
+
+def isolation_credentials(destination: str, token: str | None = None) -> tuple[bytes, bytes]:
+    """SOCKS username/password: one circuit per destination and token (fresh if None)."""
+    token = token if token is not None else new_isolation_token()
+    return destination.encode("ascii")[:200], token.encode("ascii")[:64]
 
 
 async def open_tor_stream(
-    socks_host: str, socks_port: int, destination: str, port: int, *, timeout: float
+    socks_host: str,
+    socks_port: int,
+    destination: str,
+    port: int,
+    *,
+    timeout: float,
+    isolation: str | None = None,
 ) -> socket.socket:
     """Connect through tor to ``destination:port``; return the connected socket.
 
@@ -80,7 +94,7 @@ async def open_tor_stream(
                 await loop.sock_connect(sock, (socks_host, socks_port))
             except OSError as exc:
                 raise SocksError(f"cannot reach tor's SOCKS port: {exc.strerror}") from None
-            await _handshake(loop, sock, destination, port)
+            await _handshake(loop, sock, destination, port, isolation)
     except TimeoutError:
         sock.close()
         raise SocksError(f"tor did not open the stream within {timeout:g} s") from None
@@ -91,9 +105,13 @@ async def open_tor_stream(
 
 
 async def _handshake(
-    loop: asyncio.AbstractEventLoop, sock: socket.socket, destination: str, port: int
+    loop: asyncio.AbstractEventLoop,
+    sock: socket.socket,
+    destination: str,
+    port: int,
+    isolation: str | None,
 ) -> None:
-    user, password = isolation_credentials(destination)
+    user, password = isolation_credentials(destination, isolation)
     await loop.sock_sendall(sock, b"\x05\x01\x02")
     if await _recv_exact(loop, sock, 2) != b"\x05\x02":
         raise SocksError("tor's SOCKS port refused username/password authentication")

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import mailbox
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -12,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import aiosmtplib
 import stem.control
 import stem.process
 
@@ -37,6 +40,11 @@ class RunningBox:
     def maildir(self) -> Path:
         return self.new.box_dir / "mail" / self.new.local_part
 
+    def kill(self) -> None:
+        """SIGKILL, as a crash would; the box's tor is left to notice on its own."""
+        self.process.kill()
+        self.stop()
+
     def stop(self) -> None:
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
@@ -58,19 +66,27 @@ def start_box(
     testnet_dir: Path,
     timeout: float = 90,
     attach_control_socket: Path | None = None,
+    submission_port: int = 0,
 ) -> RunningBox:
     """Create a box and run it as ``onionmail run``; return once it printed its ports.
 
     With ``attach_control_socket`` the box attaches to that running tor instead
     of launching its own.
     """
-    new = create_box(root / name, name, testnet=testnet_dir, submission_port=0, retry_initial=2.0)
+    new = create_box(
+        root / name, name, testnet=testnet_dir, submission_port=submission_port, retry_initial=2.0
+    )
     if attach_control_socket is not None:
         config = new.box_dir / "onionmail.toml"
         text = config.read_text()
         launch_line = next(line for line in text.splitlines() if line.startswith("# mode ="))
         attach = f'mode = "attach"\ncontrol_socket = "{attach_control_socket}"'
         config.write_text(text.replace(launch_line, attach))
+    return run_box(new, timeout)
+
+
+def run_box(new: NewBox, timeout: float = 90) -> RunningBox:
+    """Run the existing box ``new`` as ``onionmail run`` (again, after a stop or a kill)."""
     process = subprocess.Popen(
         [sys.executable, "-m", "onionmail.cli", "run", "--dir", str(new.box_dir)],
         stdout=subprocess.PIPE,
@@ -96,7 +112,13 @@ def start_box(
             box.submission_port = int(value.strip().rsplit(":", 1)[1])
             return box
     box.stop()
-    raise AssertionError(f"box {name} did not start:\n" + "".join(box.stderr_lines[-30:]))
+    raise AssertionError(f"box {new.local_part} did not start:\n" + "".join(box.stderr_lines[-30:]))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 def _drain(stream: Any, sink: list[str]) -> None:
@@ -144,3 +166,33 @@ def start_client_tor(data_dir: Path, options: dict[str, Any]) -> ClientTor:
         time.sleep(0.2)
     (_, port), *_ = controller.get_listeners(stem.control.Listener.SOCKS)
     return ClientTor(process, controller, int(port), data_dir / "control.sock")
+
+
+def wait_for_mail(folder: Path, count: int, timeout: float = 120) -> list[bytes]:
+    """Poll the Maildir (bounded) until ``count`` messages are there."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if folder.exists():
+            store = mailbox.Maildir(folder, create=False)
+            messages = [store.get_bytes(key) for key in store.keys()]
+            if len(messages) >= count:
+                return messages
+        time.sleep(0.1)
+    raise AssertionError(f"{folder}: fewer than {count} message(s) after {timeout} s")
+
+
+async def submit(box: RunningBox, to: str, subject: str, body: str, **extra: str) -> None:
+    headers = "".join(f"{k}: {v}\r\n" for k, v in extra.items())
+    message = f"From: {box.address}\r\nTo: {to}\r\nSubject: {subject}\r\n{headers}\r\n{body}"
+    await aiosmtplib.send(
+        message.encode(),
+        sender=box.address,
+        recipients=[to],
+        hostname="127.0.0.1",
+        port=box.submission_port,
+        username=box.new.local_part,
+        password=box.new.password,
+        local_hostname="localhost",
+        start_tls=False,
+        timeout=30,
+    )

@@ -11,7 +11,6 @@ import asyncio
 import email
 import email.policy
 import json
-import mailbox
 import subprocess
 import sys
 import time
@@ -19,7 +18,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import aiosmtplib
 import pytest
 
 from onionmail.identity import Identity, load_identity
@@ -33,7 +31,14 @@ from onionmail.sealed_envelope import (
 from onionmail.smtp_server import server_port, start_smtp_server
 from onionmail.testnet import client_tor_options
 from onionmail.tor_socks import open_tor_stream
-from tests.box_process import ClientTor, RunningBox, start_box, start_client_tor
+from tests.box_process import (
+    ClientTor,
+    RunningBox,
+    start_box,
+    start_client_tor,
+    submit,
+    wait_for_mail,
+)
 from tests.leaks import host_identity_in
 from tests.smtp_client import RawSMTP, code
 
@@ -62,36 +67,6 @@ def client_tor(testnet: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterat
         yield tor
     finally:
         tor.stop()
-
-
-def wait_for_mail(folder: Path, count: int, timeout: float = 120) -> list[bytes]:
-    """Poll the Maildir (bounded) until ``count`` messages are there."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if folder.exists():
-            store = mailbox.Maildir(folder, create=False)
-            messages = [store.get_bytes(key) for key in store.keys()]
-            if len(messages) >= count:
-                return messages
-        time.sleep(0.1)
-    raise AssertionError(f"{folder}: fewer than {count} message(s) after {timeout} s")
-
-
-async def submit(box: RunningBox, to: str, subject: str, body: str, **extra: str) -> None:
-    headers = "".join(f"{k}: {v}\r\n" for k, v in extra.items())
-    message = f"From: {box.address}\r\nTo: {to}\r\nSubject: {subject}\r\n{headers}\r\n{body}"
-    await aiosmtplib.send(
-        message.encode(),
-        sender=box.address,
-        recipients=[to],
-        hostname="127.0.0.1",
-        port=box.submission_port,
-        username=box.new.local_part,
-        password=box.new.password,
-        local_hostname="localhost",
-        start_tls=False,
-        timeout=30,
-    )
 
 
 def body_of(raw: bytes) -> str:

@@ -91,3 +91,15 @@ def test_flush_makes_every_entry_due(tmp_path: Path) -> None:
     assert [s.next_try for s in queue.states()] == [5.0, 5.0, 5.0]
     assert [s.attempts for s in queue.states()] == [1, 1, 1]
     assert queue.reschedule_all(5.0) == 0
+
+
+def test_listing_skips_an_entry_removed_while_listing(tmp_path: Path) -> None:
+    """Regression: the agent's listing raced with a removal and the agent died.
+
+    A dangling link stands for a message that was removed between the
+    directory listing and the read of its state.
+    """
+    queue = OutboundQueue(tmp_path / "q", KEY)
+    kept = queue.enqueue("p.onion", "a@x.onion", ("b@p.onion",), MESSAGE)
+    (tmp_path / "q" / "active" / "gone.msg").symlink_to(tmp_path / "nowhere")
+    assert [s.id for s in list_queue(tmp_path / "q")] == [kept.id]

@@ -66,13 +66,20 @@ async def test_success_returns_connected_socket_with_isolated_credentials() -> N
     async with server:
         first = await open_tor_stream("127.0.0.1", port, "peer.onion", 25, timeout=5)
         second = await open_tor_stream("127.0.0.1", port, "peer.onion", 25, timeout=5)
+        third = await open_tor_stream(
+            "127.0.0.1", port, "peer.onion", 25, timeout=5, isolation="t1"
+        )
+        fourth = await open_tor_stream(
+            "127.0.0.1", port, "peer.onion", 25, timeout=5, isolation="t1"
+        )
         loop = asyncio.get_running_loop()
         assert await loop.sock_recv(first, 5) == b"hello"
-        first.close()
-        second.close()
-    (u1, p1, host, dport), (u2, p2, _, _) = fake.seen
+        for sock in (first, second, third, fourth):
+            sock.close()
+    (u1, p1, host, dport), (u2, p2, _, _), (_, p3, _, _), (_, p4, _, _) = fake.seen
     assert (host, dport) == (b"peer.onion", 25)
-    assert u1 == u2 == b"peer.onion" and p1 != p2  # one circuit per attempt
+    assert u1 == u2 == b"peer.onion" and p1 != p2  # no token: a circuit per stream
+    assert p3 == p4 == b"t1"  # the caller's token: streams share the destination's circuit
 
 
 @pytest.mark.parametrize("code", [0x01, 0x04, 0x06, 0xF0, 0xF2, 0xF3, 0xF7])
