@@ -50,6 +50,9 @@ from onionmail.smtp_server import SafeHandler
 log = logging.getLogger(__name__)
 
 SEALED_MAGIC_B64 = b"T01TR"  # base64 of the envelope magic b"OMSE" begins so
+NULL_SENDER = "<>"
+"""``envelope.mail_from`` for ``MAIL FROM:<>``, as aiosmtpd spells it: it must stay
+truthy, since aiosmtpd answers every RCPT after a falsy sender ``503 need MAIL``."""
 
 
 class InboundHandler(SafeHandler):
@@ -91,13 +94,13 @@ class InboundHandler(SafeHandler):
     async def handle_MAIL(
         self, server: Any, session: Any, envelope: Any, address: str, options: list[str]
     ) -> str:
-        if address not in ("", "<>"):
+        if address not in ("", NULL_SENDER):
             try:
                 address = str(parse_mail_address(address))
             except AddressError as exc:
                 return f"553 5.1.7 Bad sender address: {exc}"
         else:
-            address = ""
+            address = NULL_SENDER
         envelope.mail_from = address
         envelope.mail_options.extend(options)
         return "250 2.1.0 OK"
@@ -167,8 +170,9 @@ class InboundHandler(SafeHandler):
         )
 
     async def _receive_plain(self, envelope: Any, data: bytes) -> str:
-        if envelope.mail_from and self.require_seal:
-            if parse_mail_address(envelope.mail_from).is_onion:
+        sender = "" if envelope.mail_from == NULL_SENDER else envelope.mail_from
+        if sender and self.require_seal:
+            if parse_mail_address(sender).is_onion:
                 return (
                     "550 5.7.1 Mail from a .onion sender must be sealed; an unsealed "
                     "claim cannot be verified and is refused"
@@ -178,7 +182,7 @@ class InboundHandler(SafeHandler):
         except MessageFormatError as exc:
             return f"554 5.6.0 Malformed message: {exc}"
         result = "none (plain SMTP peer; sender not verified)"
-        await self._deliver(message, envelope, sender=envelope.mail_from, result=result)
+        await self._deliver(message, envelope, sender=sender, result=result)
         return "250 2.0.0 Delivered"
 
     async def _deliver(self, message: Message, envelope: Any, *, sender: str, result: str) -> None:

@@ -87,7 +87,9 @@ def _utc_minute(value: bytes | None, now: datetime | None) -> str:
     if value is not None:
         try:
             parsed = email.utils.parsedate_to_datetime(value.decode("ascii", errors="replace"))
-        except (TypeError, ValueError, IndexError):
+            if parsed.tzinfo is not None:
+                parsed = parsed.astimezone(UTC)  # overflows at datetime's edges (year 9999)
+        except (TypeError, ValueError, IndexError, OverflowError):
             parsed = None
         if parsed is not None and parsed.tzinfo is not None:
             moment = parsed

@@ -2,15 +2,23 @@
 
 from __future__ import annotations
 
+import email.utils
+import os
+import re
 import socket
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
 
 from onionmail.mail_address import MailAddress
-from onionmail.rfc5322 import parse_message
+from onionmail.rfc5322 import MessageFormatError, parse_message
 from onionmail.scrub import SenderMismatchError, scrub_submission
 from tests.leaks import host_identity_in
+
+FUZZ_EXAMPLES = int(os.environ.get("ONIONMAIL_FUZZ_EXAMPLES", "0"))
+"""Examples per property test in a long fuzz session (0: each test's short default)."""
 
 ONION = "a" * 56 + ".onion"
 SENDER = MailAddress("alice", ONION)
@@ -59,3 +67,95 @@ def test_missing_from_and_date_are_added() -> None:
 def test_from_must_be_the_authenticated_sender(from_field: bytes) -> None:
     with pytest.raises(SenderMismatchError):
         scrub_submission(from_field + b"\r\n\r\nbody\r\n", sender=SENDER)
+
+
+# --- property tests ----------------------------------------------------------------------
+
+CLIENT_FIELDS = ["Received", "User-Agent", "X-Mailer", "X-MS-Has-Attach", "Return-Path"]
+KEPT_FIELDS = ["To", "Cc", "Subject", "In-Reply-To", "X-Custom", "Content-Type"]
+printable = st.text(st.characters(min_codepoint=0x20, max_codepoint=0x7E), max_size=40)
+field_values = st.one_of(printable.map(str.encode), st.binary(max_size=40)).filter(
+    lambda v: not any(c in v for c in b"\r\n\0")
+)
+fields = st.lists(
+    st.tuples(st.sampled_from(CLIENT_FIELDS + KEPT_FIELDS + ["Date", "Message-ID"]), field_values),
+    max_size=10,
+)
+from_fields = st.sampled_from(
+    [None, f"alice@{ONION}", f"Alice <ALICE@{ONION.upper()}>", f'"A, B" <alice@{ONION}>']
+)
+
+
+def assemble(fields: list[tuple[str, bytes]], from_field: str | None, body: bytes) -> bytes:
+    lines = [b"X-Fixed: 1"] + [name.encode() + b": " + value for name, value in fields]
+    if from_field is not None:
+        lines.insert(len(lines) // 2, b"From: " + from_field.encode())
+    return b"".join(line + b"\r\n" for line in lines) + b"\r\n" + body
+
+
+@given(st.binary(max_size=2000))
+@settings(max_examples=FUZZ_EXAMPLES or 200)
+def test_scrub_arbitrary_bytes_raises_only_onionmail_errors(data: bytes) -> None:
+    try:
+        scrub_submission(data, sender=SENDER)
+    except (MessageFormatError, SenderMismatchError):
+        pass
+
+
+@given(fields, from_fields, st.binary(max_size=500))
+@settings(max_examples=FUZZ_EXAMPLES or 200)
+def test_scrubbed_message_keeps_body_and_user_fields_and_drops_client_ones(
+    fields: list[tuple[str, bytes]], from_field: str | None, body: bytes
+) -> None:
+    scrubbed, message_id = scrub_submission(assemble(fields, from_field, body), sender=SENDER)
+    message = parse_message(scrubbed)
+    assert message.body == body
+    names = [k.lower() for k, _ in message.fields]
+    assert not {n.lower() for n in CLIENT_FIELDS} & set(names)
+    assert names.count("from") == names.count("date") == names.count("message-id") == 1
+    assert message.get("Message-ID") == f"<{message_id}>".encode()
+    assert re.fullmatch(rb"\w{3}, \d\d \w{3} \d{4} \d\d:\d\d:00 GMT", message.get("Date") or b"")
+    kept = [(k, v) for k, v in fields if k in KEPT_FIELDS]
+    assert [(k, v) for k, v in message.fields if k in KEPT_FIELDS] == [
+        (k, b" " + v) for k, v in kept
+    ]
+    assert host_identity_in(message.get("Message-ID") or b"") == []
+
+
+@given(fields, st.binary(max_size=200))
+@settings(max_examples=FUZZ_EXAMPLES or 200)
+def test_scrubbing_twice_changes_only_the_message_id(
+    fields: list[tuple[str, bytes]], body: bytes
+) -> None:
+    once, _ = scrub_submission(assemble(fields, None, body), sender=SENDER)
+    twice, _ = scrub_submission(once, sender=SENDER)
+    first, second = parse_message(once), parse_message(twice)
+    first.remove("Message-ID")
+    second.remove("Message-ID")
+    assert first == second
+
+
+rfc5322_zones = st.integers(-(24 * 60 - 1), 24 * 60 - 1).map(
+    lambda minutes: timezone(timedelta(minutes=minutes))
+)  # +-hhmm: whole minutes, as a Date field can say
+
+
+@given(st.datetimes(timezones=rfc5322_zones))
+@example(datetime(9999, 12, 31, 23, 59, tzinfo=timezone(timedelta(hours=-1))))
+@example(datetime(100, 1, 1, 0, 0, tzinfo=timezone(timedelta(hours=23, minutes=59))))
+@example(datetime(1, 1, 1, 0, 0, tzinfo=timezone(timedelta(hours=1))))
+@settings(max_examples=FUZZ_EXAMPLES or 200)
+def test_any_date_becomes_its_utc_minute_or_the_submission_time(moment: datetime) -> None:
+    now = datetime(2026, 11, 28, 10, 11, 12, tzinfo=UTC)
+    data = b"Date: " + email.utils.format_datetime(moment).encode() + b"\r\n\r\nx\r\n"
+    scrubbed, _ = scrub_submission(data, sender=SENDER, now=now)
+    date = parse_message(scrubbed).get("Date")
+    assert date is not None
+    stamped = email.utils.parsedate_to_datetime(date.decode())
+    assert stamped.second == 0 and stamped.utcoffset() == timedelta(0)
+    try:
+        expected = moment.astimezone(UTC).replace(second=0, microsecond=0)
+    except (OverflowError, ValueError):  # outside datetime's range once in UTC
+        expected = now.replace(second=0)
+    if 100 <= moment.year and 100 <= expected.year:
+        assert stamped == expected

@@ -9,13 +9,14 @@ MAC, the SMTP encoding, the EHLO keyword).
 from __future__ import annotations
 
 import base64
+import os
 import re
 import secrets
 import struct
 
 import nacl.public
 import pytest
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from onionmail.errors import (
@@ -26,7 +27,7 @@ from onionmail.errors import (
     SealError,
 )
 from onionmail.identity import Identity
-from onionmail.padding import PADDING_FLOOR, padded_length
+from onionmail.padding import PADDING_FLOOR, pad, padded_length
 from onionmail.sealed_envelope import (
     ENVELOPE_OVERHEAD,
     ENVELOPE_VERSION,
@@ -42,6 +43,9 @@ from onionmail.sealed_envelope import (
     seal,
     verify_binding,
 )
+
+FUZZ_EXAMPLES = int(os.environ.get("ONIONMAIL_FUZZ_EXAMPLES", "0"))
+"""Examples per property test in a long fuzz session (0: each test's short default)."""
 
 ALICE = Identity.generate()
 BOB = Identity.generate()
@@ -429,14 +433,14 @@ contents = st.builds(
 
 
 @given(contents)
-@settings(max_examples=50, deadline=None)
+@settings(max_examples=FUZZ_EXAMPLES or 50, deadline=None)
 def test_roundtrip_any_content(content: SealedContent) -> None:
     envelope = seal_to_bob(content)
     assert open_at_bob(decode_from_smtp(encode_for_smtp(envelope))) == content
 
 
 @given(st.binary(max_size=6000))
-@settings(deadline=None)
+@settings(max_examples=FUZZ_EXAMPLES or 100, deadline=None)
 def test_open_arbitrary_bytes_raises_only_envelope_errors(data: bytes) -> None:
     for candidate in (data, b"OMSE\x01" + data):
         with pytest.raises(EnvelopeError):
@@ -444,7 +448,7 @@ def test_open_arbitrary_bytes_raises_only_envelope_errors(data: bytes) -> None:
 
 
 @given(st.binary(max_size=400), st.booleans())
-@settings(deadline=None)
+@settings(max_examples=FUZZ_EXAMPLES or 100, deadline=None)
 def test_parser_behind_a_valid_mac_raises_only_envelope_errors(
     data: bytes, with_prefix: bool
 ) -> None:
@@ -456,7 +460,7 @@ def test_parser_behind_a_valid_mac_raises_only_envelope_errors(
 
 
 @given(st.lists(st.binary(max_size=100), max_size=6), st.binary(max_size=50))
-@settings(deadline=None)
+@settings(max_examples=FUZZ_EXAMPLES or 100, deadline=None)
 def test_parser_on_structured_garbage_raises_only_envelope_errors(
     fields: list[bytes], tail: bytes
 ) -> None:
@@ -468,6 +472,7 @@ def test_parser_on_structured_garbage_raises_only_envelope_errors(
 
 
 @given(st.binary(max_size=500))
+@settings(max_examples=FUZZ_EXAMPLES or 100)
 def test_decode_arbitrary_bytes_raises_only_envelope_errors(data: bytes) -> None:
     try:
         decode_from_smtp(data)
@@ -476,14 +481,87 @@ def test_decode_arbitrary_bytes_raises_only_envelope_errors(data: bytes) -> None
 
 
 @given(st.binary(max_size=2000))
+@settings(max_examples=FUZZ_EXAMPLES or 100)
 def test_smtp_encoding_roundtrips_any_bytes(data: bytes) -> None:
     if data:
         assert decode_from_smtp(encode_for_smtp(data)) == data
 
 
 @given(st.text(max_size=60))
+@settings(max_examples=FUZZ_EXAMPLES or 100)
 def test_keyword_parse_arbitrary_text_raises_only_envelope_errors(params: str) -> None:
     try:
         parse_seal_keyword_params(params)
     except EnvelopeError:
         pass
+
+
+@given(st.binary(min_size=16, max_size=16))
+@settings(max_examples=FUZZ_EXAMPLES or 100)
+def test_keyword_roundtrips_any_challenge(challenge: bytes) -> None:
+    params = format_seal_keyword(challenge).split(" ", 1)[1]
+    assert parse_seal_keyword_params(params) == challenge
+
+
+@given(st.binary(min_size=1, max_size=600), st.integers(1, 40), st.data())
+@settings(max_examples=FUZZ_EXAMPLES or 100)
+def test_smtp_decoding_accepts_any_wrapping_and_line_ends(
+    envelope: bytes, quads: int, data: st.DataObject
+) -> None:
+    text = base64.b64encode(envelope)
+    lines = [text[i : i + 4 * quads] for i in range(0, len(text), 4 * quads)]
+    ends = st.sampled_from([b"\r\n", b"\n"])
+    wrapped = b"".join(line + data.draw(ends, label="line end") for line in lines)
+    assert decode_from_smtp(wrapped) == envelope
+
+
+@given(st.binary(max_size=300), st.data())
+@settings(max_examples=FUZZ_EXAMPLES or 50, deadline=None)
+def test_any_truncation_of_the_smtp_text_is_refused(message: bytes, data: st.DataObject) -> None:
+    text = encode_for_smtp(seal_to_bob(make_content(message=message)))
+    cut = data.draw(st.integers(0, len(text) - 3), label="cut")  # the last CRLF is optional
+    with pytest.raises(EnvelopeError):
+        open_at_bob(decode_from_smtp(text[:cut]))
+
+
+LENGTH_FIELDS = {"sender": ">H", "count": ">H", "recipient": ">H", "message": ">I"}
+
+
+@given(
+    st.sampled_from(sorted(LENGTH_FIELDS)),
+    st.integers(0, 2**32 - 1),
+    st.binary(max_size=100),
+)
+@settings(max_examples=FUZZ_EXAMPLES or 100, deadline=None)
+def test_lying_length_fields_raise_only_envelope_errors(
+    which: str, lie: int, message: bytes
+) -> None:
+    sender, rcpt = alice_addr().encode(), bob_addr().encode()
+    truth = {"sender": len(sender), "count": 1, "recipient": len(rcpt), "message": len(message)}
+    fmt = LENGTH_FIELDS[which]
+    lie %= 2 ** (8 * struct.calcsize(fmt))
+    assume(lie != truth[which])
+    lengths = {
+        name: struct.pack(f, lie if name == which else truth[name])
+        for name, f in LENGTH_FIELDS.items()
+    }
+    plaintext = b"".join(
+        [
+            inner_prefix(),
+            b"\x02" * 16,
+            struct.pack(">Q", NOW),
+            CHALLENGE,
+            lengths["sender"] + sender,
+            lengths["count"] + lengths["recipient"] + rcpt,
+            lengths["message"] + message,
+        ]
+    )
+    try:
+        content = open_at_bob(box_raw_plaintext(pad(plaintext)))
+    except EnvelopeError:
+        return
+    assert (content.mail_from, content.recipients, content.message) != (
+        alice_addr(),
+        (bob_addr(),),
+        message,
+    )
