@@ -31,7 +31,7 @@ from onionmail.mail_address import MailAddress
 from onionmail.maildir import Maildir
 from onionmail.outbound_queue import OutboundQueue, list_queue, queue_key
 from onionmail.replay_cache import ReplayCache
-from onionmail.smtp_server import server_port, start_smtp_server
+from onionmail.smtp_server import ConnectionLimit, server_port, start_smtp_server
 from onionmail.submission import SubmissionHandler
 
 log = logging.getLogger(__name__)
@@ -168,13 +168,23 @@ class Box:
             max_recipients=settings.max_recipients,
             require_seal_for_onion_senders=settings.require_seal_for_onion_senders,
         )
+        # Shared by both servers; inbound starts first (see start()).
+        self.connections_total = ConnectionLimit(
+            "all SMTP servers", self.config.box.max_connections_total
+        )
         self.inbound_server = await start_smtp_server(
             self.inbound_handler,
             "127.0.0.1",
             0,
+            name="inbound",
+            max_connections=settings.max_connections,
+            connections_total=self.connections_total,
             hostname=self.onion,
             data_size_limit=_encoded_size(settings.max_message_size),
             timeout=settings.timeout,
+            data_timeout=settings.data_timeout,
+            max_line_length=settings.max_line_length,
+            max_bad_commands=settings.max_bad_commands,
         )
         self.inbound_port = server_port(self.inbound_server)
 
@@ -207,9 +217,15 @@ class Box:
             handler,
             settings.host,
             settings.port,
+            name="submission",
+            max_connections=settings.max_connections,
+            connections_total=self.connections_total,
             hostname="localhost",
             data_size_limit=settings.max_message_size,
             timeout=settings.timeout,
+            data_timeout=settings.data_timeout,
+            max_line_length=settings.max_line_length,
+            max_bad_commands=settings.max_bad_commands,
             auth_required=True,
             auth_require_tls=False,
             authenticator=handler.authenticator,

@@ -13,7 +13,10 @@ no control port is open to other local users.
 
 The onion service is created from the box's own identity key
 (``ADD_ONION ED25519-V3:<expanded key>``) and is ephemeral: tor never
-writes the key to disk; the box re-adds it at every start.
+writes the key to disk; the box re-adds it at every start. It is added with
+the onion defences of [tor] (``add_onion_command``): tor's proof-of-work
+defence where tor offers it to an ephemeral onion (0.4.9.2 and later), and a
+cap on streams per client circuit.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import queue
 import re
 import signal
 import subprocess
@@ -32,6 +36,7 @@ from typing import Any
 import stem
 import stem.control
 import stem.process
+import stem.response
 
 from onionmail.config import TorSection
 from onionmail.errors import TorError, TorTimeoutError
@@ -206,32 +211,95 @@ class BoxTor:
         await self.start(progress)
         await self.publish(identity, target_port, progress)
 
+    pow_defenses: bool | None = None
+    """Whether tor took the proof-of-work defence for the onion; None before publish()."""
+
     async def publish(
         self, identity: Identity, target_port: int, progress: Progress | None = None
     ) -> None:
-        """Publish the box's onion (virtual port 25 -> 127.0.0.1:target_port) and wait for it."""
+        """Publish the box's onion (virtual port 25 -> 127.0.0.1:target_port) and wait for it.
+
+        The onion gets the defences of [tor] (proof of work, streams per
+        circuit); see :func:`add_onion_command`.
+        """
         say = progress or (lambda _msg: None)
         say("publishing the onion service")
         try:
-            response = await asyncio.to_thread(
-                self.controller.create_ephemeral_hidden_service,
-                {25: f"127.0.0.1:{target_port}"},
-                key_type="ED25519-V3",
-                key_content=identity.tor_key_blob(),
-                await_publication=True,
-                timeout=self.settings.publish_timeout,
+            service_id = await asyncio.to_thread(
+                self._publish, identity.tor_key_blob(), f"127.0.0.1:{target_port}"
             )
-        except stem.Timeout:
-            raise TorTimeoutError(
-                f"the onion service descriptor was not published within "
-                f"{self.settings.publish_timeout:g} s; raise [tor] publish_timeout"
-            ) from None
         except (stem.ControllerError, stem.SocketError) as exc:
             raise TorError(f"tor refused to create the onion service: {exc}") from None
-        if f"{response.service_id}.onion" != identity.onion_address:
+        if f"{service_id}.onion" != identity.onion_address:
             raise TorError("tor derived a different onion address from the identity key")
         self.published = True
         say("onion service published")
+
+    def _publish(self, key_blob: str, target: str) -> str:
+        """ADD_ONION, then wait for a descriptor upload (blocking; run in a thread).
+
+        stem's ``create_ephemeral_hidden_service`` cannot pass the PoW keywords,
+        so the command is sent with ``msg`` and the wait for publication is
+        done here the way stem does it (listen to HS_DESC before ADD_ONION).
+        """
+        deadline = time.monotonic() + self.settings.publish_timeout
+        events: queue.Queue[Any] = queue.Queue()
+        listener = events.put
+        self.controller.add_event_listener(listener, stem.control.EventType.HS_DESC)
+        try:
+            service_id = self._add_onion(key_blob, target)
+            self._await_upload(events, service_id, deadline)
+        finally:
+            self.controller.remove_event_listener(listener)
+        return service_id
+
+    def _add_onion(self, key_blob: str, target: str) -> str:
+        pow_defenses = self.settings.pow_defenses
+        reply = self.controller.msg(
+            add_onion_command(key_blob, target, self.settings, pow_defenses=pow_defenses)
+        )
+        if pow_defenses and _refuses_pow_keywords(reply):
+            log.warning(
+                "tor %s does not offer the proof-of-work defence to an ephemeral onion "
+                "(it needs tor 0.4.9.2 or later); publishing the onion without it",
+                self.controller.get_version(),
+            )
+            pow_defenses = False
+            reply = self.controller.msg(
+                add_onion_command(key_blob, target, self.settings, pow_defenses=False)
+            )
+        if not reply.is_ok():
+            # tor's reply names the refused option; it never echoes the key.
+            raise TorError(f"tor refused to create the onion service: {reply}")
+        stem.response.convert("ADD_ONION", reply)
+        self.pow_defenses = pow_defenses
+        return str(reply.service_id)
+
+    def _await_upload(self, events: queue.Queue[Any], service_id: str, deadline: float) -> None:
+        # tor announces UPLOAD with the address, but UPLOADED and FAILED only with
+        # the directory, so the directories of our UPLOADs are remembered.
+        directories: set[str] = set()
+        failures: list[str] = []
+        while True:
+            try:
+                event = events.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                raise TorTimeoutError(
+                    f"the onion service descriptor was not published within "
+                    f"{self.settings.publish_timeout:g} s; raise [tor] publish_timeout"
+                ) from None
+            directory = event.directory_fingerprint
+            if event.action == stem.HSDescAction.UPLOAD and event.address == service_id:
+                directories.add(directory)
+            elif event.action == stem.HSDescAction.UPLOADED and directory in directories:
+                return
+            elif event.action == stem.HSDescAction.FAILED and directory in directories:
+                failures.append(str(event.reason))
+                if len(failures) == len(directories):
+                    raise TorError(
+                        "tor could not upload the onion service descriptor to any directory "
+                        f"({', '.join(failures)})"
+                    )
 
     def status(self) -> dict[str, Any]:
         return {
@@ -256,3 +324,33 @@ class BoxTor:
                 await asyncio.to_thread(proc.wait, 10)
             if proc.stdout is not None:
                 proc.stdout.close()
+
+
+ONION_VIRTUAL_PORT = 25
+
+
+def add_onion_command(
+    key_blob: str, target: str, settings: TorSection, *, pow_defenses: bool
+) -> str:
+    """The ADD_ONION line publishing the box's onion with the defences of ``settings``.
+
+    ``MaxStreams`` with the ``MaxStreamsCloseCircuit`` flag: a client circuit
+    opening more streams than that is closed. ``PoWDefensesEnabled`` with
+    ``PoWQueueRate`` and ``PoWQueueBurst`` (tor >= 0.4.9.2): the proof-of-work
+    defence, when ``pow_defenses``. The line carries the secret key: never log it.
+    """
+    words = [f"ADD_ONION ED25519-V3:{key_blob}"]
+    if settings.max_streams_per_circuit:
+        words.append("Flags=MaxStreamsCloseCircuit")
+        words.append(f"MaxStreams={settings.max_streams_per_circuit}")
+    if pow_defenses:
+        words.append("PoWDefensesEnabled=1")
+        words.append(f"PoWQueueRate={settings.pow_queue_rate}")
+        words.append(f"PoWQueueBurst={settings.pow_queue_burst}")
+    words.append(f"Port={ONION_VIRTUAL_PORT},{target}")
+    return " ".join(words)
+
+
+def _refuses_pow_keywords(reply: Any) -> bool:
+    """tor before 0.4.9.2: ``512 ... Unrecognized keyword argument "PoWDefensesEnabled"``."""
+    return not reply.is_ok() and 'Unrecognized keyword argument "PoW' in str(reply)

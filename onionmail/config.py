@@ -21,6 +21,11 @@ from onionmail.mail_address import is_valid_local_part
 
 CONFIG_NAME = "onionmail.toml"
 
+MIN_LINE_LENGTH = 1000
+MAX_LINE_LENGTH = 65536
+UINT32_MAX = 2**32 - 1
+MAX_STREAMS = 65535  # tor's HS_CONFIG_MAX_STREAMS_PER_RDV_CIRCUIT
+
 T = TypeVar("T")
 
 
@@ -30,6 +35,12 @@ class BoxSection:
 
     local_parts: tuple[str, ...] = ("postmaster",)
     """Local parts hosted by this box: mail to ``<part>@<onion>`` is accepted."""
+    max_connections_total: int = 25
+    """Most SMTP sessions open at once across both servers; one more is answered ``421
+    4.7.0 Too many connections`` and closed. It bounds the box's sockets and the memory
+    its sessions can hold (aiosmtpd buffers a message in memory until its final dot).
+    The default is below [inbound] + [submission] ``max_connections`` (20 + 10) yet
+    leaves 5 sessions to the user's own client while peers hold all 20 inbound ones."""
 
 
 @dataclass(frozen=True)
@@ -43,9 +54,23 @@ class SubmissionSection:
     max_message_size: int = 25 * 1024 * 1024
     """Largest message accepted, in bytes (announced with ESMTP SIZE)."""
     max_recipients: int = 100
-    """Most RCPT TO per message."""
+    """Most RCPT TO per message; each one more is answered ``452 4.5.3``."""
     timeout: float = 300.0
-    """Seconds a client may stay idle in a command or in DATA before it is dropped."""
+    """Seconds a client may stay silent (waiting for a command, or between two chunks of
+    DATA) before it gets ``421 4.4.2`` and is dropped."""
+    data_timeout: float = 1800.0
+    """Seconds a whole DATA transfer may take, however steadily it flows."""
+    max_connections: int = 10
+    """Most sessions open at once on this server; one more gets ``421 4.7.0``. A mail
+    client uses one or a few; 10 leaves room for several devices."""
+    max_line_length: int = 1000
+    """Longest line accepted, in octets including CRLF (RFC 5321 4.5.3.1.6 says 1000;
+    the dot added by transparency is not counted). A longer line in DATA fails the
+    message with ``500``. At least 1000, at most 65536."""
+    max_bad_commands: int = 20
+    """Unknown or refused commands (``5xx`` replies other than 550/552/553/554, such as
+    a failed AUTH) tolerated per session; the next one gets ``421 4.7.0`` and the
+    connection is closed."""
 
 
 @dataclass(frozen=True)
@@ -55,9 +80,24 @@ class InboundSection:
     max_message_size: int = 25 * 1024 * 1024
     """Largest message accepted, in bytes (for sealed mail: the decoded envelope)."""
     max_recipients: int = 100
-    """Most RCPT TO per message."""
+    """Most RCPT TO per message; each one more is answered ``452 4.5.3``."""
     timeout: float = 300.0
-    """Seconds a peer may stay idle in a command or in DATA."""
+    """Seconds a peer may stay silent (waiting for a command, or between two chunks of
+    DATA) before it gets ``421 4.4.2`` and is dropped."""
+    data_timeout: float = 1800.0
+    """Seconds a whole DATA transfer may take, however steadily it flows (at the default
+    size limit, a sealed message must arrive at about 21 KiB/s or more)."""
+    max_connections: int = 20
+    """Most peer sessions open at once; one more gets ``421 4.7.0 Too many connections,
+    try again later`` (senders retry later, nothing is lost). An onionmail peer opens at
+    most 8 at a time; 20 serves a few busy peers at once while bounding memory."""
+    max_line_length: int = 1000
+    """Longest line accepted, in octets including CRLF (RFC 5321 4.5.3.1.6 says 1000;
+    the dot added by transparency is not counted). A longer line in DATA fails the
+    message with ``500``. At least 1000, at most 65536."""
+    max_bad_commands: int = 20
+    """Unknown or refused commands (``5xx`` replies other than 550/552/553/554) tolerated
+    per session; the next one gets ``421 4.7.0`` and the connection is closed."""
     require_seal_for_onion_senders: bool = True
     """Refuse unsealed mail whose MAIL FROM is a v3 .onion address: such a sender can be
     verified, so an unsealed claim is treated as forged. Plain peers with ordinary
@@ -86,6 +126,29 @@ class TorSection:
     """Seconds to wait for the onion service descriptor to be uploaded."""
     socks_timeout: float = 60.0
     """Seconds a connection to a peer onion may take (tor builds the rendezvous)."""
+    pow_defenses: bool = True
+    """Ask tor for the proof-of-work defence of the box's onion (``ADD_ONION
+    PoWDefensesEnabled=1``): under an introduction flood, clients that solved a harder
+    puzzle are served first; when there is no flood the puzzle effort stays 0. Needs
+    tor 0.4.9.2 or later; an older tor refuses the keyword, and the box then publishes
+    without it and logs a warning. (Tor's other onion defence, rate limiting at the
+    introduction points, cannot be set for an ephemeral onion: ADD_ONION has no
+    keyword for it and the HiddenServiceEnableIntroDoS* options need a
+    HiddenServiceDir; the introduction points apply the network's consensus values.)"""
+    pow_queue_rate: int = 25
+    """Rendezvous requests per second tor serves from its proof-of-work priority queue
+    (``PoWQueueRate``; tor's default is 250, sized for web sites). A mail box needs a
+    few per minute; at a lower rate a smaller flood already fills the queue, which is
+    what makes tor raise the suggested puzzle effort. 0: no limit."""
+    pow_queue_burst: int = 250
+    """Most rendezvous requests served from the queue at once (``PoWQueueBurst``;
+    tor's default 2500). At least pow_queue_rate."""
+    max_streams_per_circuit: int = 10
+    """Most streams one client circuit may have open to the onion at once (``ADD_ONION
+    MaxStreams`` with ``MaxStreamsCloseCircuit``: one more and tor closes that circuit,
+    with every session on it). An onionmail peer runs up to 8 sessions at a time over
+    one circuit per destination, so keep this above 8; the cap makes a single cheap
+    circuit take at most half of [inbound] max_connections. 0: no cap."""
 
 
 @dataclass(frozen=True)
@@ -210,6 +273,19 @@ def _check_semantics(config: Config) -> None:
             raise ConfigError(f"{p}: [{name}] max_recipients: at least 1")
         if section.timeout <= 0:
             raise ConfigError(f"{p}: [{name}] timeout: must be positive")
+        if section.data_timeout <= 0:
+            raise ConfigError(f"{p}: [{name}] data_timeout: must be positive")
+        if section.max_connections < 1:
+            raise ConfigError(f"{p}: [{name}] max_connections: at least 1")
+        if not MIN_LINE_LENGTH <= section.max_line_length <= MAX_LINE_LENGTH:
+            raise ConfigError(
+                f"{p}: [{name}] max_line_length: expected {MIN_LINE_LENGTH}-{MAX_LINE_LENGTH} "
+                "octets (RFC 5321 requires at least 1000)"
+            )
+        if section.max_bad_commands < 1:
+            raise ConfigError(f"{p}: [{name}] max_bad_commands: at least 1")
+    if config.box.max_connections_total < 1:
+        raise ConfigError(f"{p}: [box] max_connections_total: at least 1")
     if config.tor.mode not in ("launch", "attach"):
         raise ConfigError(f"{p}: [tor] mode: expected 'launch' or 'attach'")
     if config.tor.mode == "attach" and not (config.tor.control_socket or config.tor.control_port):
@@ -219,11 +295,26 @@ def _check_semantics(config: Config) -> None:
     for key in ("bootstrap_timeout", "publish_timeout", "socks_timeout"):
         if getattr(config.tor, key) <= 0:
             raise ConfigError(f"{p}: [tor] {key}: must be positive")
+    _check_onion_defences(config.tor, p)
     d = config.delivery
     if not 0 < d.retry_initial <= d.retry_max:
         raise ConfigError(f"{p}: [delivery] retry_initial: must be positive and <= retry_max")
     if d.max_lifetime <= 0 or d.smtp_timeout <= 0:
         raise ConfigError(f"{p}: [delivery] max_lifetime: must be positive")
+
+
+def _check_onion_defences(tor: TorSection, p: Path) -> None:
+    if not 0 <= tor.pow_queue_rate <= UINT32_MAX:
+        raise ConfigError(f"{p}: [tor] pow_queue_rate: expected 0-{UINT32_MAX} (0: no limit)")
+    if not max(1, tor.pow_queue_rate) <= tor.pow_queue_burst <= UINT32_MAX:
+        raise ConfigError(
+            f"{p}: [tor] pow_queue_burst: expected at least pow_queue_rate "
+            f"({tor.pow_queue_rate}) and at least 1, at most {UINT32_MAX}"
+        )
+    if not 0 <= tor.max_streams_per_circuit <= MAX_STREAMS:
+        raise ConfigError(
+            f"{p}: [tor] max_streams_per_circuit: expected 0-{MAX_STREAMS} (0: no cap)"
+        )
 
 
 def render_config(
@@ -245,6 +336,7 @@ def render_config(
 
 [box]
 local_parts = [{parts}]
+# max_connections_total = 25
 
 [submission]
 host = "127.0.0.1"
@@ -252,11 +344,19 @@ port = {submission_port}
 # max_message_size = 26214400
 # max_recipients = 100
 # timeout = 300.0
+# data_timeout = 1800.0
+# max_connections = 10
+# max_line_length = 1000
+# max_bad_commands = 20
 
 [inbound]
 # max_message_size = 26214400
 # max_recipients = 100
 # timeout = 300.0
+# data_timeout = 1800.0
+# max_connections = 20
+# max_line_length = 1000
+# max_bad_commands = 20
 # require_seal_for_onion_senders = true
 
 [tor]
@@ -265,6 +365,10 @@ port = {submission_port}
 # bootstrap_timeout = 120.0
 # publish_timeout = 90.0
 # socks_timeout = 60.0
+# pow_defenses = true       # tor's proof-of-work defence for the onion (tor >= 0.4.9.2)
+# pow_queue_rate = 25
+# pow_queue_burst = 250
+# max_streams_per_circuit = 10
 
 [delivery]
 # smtp_timeout = 120.0

@@ -259,7 +259,12 @@ class DeliveryAgent:
         self, smtp: aiosmtplib.SMTP, entry: QueuedMessage
     ) -> tuple[bool, list[str]]:
         params = smtp.esmtp_extensions.get(SEAL_KEYWORD.lower())
-        await smtp.mail(entry.mail_from)
+        # A sealed envelope is base64 (7-bit). A plain message with 8-bit bytes
+        # is declared as such where the peer supports 8BITMIME (RFC 6152);
+        # a peer without it gets it as is, as most MTAs accept.
+        eight_bit = params is None and any(byte > 0x7F for byte in entry.message)
+        options = ["BODY=8BITMIME"] if eight_bit and smtp.supports_extension("8bitmime") else []
+        await smtp.mail(entry.mail_from, options=options)
         accepted, refused = [], []
         for rcpt in entry.recipients:
             response = await smtp.execute_command(b"RCPT", f"TO:<{rcpt}>".encode())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import mailbox
 import os
 import signal
@@ -10,6 +11,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -196,3 +198,33 @@ async def submit(box: RunningBox, to: str, subject: str, body: str, **extra: str
         start_tls=False,
         timeout=30,
     )
+
+
+@contextlib.contextmanager
+def offline_tor(data_dir: Path, tor_cmd: str = "tor") -> Iterator[Any]:
+    """A tor with networking disabled (ADD_ONION works, nothing is published) and its controller."""
+    data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    os.chmod(data_dir, 0o700)
+    process = stem.process.launch_tor_with_config(
+        {
+            "DataDirectory": str(data_dir),
+            "ControlSocket": str(data_dir / "c.sock"),
+            "CookieAuthentication": "1",
+            "SocksPort": "0",
+            "DisableNetwork": "1",
+            "Log": f"notice file {data_dir / 'notice.log'}",
+        },
+        tor_cmd=tor_cmd,
+        completion_percent=0,
+        timeout=None,
+        take_ownership=True,
+    )
+    try:
+        with stem.control.Controller.from_socket_file(str(data_dir / "c.sock")) as controller:
+            controller.authenticate()
+            yield controller
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+        if process.stdout is not None:
+            process.stdout.close()

@@ -16,7 +16,6 @@ import nacl.public
 import nacl.pwhash.argon2id as argon2id
 import nacl.signing
 import pytest
-import stem.process
 from stem.control import Controller
 
 from onionmail.errors import AddressError, ConfigError, IdentityError, PassphraseError
@@ -31,6 +30,7 @@ from onionmail.identity import (
     x25519_public_key_for_onion,
 )
 from onionmail.onion_address import encode_onion_address
+from tests.box_process import offline_tor
 
 VECTORS: dict[str, Any] = json.loads(
     (Path(__file__).parent / "data" / "onion_vectors.json").read_text()
@@ -176,29 +176,8 @@ def test_missing_tor_fails_loudly(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.fixture
 def tor_controller(tmp_path: Path) -> Iterator[Controller]:
     """A private tor with networking disabled, and an authenticated controller to it."""
-    tor_cmd = _tor_command()
-    data_dir = tmp_path / "tor"
-    data_dir.mkdir(mode=0o700)
-    os.chmod(data_dir, 0o700)
-    control_socket = data_dir / "control"
-    config = {
-        "DataDirectory": str(data_dir),
-        "ControlSocket": str(control_socket),
-        "CookieAuthentication": "1",
-        "SocksPort": "0",
-        "DisableNetwork": "1",
-        "Log": "notice stdout",
-    }
-    process = stem.process.launch_tor_with_config(
-        config, tor_cmd=tor_cmd, completion_percent=0, take_ownership=True, timeout=None
-    )
-    try:
-        with Controller.from_socket_file(str(control_socket)) as controller:
-            controller.authenticate()
-            yield controller
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
+    with offline_tor(tmp_path / "tor", tor_cmd=_tor_command()) as controller:
+        yield controller
 
 
 @pytest.mark.tor

@@ -253,6 +253,7 @@ def test_plain_onion_peer_gets_scrubbed_unsealed_mail(
 
         async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
             seen["mail_from"] = envelope.mail_from
+            seen["mail_options"] = envelope.mail_options
             seen["data"] = envelope.original_content
             return "250 OK"
 
@@ -270,7 +271,7 @@ def test_plain_onion_peer_gets_scrubbed_unsealed_mail(
             timeout=60,
         )
         onion = f"{service.service_id}.onion"
-        await submit(boxes["alice"], f"postmaster@{onion}", "plain", "to a plain peer\r\n")
+        await submit(boxes["alice"], f"postmaster@{onion}", "plain", "to a plain peer, café\r\n")
         deadline = time.monotonic() + 120
         while "data" not in seen and time.monotonic() < deadline:
             await asyncio.sleep(0.1)
@@ -280,7 +281,8 @@ def test_plain_onion_peer_gets_scrubbed_unsealed_mail(
     assert "error" not in seen, seen["error"]
     assert seen["ehlo"] == "localhost"
     assert seen["mail_from"] == boxes["alice"].address
-    assert b"to a plain peer" in seen["data"]
+    assert "to a plain peer, café".encode() in seen["data"]
+    assert "BODY=8BITMIME" in seen["mail_options"]  # 8-bit data declared (RFC 6152)
     assert host_identity_in(seen["data"]) == []
 
 
