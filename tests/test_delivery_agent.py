@@ -109,3 +109,70 @@ async def test_peer_down_past_the_lifetime_bounces_to_the_sender(tmp_path: Path)
     assert report.get_content_type() == "message/delivery-status"
     assert f"bob@{peer}" in str(report)
     assert "Action: failed" in str(report)
+
+
+class RefusingPeer:
+    """A plain SMTP peer on loopback that answers RCPT with a chosen status."""
+
+    def __init__(self, rcpt_status: str) -> None:
+        self.rcpt_status = rcpt_status
+
+    async def handle_RCPT(
+        self, server: object, session: object, envelope: object, address: str, options: list[str]
+    ) -> str:
+        return self.rcpt_status
+
+    async def handle_exception(self, error: Exception) -> str:
+        raise AssertionError(f"peer failed: {error!r}")
+
+
+async def attempt_against(tmp_path: Path, rcpt_status: str) -> tuple[OutboundQueue, Path]:
+    """One delivery attempt of one queued message to a peer answering RCPT with ``rcpt_status``."""
+    import time
+
+    import aiosmtplib
+
+    from onionmail.smtp_server import server_port, start_smtp_server
+
+    clock = Clock(time.time())
+    agent, queue, alice = make_agent(tmp_path, clock)
+    peer = Identity.generate().onion_address
+    sender = f"alice@{alice.onion_address}"
+    queue.enqueue(peer, sender, (f"bob@{peer}",), b"Subject: x\r\n\r\nx\r\n")
+    server = await start_smtp_server(RefusingPeer(rcpt_status), "127.0.0.1", 0, hostname="peer")
+
+    async def deliver_directly(entry: object) -> tuple[bool, list[str]]:
+        # The SOCKS hop is replaced by a direct loopback connection; the SMTP
+        # dialogue and the decisions after it are the agent's own.
+        smtp = aiosmtplib.SMTP(
+            hostname="127.0.0.1", port=server_port(server), local_hostname="localhost"
+        )
+        await smtp.connect(start_tls=False)
+        try:
+            await smtp.ehlo()
+            return await agent._transaction(smtp, entry)  # type: ignore[arg-type]
+        finally:
+            smtp.close()
+
+    agent.deliver = deliver_directly  # type: ignore[method-assign]
+    try:
+        await run_until(agent, lambda: not queue.states() or queue.states()[0].attempts == 1)
+    finally:
+        server.close()
+        await server.wait_closed()
+    return queue, tmp_path / "mail" / "alice"
+
+
+async def test_permanent_refusal_bounces_at_once(tmp_path: Path) -> None:
+    queue, sender_mail = await attempt_against(tmp_path, "550 5.1.1 No such mailbox")
+    assert queue.states() == []
+    (key,) = mailbox.Maildir(sender_mail, create=False).keys()
+    dsn = mailbox.Maildir(sender_mail, create=False).get_bytes(key)
+    assert b"multipart/report" in dsn and b"Action: failed" in dsn
+
+
+async def test_temporary_refusal_is_retried_not_bounced(tmp_path: Path) -> None:
+    queue, sender_mail = await attempt_against(tmp_path, "451 4.3.0 Try again later")
+    (state,) = queue.states()
+    assert state.attempts == 1 and "451" in state.last_error
+    assert not sender_mail.exists() or not mailbox.Maildir(sender_mail, create=False).keys()
