@@ -43,7 +43,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     alice, bob = Identity.generate(), Identity.generate()
     rows = [measure(size, alice, bob) for size in SIZES]
-    print(f"{'message':>10} {'envelope':>10} {'on the wire':>12} {'padding+seal':>13} {'+base64':>9}")
+    header = ("message", "envelope", "on the wire", "padding+seal", "+base64")
+    print("{:>10} {:>10} {:>12} {:>13} {:>9}".format(*header))
     for r in rows:
         print(
             f"{r['message_bytes']:>10,} {r['envelope_bytes']:>10,} {r['wire_bytes']:>12,} "

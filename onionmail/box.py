@@ -21,18 +21,21 @@ from typing import Any
 from onionmail.box_lock import BoxLock
 from onionmail.box_tor import BoxTor
 from onionmail.config import Config
+from onionmail.cover_traffic import CoverTraffic
 from onionmail.credentials import Credentials
 from onionmail.delivery import DeliveryAgent
 from onionmail.errors import OnionMailError
 from onionmail.fsutil import ensure_private_dir, write_private_file
 from onionmail.identity import Identity
 from onionmail.inbound import InboundHandler
+from onionmail.leak_keeper import LeakKeeper
 from onionmail.mail_address import MailAddress
 from onionmail.maildir import Maildir
 from onionmail.outbound_queue import OutboundQueue, list_queue, queue_key
 from onionmail.replay_cache import ReplayCache
 from onionmail.smtp_server import ConnectionLimit, server_port, start_smtp_server
 from onionmail.submission import SubmissionHandler
+from onionmail.timing import TimingPolicy
 
 log = logging.getLogger(__name__)
 
@@ -71,8 +74,10 @@ class Box:
         *,
         testnet_options: dict[str, Any] | None = None,
         progress: Progress | None = None,
+        key_encrypted: bool = False,
     ) -> None:
         self.config = config
+        self.leaks = LeakKeeper(config, identity.seed, key_encrypted=key_encrypted)
         self.identity = identity
         self.paths = BoxPaths(config.box_dir)
         self.progress = progress or (lambda _msg: None)
@@ -91,6 +96,9 @@ class Box:
         self.tor_restarts = 0
         self._lock = BoxLock(config.box_dir)
         self._supervisor: asyncio.Task[None] | None = None
+        self.timing = TimingPolicy(config.timing)
+        self.cover: CoverTraffic | None = None
+        self._cover_task: asyncio.Task[None] | None = None
 
     @property
     def onion(self) -> str:
@@ -118,6 +126,7 @@ class Box:
         await self._write_status("publishing")
         await self.tor.publish(self.identity, self.inbound_port, self.progress)
         self._start_agent()
+        self._start_cover()
         await self._start_submission()
         await self._write_status("running")
         self._supervisor = asyncio.create_task(self._supervise_tor())
@@ -168,6 +177,7 @@ class Box:
             max_recipients=settings.max_recipients,
             require_seal_for_onion_senders=settings.require_seal_for_onion_senders,
         )
+        self.inbound_handler.on_stored = self.leaks.received
         # Shared by both servers; inbound starts first (see start()).
         self.connections_total = ConnectionLimit(
             "all SMTP servers", self.config.box.max_connections_total
@@ -202,6 +212,8 @@ class Box:
             socks_timeout=self.config.tor.socks_timeout,
             sender_maildir=self.maildir,
         )
+        self.agent.plain_refusal = self.leaks.refuse_plain
+        self.agent.on_path = self.leaks.delivered
         self._agent_task = asyncio.create_task(self.agent.run())
 
     async def _start_submission(self) -> None:
@@ -212,6 +224,8 @@ class Box:
             credentials=Credentials(self.paths.credentials),
             submit=self.submit,
             max_recipients=settings.max_recipients,
+            check_recipient=self.leaks.check_recipient,
+            scrub=self.config.scrub,
         )
         self.submission_server = await start_smtp_server(
             handler,
@@ -242,12 +256,48 @@ class Box:
         ids = []
         for onion, rcpts in by_onion.items():
             entry = await asyncio.to_thread(
-                self.queue.enqueue, onion, str(sender), tuple(rcpts), message
+                self.queue.enqueue,
+                onion,
+                str(sender),
+                tuple(rcpts),
+                message,
+                next_try=self.timing.first_try(onion, rcpts),
             )
             ids.append(entry.id)
+            await self.leaks.queued(message, onion)
         if self.agent is not None:
             self.agent.wake()
         return ids
+
+    def _start_cover(self) -> None:
+        contacts = self.timing.cover_contacts
+        if not contacts:
+            return
+        self.cover = CoverTraffic(contacts=contacts, policy=self.timing, send=self.send_cover)
+        self._cover_task = asyncio.create_task(self.cover.run())
+
+    async def send_cover(self, contact: MailAddress) -> str | None:
+        """Queue one dummy envelope to ``contact``; its queue id, or None when skipped.
+
+        Skipped while an earlier dummy to the same onion waits for a retry (the
+        contact is unreachable): dummies must not pile up in the queue.
+        """
+        states = await asyncio.to_thread(self.queue.states)
+        if any(s.cover and s.attempts and s.destination == contact.domain for s in states):
+            return None
+        rcpts = (str(contact),)
+        entry = await asyncio.to_thread(
+            self.queue.enqueue,
+            contact.domain,
+            self.address(self.config.box.local_parts[0]),
+            rcpts,
+            b"",
+            next_try=self.timing.first_try(contact.domain, rcpts),
+            cover=True,
+        )
+        if self.agent is not None:
+            self.agent.wake()
+        return entry.id
 
     def status(self) -> dict[str, Any]:
         return {
@@ -278,6 +328,9 @@ class Box:
         if self._supervisor is not None:
             self._supervisor.cancel()
             await asyncio.gather(self._supervisor, return_exceptions=True)
+        if self._cover_task is not None:
+            self._cover_task.cancel()
+            await asyncio.gather(self._cover_task, return_exceptions=True)
         if self.submission_server is not None:
             self.submission_server.close()
         if self.agent is not None:

@@ -17,7 +17,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from onionmail import cli_testnet
+from onionmail import cli_leaks, cli_testnet
 from onionmail.box_init import create_box
 from onionmail.box_lock import running_pid
 from onionmail.config import load_config
@@ -36,6 +36,7 @@ typical use:
   onionmail init --dir ~/box --name alice     create a box (prints its address)
   onionmail run --dir ~/box                   run it (tor, onion service, SMTP)
   onionmail status --dir ~/box                what the running box is doing
+  onionmail leaks --dir ~/box --to ADDRESS    who would see what, before sending
   onionmail demo                              two boxes on a private Tor network
 """
 
@@ -69,6 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run(sub)
     _add_status(sub)
     _add_queue(sub)
+    cli_leaks.register(sub)
     cli_testnet.register(sub)
     _add_demo(sub)
     return parser
@@ -321,8 +323,9 @@ def _setup_logging(verbose: bool) -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    # aiosmtpd logs peers and commands at INFO; the log is an observer too.
-    logging.getLogger("mail.log").setLevel(logging.DEBUG if verbose else logging.ERROR)
+    # aiosmtpd logs peers, addresses and whole commands at INFO and DEBUG; the log
+    # is an observer too (threat_model: box-logs), so even --verbose leaves it out.
+    logging.getLogger("mail.log").setLevel(logging.ERROR)
     # stem sets its own logger to its most verbose level; bring it back in line.
     logging.getLogger("stem").setLevel(logging.DEBUG if verbose else logging.WARNING)
 

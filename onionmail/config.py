@@ -16,8 +16,9 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, TypeVar
 
-from onionmail.errors import ConfigError
-from onionmail.mail_address import is_valid_local_part
+from onionmail.errors import AddressError, ConfigError
+from onionmail.mail_address import is_valid_local_part, parse_onion_mail_address
+from onionmail.onion_address import ONION_SUFFIX, decode_onion_address
 
 CONFIG_NAME = "onionmail.toml"
 
@@ -165,6 +166,116 @@ class DeliverySection:
     """Seconds a message may stay queued before it is bounced to its sender."""
 
 
+POLICY_RULES = ("never-clearnet", "require-sealed", "never-plaintext-subject", "require-padding")
+"""The rule names :mod:`onionmail.policy` implements."""
+
+
+@dataclass(frozen=True)
+class PolicySection:
+    """[policy]: which leaks a send may cause; see :mod:`onionmail.policy` for the rules."""
+
+    rules: tuple[str, ...] = ()
+    """Rules for every recipient: ``never-clearnet``, ``require-sealed``,
+    ``never-plaintext-subject``, ``require-padding``. None by default: onion mail
+    is sealed anyway, and plain onion peers (OnionMX style) stay reachable."""
+    contacts: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    """More rules per recipient, keyed by address or by onion (all its addresses):
+    ``[policy.contacts]`` then ``"bob@<onion>.onion" = ["require-sealed"]``."""
+
+    def rules_for(self, address: str) -> tuple[str, ...]:
+        """The rules for ``address``: the default ones, its onion's, its own."""
+        domain = address.rsplit("@", 1)[-1]
+        extra = self.contacts.get(domain, ()) + self.contacts.get(address, ())
+        return tuple(dict.fromkeys(self.rules + extra))
+
+
+TIMING_MODES = ("immediate", "delay", "batch")
+"""The values of ``[timing] mode``; :mod:`onionmail.timing` applies them."""
+DELAY_CAP = 8.0
+"""A delay-mode hold is at most this many times ``mean_delay`` (cuts e^-8, 0.03 %, of draws)."""
+MAX_MEAN_DELAY = 6 * 3600.0
+MAX_BATCH_INTERVAL = 24 * 3600.0
+MAX_COVER_RATE = 3600.0
+
+
+@dataclass(frozen=True)
+class ContactTiming:
+    """``[timing.contacts."<onion or address>"]``: the timing policy for one contact.
+
+    Keys the table leaves out take the ``[timing]`` value.
+    """
+
+    contact: str
+    """``<56 characters>.onion`` (every address at that onion) or ``name@<onion>`` (that
+    address only, which wins over its onion), lowercased."""
+    mode: str
+    """As ``[timing] mode``, for mail to this contact."""
+    mean_delay: float
+    """As ``[timing] mean_delay``."""
+    batch_interval: float
+    """As ``[timing] batch_interval``."""
+
+
+@dataclass(frozen=True)
+class TimingSection:
+    """[timing]: when queued mail first leaves the box, and cover traffic.
+
+    The defaults send at once and send no dummies: holding mail costs latency on
+    every message, cover traffic costs bandwidth (yours, your contacts', tor's),
+    and both help only against an observer of traffic timing. The user opts in.
+    """
+
+    mode: str = "immediate"
+    """``immediate``: a message is tried as soon as it is queued. ``delay``: each one is
+    held for a random time, exponentially distributed with mean ``mean_delay`` (at most
+    8 times the mean). ``batch``: messages wait for the next multiple of
+    ``batch_interval`` seconds since the Unix epoch, so every box with the same interval
+    sends at the same instants. Retries keep the ``[delivery]`` backoff."""
+    mean_delay: float = 600.0
+    """delay mode: the mean hold in seconds, above 0 and at most 21600 (6 hours)."""
+    batch_interval: float = 900.0
+    """batch mode: seconds between sending instants, above 0 and at most 86400."""
+    cover_rate: float = 0.0
+    """Dummy envelopes per hour to each cover contact, at random (Poisson) times; 0 = no
+    cover traffic. Fractions are allowed (0.5: one every two hours on average), at most
+    3600. Dummies follow the contact's timing policy, like real mail to it."""
+    cover_contacts: tuple[str, ...] = ()
+    """Onionmail boxes to send dummies to: ``name@<onion>`` (best: the address you write
+    to, so a dummy's SMTP envelope is the one your mail to it uses) or a bare ``<onion>``
+    (then ``postmaster@<onion>``, which that box must host). A dummy is sealed and padded
+    like a short message and dropped by the receiving box once it opens the seal; it
+    never bounces and ``onionmail queue`` does not list it."""
+    contacts: tuple[ContactTiming, ...] = ()
+    """Per-contact overrides of mode, mean_delay and batch_interval, from
+    ``[timing.contacts."<onion or address>"]`` tables, in file order. For a message,
+    an address's table wins over its onion's, which wins over ``[timing]``."""
+
+
+@dataclass(frozen=True)
+class ScrubSection:
+    """[scrub]: what submission removes or rewrites in mail from the user's client.
+
+    Trace fields (``Received``, ``X-Originating-IP``, ...) are always removed and
+    ``Message-ID`` is always regenerated; see :mod:`onionmail.scrub` for every rule.
+    """
+
+    date_rounding: int = 60
+    """Seconds ``Date`` is rounded down to, in UTC: 60 drops the seconds, 3600 keeps the
+    hour, 1 keeps the seconds. 1-86400, and a divisor of 86400 so that the steps start
+    at midnight UTC."""
+    remove_content_language: bool = True
+    """Remove ``Content-Language`` (Thunderbird sets it from the spell checker's
+    dictionary: a trait of the machine, not of the message)."""
+    extra_remove_headers: tuple[str, ...] = ()
+    """More fields to remove: names (``X-Priority``) or prefixes (``X-Corp-*``), any
+    case. They may not match From, Date, Message-ID, MIME-Version, Content-Type or
+    Content-Transfer-Encoding."""
+    keep_headers: tuple[str, ...] = ()
+    """Client fields removed by default that you want to send anyway (``User-Agent``,
+    to tell recipients your client): names, or a client prefix such as ``X-Mozilla-*``.
+    Trace fields cannot be kept; for Content-Language use remove_content_language."""
+
+
 @dataclass(frozen=True)
 class Config:
     """The whole configuration of one box."""
@@ -175,6 +286,9 @@ class Config:
     inbound: InboundSection = field(default_factory=InboundSection)
     tor: TorSection = field(default_factory=TorSection)
     delivery: DeliverySection = field(default_factory=DeliverySection)
+    policy: PolicySection = field(default_factory=PolicySection)
+    timing: TimingSection = field(default_factory=TimingSection)
+    scrub: ScrubSection = field(default_factory=ScrubSection)
 
     @property
     def box_dir(self) -> Path:
@@ -203,22 +317,27 @@ _SECTIONS: dict[str, type[Any]] = {
     "inbound": InboundSection,
     "tor": TorSection,
     "delivery": DeliverySection,
+    "policy": PolicySection,
+    "scrub": ScrubSection,
 }
 
 
 def parse_config(raw: Mapping[str, Any], path: Path) -> Config:
     """Build a :class:`Config` from parsed TOML, naming ``path`` and the key on errors."""
+    known = [*_SECTIONS, "timing"]  # [timing] has nested tables: _parse_timing
     for name in raw:
-        if name not in _SECTIONS:
-            raise ConfigError(f"{path}: [{name}]: unknown section (known: {', '.join(_SECTIONS)})")
+        if name not in known:
+            raise ConfigError(f"{path}: [{name}]: unknown section (known: {', '.join(known)})")
     sections: dict[str, Any] = {}
     for name, cls in _SECTIONS.items():
         table = raw.get(name, {})
         if not isinstance(table, dict):
             raise ConfigError(f"{path}: [{name}]: expected a table")
         sections[name] = _build_section(cls, table, f"{path}: [{name}]")
+    sections["timing"] = _parse_timing(raw.get("timing", {}), path)
     config = Config(path=path, **sections)
     _check_semantics(config)
+    _check_timing_holds(config)
     return config
 
 
@@ -244,6 +363,10 @@ def _coerce(value: Any, default: Any, where: str) -> Any:
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
             raise ConfigError(f"{where}: expected a list of strings")
         return tuple(value)
+    if isinstance(default, dict):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a table")
+        return {str(k): _coerce(v, (), f"{where}.{k!r}") for k, v in value.items()}
     for kind, ok, wanted in checks:
         if isinstance(default, kind):
             if not ok(value):
@@ -252,7 +375,28 @@ def _coerce(value: Any, default: Any, where: str) -> Any:
     raise ConfigError(f"{where}: unsupported value")  # pragma: no cover - defaults are typed
 
 
+def _check_policy(policy: PolicySection, p: Path) -> None:
+    from onionmail.onion_address import is_onion_address
+
+    for where, rules in [("rules", policy.rules)] + [
+        (f"contacts.{key!r}", value) for key, value in policy.contacts.items()
+    ]:
+        for rule in rules:
+            if rule not in POLICY_RULES:
+                raise ConfigError(
+                    f"{p}: [policy] {where}: unknown rule {rule!r} "
+                    f"(known: {', '.join(POLICY_RULES)})"
+                )
+    for key in policy.contacts:
+        host = key.rsplit("@", 1)[-1]
+        if not is_onion_address(host) and "@" not in key:
+            raise ConfigError(
+                f"{p}: [policy] contacts.{key!r}: expected an address or a v3 .onion host"
+            )
+
+
 def _check_semantics(config: Config) -> None:
+    _check_policy(config.policy, config.path)
     p = config.path
     if not config.box.local_parts:
         raise ConfigError(f"{p}: [box] local_parts: at least one local part is needed")
@@ -296,6 +440,7 @@ def _check_semantics(config: Config) -> None:
         if getattr(config.tor, key) <= 0:
             raise ConfigError(f"{p}: [tor] {key}: must be positive")
     _check_onion_defences(config.tor, p)
+    _check_scrub(config.scrub, p)
     d = config.delivery
     if not 0 < d.retry_initial <= d.retry_max:
         raise ConfigError(f"{p}: [delivery] retry_initial: must be positive and <= retry_max")
@@ -375,8 +520,173 @@ port = {submission_port}
 {retry_line}
 # retry_max = 3600.0
 # max_lifetime = 432000.0
+
+[policy]
+# rules = []   # never-clearnet, require-sealed, never-plaintext-subject, require-padding
+# More rules per contact: a [policy.contacts] table whose keys are addresses or
+# onions and whose values are lists of rules (README, "Configuration").
+
+[timing]
+# mode = "immediate"        # or "delay" (random hold) or "batch" (epoch-aligned instants)
+# mean_delay = 600.0        # delay mode: mean hold, seconds
+# batch_interval = 900.0    # batch mode: seconds between sending instants
+# cover_rate = 0.0          # dummy envelopes per hour to each cover contact; 0: none
+# cover_contacts = []       # onionmail boxes for cover traffic: "name@<onion>.onion"
+# Per contact: a [timing.contacts."name@<onion>.onion"] (or ."<onion>.onion") table
+# with any of mode, mean_delay, batch_interval (README, "Configuration").
+
+[scrub]
+# date_rounding = 60              # Date in UTC, rounded down to this many seconds
+# remove_content_language = true
+# extra_remove_headers = []       # e.g. ["X-Priority", "X-Corp-*"]
+# keep_headers = []               # e.g. ["User-Agent"]
 """
 
 
 def _toml_escape(text: str) -> str:
     return text.replace("\\", "\\\\").replace('"', '\\"')
+
+
+# --- [timing] -------------------------------------------------------------------------
+
+
+def _parse_timing(table: Any, path: Path) -> TimingSection:
+    """[timing] and its ``[timing.contacts."..."]`` tables.
+
+    Errors name a contact by its position, never by its address: a config error
+    may end up in a system log, and the log must not tell whom the user writes to.
+    """
+    where = f"{path}: [timing]"
+    if not isinstance(table, dict):
+        raise ConfigError(f"{where}: expected a table")
+    plain = {key: value for key, value in table.items() if key != "contacts"}
+    base = _build_section(TimingSection, plain, where)
+    _check_timing_values(base.mode, base.mean_delay, base.batch_interval, where)
+    if not 0 <= base.cover_rate <= MAX_COVER_RATE:
+        raise ConfigError(f"{where} cover_rate: expected 0-{MAX_COVER_RATE:.0f} per hour")
+    cover = []
+    for n, text in enumerate(base.cover_contacts, 1):
+        cover.append(_timing_contact(text, f"{where} cover_contacts: entry {n}"))
+    if len(set(cover)) != len(cover):
+        raise ConfigError(f"{where} cover_contacts: an entry appears twice")
+    if base.cover_rate > 0 and not cover:
+        raise ConfigError(f"{where} cover_rate: cover traffic needs cover_contacts")
+    contacts = _parse_timing_contacts(table.get("contacts", {}), base, path)
+    return TimingSection(
+        base.mode, base.mean_delay, base.batch_interval, base.cover_rate, tuple(cover), contacts
+    )
+
+
+def _parse_timing_contacts(
+    table: Any, base: TimingSection, path: Path
+) -> tuple[ContactTiming, ...]:
+    if not isinstance(table, dict):
+        raise ConfigError(f"{path}: [timing] contacts: expected tables of per-contact keys")
+    known = ("mode", "mean_delay", "batch_interval")
+    contacts: list[ContactTiming] = []
+    for n, (key, values) in enumerate(table.items(), 1):
+        where = f"{path}: [timing.contacts] entry {n}"
+        if not isinstance(values, dict):
+            raise ConfigError(f"{where}: expected a table")
+        contact = _timing_contact(key, f"{where}")
+        if contact in (c.contact for c in contacts):
+            raise ConfigError(f"{where}: the same contact as an earlier entry")
+        settings: dict[str, Any] = {name: getattr(base, name) for name in known}
+        for name, value in values.items():
+            if name not in known:
+                raise ConfigError(f"{where} {name}: unknown key (known: {', '.join(known)})")
+            settings[name] = _coerce(value, settings[name], f"{where} {name}")
+        timing = ContactTiming(contact, **settings)
+        _check_timing_values(timing.mode, timing.mean_delay, timing.batch_interval, where)
+        contacts.append(timing)
+    return tuple(contacts)
+
+
+def _timing_contact(text: str, where: str) -> str:
+    """``name@<onion>`` or ``<onion>``, validated (checksum included) and lowercased."""
+    try:
+        if "@" in text:
+            return str(parse_onion_mail_address(text))
+        if not text.lower().endswith(ONION_SUFFIX):
+            raise AddressError("expected name@<onion>.onion or <onion>.onion")
+        decode_onion_address(text)
+    except AddressError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+    return text.lower()
+
+
+def _check_timing_values(mode: str, mean_delay: float, batch_interval: float, where: str) -> None:
+    if mode not in TIMING_MODES:
+        raise ConfigError(f"{where} mode: expected one of {', '.join(TIMING_MODES)}")
+    if not 0 < mean_delay <= MAX_MEAN_DELAY:
+        raise ConfigError(f"{where} mean_delay: expected above 0, at most {MAX_MEAN_DELAY:.0f} s")
+    if not 0 < batch_interval <= MAX_BATCH_INTERVAL:
+        raise ConfigError(
+            f"{where} batch_interval: expected above 0, at most {MAX_BATCH_INTERVAL:.0f} s"
+        )
+
+
+def _check_timing_holds(config: Config) -> None:
+    """A held message must go out well before ``[delivery] max_lifetime`` bounces it."""
+    timing, p = config.timing, config.path
+    entries = [(f"{p}: [timing]", timing.mode, timing.mean_delay, timing.batch_interval)]
+    entries += [
+        (f"{p}: [timing.contacts] entry {n}", c.mode, c.mean_delay, c.batch_interval)
+        for n, c in enumerate(timing.contacts, 1)
+    ]
+    for where, mode, mean_delay, batch_interval in entries:
+        key, hold = {
+            "delay": ("mean_delay", DELAY_CAP * mean_delay),
+            "batch": ("batch_interval", batch_interval),
+        }.get(mode, ("", 0.0))
+        if hold * 2 > config.delivery.max_lifetime:
+            raise ConfigError(
+                f"{where} {key}: mail may be held {hold:.0f} s, more than half of "
+                f"[delivery] max_lifetime ({config.delivery.max_lifetime:.0f} s)"
+            )
+
+
+_FIELD_NAME_CHARS = frozenset(chr(c) for c in range(0x21, 0x7F)) - {":"}
+
+
+def _check_scrub(scrub: ScrubSection, p: Path) -> None:
+    from onionmail import scrub as rules  # scrub imports this module for ScrubSection
+
+    if not 1 <= scrub.date_rounding <= 86400 or 86400 % scrub.date_rounding:
+        raise ConfigError(
+            f"{p}: [scrub] date_rounding: expected a divisor of 86400 seconds "
+            "(1, 60, 300, 900, 3600, 86400, ...)"
+        )
+    for pattern in scrub.extra_remove_headers:
+        name = pattern.removesuffix("*")
+        if not name or not set(name) <= _FIELD_NAME_CHARS or "*" in name:
+            raise ConfigError(
+                f"{p}: [scrub] extra_remove_headers: {pattern!r} is not a field name "
+                "or a prefix ending in '*'"
+            )
+        hit = sorted(f for f in rules.STRUCTURAL_FIELDS if rules.pattern_matches(pattern, f))
+        if hit:
+            raise ConfigError(
+                f"{p}: [scrub] extra_remove_headers: {pattern!r} would remove {', '.join(hit)}, "
+                "which the message needs"
+            )
+    for name in scrub.keep_headers:
+        if rules.is_trace_field(name):
+            raise ConfigError(
+                f"{p}: [scrub] keep_headers: {name!r} is a trace field, always removed "
+                "(it names hosts, addresses or another server's verdict)"
+            )
+        if name.lower() == rules.CONTENT_LANGUAGE:
+            raise ConfigError(
+                f"{p}: [scrub] keep_headers: for Content-Language set "
+                "remove_content_language = false"
+            )
+        if not rules.is_client_field(name):
+            raise ConfigError(
+                f"{p}: [scrub] keep_headers: {name!r} is not removed anyway (only client "
+                "fields such as User-Agent or X-Mailer can be kept)"
+            )
+        if any(rules.pattern_matches(extra, name) for extra in scrub.extra_remove_headers):
+            raise ConfigError(
+                f"{p}: [scrub] keep_headers: {name!r} is also in extra_remove_headers"
+            )

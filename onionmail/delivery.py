@@ -25,7 +25,7 @@ import errno
 import logging
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import aiosmtplib
@@ -90,6 +90,10 @@ class DeliveryAgent:
         self._tasks: set[asyncio.Task[None]] = set()
         self.reports: list[DeliveryReport] = []
         self.on_delivered: Callable[[DeliveryReport], None] | None = None
+        self.plain_refusal: Callable[[str], str | None] | None = None
+        """The policy gate for a peer that turned out plain: a reason to refuse, or None."""
+        self.on_path: Callable[[QueuedMessage, bool], Awaitable[None]] | None = None
+        """Called with (message, sealed?) once a peer accepted it (the box's ledger)."""
         self._stopping = False
         self._isolation: dict[str, str] = {}
 
@@ -171,11 +175,20 @@ class DeliveryAgent:
         try:
             sealed, refused = await self.deliver(entry)
         except PermanentDeliveryError as exc:
+            if entry.cover:  # a contact refusing dummies is misconfigured: say so
+                await self._drop_cover(entry, f"refused: {exc}", logging.WARNING)
+                return
             log.warning("queue %s: permanent failure: %s", entry.id, redact(str(exc)))
             await self._bounce(entry, str(exc))
             return
         except DeliveryError as exc:
             await self._retry_or_bounce(entry, state, str(exc))
+            return
+        if entry.cover:
+            # Logged at INFO like mail (the log must not sort dummies from mail).
+            log.info("queue %s: delivered (sealed) in %.2f s", entry.id, time.monotonic() - started)
+            log.debug("queue %s: that was a cover envelope", entry.id)
+            await asyncio.to_thread(self.queue.remove, entry.id)
             return
         report = DeliveryReport(
             entry.id, entry.destination, sealed, time.monotonic() - started, tuple(refused)
@@ -188,6 +201,8 @@ class DeliveryAgent:
         )
         if refused:
             await self._bounce(entry, "recipient refused by the peer", only=tuple(refused))
+        if self.on_path is not None:
+            await self.on_path(entry, sealed)
         await asyncio.to_thread(self.queue.remove, entry.id)
         self.reports.append(report)
         if self.on_delivered is not None:
@@ -196,6 +211,9 @@ class DeliveryAgent:
     async def _retry_or_bounce(self, entry: QueuedMessage, state: QueueState, error: str) -> None:
         now = self.clock()
         if now - entry.created > self.settings.max_lifetime:
+            if entry.cover:
+                await self._drop_cover(entry, f"gave up after {state.attempts + 1} attempts")
+                return
             await self._bounce(entry, f"gave up after {state.attempts + 1} attempts: {error}")
             return
         delay = min(self.settings.retry_max, self.settings.retry_initial * 2**state.attempts)
@@ -208,6 +226,17 @@ class DeliveryAgent:
             delay,
         )
         await asyncio.to_thread(self.queue.record_failure, state, error, now + delay)
+
+    async def _drop_cover(self, entry: QueuedMessage, why: str, level: int = logging.DEBUG) -> None:
+        """A dummy (cover traffic) that failed leaves the queue and never bounces.
+
+        DEBUG by default, as the log must not sort dummies from mail; a refusal is
+        a WARNING all the same: a contact that refuses dummies is a configuration
+        error the user has to see.
+        """
+        hint = "; check [timing] cover_contacts" if level >= logging.WARNING else ""
+        log.log(level, "queue %s: cover envelope dropped (%s)%s", entry.id, redact(why), hint)
+        await asyncio.to_thread(self.queue.remove, entry.id)
 
     async def _bounce(self, entry: QueuedMessage, reason: str, only: tuple[str, ...] = ()) -> None:
         recipients = only or entry.recipients
@@ -259,6 +288,19 @@ class DeliveryAgent:
         self, smtp: aiosmtplib.SMTP, entry: QueuedMessage
     ) -> tuple[bool, list[str]]:
         params = smtp.esmtp_extensions.get(SEAL_KEYWORD.lower())
+        if params is None and entry.cover:
+            # A plain peer would store a dummy as mail: not even MAIL FROM.
+            raise PermanentDeliveryError("the peer does not seal: no cover traffic to it")
+        if params is None and self.plain_refusal is not None:
+            for rcpt in entry.recipients:
+                reason = self.plain_refusal(rcpt)
+                if reason is not None:
+                    # Checked right after EHLO, before MAIL FROM: not even the
+                    # envelope reaches a peer the policy forbids. Never a silent fallback.
+                    raise PermanentDeliveryError(
+                        "the peer is a plain SMTP server, not an onionmail box; "
+                        f"refused by {reason}"
+                    )
         # A sealed envelope is base64 (7-bit). A plain message with 8-bit bytes
         # is declared as such where the peer supports 8BITMIME (RFC 6152);
         # a peer without it gets it as is, as most MTAs accept.
@@ -300,6 +342,7 @@ class DeliveryAgent:
             mail_from=entry.mail_from,
             recipients=tuple(accepted),
             message=entry.message,
+            cover=entry.cover,
         )
         envelope = seal(content, sender=self.identity, recipient_onion=entry.destination)
         return encode_for_smtp(envelope)

@@ -17,6 +17,12 @@ Two kinds of peer:
   except when it claims a ``.onion`` sender, which a real onionmail box
   would have sealed, so it is refused as unverifiable (configurable).
 
+A sealed envelope whose flags say cover traffic (a dummy, see
+:mod:`onionmail.cover_traffic`) passes every check a message passes (seal,
+binding, freshness, replay cache), is answered with the same ``250`` and
+recorded in the replay cache, and is then dropped: nothing reaches a
+Maildir. Nothing before the opened seal tells a dummy from mail.
+
 Each delivered message gets ``Return-Path`` and an ``Authentication-Results``
 field (RFC 8601 style, authserv-id = this box's onion) saying which of the
 two it was; such fields from the peer that claim this authserv-id are removed.
@@ -29,6 +35,7 @@ import email.utils
 import logging
 import secrets
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -77,6 +84,10 @@ class InboundHandler(SafeHandler):
         self.require_seal = require_seal_for_onion_senders
         self._maildirs: dict[str, Maildir] = {}
         self.delivered = 0
+        self.cover_received = 0
+        """Dummy envelopes (cover traffic) opened and dropped."""
+        self.on_stored: Callable[[str, bool], Awaitable[None]] | None = None
+        """Called with (Message-ID, sealed?) after a message is durable (the box's ledger)."""
 
     def maildir(self, local_part: str) -> Maildir:
         if local_part not in self._maildirs:
@@ -154,6 +165,14 @@ class InboundHandler(SafeHandler):
         if await asyncio.to_thread(self.replay_cache.seen, content.envelope_id):
             log.info("duplicate envelope (a retry): acknowledged, not stored again")
             return "250 2.0.0 Already delivered"
+        if content.cover:
+            # Cover traffic: answered like mail, remembered like mail (a retry or a
+            # replay is handled the same way), stored nowhere. DEBUG only: the log
+            # must not sort dummies from mail for whoever reads it.
+            await asyncio.to_thread(self.replay_cache.record, content.envelope_id, content.created)
+            self.cover_received += 1
+            log.debug("a cover envelope: recorded against replays, dropped")
+            return "250 2.0.0 Delivered (sealed)"
         try:
             message = parse_message(content.message)
             _check_from_matches(message, sender)
@@ -205,6 +224,9 @@ class InboundHandler(SafeHandler):
             await asyncio.to_thread(self.maildir(local_part).deliver, stored)
         self.delivered += 1
         log.info("delivered a message to %d local mailbox(es)", len(envelope.rcpt_tos))
+        if self.on_stored is not None:
+            message_id = (message.get("Message-ID") or b"").decode("ascii", "replace")
+            await self.on_stored(message_id.strip(), result.startswith("pass"))
 
     def _claims_us(self, value: bytes) -> bool:
         authserv = value.strip().split(b";", 1)[0].strip().lower()

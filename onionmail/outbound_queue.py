@@ -16,6 +16,19 @@ is always safe. ``ids`` are random, so file names say nothing about the mail.
 The message file is encrypted with a key derived from the box identity
 (BLAKE2b keyed with the seed, personalised ``om-queue-v1``), so a copy of the
 queue directory alone reveals neither bodies nor recipients.
+
+A new entry's state is written before its message is renamed into
+``active/``: an entry is visible only once its first try time (set by the
+timing policy, :mod:`onionmail.timing`) is on disk, so the delivery agent
+never takes a held message for a due one.
+
+Cover traffic (dummy envelopes, :mod:`onionmail.cover_traffic`) goes through
+the same queue, marked ``cover`` in the encrypted message and in the clear
+state file. The mark in the state lets :func:`list_queue` leave dummies out
+of ``onionmail queue`` and ``status`` without the key; the cost is that
+someone who reads the queue directory can tell which waiting entries are
+dummies, as they can already read destinations and try times. Cover traffic
+is aimed at observers of the network, not of the box's disk.
 """
 
 from __future__ import annotations
@@ -46,6 +59,8 @@ class QueuedMessage:
     message: bytes
     envelope_id: bytes
     created: float
+    cover: bool = False
+    """A dummy envelope (cover traffic): never bounced, dropped when it fails."""
 
 
 @dataclass(frozen=True)
@@ -58,6 +73,7 @@ class QueueState:
     attempts: int = 0
     next_try: float = 0.0
     last_error: str = ""
+    cover: bool = False
 
 
 def queue_key(seed: bytes) -> bytes:
@@ -98,13 +114,26 @@ class OutboundQueue:
                 except QueueError:
                     self.quarantine(msg.stem)
                     continue
-                self._write_state(QueueState(kept.id, kept.destination, kept.created))
+                self._write_state(
+                    QueueState(kept.id, kept.destination, kept.created, cover=kept.cover)
+                )
         return removed
 
     def enqueue(
-        self, destination: str, mail_from: str, recipients: tuple[str, ...], message: bytes
+        self,
+        destination: str,
+        mail_from: str,
+        recipients: tuple[str, ...],
+        message: bytes,
+        *,
+        next_try: float | None = None,
+        cover: bool = False,
     ) -> QueuedMessage:
-        """Store a message durably; once this returns, ``250`` may be sent."""
+        """Store a message durably; once this returns, ``250`` may be sent.
+
+        ``next_try`` (Unix seconds) is when it is first tried, as the timing
+        policy decided; ``None``: at once. ``cover`` marks a dummy envelope.
+        """
         entry = QueuedMessage(
             id=random_name(),
             destination=destination,
@@ -113,6 +142,7 @@ class OutboundQueue:
             message=message,
             envelope_id=nacl.utils.random(16),
             created=time.time(),
+            cover=cover,
         )
         header = {
             "destination": entry.destination,
@@ -121,7 +151,14 @@ class OutboundQueue:
             "envelope_id": entry.envelope_id.hex(),
             "created": entry.created,
         }
+        if cover:
+            header["cover"] = True
         plain = json.dumps(header).encode() + b"\n" + message
+        state = QueueState(entry.id, destination, entry.created, cover=cover)
+        if next_try is not None:
+            state = replace(state, next_try=next_try)
+        # The state first: the entry appears (the .msg rename) with its first try set.
+        self._write_state(state)
         tmp = self._tmp / f"{entry.id}.msg"
         try:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -133,8 +170,8 @@ class OutboundQueue:
             fsync_dir(self._active)
         except OSError as exc:
             tmp.unlink(missing_ok=True)
+            (self._active / f"{entry.id}.state").unlink(missing_ok=True)
             raise QueueError(exc.errno, f"could not queue the message: {exc.strerror}") from None
-        self._write_state(QueueState(entry.id, destination, entry.created))
         return entry
 
     def load(self, queue_id: str) -> QueuedMessage:
@@ -155,15 +192,15 @@ class OutboundQueue:
             message=message,
             envelope_id=bytes.fromhex(header["envelope_id"]),
             created=float(header["created"]),
+            cover=header.get("cover") is True,
         )
 
     def states(self) -> list[QueueState]:
-        return list_queue(self.directory)
+        """Every entry, dummies included (what the delivery agent works through)."""
+        return list_queue(self.directory, include_cover=True)
 
     def record_failure(self, state: QueueState, error: str, next_try: float) -> QueueState:
-        updated = QueueState(
-            state.id, state.destination, state.created, state.attempts + 1, next_try, error
-        )
+        updated = replace(state, attempts=state.attempts + 1, next_try=next_try, last_error=error)
         self._write_state(updated)
         return updated
 
@@ -179,8 +216,12 @@ class OutboundQueue:
         return damaged / f"{queue_id}.msg"
 
     def reschedule_all(self, next_try: float) -> int:
-        """Make every queued message due at ``next_try`` (``queue flush``); returns how many."""
-        return reschedule_queue(self.directory, next_try)
+        """Make every message waiting for a retry due at ``next_try``; returns how many.
+
+        Used when tor is back: messages still held by the timing policy keep
+        their time (a tor restart must not release them all at once).
+        """
+        return reschedule_queue(self.directory, next_try, include_held=False)
 
     def remove(self, queue_id: str) -> None:
         """Forget a delivered or bounced message (durably)."""
@@ -197,19 +238,31 @@ class OutboundQueue:
             raise QueueError(exc.errno, f"could not update the queue: {exc.strerror}") from None
 
 
-def reschedule_queue(directory: Path, next_try: float) -> int:
-    """Bring every waiting entry's next try forward to ``next_try``; needs no key."""
+def reschedule_queue(directory: Path, next_try: float, *, include_held: bool = True) -> int:
+    """Bring waiting entries' next try forward to ``next_try``; needs no key.
+
+    ``queue flush`` moves every entry, including mail the timing policy still
+    holds (the user asked for it to go now); with ``include_held=False`` only
+    entries waiting for a retry move: a never-tried entry keeps the first try
+    the timing policy gave it. Returns how many messages moved, not counting
+    dummies (cover traffic), which move too.
+    """
     count = 0
-    for state in list_queue(directory):
+    for state in list_queue(directory, include_cover=True):
+        if state.attempts == 0 and not include_held:
+            continue
         if state.next_try > next_try and state.destination != "?":
             path = directory / "active" / f"{state.id}.state"
             write_private_file(path, json.dumps(asdict(replace(state, next_try=next_try))).encode())
-            count += 1
+            count += 0 if state.cover else 1
     return count
 
 
-def list_queue(directory: Path) -> list[QueueState]:
+def list_queue(directory: Path, *, include_cover: bool = False) -> list[QueueState]:
     """The queue's states, oldest first; readable without the identity key.
+
+    Dummy envelopes (cover traffic) are left out unless ``include_cover``:
+    ``onionmail queue`` and ``status`` show the user's mail only.
 
     Runs while the delivery agent removes delivered entries, so an entry that
     vanishes between the directory listing and the read is simply skipped.
@@ -221,11 +274,12 @@ def list_queue(directory: Path) -> list[QueueState]:
     for msg in active.glob("*.msg"):
         state_path = msg.with_suffix(".state")
         try:
-            raw = json.loads(state_path.read_bytes())
-            states.append(QueueState(**raw))
+            state = QueueState(**json.loads(state_path.read_bytes()))
+            if include_cover or not state.cover:
+                states.append(state)
             continue
         except FileNotFoundError:
-            pass  # just enqueued (state not written yet), or just removed
+            pass  # just removed, or a crash's leftover (recover() writes its state)
         except (OSError, ValueError, TypeError):
             pass
         try:

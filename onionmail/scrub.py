@@ -1,19 +1,64 @@
 """Submission scrubbing: take out what the user's mail client leaks before mail leaves.
 
-Applied to every message submitted by the user's own client, whatever the
-client. The defaults are the safe ones (DESIGN.md decision 3):
+Applied by the submission server (:mod:`onionmail.submission`) to every
+message from the user's own client, whatever the client; ``[scrub]`` in
+``onionmail.toml`` tunes it, and its defaults are the safe ones (DESIGN.md
+decision 3). What real clients send is recorded in ``tests/data/clients/``
+(swaks, neomutt, and Thunderbird's documented header set); every rule below
+has a test on those messages and on the live clients.
 
-- trace and client fields are removed: ``Received``, ``User-Agent``,
-  ``X-Mailer``, ``X-Originating-IP``, ``X-MimeOLE``, ``X-MS-*`` client
-  fields and any ``Authentication-Results`` the client invented;
-- ``Message-ID`` is regenerated as ``<random>@<sender onion>``, so it names
-  no local host;
-- ``Date`` is rewritten in UTC (no time zone) with the seconds dropped;
-- ``From`` must name exactly the authenticated sender (added if missing).
+**Removed, always** (:data:`TRACE_FIELDS`, :data:`TRACE_PREFIXES`): trace and
+server fields. A client does not write them; they come along when a stored
+message is submitted again (neomutt's ``-H`` draft, "edit as new", a
+``sendmail < saved.eml``). ``Received`` names hosts and IP addresses,
+``X-Originating-IP`` an address, ``Authentication-Results`` and ``ARC-*``
+another server's verdicts (the receiving box adds its own, and a forged one
+must not reach it), ``Return-Path``/``Delivered-To``/``X-Original-To`` an
+earlier delivery, ``DKIM-Signature`` the old provider, ``X-Spam-*``,
+``X-Virus-*``, ``X-Received``, ``X-Google-*`` and ``X-Gm-*`` server software
+and internal addresses. ``[scrub] keep_headers`` cannot keep these.
 
-The SMTP envelope carries no client EHLO name onward: the box speaks to
-peers in its own name. (The full, configurable scrubber with per-client
-tests belongs to the metadata issue; this is its safe core.)
+**Removed by default** (:data:`CLIENT_FIELDS`, :data:`CLIENT_PREFIXES`; ``[scrub]
+keep_headers`` may keep one by name): what names the client software or the
+machine. ``User-Agent`` (Thunderbird ``Mozilla/5.0 (X11; Linux x86_64; ...)
+Thunderbird/115.6.0``, neomutt with ``user_agent=yes``), ``X-Mailer`` (swaks,
+Apple Mail, Claws, Evolution, Outlook), ``X-Newsreader``, ``X-MimeOLE``;
+Thunderbird's folder fields ``X-Mozilla-*`` (Status, Status2, Keys,
+Draft-Info), ``X-Identity-Key``, ``X-Account-Key`` and the POP ``X-UIDL``;
+``X-MS-*`` and Outlook's ``Thread-Index`` (a time stamp and a GUID); KMail's
+``X-KMail-*`` and Evolution's ``X-Evolution-*`` draft fields; Apple Mail's
+``X-Apple-*``, ``X-Universally-Unique-Identifier`` and
+``X-Uniform-Type-Identifier``.
+
+**Removed if configured**: ``Content-Language`` (``[scrub]
+remove_content_language``, default true): Thunderbird sets it from the spell
+checker's dictionary, a trait of the user's machine rather than of the
+message. ``[scrub] extra_remove_headers`` removes more, by name or ``Prefix-*``.
+
+**Rewritten**: ``Message-ID`` becomes ``<32 random hex digits@sender's onion>``
+(neomutt and swaks put the machine's host name and the send time in it,
+Thunderbird a UUID); ``Date`` is put in UTC (no time zone) and rounded down
+to ``[scrub] date_rounding`` seconds (default 60: no seconds); a missing
+``Date`` is the submission time. ``From`` must name exactly the authenticated
+sender, and is added if missing.
+
+**Kept**: every other field, in the client's order, among them ``X-Priority``,
+``Importance`` and ``Priority`` (the user's choice, shown by the recipient's
+client; ``extra_remove_headers`` can drop them), ``Organization``, ``Reply-To``,
+``References``/``In-Reply-To``, ``Disposition-Notification-To``. **The body is
+the user's and is not touched**: attachment file names, MIME part headers,
+the MIME boundary and the text stay as the client wrote them.
+
+**The client's EHLO name** never reaches the message: the submission server
+adds no ``Received`` line (nor any other), and the box greets peers as
+``localhost``.
+
+What scrubbing cannot hide: the order of the remaining fields, the MIME
+boundary style and the encodings a client chooses still hint at the client
+family (for example Thunderbird's ``------------`` boundaries), while its name,
+version and the machine stay hidden (``threat_model`` says the same). A ``References``
+entry naming an older message of the user's that the box never rewrote
+(sent before onionmail) keeps that old Message-ID.
 """
 
 from __future__ import annotations
@@ -22,42 +67,112 @@ import email.utils
 import secrets
 from datetime import UTC, datetime
 
+from onionmail.config import ScrubSection
 from onionmail.errors import OnionMailError
 from onionmail.mail_address import MailAddress, parse_mail_address
 from onionmail.rfc5322 import Message, parse_message
 
-REMOVED_FIELDS = (
-    "Received",
-    "User-Agent",
-    "X-Mailer",
-    "X-Originating-IP",
-    "X-MimeOLE",
-    "X-Newsreader",
-    "Authentication-Results",
-    "Return-Path",
-    "Delivered-To",
+TRACE_FIELDS = frozenset(
+    {
+        "received",
+        "x-received",
+        "return-path",
+        "delivered-to",
+        "x-original-to",
+        "authentication-results",
+        "received-spf",
+        "dkim-signature",
+        "x-originating-ip",
+    }
 )
-REMOVED_PREFIXES = ("x-ms-",)
+"""Removed always: trace and server fields (module docstring)."""
+TRACE_PREFIXES = ("arc-", "x-spam-", "x-virus-", "x-google-", "x-gm-")
+
+CLIENT_FIELDS = frozenset(
+    {
+        "user-agent",
+        "x-mailer",
+        "x-newsreader",
+        "x-mimeole",
+        "x-identity-key",
+        "x-account-key",
+        "x-uidl",
+        "thread-index",
+        "x-universally-unique-identifier",
+        "x-uniform-type-identifier",
+    }
+)
+"""Removed by default, ``keep_headers`` may keep them: they name the client or the machine."""
+CLIENT_PREFIXES = ("x-mozilla-", "x-ms-", "x-kmail-", "x-evolution-", "x-apple-")
+
+REWRITTEN_FIELDS = frozenset({"from", "date", "message-id"})
+"""Always rewritten; neither removable nor keepable as the client wrote them."""
+STRUCTURAL_FIELDS = REWRITTEN_FIELDS | {
+    "mime-version",
+    "content-type",
+    "content-transfer-encoding",
+}
+"""Fields ``extra_remove_headers`` may not match: without them the message breaks."""
+CONTENT_LANGUAGE = "content-language"
+
+DEFAULT_SCRUB = ScrubSection()
 
 
 class SenderMismatchError(OnionMailError, ValueError):
     """The From field names someone other than the authenticated sender."""
 
 
+def pattern_matches(pattern: str, name: str) -> bool:
+    """``X-Foo`` matches that field; ``X-Foo-*`` every field starting ``X-Foo-`` (any case)."""
+    pattern, name = pattern.lower(), name.lower()
+    if pattern.endswith("*"):
+        return name.startswith(pattern[:-1])
+    return name == pattern
+
+
+def is_trace_field(name: str) -> bool:
+    lower = name.lower()
+    return lower in TRACE_FIELDS or lower.startswith(TRACE_PREFIXES)
+
+
+def is_client_field(name: str) -> bool:
+    lower = name.lower()
+    return lower in CLIENT_FIELDS or lower.startswith(CLIENT_PREFIXES)
+
+
+def is_removed(name: str, settings: ScrubSection = DEFAULT_SCRUB) -> bool:
+    """Whether scrubbing with ``settings`` drops every field called ``name``."""
+    lower = name.lower()
+    if is_trace_field(lower):
+        return True
+    if any(pattern_matches(kept, lower) for kept in settings.keep_headers):
+        return False
+    if is_client_field(lower):
+        return True
+    if lower == CONTENT_LANGUAGE and settings.remove_content_language:
+        return True
+    return any(pattern_matches(extra, lower) for extra in settings.extra_remove_headers)
+
+
 def scrub_submission(
-    data: bytes, *, sender: MailAddress, now: datetime | None = None
+    data: bytes,
+    *,
+    sender: MailAddress,
+    settings: ScrubSection = DEFAULT_SCRUB,
+    now: datetime | None = None,
 ) -> tuple[bytes, str]:
-    """Return the scrubbed message (CRLF) and its new Message-ID (without brackets)."""
+    """Return the scrubbed message (CRLF) and its new Message-ID (without brackets).
+
+    Raises :class:`~onionmail.rfc5322.MessageFormatError` for a malformed header
+    block and :class:`SenderMismatchError` when From is not ``sender``.
+    """
     message = parse_message(data)
-    for name in REMOVED_FIELDS:
-        message.remove(name)
-    message.fields = [
-        (k, v) for k, v in message.fields if not k.lower().startswith(REMOVED_PREFIXES)
-    ]
+    message.fields = [(k, v) for k, v in message.fields if not is_removed(k, settings)]
     _check_from(message, sender)
     message_id = f"{secrets.token_hex(16)}@{sender.domain}"
     message.set("Message-ID", f"<{message_id}>".encode("ascii"))
-    message.set("Date", _utc_minute(message.get("Date"), now).encode("ascii"))
+    date = _utc_rounded(message.get("Date"), now, settings.date_rounding)
+    message.set("Date", date.encode("ascii"))
     if message.get("MIME-Version") is None and message.get("Content-Type") is not None:
         message.set("MIME-Version", b"1.0")
     return message.to_bytes(), message_id
@@ -82,7 +197,8 @@ def _check_from(message: Message, sender: MailAddress) -> None:
         raise SenderMismatchError("From names an address other than the authenticated sender")
 
 
-def _utc_minute(value: bytes | None, now: datetime | None) -> str:
+def _utc_rounded(value: bytes | None, now: datetime | None, rounding: int) -> str:
+    """The Date (or ``now``) in UTC, rounded down to ``rounding`` seconds (a divisor of a day)."""
     moment = now or datetime.now(UTC)
     if value is not None:
         try:
@@ -93,5 +209,10 @@ def _utc_minute(value: bytes | None, now: datetime | None) -> str:
             parsed = None
         if parsed is not None and parsed.tzinfo is not None:
             moment = parsed
-    moment = moment.astimezone(UTC).replace(second=0, microsecond=0)
+    moment = moment.astimezone(UTC)
+    of_day = moment.hour * 3600 + moment.minute * 60 + moment.second
+    of_day -= of_day % rounding
+    moment = moment.replace(
+        hour=of_day // 3600, minute=of_day % 3600 // 60, second=of_day % 60, microsecond=0
+    )
     return email.utils.format_datetime(moment, usegmt=True)

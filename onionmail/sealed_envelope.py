@@ -14,7 +14,16 @@ and the plaintext inside the box (all integers big-endian)::
     mail_from (u16 length + UTF-8)
     recipient count (u16), each (u16 length + UTF-8)
     message (u32 length + bytes)
+    flags (1 byte): 0 = a message, 1 = cover traffic (a dummy); nothing else
     zero padding up to a Padmé bucket (see :mod:`onionmail.padding`)
+
+The flags byte came after version 1 was first deployed, without a version
+bump: an envelope sealed before it ends in zero padding right after the
+message, which reads as flags 0; a message sealed now carries flags 0, which
+an older receiver reads as its first padding byte. Only a dummy (flags 1)
+is refused by an older receiver ("padding is not zero"), and the sender then
+drops it silently, as it drops every failed dummy. Any other flags value is
+refused as non-zero padding.
 
 Threat model choices
 --------------------
@@ -51,6 +60,18 @@ bits (at most ~6 % overhead). It does not hide *that* mail was sent, when,
 or between which onions (Tor hides the network addresses, not the timing).
 The outer header (magic, version) and the nonce are in clear and carry no
 information about the content.
+
+**A dummy is a dummy only inside the seal.** Cover traffic
+(:mod:`onionmail.cover_traffic`) uses the same SMTP dialogue, the same
+sealing and the same padding as a message: its plaintext differs only in
+the flags byte, and its empty message lands in the 4096-byte floor bucket
+like any short mail. Nothing outside the seal (length, clear header, the
+``250`` reply; the SMTP envelope too, when the cover contact is given as the
+address the user writes to) tells the two apart. The receiving box learns it
+after opening the seal and drops the dummy, still recording its envelope id
+(:mod:`onionmail.replay_cache`) so that retries and replays meet the same
+answers as for a message. One difference remains: the ``250`` for a dummy
+comes without the Maildir write and its fsync, a few milliseconds sooner.
 """
 
 from __future__ import annotations
@@ -96,6 +117,7 @@ _U16 = struct.Struct(">H")
 _U32 = struct.Struct(">I")
 _U64 = struct.Struct(">Q")
 _SMTP_LINE = 76
+_FLAG_COVER = 0x01
 
 
 @dataclass(frozen=True)
@@ -116,7 +138,9 @@ class SealedContent:
     recipients: tuple[str, ...]
     """The SMTP forward paths (``RCPT TO``) the receiver accepted."""
     message: bytes
-    """The RFC 5322 message."""
+    """The RFC 5322 message (empty in a dummy)."""
+    cover: bool = False
+    """Cover traffic: a dummy the receiving box drops once it has opened the seal."""
 
     def __post_init__(self) -> None:
         _check_size("envelope id", self.envelope_id, ENVELOPE_ID_SIZE)
@@ -129,6 +153,8 @@ class SealedContent:
             raise EnvelopeError("too many recipients for one envelope")
         if not isinstance(self.message, bytes) or len(self.message) > MAX_MESSAGE_SIZE:
             raise EnvelopeError(f"the message is larger than {MAX_MESSAGE_SIZE} bytes")
+        if type(self.cover) is not bool:
+            raise EnvelopeError("the envelope's cover flag must be true or false")
 
     def __repr__(self) -> str:
         """Addresses, challenge and message stay out of logs and tracebacks."""
@@ -172,6 +198,7 @@ def _encode_content(content: SealedContent) -> bytes:
     parts.extend(_encode_text("recipient address", rcpt) for rcpt in content.recipients)
     parts.append(_U32.pack(len(content.message)))
     parts.append(content.message)
+    parts.append(bytes([_FLAG_COVER if content.cover else 0]))
     return b"".join(parts)
 
 
@@ -274,9 +301,13 @@ def _parse_fields(reader: _Reader, own_key: bytes) -> SealedContent:
     mail_from = reader.text()
     recipients = tuple(reader.text() for _ in range(reader.uint(_U16)))
     message = reader.take(reader.uint(_U32))
-    if any(reader.rest()):
+    # The flags byte, or (sealed before it existed) the first byte of padding.
+    rest = reader.rest()
+    flags = rest[0] if rest else 0
+    if flags not in (0, _FLAG_COVER) or any(rest[1:]):
         raise EnvelopeError("the sealed content's padding is not zero")
-    return SealedContent(envelope_id, created, challenge, mail_from, recipients, message)
+    cover = flags == _FLAG_COVER
+    return SealedContent(envelope_id, created, challenge, mail_from, recipients, message, cover)
 
 
 # --- binding to the SMTP session ----------------------------------------------

@@ -16,12 +16,13 @@ from typing import Any
 
 from aiosmtpd.smtp import AuthResult, LoginPassword
 
+from onionmail.config import ScrubSection
 from onionmail.credentials import Credentials
 from onionmail.errors import AddressError, OnionMailError
 from onionmail.log_redaction import redact
 from onionmail.mail_address import MailAddress, parse_mail_address
 from onionmail.rfc5322 import MessageFormatError
-from onionmail.scrub import SenderMismatchError, scrub_submission
+from onionmail.scrub import DEFAULT_SCRUB, SenderMismatchError, scrub_submission
 from onionmail.smtp_server import SafeHandler
 
 log = logging.getLogger(__name__)
@@ -41,12 +42,18 @@ class SubmissionHandler(SafeHandler):
         credentials: Credentials,
         submit: Submit,
         max_recipients: int,
+        check_recipient: Callable[[MailAddress], str | None] | None = None,
+        scrub: ScrubSection = DEFAULT_SCRUB,
     ) -> None:
         self.onion = onion
         self.local_parts = local_parts
         self.credentials = credentials
         self.submit = submit
         self.max_recipients = max_recipients
+        self.check_recipient = check_recipient
+        """The policy gate: a reason to refuse mail to this recipient, or None."""
+        self.scrub = scrub
+        """What to remove and rewrite in each message ([scrub] in onionmail.toml)."""
 
     def authenticator(
         self, server: Any, session: Any, envelope: Any, mechanism: str, auth_data: Any
@@ -87,6 +94,9 @@ class SubmissionHandler(SafeHandler):
             rcpt = parse_mail_address(address)
         except AddressError as exc:
             return f"553 5.1.3 Bad recipient address: {exc}"
+        refusal = self.check_recipient(rcpt) if self.check_recipient is not None else None
+        if refusal is not None:
+            return f"550 5.7.1 Refused by {refusal}"
         if not rcpt.is_onion:
             return (
                 "550 5.7.1 Only .onion recipients can be reached: clearnet delivery needs "
@@ -103,7 +113,9 @@ class SubmissionHandler(SafeHandler):
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         sender = parse_mail_address(envelope.mail_from)
         try:
-            message, _ = scrub_submission(envelope.original_content, sender=sender)
+            message, _ = scrub_submission(
+                envelope.original_content, sender=sender, settings=self.scrub
+            )
         except MessageFormatError as exc:
             return f"554 5.6.0 Malformed message: {exc}"
         except SenderMismatchError as exc:

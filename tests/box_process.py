@@ -69,11 +69,12 @@ def start_box(
     timeout: float = 90,
     attach_control_socket: Path | None = None,
     submission_port: int = 0,
+    wrapper: list[str] | None = None,
 ) -> RunningBox:
     """Create a box and run it as ``onionmail run``; return once it printed its ports.
 
     With ``attach_control_socket`` the box attaches to that running tor instead
-    of launching its own.
+    of launching its own; ``wrapper`` goes to :func:`run_box`.
     """
     new = create_box(
         root / name, name, testnet=testnet_dir, submission_port=submission_port, retry_initial=2.0
@@ -84,13 +85,17 @@ def start_box(
         launch_line = next(line for line in text.splitlines() if line.startswith("# mode ="))
         attach = f'mode = "attach"\ncontrol_socket = "{attach_control_socket}"'
         config.write_text(text.replace(launch_line, attach))
-    return run_box(new, timeout)
+    return run_box(new, timeout, wrapper=wrapper)
 
 
-def run_box(new: NewBox, timeout: float = 90) -> RunningBox:
-    """Run the existing box ``new`` as ``onionmail run`` (again, after a stop or a kill)."""
+def run_box(new: NewBox, timeout: float = 90, wrapper: list[str] | None = None) -> RunningBox:
+    """Run the existing box ``new`` as ``onionmail run`` (again, after a stop or a kill).
+
+    ``wrapper`` is put before the command (``["strace", "-f", "-o", FILE]``); then
+    ``process`` is the wrapper, and the box is its child.
+    """
     process = subprocess.Popen(
-        [sys.executable, "-m", "onionmail.cli", "run", "--dir", str(new.box_dir)],
+        [*(wrapper or []), sys.executable, "-m", "onionmail.cli", "run", "--dir", str(new.box_dir)],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

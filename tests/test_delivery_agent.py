@@ -12,7 +12,9 @@ import email
 import email.policy
 import mailbox
 import socket
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from onionmail.config import DeliverySection
 from onionmail.delivery import DeliveryAgent
@@ -114,19 +116,34 @@ async def test_peer_down_past_the_lifetime_bounces_to_the_sender(tmp_path: Path)
 class RefusingPeer:
     """A plain SMTP peer on loopback that answers RCPT with a chosen status."""
 
-    def __init__(self, rcpt_status: str) -> None:
+    def __init__(self, rcpt_status: str, commands: list[str]) -> None:
         self.rcpt_status = rcpt_status
+        self.commands = commands
+
+    async def handle_MAIL(
+        self, server: object, session: object, envelope: Any, address: str, options: list[str]
+    ) -> str:
+        self.commands.append("MAIL")
+        envelope.mail_from = address
+        return "250 OK"
 
     async def handle_RCPT(
         self, server: object, session: object, envelope: object, address: str, options: list[str]
     ) -> str:
+        self.commands.append("RCPT")
         return self.rcpt_status
 
     async def handle_exception(self, error: Exception) -> str:
         raise AssertionError(f"peer failed: {error!r}")
 
 
-async def attempt_against(tmp_path: Path, rcpt_status: str) -> tuple[OutboundQueue, Path]:
+async def attempt_against(
+    tmp_path: Path,
+    rcpt_status: str,
+    *,
+    plain_refusal: Callable[[str], str | None] | None = None,
+    commands: list[str] | None = None,
+) -> tuple[OutboundQueue, Path]:
     """One delivery attempt of one queued message to a peer answering RCPT with ``rcpt_status``."""
     import time
 
@@ -139,7 +156,9 @@ async def attempt_against(tmp_path: Path, rcpt_status: str) -> tuple[OutboundQue
     peer = Identity.generate().onion_address
     sender = f"alice@{alice.onion_address}"
     queue.enqueue(peer, sender, (f"bob@{peer}",), b"Subject: x\r\n\r\nx\r\n")
-    server = await start_smtp_server(RefusingPeer(rcpt_status), "127.0.0.1", 0, hostname="peer")
+    refusing = RefusingPeer(rcpt_status, commands if commands is not None else [])
+    server = await start_smtp_server(refusing, "127.0.0.1", 0, hostname="peer")
+    agent.plain_refusal = plain_refusal
 
     async def deliver_directly(entry: object) -> tuple[bool, list[str]]:
         # The SOCKS hop is replaced by a direct loopback connection; the SMTP

@@ -11,6 +11,7 @@ import asyncio
 import email
 import email.policy
 import json
+import re
 import subprocess
 import sys
 import time
@@ -394,3 +395,30 @@ def test_box_output_names_no_peer_and_no_address(boxes: dict[str, RunningBox]) -
         for other_name, other in boxes.items():
             if other_name != name:
                 assert other.onion not in text
+
+
+def test_leak_ledger_records_the_path_of_every_message(boxes: dict[str, RunningBox]) -> None:
+    """After the exchanges above: each box's ledger, and `leaks` per message and per recipient."""
+    alice, bob = boxes["alice"], boxes["bob"]
+
+    def leaks_cli(box: RunningBox, *args: str) -> subprocess.CompletedProcess[str]:
+        command = [sys.executable, "-m", "onionmail.cli", "leaks", "--dir", str(box.new.box_dir)]
+        return subprocess.run([*command, *args], capture_output=True, text=True, timeout=30)
+
+    listing = leaks_cli(alice).stdout
+    assert re.search(r"sent\s+onion-sealed\s+delivered", listing), listing
+    assert re.search(r"sent\s+onion-plain\s+delivered", listing), listing  # the plain peer
+    assert "@" not in listing and bob.onion not in listing
+    assert re.search(r"received\s+onion-sealed\s+stored", leaks_cli(bob).stdout)
+
+    (hello,) = [m for m in wait_for_mail(bob.maildir, 1) if b"Subject: hello" in m]
+    message_id = email.message_from_bytes(hello)["Message-ID"]
+    for box, direction in ((alice, "sent"), (bob, "received")):
+        shown = leaks_cli(box, message_id, "--reasons")
+        assert shown.returncode == 0, shown.stderr
+        assert shown.stdout.startswith(f"{direction} ") and "onion-sealed" in shown.stdout
+
+    before = leaks_cli(alice, "--to", bob.address)
+    assert before.returncode == 0 and "allows" in before.stdout
+    clearnet = leaks_cli(alice, "--to", "dave@example.org")
+    assert clearnet.returncode == 1 and "gateway" in clearnet.stdout

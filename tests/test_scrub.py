@@ -12,6 +12,7 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
+from onionmail.config import ScrubSection
 from onionmail.mail_address import MailAddress
 from onionmail.rfc5322 import MessageFormatError, parse_message
 from onionmail.scrub import SenderMismatchError, scrub_submission
@@ -159,3 +160,23 @@ def test_any_date_becomes_its_utc_minute_or_the_submission_time(moment: datetime
         expected = now.replace(second=0)
     if 100 <= moment.year and 100 <= expected.year:
         assert stamped == expected
+
+
+DAY_DIVISORS = [d for d in range(1, 86401) if 86400 % d == 0]
+
+
+@given(st.datetimes(timezones=rfc5322_zones), st.sampled_from(DAY_DIVISORS))
+@settings(max_examples=FUZZ_EXAMPLES or 200)
+def test_date_rounds_down_to_any_divisor_of_a_day(moment: datetime, rounding: int) -> None:
+    try:
+        utc = moment.astimezone(UTC).replace(microsecond=0)
+    except (OverflowError, ValueError):
+        return  # outside datetime's range in UTC: the submission time is used instead
+    if min(utc.year, moment.year) < 100:
+        return  # a year below 100 is read as 19xx/20xx
+    data = b"Date: " + email.utils.format_datetime(moment).encode() + b"\r\n\r\nx\r\n"
+    scrubbed, _ = scrub_submission(data, sender=SENDER, settings=ScrubSection(rounding))
+    stamped = email.utils.parsedate_to_datetime(parse_message(scrubbed).get("Date").decode())  # type: ignore[union-attr]
+    assert stamped.utcoffset() == timedelta(0)
+    assert timedelta(0) <= utc - stamped < timedelta(seconds=rounding)
+    assert (stamped.hour * 3600 + stamped.minute * 60 + stamped.second) % rounding == 0

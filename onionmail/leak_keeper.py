@@ -1,0 +1,111 @@
+"""The box's side of the threat model: the policy gate and the ledger, for one box.
+
+It asks :mod:`threat_model` what a path leaks under this box's settings,
+refuses what the box's policy forbids (:mod:`onionmail.policy`), and writes
+what really happened to the ledger (:mod:`onionmail.ledger`). The ledger is
+bookkeeping for the user, never a condition of delivery: if it cannot be
+written, the mail still goes and the failure is logged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from onionmail.config import Config
+from onionmail.ledger import Ledger, LedgerEntry, ledger_key
+from onionmail.mail_address import MailAddress
+from onionmail.outbound_queue import QueuedMessage
+from onionmail.policy import check, predicted_path
+from onionmail.rfc5322 import MessageFormatError, parse_message
+from onionmail.timing import TimingPolicy
+from threat_model import LeakMatrix, MailPath, MessageTraits, ModelConfig, Timing, leaks
+
+log = logging.getLogger(__name__)
+
+
+def message_id_of(message: bytes) -> str:
+    try:
+        value = parse_message(message).get("Message-ID") or b""
+    except MessageFormatError:
+        return ""
+    return value.decode("ascii", "replace").strip().strip("<>")
+
+
+class LeakKeeper:
+    """Policy and ledger for the box configured by ``config``."""
+
+    def __init__(self, config: Config, seed: bytes, *, key_encrypted: bool = False) -> None:
+        self.config = config
+        self.key_encrypted = key_encrypted
+        self.ledger = Ledger(config.box_dir / "ledger", ledger_key(seed))
+
+    def model_config(self, recipient: str = "") -> ModelConfig:
+        """The settings the model needs; the timing is the recipient's own if it has one."""
+        timing = TimingPolicy(self.config.timing).timing_for(
+            recipient.rsplit("@", 1)[-1], [recipient] if recipient else []
+        )
+        return ModelConfig(
+            padding=True,
+            timing=Timing(timing.mode),
+            starttls_enforced=True,
+            # Keeping any client field (User-Agent, X-Mozilla-*...) is a fingerprint again.
+            scrubbing=not self.config.scrub.keep_headers,
+            key_passphrase=self.key_encrypted,
+        )
+
+    def matrix(self, path: MailPath, direction: str = "sent", recipient: str = "") -> LeakMatrix:
+        config = self.model_config(recipient if direction == "sent" else "")
+        return leaks(path, MessageTraits(direction=direction), config)
+
+    def predicted(self, recipient: str) -> LeakMatrix:
+        """What a message to ``recipient`` would leak, before sending (``leaks --to``)."""
+        host = recipient.rsplit("@", 1)[-1]
+        return self.matrix(predicted_path(host.endswith(".onion")), recipient=recipient)
+
+    def refusal(self, recipient: str, path: MailPath) -> str | None:
+        """Why the policy forbids ``path`` to ``recipient`` (rule and leak), or None."""
+        matrix = self.matrix(path, recipient=recipient)
+        found = check(matrix, self.config.policy.rules_for(recipient))
+        return str(found[0]) if found else None
+
+    def check_recipient(self, rcpt: MailAddress) -> str | None:
+        """The submission-time gate (the path expected before the peer is known)."""
+        return self.refusal(str(rcpt), predicted_path(rcpt.is_onion))
+
+    def refuse_plain(self, recipient: str) -> str | None:
+        """The delivery-time gate, when the onion peer turned out to be plain SMTP."""
+        return self.refusal(recipient, MailPath.ONION_PLAIN)
+
+    async def queued(self, message: bytes, destination: str) -> None:
+        await self._record(
+            message_id_of(message), destination, "sent", MailPath.ONION_SEALED, "queued"
+        )
+
+    async def delivered(self, entry: QueuedMessage, sealed: bool) -> None:
+        path = MailPath.ONION_SEALED if sealed else MailPath.ONION_PLAIN
+        await self._record(
+            message_id_of(entry.message), entry.destination, "sent", path, "delivered"
+        )
+
+    async def received(self, message_id: str, sealed: bool) -> None:
+        path = MailPath.ONION_SEALED if sealed else MailPath.ONION_PLAIN
+        await self._record(message_id.strip("<>"), "", "received", path, "stored")
+
+    async def _record(
+        self, message_id: str, destination: str, direction: str, path: MailPath, state: str
+    ) -> None:
+        try:
+            await asyncio.to_thread(
+                self.ledger.record,
+                message_ids=[message_id],
+                destination=destination,
+                direction=direction,
+                matrix=self.matrix(path, direction, destination),
+                state=state,
+            )
+        except (OSError, ValueError) as exc:
+            log.error("could not write the leak ledger: %s", type(exc).__name__)
+
+    def find(self, message_id: str) -> list[LedgerEntry]:
+        return self.ledger.find(message_id)
