@@ -33,6 +33,7 @@ from onionmail.mail_address import MailAddress
 from onionmail.maildir import Maildir
 from onionmail.outbound_queue import OutboundQueue, list_queue, queue_key
 from onionmail.replay_cache import ReplayCache
+from onionmail.scrub import message_id_key
 from onionmail.smtp_server import ConnectionLimit, server_port, start_smtp_server
 from onionmail.submission import SubmissionHandler
 from onionmail.timing import TimingPolicy
@@ -226,6 +227,7 @@ class Box:
             max_recipients=settings.max_recipients,
             check_recipient=self.leaks.check_recipient,
             scrub=self.config.scrub,
+            message_id_key=message_id_key(self.identity.seed),
         )
         self.submission_server = await start_smtp_server(
             handler,

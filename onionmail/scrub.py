@@ -35,9 +35,14 @@ remove_content_language``, default true): Thunderbird sets it from the spell
 checker's dictionary, a trait of the user's machine rather than of the
 message. ``[scrub] extra_remove_headers`` removes more, by name or ``Prefix-*``.
 
-**Rewritten**: ``Message-ID`` becomes ``<32 random hex digits@sender's onion>``
+**Rewritten**: ``Message-ID`` becomes ``<32 hex digits@sender's onion>``
 (neomutt and swaks put the machine's host name and the send time in it,
-Thunderbird a UUID); ``Date`` is put in UTC (no time zone) and rounded down
+Thunderbird a UUID). With the box's key the digits are a keyed hash of the
+client's own Message-ID, so the same client ID always becomes the same box
+ID, and any ``In-Reply-To``/``References`` entry with the client's host (the
+user's own earlier messages, which the box rewrote the same way) is
+rewritten to match: threads stay intact and the host name goes. Without a
+key (or a client ID) the digits are random. ``Date`` is put in UTC (no time zone) and rounded down
 to ``[scrub] date_rounding`` seconds (default 60: no seconds); a missing
 ``Date`` is the submission time. ``From`` must name exactly the authenticated
 sender, and is added if missing.
@@ -56,16 +61,19 @@ adds no ``Received`` line (nor any other), and the box greets peers as
 What scrubbing cannot hide: the order of the remaining fields, the MIME
 boundary style and the encodings a client chooses still hint at the client
 family (for example Thunderbird's ``------------`` boundaries), while its name,
-version and the machine stay hidden (``threat_model`` says the same). A ``References``
-entry naming an older message of the user's that the box never rewrote
-(sent before onionmail) keeps that old Message-ID.
+version and the machine stay hidden (``threat_model`` says the same).
+``References`` entries from other people's messages are kept as they are.
 """
 
 from __future__ import annotations
 
 import email.utils
+import re
 import secrets
 from datetime import UTC, datetime
+
+import nacl.encoding
+import nacl.hash
 
 from onionmail.config import ScrubSection
 from onionmail.errors import OnionMailError
@@ -160,6 +168,7 @@ def scrub_submission(
     sender: MailAddress,
     settings: ScrubSection = DEFAULT_SCRUB,
     now: datetime | None = None,
+    message_id_key: bytes | None = None,
 ) -> tuple[bytes, str]:
     """Return the scrubbed message (CRLF) and its new Message-ID (without brackets).
 
@@ -169,13 +178,53 @@ def scrub_submission(
     message = parse_message(data)
     message.fields = [(k, v) for k, v in message.fields if not is_removed(k, settings)]
     _check_from(message, sender)
-    message_id = f"{secrets.token_hex(16)}@{sender.domain}"
+    client_id = _first_msg_id(message.get("Message-ID"))
+    if message_id_key is not None and client_id is not None:
+        message_id = _keyed_msg_id(client_id, sender.domain, message_id_key)
+        _rewrite_own_references(message, client_id, sender.domain, message_id_key)
+    else:
+        message_id = f"{secrets.token_hex(16)}@{sender.domain}"
     message.set("Message-ID", f"<{message_id}>".encode("ascii"))
     date = _utc_rounded(message.get("Date"), now, settings.date_rounding)
     message.set("Date", date.encode("ascii"))
     if message.get("MIME-Version") is None and message.get("Content-Type") is not None:
         message.set("MIME-Version", b"1.0")
     return message.to_bytes(), message_id
+
+
+_MSG_ID = re.compile(rb"<([^<>@\s]+@([^<>@\s]+))>")
+
+
+def _first_msg_id(value: bytes | None) -> bytes | None:
+    found = _MSG_ID.search(value or b"")
+    return found.group(1) if found else None
+
+
+def _keyed_msg_id(client_id: bytes, domain: str, key: bytes) -> str:
+    digest = nacl.hash.blake2b(client_id, key=key, digest_size=16, encoder=nacl.encoding.HexEncoder)
+    return f"{digest.decode('ascii')}@{domain}"
+
+
+def _rewrite_own_references(message: Message, client_id: bytes, domain: str, key: bytes) -> None:
+    """Rewrite the references to the user's own messages the way their IDs were rewritten."""
+    host = client_id.rsplit(b"@", 1)[1].lower()
+
+    def rewrite(found: re.Match[bytes]) -> bytes:
+        if found.group(2).lower() != host:
+            return found.group(0)
+        return f"<{_keyed_msg_id(found.group(1), domain, key)}>".encode("ascii")
+
+    message.fields = [
+        (k, _MSG_ID.sub(rewrite, v) if k.lower() in ("in-reply-to", "references") else v)
+        for k, v in message.fields
+    ]
+
+
+def message_id_key(seed: bytes) -> bytes:
+    """The key of the Message-ID rewriting, domain-separated from other uses of the seed."""
+    return nacl.hash.blake2b(
+        b"", key=seed, person=b"om-msgid-v1", digest_size=32, encoder=nacl.encoding.RawEncoder
+    )
 
 
 def _check_from(message: Message, sender: MailAddress) -> None:

@@ -44,6 +44,7 @@ class SubmissionHandler(SafeHandler):
         max_recipients: int,
         check_recipient: Callable[[MailAddress], str | None] | None = None,
         scrub: ScrubSection = DEFAULT_SCRUB,
+        message_id_key: bytes | None = None,
     ) -> None:
         self.onion = onion
         self.local_parts = local_parts
@@ -54,6 +55,8 @@ class SubmissionHandler(SafeHandler):
         """The policy gate: a reason to refuse mail to this recipient, or None."""
         self.scrub = scrub
         """What to remove and rewrite in each message ([scrub] in onionmail.toml)."""
+        self.message_id_key = message_id_key
+        """Key of the deterministic Message-ID rewriting (see onionmail.scrub); None: random."""
 
     def authenticator(
         self, server: Any, session: Any, envelope: Any, mechanism: str, auth_data: Any
@@ -114,7 +117,10 @@ class SubmissionHandler(SafeHandler):
         sender = parse_mail_address(envelope.mail_from)
         try:
             message, _ = scrub_submission(
-                envelope.original_content, sender=sender, settings=self.scrub
+                envelope.original_content,
+                sender=sender,
+                settings=self.scrub,
+                message_id_key=self.message_id_key,
             )
         except MessageFormatError as exc:
             return f"554 5.6.0 Malformed message: {exc}"

@@ -180,3 +180,32 @@ def test_date_rounds_down_to_any_divisor_of_a_day(moment: datetime, rounding: in
     assert stamped.utcoffset() == timedelta(0)
     assert timedelta(0) <= utc - stamped < timedelta(seconds=rounding)
     assert (stamped.hour * 3600 + stamped.minute * 60 + stamped.second) % rounding == 0
+
+
+def test_keyed_message_ids_keep_the_users_own_threads_and_drop_the_host() -> None:
+    """A follow-up to one's own message: References names the client's old ID; both map alike."""
+    key = b"\x05" * 32
+    first = (
+        f"From: alice@{ONION}\r\nSubject: plans\r\n"
+        "Message-ID: <20261129062005.c2gdx36lnoxabc47@laptop.home.lan>\r\n\r\nhi\r\n"
+    ).encode()
+    follow_up = (
+        f"From: alice@{ONION}\r\nSubject: Re: plans\r\n"
+        "Message-ID: <20261129070000.zz@laptop.home.lan>\r\n"
+        "In-Reply-To: <20261129062005.c2gdx36lnoxabc47@laptop.home.lan>\r\n"
+        "References: <bob-1@other.example>\r\n"
+        " <20261129062005.c2gdx36lnoxabc47@laptop.home.lan>\r\n\r\nand more\r\n"
+    ).encode()
+    _, first_id = scrub_submission(first, sender=SENDER, message_id_key=key)
+    scrubbed, second_id = scrub_submission(follow_up, sender=SENDER, message_id_key=key)
+    assert re.fullmatch(rf"[0-9a-f]{{32}}@{ONION}", first_id)
+    assert second_id != first_id and second_id.endswith("@" + ONION)
+    message = parse_message(scrubbed)
+    assert message.get("In-Reply-To") == f"<{first_id}>".encode()
+    assert message.get("References") == f"<bob-1@other.example> <{first_id}>".encode()
+    assert b"laptop" not in scrubbed
+    # the same client message submitted again gets the same box ID; another key another one
+    assert scrub_submission(first, sender=SENDER, message_id_key=key)[1] == first_id
+    assert scrub_submission(first, sender=SENDER, message_id_key=b"\x06" * 32)[1] != first_id
+    # without a key the ID is random
+    assert scrub_submission(first, sender=SENDER)[1] != scrub_submission(first, sender=SENDER)[1]
