@@ -88,14 +88,18 @@ def start_box(
     return run_box(new, timeout, wrapper=wrapper)
 
 
-def run_box(new: NewBox, timeout: float = 90, wrapper: list[str] | None = None) -> RunningBox:
+def run_box(
+    new: NewBox, timeout: float = 90, wrapper: list[str] | None = None, *, verbose: bool = False
+) -> RunningBox:
     """Run the existing box ``new`` as ``onionmail run`` (again, after a stop or a kill).
 
     ``wrapper`` is put before the command (``["strace", "-f", "-o", FILE]``); then
-    ``process`` is the wrapper, and the box is its child.
+    ``process`` is the wrapper, and the box is its child. ``verbose`` adds ``-v``
+    (the log at every level).
     """
+    cli = [sys.executable, "-m", "onionmail.cli", *(["-v"] if verbose else [])]
     process = subprocess.Popen(
-        [*(wrapper or []), sys.executable, "-m", "onionmail.cli", "run", "--dir", str(new.box_dir)],
+        [*(wrapper or []), *cli, "run", "--dir", str(new.box_dir)],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

@@ -28,12 +28,12 @@ from typing import Any
 import pytest
 
 from onionmail.config import ScrubSection
-from onionmail.credentials import Credentials
 from onionmail.identity import Identity
 from onionmail.mail_address import MailAddress
 from onionmail.scrub import DEFAULT_SCRUB
-from onionmail.smtp_server import server_port, start_smtp_server
+from onionmail.smtp_server import server_port
 from onionmail.submission import SubmissionHandler
+from tests.loopback_servers import PASSWORD, credentials_for, start_submission, stop
 
 FIXTURES = Path(__file__).parent / "data" / "clients"
 
@@ -41,7 +41,6 @@ ALICE_ONION = Identity(bytes(range(32))).onion_address
 BOB_ONION = Identity(bytes(range(32, 64))).onion_address
 ALICE = f"alice@{ALICE_ONION}"
 BOB = f"bob@{BOB_ONION}"
-PASSWORD = "correct horse battery staple"
 
 CLIENT_TZ = "<+0530>-05:30"
 """The clients' time zone (POSIX form, UTC+05:30, needs no tzdata): a Date the box must move."""
@@ -102,13 +101,11 @@ def submission_server(settings: ScrubSection = DEFAULT_SCRUB) -> Iterator[Record
         return ["q1"]
 
     with tempfile.TemporaryDirectory() as tmp:
-        credentials = Credentials(Path(tmp) / "submission.json")
-        credentials.set_password("alice", PASSWORD)
         handler = _RecordingHandler(
             record,
             onion=ALICE_ONION,
             local_parts=("alice",),
-            credentials=credentials,
+            credentials=credentials_for(Path(tmp) / "submission.json"),
             submit=submit,
             max_recipients=10,
             scrub=settings,
@@ -116,18 +113,7 @@ def submission_server(settings: ScrubSection = DEFAULT_SCRUB) -> Iterator[Record
         loop = asyncio.new_event_loop()
         thread = threading.Thread(target=loop.run_forever, daemon=True)
         thread.start()
-        server = asyncio.run_coroutine_threadsafe(
-            start_smtp_server(
-                handler,
-                "127.0.0.1",
-                0,
-                hostname="localhost",
-                auth_required=True,
-                auth_require_tls=False,
-                authenticator=handler.authenticator,
-            ),
-            loop,
-        ).result(10)
+        server = asyncio.run_coroutine_threadsafe(start_submission(handler), loop).result(10)
         record.port = server_port(server)
         try:
             yield record
@@ -139,8 +125,7 @@ def submission_server(settings: ScrubSection = DEFAULT_SCRUB) -> Iterator[Record
 
 
 async def _close(server: asyncio.Server) -> None:
-    server.close()
-    await server.wait_closed()
+    await stop(server)
     current = asyncio.current_task()
     pending = [t for t in asyncio.all_tasks() if t is not current]
     for task in pending:

@@ -53,6 +53,7 @@ from onionmail.sealed_envelope import (
     seal,
 )
 from onionmail.smtp_server import server_port, start_smtp_server
+from tests.loopback_servers import inbound_handler, serving, start_inbound
 from tests.smtp_client import RawSMTP, code
 
 ALICE = Identity.generate()
@@ -210,20 +211,10 @@ class Peer:
 async def bob(tmp_path: Path) -> AsyncIterator[Peer]:
     root = tmp_path / "bob"
     cache = ReplayCache(root / "state" / "replay.sqlite")
-    handler = RecordingInbound(
-        identity=BOB,
-        local_parts=("bob",),
-        mail_root=root / "mail",
-        replay_cache=cache,
-        max_recipients=5,
-    )
+    handler = inbound_handler(RecordingInbound, BOB, root / "mail", cache, local_parts=("bob",))
     handler.seen = []
-    server = await start_smtp_server(
-        handler, "127.0.0.1", 0, hostname=BOB.onion_address, data_size_limit=1 << 20, timeout=10
-    )
-    yield Peer(BOB, server_port(server), root, cache, handler, handler.seen)
-    server.close()
-    await server.wait_closed()
+    async with serving(start_inbound(handler, data_size_limit=1 << 20, timeout=10)) as port:
+        yield Peer(BOB, port, root, cache, handler, handler.seen)
     cache.close()
 
 

@@ -23,8 +23,9 @@ from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 
 from onionmail.sealed_envelope import HEADER, encode_for_smtp
+from tests.loopback_servers import PEER, InboundBox, running_inbound
 from tests.smtp_client import RawSMTP, code
-from tests.test_hostile_input import ALICE, PEER, InboundBox, running_inbound
+from tests.test_hostile_input import ALICE
 
 FUZZ_EXAMPLES = int(os.environ.get("ONIONMAIL_FUZZ_EXAMPLES", "0"))
 """Examples per property test in a long fuzz session (0: each test's short default)."""

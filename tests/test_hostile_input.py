@@ -34,227 +34,39 @@ import email.utils
 import secrets
 import struct
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import nacl.public
 import pytest
 
-from onionmail.credentials import Credentials
 from onionmail.identity import Identity
-from onionmail.inbound import InboundHandler
-from onionmail.mail_address import MailAddress
 from onionmail.padding import pad
-from onionmail.replay_cache import ReplayCache
 from onionmail.rfc5322 import MAX_HEADER_BYTES, MAX_HEADER_FIELDS, parse_message
 from onionmail.sealed_envelope import (
     HEADER,
-    SEAL_KEYWORD,
     SealedContent,
     encode_for_smtp,
-    parse_seal_keyword_params,
     seal,
 )
-from onionmail.smtp_server import server_port, start_smtp_server
-from onionmail.submission import SubmissionHandler
+from tests.loopback_servers import (
+    PASSWORD,
+    PEER,
+    InboundBox,
+    SubmissionBox,
+    assert_still_serving,
+    inbound_fixture,  # noqa: F401 (the fixture ``inbound``)
+    open_data,
+    other_onion_rcpt,
+    peer_session,
+    sealing_session,
+    submission_fixture,  # noqa: F401 (the fixture ``submission``)
+    user_session,
+)
 from tests.smtp_client import RawSMTP, code
 
-PEER = "carol@example.org"
-"""The sender of a plain SMTP peer (a Postfix reaching the onion through tor)."""
-PASSWORD = "correct horse battery staple"
-MAX_DATA = 1024 * 1024
 TEN_MB = 10 * 1024 * 1024
 LINE_TOO_LONG = "500 Line too long (see RFC5321 4.5.3.1.6)"
-
-
-# --- both servers on loopback, recording what reaches the generic 451 ----------------
-
-
-class RecordingInboundHandler(InboundHandler):
-    """The inbound handler; remembers every error that reached the generic 451 boundary."""
-
-    def __init__(self, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.internal_errors: list[Exception] = []
-
-    async def handle_exception(self, error: Exception) -> str:
-        self.internal_errors.append(error)
-        return await super().handle_exception(error)
-
-
-class RecordingSubmissionHandler(SubmissionHandler):
-    """The submission handler; remembers every error that reached the generic 451 boundary."""
-
-    def __init__(self, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.internal_errors: list[Exception] = []
-
-    async def handle_exception(self, error: Exception) -> str:
-        self.internal_errors.append(error)
-        return await super().handle_exception(error)
-
-
-@dataclass
-class InboundBox:
-    identity: Identity
-    port: int
-    mail: Path
-    handler: RecordingInboundHandler
-
-    @property
-    def onion(self) -> str:
-        return self.identity.onion_address
-
-    def rcpt(self, local_part: str = "bob") -> str:
-        return f"{local_part}@{self.onion}"
-
-    def stored(self, local_part: str = "bob") -> list[bytes]:
-        new = self.mail / local_part / "new"
-        return [path.read_bytes() for path in sorted(new.iterdir())] if new.exists() else []
-
-
-@asynccontextmanager
-async def running_inbound(directory: Path) -> AsyncIterator[InboundBox]:
-    """The inbound server for ``bob`` and ``postmaster`` on 127.0.0.1, a free port."""
-    identity = Identity.generate()
-    cache = ReplayCache(directory / "replay.sqlite")
-    handler = RecordingInboundHandler(
-        identity=identity,
-        local_parts=("bob", "postmaster"),
-        mail_root=directory / "mail",
-        replay_cache=cache,
-        max_recipients=5,
-    )
-    server = await start_smtp_server(
-        handler,
-        "127.0.0.1",
-        0,
-        hostname=identity.onion_address,
-        data_size_limit=MAX_DATA,
-        timeout=10,
-    )
-    try:
-        yield InboundBox(identity, server_port(server), directory / "mail", handler)
-    finally:
-        server.close()
-        await server.wait_closed()
-        cache.close()
-    assert handler.internal_errors == [], "hostile input reached the generic 451 boundary"
-
-
-@dataclass
-class Queued:
-    sender: MailAddress
-    recipients: list[MailAddress]
-    message: bytes
-
-
-@dataclass
-class SubmissionBox:
-    onion: str
-    port: int
-    handler: RecordingSubmissionHandler
-    queued: list[Queued] = field(default_factory=list)
-
-    @property
-    def sender(self) -> str:
-        return f"alice@{self.onion}"
-
-
-@asynccontextmanager
-async def running_submission(directory: Path) -> AsyncIterator[SubmissionBox]:
-    """The submission server for ``alice`` on 127.0.0.1, a free port; queues into a list."""
-    onion = Identity.generate().onion_address
-    credentials = Credentials(directory / "submission.json")
-    credentials.set_password("alice", PASSWORD)
-    queued: list[Queued] = []
-
-    async def submit(sender: MailAddress, rcpts: list[MailAddress], message: bytes) -> list[str]:
-        queued.append(Queued(sender, rcpts, message))
-        return [f"q{len(queued)}"]
-
-    handler = RecordingSubmissionHandler(
-        onion=onion,
-        local_parts=("alice",),
-        credentials=credentials,
-        submit=submit,
-        max_recipients=5,
-    )
-    server = await start_smtp_server(
-        handler,
-        "127.0.0.1",
-        0,
-        hostname="localhost",
-        auth_required=True,
-        auth_require_tls=False,
-        authenticator=handler.authenticator,
-        data_size_limit=MAX_DATA,
-        timeout=10,
-    )
-    try:
-        yield SubmissionBox(onion, server_port(server), handler, queued)
-    finally:
-        server.close()
-        await server.wait_closed()
-    assert handler.internal_errors == [], "hostile input reached the generic 451 boundary"
-
-
-@pytest.fixture
-async def inbound(tmp_path: Path) -> AsyncIterator[InboundBox]:
-    async with running_inbound(tmp_path) as box:
-        yield box
-
-
-@pytest.fixture
-async def submission(tmp_path: Path) -> AsyncIterator[SubmissionBox]:
-    async with running_submission(tmp_path) as box:
-        yield box
-
-
-async def peer_session(box: InboundBox, greeting: bytes = b"EHLO mx.example.org\r\n") -> RawSMTP:
-    client, _ = await RawSMTP.connect(box.port)
-    assert code(await client.cmd(greeting)) == 250
-    return client
-
-
-async def sealing_session(box: InboundBox) -> tuple[RawSMTP, bytes]:
-    """Connect and EHLO as a box would; return the client and the session's seal challenge."""
-    client, _ = await RawSMTP.connect(box.port)
-    for line in (await client.cmd("EHLO localhost")).splitlines():
-        keyword, _, params = line[4:].partition(" ")
-        if keyword == SEAL_KEYWORD:
-            return client, parse_seal_keyword_params(params)
-    raise AssertionError("no seal keyword in the EHLO reply")
-
-
-async def user_session(box: SubmissionBox, greeting: bytes = b"EHLO localhost\r\n") -> RawSMTP:
-    client, _ = await RawSMTP.connect(box.port)
-    assert code(await client.cmd(greeting)) == 250
-    token = base64.b64encode(f"\0alice\0{PASSWORD}".encode()).decode()
-    assert code(await client.cmd(f"AUTH PLAIN {token}")) == 235
-    return client
-
-
-async def open_data(client: RawSMTP, mail_from: str, *rcpts: str) -> None:
-    assert code(await client.cmd(f"MAIL FROM:<{mail_from}>")) == 250
-    for rcpt in rcpts:
-        assert code(await client.cmd(f"RCPT TO:<{rcpt}>")) == 250
-    assert code(await client.cmd("DATA")) == 354
-
-
-async def assert_still_serving(client: RawSMTP, port: int) -> None:
-    assert await client.cmd("NOOP") == "250 OK"
-    other, banner = await RawSMTP.connect(port)
-    assert banner.startswith("220 ")
-    await other.close()
-
-
-def other_onion_rcpt() -> str:
-    return f"dave@{Identity.generate().onion_address}"
 
 
 def lf(data: bytes) -> bytes:

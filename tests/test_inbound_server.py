@@ -26,8 +26,9 @@ from onionmail.sealed_envelope import (
     parse_seal_keyword_params,
     seal,
 )
-from onionmail.smtp_server import server_port, start_smtp_server
+from onionmail.smtp_server import server_port
 from tests.leaks import host_identity_in
+from tests.loopback_servers import inbound_handler, serving, start_inbound
 from tests.smtp_client import RawSMTP, code
 
 BODY = b"Hello Bob,\r\n.leading dot\r\nbye\r\n"
@@ -51,24 +52,9 @@ class Inbound:
 async def inbound(tmp_path: Path) -> AsyncIterator[Inbound]:
     bob = Identity.generate()
     cache = ReplayCache(tmp_path / "replay.sqlite")
-    handler = InboundHandler(
-        identity=bob,
-        local_parts=("bob", "postmaster"),
-        mail_root=tmp_path / "mail",
-        replay_cache=cache,
-        max_recipients=5,
-    )
-    server = await start_smtp_server(
-        handler,
-        "127.0.0.1",
-        0,
-        hostname=bob.onion_address,
-        data_size_limit=1024 * 1024,
-        timeout=10,
-    )
-    yield Inbound(bob, server_port(server), tmp_path / "mail")
-    server.close()
-    await server.wait_closed()
+    handler = inbound_handler(InboundHandler, bob, tmp_path / "mail", cache)
+    async with serving(start_inbound(handler, data_size_limit=1024 * 1024, timeout=10)) as port:
+        yield Inbound(bob, port, tmp_path / "mail")
     cache.close()
 
 
@@ -299,16 +285,8 @@ async def test_malformed_sealed_envelope_is_refused(inbound: Inbound) -> None:
 async def test_idle_peer_is_dropped(tmp_path: Path) -> None:
     bob = Identity.generate()
     cache = ReplayCache(tmp_path / "r.sqlite")
-    handler = InboundHandler(
-        identity=bob,
-        local_parts=("bob",),
-        mail_root=tmp_path / "m",
-        replay_cache=cache,
-        max_recipients=5,
-    )
-    server = await start_smtp_server(
-        handler, "127.0.0.1", 0, hostname=bob.onion_address, timeout=0.5
-    )
+    handler = inbound_handler(InboundHandler, bob, tmp_path / "m", cache, local_parts=("bob",))
+    server = await start_inbound(handler, timeout=0.5)
     client, _ = await RawSMTP.connect(server_port(server))
     reply = await asyncio.wait_for(client.reply(), 5)
     assert reply.startswith("421")

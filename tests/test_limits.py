@@ -10,7 +10,6 @@ boundaries of each limit.
 from __future__ import annotations
 
 import asyncio
-import base64
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -26,6 +25,7 @@ from onionmail.identity import Identity, load_identity
 from onionmail.replay_cache import ReplayCache
 from onionmail.smtp_server import ConnectionLimit, SafeHandler, server_port, start_smtp_server
 from tests.leaks import host_identity_in
+from tests.loopback_servers import auth_plain_token, stop
 from tests.smtp_client import RawSMTP, code
 
 BUSY = "421 4.7.0 Too many connections, try again later"
@@ -63,7 +63,7 @@ class BoxServers:
         return client
 
     def token(self, password: str) -> str:
-        return base64.b64encode(f"\0alice\0{password}".encode()).decode()
+        return auth_plain_token("alice", password)
 
     def envelope(self, server: str) -> tuple[str, str]:
         """A MAIL FROM and a RCPT TO the server accepts."""
@@ -126,8 +126,7 @@ async def box_servers(tmp_path: Path) -> AsyncIterator[ServerFactory]:
     for box in started:
         for server in (box.inbound_server, box.submission_server):
             if server is not None:
-                server.close()
-                await server.wait_closed()
+                await stop(server)
     for cache in caches:
         cache.close()
 
@@ -282,8 +281,7 @@ async def serve() -> AsyncIterator[Callable[..., Awaitable[int]]]:
     yield start
     await RawSMTP.close_all()
     for server in servers:
-        server.close()
-        await server.wait_closed()
+        await stop(server)
 
 
 async def open_data(port: int) -> RawSMTP:

@@ -83,13 +83,10 @@ def test_gate_names_the_rule_and_the_leak(tmp_path: Path) -> None:
 
 
 async def test_submission_refuses_at_rcpt_with_the_rule(tmp_path: Path) -> None:
-    from onionmail.credentials import Credentials
-    from onionmail.smtp_server import server_port, start_smtp_server
     from onionmail.submission import SubmissionHandler
+    from tests.loopback_servers import credentials_for, serving, start_submission
 
     gate = keeper(tmp_path, {"rules": ["never-clearnet"]})
-    creds = Credentials(tmp_path / "submission.json")
-    creds.set_password("alice", "pw")
 
     async def submit(*_args: object) -> list[str]:
         raise AssertionError("nothing may be queued")
@@ -97,31 +94,19 @@ async def test_submission_refuses_at_rcpt_with_the_rule(tmp_path: Path) -> None:
     handler = SubmissionHandler(
         onion=ONION,
         local_parts=("alice",),
-        credentials=creds,
+        credentials=credentials_for(tmp_path / "submission.json", "pw"),
         submit=submit,
         max_recipients=5,
         check_recipient=gate.check_recipient,
     )
-    server = await start_smtp_server(
-        handler,
-        "127.0.0.1",
-        0,
-        hostname="localhost",
-        auth_required=True,
-        auth_require_tls=False,
-        authenticator=handler.authenticator,
-    )
-    try:
-        client, _ = await RawSMTP.connect(server_port(server))
+    async with serving(start_submission(handler)) as port:
+        client, _ = await RawSMTP.connect(port)
         await client.cmd("EHLO localhost")
         await client.cmd("AUTH PLAIN AGFsaWNlAHB3")  # \0alice\0pw
         assert code(await client.cmd(f"MAIL FROM:<alice@{ONION}>")) == 250
         reply = await client.cmd("RCPT TO:<dave@example.org>")
         assert reply.startswith("550 5.7.1 Refused by policy rule never-clearnet: "), reply
         await client.close()
-    finally:
-        server.close()
-        await server.wait_closed()
 
 
 def test_ledger_keeps_no_sensitive_value_and_needs_the_key(tmp_path: Path) -> None:

@@ -20,41 +20,23 @@ the header block a bare CR, bare LF or NUL makes the message malformed
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from pathlib import Path
-
 import pytest
 
-from tests.smtp_client import RawSMTP
-from tests.test_hostile_input import (
-    ALICE,
+from tests.loopback_servers import (
     PEER,
     InboundBox,
     SubmissionBox,
-    alice,
     assert_still_serving,
+    inbound_fixture,  # noqa: F401 (the fixture ``inbound``)
     open_data,
     other_onion_rcpt,
     peer_session,
-    running_inbound,
-    running_submission,
-    sealed_message,
     sealing_session,
+    submission_fixture,  # noqa: F401 (the fixture ``submission``)
     user_session,
 )
-
-
-@pytest.fixture
-async def inbound(tmp_path: Path) -> AsyncIterator[InboundBox]:
-    async with running_inbound(tmp_path) as box:
-        yield box
-
-
-@pytest.fixture
-async def submission(tmp_path: Path) -> AsyncIterator[SubmissionBox]:
-    async with running_submission(tmp_path) as box:
-        yield box
-
+from tests.smtp_client import RawSMTP
+from tests.test_hostile_input import ALICE, alice, sealed_message
 
 FAKE_ENDS = [
     pytest.param(b"\n.\n", id="LF.LF"),

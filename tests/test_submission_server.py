@@ -11,17 +11,20 @@ from pathlib import Path
 import aiosmtplib
 import pytest
 
-from onionmail.credentials import Credentials
 from onionmail.errors import QueueError
 from onionmail.identity import Identity
 from onionmail.mail_address import MailAddress
 from onionmail.rfc5322 import parse_message
-from onionmail.smtp_server import server_port, start_smtp_server
 from onionmail.submission import SubmissionHandler
 from tests.leaks import host_identity_in
+from tests.loopback_servers import (
+    PASSWORD,
+    auth_plain_token,
+    credentials_for,
+    serving,
+    start_submission,
+)
 from tests.smtp_client import RawSMTP, code
-
-PASSWORD = "correct horse battery staple"
 
 
 @dataclass
@@ -35,8 +38,6 @@ class Submission:
 @pytest.fixture
 async def submission(tmp_path: Path) -> AsyncIterator[Submission]:
     onion = Identity.generate().onion_address
-    creds = Credentials(tmp_path / "submission.json")
-    creds.set_password("alice", PASSWORD)
     state = Submission(onion, 0)
 
     async def submit(sender: MailAddress, rcpts: list[MailAddress], message: bytes) -> list[str]:
@@ -48,31 +49,19 @@ async def submission(tmp_path: Path) -> AsyncIterator[Submission]:
     handler = SubmissionHandler(
         onion=onion,
         local_parts=("alice", "bob"),
-        credentials=creds,
+        credentials=credentials_for(tmp_path / "submission.json"),
         submit=submit,
         max_recipients=3,
     )
-    server = await start_smtp_server(
-        handler,
-        "127.0.0.1",
-        0,
-        hostname="localhost",
-        auth_required=True,
-        auth_require_tls=False,
-        authenticator=handler.authenticator,
-        data_size_limit=100_000,
-    )
-    state.port = server_port(server)
-    yield state
-    server.close()
-    await server.wait_closed()
+    async with serving(start_submission(handler, data_size_limit=100_000)) as port:
+        state.port = port
+        yield state
 
 
 async def authed(sub: Submission, user: str = "alice", password: str = PASSWORD) -> RawSMTP:
     client, _ = await RawSMTP.connect(sub.port)
     await client.cmd("EHLO localhost")
-    token = base64.b64encode(f"\0{user}\0{password}".encode()).decode()
-    reply = await client.cmd(f"AUTH PLAIN {token}")
+    reply = await client.cmd(f"AUTH PLAIN {auth_plain_token(user, password)}")
     assert code(reply) == 235, reply
     return client
 

@@ -13,8 +13,6 @@ from __future__ import annotations
 import os
 import socket
 import struct
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterable
@@ -22,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from onionmail.box_init import NewBox
-from tests.box_process import RunningBox, _drain
+from tests.box_process import RunningBox, run_box
 
 ETH_P_ALL = 0x0003
 SOL_PACKET = 263
@@ -137,33 +135,7 @@ def listening_ports(pid: int) -> set[int]:
 
 def run_verbose_box(new: NewBox, timeout: float = 90) -> RunningBox:
     """:func:`tests.box_process.run_box` with ``--verbose``: the log at every level."""
-    command = [sys.executable, "-m", "onionmail.cli", "-v", "run", "--dir", str(new.box_dir)]
-    process = subprocess.Popen(
-        command,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
-    box = RunningBox(new, process)
-    box.drain = threading.Thread(
-        target=_drain, args=(process.stderr, box.stderr_lines), daemon=True
-    )
-    box.drain.start()
-    deadline = time.monotonic() + timeout
-    assert process.stdout is not None
-    while time.monotonic() < deadline:
-        line = process.stdout.readline()
-        if not line:
-            break
-        key, _, value = line.partition(":")
-        if key == "onion":
-            box.onion = value.strip()
-        elif key == "submission":
-            box.submission_port = int(value.strip().rsplit(":", 1)[1])
-            return box
-    box.stop()
-    raise AssertionError(f"box {new.local_part} did not start:\n" + "".join(box.stderr_lines[-30:]))
+    return run_box(new, timeout, verbose=True)
 
 
 def _socket_inodes(pid: int) -> set[str]:

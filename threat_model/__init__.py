@@ -7,62 +7,9 @@ why. The prose for each path is in ``threat_model/paths/`` (see
 :func:`path_prose`); how to read a cell is in ``threat_model/README.md``.
 """
 
-from threat_model.model import (
-    DIRECTIONS,
-    ITEM_DESCRIPTIONS,
-    JSON_VERSION,
-    NOT_ON_PATH,
-    OBSERVER_DESCRIPTIONS,
-    PATH_DESCRIPTIONS,
-    RECEIVED,
-    SENT,
-    VISIBILITY_DESCRIPTIONS,
-    Cell,
-    Item,
-    LeakMatrix,
-    MailPath,
-    MatrixFormatError,
-    MessageTraits,
-    ModelConfig,
-    ModelConfigError,
-    Observer,
-    ThreatModelError,
-    Timing,
-    TraitsError,
-    Visibility,
-    leaks,
-    observers_for,
-    path_prose,
-)
+from threat_model import model
+from threat_model.model import *  # noqa: F403 (the whole model, as listed in model.__all__)
 from threat_model.render import COLUMNS, SYMBOLS, render_table
 
-__all__ = [
-    "COLUMNS",
-    "DIRECTIONS",
-    "ITEM_DESCRIPTIONS",
-    "JSON_VERSION",
-    "NOT_ON_PATH",
-    "OBSERVER_DESCRIPTIONS",
-    "PATH_DESCRIPTIONS",
-    "RECEIVED",
-    "SENT",
-    "SYMBOLS",
-    "VISIBILITY_DESCRIPTIONS",
-    "Cell",
-    "Item",
-    "LeakMatrix",
-    "MailPath",
-    "MatrixFormatError",
-    "MessageTraits",
-    "ModelConfig",
-    "ModelConfigError",
-    "Observer",
-    "ThreatModelError",
-    "Timing",
-    "TraitsError",
-    "Visibility",
-    "leaks",
-    "observers_for",
-    "path_prose",
-    "render_table",
-]
+__all__ = ["COLUMNS", "SYMBOLS", "render_table"]
+__all__ += model.__all__
