@@ -14,13 +14,13 @@ demo: deps
 	$(BIN)/onionmail demo
 
 test: deps
-	$(BIN)/ruff check onionmail threat_model tests bench
+	$(BIN)/ruff check onionmail threat_model tui tests bench
 	$(BIN)/mypy
 	CI=$${CI:-} $(BIN)/pytest
 
 lint: venv
-	$(BIN)/ruff check onionmail threat_model tests bench
-	$(BIN)/ruff format --check onionmail threat_model tests bench
+	$(BIN)/ruff check onionmail threat_model tui tests bench
+	$(BIN)/ruff format --check onionmail threat_model tui tests bench
 	$(BIN)/mypy
 
 deps: system-deps venv

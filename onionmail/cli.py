@@ -73,6 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
     cli_leaks.register(sub)
     cli_testnet.register(sub)
     _add_demo(sub)
+    _add_tui(sub)
     return parser
 
 
@@ -311,6 +312,34 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from onionmail.demo import run_demo
 
     return run_demo(args.work_dir)
+
+
+def _add_tui(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "tui",
+        help="the terminal UI (inbox, compose with leak cards, queue, status, ledger)",
+        description=(
+            "Run onionmail-tui on BOXDIR. The TUI is a separate package that uses the box's "
+            "library API (onionmail.box_api); this command only starts it (python -m tui), "
+            "so onionmail itself never imports textual."
+        ),
+    )
+    _box_dir_arg(p)
+    _passphrase_arg(p)
+    p.add_argument("--password-file", type=Path, metavar="FILE", help="submission password")
+    p.set_defaults(func=cmd_tui)
+
+
+def cmd_tui(args: argparse.Namespace) -> int:
+    argv = [sys.executable, "-m", "tui", "--dir", str(args.dir)]
+    for flag, value in (
+        ("--passphrase-file", args.passphrase_file),
+        ("--password-file", args.password_file),
+    ):
+        if value is not None:
+            argv += [flag, str(value)]
+    os.execv(sys.executable, argv)
+    return 1  # pragma: no cover - execv does not return
 
 
 def _progress(message: str) -> None:

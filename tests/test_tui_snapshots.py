@@ -1,0 +1,93 @@
+"""Snapshot tests of the TUI's main screens at 120x40 (pytest-textual-snapshot).
+
+The sample box is deterministic (fixed identities, mail, queue and ledger),
+so the screens are too. After an intended change of a screen, review the
+new rendering and update the baselines with ``pytest --snapshot-update``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from textual.pilot import Pilot
+from textual.widgets import DataTable, Input
+
+from onionmail.box_api import BoxApi
+from tui.app import OnionMailApp
+from tui.sample_box import create_sample_box
+
+SIZE = (120, 40)
+Snap = Callable[..., bool]
+
+
+@pytest.fixture
+def app(tmp_path: Path) -> OnionMailApp:
+    return OnionMailApp(BoxApi(create_sample_box(tmp_path / "alice")))
+
+
+async def settle(pilot: Pilot[Any], table_id: str = "", rows: int = 0) -> None:
+    for _ in range(200):
+        if not table_id or pilot.app.screen.query_one(table_id, DataTable).row_count >= rows:
+            break
+        await pilot.pause(0.02)
+    await pilot.app.workers.wait_for_complete()
+    await pilot.pause(0.1)
+
+
+def keys(*pressed: str, table: str = "", rows: int = 0) -> Callable[[Pilot[Any]], Awaitable[None]]:
+    async def run(pilot: Pilot[Any]) -> None:
+        await settle(pilot, "#messages", 4)
+        await pilot.press(*pressed)
+        await settle(pilot, table, rows)
+
+    return run
+
+
+def compose_to(recipients: str, *then: str) -> Callable[[Pilot[Any]], Awaitable[None]]:
+    async def run(pilot: Pilot[Any]) -> None:
+        await settle(pilot, "#messages", 4)
+        await pilot.press("c")
+        pilot.app.screen.query_one("#to", Input).value = recipients
+        pilot.app.screen.query_one("#subject", Input).value = "Lunch on Friday?"
+        await pilot.pause(0.1)
+        await pilot.press(*then)
+        await settle(pilot)
+
+    return run
+
+
+def test_inbox(snap_compare: Snap, app: OnionMailApp) -> None:
+    assert snap_compare(app, terminal_size=SIZE, run_before=keys())
+
+
+def test_message(snap_compare: Snap, app: OnionMailApp) -> None:
+    assert snap_compare(app, terminal_size=SIZE, run_before=keys("down", "down", "enter"))
+
+
+def test_compose_leak_card_onion(snap_compare: Snap, app: OnionMailApp) -> None:
+    assert snap_compare(app, terminal_size=SIZE, run_before=compose_to("bob", "escape"))
+
+
+def test_compose_leak_card_clearnet(snap_compare: Snap, app: OnionMailApp) -> None:
+    run = compose_to("dave@example.org", "escape")
+    assert snap_compare(app, terminal_size=SIZE, run_before=run)
+
+
+def test_what_if(snap_compare: Snap, app: OnionMailApp) -> None:
+    run = compose_to("bob", "ctrl+w", "down", "down", "right")
+    assert snap_compare(app, terminal_size=SIZE, run_before=run)
+
+
+def test_queue(snap_compare: Snap, app: OnionMailApp) -> None:
+    assert snap_compare(app, terminal_size=SIZE, run_before=keys("u", table="#queue", rows=1))
+
+
+def test_status(snap_compare: Snap, app: OnionMailApp) -> None:
+    assert snap_compare(app, terminal_size=SIZE, run_before=keys("s"))
+
+
+def test_ledger(snap_compare: Snap, app: OnionMailApp) -> None:
+    assert snap_compare(app, terminal_size=SIZE, run_before=keys("l", table="#entries", rows=3))

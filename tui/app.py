@@ -1,0 +1,110 @@
+"""``onionmail-tui --dir BOXDIR``: the textual application and its entry point.
+
+The app reads and changes the box only through :class:`onionmail.box_api.BoxApi`;
+every call that touches the disk or the network runs in a worker thread, so
+the UI never blocks on I/O or tor. Errors reach the user here, as
+notifications that say what to do; nothing is written to stdout or stderr
+while the app runs (logging goes to textual's own log).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from textual.app import App
+from textual.binding import Binding
+from textual.logging import TextualHandler
+
+from onionmail.box_api import BoxApi
+from onionmail.errors import OnionMailError
+from onionmail.identity import read_passphrase_file
+from tui.screens.compose import ComposeScreen
+from tui.screens.help import HelpScreen
+from tui.screens.inbox import InboxScreen
+from tui.screens.ledger import LedgerScreen
+from tui.screens.queue import QueueScreen
+from tui.screens.status import StatusScreen
+
+
+class OnionMailApp(App[None]):
+    """The TUI of one box."""
+
+    TITLE = "onionmail"
+    MODES = {
+        "inbox": InboxScreen,
+        "compose": ComposeScreen,
+        "queue": QueueScreen,
+        "status": StatusScreen,
+        "ledger": LedgerScreen,
+    }
+    DEFAULT_MODE = "inbox"
+    BINDINGS = [
+        Binding("i", "switch_mode('inbox')", "Inbox"),
+        Binding("c", "switch_mode('compose')", "Compose"),
+        Binding("u", "switch_mode('queue')", "Queue"),
+        Binding("s", "switch_mode('status')", "Status"),
+        Binding("l", "switch_mode('ledger')", "Ledger"),
+        Binding("question_mark,f1", "help", "Help", key_display="?"),
+        Binding("ctrl+q", "quit", "Quit", priority=True),
+    ]
+
+    def __init__(self, api: BoxApi, *, password_file: Path | None = None) -> None:
+        super().__init__()
+        self.api = api
+        self.password_file = password_file
+        self.sub_title = api.address
+
+    def action_help(self) -> None:
+        if not isinstance(self.screen, HelpScreen):
+            self.push_screen(HelpScreen())
+
+    def show_error(self, exc: BaseException, doing: str) -> None:
+        """The one place errors meet the user: a notification that says what to do."""
+        if isinstance(exc, OnionMailError):
+            text = str(exc)
+        elif isinstance(exc, OSError):
+            text = f"{exc.strerror or exc} ({exc.filename or 'file'}); check the box directory"
+        else:
+            text = f"unexpected {type(exc).__name__}: {exc}; please report it"
+        self.notify(text, title=f"could not {doing}", severity="error", timeout=12)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="onionmail-tui",
+        description="The terminal UI of an onionmail box (inbox, compose with leak cards, "
+        "queue, status, ledger). It works on BOXDIR through the box's library API; sending "
+        "needs 'onionmail run --dir BOXDIR'.",
+    )
+    parser.add_argument("--dir", required=True, type=Path, metavar="BOXDIR")
+    parser.add_argument(
+        "--passphrase-file",
+        type=Path,
+        metavar="FILE",
+        help="passphrase of an encrypted identity key (needed for the ledger)",
+    )
+    parser.add_argument(
+        "--password-file",
+        type=Path,
+        metavar="FILE",
+        help="submission password (default BOXDIR/submission-password.<name>)",
+    )
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        passphrase = read_passphrase_file(args.passphrase_file) if args.passphrase_file else None
+        api = BoxApi(args.dir, passphrase=passphrase)
+    except OnionMailError as exc:  # before the UI starts: the terminal is still ours
+        print(f"onionmail-tui: error: {exc}", file=sys.stderr)
+        return 1
+    logging.basicConfig(level=logging.WARNING, handlers=[TextualHandler()], force=True)
+    logging.getLogger("mail.log").setLevel(logging.ERROR)
+    OnionMailApp(api, password_file=args.password_file).run()
+    return 0

@@ -1,0 +1,130 @@
+"""A sample box with a fixed identity and mail, for snapshot tests, screenshots and the benchmark.
+
+Everything is deterministic (identities from fixed seeds, fixed Maildir
+names and dates, fixed queue and ledger entries), so a screen rendered
+from it is the same on every machine. It is written the way the box
+itself would have written it; it is test data, never a real box.
+"""
+
+from __future__ import annotations
+
+import json
+from email.message import EmailMessage
+from pathlib import Path
+
+from onionmail.box_init import create_box
+from onionmail.config import load_config
+from onionmail.fsutil import ensure_private_dir, write_private_file
+from onionmail.identity import Identity, save_identity
+from onionmail.leak_keeper import LeakKeeper
+from threat_model import MailPath
+
+ALICE = Identity(bytes(range(32)))
+BOB = Identity(bytes(range(1, 33)))
+CAROL = Identity(bytes(range(2, 34)))
+BOB_ADDRESS = f"bob@{BOB.onion_address}"
+CAROL_ADDRESS = f"carol@{CAROL.onion_address}"
+CLEARNET_ADDRESS = "dave@example.org"
+BASE_TIME = 1767225600  # 2026-01-01 00:00 UTC
+QUEUE_ID = "0f1e2d3c4b5a69788796a5b4c3d2e1f0"
+
+
+def _message(
+    sender: str, subject: str, n: int, auth: str, body: str, attachment: str = ""
+) -> bytes:
+    msg = EmailMessage()
+    msg["Return-Path"] = f"<{sender}>"
+    if auth:
+        msg["Authentication-Results"] = auth
+    msg["From"] = sender
+    msg["To"] = f"alice@{ALICE.onion_address}"
+    msg["Subject"] = subject
+    msg["Date"] = f"Thu, 01 Jan 2026 {n % 24:02d}:{n % 60:02d}:00 +0000"
+    msg["Message-ID"] = f"<sample-{n}@{sender.rsplit('@', 1)[-1]}>"
+    msg.set_content(body)
+    if attachment:
+        msg.add_attachment(b"%PDF-1.4 sample\n" * 40, "application", "pdf", filename=attachment)
+    return bytes(msg)
+
+
+def write_message(maildir: Path, n: int, data: bytes) -> Path:
+    path = maildir / "new" / f"{BASE_TIME + n * 60}.M{n}P1.sample"
+    path.write_bytes(data)
+    return path
+
+
+def sample_messages(onion: str) -> list[bytes]:
+    sealed = f"{onion}; onionmail=pass (sealed envelope opened with the sender's onion key)"
+    plain = f"{onion}; onionmail=none (plain SMTP peer; sender not verified)"
+    forged = "evil.example; onionmail=pass (claimed by the peer, not by this box)"
+    return [
+        _message(CAROL_ADDRESS, "Meeting notes", 1, plain, "Notes from an OnionMX peer.\n"),
+        _message(
+            BOB_ADDRESS, "The report", 2, sealed, "Report attached.\n", attachment="report.pdf"
+        ),
+        _message(BOB_ADDRESS, "Forged result", 3, forged, "This one claims a pass itself.\n"),
+        _message(BOB_ADDRESS, "Hello Alice", 4, sealed, "Hi Alice,\n\nsealed and verified.\n"),
+    ]
+
+
+def create_sample_box(box_dir: Path, *, policy_rules: tuple[str, ...] = ()) -> Path:
+    """A box ``alice`` in ``box_dir`` with mail, contacts, a queued message and ledger entries."""
+    create_box(box_dir, "alice", submission_port=1587)
+    key = box_dir / "keys" / "identity.key"
+    key.unlink()
+    save_identity(ALICE, key, None)
+    if policy_rules:
+        config = box_dir / "onionmail.toml"
+        rules = ", ".join(f'"{r}"' for r in policy_rules)
+        text = config.read_text().replace("[policy]\n", f"[policy]\nrules = [{rules}]\n", 1)
+        config.write_text(text)
+    maildir = box_dir / "mail" / "alice"
+    for sub in ("tmp", "new", "cur"):
+        ensure_private_dir(maildir / sub)
+    for n, data in enumerate(sample_messages(ALICE.onion_address), start=1):
+        write_message(maildir, n, data)
+    write_private_file(
+        box_dir / "contacts.toml",
+        f'[contacts]\nbob = "{BOB_ADDRESS}"\ndave = "{CLEARNET_ADDRESS}"\n'.encode(),
+    )
+    _queue_entry(box_dir)
+    _ledger_entries(box_dir)
+    return box_dir
+
+
+def _queue_entry(box_dir: Path) -> None:
+    active = ensure_private_dir(box_dir / "queue" / "active")
+    ensure_private_dir(box_dir / "queue" / "tmp")
+    write_private_file(active / f"{QUEUE_ID}.msg", b"(encrypted at rest)")
+    state = {
+        "id": QUEUE_ID,
+        "destination": BOB.onion_address,
+        "created": float(BASE_TIME),
+        "attempts": 3,
+        "next_try": float(BASE_TIME + 3600),
+        "last_error": "onion service not reachable (tor SOCKS 0xF2)",
+        "cover": False,
+    }
+    write_private_file(active / f"{QUEUE_ID}.state", json.dumps(state).encode())
+
+
+def _ledger_entries(box_dir: Path) -> None:
+    keeper = LeakKeeper(load_config(box_dir), ALICE.seed)
+    for n, path in ((2, MailPath.ONION_SEALED), (1, MailPath.ONION_PLAIN)):
+        sender = BOB.onion_address if n == 2 else CAROL.onion_address
+        keeper.ledger.record(
+            message_ids=[f"sample-{n}@{sender}"],
+            destination="",
+            direction="received",
+            matrix=keeper.matrix(path, "received"),
+            state="stored",
+            now=BASE_TIME,
+        )
+    keeper.ledger.record(
+        message_ids=["sent-1@alice"],
+        destination=BOB.onion_address,
+        direction="sent",
+        matrix=keeper.matrix(MailPath.ONION_SEALED, "sent", BOB_ADDRESS),
+        state="queued",
+        now=BASE_TIME,
+    )

@@ -1,0 +1,187 @@
+"""Compose and send, with a leak card per recipient as soon as it is typed.
+
+Recipients may be addresses or petnames from the address book. The cards
+come from the box's own policy gate and threat model (``BoxApi.predict``), so
+a send the box would refuse is refused here, with the rule named, before
+anything leaves.
+"""
+
+from __future__ import annotations
+
+from textual import work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.widgets import Footer, Header, Input, Label, Static, TextArea
+
+from onionmail.box_api import Contact, Prediction
+from onionmail.errors import OnionMailError
+from tui.screens.base import BoxScreen
+from tui.screens.contacts import ContactsScreen
+from tui.screens.what_if import WhatIfScreen
+from tui.widgets.leak_card import InvalidRecipientCard, LeakCard
+
+
+def split_recipients(text: str) -> list[str]:
+    return [part.strip() for part in text.replace(";", ",").split(",") if part.strip()]
+
+
+class ComposeScreen(BoxScreen):
+    BINDINGS = [
+        Binding("ctrl+s", "send", "Send", priority=True),
+        Binding("ctrl+w", "what_if", "What-if", priority=True),
+        Binding("ctrl+b", "contacts", "Address book", priority=True),
+        Binding("escape", "leave_fields", "Leave fields", show=False),
+    ]
+    DEFAULT_CSS = """
+    ComposeScreen .field { height: 3; }
+    ComposeScreen .field Label { width: 9; padding: 1 0 0 1; }
+    ComposeScreen .field Input { width: 1fr; }
+    ComposeScreen #body { height: 7; }
+    ComposeScreen #cards { height: 1fr; }
+    ComposeScreen #verdict { height: 1; padding: 0 1; }
+    ComposeScreen #verdict.refused { color: $error; text-style: bold; }
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.contacts: list[Contact] = []
+        self.predictions: list[Prediction] = []
+        self._shown: tuple[str, ...] = ()
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        with Vertical():
+            for name, placeholder in (
+                ("To", "address or petname, comma separated"),
+                ("Cc", ""),
+                ("Subject", ""),
+            ):
+                with Horizontal(classes="field"):
+                    yield Label(f"{name}:")
+                    yield Input(placeholder=placeholder, id=name.lower())
+            yield TextArea(id="body")
+            yield Static("no recipient yet", id="verdict")
+            yield VerticalScroll(id="cards")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.query_one("#to", Input).focus()
+        self.load_contacts()
+
+    @work(thread=True, exit_on_error=False)
+    def load_contacts(self) -> None:
+        try:
+            contacts = self.api.contacts()
+        except Exception as exc:  # noqa: BLE001 - shown to the user, not swallowed
+            self.fail(exc, "read the address book")
+            return
+        self.app.call_from_thread(setattr, self, "contacts", contacts)
+
+    def resolve(self, text: str) -> str:
+        for contact in self.contacts:
+            if contact.petname == text:
+                return contact.address
+        return text
+
+    def recipients(self) -> list[str]:
+        fields = (self.query_one("#to", Input).value, self.query_one("#cc", Input).value)
+        return [self.resolve(r) for text in fields for r in split_recipients(text)]
+
+    def on_input_changed(self, event: Input.Changed) -> None:
+        if event.input.id in ("to", "cc"):
+            self.refresh_cards()
+
+    def refresh_cards(self) -> None:
+        recipients = tuple(self.recipients())
+        if recipients == self._shown:
+            return
+        self._shown = recipients
+        cards = self.query_one("#cards", VerticalScroll)
+        cards.remove_children()
+        self.predictions = []
+        for rcpt in recipients:
+            try:
+                prediction = self.api.predict(rcpt)
+            except OnionMailError as exc:
+                cards.mount(InvalidRecipientCard(f"{rcpt}: {exc}"))
+                continue
+            self.predictions.append(prediction)
+            cards.mount(LeakCard(prediction))
+        self._update_verdict()
+
+    def refusal(self) -> str | None:
+        """Why this message may not be sent, or None."""
+        recipients = self.recipients()
+        if not recipients:
+            return "no recipient: fill in To"
+        if len(self.predictions) != len(recipients):
+            return "a recipient is not a valid address: correct it"
+        for p in self.predictions:
+            if p.refusal:
+                return f"{p.recipient}: {p.refusal}"
+        return None
+
+    def _update_verdict(self) -> None:
+        verdict = self.query_one("#verdict", Static)
+        refusal = self.refusal()
+        verdict.set_class(refusal is not None and bool(self.predictions), "refused")
+        if refusal is None:
+            verdict.update("ready: ctrl+s sends through the box (scrubbed, padded, queued)")
+        else:
+            verdict.update(f"will not send — {refusal}")
+
+    def action_leave_fields(self) -> None:
+        self.set_focus(None)
+
+    def action_send(self) -> None:
+        refusal = self.refusal()
+        if refusal is not None:
+            self.notify(refusal, title="refused before sending", severity="error", timeout=12)
+            return
+        self.send(
+            split_recipients(self.query_one("#to", Input).value),
+            split_recipients(self.query_one("#cc", Input).value),
+            self.query_one("#subject", Input).value,
+            self.query_one("#body", TextArea).text,
+        )
+
+    @work(exclusive=True, exit_on_error=False, group="send")
+    async def send(self, to: list[str], cc: list[str], subject: str, body: str) -> None:
+        self.notify("sending to the box…", timeout=3)
+        try:
+            await self.api.send(
+                [self.resolve(r) for r in to],
+                [self.resolve(r) for r in cc],
+                subject,
+                body,
+                password_file=self.box_app.password_file,
+            )
+        except Exception as exc:  # noqa: BLE001 - shown to the user, not swallowed
+            self.box_app.show_error(exc, "send")
+            return
+        self.notify("queued by the box: see the queue (u)", title="sent")
+        for field in ("#to", "#cc", "#subject"):
+            self.query_one(field, Input).value = ""
+        self.query_one("#body", TextArea).text = ""
+
+    def action_what_if(self) -> None:
+        recipients = self.recipients()
+        if not recipients:
+            self.notify("enter a recipient first", severity="warning")
+            return
+        try:
+            options = self.api.what_if(recipients[0])
+        except OnionMailError as exc:
+            self.box_app.show_error(exc, "compare the paths")
+            return
+        self.app.push_screen(WhatIfScreen(recipients[0], options))
+
+    def action_contacts(self) -> None:
+        def chosen(contact: Contact | None) -> None:
+            self.load_contacts()
+            if contact is not None:
+                to = self.query_one("#to", Input)
+                to.value = ", ".join([*split_recipients(to.value), contact.address])
+
+        self.app.push_screen(ContactsScreen(), chosen)

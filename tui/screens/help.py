@@ -1,0 +1,50 @@
+"""The help screen: every key, in one place."""
+
+from __future__ import annotations
+
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import VerticalScroll
+from textual.screen import ModalScreen
+from textual.widgets import Markdown
+
+HELP = """\
+# onionmail — keys
+
+| where | key | does |
+|---|---|---|
+| anywhere | `i` `c` `u` `s` `l` | inbox, compose, queue, status, ledger |
+| anywhere | `?` / `F1` | this help |
+| anywhere | `ctrl+q` | quit |
+| inbox | `↑` `↓` `enter` | choose and open a message |
+| inbox | `tab` | folders / messages |
+| inbox | `g` | reload the folder |
+| message | `escape` | back |
+| compose | `ctrl+s` | send (refused here first if the policy would refuse) |
+| compose | `ctrl+w` | what-if: compare the paths for the first recipient |
+| compose | `ctrl+b` | address book |
+| compose | `escape` | leave the editor fields (then `i` etc. work) |
+| leak card | arrows | the reason of each observer × item cell |
+| queue | `r` / `R` | retry the selected / every message now |
+| queue | `x` | cancel the selected message (kept in queue/cancelled) |
+| status | `y` | copy the onion address |
+
+**Marks in the inbox**: `S` sealed onion (sender verified, encrypted end to end),
+`P` plain onion peer (not verified), `G` via gateway, `?` unknown (not delivered
+by this box over the network). **Leak colours**: red visible, green encrypted,
+yellow padded or delayed, grey hidden.
+"""
+
+
+class HelpScreen(ModalScreen[None]):
+    BINDINGS = [Binding("escape,q,question_mark", "dismiss", "Close")]
+    DEFAULT_CSS = """
+    HelpScreen { align: center middle; }
+    HelpScreen > VerticalScroll {
+        width: 90; height: 34; border: round $primary; background: $surface;
+    }
+    """
+
+    def compose(self) -> ComposeResult:
+        with VerticalScroll():
+            yield Markdown(HELP)

@@ -1,0 +1,73 @@
+"""The leak ledger: for each sent and received message, its path and who saw what."""
+
+from __future__ import annotations
+
+from textual import work
+from textual.app import ComposeResult
+from textual.containers import VerticalScroll
+from textual.widgets import DataTable, Footer, Header, Static
+
+from onionmail.ledger import LedgerEntry
+from tui.screens.base import BoxScreen
+from tui.widgets.leak_matrix import LeakMatrixView
+
+
+class LedgerScreen(BoxScreen):
+    DEFAULT_CSS = """
+    LedgerScreen #entries { height: 12; }
+    LedgerScreen #detail { height: 1fr; }
+    LedgerScreen #ledger-status { height: 1; padding: 0 1; color: $text-muted; }
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.entries: list[LedgerEntry] = []
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        yield Static("", id="ledger-status")
+        yield DataTable[str](id="entries", cursor_type="row")
+        yield VerticalScroll(id="detail")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        table = self.query_one(DataTable)
+        table.add_columns("day", "direction", "path", "state", "entry")
+        table.focus()
+        self.load()
+
+    def on_screen_resume(self) -> None:
+        self.load()
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="ledger")
+    def load(self) -> None:
+        try:
+            entries = self.api.ledger_entries()
+        except Exception as exc:  # noqa: BLE001 - shown to the user, not swallowed
+            self.fail(exc, "read the ledger")
+            return
+        self.app.call_from_thread(self._show, entries)
+
+    def _show(self, entries: list[LedgerEntry]) -> None:
+        self.entries = sorted(entries, key=lambda e: (e.day, e.name), reverse=True)
+        table = self.query_one(DataTable)
+        table.clear()
+        for e in self.entries:
+            table.add_row(e.day, e.direction, str(e.path), e.state, e.name[:12])
+        if not self.api.ledger_available:
+            text = "the ledger is locked: restart with --passphrase-file to read it"
+        else:
+            text = (
+                f"{len(entries)} entr(y/ies); no addresses or subjects are kept, "
+                "only keyed hashes — open a message for its own entry"
+            )
+        self.query_one("#ledger-status", Static).update(text)
+
+    def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
+        if not 0 <= event.cursor_row < len(self.entries):
+            return
+        entry = self.entries[event.cursor_row]
+        detail = self.query_one("#detail", VerticalScroll)
+        detail.remove_children()
+        detail.mount(Static(f"{entry.direction} on {entry.day}: path {entry.path}, {entry.state}"))
+        detail.mount(LeakMatrixView(entry.matrix))

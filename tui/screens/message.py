@@ -1,0 +1,85 @@
+"""One message: headers, how it arrived, attachments, body, and its ledger entry."""
+
+from __future__ import annotations
+
+from rich.text import Text
+from textual import work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import VerticalScroll
+from textual.widgets import Footer, Header, Static
+
+from onionmail.box_api import MessageSummary, MessageView
+from onionmail.ledger import LedgerEntry
+from tui.screens.base import BoxScreen
+from tui.widgets.leak_matrix import LeakMatrixView
+
+SHOWN_HEADERS = ("From", "To", "Cc", "Date", "Subject", "Message-ID", "Authentication-Results")
+
+
+class MessageScreen(BoxScreen):
+    BINDINGS = [Binding("escape", "app.pop_screen", "Back")]
+    DEFAULT_CSS = """
+    MessageScreen #headers { padding: 0 1; background: $boost; height: auto; }
+    MessageScreen #attachments { padding: 0 1; height: auto; color: $accent; }
+    MessageScreen #body { padding: 1 1; height: auto; }
+    MessageScreen #ledger { padding: 0 1; height: auto; }
+    """
+
+    def __init__(self, summary: MessageSummary) -> None:
+        super().__init__()
+        self.summary = summary
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        with VerticalScroll():
+            yield Static("loading…", id="headers")
+            yield Static("", id="attachments")
+            yield Static("", id="body")
+            yield VerticalScroll(id="ledger")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.load()
+
+    @work(thread=True, exit_on_error=False)
+    def load(self) -> None:
+        try:
+            view = self.api.open_message(self.summary.folder, self.summary.key)
+            ledger = self.api.ledger_for(view.summary.message_id)
+        except Exception as exc:  # noqa: BLE001 - shown to the user, not swallowed
+            self.fail(exc, "open the message")
+            return
+        self.app.call_from_thread(self._show, view, ledger)
+
+    def _show(self, view: MessageView, ledger: list[LedgerEntry]) -> None:
+        head = Text()
+        for name, value in view.headers:
+            if name in SHOWN_HEADERS:
+                head.append(f"{name}: ", "bold")
+                head.append(f"{value}\n")
+        a = view.summary.arrival
+        head.append("arrived: ", "bold")
+        head.append(a.kind, "green" if a.verified else "yellow")
+        head.append(" · sender ")
+        head.append("verified" if a.verified else "not verified", "green" if a.verified else "red")
+        head.append(" · " + ("encrypted in transit" if a.encrypted else "not end-to-end encrypted"))
+        self.query_one("#headers", Static).update(head)
+        if view.attachments:
+            lines = [f"attachments ({len(view.attachments)}):"] + [
+                f"  📎 {x.filename}  {x.content_type}  {x.size} bytes" for x in view.attachments
+            ]
+            self.query_one("#attachments", Static).update("\n".join(lines))
+        else:
+            self.query_one("#attachments", Static).update("no attachments")
+        self.query_one("#body", Static).update(Text(view.body))
+        box = self.query_one("#ledger", VerticalScroll)
+        if not self.api.ledger_available:
+            box.mount(Static("ledger: locked (start with --passphrase-file to read it)"))
+        elif not ledger:
+            box.mount(Static("ledger: no entry for this message"))
+        for entry in ledger:
+            box.mount(
+                Static(f"ledger: {entry.direction} {entry.day}, path {entry.path}, {entry.state}")
+            )
+            box.mount(LeakMatrixView(entry.matrix))

@@ -1,0 +1,87 @@
+"""Status: tor bootstrap, the onion address, the inbound onion, gateways, timing and padding."""
+
+from __future__ import annotations
+
+from rich.table import Table
+from rich.text import Text
+from textual import work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.widgets import Footer, Header, ProgressBar, Static
+
+from onionmail.box_api import BoxStatus
+from tui.screens.base import BoxScreen
+
+REFRESH = 1.0
+"""Seconds between re-reads of the box's status."""
+
+
+def status_table(s: BoxStatus) -> Table:
+    table = Table.grid(padding=(0, 2))
+    table.add_column(style="bold")
+    table.add_column()
+    state = Text(s.state, "green" if s.running else "red")
+    if not s.running:
+        state.append("  (start it: onionmail run --dir BOXDIR)", "grey50")
+    table.add_row("box", state)
+    table.add_row("onion address", Text(s.onion, "bold cyan"))
+    table.add_row("addresses", "\n".join(s.addresses))
+    table.add_row("submission", s.submission or "-")
+    tor = f"{s.bootstrap_percent}% {s.bootstrap_summary}".strip() if s.running else "-"
+    table.add_row("tor bootstrap", tor)
+    if s.running:
+        inbound = Text("published", "green") if s.published else Text("not published", "red")
+    else:
+        inbound = Text("offline", "red")
+    if s.tor_restarts:
+        inbound.append(f"  ({s.tor_restarts} tor restart(s))")
+    table.add_row("inbound onion", inbound)
+    table.add_row("gateways", ", ".join(s.gateways) or "none registered (no gateway exists yet)")
+    table.add_row("timing", s.timing)
+    table.add_row("padding", s.padding)
+    table.add_row("policy rules", ", ".join(s.policy_rules) or "none")
+    table.add_row("queue", f"{s.queue_length} message(s)")
+    return table
+
+
+class StatusScreen(BoxScreen):
+    BINDINGS = [Binding("y", "copy_onion", "Copy onion")]
+    DEFAULT_CSS = """
+    StatusScreen #status { padding: 1 2; height: auto; }
+    StatusScreen ProgressBar { padding: 0 2; }
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.current: BoxStatus | None = None
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        yield ProgressBar(total=100, show_eta=False, id="bootstrap")
+        yield Static("reading the box's status…", id="status")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.load()
+        self.set_interval(REFRESH, self.load)
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="status")
+    def load(self) -> None:
+        try:
+            status = self.api.status()
+        except Exception as exc:  # noqa: BLE001 - shown to the user, not swallowed
+            self.fail(exc, "read the box's status")
+            return
+        self.app.call_from_thread(self._show, status)
+
+    def _show(self, status: BoxStatus) -> None:
+        if status == self.current:
+            return
+        self.current = status
+        self.query_one(ProgressBar).update(progress=status.bootstrap_percent)
+        self.query_one("#status", Static).update(status_table(status))
+
+    def action_copy_onion(self) -> None:
+        if self.current is not None:
+            self.app.copy_to_clipboard(self.current.onion)
+            self.notify("onion address copied to the clipboard (OSC 52)")

@@ -1,0 +1,47 @@
+"""The leak card: for one recipient, the path a message will take and who sees what."""
+
+from __future__ import annotations
+
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.containers import Vertical
+from textual.widgets import Static
+
+from onionmail.box_api import Prediction
+from threat_model import PATH_DESCRIPTIONS
+from tui.widgets.leak_matrix import LeakMatrixView
+
+
+class LeakCard(Vertical):
+    """One recipient's card; a refused recipient shows the rule in red."""
+
+    DEFAULT_CSS = """
+    LeakCard { height: auto; border: round $primary; padding: 0 1; margin-bottom: 1; }
+    LeakCard.refused { border: round $error; }
+    LeakCard .refusal { color: $error; text-style: bold; }
+    """
+
+    def __init__(self, prediction: Prediction) -> None:
+        super().__init__(classes="refused" if prediction.refusal else "")
+        self.prediction = prediction
+        self.border_title = f"to {prediction.recipient}"
+
+    def compose(self) -> ComposeResult:
+        p = self.prediction
+        yield Static(
+            Text.assemble(
+                ("path: ", "bold"),
+                (str(p.path), "bold cyan"),
+                f" \u2014 {PATH_DESCRIPTIONS[p.path]}",
+            ),
+            classes="path",
+        )
+        if p.refusal:
+            yield Static(f"REFUSED \u2014 {p.refusal}", classes="refusal")
+        yield LeakMatrixView(p.matrix)
+
+
+class InvalidRecipientCard(Static):
+    DEFAULT_CSS = """
+    InvalidRecipientCard { border: round $error; color: $error; padding: 0 1; height: auto; }
+    """
