@@ -8,7 +8,7 @@ BIN    := $(VENV)/bin
 APT_PACKAGES := tor neomutt swaks strace
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: demo test lint deps system-deps venv clean
+.PHONY: demo test lint deps system-deps venv clean bench bench-full bench-deps
 
 demo: deps
 	$(BIN)/onionmail demo
@@ -17,6 +17,18 @@ test: deps
 	$(BIN)/ruff check onionmail threat_model tui tests bench
 	$(BIN)/mypy
 	CI=$${CI:-} $(BIN)/pytest
+
+# Benchmarks: never run by the tests. They need Debian's postfix (smtp-source,
+# smtp-sink and a private Postfix instance as the reference), installed unconfigured.
+bench: deps bench-deps   # quick run, about 5 minutes
+	$(BIN)/python -m bench --quick
+bench-full: deps bench-deps
+	$(BIN)/python -m bench
+
+bench-deps:
+	@dpkg-query -W -f='$${Status}' postfix 2>/dev/null | grep -q "install ok installed" || { \
+	  echo "postfix postfix/main_mailer_type select No configuration" | $(SUDO) debconf-set-selections && \
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends postfix; }
 
 lint: venv
 	$(BIN)/ruff check onionmail threat_model tui tests bench

@@ -124,7 +124,11 @@ class DeliveryAgent:
                 if state.id in self._in_flight:
                     continue
                 if state.next_try <= now:
-                    self._start(state)
+                    # At most MAX_PARALLEL attempts exist at a time: a backlog
+                    # (tor down, peer offline) stays on disk, not in memory as
+                    # waiting tasks. Each attempt that ends wakes this loop.
+                    if len(self._in_flight) < MAX_PARALLEL:
+                        self._start(state)
                 elif next_due is None or state.next_try < next_due:
                     next_due = state.next_try
             wait = 3600.0 if next_due is None else max(0.05, next_due - now)

@@ -195,3 +195,25 @@ async def test_temporary_refusal_is_retried_not_bounced(tmp_path: Path) -> None:
     (state,) = queue.states()
     assert state.attempts == 1 and "451" in state.last_error
     assert not sender_mail.exists() or not mailbox.Maildir(sender_mail, create=False).keys()
+
+
+async def test_a_backlog_stays_on_disk_not_in_memory(tmp_path: Path) -> None:
+    """Regression: one waiting task per due message made memory grow with the backlog."""
+    import time
+
+    from onionmail.delivery import MAX_PARALLEL
+
+    clock = Clock(time.time())
+    agent, queue, alice = make_agent(tmp_path, clock)
+    peer = Identity.generate().onion_address
+    for _ in range(60):
+        queue.enqueue(peer, f"alice@{alice.onion_address}", (f"bob@{peer}",), b"Subject: x\r\n\r\n")
+    most = 0
+
+    def all_tried() -> bool:
+        nonlocal most
+        most = max(most, len(agent._tasks))
+        return all(state.attempts >= 1 for state in queue.states())
+
+    await run_until(agent, all_tried, timeout=20)
+    assert 1 <= most <= MAX_PARALLEL

@@ -1,0 +1,82 @@
+"""Shared pieces of the benchmarks: statistics, tables, JSON results, free ports."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import socket
+import statistics
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+RESULTS = Path(__file__).with_name("results.json")
+
+
+def summary(values: Sequence[float]) -> dict[str, Any]:
+    """Median, min and max of repeated runs, with the runs themselves."""
+    return {
+        "median": statistics.median(values),
+        "min": min(values),
+        "max": max(values),
+        "runs": list(values),
+    }
+
+
+def ratio(a: float, b: float) -> float | None:
+    return a / b if b else None
+
+
+def percentile(values: Sequence[float], p: float) -> float:
+    ordered = sorted(values)
+    index = min(len(ordered) - 1, max(0, round(p / 100 * (len(ordered) - 1))))
+    return ordered[index]
+
+
+def fmt(value: Any, digits: int = 1) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        if abs(value) >= 1000:
+            return f"{value:,.0f}"
+        return f"{value:.{2 if abs(value) < 10 else digits}f}"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return str(value)
+
+
+def print_table(title: str, header: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+    cells = [[str(h) for h in header]] + [[fmt(c) for c in row] for row in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
+    print(f"\n{title}")
+    for n, row in enumerate(cells):
+        first = row[0].ljust(widths[0])
+        rest = [c.rjust(w) for c, w in zip(row[1:], widths[1:], strict=True)]
+        print("  " + "  ".join([first, *rest]))
+        if n == 0:
+            print("  " + "  ".join("-" * w for w in widths))
+
+
+def add_arguments(parser: argparse.ArgumentParser, repeats: int = 3) -> None:
+    parser.add_argument("--quick", action="store_true", help="a short run")
+    parser.add_argument("--repeats", type=int, default=repeats, help="runs of each measurement")
+    parser.add_argument("--json", type=Path, default=RESULTS, help="results file (merged)")
+
+
+def write_results(path: Path, name: str, data: Any) -> None:
+    """Store ``data`` under ``name`` in the JSON file ``path``, keeping the other benchmarks."""
+    try:
+        everything = json.loads(path.read_text()) if path.exists() else {}
+    except ValueError:
+        everything = {}
+    everything[name] = {"measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **data}
+    path.write_text(json.dumps(everything, indent=1, default=str) + "\n")
+    print(f"written: {path} [{name}]")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port

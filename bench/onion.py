@@ -1,0 +1,336 @@
+"""Onion delivery latency and throughput between two boxes on a private Tor network.
+
+Run: ``.venv/bin/python -m bench.onion [--quick] [--latency N] [--throughput N] [--json FILE]``.
+
+Starts the private network (``onionmail.testnet``: 3 authorities, 3 relays on
+127.0.0.1) and two real boxes, alice and bob (:class:`onionmail.box.Box`
+in this process, each with its own tor, as ``onionmail demo`` does).
+
+Latency: alice's mail client (aiosmtplib, AUTH) submits a 5 KB message; the
+clock runs from the submission's ``250`` to the moment the message's file
+is in bob's Maildir ``new/`` (polled every 2 ms). *cold*: the agent's
+isolation token for bob's onion is dropped first, so the delivery builds a
+new rendezvous circuit (the descriptor stays cached); *warm*: the circuit
+of the previous delivery is reused. Cold and warm alternate, N of each
+(≥ 50; default 100, quick 50); p50/p95 reported.
+
+Reference, in the same run and the same alternation: through alice's tor
+SOCKS port (``onionmail.tor_socks.open_tor_stream``, the box's own SOCKS
+code) to an echo server behind an ephemeral onion published by bob's tor,
+sending as many bytes as a sealed 5 KB message is on the wire and reading
+them back; cold = new SOCKS credentials (new circuit), warm = same ones.
+
+Throughput: N messages of 5 KB (2,000; quick 200) submitted by 4 client
+sessions; messages/s from the first submission to the last file in bob's
+Maildir. Reference: the same number of wire bytes streamed through one
+onion stream to the echo server, expressed as messages/s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import email.message
+import logging
+import os
+import socket
+import tempfile
+import threading
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import aiosmtplib
+
+from bench.common import add_arguments, percentile, print_table, ratio, write_results
+from bench.padding_overhead import measure as padding_measure
+from onionmail.box import Box
+from onionmail.box_init import NewBox, create_box
+from onionmail.config import load_config
+from onionmail.testnet import client_tor_options, load_testnet, start_testnet, stop_testnet
+from onionmail.testnet_checks import _EchoHandler, _EchoServer
+from onionmail.tor_socks import new_isolation_token, open_tor_stream
+
+SIZE = 5 * 1024
+POLL = 0.002
+TIMEOUT = 120.0
+
+
+def say(text: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {text}", flush=True)
+
+
+def make_message(sender: str, rcpt: str, number: int) -> email.message.EmailMessage:
+    msg = email.message.EmailMessage()
+    msg["From"] = sender
+    msg["To"] = rcpt
+    msg["Subject"] = f"bench {number}"
+    line = "onion benchmark " * 4 + "\n"
+    msg.set_content((line * (SIZE // len(line) + 1))[:SIZE])
+    return msg
+
+
+def count_new(folder: Path) -> int:
+    try:
+        return len(os.listdir(folder))
+    except FileNotFoundError:
+        return 0
+
+
+async def wait_count(folder: Path, target: int) -> float:
+    deadline = time.monotonic() + TIMEOUT
+    while count_new(folder) < target:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{folder}: {count_new(folder)} of {target} messages arrived")
+        await asyncio.sleep(POLL)
+    return time.perf_counter()
+
+
+class Bench:
+    def __init__(self, alice: Box, alice_new: NewBox, bob: Box, bob_new: NewBox) -> None:
+        self.alice, self.alice_new, self.bob, self.bob_new = alice, alice_new, bob, bob_new
+        self.inbox = bob.paths.maildir("bob") / "new"
+        self.sent = 0
+
+    async def submit(self, client: aiosmtplib.SMTP | None = None) -> float:
+        self.sent += 1
+        msg = make_message(self.alice_new.address, self.bob_new.address, self.sent)
+        if client is None:
+            await aiosmtplib.send(
+                msg,
+                hostname="127.0.0.1",
+                port=self.alice.submission_port,
+                username=self.alice_new.local_part,
+                password=self.alice_new.password,
+                local_hostname="localhost",
+                start_tls=False,
+                timeout=30,
+            )
+        else:
+            await client.send_message(msg)
+        return time.perf_counter()
+
+    async def one_latency(self, cold: bool) -> float:
+        assert self.alice.agent is not None
+        if cold:
+            self.alice.agent._isolation.clear()  # the next delivery gets a new circuit
+        before = count_new(self.inbox)
+        accepted = await self.submit()
+        return await wait_count(self.inbox, before + 1) - accepted
+
+    async def throughput(self, count: int, sessions: int = 4) -> float:
+        before = count_new(self.inbox)
+        start = time.perf_counter()
+        per = [count // sessions + (1 if i < count % sessions else 0) for i in range(sessions)]
+
+        async def session(n: int) -> None:
+            client = aiosmtplib.SMTP(
+                hostname="127.0.0.1",
+                port=self.alice.submission_port,
+                local_hostname="localhost",
+                start_tls=False,
+                timeout=60,
+            )
+            async with client:
+                await client.login(self.alice_new.local_part, self.alice_new.password)
+                for _ in range(n):
+                    await self.submit(client)
+
+        await asyncio.gather(*(session(n) for n in per))
+        end = await wait_count(self.inbox, before + count)
+        return count / (end - start)
+
+
+class EchoOnion:
+    """An echo server behind an ephemeral onion of bob's tor, reached through alice's tor."""
+
+    def __init__(self, alice: Box, bob: Box) -> None:
+        self.alice, self.bob = alice, bob
+        self.server = _EchoServer(("127.0.0.1", 0), _EchoHandler)
+        self.thread = threading.Thread(target=self.server.serve_forever, args=(0.1,), daemon=True)
+        self.onion = ""
+        self.token = new_isolation_token()
+
+    async def start(self) -> None:
+        self.thread.start()
+        service = await asyncio.to_thread(
+            self.bob.tor.controller.create_ephemeral_hidden_service,
+            {80: f"127.0.0.1:{self.server.server_address[1]}"},
+            key_content="ED25519-V3",
+            discard_key=True,
+            await_publication=True,
+            timeout=TIMEOUT,
+        )
+        self.onion = f"{service.service_id}.onion"
+        deadline = time.monotonic() + TIMEOUT
+        while True:  # a fresh onion is often not found at once
+            try:
+                await self.exchange(64, cold=True)
+                return
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                await asyncio.sleep(0.5)
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.thread.join()
+        self.server.server_close()
+
+    async def exchange(self, size: int, cold: bool) -> float:
+        """Connect, send ``size`` bytes, read them back; seconds from connect to the last byte."""
+        if cold:
+            self.token = new_isolation_token()
+        host, port = self.alice.tor.socks_address
+        start = time.perf_counter()
+        sock = await open_tor_stream(
+            host, port, self.onion, 80, timeout=TIMEOUT, isolation=self.token
+        )
+        try:
+            await stream(sock, size)
+        finally:
+            sock.close()
+        return time.perf_counter() - start
+
+
+async def stream(sock: socket.socket, size: int) -> None:
+    loop = asyncio.get_running_loop()
+    sock.setblocking(False)
+    payload = os.urandom(size)
+    sender = asyncio.ensure_future(loop.sock_sendall(sock, payload))
+    received = 0
+    while received < size:
+        chunk = await asyncio.wait_for(loop.sock_recv(sock, 1 << 16), TIMEOUT)
+        if not chunk:
+            raise ConnectionError("the echo stream closed early")
+        received += len(chunk)
+    await sender
+
+
+async def measure(root: Path, args: argparse.Namespace) -> dict[str, Any]:
+    latency_n = args.latency or (50 if args.quick else 100)
+    bulk_n = args.throughput or (200 if args.quick else 2_000)
+    network = root / "testnet"
+    say("starting the private Tor network")
+    await asyncio.to_thread(start_testnet, network, take_ownership=True, progress=None)
+    try:
+        options = client_tor_options(load_testnet(network))
+        news = {
+            name: create_box(
+                root / name, name, testnet=network, submission_port=0, retry_initial=2.0
+            )
+            for name in ("alice", "bob")
+        }
+        boxes = {
+            name: Box(load_config(new.box_dir), new.identity, testnet_options=options)
+            for name, new in news.items()
+        }
+        await asyncio.gather(*(box.start() for box in boxes.values()))
+        echo = EchoOnion(boxes["alice"], boxes["bob"])
+        try:
+            say("boxes running; publishing the echo onion")
+            await echo.start()
+            bench = Bench(boxes["alice"], news["alice"], boxes["bob"], news["bob"])
+            await bench.one_latency(cold=True)  # the first delivery fetches bob's descriptor
+            wire = int(
+                padding_measure(SIZE, boxes["alice"].identity, boxes["bob"].identity)["wire_bytes"]
+            )
+            lat: dict[str, list[float]] = {
+                k: [] for k in ("box cold", "box warm", "raw cold", "raw warm")
+            }
+            say(f"latency: {latency_n} cold and {latency_n} warm, box and raw, alternating")
+            for _ in range(latency_n):
+                lat["box cold"].append(await bench.one_latency(cold=True))
+                lat["raw cold"].append(await echo.exchange(wire, cold=True))
+                lat["box warm"].append(await bench.one_latency(cold=False))
+                lat["raw warm"].append(await echo.exchange(wire, cold=False))
+            say(f"throughput: {bulk_n} messages")
+            box_rate = await bench.throughput(bulk_n)
+            raw_seconds = await echo.exchange(wire * bulk_n, cold=False)
+            raw_rate = bulk_n / raw_seconds
+        finally:
+            echo.stop()
+            await asyncio.gather(*(box.stop() for box in boxes.values()))
+    finally:
+        await asyncio.to_thread(stop_testnet, network)
+        say("private Tor network stopped")
+    return {
+        "message_bytes": SIZE,
+        "wire_bytes": wire,
+        "latency_messages": latency_n,
+        "latency_s": {
+            k: {
+                "p50": percentile(v, 50),
+                "p95": percentile(v, 95),
+                "min": min(v),
+                "max": max(v),
+                "runs": v,
+            }
+            for k, v in lat.items()
+        },
+        "throughput_messages": bulk_n,
+        "throughput_per_s": {"box": box_rate, "raw stream": raw_rate},
+    }
+
+
+def report(data: dict[str, Any]) -> None:
+    lat = data["latency_s"]
+    rows = []
+    for kind in ("cold", "warm"):
+        box, raw = lat[f"box {kind}"], lat[f"raw {kind}"]
+        rows.append(
+            [
+                f"box {kind}",
+                box["p50"] * 1000,
+                box["p95"] * 1000,
+                box["min"] * 1000,
+                box["max"] * 1000,
+                ratio(box["p50"], raw["p50"]),
+            ]
+        )
+        rows.append(
+            [
+                f"raw stream {kind}",
+                raw["p50"] * 1000,
+                raw["p95"] * 1000,
+                raw["min"] * 1000,
+                raw["max"] * 1000,
+                1.0,
+            ]
+        )
+    print_table(
+        f"onion delivery latency, ms, {data['latency_messages']} of each, 5 KB "
+        f"({data['wire_bytes']:,} bytes on the wire); box: 250 -> file in the recipient's Maildir",
+        ["path", "p50", "p95", "min", "max", "p50/raw"],
+        rows,
+    )
+    tp = data["throughput_per_s"]
+    print_table(
+        f"onion throughput, {data['throughput_messages']:,} messages of 5 KB",
+        ["path", "messages/s", "/raw"],
+        [
+            ["box (submit -> Maildir)", tp["box"], ratio(tp["box"], tp["raw stream"])],
+            ["raw stream (same bytes, one stream)", tp["raw stream"], 1.0],
+        ],
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_arguments(parser, repeats=1)
+    parser.add_argument("--latency", type=int, default=0, help="cold and warm each (100; quick 50)")
+    parser.add_argument("--throughput", type=int, default=0, help="messages (2,000; quick 200)")
+    args = parser.parse_args(argv)
+    logging.getLogger("mail.log").setLevel(logging.ERROR)  # aiosmtpd's AUTH-without-TLS note
+    warnings.filterwarnings("ignore", message="Session.login_data")
+    warnings.filterwarnings("ignore", message="auth_required == True")
+    with tempfile.TemporaryDirectory(prefix="bench-onion-") as tmp:
+        data = asyncio.run(measure(Path(tmp), args))
+    report(data)
+    write_results(args.json, "onion", data)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
