@@ -45,7 +45,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import nacl.bindings
+import nacl.encoding
 import nacl.exceptions
+import nacl.hash
 import nacl.public
 import nacl.pwhash.argon2id as argon2id
 import nacl.secret
@@ -133,6 +135,17 @@ class Identity:
     def sign(self, context: bytes, message: bytes) -> bytes:
         """A 64-byte ed25519 signature of ``message`` bound to ``context``."""
         return self._signing_key().sign(_signed_bytes(context, message)).signature
+
+
+def derive_subkey(seed: bytes, person: bytes) -> bytes:
+    """A 32-byte key for one use of the identity seed, domain-separated by ``person``.
+
+    Every key the box derives from its seed (queue at rest, ledger hashes,
+    Message-ID rewriting) comes from here, each with its own ``person``.
+    """
+    return nacl.hash.blake2b(
+        b"", key=seed, person=person, digest_size=32, encoder=nacl.encoding.RawEncoder
+    )
 
 
 def _signed_bytes(context: bytes, message: bytes) -> bytes:

@@ -27,13 +27,12 @@ import nacl.encoding
 import nacl.hash
 
 from onionmail.fsutil import ensure_private_dir, write_private_file
+from onionmail.identity import derive_subkey
 from threat_model import LeakMatrix, MailPath
 
 
 def ledger_key(seed: bytes) -> bytes:
-    return nacl.hash.blake2b(
-        b"", key=seed, person=b"om-ledger-v1", digest_size=32, encoder=nacl.encoding.RawEncoder
-    )
+    return derive_subkey(seed, b"om-ledger-v1")
 
 
 @dataclass(frozen=True)

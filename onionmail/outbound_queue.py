@@ -46,6 +46,7 @@ import nacl.utils
 
 from onionmail.errors import QueueError
 from onionmail.fsutil import ensure_private_dir, fsync_dir, random_name, write_private_file
+from onionmail.identity import derive_subkey
 
 
 @dataclass(frozen=True)
@@ -78,9 +79,7 @@ class QueueState:
 
 def queue_key(seed: bytes) -> bytes:
     """The at-rest key of the queue, domain-separated from every other use of the seed."""
-    return nacl.hash.blake2b(
-        b"", key=seed, person=b"om-queue-v1", digest_size=32, encoder=nacl.encoding.RawEncoder
-    )
+    return derive_subkey(seed, b"om-queue-v1")
 
 
 class OutboundQueue:

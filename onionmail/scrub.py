@@ -77,6 +77,7 @@ import nacl.hash
 
 from onionmail.config import ScrubSection
 from onionmail.errors import OnionMailError
+from onionmail.identity import derive_subkey
 from onionmail.mail_address import MailAddress, parse_mail_address
 from onionmail.rfc5322 import Message, parse_message
 
@@ -222,9 +223,7 @@ def _rewrite_own_references(message: Message, client_id: bytes, domain: str, key
 
 def message_id_key(seed: bytes) -> bytes:
     """The key of the Message-ID rewriting, domain-separated from other uses of the seed."""
-    return nacl.hash.blake2b(
-        b"", key=seed, person=b"om-msgid-v1", digest_size=32, encoder=nacl.encoding.RawEncoder
-    )
+    return derive_subkey(seed, b"om-msgid-v1")
 
 
 def _check_from(message: Message, sender: MailAddress) -> None:
