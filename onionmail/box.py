@@ -315,14 +315,13 @@ class Box:
 
     async def _write_status(self, state: str) -> None:
         self.state = state
+        await asyncio.to_thread(self._write_status_file, state)
+
+    def _write_status_file(self, state: str) -> None:
+        # In a worker thread: status() counts the queue on disk.
         ensure_private_dir(self.paths.status.parent)
         data = {"state": state, "updated_at": time.time(), **self.status()}
-        await asyncio.to_thread(
-            write_private_file,
-            self.paths.status,
-            json.dumps(data, indent=1).encode(),
-            durable=False,
-        )
+        write_private_file(self.paths.status, json.dumps(data, indent=1).encode(), durable=False)
 
     async def stop(self) -> None:
         if not self._lock.held:

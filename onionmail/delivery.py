@@ -308,7 +308,7 @@ class DeliveryAgent:
         # A sealed envelope is base64 (7-bit). A plain message with 8-bit bytes
         # is declared as such where the peer supports 8BITMIME (RFC 6152);
         # a peer without it gets it as is, as most MTAs accept.
-        eight_bit = params is None and any(byte > 0x7F for byte in entry.message)
+        eight_bit = params is None and not entry.message.isascii()
         options = ["BODY=8BITMIME"] if eight_bit and smtp.supports_extension("8bitmime") else []
         await smtp.mail(entry.mail_from, options=options)
         accepted, refused = [], []
@@ -324,7 +324,8 @@ class DeliveryAgent:
             raise PermanentDeliveryError("the peer refused every recipient")
         sealed = params is not None
         if params is not None:
-            payload = self._seal(entry, params, accepted)
+            # crypto_box over up to tens of MB: off the event loop
+            payload = await asyncio.to_thread(self._seal, entry, params, accepted)
         else:
             payload = entry.message
         await smtp.data(payload)

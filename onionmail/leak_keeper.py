@@ -10,6 +10,7 @@ written, the mail still goes and the failure is logged.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 
 from onionmail.config import Config
@@ -32,6 +33,11 @@ def message_id_of(message: bytes) -> str:
     return value.decode("ascii", "replace").strip().strip("<>")
 
 
+# The matrix depends only on these three frozen values; asked for on every
+# RCPT, queueing and delivery, it is computed once per combination.
+_leaks = functools.lru_cache(maxsize=128)(leaks)
+
+
 class LeakKeeper:
     """Policy and ledger for the box configured by ``config``."""
 
@@ -39,10 +45,11 @@ class LeakKeeper:
         self.config = config
         self.key_encrypted = key_encrypted
         self.ledger = Ledger(config.box_dir / "ledger", ledger_key(seed))
+        self._timing = TimingPolicy(config.timing)
 
     def model_config(self, recipient: str = "") -> ModelConfig:
         """The settings the model needs; the timing is the recipient's own if it has one."""
-        timing = TimingPolicy(self.config.timing).timing_for(
+        timing = self._timing.timing_for(
             recipient.rsplit("@", 1)[-1], [recipient] if recipient else []
         )
         return ModelConfig(
@@ -56,7 +63,7 @@ class LeakKeeper:
 
     def matrix(self, path: MailPath, direction: str = "sent", recipient: str = "") -> LeakMatrix:
         config = self.model_config(recipient if direction == "sent" else "")
-        return leaks(path, MessageTraits(direction=direction), config)
+        return _leaks(path, MessageTraits(direction=direction), config)
 
     def predicted(self, recipient: str) -> LeakMatrix:
         """What a message to ``recipient`` would leak, before sending (``leaks --to``)."""
