@@ -8,7 +8,7 @@ BIN    := $(VENV)/bin
 APT_PACKAGES := tor neomutt swaks strace
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: demo test lint deps system-deps venv clean bench bench-full bench-deps
+.PHONY: demo test lint deps system-deps venv clean bench bench-full postfix-deps
 
 demo: deps
 	$(BIN)/onionmail demo
@@ -18,16 +18,19 @@ test: deps
 	$(BIN)/mypy
 	CI=$${CI:-} $(BIN)/pytest
 
-# Benchmarks: never run by the tests. They need Debian's postfix (smtp-source,
-# smtp-sink and a private Postfix instance as the reference), installed unconfigured.
-bench: deps bench-deps   # quick run, about 5 minutes
+# Benchmarks: never run by the tests (postfix-deps brings smtp-source and smtp-sink).
+bench: deps   # quick run, about 5 minutes
 	$(BIN)/python -m bench --quick
-bench-full: deps bench-deps
+bench-full: deps
 	$(BIN)/python -m bench
 
-bench-deps:
+# Postfix: a real MTA as a plain onion peer in the tests and the reference in the
+# benchmarks. Installed "No configuration": the system Postfix is never set up or
+# started; tests and benchmarks run private instances on 127.0.0.1.
+postfix-deps:
 	@dpkg-query -W -f='$${Status}' postfix 2>/dev/null | grep -q "install ok installed" || { \
 	  echo "postfix postfix/main_mailer_type select No configuration" | $(SUDO) debconf-set-selections && \
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get update -q && \
 	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends postfix; }
 
 lint: venv
@@ -35,7 +38,7 @@ lint: venv
 	$(BIN)/ruff format --check onionmail threat_model tui tests bench
 	$(BIN)/mypy
 
-deps: system-deps venv
+deps: system-deps postfix-deps venv
 
 # Debian packages: tor (and tor-gencert) for the private network, neomutt and swaks as real clients.
 system-deps:

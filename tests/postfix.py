@@ -1,0 +1,107 @@
+"""A private Postfix on 127.0.0.1 for tests: a real MTA as an OnionMX-style plain peer.
+
+Its own config and queue directories under a temporary directory (the
+system Postfix is never configured or started), no chroot, mail for one
+domain delivered by virtual(8) into a Maildir the test reads.
+"""
+
+from __future__ import annotations
+
+import pwd
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass
+class Postfix:
+    port: int
+    maildir: Path
+    log: Path
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextmanager
+def postfix_for_domain(domain: str) -> Iterator[Postfix]:
+    """Postfix accepting mail for ``domain`` into a Maildir; all removed afterwards.
+
+    Its directory is a fresh one under /tmp, not pytest's: the postfix user
+    must be able to reach its queue, and pytest's base directory is 0700.
+    """
+    if shutil.which("postfix") is None:
+        raise AssertionError("Debian's postfix is not installed (make test installs it)")
+    root = Path(tempfile.mkdtemp(prefix="onionmail-postfix-"))
+    try:
+        yield from _run(root, domain)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def _run(root: Path, domain: str) -> Iterator[Postfix]:
+    config, mail = root / "postfix", root / "mail"
+    for sub in (config, root / "queue", root / "data", mail):
+        sub.mkdir(parents=True)
+    user = pwd.getpwnam("postfix")
+    root.chmod(0o755)
+    for owned in (root / "data", mail):
+        shutil.chown(owned, "postfix", user.pw_gid)
+    port = _free_port()
+    settings = {
+        "compatibility_level": "3.6",
+        "queue_directory": str(root / "queue"),
+        "data_directory": str(root / "data"),
+        "inet_interfaces": "127.0.0.1",
+        "inet_protocols": "ipv4",
+        "myhostname": "peer.test",
+        "mydestination": "",
+        "virtual_mailbox_domains": domain,
+        "virtual_mailbox_base": str(mail),
+        "virtual_mailbox_maps": "static:postmaster/",
+        "virtual_uid_maps": f"static:{user.pw_uid}",
+        "virtual_gid_maps": f"static:{user.pw_gid}",
+        "virtual_minimum_uid": "1",
+        "maillog_file": str(root / "postfix.log"),
+        "maillog_file_prefixes": str(root),
+    }
+    (config / "main.cf").write_text("".join(f"{k} = {v}\n" for k, v in settings.items()))
+    lines = [f"127.0.0.1:{port} inet n - n - - smtpd"]
+    for line in Path("/etc/postfix/master.cf").read_text().splitlines():
+        fields = line.split()
+        if line.startswith("smtp      inet"):
+            continue
+        if line[:1].isalpha() and len(fields) >= 8:
+            fields[4] = "n"  # no chroot: the private queue holds no copy of /etc
+            line = " ".join(fields)
+        lines.append(line)
+    (config / "master.cf").write_text("\n".join(lines) + "\n")
+    command = ["postfix", "-c", str(config)]
+    log = root / "postfix.log"
+    for step in ("check", "start"):
+        if subprocess.run([*command, step], capture_output=True, check=False).returncode:
+            raise AssertionError(
+                f"postfix {step} failed: {log.read_text() if log.exists() else ''}"
+            )
+    try:
+        deadline = time.monotonic() + 15
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise AssertionError("postfix did not listen") from None
+                time.sleep(0.1)
+        yield Postfix(port, mail / "postmaster", log)
+    finally:
+        subprocess.run([*command, "stop"], capture_output=True, check=False)
