@@ -83,6 +83,10 @@ class InboundHandler(SafeHandler):
         self.max_recipients = max_recipients
         self.require_seal = require_seal_for_onion_senders
         self._maildirs: dict[str, Maildir] = {}
+        self._in_flight: dict[bytes, tuple[asyncio.Lock, int]] = {}
+        """Envelope ids being stored right now: a retry that arrives while the first
+        session is still storing (a sender killed and restarted mid-session) waits
+        for it, then finds the id recorded, instead of storing a second copy."""
         self.delivered = 0
         self.cover_received = 0
         """Dummy envelopes (cover traffic) opened and dropped."""
@@ -162,6 +166,22 @@ class InboundHandler(SafeHandler):
         except EnvelopeError as exc:
             log.warning("refused a sealed envelope: %s", type(exc).__name__)
             return f"550 5.7.1 Envelope refused: {exc}"
+        key = content.envelope_id
+        lock, users = self._in_flight.get(key, (asyncio.Lock(), 0))
+        self._in_flight[key] = (lock, users + 1)
+        try:
+            async with lock:
+                return await self._store_sealed(envelope, content, sender)
+        finally:
+            lock, users = self._in_flight[key]
+            if users == 1:
+                del self._in_flight[key]
+            else:
+                self._in_flight[key] = (lock, users - 1)
+
+    async def _store_sealed(
+        self, envelope: Any, content: SealedContent, sender: MailAddress
+    ) -> str:
         if await asyncio.to_thread(self.replay_cache.seen, content.envelope_id):
             log.info("duplicate envelope (a retry): acknowledged, not stored again")
             return "250 2.0.0 Already delivered"

@@ -173,6 +173,37 @@ async def test_retry_of_a_delivered_envelope_is_acknowledged_and_stored_once(
     assert len(inbound.stored()) == 1
 
 
+async def test_retries_racing_the_first_session_are_stored_once(
+    inbound: Inbound, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A sender killed mid-session retries while its first session is still storing.
+
+    Regression: both sessions found the id unrecorded (it is recorded only
+    once the Maildir copy is durable) and each stored a copy. A slow disk
+    (the Maildir write held for 0.3 s) makes the window wide.
+    """
+    from onionmail.maildir import Maildir
+
+    slow_deliver = Maildir.deliver
+
+    def deliver(self: Maildir, data: bytes) -> object:
+        time.sleep(0.3)
+        return slow_deliver(self, data)
+
+    monkeypatch.setattr(Maildir, "deliver", deliver)
+    alice = Identity.generate()
+    sender, rcpt = f"alice@{alice.onion_address}", f"bob@{inbound.bob.onion_address}"
+    replies = await asyncio.gather(
+        *(
+            send_sealed(inbound.port, sender, rcpt, lambda ch: sealed_data(alice, inbound.bob, ch))
+            for _ in range(4)
+        )
+    )
+    assert [code(reply) for reply, _ in replies] == [250] * 4
+    assert len(inbound.stored()) == 1
+    assert sum("Already delivered" in reply for reply, _ in replies) == 3
+
+
 async def test_envelope_redirected_to_other_recipients_is_refused(inbound: Inbound) -> None:
     alice = Identity.generate()
     sender = f"alice@{alice.onion_address}"
