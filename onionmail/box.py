@@ -92,6 +92,7 @@ class Box:
         self.submission_port = 0
         self.inbound_port = 0
         self.inbound_handler: InboundHandler | None = None
+        self.submission_handler: SubmissionHandler | None = None
         self.started_at = 0.0
         self.state = "stopped"
         self.tor_restarts = 0
@@ -229,6 +230,7 @@ class Box:
             scrub=self.config.scrub,
             message_id_key=message_id_key(self.identity.seed),
         )
+        self.submission_handler = handler
         self.submission_server = await start_smtp_server(
             handler,
             settings.host,
@@ -334,6 +336,8 @@ class Box:
             await asyncio.gather(self._cover_task, return_exceptions=True)
         if self.submission_server is not None:
             self.submission_server.close()
+        if self.submission_handler is not None:
+            await self.submission_handler.drain()  # a hung-up client's message, still queueing
         if self.agent is not None:
             await self.agent.stop()
         if self._agent_task is not None:
@@ -341,6 +345,8 @@ class Box:
             await asyncio.gather(self._agent_task, return_exceptions=True)
         if self.inbound_server is not None:
             self.inbound_server.close()
+        if self.inbound_handler is not None:
+            await self.inbound_handler.drain()  # stored and recorded before the cache closes
         await self.tor.stop()
         if self.replay_cache is not None:
             self.replay_cache.close()

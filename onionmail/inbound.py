@@ -137,6 +137,9 @@ class InboundHandler(SafeHandler):
         return "250 2.1.5 OK"
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        return await self.finish(self._receive(session, envelope))
+
+    async def _receive(self, session: Any, envelope: Any) -> str:
         data: bytes = envelope.original_content
         challenge = getattr(session, "onionmail_challenge", None)
         if challenge is not None and data.startswith(SEALED_MAGIC_B64):

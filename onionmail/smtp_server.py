@@ -39,7 +39,7 @@ import asyncio
 import collections
 import logging
 import warnings
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from typing import Any, AnyStr
 
 from aiosmtpd.smtp import SMTP, syntax
@@ -65,12 +65,47 @@ _NOT_BAD = ("550", "552", "553", "554")
 
 
 class SafeHandler:
-    """Base of the box's aiosmtpd handlers."""
+    """Base of the box's aiosmtpd handlers.
+
+    aiosmtpd cancels a session's handler when the peer hangs up, also in
+    the middle of ``handle_DATA``. A worker thread that was writing the
+    message finishes anyway, so a cancelled handler could leave a message
+    stored but not recorded (the receiver's replay cache: a retry stored it a
+    second time) or queued without its bookkeeping. :meth:`finish` runs the
+    storing part as its own task, shielded from that cancellation; the box
+    waits for such tasks (:meth:`drain`) before it stops.
+    """
+
+    _storing: set[asyncio.Task[str]]
+
+    async def finish(self, work: Coroutine[Any, Any, str]) -> str:
+        """Run ``work`` to its end even if the session is cancelled meanwhile."""
+        if not hasattr(self, "_storing"):
+            self._storing = set()
+        task = asyncio.ensure_future(work)
+        self._storing.add(task)
+        task.add_done_callback(self._storing.discard)
+        task.add_done_callback(_log_orphan_failure)
+        return await asyncio.shield(task)
+
+    async def drain(self) -> None:
+        """Wait for the storing that :meth:`finish` started (a hung-up peer's)."""
+        pending = list(getattr(self, "_storing", ()))
+        if pending:
+            await asyncio.gather(*pending, return_exceptions=True)
 
     async def handle_exception(self, error: Exception) -> str:
         log.error("internal error in an SMTP session: %s", type(error).__name__)
         log.debug("internal error detail", exc_info=error)
         return "451 4.3.0 Temporary server error; please try again later"
+
+
+def _log_orphan_failure(task: asyncio.Task[str]) -> None:
+    # Retrieve the outcome, so a failure whose session is gone is not lost silently.
+    if not task.cancelled() and task.exception() is not None:
+        log.error(
+            "storing a message failed after its session ended: %s", type(task.exception()).__name__
+        )
 
 
 class ConnectionLimit:

@@ -114,6 +114,9 @@ class SubmissionHandler(SafeHandler):
         return "250 2.1.5 OK"
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        return await self.finish(self._queue(envelope))
+
+    async def _queue(self, envelope: Any) -> str:
         sender = parse_mail_address(envelope.mail_from)
         try:
             message, _ = scrub_submission(

@@ -204,6 +204,43 @@ async def test_retries_racing_the_first_session_are_stored_once(
     assert sum("Already delivered" in reply for reply, _ in replies) == 3
 
 
+async def test_sender_hanging_up_while_its_mail_is_stored_then_retrying_gets_one_copy(
+    inbound: Inbound, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The sender is killed right after its end of data, while the Maildir write runs.
+
+    Regression (the SIGKILL crash test in CI delivered a message twice):
+    aiosmtpd cancels the handler when the peer hangs up; the Maildir write in
+    its worker thread finished, the replay cache was never told, and the
+    sender's retry was stored a second time.
+    """
+    from onionmail.maildir import Maildir
+
+    real_deliver = Maildir.deliver
+
+    def deliver(self: Maildir, data: bytes) -> object:
+        time.sleep(0.3)
+        return real_deliver(self, data)
+
+    monkeypatch.setattr(Maildir, "deliver", deliver)
+    alice = Identity.generate()
+    sender, rcpt = f"alice@{alice.onion_address}", f"bob@{inbound.bob.onion_address}"
+    client, challenge = await open_session(inbound.port)
+    assert code(await client.cmd(f"MAIL FROM:<{sender}>")) == 250
+    assert code(await client.cmd(f"RCPT TO:<{rcpt}>")) == 250
+    assert code(await client.cmd("DATA")) == 354
+    client.writer.write(sealed_data(alice, inbound.bob, challenge) + b".\r\n")
+    await client.writer.drain()
+    await asyncio.sleep(0.1)  # the server is inside the slow Maildir write
+    await client.close()  # killed: no reply read
+    await asyncio.sleep(0.5)  # the write has ended; then the sender's retry
+    reply, _ = await send_sealed(
+        inbound.port, sender, rcpt, lambda ch: sealed_data(alice, inbound.bob, ch)
+    )
+    assert code(reply) == 250 and "Already delivered" in reply
+    assert len(inbound.stored()) == 1
+
+
 async def test_envelope_redirected_to_other_recipients_is_refused(inbound: Inbound) -> None:
     alice = Identity.generate()
     sender = f"alice@{alice.onion_address}"
