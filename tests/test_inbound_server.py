@@ -18,6 +18,7 @@ import pytest
 
 from onionmail.identity import Identity
 from onionmail.inbound import InboundHandler
+from onionmail.maildir import Maildir
 from onionmail.replay_cache import ReplayCache
 from onionmail.sealed_envelope import (
     SEAL_KEYWORD,
@@ -173,24 +174,26 @@ async def test_retry_of_a_delivered_envelope_is_acknowledged_and_stored_once(
     assert len(inbound.stored()) == 1
 
 
-async def test_retries_racing_the_first_session_are_stored_once(
-    inbound: Inbound, monkeypatch: pytest.MonkeyPatch
-) -> None:
+@pytest.fixture
+def slow_maildir(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every Maildir write takes 0.3 s longer: a slow disk that widens race windows."""
+    real_deliver = Maildir.deliver
+
+    def deliver(self: Maildir, data: bytes) -> object:
+        time.sleep(0.3)
+        return real_deliver(self, data)
+
+    monkeypatch.setattr(Maildir, "deliver", deliver)
+
+
+@pytest.mark.usefixtures("slow_maildir")
+async def test_retries_racing_the_first_session_are_stored_once(inbound: Inbound) -> None:
     """A sender killed mid-session retries while its first session is still storing.
 
     Regression: both sessions found the id unrecorded (it is recorded only
     once the Maildir copy is durable) and each stored a copy. A slow disk
-    (the Maildir write held for 0.3 s) makes the window wide.
+    (``slow_maildir``) makes the window wide.
     """
-    from onionmail.maildir import Maildir
-
-    slow_deliver = Maildir.deliver
-
-    def deliver(self: Maildir, data: bytes) -> object:
-        time.sleep(0.3)
-        return slow_deliver(self, data)
-
-    monkeypatch.setattr(Maildir, "deliver", deliver)
     alice = Identity.generate()
     sender, rcpt = f"alice@{alice.onion_address}", f"bob@{inbound.bob.onion_address}"
     replies = await asyncio.gather(
@@ -204,8 +207,9 @@ async def test_retries_racing_the_first_session_are_stored_once(
     assert sum("Already delivered" in reply for reply, _ in replies) == 3
 
 
+@pytest.mark.usefixtures("slow_maildir")
 async def test_sender_hanging_up_while_its_mail_is_stored_then_retrying_gets_one_copy(
-    inbound: Inbound, monkeypatch: pytest.MonkeyPatch
+    inbound: Inbound,
 ) -> None:
     """The sender is killed right after its end of data, while the Maildir write runs.
 
@@ -214,15 +218,6 @@ async def test_sender_hanging_up_while_its_mail_is_stored_then_retrying_gets_one
     its worker thread finished, the replay cache was never told, and the
     sender's retry was stored a second time.
     """
-    from onionmail.maildir import Maildir
-
-    real_deliver = Maildir.deliver
-
-    def deliver(self: Maildir, data: bytes) -> object:
-        time.sleep(0.3)
-        return real_deliver(self, data)
-
-    monkeypatch.setattr(Maildir, "deliver", deliver)
     alice = Identity.generate()
     sender, rcpt = f"alice@{alice.onion_address}", f"bob@{inbound.bob.onion_address}"
     client, challenge = await open_session(inbound.port)
