@@ -14,7 +14,7 @@ demo: deps
 	$(BIN)/onionmail demo
 
 test: deps
-	$(BIN)/ruff check onionmail threat_model tui tests bench
+	$(BIN)/ruff check onionmail threat_model tui gateway tests bench
 	$(BIN)/mypy
 	CI=$${CI:-} $(BIN)/pytest
 
@@ -34,8 +34,8 @@ postfix-deps:
 	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends postfix; }
 
 lint: venv
-	$(BIN)/ruff check onionmail threat_model tui tests bench
-	$(BIN)/ruff format --check onionmail threat_model tui tests bench
+	$(BIN)/ruff check onionmail threat_model tui gateway tests bench
+	$(BIN)/ruff format --check onionmail threat_model tui gateway tests bench
 	$(BIN)/mypy
 
 deps: system-deps postfix-deps venv
