@@ -20,7 +20,7 @@ from typing import Any
 
 from bench.common import RESULTS, print_table, write_results
 
-BENCHMARKS = ("crypto", "memory", "accept", "onion", "tui_start")
+BENCHMARKS = ("crypto", "openpgp", "memory", "accept", "onion", "tui_start")
 
 
 def command(name: str, quick: bool, json_path: Path) -> list[str]:

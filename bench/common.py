@@ -7,7 +7,7 @@ import json
 import socket
 import statistics
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -80,3 +80,21 @@ def free_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
+
+
+def timed_main(
+    argv: list[str] | None,
+    name: str,
+    doc: str | None,
+    run: Callable[[argparse.Namespace], dict[str, Any]],
+    report: Callable[[dict[str, Any]], None],
+) -> int:
+    """``main`` of a benchmark timed in a loop: --quick, --repeats, --budget, --json."""
+    parser = argparse.ArgumentParser(description=(doc or name).splitlines()[0])
+    add_arguments(parser, repeats=5)
+    parser.add_argument("--budget", type=float, default=0.0, help="seconds per run (1; quick 0.2)")
+    args = parser.parse_args(argv)
+    data = run(args)
+    report(data)
+    write_results(args.json, name, data)
+    return 0

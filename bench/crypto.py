@@ -9,16 +9,14 @@ reference: pynacl's ``crypto_box`` encrypt/decrypt of the same plaintext
 with precomputed keys (``nacl.public.Box``), the cryptography the seal is
 built on. The ratio says what the envelope's structure, key derivation from
 the onion address and padding add. The byte overhead of padding comes from
-:mod:`bench.padding_overhead`. OpenPGP (pgpy against gpg) is reported as
-not measured while no OpenPGP path exists in onionmail.
+:mod:`bench.padding_overhead`. OpenPGP (pgpy against gpg) is measured by
+:mod:`bench.openpgp`.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import os
-import shutil
 import time
 from collections.abc import Callable
 from typing import Any
@@ -26,7 +24,7 @@ from typing import Any
 import nacl.public
 import nacl.utils
 
-from bench.common import add_arguments, print_table, ratio, summary, write_results
+from bench.common import print_table, ratio, summary, timed_main
 from bench.padding_overhead import measure as padding_measure
 from onionmail.identity import Identity
 from onionmail.padding import pad
@@ -41,7 +39,6 @@ from onionmail.sealed_envelope import (
 )
 
 SIZES = (5 * 1024, 100 * 1024, 10 * 1024 * 1024)
-OPENPGP_NOT_MEASURED = "not measured: the OpenPGP path does not exist yet (gateway issue)"
 
 
 def rate(operation: Callable[[], object], budget: float) -> float:
@@ -84,16 +81,6 @@ def operations(size: int, alice: Identity, bob: Identity) -> dict[str, Callable[
     }
 
 
-def openpgp_status() -> str:
-    have_pgpy = importlib.util.find_spec("pgpy") is not None
-    have_gpg = shutil.which("gpg") is not None
-    installed = (
-        ", ".join(name for name, ok in (("gpg", have_gpg), ("pgpy", have_pgpy)) if ok)
-        or "neither gpg nor pgpy"
-    )
-    return f"{OPENPGP_NOT_MEASURED}; installed here: {installed}"
-
-
 def run(args: argparse.Namespace) -> dict[str, Any]:
     budget = args.budget or (0.2 if args.quick else 1.0)
     alice, bob = Identity.generate(), Identity.generate()
@@ -113,7 +100,6 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "repeats": args.repeats,
         "ops_per_s": results,
         "padding": padding,
-        "openpgp": openpgp_status(),
     }
 
 
@@ -155,18 +141,10 @@ def report(data: dict[str, Any]) -> None:
             for r in data["padding"]
         ],
     )
-    print(f"\n  OpenPGP (pgpy vs gpg): {data['openpgp']}")
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    add_arguments(parser, repeats=5)
-    parser.add_argument("--budget", type=float, default=0.0, help="seconds per run (1; quick 0.2)")
-    args = parser.parse_args(argv)
-    data = run(args)
-    report(data)
-    write_results(args.json, "crypto", data)
-    return 0
+    return timed_main(argv, "crypto", __doc__, run, report)
 
 
 if __name__ == "__main__":

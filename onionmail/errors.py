@@ -9,6 +9,9 @@ know the standard library still catch it sensibly::
      |- AddressError (ValueError)          a mail or onion address is malformed
      |- IdentityError (ValueError)         a key file is missing, damaged or unreadable
      |   +- PassphraseError                the passphrase does not open the key
+     |- OpenPGPError (ValueError)          an OpenPGP key, Autocrypt header or message is unusable
+     |   |- KeyMismatchError               a key's user id does not name the expected address
+     |   +- DecryptionError                a message does not decrypt with the box's key
      |- EnvelopeError (ValueError)         a sealed envelope is malformed
      |   |- SealError                      the seal does not open with the sender's key
      |   |- ReplayError                    the envelope was seen before or is stale
@@ -48,6 +51,18 @@ class IdentityError(OnionMailError, ValueError):
 
 class PassphraseError(IdentityError):
     """The passphrase does not open the key file, or one is needed."""
+
+
+class OpenPGPError(OnionMailError, ValueError):
+    """An OpenPGP key, Autocrypt header or message is malformed or cannot be used."""
+
+
+class KeyMismatchError(OpenPGPError):
+    """A key's user ids (or an Autocrypt addr) do not name the address it is for."""
+
+
+class DecryptionError(OpenPGPError):
+    """An OpenPGP message is not encrypted to the box's key, is damaged, or is refused."""
 
 
 class EnvelopeError(OnionMailError, ValueError):
