@@ -3,6 +3,11 @@
 Its own config and queue directories under a temporary directory (the
 system Postfix is never configured or started), no chroot, mail for one
 domain delivered by virtual(8) into a Maildir the test reads.
+
+Optionally (keyword arguments, off by default): STARTTLS with a trustme
+certificate (logged, and recorded in the ``Received`` header), a list of
+known users (others get Postfix's own 550 "User unknown"), and a recipient
+access table (e.g. ``{"busy@dom": "451 4.2.1 try later"}``) for 4xx/5xx tests.
 """
 
 from __future__ import annotations
@@ -13,10 +18,12 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+
+import trustme
 
 
 @dataclass
@@ -33,7 +40,13 @@ def _free_port() -> int:
 
 
 @contextmanager
-def postfix_for_domain(domain: str) -> Iterator[Postfix]:
+def postfix_for_domain(
+    domain: str,
+    *,
+    tls: trustme.LeafCert | None = None,
+    known_users: Sequence[str] | None = None,
+    recipient_access: Mapping[str, str] | None = None,
+) -> Iterator[Postfix]:
     """Postfix accepting mail for ``domain`` into a Maildir; all removed afterwards.
 
     Its directory is a fresh one under /tmp, not pytest's: the postfix user
@@ -43,12 +56,48 @@ def postfix_for_domain(domain: str) -> Iterator[Postfix]:
         raise AssertionError("Debian's postfix is not installed (make test installs it)")
     root = Path(tempfile.mkdtemp(prefix="onionmail-postfix-"))
     try:
-        yield from _run(root, domain)
+        yield from _run(root, domain, tls, known_users, recipient_access)
     finally:
         shutil.rmtree(root, ignore_errors=True)
 
 
-def _run(root: Path, domain: str) -> Iterator[Postfix]:
+def _optional_settings(
+    config: Path,
+    domain: str,
+    tls: trustme.LeafCert | None,
+    known_users: Sequence[str] | None,
+    recipient_access: Mapping[str, str] | None,
+) -> dict[str, str]:
+    settings: dict[str, str] = {}
+    if tls is not None:
+        key, chain = config / "tls-key.pem", config / "tls-chain.pem"
+        tls.private_key_pem.write_to_path(str(key))
+        key.chmod(0o600)
+        tls.private_key_and_cert_chain_pem.write_to_path(str(chain))
+        settings |= {
+            "smtpd_tls_cert_file": str(chain),
+            "smtpd_tls_key_file": str(key),
+            "smtpd_tls_security_level": "may",
+            "smtpd_tls_received_header": "yes",
+            "smtpd_tls_loglevel": "1",
+        }
+    if known_users is not None:
+        entries = ", ".join(f"{user}@{domain}=postmaster/" for user in known_users)
+        settings["virtual_mailbox_maps"] = f"inline:{{ {entries} }}"
+    if recipient_access:
+        table = config / "recipient_access"
+        table.write_text("".join(f"{key} {value}\n" for key, value in recipient_access.items()))
+        settings["smtpd_recipient_restrictions"] = f"check_recipient_access texthash:{table}"
+    return settings
+
+
+def _run(
+    root: Path,
+    domain: str,
+    tls: trustme.LeafCert | None = None,
+    known_users: Sequence[str] | None = None,
+    recipient_access: Mapping[str, str] | None = None,
+) -> Iterator[Postfix]:
     config, mail = root / "postfix", root / "mail"
     for sub in (config, root / "queue", root / "data", mail):
         sub.mkdir(parents=True)
@@ -74,6 +123,7 @@ def _run(root: Path, domain: str) -> Iterator[Postfix]:
         "maillog_file": str(root / "postfix.log"),
         "maillog_file_prefixes": str(root),
     }
+    settings |= _optional_settings(config, domain, tls, known_users, recipient_access)
     (config / "main.cf").write_text("".join(f"{k} = {v}\n" for k, v in settings.items()))
     lines = [f"127.0.0.1:{port} inet n - n - - smtpd"]
     for line in Path("/etc/postfix/master.cf").read_text().splitlines():
