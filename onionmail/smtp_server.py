@@ -42,7 +42,9 @@ import warnings
 from collections.abc import Coroutine, Sequence
 from typing import Any, AnyStr
 
-from aiosmtpd.smtp import SMTP, syntax
+from aiosmtpd.smtp import MISSING, SMTP, syntax
+
+from onionmail.smtp_data import DataOutcome, read_data
 
 log = logging.getLogger(__name__)
 
@@ -174,6 +176,7 @@ class BoxSMTP(SMTP):
         self._closing = False
         self._in_data = False
         self._data_deadline: asyncio.TimerHandle | None = None
+        self._pipelined = b""
         super().__init__(handler, **kwargs)
         self._bad_commands = 0
 
@@ -227,20 +230,33 @@ class BoxSMTP(SMTP):
         read_until = reader.readuntil
 
         async def command_line(separator: bytes | None = None) -> bytes:
-            # aiosmtpd reads commands with readuntil() (up to LF) and DATA with
-            # readuntil(b"\r\n"). A command line is read up to CRLF instead,
-            # and one holding a bare CR or LF is refused whole: a bare LF must
-            # never split one line into two commands (smuggling, RFC 5321 2.3.8).
+            # aiosmtpd reads commands with readuntil() (up to LF). A command
+            # line is read up to CRLF instead, and one holding a bare CR or LF
+            # is refused whole: a bare LF must never split one line into two
+            # commands (smuggling, RFC 5321 2.3.8). Commands pipelined behind
+            # the end of DATA were read with it (smtp_data): they come first.
             if separator is not None:
                 return await read_until(separator)
             while True:
-                line = await read_until(b"\r\n")
+                line = await self._pipelined_line() or await read_until(b"\r\n")
                 body = line[:-2] if line.endswith(b"\r\n") else line
                 if b"\n" not in body and b"\r" not in body:
                     return line
                 await self.push(BARE_LINE_END)
 
         reader.readuntil = command_line  # type: ignore[method-assign,assignment]
+
+    async def _pipelined_line(self) -> bytes:
+        """The next command line from bytes read past the end of DATA, or b"" if none."""
+        if not self._pipelined:
+            return b""
+        end = self._pipelined.find(b"\r\n")
+        if end < 0:
+            # An unfinished line: the rest of it is still in the stream.
+            head, self._pipelined = self._pipelined, b""
+            return head + await self._reader.readuntil(b"\r\n")
+        line, self._pipelined = self._pipelined[: end + 2], self._pipelined[end + 2 :]
+        return line
 
     @syntax("EHLO hostname")
     async def smtp_EHLO(self, hostname: str) -> None:
@@ -292,9 +308,42 @@ class BoxSMTP(SMTP):
         self._in_data = True
         self._data_deadline = self.loop.call_later(self.data_timeout, self._data_timeout_cb)
         try:
-            await super().smtp_DATA(arg)
+            await self._data(arg)
         finally:
             self._end_data_transfer()
+
+    async def _data(self, arg: str) -> None:
+        # aiosmtpd's smtp_DATA with the transfer read by smtp_data.read_data
+        # (chunks, not lines); the checks, replies and handler call are its own.
+        if await self.check_helo_needed() or await self.check_auth_needed("DATA"):
+            return
+        assert self.envelope is not None
+        if not self.envelope.rcpt_tos:
+            await self.push("503 Error: need RCPT command")
+            return
+        if arg:
+            await self.push("501 Syntax: DATA")
+            return
+        await self.push("354 End data with <CR><LF>.<CR><LF>")
+        pending, self._pipelined = self._pipelined, b""
+        block = await read_data(
+            self._reader,
+            pending,
+            line_limit=self.line_length_limit,
+            size_limit=self.data_size_limit,
+        )
+        if block is None:
+            return  # the peer hung up before the end of the data
+        self._pipelined = block.rest
+        if block.outcome is not DataOutcome.OK:
+            await self.push(block.outcome.value)
+            self._set_post_data_state()  # type: ignore[no-untyped-call]
+            return
+        self.envelope.content = block.content
+        self.envelope.original_content = block.content
+        status = await self._call_handler_hook("DATA")
+        self._set_post_data_state()  # type: ignore[no-untyped-call]
+        await self.push("250 OK" if status is MISSING else status)
 
     async def _call_handler_hook(self, command: str, *args: Any) -> Any:
         if command == "DATA":

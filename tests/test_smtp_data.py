@@ -1,0 +1,150 @@
+"""The chunked DATA reader accepts, refuses and stores exactly what aiosmtpd's line reader does.
+
+The oracle is aiosmtpd itself: a stock ``SMTP`` server on loopback (its own
+``smtp_DATA``, one line at a time) receives the same bytes, and its handler
+records what it stored. The chunked reader gets them in generated pieces, so
+the end-of-data marker and long lines also fall across chunk boundaries.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import SMTP
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from onionmail.smtp_data import DataOutcome, read_data
+from tests.box_process import free_port
+
+LINE_LIMIT = 24  # small, so generated data hits it often
+SIZE_LIMIT = 160
+
+PIECES = [b"a", b"bc", b".", b"..", b"\r", b"\n", b"\r\n", b"\r\n.", b".\r\n", b"x" * 30]
+PIECES += [b"\r\n" + b"y" * n for n in range(LINE_LIMIT - 4, LINE_LIMIT)]  # lines at the limit
+data_strategy = st.lists(st.sampled_from(PIECES), max_size=40).map(b"".join)
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.stored: list[bytes] = []
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        self.stored.append(envelope.original_content)
+        return "250 OK"
+
+
+class StockController(Controller):
+    def __init__(self, handler: Recorder, size_limit: int | None) -> None:
+        super().__init__(handler, hostname="127.0.0.1", port=free_port())
+        self.size_limit = size_limit
+
+    def factory(self) -> SMTP:
+        smtp = SMTP(
+            self.handler,
+            hostname="oracle",
+            data_size_limit=self.size_limit,
+            decode_data=False,
+            enable_SMTPUTF8=True,
+        )
+        smtp.line_length_limit = LINE_LIMIT
+        return smtp
+
+
+@pytest.fixture(scope="module", params=[None, SIZE_LIMIT], ids=["no-size-limit", "size-limit"])
+def oracle(request: pytest.FixtureRequest) -> Iterator[tuple[StockController, Recorder]]:
+    recorder = Recorder()
+    controller = StockController(recorder, request.param)
+    controller.start()
+    try:
+        yield controller, recorder
+    finally:
+        controller.stop()
+
+
+def aiosmtpd_verdict(controller: StockController, recorder: Recorder, data: bytes) -> str:
+    """Send ``data`` + the terminator through aiosmtpd; its reply code and what it stored."""
+    port = controller.port
+    recorder.stored.clear()
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        stream = sock.makefile("rb")
+        stream.readline()
+        for command in (b"HELO x", b"MAIL FROM:<a@b.test>", b"RCPT TO:<c@d.test>", b"DATA"):
+            sock.sendall(command + b"\r\n")
+            stream.readline()
+        sock.sendall(data + b"\r\n.\r\n")
+        reply = stream.readline().decode()
+        sock.sendall(b"QUIT\r\n")
+        stream.readline()
+    if reply.startswith("250"):
+        return "250 " + recorder.stored[0].hex()
+    return reply[:3]
+
+
+def chunked_verdict(data: bytes, cuts: list[int], size_limit: int | None) -> tuple[str, bytes]:
+    stream = data + b"\r\n.\r\nNOOP\r\n"
+
+    async def run() -> tuple[str, bytes]:
+        reader = asyncio.StreamReader()
+        bounds = sorted({c % (len(stream) + 1) for c in cuts} | {0, len(stream)})
+        for start, end in zip(bounds, bounds[1:], strict=False):
+            reader.feed_data(stream[start:end])
+        reader.feed_eof()
+        block = await read_data(reader, b"", line_limit=LINE_LIMIT, size_limit=size_limit)
+        assert block is not None
+        if block.outcome is DataOutcome.OK:
+            return "250 " + block.content.hex(), block.rest
+        return block.outcome.value[:3], block.rest
+
+    return asyncio.run(run())
+
+
+@settings(
+    max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(data=data_strategy, cuts=st.lists(st.integers(min_value=0, max_value=2000), max_size=8))
+def test_chunked_reader_agrees_with_aiosmtpd(
+    oracle: tuple[StockController, Recorder], data: bytes, cuts: list[int]
+) -> None:
+    controller, recorder = oracle
+    expected = aiosmtpd_verdict(controller, recorder, data)
+    got, rest = chunked_verdict(data, cuts, controller.size_limit)
+    if {expected[:3], got[:3]} == {"500", "552"}:
+        return  # both too large and a too-long line: either reply (smtp_data docstring)
+    assert got == expected
+    # What followed the first terminator is handed back as the next commands.
+    stream = data + b"\r\n.\r\nNOOP\r\n"
+    first = (b"\r\n" + stream).find(b"\r\n.\r\n")
+    assert rest == stream[first + 3 :]
+
+
+async def test_a_line_without_end_is_refused_without_holding_it_in_memory() -> None:
+    reader = asyncio.StreamReader()
+    for _ in range(200):  # 12.8 MB without a CRLF, then the terminator
+        reader.feed_data(b"x" * 64_000)
+    reader.feed_data(b"\r\n.\r\n")
+    reader.feed_eof()
+    block = await read_data(reader, b"", line_limit=1001, size_limit=None)
+    assert block is not None and block.outcome is DataOutcome.TOO_LONG
+
+
+async def test_peer_hanging_up_mid_data_reads_as_none() -> None:
+    reader = asyncio.StreamReader()
+    reader.feed_data(b"Subject: x\r\n\r\nhalf a mess")
+    reader.feed_eof()
+    assert await read_data(reader, b"", line_limit=1001, size_limit=None) is None
+
+
+async def test_dot_stuffing_undone_and_pending_bytes_read_first() -> None:
+    reader = asyncio.StreamReader()
+    reader.feed_data(b"..leading\r\n.\r\nQUIT\r\n")
+    reader.feed_eof()
+    block = await read_data(reader, b"Subject: s\r\n\r\n", line_limit=1001, size_limit=None)
+    assert block is not None
+    assert block.content == b"Subject: s\r\n\r\n.leading\r\n"
+    assert block.rest == b"QUIT\r\n"
