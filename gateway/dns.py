@@ -47,6 +47,7 @@ import dns.exception
 import dns.flags
 import dns.message
 import dns.name
+import dns.rdata
 import dns.rdatatype
 import dns.rdtypes.ANY.MX
 import dns.rdtypes.ANY.TLSA
@@ -260,6 +261,24 @@ class GatewayResolver:
             if answer is not None:
                 found.extend(rdata.to_text() for rdata in answer)
         return AddressResult(tuple(found), secure)
+
+    async def records(self, name: str, rdtype: str) -> tuple[dns.rdata.Rdata, ...]:
+        """The ``rdtype`` records at ``name`` (CNAMEs followed), ``()`` for NXDOMAIN or NODATA.
+
+        A general lookup for callers with their own rules (SPF, DMARC);
+        raises :class:`~gateway.errors.DnsDeferError` like every lookup here.
+        """
+        answer, _ = await self._query(name, rdtype)
+        return () if answer is None else tuple(answer)
+
+    async def txt(self, name: str) -> tuple[bytes, ...]:
+        """Each TXT record at ``name`` as its strings joined without separator
+        (RFC 7208 §3.3, RFC 6376 §3.6.2.2); ``()`` for NXDOMAIN or NODATA."""
+        return tuple(
+            b"".join(rdata.strings)
+            for rdata in await self.records(name, "TXT")
+            if isinstance(rdata, dns.rdtypes.ANY.TXT.TXT)
+        )
 
     async def mta_sts_record(self, domain: str) -> StsRecord | None:
         """The ``_mta-sts`` TXT record, or ``None`` when the domain publishes no usable one.

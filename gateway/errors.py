@@ -18,6 +18,7 @@ that only knows the standard library still catches it sensibly::
      |   +- DnsPermanentError (LookupError)      NXDOMAIN, no mail host: bounce
      |       +- NullMxError                      the domain publishes a null MX (RFC 7505)
      |- CertificateMismatchError (ValueError)    the MX's certificate fails its DANE TLSA check
+     |- SpfRecordError (ValueError)              an SPF record is malformed (RFC 7208 permerror)
      +- MtaStsError                              an MTA-STS policy could not be had or used
          |- MtaStsFetchError (ConnectionError)   the HTTPS fetch failed (TLS, HTTP, timeout)
          +- MtaStsPolicyError (ValueError)       the TXT record or policy text is malformed
@@ -132,3 +133,10 @@ class MtaStsPolicyError(MtaStsError, ValueError):
 class CertificateMismatchError(GatewayError, ValueError):
     """The MX's certificate matches none of its DNSSEC-validated TLSA records
     (DANE, RFC 7672): do not deliver to it; another MX or a later retry may work."""
+
+
+class SpfRecordError(GatewayError, ValueError):
+    """An SPF record violates the RFC 7208 syntax (its evaluation gives ``permerror``).
+
+    Only :func:`gateway.spf.parse_spf_record` raises it; the inbound checks turn
+    it into a result and never let it escape."""
