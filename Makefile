@@ -5,7 +5,7 @@
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
-APT_PACKAGES := tor neomutt swaks strace knot unbound gnupg
+APT_PACKAGES := tor torsocks neomutt swaks strace knot unbound gnupg
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: demo test lint deps system-deps venv clean bench bench-full postfix-deps
