@@ -57,6 +57,7 @@ POSTFIX_RCPT = "b@y.test"
 async def serve(directory: Path) -> None:
     """Start both listeners, print their ports and addresses, serve until stdin closes."""
     from onionmail.credentials import Credentials
+    from onionmail.fsutil import use_storage_threads
     from onionmail.identity import Identity
     from onionmail.inbound import InboundHandler
     from onionmail.mail_address import MailAddress
@@ -65,6 +66,7 @@ async def serve(directory: Path) -> None:
     from onionmail.smtp_server import server_port, start_smtp_server
     from onionmail.submission import SubmissionHandler
 
+    use_storage_threads(asyncio.get_running_loop())  # as the box does
     identity = Identity.generate()
     queue = OutboundQueue(directory / "queue", queue_key(identity.seed))
     credentials = Credentials(directory / "submission.json")

@@ -8,8 +8,10 @@ it into place, then ``fsync`` the directory. Files are created 0600 with
 
 from __future__ import annotations
 
+import asyncio
 import os
 import secrets
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 
@@ -50,3 +52,19 @@ def write_private_file(path: Path, data: bytes, *, durable: bool = True) -> None
 def random_name() -> str:
     """A file name that says nothing about its content, sender or host."""
     return secrets.token_hex(16)
+
+
+STORAGE_THREADS = 32
+"""Worker threads for blocking file work (writes with fsync, sealing, the replay cache).
+
+asyncio's default pool has ``cpu_count + 4`` threads (6 on two cores), so
+20 sessions storing at once queued behind each other's fsyncs; the disk and
+the kernel's journal commit concurrent fsyncs together, which only happens
+if they are issued concurrently."""
+
+
+def use_storage_threads(loop: asyncio.AbstractEventLoop) -> None:
+    """Give ``loop`` a default executor sized for concurrent fsyncs (:data:`STORAGE_THREADS`)."""
+    loop.set_default_executor(
+        ThreadPoolExecutor(max_workers=STORAGE_THREADS, thread_name_prefix="onionmail-io")
+    )

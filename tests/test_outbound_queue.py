@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import stat
+import time
 from pathlib import Path
 
 import pytest
@@ -69,6 +70,33 @@ def test_message_without_state_is_kept_by_recovery(tmp_path: Path) -> None:
     queue.recover()
     (state,) = queue.states()
     assert (state.id, state.destination, state.attempts) == (entry.id, "p.onion", 0)
+
+
+@pytest.mark.parametrize("damage", ["missing", "empty", "torn"])
+def test_held_message_whose_first_state_a_crash_lost_keeps_its_first_try(
+    tmp_path: Path, damage: str
+) -> None:
+    """The first state is not fsynced on its own: a crash may lose or empty it.
+
+    The message (fsynced, acknowledged) stays, and a message the timing
+    policy held is still held: the first try time comes back from the
+    encrypted message.
+    """
+    queue = OutboundQueue(tmp_path / "q", KEY)
+    held_until = time.time() + 3600
+    entry = queue.enqueue("p.onion", "a@x.onion", ("b@p.onion",), MESSAGE, next_try=held_until)
+    state_path = tmp_path / "q" / "active" / f"{entry.id}.state"
+    if damage == "missing":
+        state_path.unlink()
+    elif damage == "empty":
+        state_path.write_bytes(b"")
+    else:
+        state_path.write_bytes(state_path.read_bytes()[:10])
+    queue.recover()
+    (state,) = queue.states()
+    assert (state.id, state.destination, state.attempts) == (entry.id, "p.onion", 0)
+    assert state.next_try == pytest.approx(held_until)
+    assert queue.load(entry.id).message == MESSAGE
 
 
 def test_unreadable_entry_is_quarantined_not_lost(tmp_path: Path) -> None:
