@@ -25,7 +25,7 @@ from onionmail.cover_traffic import CoverTraffic
 from onionmail.credentials import Credentials
 from onionmail.delivery import DeliveryAgent
 from onionmail.errors import OnionMailError
-from onionmail.fsutil import ensure_private_dir, write_private_file
+from onionmail.fsutil import ensure_private_dir, use_storage_threads, write_private_file
 from onionmail.identity import Identity
 from onionmail.inbound import InboundHandler
 from onionmail.leak_keeper import LeakKeeper
@@ -114,6 +114,7 @@ class Box:
 
     async def start(self) -> None:
         self._lock.acquire()
+        use_storage_threads(asyncio.get_running_loop())
         self.started_at = time.time()
         await self._write_status("starting")
         recovered = await asyncio.to_thread(self.queue.recover)
@@ -178,8 +179,10 @@ class Box:
             replay_cache=self._replay(),
             max_recipients=settings.max_recipients,
             require_seal_for_onion_senders=settings.require_seal_for_onion_senders,
+            gateways=self.config.gateway.onions,
         )
         self.inbound_handler.on_stored = self.leaks.received
+        self.inbound_handler.on_gateway_stored = self.leaks.received_via_gateway
         # Shared by both servers; inbound starts first (see start()).
         self.connections_total = ConnectionLimit(
             "all SMTP servers", self.config.box.max_connections_total
@@ -227,6 +230,7 @@ class Box:
             submit=self.submit,
             max_recipients=settings.max_recipients,
             check_recipient=self.leaks.check_recipient,
+            route=self.route,
             scrub=self.config.scrub,
             message_id_key=message_id_key(self.identity.seed),
         )
@@ -256,7 +260,10 @@ class Box:
         """Queue ``message`` durably, one entry per destination onion; returns queue ids."""
         by_onion: dict[str, list[str]] = {}
         for rcpt in recipients:
-            by_onion.setdefault(rcpt.domain, []).append(str(rcpt))
+            onion = self.route(rcpt)
+            if onion is None:  # submission refused it at RCPT; never reached
+                raise OnionMailError("a recipient has no route (no gateway configured)")
+            by_onion.setdefault(onion, []).append(str(rcpt))
         ids = []
         for onion, rcpts in by_onion.items():
             entry = await asyncio.to_thread(
@@ -272,6 +279,17 @@ class Box:
         if self.agent is not None:
             self.agent.wake()
         return ids
+
+    def route(self, rcpt: MailAddress) -> str | None:
+        """The onion a message to ``rcpt`` is sent to, or None when none can take it.
+
+        An onion address goes to its onion; a domain of ``[onion_mx]`` to the
+        onion routed there; any other address to the first ``[gateway]``, which
+        relays it to the clearnet (the box seals it to the gateway).
+        """
+        if rcpt.is_onion:
+            return rcpt.domain
+        return self.config.onion_mx.onion_for(rcpt.domain) or self.config.gateway.sending_gateway
 
     def _start_cover(self) -> None:
         contacts = self.timing.cover_contacts

@@ -291,7 +291,8 @@ class BoxApi:
         """Read the box's own ``Authentication-Results`` (authserv-id = this box's onion).
 
         Fields claiming another authserv-id are a peer's word and are ignored.
-        ``via gateway`` cannot appear yet: no gateway exists, so nothing writes it.
+        ``gateway``: clearnet mail a configured gateway relayed (sealed to this box on
+        arrival at the gateway, so encrypted in transit; the sender is not verified).
         """
         encrypted = msg.get_content_type() == "multipart/encrypted"
         for value in msg.get_all("Authentication-Results") or []:
@@ -303,6 +304,8 @@ class BoxApi:
                 return Arrival(ArrivalKind.SEALED, True, True)
             if result == "none":
                 return Arrival(ArrivalKind.PLAIN, False, encrypted)
+            if result == "gateway":
+                return Arrival(ArrivalKind.GATEWAY, False, True)
         return Arrival(ArrivalKind.UNKNOWN, False, encrypted)
 
     def open_message(self, folder: str, key: str) -> MessageView:
@@ -407,7 +410,9 @@ class BoxApi:
         path = predicted_path(address.is_onion)
         matrix = self.leak_keeper.predicted(str(address))
         refusal = self.leak_keeper.check_recipient(address)
-        if refusal is None and not address.is_onion:
+        config = self.leak_keeper.config
+        routed = config.onion_mx.onion_for(address.domain) or config.gateway.sending_gateway
+        if refusal is None and not address.is_onion and routed is None:
             refusal = (
                 "no gateway is registered: this box cannot send to clearnet addresses yet "
                 "(write to an onion address)"

@@ -73,7 +73,9 @@ def _predict(keeper: LeakKeeper, args: argparse.Namespace) -> int:
         raise ConfigError(f"--to: {exc}") from None
     matrix = keeper.predicted(str(address))
     refusal = keeper.check_recipient(address)
-    if refusal is None and not address.is_onion:
+    config = keeper.config
+    routed = config.onion_mx.onion_for(address.domain) or config.gateway.sending_gateway
+    if refusal is None and not address.is_onion and routed is None:
         refusal = "no clearnet gateway is configured, so only .onion recipients are reachable"
     if args.json:
         print(json.dumps({"matrix": matrix.to_json(), "refused": refusal}))

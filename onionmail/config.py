@@ -19,6 +19,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, TypeVar
 
+from onionmail.config_gateway import GatewaySection, OnionMxSection, parse_gateway, parse_onion_mx
 from onionmail.config_sections import (
     DELAY_CAP,
     POLICY_RULES,
@@ -83,6 +84,8 @@ class Config:
     policy: PolicySection = field(default_factory=PolicySection)
     timing: TimingSection = field(default_factory=TimingSection)
     scrub: ScrubSection = field(default_factory=ScrubSection)
+    gateway: GatewaySection = field(default_factory=GatewaySection)
+    onion_mx: OnionMxSection = field(default_factory=OnionMxSection)
 
     @property
     def box_dir(self) -> Path:
@@ -118,7 +121,9 @@ _SECTIONS: dict[str, type[Any]] = {
 
 def parse_config(raw: Mapping[str, Any], path: Path) -> Config:
     """Build a :class:`Config` from parsed TOML, naming ``path`` and the key on errors."""
-    known = [*_SECTIONS, "timing"]  # [timing] has nested tables: _parse_timing
+    # [timing] has nested tables (_parse_timing); [gateway] and [onion_mx] are keyed by
+    # onions and domains (onionmail.config_gateway).
+    known = [*_SECTIONS, "timing", "gateway", "onion_mx"]
     for name in raw:
         if name not in known:
             raise ConfigError(f"{path}: [{name}]: unknown section (known: {', '.join(known)})")
@@ -129,10 +134,18 @@ def parse_config(raw: Mapping[str, Any], path: Path) -> Config:
             raise ConfigError(f"{path}: [{name}]: expected a table")
         sections[name] = _build_section(cls, table, f"{path}: [{name}]")
     sections["timing"] = _parse_timing(raw.get("timing", {}), path)
+    sections["gateway"] = parse_gateway(raw.get("gateway", {}), path)
+    sections["onion_mx"] = parse_onion_mx(raw.get("onion_mx", {}), path)
     config = Config(path=path, **sections)
     _check_semantics(config)
     _check_timing_holds(config)
     return config
+
+
+def build_section(cls: type[T], table: Mapping[str, Any], where: str) -> T:
+    """A frozen dataclass section from a TOML table (typed per its defaults; errors name
+    ``where`` and the key). Public for other config files of the project (the gateway's)."""
+    return _build_section(cls, table, where)
 
 
 def _build_section(cls: type[T], table: Mapping[str, Any], where: str) -> T:
@@ -334,6 +347,13 @@ port = {submission_port}
 # remove_content_language = true
 # extra_remove_headers = []       # e.g. ["X-Priority", "X-Corp-*"]
 # keep_headers = []               # e.g. ["User-Agent"]
+
+[gateway]
+# Clearnet gateways this box registered with ('onionmail gateway register' adds them),
+# one line each, the first one sends clearnet mail:  "<gateway onion>.onion"="alias@gw.example"
+
+[onion_mx]
+# Static routes, OnionMX without DNS, one line each:  "corp.example"="<onion>.onion"
 """
 
 

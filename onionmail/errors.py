@@ -20,6 +20,7 @@ know the standard library still catch it sensibly::
      |   +- TorTimeoutError (TimeoutError) tor did not reach a state in time
      |- TestnetError (RuntimeError)        the private Tor network failed
      |- QueueError (OSError)               the outbound queue could not be written
+ |- RegistrationError (ValueError)     a gateway registration is malformed, refused or stale
      +- DeliveryError (ConnectionError)    one delivery attempt failed
          +- PermanentDeliveryError         ... and retrying cannot help
 
@@ -97,6 +98,10 @@ class TestnetError(OnionMailError, RuntimeError):
 
 class QueueError(OnionMailError, OSError):
     """The outbound queue could not be read or written."""
+
+
+class RegistrationError(OnionMailError, ValueError):
+    """A gateway registration request or reply is malformed, refused or stale."""
 
 
 class DeliveryError(OnionMailError, ConnectionError):

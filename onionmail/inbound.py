@@ -23,6 +23,14 @@ binding, freshness, replay cache), is answered with the same ``250`` and
 recorded in the replay cache, and is then dropped: nothing reaches a
 Maildir. Nothing before the opened seal tells a dummy from mail.
 
+A configured clearnet gateway (``[gateway]``) is the one onion whose mail
+need not come *from* its own address: its outer envelope holds an inner one
+that the gateway sealed to this box when the clearnet message arrived
+(:mod:`onionmail.gateway_protocol`); the message inside may name any
+clearnet sender (never an onion one: that sender could seal for itself) and
+is marked ``onionmail=gateway``. Any other onion sending a clearnet From is
+refused, as before.
+
 Each delivered message gets ``Return-Path`` and an ``Authentication-Results``
 field (RFC 8601 style, authserv-id = this box's onion) saying which of the
 two it was; such fields from the peer that claim this authserv-id are removed.
@@ -40,6 +48,7 @@ from pathlib import Path
 from typing import Any
 
 from onionmail.errors import AddressError, EnvelopeError, ReplayError, SealError
+from onionmail.gateway_protocol import check_relayed_from, open_from_gateway
 from onionmail.identity import Identity
 from onionmail.mail_address import MailAddress, parse_mail_address
 from onionmail.maildir import Maildir
@@ -74,6 +83,7 @@ class InboundHandler(SafeHandler):
         replay_cache: ReplayCache,
         max_recipients: int,
         require_seal_for_onion_senders: bool = True,
+        gateways: frozenset[str] = frozenset(),
     ) -> None:
         self.identity = identity
         self.onion = identity.onion_address
@@ -82,6 +92,10 @@ class InboundHandler(SafeHandler):
         self.replay_cache = replay_cache
         self.max_recipients = max_recipients
         self.require_seal = require_seal_for_onion_senders
+        self.gateways = gateways
+        """Onions of the configured gateways: their sealed mail may carry clearnet senders."""
+        self.on_gateway_stored: Callable[[str], Awaitable[None]] | None = None
+        """Called with the Message-ID after mail relayed by a gateway is durable (ledger)."""
         self._maildirs: dict[str, Maildir] = {}
         self._in_flight: dict[bytes, tuple[asyncio.Lock, int]] = {}
         """Envelope ids being stored right now: a retry that arrives while the first
@@ -104,7 +118,9 @@ class InboundHandler(SafeHandler):
         session.host_name = hostname
         challenge = secrets.token_bytes(16)
         session.onionmail_challenge = challenge
-        return [*responses[:-1], f"250-{format_seal_keyword(challenge)}", responses[-1]]
+        # PIPELINING (RFC 2920): commands are read and answered strictly in order.
+        seal_keyword = format_seal_keyword(challenge)
+        return [*responses[:-1], f"250-{seal_keyword}", "250-PIPELINING", responses[-1]]
 
     async def handle_MAIL(
         self, server: Any, session: Any, envelope: Any, address: str, options: list[str]
@@ -196,6 +212,8 @@ class InboundHandler(SafeHandler):
             self.cover_received += 1
             log.debug("a cover envelope: recorded against replays, dropped")
             return "250 2.0.0 Delivered (sealed)"
+        if sender.domain in self.gateways:
+            return await self._store_from_gateway(envelope, content, sender)
         try:
             message = parse_message(content.message)
             _check_from_matches(message, sender)
@@ -205,6 +223,32 @@ class InboundHandler(SafeHandler):
         await self._deliver(message, envelope, sender=str(sender), result=result)
         await asyncio.to_thread(self.replay_cache.record, content.envelope_id, content.created)
         return "250 2.0.0 Delivered (sealed)"
+
+    async def _store_from_gateway(
+        self, envelope: Any, content: SealedContent, gateway: MailAddress
+    ) -> str:
+        try:
+            inner = await asyncio.to_thread(
+                open_from_gateway,
+                content.message,
+                box=self.identity,
+                gateway_onion=gateway.domain,
+                recipients=tuple(envelope.rcpt_tos),
+            )
+            message = parse_message(inner.message)
+            check_relayed_from(message, gateway.domain)
+        except EnvelopeError as exc:
+            log.warning("refused mail from a gateway: %s", type(exc).__name__)
+            return f"550 5.7.1 Refused mail from the gateway: {exc}"
+        except MessageFormatError as exc:
+            return f"554 5.6.0 Malformed message from the gateway: {exc}"
+        result = (
+            f"gateway (clearnet mail relayed by {gateway.domain}; "
+            "the clearnet sender is not verified by this box)"
+        )
+        await self._deliver(message, envelope, sender=inner.mail_from, result=result)
+        await asyncio.to_thread(self.replay_cache.record, content.envelope_id, content.created)
+        return "250 2.0.0 Delivered (sealed, via gateway)"
 
     def _open(self, data: bytes, sender_onion: str) -> SealedContent:
         return open_envelope(
@@ -247,9 +291,12 @@ class InboundHandler(SafeHandler):
             await asyncio.to_thread(self.maildir(local_part).deliver, stored)
         self.delivered += 1
         log.info("delivered a message to %d local mailbox(es)", len(envelope.rcpt_tos))
-        if self.on_stored is not None:
-            message_id = (message.get("Message-ID") or b"").decode("ascii", "replace")
-            await self.on_stored(message_id.strip(), result.startswith("pass"))
+        message_id = (message.get("Message-ID") or b"").decode("ascii", "replace").strip()
+        if result.startswith("gateway"):
+            if self.on_gateway_stored is not None:
+                await self.on_gateway_stored(message_id)
+        elif self.on_stored is not None:
+            await self.on_stored(message_id, result.startswith("pass"))
 
     def _claims_us(self, value: bytes) -> bool:
         authserv = value.strip().split(b";", 1)[0].strip().lower()

@@ -65,10 +65,19 @@ class LeakKeeper:
         config = self.model_config(recipient if direction == "sent" else "")
         return _leaks(path, MessageTraits(direction=direction), config)
 
+    def _onion_routed(self, recipient: str) -> bool:
+        """Whether mail to ``recipient`` goes to an onion peer (not through a gateway)."""
+        host = recipient.rsplit("@", 1)[-1].lower()
+        return host.endswith(".onion") or self.config.onion_mx.onion_for(host) is not None
+
+    def _sent_path(self, destination: str, sealed: bool) -> MailPath:
+        if destination in self.config.gateway.onions:
+            return MailPath.GATEWAY_CLEARNET
+        return MailPath.ONION_SEALED if sealed else MailPath.ONION_PLAIN
+
     def predicted(self, recipient: str) -> LeakMatrix:
         """What a message to ``recipient`` would leak, before sending (``leaks --to``)."""
-        host = recipient.rsplit("@", 1)[-1]
-        return self.matrix(predicted_path(host.endswith(".onion")), recipient=recipient)
+        return self.matrix(predicted_path(self._onion_routed(recipient)), recipient=recipient)
 
     def refusal(self, recipient: str, path: MailPath) -> str | None:
         """Why the policy forbids ``path`` to ``recipient`` (rule and leak), or None."""
@@ -78,19 +87,18 @@ class LeakKeeper:
 
     def check_recipient(self, rcpt: MailAddress) -> str | None:
         """The submission-time gate (the path expected before the peer is known)."""
-        return self.refusal(str(rcpt), predicted_path(rcpt.is_onion))
+        return self.refusal(str(rcpt), predicted_path(self._onion_routed(str(rcpt))))
 
     def refuse_plain(self, recipient: str) -> str | None:
         """The delivery-time gate, when the onion peer turned out to be plain SMTP."""
         return self.refusal(recipient, MailPath.ONION_PLAIN)
 
     async def queued(self, message: bytes, destination: str) -> None:
-        await self._record(
-            message_id_of(message), destination, "sent", MailPath.ONION_SEALED, "queued"
-        )
+        path = self._sent_path(destination, True)
+        await self._record(message_id_of(message), destination, "sent", path, "queued")
 
     async def delivered(self, entry: QueuedMessage, sealed: bool) -> None:
-        path = MailPath.ONION_SEALED if sealed else MailPath.ONION_PLAIN
+        path = self._sent_path(entry.destination, sealed)
         await self._record(
             message_id_of(entry.message), entry.destination, "sent", path, "delivered"
         )
@@ -98,6 +106,12 @@ class LeakKeeper:
     async def received(self, message_id: str, sealed: bool) -> None:
         path = MailPath.ONION_SEALED if sealed else MailPath.ONION_PLAIN
         await self._record(message_id.strip("<>"), "", "received", path, "stored")
+
+    async def received_via_gateway(self, message_id: str) -> None:
+        """Clearnet mail a configured gateway relayed (sealed to this box on arrival)."""
+        await self._record(
+            message_id.strip("<>"), "", "received", MailPath.CLEARNET_INBOUND, "stored"
+        )
 
     async def _record(
         self, message_id: str, destination: str, direction: str, path: MailPath, state: str

@@ -4,8 +4,9 @@ Loopback only, AUTH required (PLAIN or LOGIN; no TLS because the socket
 never leaves the machine), and a client may send only as the local part it
 authenticated as. Each message is scrubbed (:mod:`onionmail.scrub`),
 split per destination onion and queued durably before ``250``.
-Non-onion recipients are refused at RCPT with a reason, since no clearnet
-gateway exists yet: nothing is silently dropped or sent some other way.
+Non-onion recipients are accepted only when the box has a route for them
+(``route``: a ``[gateway]`` or an ``[onion_mx]`` entry); otherwise they are
+refused at RCPT with a reason: nothing is silently dropped or sent some other way.
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ class SubmissionHandler(SafeHandler):
         submit: Submit,
         max_recipients: int,
         check_recipient: Callable[[MailAddress], str | None] | None = None,
+        route: Callable[[MailAddress], str | None] | None = None,
         scrub: ScrubSection = DEFAULT_SCRUB,
         message_id_key: bytes | None = None,
     ) -> None:
@@ -53,6 +55,8 @@ class SubmissionHandler(SafeHandler):
         self.max_recipients = max_recipients
         self.check_recipient = check_recipient
         """The policy gate: a reason to refuse mail to this recipient, or None."""
+        self.route = route
+        """The onion a recipient's mail goes to (a gateway for clearnet ones), or None."""
         self.scrub = scrub
         """What to remove and rewrite in each message ([scrub] in onionmail.toml)."""
         self.message_id_key = message_id_key
@@ -100,13 +104,14 @@ class SubmissionHandler(SafeHandler):
         refusal = self.check_recipient(rcpt) if self.check_recipient is not None else None
         if refusal is not None:
             return f"550 5.7.1 Refused by {refusal}"
-        if not rcpt.is_onion:
+        if not rcpt.is_onion and (self.route is None or self.route(rcpt) is None):
             return (
                 "550 5.7.1 Only .onion recipients can be reached: clearnet delivery needs "
                 "a gateway, and none is configured"
             )
         try:
-            rcpt.onion_public_key()
+            if rcpt.is_onion:
+                rcpt.onion_public_key()
         except AddressError as exc:
             return f"553 5.1.2 Bad onion address: {exc}"
         envelope.rcpt_tos.append(str(rcpt))

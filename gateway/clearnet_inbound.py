@@ -1,0 +1,160 @@
+"""The gateway's clearnet SMTP server: the MX of its domain, mail for aliases only.
+
+* ``RCPT TO`` must be an approved alias at the gateway's domain: another
+  domain is ``550 5.7.1 Relaying denied`` (no open relay), an unknown,
+  pending or denied alias ``550 5.1.1`` — the same answer, so probing does
+  not tell them apart.
+* ``MAIL FROM`` is counted per client address; more than ``rate_limit``
+  messages in ``rate_window`` seconds get ``450 4.7.1``. The size limit is
+  aiosmtpd's (ESMTP SIZE); connections and idle time are capped by
+  :func:`onionmail.smtp_server.start_smtp_server`, which also gives the
+  anonymous banner and the safe error boundary.
+* ``STARTTLS`` is offered when the gateway has a certificate (never
+  required: a clearnet sender that cannot do TLS is the sender's leak, and
+  refusing would lose the mail).
+* ``DATA``: the message is sealed to each recipient box's key
+  (:func:`onionmail.gateway_protocol.seal_for_box`) in memory, and only the
+  sealed bytes are queued. The plaintext is never written to disk nor
+  logged: a seizure of the gateway's directory finds ciphertext for the
+  boxes (and the clearnet envelope, which the queue encrypts at rest with
+  the gateway's own key).
+
+SPF/DKIM/DMARC verdicts: the hook :attr:`ClearnetInboundHandler.authenticate`
+is where ``gateway.inbound_auth.authentication_results(...)`` plugs in; the
+field it returns is added to the message before it is sealed, so the box
+sees the gateway's verdict (authserv-id = the gateway's domain, which the
+box shows as the gateway's word, not its own).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from gateway.registry import APPROVED, Registry
+from onionmail.errors import AddressError
+from onionmail.mail_address import parse_mail_address
+from onionmail.rfc5322 import MessageFormatError, parse_message
+from onionmail.smtp_server import SafeHandler
+
+log = logging.getLogger(__name__)
+
+NULL_SENDER = "<>"
+
+# seal_and_queue(clearnet sender, box addresses, message) -> queue ids; seals before writing
+SealAndQueue = Callable[[str, list[str], bytes], Awaitable[list[str]]]
+
+AuthenticationResults = Callable[[Any, Any, bytes], Awaitable[bytes | None]]
+"""Hook: (session, envelope, message) -> an ``Authentication-Results`` field value, or None.
+
+The gateway daemon passes ``gateway.inbound_auth.authentication_results`` here
+once that module exists (SPF for ``session.peer`` and ``envelope.mail_from``,
+DKIM and DMARC on the message)."""
+
+
+class RateLimit:
+    """At most ``limit`` events per key in any ``window`` seconds (sliding)."""
+
+    def __init__(self, limit: int, window: float, clock: Callable[[], float] = time.monotonic):
+        self.limit = limit
+        self.window = window
+        self.clock = clock
+        self._events: dict[str, collections.deque[float]] = {}
+
+    def allow(self, key: str) -> bool:
+        now = self.clock()
+        events = self._events.setdefault(key, collections.deque())
+        while events and events[0] <= now - self.window:
+            events.popleft()
+        if len(events) >= self.limit:
+            return False
+        events.append(now)
+        if len(self._events) > 100_000:  # bound memory under a flood of addresses
+            self._events = {k: v for k, v in self._events.items() if v}
+        return True
+
+
+class ClearnetInboundHandler(SafeHandler):
+    """aiosmtpd hooks of the clearnet MX."""
+
+    def __init__(
+        self,
+        *,
+        domain: str,
+        registry: Registry,
+        seal_and_queue: SealAndQueue,
+        max_recipients: int,
+        rate_limit: RateLimit,
+        authenticate: AuthenticationResults | None = None,
+    ) -> None:
+        self.domain = domain.lower()
+        self.registry = registry
+        self.seal_and_queue = seal_and_queue
+        self.max_recipients = max_recipients
+        self.rate_limit = rate_limit
+        self.authenticate = authenticate
+        """The SPF/DKIM/DMARC hook (see :data:`AuthenticationResults`); None: no verdict."""
+        self.accepted = 0
+
+    async def handle_MAIL(
+        self, server: Any, session: Any, envelope: Any, address: str, options: list[str]
+    ) -> str:
+        peer = session.peer[0] if isinstance(session.peer, tuple) else str(session.peer)
+        if not self.rate_limit.allow(peer):
+            log.warning("rate limit reached for a client; mail deferred")
+            return "450 4.7.1 Too much mail from your address; try again later"
+        if address in ("", NULL_SENDER):
+            envelope.mail_from = NULL_SENDER
+        else:
+            try:
+                envelope.mail_from = str(parse_mail_address(address))
+            except AddressError as exc:
+                return f"553 5.1.7 Bad sender address: {exc}"
+        envelope.mail_options.extend(options)
+        return "250 2.1.0 OK"
+
+    async def handle_RCPT(
+        self, server: Any, session: Any, envelope: Any, address: str, options: list[str]
+    ) -> str:
+        if len(envelope.rcpt_tos) >= self.max_recipients:
+            return f"452 4.5.3 Too many recipients (at most {self.max_recipients} per message)"
+        try:
+            rcpt = parse_mail_address(address)
+        except AddressError as exc:
+            return f"553 5.1.3 Bad recipient address: {exc}"
+        if rcpt.domain != self.domain:
+            return "550 5.7.1 Relaying denied"
+        entry = await asyncio.to_thread(self.registry.get, rcpt.local_part)
+        if entry is None or entry.state != APPROVED:
+            return "550 5.1.1 No such user here"
+        envelope.rcpt_tos.append(str(rcpt))
+        return "250 2.1.5 OK"
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        return await self.finish(self._receive(session, envelope))
+
+    async def _receive(self, session: Any, envelope: Any) -> str:
+        data: bytes = envelope.original_content
+        try:
+            message = parse_message(data)
+        except MessageFormatError as exc:
+            return f"554 5.6.0 Malformed message: {exc}"
+        if self.authenticate is not None:
+            verdict = await self.authenticate(session, envelope, data)
+            if verdict is not None:
+                message.prepend("Authentication-Results", verdict)
+        boxes: list[str] = []
+        for rcpt in envelope.rcpt_tos:
+            entry = await asyncio.to_thread(self.registry.get, rcpt.split("@", 1)[0])
+            if entry is None or entry.state != APPROVED:  # changed since RCPT
+                return "451 4.3.0 A recipient changed meanwhile; try again later"
+            boxes.append(entry.box)
+        sender = "" if envelope.mail_from == NULL_SENDER else envelope.mail_from
+        ids = await self.seal_and_queue(sender, boxes, message.to_bytes())
+        self.accepted += 1
+        log.info("accepted a clearnet message for %d box(es), sealed", len(ids))
+        return "250 2.0.0 OK, sealed for the recipient"

@@ -1,0 +1,238 @@
+"""The ``onionmail-gateway`` command line: the one place where gateway errors meet the user.
+
+Errors (:class:`~gateway.errors.GatewayError`, and the
+:class:`~onionmail.errors.OnionMailError` of the shared box code) are
+printed as one line on stderr with a non-zero exit status. Progress goes to
+stderr, results to stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from gateway.config import CONFIG_NAME, load_gateway_config, render_gateway_config
+from gateway.errors import GatewayConfigError, GatewayError
+from gateway.registry import PENDING, Registry
+from onionmail.errors import OnionMailError
+from onionmail.fsutil import ensure_private_dir, write_private_file
+from onionmail.identity import Identity, load_identity, read_passphrase_file, save_identity
+
+DESCRIPTION = """\
+onionmail-gateway: the clearnet gateway of onionmail boxes.
+
+Boxes reach it over its onion service only. A box registers once for an
+alias at the gateway's domain (alice@gw.example); then mail it sends to
+clearnet addresses is sealed to the gateway, which rewrites the sender to
+the alias, DKIM-signs it and delivers it to the recipient's MX with TLS
+required; mail to the alias is sealed to the box the moment it arrives and
+delivered to it over Tor. Nobody else can send through it (no open relay).
+
+What the gateway sees: the box's alias, the clearnet correspondent's
+address, the subject and body of mail to and from the clearnet (unless the
+box encrypted it with OpenPGP), sizes and times. It never learns a box's IP
+address, and keeps clearnet mail for a box only as ciphertext for that box.
+
+typical use:
+  onionmail-gateway init --dir ~/gw --domain gw.example [--require-approval]
+  onionmail-gateway run --dir ~/gw
+  onionmail-gateway pending --dir ~/gw           registrations waiting for approval
+  onionmail-gateway approve --dir ~/gw ALIAS
+"""
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    _setup_logging(args.verbose)
+    if not hasattr(args, "func"):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args))
+    except (GatewayError, OnionMailError) as exc:
+        print(f"onionmail-gateway: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("onionmail-gateway: interrupted", file=sys.stderr)
+        return 130
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="onionmail-gateway",
+        description=DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging on stderr")
+    sub = parser.add_subparsers(title="commands", metavar="COMMAND")
+
+    p = sub.add_parser(
+        "init",
+        help="create a gateway: identity (its onion), configuration, DKIM keys",
+        description=(
+            "Create a gateway in GWDIR: an ed25519 identity (the onion address boxes register "
+            "with), gateway.toml for DOMAIN, and DKIM keys (ed25519 and RSA). Prints the "
+            "onion address and the DNS records to publish: MX of DOMAIN -> this host, and "
+            "the two DKIM TXT records."
+        ),
+    )
+    _dir_arg(p)
+    p.add_argument("--domain", required=True, help="the mail domain of the aliases")
+    p.add_argument(
+        "--require-approval",
+        action="store_true",
+        help="new registrations wait for 'onionmail-gateway approve'",
+    )
+    p.add_argument("--testnet", type=Path, metavar="DIR", help="join the private Tor network")
+    p.add_argument("--passphrase-file", type=Path, metavar="FILE", help="encrypt the key")
+    p.set_defaults(func=cmd_init)
+
+    p = sub.add_parser(
+        "run",
+        help="run the gateway until interrupted",
+        description=(
+            "Run the gateway: launch (or attach to) tor, publish the onion from the gateway's "
+            "key, serve the boxes behind it and the clearnet MX on [smtp], and deliver both "
+            "queues. Prints 'onion:' and 'smtp:' lines once ready; progress on stderr. Stop "
+            "with Ctrl-C or SIGTERM."
+        ),
+    )
+    _dir_arg(p)
+    p.add_argument("--passphrase-file", type=Path, metavar="FILE", help="the key's passphrase")
+    p.set_defaults(func=cmd_run)
+
+    for name, helptext in (
+        ("list", "list every registration: alias, box address, state"),
+        ("pending", "list registrations waiting for approval"),
+    ):
+        p = sub.add_parser(name, help=helptext, description=helptext.capitalize() + ".")
+        _dir_arg(p)
+        p.set_defaults(func=cmd_list, only_pending=name == "pending")
+
+    for name, approve in (("approve", True), ("deny", False)):
+        verb = "approve" if approve else "deny"
+        p = sub.add_parser(
+            name,
+            help=f"{verb} a registration (the alias's local part)",
+            description=(
+                f"{verb.capitalize()} the registration of ALIAS. Takes effect at once in a "
+                "running gateway. A denied alias cannot be asked for again."
+            ),
+        )
+        _dir_arg(p)
+        p.add_argument("alias", metavar="ALIAS", help="the alias (local part, or full address)")
+        p.set_defaults(func=cmd_decide, approve=approve)
+    return parser
+
+
+def _dir_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--dir", required=True, type=Path, metavar="GWDIR", help="gateway directory")
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    from gateway.daemon import GatewayPaths, dkim_signer
+
+    gw_dir: Path = args.dir.absolute()
+    if (gw_dir / CONFIG_NAME).exists():
+        raise GatewayConfigError(f"{gw_dir / CONFIG_NAME}: a gateway already exists here")
+    ensure_private_dir(gw_dir)
+    testnet = str(args.testnet.absolute()) if args.testnet else ""
+    text = render_gateway_config(
+        args.domain.lower(), require_approval=args.require_approval, testnet=testnet
+    )
+    write_private_file(gw_dir / CONFIG_NAME, text.encode())
+    config = load_gateway_config(gw_dir)  # validates the domain
+    passphrase = read_passphrase_file(args.passphrase_file) if args.passphrase_file else None
+    identity = Identity.generate()
+    save_identity(identity, GatewayPaths(gw_dir).identity, passphrase)
+    signer = dkim_signer(config)
+    print(f"gateway created in {gw_dir}")
+    print(f"onion: {identity.onion_address}")
+    print(f"domain: {config.gateway.domain}")
+    print("publish in DNS:")
+    print(f"  {config.gateway.domain}. IN MX 10 <this host's name>.")
+    for key in signer.keys:
+        print(f"  {key.zone_line()}")
+    print(f"next: onionmail-gateway run --dir {gw_dir}")
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from gateway.daemon import Gateway, GatewayPaths
+    from onionmail.testnet import client_tor_options, load_testnet
+
+    gw_dir: Path = args.dir.absolute()
+    config = load_gateway_config(gw_dir)
+    passphrase = read_passphrase_file(args.passphrase_file) if args.passphrase_file else None
+    identity = load_identity(GatewayPaths(gw_dir).identity, passphrase)
+    options = (
+        client_tor_options(load_testnet(Path(config.tor.testnet))) if config.tor.testnet else {}
+    )
+
+    async def serve() -> None:
+        # The SPF/DKIM/DMARC verdict (gateway/inbound_auth.py) plugs in as
+        # Gateway(authenticate=...) once that module exists.
+        gateway = Gateway(config, identity, testnet_options=options, progress=_progress)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        try:
+            await gateway.start()
+            print(f"onion: {gateway.onion}")
+            print(f"smtp: {config.smtp.host}:{gateway.smtp_port}", flush=True)
+            await stop.wait()
+            _progress("stopping")
+        finally:
+            await gateway.stop()
+
+    asyncio.run(serve())
+    return 0
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    config = load_gateway_config(args.dir.absolute())
+    entries = Registry(config.gateway_dir / "registrations.json").all()
+    if args.only_pending:
+        entries = [e for e in entries if e.state == PENDING]
+    if not entries:
+        print("no pending registrations" if args.only_pending else "no registrations")
+        return 0
+    for e in entries:
+        when = time.strftime("%Y-%m-%d %H:%M", time.gmtime(e.requested))
+        print(f"{e.alias}@{config.gateway.domain}  {e.state:8}  {when} UTC  {e.box}")
+    return 0
+
+
+def cmd_decide(args: argparse.Namespace) -> int:
+    config = load_gateway_config(args.dir.absolute())
+    alias = args.alias.lower().split("@", 1)[0]
+    entry = Registry(config.gateway_dir / "registrations.json").decide(alias, approve=args.approve)
+    print(f"{entry.alias}@{config.gateway.domain}: {entry.state}")
+    return 0
+
+
+def _progress(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def _setup_logging(verbose: bool) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    # aiosmtpd logs peers, addresses and commands; the log is an observer too.
+    logging.getLogger("mail.log").setLevel(logging.ERROR)
+    logging.getLogger("stem").setLevel(logging.DEBUG if verbose else logging.WARNING)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

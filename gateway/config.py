@@ -1,0 +1,253 @@
+"""The gateway's configuration: ``GWDIR/gateway.toml``, typed, frozen, validated once.
+
+Built like the box's (:mod:`onionmail.config`): one frozen dataclass per
+section with a docstring per key, unknown keys are errors, and every error
+names the file and the key. ``[tor]`` and ``[delivery]`` are the box's own
+sections (the gateway launches or attaches to tor exactly as a box does,
+and its two queues retry and expire with the box's rules).
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from gateway.errors import GatewayConfigError
+from onionmail.config import DeliverySection, TorSection, build_section
+from onionmail.errors import AddressError, ConfigError
+from onionmail.mail_address import parse_mail_address
+
+CONFIG_NAME = "gateway.toml"
+
+
+@dataclass(frozen=True)
+class GatewaySettings:
+    """[gateway]: who the gateway is."""
+
+    domain: str = ""
+    """The mail domain of the aliases (``alice@<domain>``); its MX must point at [smtp],
+    its DKIM records at the keys ``onionmail-gateway init`` printed."""
+    require_approval: bool = False
+    """New registrations wait for ``onionmail-gateway approve`` before the alias works."""
+    dkim_selector: str = "gw1"
+    """Prefix of the DKIM selectors: ``<selector>-ed25519`` and ``<selector>-rsa``."""
+    keep_display_name: bool = True
+    """Keep the display name the box's user wrote in From (see gateway.sender_rewrite)."""
+
+
+@dataclass(frozen=True)
+class SmtpSettings:
+    """[smtp]: the clearnet SMTP server, the MX of the gateway's domain."""
+
+    host: str = "127.0.0.1"
+    """Listen address (0.0.0.0 to serve the internet)."""
+    port: int = 25
+    """Listen port; 0 picks a free one (printed at start)."""
+    tls_cert: str = ""
+    """PEM file with the certificate chain offered with STARTTLS; empty: no STARTTLS."""
+    tls_key: str = ""
+    """PEM file with the private key of tls_cert."""
+    max_message_size: int = 25 * 1024 * 1024
+    """Largest message accepted (announced with ESMTP SIZE)."""
+    max_recipients: int = 50
+    """Most RCPT TO per message."""
+    max_connections: int = 100
+    """Sessions open at once; one more gets ``421 4.7.0``."""
+    timeout: float = 300.0
+    """Seconds a client may stay silent."""
+    data_timeout: float = 1800.0
+    """Seconds a whole DATA transfer may take."""
+    rate_limit: int = 60
+    """Messages one client address may send per rate_window; then ``450 4.7.1``."""
+    rate_window: float = 3600.0
+    """Seconds of the sliding window of rate_limit."""
+
+
+@dataclass(frozen=True)
+class OnionSettings:
+    """[onion]: the SMTP server behind the gateway's onion, for registered boxes."""
+
+    max_message_size: int = 25 * 1024 * 1024
+    """Largest message a box may send through the gateway (before sealing)."""
+    max_recipients: int = 50
+    """Most RCPT TO per message."""
+    max_connections: int = 50
+    """Box sessions open at once."""
+    timeout: float = 300.0
+    """Seconds a box may stay silent."""
+    data_timeout: float = 1800.0
+    """Seconds a whole DATA transfer may take."""
+
+
+@dataclass(frozen=True)
+class DnsSettings:
+    """[dns]: the validating resolver (keep it on loopback; see gateway.dns)."""
+
+    resolver: str = "127.0.0.1"
+    """IP address of the validating resolver."""
+    port: int = 53
+    """Its port."""
+    timeout: float = 5.0
+    """Seconds for one lookup, all retries included."""
+
+
+@dataclass(frozen=True)
+class OutboundSettings:
+    """[outbound]: clearnet delivery."""
+
+    ca_file: str = ""
+    """PEM bundle of CAs for PKIX checks of MX certificates; empty: the system store."""
+    mx_port: int = 25
+    """Port of the MX hosts (25 on the internet; tests point it at a private MTA)."""
+    mta_sts: bool = True
+    """Honour MTA-STS policies (RFC 8461); DANE and "TLS required" apply regardless."""
+    connect_timeout: float = 30.0
+    """Seconds for TCP connect plus the greeting."""
+    command_timeout: float = 60.0
+    """Seconds for each SMTP command's reply."""
+    data_timeout: float = 180.0
+    """Seconds for the message and the final reply."""
+
+
+@dataclass(frozen=True)
+class GatewayConfig:
+    """The whole configuration of one gateway."""
+
+    path: Path
+    gateway: GatewaySettings = field(default_factory=GatewaySettings)
+    smtp: SmtpSettings = field(default_factory=SmtpSettings)
+    onion: OnionSettings = field(default_factory=OnionSettings)
+    dns: DnsSettings = field(default_factory=DnsSettings)
+    outbound: OutboundSettings = field(default_factory=OutboundSettings)
+    tor: TorSection = field(default_factory=TorSection)
+    delivery: DeliverySection = field(default_factory=DeliverySection)
+
+    @property
+    def gateway_dir(self) -> Path:
+        return self.path.parent
+
+
+_SECTIONS: dict[str, type[Any]] = {
+    "gateway": GatewaySettings,
+    "smtp": SmtpSettings,
+    "onion": OnionSettings,
+    "dns": DnsSettings,
+    "outbound": OutboundSettings,
+    "tor": TorSection,
+    "delivery": DeliverySection,
+}
+
+
+def load_gateway_config(gateway_dir: Path) -> GatewayConfig:
+    """Read and validate ``gateway_dir/gateway.toml``."""
+    path = gateway_dir / CONFIG_NAME
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise GatewayConfigError(
+            f"{path}: no such file; create the gateway with "
+            f"'onionmail-gateway init --dir {gateway_dir} --domain DOMAIN'"
+        ) from None
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise GatewayConfigError(f"{path}: cannot read: {exc}") from None
+    return parse_gateway_config(raw, path)
+
+
+def parse_gateway_config(raw: dict[str, Any], path: Path) -> GatewayConfig:
+    sections: dict[str, Any] = {}
+    for name in raw:
+        if name not in _SECTIONS:
+            raise GatewayConfigError(
+                f"{path}: [{name}]: unknown section (known: {', '.join(_SECTIONS)})"
+            )
+    for name, cls in _SECTIONS.items():
+        table = raw.get(name, {})
+        if not isinstance(table, dict):
+            raise GatewayConfigError(f"{path}: [{name}]: expected a table")
+        try:
+            sections[name] = build_section(cls, table, f"{path}: [{name}]")
+        except ConfigError as exc:
+            raise GatewayConfigError(str(exc)) from None
+    config = GatewayConfig(path=path, **sections)
+    _check(config)
+    return config
+
+
+def _check(config: GatewayConfig) -> None:
+    p = config.path
+    try:
+        parse_mail_address(f"postmaster@{config.gateway.domain}")
+    except AddressError:
+        raise GatewayConfigError(f"{p}: [gateway] domain: expected a mail domain") from None
+    if config.gateway.domain.endswith(".onion"):
+        raise GatewayConfigError(f"{p}: [gateway] domain: must be a clearnet domain")
+    if bool(config.smtp.tls_cert) != bool(config.smtp.tls_key):
+        raise GatewayConfigError(f"{p}: [smtp] tls_key: tls_cert and tls_key go together")
+    for section, key in (("smtp", "port"), ("dns", "port"), ("outbound", "mx_port")):
+        if not 0 <= getattr(getattr(config, section), key) <= 65535:
+            raise GatewayConfigError(f"{p}: [{section}] {key}: expected 0-65535")
+    for section in ("smtp", "onion"):
+        settings = getattr(config, section)
+        for key in ("max_message_size", "max_recipients", "max_connections"):
+            if getattr(settings, key) < 1:
+                raise GatewayConfigError(f"{p}: [{section}] {key}: at least 1")
+    if config.smtp.rate_limit < 1 or config.smtp.rate_window <= 0:
+        raise GatewayConfigError(f"{p}: [smtp] rate_limit: at least 1 per positive rate_window")
+    if config.tor.mode not in ("launch", "attach"):
+        raise GatewayConfigError(f"{p}: [tor] mode: expected 'launch' or 'attach'")
+    d = config.delivery
+    if not 0 < d.retry_initial <= d.retry_max or d.max_lifetime <= 0:
+        raise GatewayConfigError(f"{p}: [delivery] retry_initial: positive, <= retry_max")
+
+
+def render_gateway_config(domain: str, *, require_approval: bool, testnet: str = "") -> str:
+    """The text ``onionmail-gateway init`` writes; defaults shown commented."""
+    testnet_line = f'testnet = "{testnet}"' if testnet else '# testnet = ""'
+    return f"""# onionmail gateway configuration. Every key but [gateway] domain is optional.
+# Each key is documented in gateway/config.py and README.md, section "Gateway".
+
+[gateway]
+domain = "{domain}"
+require_approval = {"true" if require_approval else "false"}
+# dkim_selector = "gw1"        # publishes gw1-ed25519._domainkey and gw1-rsa._domainkey
+# keep_display_name = true
+
+[smtp]                         # the clearnet MX of the domain
+# host = "127.0.0.1"           # "0.0.0.0" to serve the internet
+# port = 25
+# tls_cert = ""                # PEM chain offered with STARTTLS (strongly recommended)
+# tls_key = ""
+# max_message_size = 26214400
+# max_recipients = 50
+# max_connections = 100
+# timeout = 300.0
+# data_timeout = 1800.0
+# rate_limit = 60              # messages per client address per rate_window
+# rate_window = 3600.0
+
+[onion]                        # the boxes' side, behind the gateway's onion
+# max_message_size = 26214400
+# max_recipients = 50
+# max_connections = 50
+
+[dns]                          # a validating resolver, on loopback
+# resolver = "127.0.0.1"
+# port = 53
+# timeout = 5.0
+
+[outbound]
+# ca_file = ""                 # empty: the system's CA store
+# mx_port = 25
+# mta_sts = true
+
+[tor]
+# mode = "launch"              # or "attach" with control_socket / control_port
+{testnet_line}
+
+[delivery]
+# retry_initial = 30.0
+# retry_max = 3600.0
+# max_lifetime = 432000.0
+"""

@@ -1,0 +1,301 @@
+"""The gateway daemon: one identity, its tor and onion, two SMTP servers, two queues.
+
+Layout of ``GWDIR`` (directories 0700, files 0600)::
+
+    gateway.toml           configuration (gateway.config)
+    keys/identity.key      the gateway's ed25519 identity: its onion address
+    keys/dkim/             DKIM keys (gateway.dkim_signing)
+    registrations.json     aliases -> boxes (gateway.registry)
+    queue/clearnet/        box -> clearnet, encrypted at rest
+    queue/boxes/           clearnet -> box: sealed to the box (and encrypted at rest)
+    state/replay.sqlite    envelope ids and registration nonces seen
+    undeliverable/         reports on box-bound mail that expired (no content)
+    tor/                   the gateway's own tor, in launch mode
+    run/box.lock           one running gateway per directory
+
+Start-up follows the box's order (:mod:`onionmail.box`): queues recovered,
+the onion-side server listening before the onion is published, the
+clearnet server last, when the gateway can take responsibility for mail.
+Everything the gateway reuses from the box is the box's own code: identity,
+tor launch and onion publication (:class:`onionmail.box_tor.BoxTor`),
+sealed envelopes, the durable queue, the delivery agent, the SMTP server
+with its limits and anonymous banner.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from gateway.clearnet_inbound import AuthenticationResults, ClearnetInboundHandler, RateLimit
+from gateway.config import GatewayConfig
+from gateway.dkim_signing import DkimAlgorithm, DkimSigner, load_or_create_key
+from gateway.dns import GatewayResolver, ResolverConfig
+from gateway.mta_sts import FetchConfig, MtaSts
+from gateway.onion_side import GatewayOnionHandler
+from gateway.outbound_smtp import SmtpTimeouts
+from gateway.registry import Registry
+from gateway.relay import BounceToBox, ClearnetAgent, queue_for_boxes, undeliverable_maildir
+from gateway.tls_policy import TlsPolicy
+from onionmail.box_lock import BoxLock
+from onionmail.box_tor import BoxTor
+from onionmail.delivery import DeliveryAgent
+from onionmail.fsutil import ensure_private_dir
+from onionmail.identity import Identity, derive_subkey
+from onionmail.maildir import Maildir
+from onionmail.outbound_queue import OutboundQueue
+from onionmail.replay_cache import ReplayCache
+from onionmail.smtp_server import server_port, start_smtp_server
+
+log = logging.getLogger(__name__)
+
+Progress = Callable[[str], None]
+
+
+class GatewayPaths:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.identity = root / "keys" / "identity.key"
+        self.dkim = root / "keys" / "dkim"
+        self.registrations = root / "registrations.json"
+        self.clearnet_queue = root / "queue" / "clearnet"
+        self.box_queue = root / "queue" / "boxes"
+        self.state = root / "state"
+        self.tor = root / "tor"
+
+
+def dkim_signer(config: GatewayConfig) -> DkimSigner:
+    """The gateway's DKIM keys (one per algorithm), generated on first use."""
+    paths = GatewayPaths(config.gateway_dir)
+    return DkimSigner(
+        [
+            load_or_create_key(
+                paths.dkim,
+                domain=config.gateway.domain,
+                selector=f"{config.gateway.dkim_selector}-{algorithm.key_type}",
+                algorithm=algorithm,
+            )
+            for algorithm in DkimAlgorithm
+        ]
+    )
+
+
+def _tls_context(config: GatewayConfig) -> ssl.SSLContext | None:
+    if not config.smtp.tls_cert:
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.load_cert_chain(config.smtp.tls_cert, config.smtp.tls_key)
+    return context
+
+
+class Gateway:
+    """A running gateway. ``await start()``, then ``await stop()``."""
+
+    def __init__(
+        self,
+        config: GatewayConfig,
+        identity: Identity,
+        *,
+        testnet_options: dict[str, Any] | None = None,
+        progress: Progress | None = None,
+        authenticate: AuthenticationResults | None = None,
+    ) -> None:
+        self.config = config
+        self.identity = identity
+        self.paths = GatewayPaths(config.gateway_dir)
+        self.progress = progress or (lambda _msg: None)
+        self.authenticate = authenticate
+        """SPF/DKIM/DMARC hook of the clearnet server; see gateway.clearnet_inbound."""
+        self.tor = BoxTor(config.tor, self.paths.tor, testnet_options or {})
+        self.registry = Registry(self.paths.registrations)
+        self.clearnet_queue = OutboundQueue(
+            self.paths.clearnet_queue, derive_subkey(identity.seed, b"om-gw-clearnet")
+        )
+        self.box_queue = OutboundQueue(
+            self.paths.box_queue, derive_subkey(identity.seed, b"om-gw-boxes")
+        )
+        self.replay_cache: ReplayCache | None = None
+        self.onion_server: asyncio.Server | None = None
+        self.smtp_server: asyncio.Server | None = None
+        self.onion_handler: GatewayOnionHandler | None = None
+        self.smtp_handler: ClearnetInboundHandler | None = None
+        self.box_agent: DeliveryAgent | None = None
+        self.clearnet_agent: ClearnetAgent | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._lock = BoxLock(config.gateway_dir)
+        self.onion_port = 0
+        self.smtp_port = 0
+
+    @property
+    def onion(self) -> str:
+        return self.identity.onion_address
+
+    async def start(self) -> None:
+        self._lock.acquire()
+        for queue in (self.clearnet_queue, self.box_queue):
+            await asyncio.to_thread(queue.recover)
+        ensure_private_dir(self.paths.state)
+        self.replay_cache = ReplayCache(self.paths.state / "replay.sqlite")
+        signer = await asyncio.to_thread(dkim_signer, self.config)
+        await self._start_onion_side(signer)
+        await self.tor.start(self.progress)
+        await self.tor.publish(self.identity, self.onion_port, self.progress)
+        self._start_agents()
+        await self._start_clearnet_side()
+        self.progress(f"gateway running: {self.onion} for {self.config.gateway.domain}")
+
+    async def _start_onion_side(self, signer: DkimSigner) -> None:
+        assert self.replay_cache is not None
+        settings = self.config.onion
+        self.onion_handler = GatewayOnionHandler(
+            identity=self.identity,
+            domain=self.config.gateway.domain,
+            registry=self.registry,
+            replay_cache=self.replay_cache,
+            signer=signer,
+            queue_clearnet=self.queue_clearnet,
+            require_approval=self.config.gateway.require_approval,
+            max_recipients=settings.max_recipients,
+            keep_display_name=self.config.gateway.keep_display_name,
+        )
+        self.onion_server = await start_smtp_server(
+            self.onion_handler,
+            "127.0.0.1",
+            0,
+            name="gateway onion",
+            max_connections=settings.max_connections,
+            hostname=self.onion,
+            data_size_limit=int(settings.max_message_size * 1.45) + 65536,  # sealed: base64
+            timeout=settings.timeout,
+            data_timeout=settings.data_timeout,
+        )
+        self.onion_port = server_port(self.onion_server)
+
+    async def _start_clearnet_side(self) -> None:
+        settings = self.config.smtp
+        self.smtp_handler = ClearnetInboundHandler(
+            domain=self.config.gateway.domain,
+            registry=self.registry,
+            seal_and_queue=self.seal_and_queue,
+            max_recipients=settings.max_recipients,
+            rate_limit=RateLimit(settings.rate_limit, settings.rate_window),
+            authenticate=self.authenticate,
+        )
+        self.smtp_server = await start_smtp_server(
+            self.smtp_handler,
+            settings.host,
+            settings.port,
+            name="gateway smtp",
+            max_connections=settings.max_connections,
+            hostname=self.config.gateway.domain,
+            data_size_limit=settings.max_message_size,
+            timeout=settings.timeout,
+            data_timeout=settings.data_timeout,
+            tls_context=_tls_context(self.config),
+        )
+        self.smtp_port = server_port(self.smtp_server)
+
+    def _start_agents(self) -> None:
+        self.box_agent = DeliveryAgent(
+            queue=self.box_queue,
+            identity=self.identity,
+            settings=self.config.delivery,
+            socks_address=lambda: self.tor.socks_address,
+            socks_timeout=self.config.tor.socks_timeout,
+            sender_maildir=undeliverable_maildir(self.config.gateway_dir),
+        )
+        # A box that does not seal is no onionmail box: never hand it the inner envelope.
+        self.box_agent.plain_refusal = lambda _rcpt: "the peer is not an onionmail box"
+        resolver = GatewayResolver(
+            ResolverConfig(self.config.dns.resolver, self.config.dns.port, self.config.dns.timeout)
+        )
+        ca_file = self.config.outbound.ca_file or None
+        mta_sts = (
+            MtaSts(resolver, FetchConfig(ca_file=ca_file)) if self.config.outbound.mta_sts else None
+        )
+        out = self.config.outbound
+        self.clearnet_agent = ClearnetAgent(
+            queue=self.clearnet_queue,
+            identity=self.identity,
+            settings=self.config.delivery,
+            sender_maildir=self._bounce_to_box,
+            policy=TlsPolicy(resolver, mta_sts, ca_file=ca_file),
+            resolver=resolver,
+            local_hostname=self.config.gateway.domain,
+            mx_port=out.mx_port,
+            timeouts=SmtpTimeouts(
+                connect=out.connect_timeout, command=out.command_timeout, data=out.data_timeout
+            ),
+        )
+        for agent in (self.box_agent, self.clearnet_agent):
+            self._tasks.append(asyncio.create_task(agent.run()))
+
+    def _bounce_to_box(self, alias: str) -> Maildir:
+        loop = asyncio.get_running_loop()
+        agent = self.box_agent
+
+        def wake() -> None:
+            if agent is not None:
+                loop.call_soon_threadsafe(agent.wake)
+
+        return BounceToBox(
+            alias,
+            registry=self.registry,
+            queue=self.box_queue,
+            identity=self.identity,
+            wake=wake,
+        )
+
+    async def queue_clearnet(self, alias: str, recipients: list[str], message: bytes) -> list[str]:
+        """Queue a signed message from ``alias`` durably, one entry per recipient domain."""
+        by_domain: dict[str, list[str]] = {}
+        for rcpt in recipients:
+            by_domain.setdefault(rcpt.rsplit("@", 1)[1], []).append(rcpt)
+        ids = []
+        for domain, rcpts in by_domain.items():
+            entry = await asyncio.to_thread(
+                self.clearnet_queue.enqueue, domain, alias, tuple(rcpts), message
+            )
+            ids.append(entry.id)
+        if self.clearnet_agent is not None:
+            self.clearnet_agent.wake()
+        return ids
+
+    async def seal_and_queue(self, sender: str, boxes: list[str], message: bytes) -> list[str]:
+        """Seal clearnet mail to its boxes, then queue the ciphertext (never the plaintext)."""
+        ids = await asyncio.to_thread(
+            queue_for_boxes,
+            self.box_queue,
+            self.identity,
+            mail_from=sender,
+            boxes=boxes,
+            message=message,
+        )
+        if self.box_agent is not None:
+            self.box_agent.wake()
+        return ids
+
+    async def stop(self) -> None:
+        if not self._lock.held:
+            return
+        for server in (self.smtp_server, self.onion_server):
+            if server is not None:
+                server.close()
+        for handler in (self.smtp_handler, self.onion_handler):
+            if handler is not None:
+                await handler.drain()
+        for agent in (self.box_agent, self.clearnet_agent):
+            if agent is not None:
+                await agent.stop()
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.tor.stop()
+        if self.replay_cache is not None:
+            self.replay_cache.close()
+        self._lock.release()

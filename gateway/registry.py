@@ -1,0 +1,150 @@
+"""Which box owns which alias: ``GWDIR/registrations.json`` (0600).
+
+One JSON file rewritten atomically (write, fsync, rename) under an
+exclusive ``flock`` of ``registrations.lock``, because two processes change
+it: the running gateway (new requests) and ``onionmail-gateway
+approve|deny`` (decisions). The gateway re-reads the file when it changed
+on disk, so a decision takes effect without a restart.
+
+Each entry keeps the box's signed request (its bytes and the signature):
+the operator can show later which box asked for an alias, and anyone can
+re-check it with the box's onion address alone.
+
+Rules: an alias belongs to one box address and a box address has one alias
+per gateway; asking again for the same alias returns its current state; a
+denied alias stays denied (it cannot be asked for again by anyone) until
+the operator removes it.
+"""
+
+from __future__ import annotations
+
+import base64
+import fcntl
+import json
+import os
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from onionmail.errors import RegistrationError
+from onionmail.fsutil import write_private_file
+from onionmail.gateway_protocol import RegistrationRequest
+
+PENDING, APPROVED, DENIED = "pending", "approved", "denied"
+
+
+@dataclass(frozen=True)
+class Registration:
+    alias: str
+    """The local part at the gateway's domain."""
+    box: str
+    """The box address mail for the alias goes to."""
+    state: str
+    requested: float
+    decided: float = 0.0
+    request: str = ""
+    """The signed request bytes (JSON) as the box sent them."""
+    signature: str = ""
+    """Base64 of the box's ed25519 signature over ``request``."""
+
+
+class Registry:
+    """The registrations of one gateway (blocking file I/O; call from a thread when hot)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._lock_path = path.with_name(path.name + ".lock")
+        self._entries: dict[str, Registration] = {}
+        self._seen: tuple[int, int] | None = None
+
+    def _stamp(self) -> tuple[int, int] | None:
+        try:
+            info = self.path.stat()
+        except FileNotFoundError:
+            return None
+        return (info.st_mtime_ns, info.st_size)
+
+    def _load(self) -> dict[str, Registration]:
+        stamp = self._stamp()
+        if stamp != self._seen:
+            if stamp is None:
+                self._entries = {}
+            else:
+                data = json.loads(self.path.read_text(encoding="utf-8"))
+                self._entries = {e["alias"]: Registration(**e) for e in data["registrations"]}
+            self._seen = stamp
+        return self._entries
+
+    @contextmanager
+    def _locked(self) -> Iterator[dict[str, Registration]]:
+        fd = os.open(self._lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            entries = dict(self._load())
+            yield entries
+            data = {"registrations": [asdict(e) for e in sorted(entries.values(), key=_order)]}
+            write_private_file(self.path, json.dumps(data, indent=1).encode())
+            self._entries, self._seen = entries, self._stamp()
+        finally:
+            os.close(fd)
+
+    def get(self, alias: str) -> Registration | None:
+        return self._load().get(alias.lower())
+
+    def by_box(self, box: str) -> Registration | None:
+        box = box.lower()
+        return next((e for e in self._load().values() if e.box == box), None)
+
+    def all(self) -> list[Registration]:
+        return sorted(self._load().values(), key=_order)
+
+    def request(self, request: RegistrationRequest, *, require_approval: bool) -> Registration:
+        """Record a verified request; the (new or existing) registration.
+
+        Raises :class:`RegistrationError` when the alias is another box's, the
+        box already has another alias here, or the alias was denied.
+        """
+        with self._locked() as entries:
+            existing = entries.get(request.alias)
+            if existing is not None and existing.box != request.box:
+                raise RegistrationError("this alias is taken")
+            if existing is not None:
+                if existing.state == DENIED:
+                    raise RegistrationError("the gateway's operator denied this alias")
+                return existing
+            other = next((e for e in entries.values() if e.box == request.box), None)
+            if other is not None:
+                raise RegistrationError(f"this box already has the alias {other.alias!r} here")
+            entry = Registration(
+                alias=request.alias,
+                box=request.box,
+                state=PENDING if require_approval else APPROVED,
+                requested=time.time(),
+                decided=0.0 if require_approval else time.time(),
+                request=request.signed_bytes().decode(),
+                signature=base64.b64encode(request.signature).decode("ascii"),
+            )
+            entries[entry.alias] = entry
+            return entry
+
+    def decide(self, alias: str, *, approve: bool) -> Registration:
+        """Approve or deny ``alias``; raises :class:`RegistrationError` if there is none."""
+        with self._locked() as entries:
+            existing = entries.get(alias.lower())
+            if existing is None:
+                raise RegistrationError(f"no registration for the alias {alias!r}")
+            decided = Registration(
+                **{
+                    **asdict(existing),
+                    "state": APPROVED if approve else DENIED,
+                    "decided": time.time(),
+                }
+            )
+            entries[decided.alias] = decided
+            return decided
+
+
+def _order(entry: Registration) -> tuple[float, str]:
+    return (entry.requested, entry.alias)

@@ -1,0 +1,204 @@
+"""The gateway's two queues and what drains them.
+
+Both are :class:`onionmail.outbound_queue.OutboundQueue` (durable, fsynced
+before ``250``, encrypted at rest with a key derived from the gateway's
+identity, removed as soon as delivered) drained by the box's
+:class:`onionmail.delivery.DeliveryAgent` (retries with exponential backoff
+and jitter, bounce after ``[delivery] max_lifetime``):
+
+``queue/clearnet``  box -> clearnet. One entry per recipient domain, holding
+    the rewritten, DKIM-signed message. :class:`ClearnetAgent` replaces the
+    agent's one delivery attempt: MX lookup and TLS decision
+    (:class:`gateway.tls_policy.TlsPolicy`: DANE, MTA-STS, TLS required by
+    default), the MX's addresses from the same validating resolver, and
+    :func:`gateway.outbound_smtp.deliver`. A DNS failure, a 4xx or TLS that
+    cannot be had is retried; a 5xx, NXDOMAIN or a null MX bounces.
+``queue/boxes``     clearnet -> box. Each entry's message is an inner sealed
+    envelope (:func:`onionmail.gateway_protocol.seal_for_box`) that only the
+    box can open; the stock agent seals it once more for the SMTP session
+    and delivers it over Tor, as a box delivers to a box.
+
+Bounces of clearnet mail go back to the box: :class:`BounceToBox` takes the
+agent's delivery status notification (it looks like a Maildir to the
+agent), seals it to the box registered for the alias and queues it in
+``queue/boxes``. Bounces of box-bound mail (a box unreachable for the whole
+lifetime) cannot go anywhere useful — the clearnet sender's address is in
+the sealed part the gateway may still read, but answering would confirm the
+alias to spammers — so the report is kept in ``GWDIR/undeliverable`` for the
+operator; it quotes no content (the message is ciphertext).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from pathlib import Path
+
+from gateway.dns import GatewayResolver
+from gateway.errors import (
+    DnsDeferError,
+    DnsError,
+    DnsPermanentError,
+    OutboundDeliveryError,
+)
+from gateway.errors import (
+    PermanentDeliveryError as MxRefused,
+)
+from gateway.outbound_smtp import SmtpTimeouts, deliver
+from gateway.registry import Registry
+from gateway.tls_policy import TlsPolicy
+from onionmail.config import DeliverySection
+from onionmail.delivery import DeliveryAgent
+from onionmail.errors import DeliveryError, PermanentDeliveryError
+from onionmail.gateway_protocol import GATEWAY_SENDER_LOCAL_PART, seal_for_box
+from onionmail.identity import Identity
+from onionmail.maildir import Maildir
+from onionmail.outbound_queue import OutboundQueue, QueuedMessage
+
+log = logging.getLogger(__name__)
+
+
+def queue_for_boxes(
+    queue: OutboundQueue,
+    identity: Identity,
+    *,
+    mail_from: str,
+    boxes: list[str],
+    message: bytes,
+) -> list[str]:
+    """Seal ``message`` to each box (grouped by onion) and queue only the ciphertext.
+
+    Blocking (sealing and fsync): call it in a worker thread.
+    """
+    by_onion: dict[str, list[str]] = {}
+    for box in boxes:
+        by_onion.setdefault(box.rsplit("@", 1)[1], []).append(box)
+    ids = []
+    outer_sender = f"{GATEWAY_SENDER_LOCAL_PART}@{identity.onion_address}"
+    for onion, rcpts in by_onion.items():
+        recipients = tuple(dict.fromkeys(rcpts))
+        inner = seal_for_box(
+            identity, onion, mail_from=mail_from, recipients=recipients, message=message
+        )
+        ids.append(queue.enqueue(onion, outer_sender, recipients, inner).id)
+    return ids
+
+
+class BounceToBox(Maildir):
+    """Where the clearnet agent "delivers" a bounce: sealed into the queue for the box.
+
+    The agent hands a DSN to ``sender_maildir(<local part of the alias>)``;
+    this stands in for that Maildir. ``deliver`` blocks (the agent calls it
+    in a thread) and wakes the box-bound agent through ``wake``.
+    """
+
+    def __init__(
+        self,
+        alias: str,
+        *,
+        registry: Registry,
+        queue: OutboundQueue,
+        identity: Identity,
+        wake: Callable[[], None],
+    ) -> None:
+        self.path = queue.directory  # no Maildir of its own
+        self.alias = alias
+        self.registry = registry
+        self.queue = queue
+        self.identity = identity
+        self.wake = wake
+
+    def deliver(self, message: bytes) -> Path:
+        entry = self.registry.get(self.alias)
+        if entry is None:
+            log.warning("a bounce for an alias that no longer exists was dropped")
+            return self.path
+        queue_for_boxes(
+            self.queue,
+            self.identity,
+            mail_from="",
+            boxes=[entry.box],
+            message=message.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n"),
+        )
+        self.wake()
+        return self.path
+
+
+class ClearnetAgent(DeliveryAgent):
+    """The delivery agent with one attempt = MX lookup, TLS policy, SMTP to the MX."""
+
+    def __init__(
+        self,
+        *,
+        queue: OutboundQueue,
+        identity: Identity,
+        settings: DeliverySection,
+        sender_maildir: Callable[[str], Maildir],
+        policy: TlsPolicy,
+        resolver: GatewayResolver,
+        local_hostname: str,
+        mx_port: int = 25,
+        timeouts: SmtpTimeouts | None = None,
+    ) -> None:
+        super().__init__(
+            queue=queue,
+            identity=identity,
+            settings=settings,
+            socks_address=lambda: ("127.0.0.1", 0),  # unused: the clearnet needs no tor
+            socks_timeout=0.0,
+            sender_maildir=sender_maildir,
+        )
+        self.policy = policy
+        self.resolver = resolver
+        self.local_hostname = local_hostname
+        self.mx_port = mx_port
+        self.timeouts = timeouts or SmtpTimeouts()
+        self.transport_security: dict[str, str] = {}
+        """Queue id -> how the last delivery went (``tls-authenticated`` ...), for tests."""
+
+    async def deliver(self, entry: QueuedMessage) -> tuple[bool, list[str]]:
+        """One attempt; returns (False, recipients refused for good). Raises DeliveryError."""
+        try:
+            plan = await self.policy.plan(entry.destination)
+        except DnsPermanentError as exc:
+            raise PermanentDeliveryError(f"no mail host for the domain: {exc}") from None
+        except DnsError as exc:
+            raise DeliveryError(f"DNS: {exc}") from None
+        if not plan.permitted:
+            raise DeliveryError("the domain's MTA-STS policy permits none of its MX hosts")
+        last = "no MX host had an address"
+        for decision in plan.permitted:
+            try:
+                addresses = await self.resolver.addresses(decision.mx_host)
+            except (DnsDeferError, DnsPermanentError) as exc:
+                last = f"DNS for an MX host: {exc}"
+                continue
+            for address in addresses.addresses:
+                try:
+                    result = await deliver(
+                        host=address,
+                        port=self.mx_port,
+                        decision=decision,
+                        sender=entry.mail_from,
+                        recipients=entry.recipients,
+                        message=entry.message,
+                        local_hostname=self.local_hostname,
+                        timeouts=self.timeouts,
+                    )
+                except MxRefused as exc:
+                    raise PermanentDeliveryError(str(exc)) from None
+                except OutboundDeliveryError as exc:
+                    last = str(exc)
+                    continue
+                self.transport_security[entry.id] = result.transport_security
+                return False, list(result.refused)
+        raise DeliveryError(last)
+
+
+def undeliverable_maildir(gateway_dir: Path) -> Callable[[str], Maildir]:
+    """Where reports about box-bound mail that could not be delivered are kept."""
+
+    def folder(local_part: str) -> Maildir:
+        return Maildir(gateway_dir / "undeliverable")
+
+    return folder

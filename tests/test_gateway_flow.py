@@ -1,0 +1,525 @@
+"""The clearnet gateway end to end: real tor, real Postfix, real Knot + Unbound.
+
+One world per module (the tests run in file order and build on each other):
+
+* the private Tor network (session fixture);
+* Knot + a validating Unbound serving ``clear.test`` (signed): MX
+  ``mx.clear.test`` -> 127.0.0.1;
+* a private Postfix as the MX of ``clear.test`` (STARTTLS with a trustme
+  certificate for ``mx.clear.test``, user ``bob`` only), which relays mail for
+  other domains to the gateway's clearnet port (its ``relayhost``);
+* ``onionmail-gateway run`` for ``gw.test`` with ``--require-approval``, its
+  own tor and onion, DNS through the Unbound above, MX port = Postfix's;
+* the box ``alice``, registered with ``onionmail gateway register`` before it
+  first runs (the CLI launches a tor of its own for that), then ``onionmail
+  run``;
+* a plain client tor, for the tests that speak to the gateway's onion as an
+  intruder (a box nobody registered, or alice's key misused).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email
+import email.policy
+import os
+import secrets
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiosmtplib
+import dkim
+import pytest
+import trustme
+
+from gateway.config import load_gateway_config
+from gateway.daemon import dkim_signer
+from onionmail.identity import Identity
+from onionmail.sealed_envelope import (
+    SEAL_KEYWORD,
+    SealedContent,
+    encode_for_smtp,
+    parse_seal_keyword_params,
+    seal,
+)
+from onionmail.testnet import client_tor_options
+from onionmail.tor_socks import SocksError, open_tor_stream
+from tests.box_process import (
+    ClientTor,
+    RunningBox,
+    free_port,
+    run_box,
+    start_client_tor,
+    submit,
+    wait_for_mail,
+)
+from tests.dns_server import Zone, a, mx, running_dns
+from tests.postfix import Postfix, postfix_for_domain
+
+pytestmark = pytest.mark.tor
+
+GW_DOMAIN = "gw.test"
+CLEAR_DOMAIN = "clear.test"
+MX_NAME = "mx.clear.test"
+ZONES = [Zone(CLEAR_DOMAIN, [mx(10, MX_NAME + "."), a("mx")])]
+
+
+@dataclass
+class World:
+    gw_dir: Path
+    gw_onion: str
+    gw_smtp_port: int
+    gw_process: subprocess.Popen[str]
+    gw_stderr: list[str]
+    postfix: Postfix
+    alice: RunningBox
+    register_output: str
+    client_tor: ClientTor
+
+
+def _cli(*args: str) -> list[str]:
+    return [sys.executable, "-m", *args]
+
+
+def _drain(stream: Any, sink: list[str]) -> None:
+    for line in stream:
+        sink.append(line)
+
+
+def _gateway_config(
+    testnet_dir: Path, smtp_port: int, dns: Any, postfix_port: int, tls: Path, cafile: Path
+) -> str:
+    return f"""
+[gateway]
+domain = "{GW_DOMAIN}"
+require_approval = true
+[smtp]
+port = {smtp_port}
+tls_cert = "{tls / "chain.pem"}"
+tls_key = "{tls / "key.pem"}"
+max_message_size = 200000
+rate_limit = 50
+[dns]
+resolver = "{dns.resolver_host}"
+port = {dns.resolver_port}
+[outbound]
+ca_file = "{cafile}"
+mx_port = {postfix_port}
+[tor]
+testnet = "{testnet_dir}"
+[delivery]
+retry_initial = 2.0
+"""
+
+
+def _start_gateway(gw_dir: Path) -> tuple[subprocess.Popen[str], list[str]]:
+    process = subprocess.Popen(
+        _cli("gateway.cli", "-v", "run", "--dir", str(gw_dir)),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    stderr: list[str] = []
+    threading.Thread(target=_drain, args=(process.stderr, stderr), daemon=True).start()
+    return process, stderr
+
+
+def _wait_gateway_ready(process: subprocess.Popen[str], stderr: list[str]) -> tuple[str, int]:
+    assert process.stdout is not None
+    onion, port = "", 0
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        line = process.stdout.readline()
+        if not line:
+            break
+        key, _, value = line.partition(":")
+        if key == "onion":
+            onion = value.strip()
+        elif key == "smtp":
+            port = int(value.strip().rsplit(":", 1)[1])
+            return onion, port
+    raise AssertionError("the gateway did not start:\n" + "".join(stderr[-30:]))
+
+
+def _stop(process: subprocess.Popen[str]) -> None:
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(10)
+    for stream in (process.stdout, process.stderr):
+        if stream is not None:
+            stream.close()
+
+
+@pytest.fixture(scope="module")
+def world(testnet: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
+    from onionmail.box_init import create_box
+
+    root = tmp_path_factory.mktemp("gw-world")
+    ca = trustme.CA()
+    cafile = root / "ca.pem"
+    ca.cert_pem.write_to_path(str(cafile))
+    tls = root / "gw-tls"
+    tls.mkdir()
+    gw_cert = ca.issue_cert(GW_DOMAIN)
+    gw_cert.private_key_pem.write_to_path(str(tls / "key.pem"))
+    gw_cert.cert_chain_pems[0].write_to_path(str(tls / "chain.pem"))
+    gw_smtp_port = free_port()
+    postfix_settings = {
+        "relayhost": f"[127.0.0.1]:{gw_smtp_port}",
+        "smtp_tls_security_level": "may",
+        "smtp_tls_loglevel": "1",
+    }
+    gw_dir = root / "gateway"
+    with (
+        running_dns(ZONES, root / "dns") as dns,
+        postfix_for_domain(
+            CLEAR_DOMAIN,
+            tls=ca.issue_cert(MX_NAME),
+            known_users=["bob"],
+            extra_settings=postfix_settings,
+        ) as postfix,
+    ):
+        init = subprocess.run(
+            _cli("gateway.cli", "init", "--dir", str(gw_dir), "--domain", GW_DOMAIN),
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        gw_onion = next(
+            line.split()[1] for line in init.stdout.splitlines() if line.startswith("onion:")
+        )
+        (gw_dir / "gateway.toml").write_text(
+            _gateway_config(testnet.directory, gw_smtp_port, dns, postfix.port, tls, cafile)
+        )
+        gw_process, gw_stderr = _start_gateway(gw_dir)
+        new = create_box(
+            root / "alice", "alice", testnet=testnet.directory, submission_port=0, retry_initial=2.0
+        )
+        # Registered while the gateway is still starting: the command waits for it.
+        register = subprocess.Popen(
+            _cli("onionmail.cli", "gateway", "register", "--dir", str(new.box_dir))
+            + ["--gateway", gw_onion, "--alias", "alice", "--timeout", "120"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        tors: list[ClientTor] = []
+        tor_thread = threading.Thread(
+            target=lambda: tors.append(
+                start_client_tor(root / "client-tor", client_tor_options(testnet))
+            )
+        )
+        tor_thread.start()
+        alice: RunningBox | None = None
+        try:
+            _, gw_smtp = _wait_gateway_ready(gw_process, gw_stderr)
+            out, err = register.communicate(timeout=150)
+            assert register.returncode == 0, err
+            alice = run_box(new)
+            tor_thread.join(90)
+            assert tors, "the client tor did not start"
+            yield World(
+                gw_dir,
+                gw_onion,
+                gw_smtp,
+                gw_process,
+                gw_stderr,
+                postfix,
+                alice,
+                out + err,
+                tors[0],
+            )
+        finally:
+            if register.poll() is None:
+                register.kill()
+                register.communicate()
+            if alice is not None:
+                alice.stop()
+            tor_thread.join(90)
+            for tor in tors:
+                tor.stop()
+            _stop(gw_process)
+
+
+# --- helpers ----------------------------------------------------------------------------
+
+
+async def onion_session(
+    world: World,
+    identity: Identity,
+    mail_from: str,
+    rcpts: list[str],
+    message: bytes,
+    *,
+    sealed: bool = True,
+) -> tuple[int, str]:
+    """One SMTP transaction with the gateway's onion; (code, text) of the deciding reply."""
+    for attempt in range(5):
+        try:
+            sock = await open_tor_stream(
+                "127.0.0.1",
+                world.client_tor.socks_port,
+                world.gw_onion,
+                25,
+                timeout=30,
+                isolation=secrets.token_hex(8),
+            )
+            break
+        except SocksError:
+            if attempt == 4:
+                raise
+            await asyncio.sleep(1)
+    smtp = aiosmtplib.SMTP(sock=sock, local_hostname="localhost", timeout=30, start_tls=False)
+    try:
+        await smtp.connect()
+        await smtp.ehlo()
+        params = smtp.esmtp_extensions[SEAL_KEYWORD.lower()]
+        await smtp.mail(mail_from)
+        for rcpt in rcpts:
+            response = await smtp.execute_command(b"RCPT", f"TO:<{rcpt}>".encode())
+            if response.code >= 400:
+                return response.code, response.message
+        payload = message
+        if sealed:
+            content = SealedContent(
+                envelope_id=secrets.token_bytes(16),
+                created=int(time.time()),
+                session_challenge=parse_seal_keyword_params(params),
+                mail_from=mail_from,
+                recipients=tuple(rcpts),
+                message=message,
+            )
+            payload = encode_for_smtp(
+                seal(content, sender=identity, recipient_onion=world.gw_onion)
+            )
+        try:
+            reply = await smtp.data(payload)
+        except aiosmtplib.SMTPResponseException as exc:
+            return exc.code, exc.message
+        return reply.code, reply.message
+    finally:
+        smtp.close()
+
+
+def mail_from(address: str, to: str, subject: str, body: str) -> bytes:
+    return (
+        f"From: {address}\r\nTo: {to}\r\nSubject: {subject}\r\n"
+        f"Message-ID: <{secrets.token_hex(8)}@{address.split('@')[1]}>\r\n\r\n{body}\r\n"
+    ).encode()
+
+
+def postfix_messages(postfix: Postfix) -> list[bytes]:
+    new = postfix.maildir / "new"
+    return [p.read_bytes() for p in sorted(new.iterdir())] if new.is_dir() else []
+
+
+def wait_postfix(postfix: Postfix, token: str, timeout: float = 60, log: str = "") -> bytes:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for message in postfix_messages(postfix):
+            if token.encode() in message:
+                return message
+        time.sleep(0.2)
+    raise AssertionError(f"{token} never reached Postfix:\n{postfix.log.read_text()[-3000:]}{log}")
+
+
+def wait_box_mail(box: RunningBox, token: str, timeout: float = 90) -> bytes:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for message in wait_for_mail(box.maildir, 0, timeout=1):
+            if token.encode() in message:
+                return message
+        time.sleep(0.2)
+    raise AssertionError(f"{token} never reached the box")
+
+
+def gateway(world: World, *args: str) -> str:
+    result = subprocess.run(
+        _cli("gateway.cli", *args, "--dir", str(world.gw_dir)),
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+# --- the tests, in order ------------------------------------------------------------------
+
+
+def test_registration_is_pending_until_approved_and_mail_is_refused_meanwhile(
+    world: World,
+) -> None:
+    alice = world.alice
+    assert f"pending: alice@{GW_DOMAIN} -> {alice.address}" in world.register_output
+    assert "tor bootstrap" in world.register_output  # progress while waiting on tor
+    config = (alice.new.box_dir / "onionmail.toml").read_text()
+    assert f'"{world.gw_onion}" = "alice@{GW_DOMAIN}"' in config
+    assert f"alice@{GW_DOMAIN}" in gateway(world, "pending")
+
+    token = f"pending-{secrets.token_hex(4)}"
+    asyncio.run(submit(alice, f"bob@{CLEAR_DOMAIN}", token, "must not leave yet"))
+    bounce = wait_box_mail(alice, token)
+    assert b"Undelivered mail returned to sender" in bounce
+    assert b"pending the operator's approval" in bounce
+    assert not any(token.encode() in m for m in postfix_messages(world.postfix))
+
+    assert "approved" in gateway(world, "approve", "alice")
+    assert gateway(world, "pending").strip() == "no pending registrations"
+
+
+def test_box_to_gateway_to_postfix_as_the_alias_dkim_signed_over_tls(world: World) -> None:
+    alice = world.alice
+    token = f"out-{secrets.token_hex(4)}"
+    asyncio.run(submit(alice, f"bob@{CLEAR_DOMAIN}", token, f"Hello Bob, {token}"))
+    stored = wait_postfix(
+        world.postfix, token, log="".join(world.gw_stderr[-20:] + alice.stderr_lines[-20:])
+    )
+    parsed = email.message_from_bytes(stored, policy=email.policy.default)
+    assert parsed["Return-Path"] == f"<alice@{GW_DOMAIN}>"
+    assert parsed["From"] == f"alice@{GW_DOMAIN}"
+    assert b".onion" not in stored  # the box's address is gone from the whole message
+    received = " ".join(str((parsed.get_all("Received") or [""])[0]).split())
+    assert received.startswith(f"from {GW_DOMAIN} (") and "using TLSv1." in received
+
+    keys = {key.record_name: key.txt_record().encode() for key in dkim_signer(_config(world)).keys}
+
+    def dnsfunc(name: bytes, timeout: float = 5) -> bytes | None:
+        return keys.get(name.decode().rstrip("."))
+
+    checker = dkim.DKIM(stored)
+    count = sum(1 for name, _ in checker.headers if name.lower() == b"dkim-signature")
+    assert count == 2
+    for index in range(count):
+        assert checker.verify(idx=index, dnsfunc=dnsfunc), f"DKIM signature {index} fails"
+    assert f"from=<alice@{GW_DOMAIN}>" in world.postfix.log.read_text()
+    # Delivered means deleted: the gateway's clearnet queue is empty again.
+    deadline = time.monotonic() + 10
+    active = world.gw_dir / "queue" / "clearnet" / "active"
+    while any(active.iterdir()) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not any(active.iterdir())
+
+
+def _config(world: World) -> Any:
+    return load_gateway_config(world.gw_dir)
+
+
+def test_permanent_refusal_by_the_mx_bounces_back_to_the_box_sealed(world: World) -> None:
+    alice = world.alice
+    token = f"nouser-{secrets.token_hex(4)}"
+    asyncio.run(submit(alice, f"nobody@{CLEAR_DOMAIN}", token, "to a user Postfix lacks"))
+    bounce = wait_box_mail(alice, token)
+    parsed = email.message_from_bytes(bounce, policy=email.policy.default)
+    assert parsed["From"] == f"Mail Delivery System <mailer-daemon@{world.gw_onion}>"
+    assert "onionmail=gateway" in str(parsed["Authentication-Results"])
+    assert b"nobody@clear.test" in bounce
+
+
+def test_postfix_to_gateway_to_box_sealed_and_never_in_clear_at_the_gateway(
+    world: World,
+) -> None:
+    alice = world.alice
+    subject = f"SecretSubject{secrets.token_hex(6)}"
+    body = f"SecretBody{secrets.token_hex(6)}"
+    message = mail_from(f"carol@{CLEAR_DOMAIN}", f"alice@{GW_DOMAIN}", subject, body)
+    asyncio.run(
+        aiosmtplib.send(
+            message,
+            sender=f"carol@{CLEAR_DOMAIN}",
+            recipients=[f"alice@{GW_DOMAIN}"],
+            hostname="127.0.0.1",
+            port=world.postfix.port,
+            local_hostname="client.test",
+            start_tls=False,
+            timeout=30,
+        )
+    )
+    stored = wait_box_mail(alice, subject)
+    parsed = email.message_from_bytes(stored, policy=email.policy.default)
+    assert parsed["Subject"] == subject and body in str(parsed.get_body())
+    assert parsed["Return-Path"] == f"<carol@{CLEAR_DOMAIN}>"
+    results = " ".join(str(parsed["Authentication-Results"]).split())
+    assert results.startswith(f"{alice.onion}; onionmail=gateway (clearnet mail relayed by ")
+    assert world.gw_onion in results
+    # Postfix handed it to the gateway over TLS.
+    assert "TLS connection established to 127.0.0.1" in world.postfix.log.read_text()
+    # Nothing at the gateway, on disk or in its (debug) log, holds subject or body.
+    for path in world.gw_dir.rglob("*"):
+        if path.is_file():
+            data = path.read_bytes()
+            assert subject.encode() not in data and body.encode() not in data, path
+    log = "".join(world.gw_stderr)
+    assert subject not in log and body not in log and "carol" not in log
+
+
+def test_clearnet_side_refuses_unknown_aliases_and_relaying(world: World) -> None:
+    async def attempt(rcpt: str) -> int:
+        smtp = aiosmtplib.SMTP(
+            hostname="127.0.0.1",
+            port=world.gw_smtp_port,
+            local_hostname="client.test",
+            start_tls=False,
+            timeout=10,
+        )
+        await smtp.connect()
+        try:
+            await smtp.ehlo()
+            assert smtp.supports_extension("starttls")
+            await smtp.mail(f"eve@{CLEAR_DOMAIN}")
+            response = await smtp.execute_command(b"RCPT", f"TO:<{rcpt}>".encode())
+            return response.code
+        finally:
+            await smtp.quit()
+
+    async def all_three() -> list[int]:
+        return [
+            await attempt(f"nosuchalias@{GW_DOMAIN}"),
+            await attempt(f"bob@{CLEAR_DOMAIN}"),  # open relay to the clearnet
+            await attempt(f"alice@{world.alice.onion}"),  # open relay to an onion
+        ]
+
+    assert asyncio.run(all_three()) == [550, 550, 550]
+
+
+def test_onion_side_refuses_unregistered_boxes_and_relaying(world: World) -> None:
+    mallory = Identity.generate()
+    mallory_address = f"mallory@{mallory.onion_address}"
+    alice_id = world.alice.new.identity
+    alice = world.alice.address
+    hello = mail_from(alice, f"bob@{CLEAR_DOMAIN}", "hi", "hello")
+
+    async def run() -> list[tuple[int, str]]:
+        return [
+            # a box nobody registered
+            await onion_session(world, mallory, mallory_address, [f"bob@{CLEAR_DOMAIN}"], hello),
+            # a registered box, but to an onion and to the gateway's own domain
+            await onion_session(world, alice_id, alice, [f"x@{mallory.onion_address}"], hello),
+            await onion_session(world, alice_id, alice, [f"alice@{GW_DOMAIN}"], hello),
+            # alice's address, but not sealed with her key: mallory's seal fails
+            await onion_session(world, mallory, alice, [f"bob@{CLEAR_DOMAIN}"], hello),
+            # unsealed
+            await onion_session(
+                world, alice_id, alice, [f"bob@{CLEAR_DOMAIN}"], hello, sealed=False
+            ),
+        ]
+
+    results = asyncio.run(run())
+    codes = [code for code, _ in results]
+    assert codes == [550, 550, 550, 550, 550], results
+    assert "not registered" in results[0][1]
+    assert "only to clearnet" in results[1][1]
+    assert "own domain" in results[2][1]
+    assert "forged sender" in results[3][1]
+    assert "sealed envelope" in results[4][1]

@@ -1,0 +1,341 @@
+"""The gateway's pieces without tor: registration protocol, registry, config, both SMTP handlers.
+
+The handlers run in real aiosmtpd servers on 127.0.0.1 (port 0) and are
+spoken to with aiosmtplib; sealing is the real one. What needs tor (the
+onion, the box, Postfix as MX) is in ``tests/test_gateway_flow.py``.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiosmtplib
+import pytest
+
+from gateway.clearnet_inbound import ClearnetInboundHandler, RateLimit
+from gateway.config import parse_gateway_config
+from gateway.dkim_signing import DkimAlgorithm, DkimSigner, load_or_create_key
+from gateway.errors import GatewayConfigError
+from gateway.onion_side import GatewayOnionHandler
+from gateway.registry import APPROVED, PENDING, Registry
+from onionmail.config import parse_config
+from onionmail.errors import ConfigError, EnvelopeError, RegistrationError, SealError
+from onionmail.gateway_protocol import (
+    REGISTRATION_LOCAL_PART,
+    build_registration,
+    open_from_gateway,
+    parse_registration,
+    parse_registration_reply,
+    seal_for_box,
+    verify_registration,
+)
+from onionmail.identity import Identity
+from onionmail.replay_cache import ReplayCache
+from onionmail.sealed_envelope import (
+    SEAL_KEYWORD,
+    SealedContent,
+    encode_for_smtp,
+    parse_seal_keyword_params,
+    seal,
+)
+from onionmail.smtp_server import server_port, start_smtp_server
+
+DOMAIN = "gw.test"
+GATEWAY = Identity.generate()
+BOX = Identity.generate()
+BOX_ADDRESS = f"alice@{BOX.onion_address}"
+
+
+# --- the registration protocol ------------------------------------------------------------
+
+
+def test_a_registration_verifies_only_for_its_sender_gateway_and_time() -> None:
+    now = time.time()
+    request = build_registration(BOX, BOX_ADDRESS, GATEWAY.onion_address, "Alice", now)
+    parsed = parse_registration(request.to_bytes())
+    assert parsed == request and parsed.alias == "alice"
+    verify_registration(parsed, sender=BOX_ADDRESS, gateway_onion=GATEWAY.onion_address, now=now)
+    other = Identity.generate()
+    with pytest.raises(RegistrationError, match="another gateway"):
+        verify_registration(parsed, sender=BOX_ADDRESS, gateway_onion=other.onion_address, now=now)
+    with pytest.raises(RegistrationError, match="differs from the sender"):
+        verify_registration(
+            parsed,
+            sender=f"bob@{BOX.onion_address}",
+            gateway_onion=GATEWAY.onion_address,
+            now=now,
+        )
+    with pytest.raises(RegistrationError, match="stale"):
+        verify_registration(
+            parsed, sender=BOX_ADDRESS, gateway_onion=GATEWAY.onion_address, now=now + 3600
+        )
+    forged = parse_registration(request.to_bytes().replace(b'"alice"', b'"bob"'))
+    with pytest.raises(RegistrationError, match="signature"):
+        verify_registration(
+            forged, sender=BOX_ADDRESS, gateway_onion=GATEWAY.onion_address, now=now
+        )
+
+
+def test_a_registration_signature_is_domain_separated() -> None:
+    request = build_registration(BOX, BOX_ADDRESS, GATEWAY.onion_address, "alice")
+    # The same bytes signed under another context do not verify as a registration.
+    wrong = BOX.sign(b"some other use", request.signed_bytes())
+    tampered = parse_registration(request.to_bytes())
+    object.__setattr__(tampered, "signature", wrong)
+    with pytest.raises(RegistrationError, match="signature"):
+        verify_registration(
+            tampered, sender=BOX_ADDRESS, gateway_onion=GATEWAY.onion_address, now=time.time()
+        )
+
+
+@pytest.mark.parametrize("alias", ["postmaster", "register", "a b", ""])
+def test_reserved_or_malformed_aliases_are_refused(alias: str) -> None:
+    with pytest.raises(RegistrationError):
+        build_registration(BOX, BOX_ADDRESS, GATEWAY.onion_address, alias)
+
+
+def test_registration_replies_are_read() -> None:
+    reply = parse_registration_reply("2.0.0 pending alice@gw.test awaits approval")
+    assert (reply.state, reply.alias) == ("pending", "alice@gw.test")
+    with pytest.raises(RegistrationError):
+        parse_registration_reply("2.0.0 Delivered")
+
+
+def test_the_inner_envelope_opens_only_for_its_box_from_its_gateway() -> None:
+    blob = seal_for_box(
+        GATEWAY,
+        BOX.onion_address,
+        mail_from="carol@clear.test",
+        recipients=(BOX_ADDRESS,),
+        message=b"Subject: x\r\n\r\nhi\r\n",
+    )
+    content = open_from_gateway(
+        blob, box=BOX, gateway_onion=GATEWAY.onion_address, recipients=(BOX_ADDRESS,)
+    )
+    assert content.mail_from == "carol@clear.test" and content.message.endswith(b"hi\r\n")
+    with pytest.raises(SealError):
+        open_from_gateway(
+            blob,
+            box=BOX,
+            gateway_onion=Identity.generate().onion_address,
+            recipients=(BOX_ADDRESS,),
+        )
+    with pytest.raises(EnvelopeError):
+        open_from_gateway(
+            blob, box=BOX, gateway_onion=GATEWAY.onion_address, recipients=("x@y.test",)
+        )
+
+
+# --- registry and configuration -----------------------------------------------------------
+
+
+def test_registry_keeps_one_alias_per_box_and_one_box_per_alias(tmp_path: Path) -> None:
+    registry = Registry(tmp_path / "registrations.json")
+    request = build_registration(BOX, BOX_ADDRESS, GATEWAY.onion_address, "alice")
+    assert registry.request(request, require_approval=True).state == PENDING
+    assert registry.request(request, require_approval=True).state == PENDING  # asked again
+    other = Identity.generate()
+    theft = build_registration(other, f"x@{other.onion_address}", GATEWAY.onion_address, "alice")
+    with pytest.raises(RegistrationError, match="taken"):
+        registry.request(theft, require_approval=False)
+    second = build_registration(BOX, BOX_ADDRESS, GATEWAY.onion_address, "alice2")
+    with pytest.raises(RegistrationError, match="already has"):
+        registry.request(second, require_approval=False)
+    # Another process (the CLI) decides; this instance sees it without a restart.
+    Registry(tmp_path / "registrations.json").decide("alice", approve=True)
+    entry = registry.get("alice")
+    assert entry is not None and entry.state == APPROVED
+    assert (tmp_path / "registrations.json").stat().st_mode & 0o777 == 0o600
+
+
+def test_gateway_config_errors_name_file_and_key(tmp_path: Path) -> None:
+    path = tmp_path / "gateway.toml"
+    config = parse_gateway_config({"gateway": {"domain": DOMAIN}}, path)
+    assert config.smtp.port == 25 and config.tor.mode == "launch"
+    for raw, where in [
+        ({"gateway": {"domain": "x.onion"}}, "[gateway] domain"),
+        ({"gateway": {"domain": DOMAIN}, "smtp": {"port": "x"}}, "[smtp] port"),
+        ({"gateway": {"domain": DOMAIN}, "smtp": {"tls_cert": "a"}}, "[smtp] tls_key"),
+        ({"gateway": {"domain": DOMAIN}, "nope": {}}, "[nope]"),
+    ]:
+        with pytest.raises(GatewayConfigError, match=str(path)) as caught:
+            parse_gateway_config(raw, path)
+        assert where in str(caught.value)
+
+
+def test_box_gateway_and_onion_mx_sections(tmp_path: Path) -> None:
+    path = tmp_path / "onionmail.toml"
+    mx_onion = Identity.generate().onion_address
+    raw = {
+        "gateway": {GATEWAY.onion_address: f"alice@{DOMAIN}"},
+        "onion_mx": {"Corp.Test": mx_onion},
+    }
+    config = parse_config(raw, path)
+    assert config.gateway.sending_gateway == GATEWAY.onion_address
+    assert config.gateway.onions == {GATEWAY.onion_address}
+    assert config.onion_mx.onion_for("corp.test") == mx_onion
+    with pytest.raises(ConfigError, match=r"\[gateway\] entry 1"):
+        parse_config({"gateway": {"notanonion.onion": "a@b.test"}}, path)
+    with pytest.raises(ConfigError, match=r"\[onion_mx\] entry 1"):
+        parse_config({"onion_mx": {"corp.test": "corp.test"}}, path)
+
+
+# --- the box-facing handler -----------------------------------------------------------------
+
+
+@pytest.fixture
+async def onion_side(tmp_path: Path) -> AsyncIterator[tuple[int, Registry, list[Any]]]:
+    registry = Registry(tmp_path / "registrations.json")
+    queued: list[Any] = []
+
+    async def queue_clearnet(alias: str, rcpts: list[str], message: bytes) -> list[str]:
+        queued.append((alias, rcpts, message))
+        return ["q1"]
+
+    keys = tmp_path / "dkim"
+    signer = DkimSigner(
+        [load_or_create_key(keys, domain=DOMAIN, selector="t", algorithm=DkimAlgorithm.ED25519)]
+    )
+    with ReplayCache(tmp_path / "replay.sqlite") as cache:
+        handler = GatewayOnionHandler(
+            identity=GATEWAY,
+            domain=DOMAIN,
+            registry=registry,
+            replay_cache=cache,
+            signer=signer,
+            queue_clearnet=queue_clearnet,
+            require_approval=True,
+            max_recipients=5,
+        )
+        server = await start_smtp_server(handler, "127.0.0.1", 0, hostname=GATEWAY.onion_address)
+        try:
+            yield server_port(server), registry, queued
+        finally:
+            server.close()
+            await handler.drain()
+
+
+async def sealed_session(
+    port: int, identity: Identity, sender: str, rcpts: list[str], message: bytes
+) -> tuple[int, str]:
+    smtp = aiosmtplib.SMTP(hostname="127.0.0.1", port=port, local_hostname="localhost", timeout=10)
+    await smtp.connect()
+    try:
+        await smtp.ehlo()
+        challenge = parse_seal_keyword_params(smtp.esmtp_extensions[SEAL_KEYWORD.lower()])
+        response = await smtp.execute_command(b"MAIL", f"FROM:<{sender}>".encode())
+        if response.code >= 400:
+            return response.code, response.message
+        for rcpt in rcpts:
+            response = await smtp.execute_command(b"RCPT", f"TO:<{rcpt}>".encode())
+            if response.code >= 400:
+                return response.code, response.message
+        content = SealedContent(
+            secrets.token_bytes(16), int(time.time()), challenge, sender, tuple(rcpts), message
+        )
+        envelope = seal(content, sender=identity, recipient_onion=GATEWAY.onion_address)
+        try:
+            reply = await smtp.data(encode_for_smtp(envelope))
+        except aiosmtplib.SMTPResponseException as exc:
+            return exc.code, exc.message
+        return reply.code, reply.message
+    finally:
+        smtp.close()
+
+
+async def test_register_then_relay_after_approval(
+    onion_side: tuple[int, Registry, list[Any]],
+) -> None:
+    port, registry, queued = onion_side
+    register = f"{REGISTRATION_LOCAL_PART}@{GATEWAY.onion_address}"
+    request = build_registration(BOX, BOX_ADDRESS, GATEWAY.onion_address, "alice").to_bytes()
+    code, text = await sealed_session(port, BOX, BOX_ADDRESS, [register], request)
+    assert code == 250 and text.startswith("2.0.0 pending alice@gw.test"), text
+    # The same signed request again: its nonce was seen.
+    code, text = await sealed_session(port, BOX, BOX_ADDRESS, [register], request)
+    assert code == 550
+
+    message = f"From: Alice <{BOX_ADDRESS}>\r\nTo: bob@clear.test\r\nSubject: s\r\n\r\nhi\r\n"
+    code, text = await sealed_session(port, BOX, BOX_ADDRESS, ["bob@clear.test"], message.encode())
+    assert code == 550 and "pending" in text and not queued
+
+    registry.decide("alice", approve=True)
+    code, text = await sealed_session(port, BOX, BOX_ADDRESS, ["bob@clear.test"], message.encode())
+    assert code == 250, text
+    ((alias, rcpts, signed),) = queued
+    assert alias == f"alice@{DOMAIN}" and rcpts == ["bob@clear.test"]
+    assert signed.startswith(b"DKIM-Signature:") and b"From: Alice <alice@gw.test>" in signed
+    assert BOX.onion_address.encode() not in signed
+
+
+# --- the clearnet handler -------------------------------------------------------------------
+
+
+async def test_clearnet_side_seals_refuses_and_rate_limits(tmp_path: Path) -> None:
+    registry = Registry(tmp_path / "registrations.json")
+    request = build_registration(BOX, BOX_ADDRESS, GATEWAY.onion_address, "alice")
+    registry.request(request, require_approval=False)
+    sealed: list[Any] = []
+
+    async def seal_and_queue(sender: str, boxes: list[str], message: bytes) -> list[str]:
+        sealed.append((sender, boxes, message))
+        return ["q"]
+
+    handler = ClearnetInboundHandler(
+        domain=DOMAIN,
+        registry=registry,
+        seal_and_queue=seal_and_queue,
+        max_recipients=5,
+        rate_limit=RateLimit(2, 60),
+    )
+    server = await start_smtp_server(handler, "127.0.0.1", 0, hostname=DOMAIN)
+    port = server_port(server)
+    try:
+        message = b"From: carol@clear.test\r\nSubject: hi\r\n\r\nbody\r\n"
+        smtp = aiosmtplib.SMTP(hostname="127.0.0.1", port=port, local_hostname="c.test", timeout=10)
+        await smtp.connect()
+        assert (await smtp.execute_command(b"MAIL", b"FROM:<carol@clear.test>")).code == 250
+        for rcpt, code in [
+            (f"nosuch@{DOMAIN}", 550),
+            ("bob@elsewhere.test", 550),
+            (BOX_ADDRESS, 550),
+            (f"alice@{DOMAIN}", 250),
+        ]:
+            response = await smtp.execute_command(b"RCPT", f"TO:<{rcpt}>".encode())
+            assert response.code == code, rcpt
+        assert (await smtp.data(message)).code == 250
+        assert sealed == [("carol@clear.test", [BOX_ADDRESS], message)]
+        await smtp.rset()
+        assert (await smtp.execute_command(b"MAIL", b"FROM:<carol@clear.test>")).code == 250
+        await smtp.rset()
+        assert (await smtp.execute_command(b"MAIL", b"FROM:<carol@clear.test>")).code == 450
+        await smtp.quit()
+    finally:
+        server.close()
+
+
+def test_the_box_routes_onions_onion_mx_domains_and_the_rest_to_its_gateway(
+    tmp_path: Path,
+) -> None:
+    from onionmail.box import Box
+    from onionmail.mail_address import parse_mail_address
+
+    mx_onion = Identity.generate().onion_address
+    peer = Identity.generate().onion_address
+    raw = {
+        "gateway": {GATEWAY.onion_address: f"alice@{DOMAIN}"},
+        "onion_mx": {"corp.test": mx_onion},
+    }
+    box = Box(parse_config(raw, tmp_path / "onionmail.toml"), BOX)
+    assert box.route(parse_mail_address(f"bob@{peer}")) == peer
+    assert box.route(parse_mail_address("ceo@corp.test")) == mx_onion
+    assert box.route(parse_mail_address("bob@clear.test")) == GATEWAY.onion_address
+    # The ledger and the policy gate see the path each route takes.
+    assert str(box.leaks.predicted("ceo@corp.test").path) == "onion-sealed"
+    assert str(box.leaks.predicted("bob@clear.test").path) == "gateway-clearnet"
+    without = Box(parse_config({}, tmp_path / "other" / "onionmail.toml"), BOX)
+    assert without.route(parse_mail_address("bob@clear.test")) is None
