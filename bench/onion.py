@@ -114,7 +114,7 @@ class Bench:
     async def one_latency(self, cold: bool) -> float:
         assert self.alice.agent is not None
         if cold:
-            self.alice.agent._isolation.clear()  # the next delivery gets a new circuit
+            self.alice.agent.forget_peer(self.bob.onion)  # new circuit, new session
         before = count_new(self.inbox)
         accepted = await self.submit()
         return await wait_count(self.inbox, before + 1) - accepted

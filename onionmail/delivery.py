@@ -1,13 +1,18 @@
 """The delivery agent: drains the outbound queue over tor, with retries and bounces.
 
-For each due message: open a tor stream to ``<destination>:25`` (fresh SOCKS
-credentials, so its own circuit), speak ESMTP as ``localhost`` (the EHLO
-name says nothing about this machine), and
+For each due message: take a session kept open from an earlier delivery to
+the same destination, or open a tor stream to ``<destination>:25`` (SOCKS
+credentials of its own per destination, so its own circuit) and speak ESMTP
+as ``localhost`` (the EHLO name says nothing about this machine); then
 
-* if the peer announces :data:`SEAL_KEYWORD`, send MAIL and RCPT, then seal
-  the message to the peer's key binding this session's challenge and the
-  recipients it accepted, and send the envelope as DATA;
+* if the peer announces :data:`SEAL_KEYWORD`, seal the message to the peer's
+  key, binding this session's challenge and the recipients, and send it as
+  DATA (sealed again for the recipients the peer accepted, if it refused some);
 * otherwise send the scrubbed message as ordinary SMTP (a plain onion peer).
+
+MAIL, RCPT and DATA are pipelined where the peer announces PIPELINING, and
+the session stays open :data:`KEEP_IDLE` seconds for the next message
+(:mod:`onionmail.peer_session`: round trips are what an onion delivery costs).
 
 Outcomes: ``2xx`` removes the message from the queue; a tor or network
 failure, a timeout or ``4xx`` schedules a retry (exponential backoff with
@@ -24,11 +29,10 @@ import asyncio
 import errno
 import logging
 import random
+import socket
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-
-import aiosmtplib
 
 from onionmail.config import DeliverySection
 from onionmail.dsn import build_dsn
@@ -37,6 +41,7 @@ from onionmail.identity import Identity
 from onionmail.log_redaction import redact
 from onionmail.maildir import Maildir
 from onionmail.outbound_queue import OutboundQueue, QueuedMessage, QueueState
+from onionmail.peer_session import PeerSession, ProtocolFailure
 from onionmail.sealed_envelope import (
     SEAL_KEYWORD,
     SealedContent,
@@ -50,6 +55,9 @@ log = logging.getLogger(__name__)
 
 EHLO_NAME = "localhost"
 MAX_PARALLEL = 8
+KEEP_IDLE = 20.0
+"""Seconds a session stays open after its last message, for the next one to the same
+peer (:mod:`onionmail.peer_session`); under the peers' idle timeout (the box's is 300 s)."""
 
 
 @dataclass(frozen=True)
@@ -96,6 +104,10 @@ class DeliveryAgent:
         """Called with (message, sealed?) once a peer accepted it (the box's ledger)."""
         self._stopping = False
         self._isolation: dict[str, str] = {}
+        self._idle: dict[str, list[PeerSession]] = {}
+        """Sessions kept open after a delivery, by destination (at most MAX_PARALLEL each)."""
+        self._expiry: dict[int, asyncio.TimerHandle] = {}
+        self._quitting: set[asyncio.Task[None]] = set()
 
     def wake(self) -> None:
         self._wake.set()
@@ -156,6 +168,10 @@ class DeliveryAgent:
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        for destination in list(self._idle):
+            while (session := self._take_idle(destination)) is not None:
+                self._quit_later(session)
+        await asyncio.gather(*self._quitting, return_exceptions=True)
 
     async def _attempt(self, state: QueueState) -> None:
         try:
@@ -257,41 +273,51 @@ class DeliveryAgent:
             await asyncio.to_thread(self.queue.remove, entry.id)
 
     async def deliver(self, entry: QueuedMessage) -> tuple[bool, list[str]]:
-        """One attempt; returns (sealed?, recipients refused). Raises DeliveryError."""
+        """One attempt; returns (sealed?, recipients refused). Raises DeliveryError.
+
+        On a session kept from an earlier message; if that one turns out to
+        be gone (the peer timed it out) before the data went, on a new one.
+        """
+        session = self._take_idle(entry.destination)
+        if session is not None:
+            try:
+                return await self._transaction(session, entry)
+            except ProtocolFailure:
+                if session.data_sent:
+                    raise
+                log.debug("a kept session was gone; opening a new one")
+        session = await self._open_session(entry.destination)
+        return await self._transaction(session, entry)
+
+    async def _open_session(self, destination: str) -> PeerSession:
+        sock = await self.connect(destination)
+        return await PeerSession.open(sock, ehlo_name=EHLO_NAME, timeout=self.settings.smtp_timeout)
+
+    async def connect(self, destination: str) -> socket.socket:
+        """A tor stream to ``destination:25`` on the destination's own circuit."""
         host, port = self.socks_address()
-        token = self._isolation.setdefault(entry.destination, new_isolation_token())
+        token = self._isolation.setdefault(destination, new_isolation_token())
         try:
-            sock = await open_tor_stream(
-                host, port, entry.destination, 25, timeout=self.socks_timeout, isolation=token
+            return await open_tor_stream(
+                host, port, destination, 25, timeout=self.socks_timeout, isolation=token
             )
         except DeliveryError:
-            self._isolation.pop(entry.destination, None)  # next attempt: a new circuit
+            self._isolation.pop(destination, None)  # next attempt: a new circuit
             raise
-        smtp = aiosmtplib.SMTP(
-            sock=sock,
-            local_hostname=EHLO_NAME,
-            timeout=self.settings.smtp_timeout,
-            start_tls=False,
-            use_tls=False,
-        )
-        try:
-            await smtp.connect()
-            await smtp.ehlo()
-            return await self._transaction(smtp, entry)
-        except aiosmtplib.SMTPResponseException as exc:
-            text = f"peer answered {exc.code} {exc.message}"
-            if 500 <= exc.code < 600:
-                raise PermanentDeliveryError(text) from None
-            raise DeliveryError(text) from None
-        except (aiosmtplib.SMTPException, OSError) as exc:
-            raise DeliveryError(f"SMTP with the peer failed: {exc}") from None
-        finally:
-            smtp.close()
 
     async def _transaction(
-        self, smtp: aiosmtplib.SMTP, entry: QueuedMessage
+        self, session: PeerSession, entry: QueuedMessage
     ) -> tuple[bool, list[str]]:
-        params = smtp.esmtp_extensions.get(SEAL_KEYWORD.lower())
+        try:
+            result = await self._send(session, entry)
+        except BaseException:
+            session.close()
+            raise
+        self._keep_idle(entry.destination, session)
+        return result
+
+    async def _send(self, session: PeerSession, entry: QueuedMessage) -> tuple[bool, list[str]]:
+        params = session.extensions.get(SEAL_KEYWORD.upper())
         if params is None and entry.cover:
             # A plain peer would store a dummy as mail: not even MAIL FROM.
             raise PermanentDeliveryError("the peer does not seal: no cover traffic to it")
@@ -309,31 +335,69 @@ class DeliveryAgent:
         # is declared as such where the peer supports 8BITMIME (RFC 6152);
         # a peer without it gets it as is, as most MTAs accept.
         eight_bit = params is None and not entry.message.isascii()
-        options = ["BODY=8BITMIME"] if eight_bit and smtp.supports_extension("8bitmime") else []
-        await smtp.mail(entry.mail_from, options=options)
-        accepted, refused = [], []
-        for rcpt in entry.recipients:
-            response = await smtp.execute_command(b"RCPT", f"TO:<{rcpt}>".encode())
-            if 200 <= response.code < 300:
-                accepted.append(rcpt)
-            elif 500 <= response.code < 600:
-                refused.append(rcpt)
-            else:
-                raise DeliveryError(f"peer answered {response.code} {response.message}")
-        if not accepted:
-            raise PermanentDeliveryError("the peer refused every recipient")
-        sealed = params is not None
-        if params is not None:
+        options = ("BODY=8BITMIME",) if eight_bit and session.supports("8BITMIME") else ()
+
+        async def payload_for(accepted: tuple[str, ...]) -> bytes:
+            if params is None:
+                return entry.message
             # crypto_box over up to tens of MB: off the event loop
-            payload = await asyncio.to_thread(self._seal, entry, params, accepted)
-        else:
-            payload = entry.message
-        await smtp.data(payload)
-        try:
-            await smtp.quit()
-        except (aiosmtplib.SMTPException, OSError):
-            log.debug("QUIT failed after a completed delivery; ignored")
-        return sealed, refused
+            return await asyncio.to_thread(self._seal, entry, params, list(accepted))
+
+        # Sealed for every recipient before the envelope goes, so that the
+        # data can follow the pipelined MAIL/RCPT/DATA without a pause; sealed
+        # again only if the peer refused some of them.
+        prepared = await payload_for(entry.recipients)
+        refused = await session.send(
+            entry.mail_from,
+            entry.recipients,
+            payload_for,
+            mail_options=options,
+            prepared=prepared,
+        )
+        return params is not None, refused
+
+    # -- sessions kept between messages ---------------------------------------------------
+
+    def _take_idle(self, destination: str) -> PeerSession | None:
+        kept = self._idle.get(destination, [])
+        while kept:
+            session = kept.pop()
+            self._expiry.pop(id(session)).cancel()
+            if session.usable:
+                return session
+            session.close()
+        return None
+
+    def _keep_idle(self, destination: str, session: PeerSession) -> None:
+        kept = self._idle.setdefault(destination, [])
+        if self._stopping or len(kept) >= MAX_PARALLEL or not session.usable:
+            self._quit_later(session)
+            return
+        kept.append(session)
+        loop = asyncio.get_running_loop()
+        self._expiry[id(session)] = loop.call_later(KEEP_IDLE, self._expire, destination, session)
+
+    def _expire(self, destination: str, session: PeerSession) -> None:
+        self._expiry.pop(id(session), None)
+        kept = self._idle.get(destination, [])
+        if session in kept:
+            kept.remove(session)
+        self._quit_later(session)
+
+    def _quit_later(self, session: PeerSession) -> None:
+        task = asyncio.create_task(session.quit())
+        self._quitting.add(task)
+        task.add_done_callback(self._quitting.discard)
+
+    def forget_peer(self, destination: str) -> None:
+        """Close the sessions kept for ``destination`` and drop its circuit.
+
+        The next delivery there builds a new circuit (``bench/onion.py``'s cold
+        case; also what a failed attempt does).
+        """
+        self._isolation.pop(destination, None)
+        while (session := self._take_idle(destination)) is not None:
+            session.close()
 
     def _seal(self, entry: QueuedMessage, params: str, accepted: list[str]) -> bytes:
         try:

@@ -147,8 +147,6 @@ async def attempt_against(
     """One delivery attempt of one queued message to a peer answering RCPT with ``rcpt_status``."""
     import time
 
-    import aiosmtplib
-
     from onionmail.smtp_server import server_port, start_smtp_server
 
     clock = Clock(time.time())
@@ -160,20 +158,12 @@ async def attempt_against(
     server = await start_smtp_server(refusing, "127.0.0.1", 0, hostname="peer")
     agent.plain_refusal = plain_refusal
 
-    async def deliver_directly(entry: object) -> tuple[bool, list[str]]:
+    async def connect_directly(destination: str) -> socket.socket:
         # The SOCKS hop is replaced by a direct loopback connection; the SMTP
         # dialogue and the decisions after it are the agent's own.
-        smtp = aiosmtplib.SMTP(
-            hostname="127.0.0.1", port=server_port(server), local_hostname="localhost"
-        )
-        await smtp.connect(start_tls=False)
-        try:
-            await smtp.ehlo()
-            return await agent._transaction(smtp, entry)  # type: ignore[arg-type]
-        finally:
-            smtp.close()
+        return socket.create_connection(("127.0.0.1", server_port(server)), timeout=5)
 
-    agent.deliver = deliver_directly  # type: ignore[method-assign]
+    agent.connect = connect_directly  # type: ignore[method-assign]
     try:
         await run_until(agent, lambda: not queue.states() or queue.states()[0].attempts == 1)
     finally:

@@ -1,0 +1,259 @@
+"""An SMTP client session with a peer over a tor stream, pipelined and kept for the next message.
+
+Over an onion circuit a round trip costs tens of milliseconds (six relays
+each way), far more than any work at either end, so the delivery time is the
+number of round trips. A fresh session with one command per round trip
+(aiosmtplib's way: greeting, EHLO, MAIL, RCPT, DATA, the data, QUIT) took
+about seven; the raw reference (open a stream, send the bytes, read them
+back) takes two. Here:
+
+* a session stays open after its message (the delivery agent keeps it for
+  :data:`onionmail.delivery.KEEP_IDLE` seconds), so the next message to the
+  same peer skips the stream set-up, the greeting and EHLO;
+* with a peer that announces ``PIPELINING`` (RFC 2920), MAIL, every RCPT and
+  DATA go in one write and their replies are read together: one round trip
+  for the envelope, one for the data.
+
+aiosmtplib (the project's SMTP client elsewhere) reads one reply per command
+it sent and drops replies that arrive together, so it cannot pipeline; this
+module is the small client that can. It speaks only what the delivery agent
+needs: greeting, EHLO, MAIL/RCPT/DATA (pipelined or not), RSET, QUIT.
+
+Every read has a timeout (``timeout``, the ``[delivery] smtp_timeout``
+setting). Replies longer than :data:`MAX_REPLY_LINES` lines or
+:data:`MAX_LINE` octets per line are a protocol error, so a hostile peer
+cannot make the box buffer without bound.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import socket
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from onionmail.errors import DeliveryError, PermanentDeliveryError
+
+MAX_LINE = 2048
+MAX_REPLY_LINES = 100
+
+_LINE_ENDS = re.compile(rb"\r\n|\r|\n")
+_LEADING_DOT = re.compile(rb"(?m)^\.")
+
+
+@dataclass(frozen=True)
+class Reply:
+    code: int
+    text: str
+
+    @property
+    def positive(self) -> bool:
+        return 200 <= self.code < 400
+
+    def __str__(self) -> str:
+        return f"{self.code} {self.text}"
+
+
+class ProtocolFailure(DeliveryError):
+    """The session broke (connection lost, timeout, garbage): nothing was accepted by it."""
+
+
+def failure_for(reply: Reply, what: str) -> DeliveryError:
+    """The delivery error for a negative reply: 5xx permanent, anything else temporary."""
+    text = f"peer answered {reply} to {what}"
+    if 500 <= reply.code < 600:
+        return PermanentDeliveryError(text)
+    return DeliveryError(text)
+
+
+def data_block(message: bytes) -> bytes:
+    """``message`` as the DATA phase sends it: CRLF line ends, dot-stuffed, terminated."""
+    body = _LINE_ENDS.sub(b"\r\n", message)
+    if not body.endswith(b"\r\n"):
+        body += b"\r\n"
+    return _LEADING_DOT.sub(b"..", body) + b".\r\n"
+
+
+class PeerSession:
+    """One open SMTP session; use :meth:`open`, then :meth:`send` once per message."""
+
+    def __init__(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        *,
+        timeout: float,
+    ) -> None:
+        self._reader = reader
+        self._writer = writer
+        self.timeout = timeout
+        self.extensions: dict[str, str] = {}
+        """EHLO keywords (upper case) and their parameters."""
+        self.last_used = time.monotonic()
+        self.messages = 0
+        self.data_sent = False
+        """Whether the current transaction's data went out (a failure after it
+        may still have delivered: never retried on another session at once)."""
+
+    @classmethod
+    async def open(cls, sock: socket.socket, *, ehlo_name: str, timeout: float) -> PeerSession:
+        """Take over a connected socket, read the greeting and say EHLO."""
+        try:
+            reader, writer = await asyncio.open_connection(sock=sock, limit=MAX_LINE)
+        except OSError as exc:
+            sock.close()
+            raise ProtocolFailure(f"SMTP with the peer failed: {exc}") from None
+        session = cls(reader, writer, timeout=timeout)
+        try:
+            greeting = await session.reply()
+            if greeting.code != 220:
+                raise failure_for(greeting, "the connection")
+            session._write(f"EHLO {ehlo_name}\r\n".encode())
+            ehlo = await session.reply()
+            if ehlo.code != 250:
+                raise failure_for(ehlo, "EHLO")
+        except BaseException:
+            session.close()
+            raise
+        for line in ehlo.text.splitlines()[1:]:
+            keyword, _, params = line.strip().partition(" ")
+            session.extensions[keyword.upper()] = params
+        return session
+
+    @property
+    def usable(self) -> bool:
+        return not self._writer.is_closing() and not self._reader.at_eof()
+
+    def supports(self, keyword: str) -> bool:
+        return keyword.upper() in self.extensions
+
+    async def send(
+        self,
+        mail_from: str,
+        recipients: tuple[str, ...],
+        payload_for: Callable[[tuple[str, ...]], Awaitable[bytes]],
+        *,
+        mail_options: tuple[str, ...] = (),
+        prepared: bytes | None = None,
+    ) -> list[str]:
+        """One transaction; returns the recipients the peer refused (5xx).
+
+        ``payload_for(accepted)`` gives the message for the recipients the
+        peer accepted; ``prepared`` is that payload made in advance for all of
+        them (used when all were accepted). Raises :class:`PermanentDeliveryError`
+        (5xx for the sender, the data, or every recipient) or
+        :class:`DeliveryError` (4xx, a broken session).
+        """
+        self.data_sent = False
+        mail = f"MAIL FROM:<{mail_from}>{''.join(' ' + o for o in mail_options)}\r\n"
+        rcpts = [f"RCPT TO:<{r}>\r\n" for r in recipients]
+        if self.supports("PIPELINING"):
+            self._write((mail + "".join(rcpts) + "DATA\r\n").encode())
+            mail_reply = await self.reply()
+            rcpt_replies = [await self.reply() for _ in rcpts]
+            data_reply = await self.reply()
+        else:
+            self._write(mail.encode())
+            mail_reply = await self.reply()
+            if not mail_reply.positive:
+                raise failure_for(mail_reply, "MAIL FROM")
+            rcpt_replies = []
+            for line in rcpts:
+                self._write(line.encode())
+                rcpt_replies.append(await self.reply())
+            data_reply = None
+        if not mail_reply.positive:
+            await self._reset_after(data_reply)
+            raise failure_for(mail_reply, "MAIL FROM")
+        accepted, refused = [], []
+        for rcpt, reply in zip(recipients, rcpt_replies, strict=True):
+            if reply.positive:
+                accepted.append(rcpt)
+            elif 500 <= reply.code < 600:
+                refused.append(rcpt)
+            else:
+                await self._reset_after(data_reply)
+                raise DeliveryError(f"peer answered {reply} to RCPT TO")
+        if not accepted:
+            await self._reset_after(data_reply)
+            raise PermanentDeliveryError("the peer refused every recipient")
+        if data_reply is None:
+            self._write(b"DATA\r\n")
+            data_reply = await self.reply()
+        if data_reply.code != 354:
+            raise failure_for(data_reply, "DATA")
+        if prepared is not None and len(accepted) == len(recipients):
+            payload = prepared
+        else:
+            payload = await payload_for(tuple(accepted))
+        self.data_sent = True
+        self._write(data_block(payload))
+        final = await self.reply()
+        if not final.positive:
+            raise failure_for(final, "the end of data")
+        self.messages += 1
+        self.last_used = time.monotonic()
+        return refused
+
+    async def _reset_after(self, data_reply: Reply | None) -> None:
+        # A pipelined DATA that the peer accepted (354) despite a failed
+        # envelope must be ended before the session can be used again.
+        if data_reply is not None and data_reply.code == 354:
+            self._write(b".\r\n")
+            await self.reply()
+        self._write(b"RSET\r\n")
+        await self.reply()
+
+    async def quit(self) -> None:
+        """Say QUIT and close; failures are ignored (the work was done)."""
+        try:
+            self._write(b"QUIT\r\n")
+            await asyncio.wait_for(self._reader.read(MAX_LINE), min(self.timeout, 5.0))
+        except (OSError, TimeoutError, DeliveryError):
+            pass
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        self._writer.close()
+
+    def _write(self, data: bytes) -> None:
+        if self._writer.is_closing():
+            raise ProtocolFailure("SMTP with the peer failed: the connection is closed")
+        self._writer.write(data)
+
+    async def reply(self) -> Reply:
+        """Read one (possibly multi-line) reply."""
+        lines: list[str] = []
+        code = 0
+        while True:
+            try:
+                raw = await asyncio.wait_for(self._reader.readuntil(b"\n"), self.timeout)
+            except TimeoutError:
+                self.close()
+                raise ProtocolFailure("the peer did not answer in time") from None
+            except asyncio.IncompleteReadError:
+                self.close()
+                raise ProtocolFailure("the peer closed the connection") from None
+            except asyncio.LimitOverrunError:
+                self.close()
+                raise ProtocolFailure("the peer sent an overlong reply line") from None
+            except OSError as exc:
+                self.close()
+                raise ProtocolFailure(f"SMTP with the peer failed: {exc}") from None
+            line = raw.rstrip(b"\r\n").decode("utf-8", "replace")
+            if len(line) < 3 or not line[:3].isdigit() or line[3:4] not in ("", " ", "-"):
+                self.close()
+                raise ProtocolFailure("the peer sent a malformed reply")
+            if code and int(line[:3]) != code:
+                self.close()
+                raise ProtocolFailure("the peer sent a malformed reply")
+            code = int(line[:3])
+            lines.append(line[4:])
+            if len(lines) > MAX_REPLY_LINES:
+                self.close()
+                raise ProtocolFailure("the peer sent an overlong reply")
+            if line[3:4] != "-":
+                return Reply(code, "\n".join(lines))

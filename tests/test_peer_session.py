@@ -1,0 +1,207 @@
+"""The delivery client session: pipelining, resealing for a partial refusal, reuse between messages.
+
+Against real servers on loopback: the box's own inbound server (sealed mail,
+PIPELINING announced) and scripted peers that fail unless the client
+pipelines, or that refuse one recipient. The tor hop is replaced by a direct
+loopback connection (``DeliveryAgent.connect``); delivery over real tor is
+in test_onion_delivery.py and bench/onion.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import mailbox
+import socket
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from onionmail.identity import Identity
+from onionmail.inbound import InboundHandler
+from onionmail.peer_session import PeerSession, Reply, data_block
+from onionmail.replay_cache import ReplayCache
+from tests.loopback_servers import inbound_handler, serving, start_inbound
+from tests.test_delivery_agent import Clock, make_agent
+
+Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+
+
+@asynccontextmanager
+async def scripted_server(handler: Handler) -> AsyncIterator[int]:
+    """Serve ``handler`` on a free loopback port; every connection is closed and awaited after."""
+    done: list[asyncio.Task[None]] = []
+
+    async def run(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            await handler(reader, writer)
+        finally:
+            writer.close()
+
+    def connected(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        done.append(asyncio.ensure_future(run(reader, writer)))
+
+    server = await asyncio.start_server(connected, "127.0.0.1", 0)
+    try:
+        yield server.sockets[0].getsockname()[1]
+    finally:
+        server.close()
+        await server.wait_closed()
+        await asyncio.wait_for(asyncio.gather(*done, return_exceptions=True), 10)
+
+
+def message(sender: str, rcpt: str, subject: str) -> bytes:
+    return f"From: {sender}\r\nTo: {rcpt}\r\nSubject: {subject}\r\n\r\n.dot\r\nbody\r\n".encode()
+
+
+class Scripted:
+    """A peer that reads the client's bytes and answers from a script, recording what it got."""
+
+    def __init__(self, pipelined_envelope: int, rcpt_codes: list[str]) -> None:
+        self.pipelined_envelope = pipelined_envelope
+        self.rcpt_codes = rcpt_codes
+        self.data: bytes = b""
+        self.connections = 0
+
+    async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        writer.write(b"220 peer ESMTP\r\n")
+        await reader.readuntil(b"\r\n")  # EHLO
+        writer.write(b"250-peer\r\n250-PIPELINING\r\n250 8BITMIME\r\n")
+        # MAIL, the RCPTs and DATA are read before anything is answered: a
+        # client that waits for the MAIL reply first would stall here.
+        lines = [await reader.readuntil(b"\r\n") for _ in range(self.pipelined_envelope)]
+        assert lines[0].startswith(b"MAIL FROM:") and lines[-1] == b"DATA\r\n"
+        replies = [b"250 ok\r\n", *[c.encode() + b"\r\n" for c in self.rcpt_codes], b"354 go\r\n"]
+        writer.write(b"".join(replies))
+        self.data = await reader.readuntil(b"\r\n.\r\n")
+        writer.write(b"250 stored\r\n")
+        await writer.drain()
+        await reader.read()  # until the client closes
+
+
+@pytest.fixture
+async def scripted_two_rcpts() -> AsyncIterator[tuple[Scripted, int]]:
+    peer = Scripted(4, ["250 ok", "550 no such user"])
+    async with scripted_server(peer.serve) as port:
+        yield peer, port
+
+
+async def test_envelope_is_pipelined_and_a_partial_refusal_reseals_for_the_rest(
+    scripted_two_rcpts: tuple[Scripted, int],
+) -> None:
+    peer, port = scripted_two_rcpts
+    sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+    session = await PeerSession.open(sock, ehlo_name="localhost", timeout=5)
+    made_for: list[tuple[str, ...]] = []
+
+    async def payload_for(accepted: tuple[str, ...]) -> bytes:
+        made_for.append(accepted)
+        return b"for " + b",".join(a.encode() for a in accepted) + b"\r\n.x\r\n"
+
+    refused = await asyncio.wait_for(
+        session.send(
+            "a@x.test",
+            ("b@y.test", "c@y.test"),
+            payload_for,
+            prepared=b"prepared for both\r\n",
+        ),
+        10,
+    )
+    session.close()
+    assert refused == ["c@y.test"]
+    assert made_for == [("b@y.test",)]  # the prepared payload named a refused recipient
+    assert peer.data == b"for b@y.test\r\n..x\r\n.\r\n"
+
+
+def test_data_block_ends_lines_with_crlf_and_stuffs_dots() -> None:
+    assert data_block(b".a\nb\r.c") == b"..a\r\nb\r\n..c\r\n.\r\n"
+    assert data_block(b"x\r\n") == b"x\r\n.\r\n"
+
+
+async def test_malformed_reply_is_a_protocol_failure_not_a_hang() -> None:
+    async def garbage(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"hello there\r\n")
+        await writer.drain()
+        await reader.read()
+
+    async with scripted_server(garbage) as port:
+        sock = socket.create_connection(("127.0.0.1", port))
+        with pytest.raises(Exception, match="malformed reply"):
+            await PeerSession.open(sock, ehlo_name="localhost", timeout=5)
+
+
+async def test_silent_peer_times_out() -> None:
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read()
+
+    async with scripted_server(silent) as port:
+        sock = socket.create_connection(("127.0.0.1", port))
+        started = time.monotonic()
+        with pytest.raises(Exception, match="did not answer in time"):
+            await PeerSession.open(sock, ehlo_name="localhost", timeout=0.5)
+        assert time.monotonic() - started < 3
+
+
+def test_reply_string_form() -> None:
+    assert str(Reply(250, "ok")) == "250 ok"
+
+
+class CountingInbound(InboundHandler):
+    ehlos = 0
+
+    async def handle_EHLO(
+        self, server: Any, session: Any, envelope: Any, hostname: str, responses: list[str]
+    ) -> list[str]:
+        CountingInbound.ehlos += 1
+        return await super().handle_EHLO(server, session, envelope, hostname, responses)
+
+
+@pytest.mark.parametrize("idle_timeout", [30.0, 0.6], ids=["kept", "peer-closed-it"])
+async def test_sealed_messages_reuse_one_session_and_survive_the_peer_closing_it(
+    tmp_path: Path, idle_timeout: float
+) -> None:
+    """Three sealed messages, one after the other, to the same peer.
+
+    Kept: all three on the session of the first (one EHLO). With a peer idle
+    timeout shorter than the pause after the first message, the kept session
+    is found closed: a new one carries the second, and the third reuses it.
+    """
+    bob = Identity.generate()
+    cache = ReplayCache(tmp_path / "replay.sqlite")
+    handler = inbound_handler(CountingInbound, bob, tmp_path / "bob", cache)
+    CountingInbound.ehlos = 0
+    agent, queue, alice = make_agent(tmp_path, Clock(time.time()))
+    agent.clock = time.time
+    sender, rcpt = f"alice@{alice.onion_address}", f"bob@{bob.onion_address}"
+    server = start_inbound(handler, data_size_limit=1 << 20, timeout=idle_timeout)
+    async with serving(server) as port:
+
+        async def connect_directly(destination: str) -> socket.socket:
+            return socket.create_connection(("127.0.0.1", port), timeout=5)
+
+        agent.connect = connect_directly  # type: ignore[method-assign]
+        running = asyncio.create_task(agent.run())
+        try:
+            for n in range(3):
+                queue.enqueue(bob.onion_address, sender, (rcpt,), message(sender, rcpt, f"m{n}"))
+                agent.wake()
+                deadline = time.monotonic() + 20
+                while queue.states():
+                    assert time.monotonic() < deadline, queue.states()
+                    await asyncio.sleep(0.02)
+                if n == 0 and idle_timeout < 1:
+                    await asyncio.sleep(idle_timeout + 0.5)  # the peer drops the idle session
+        finally:
+            await agent.stop()
+            running.cancel()
+            await asyncio.gather(running, return_exceptions=True)
+    cache.close()
+    store = mailbox.Maildir(tmp_path / "bob" / "bob", create=False)
+    subjects = sorted(store.get_message(k)["Subject"] for k in store.keys())
+    assert subjects == ["m0", "m1", "m2"]
+    assert all(b"onionmail=pass" in store.get_bytes(k) for k in store.keys())
+    assert CountingInbound.ehlos == (1 if idle_timeout > 1 else 2)
