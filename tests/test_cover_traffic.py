@@ -14,6 +14,7 @@ import errno
 import logging
 import mailbox
 import secrets
+import socket
 import struct
 import time
 from collections.abc import AsyncIterator
@@ -21,7 +22,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import aiosmtplib
 import nacl.public
 import pytest
 
@@ -34,7 +34,6 @@ from onionmail.inbound import InboundHandler
 from onionmail.maildir import Maildir
 from onionmail.outbound_queue import (
     OutboundQueue,
-    QueuedMessage,
     list_queue,
     queue_key,
     reschedule_queue,
@@ -311,16 +310,10 @@ def make_agent(
     )
     if port is not None:
 
-        async def deliver_directly(entry: QueuedMessage) -> tuple[bool, list[str]]:
-            smtp = aiosmtplib.SMTP(hostname="127.0.0.1", port=port, local_hostname="localhost")
-            await smtp.connect(start_tls=False)
-            try:
-                await smtp.ehlo()
-                return await agent._transaction(smtp, entry)
-            finally:
-                smtp.close()
+        async def connect_directly(destination: str) -> socket.socket:
+            return socket.create_connection(("127.0.0.1", port), timeout=5)
 
-        agent.deliver = deliver_directly  # type: ignore[method-assign]
+        agent.connect = connect_directly  # type: ignore[method-assign]
     return agent, queue
 
 
