@@ -276,8 +276,8 @@ class Box:
             )
             ids.append(entry.id)
             await self.leaks.queued(message, onion)
-        if self.agent is not None:
-            self.agent.wake()
+            if self.agent is not None:
+                self.agent.offer(entry.first_state())
         return ids
 
     def route(self, rcpt: MailAddress) -> str | None:

@@ -40,7 +40,7 @@ from onionmail.errors import DeliveryError, OnionMailError, PermanentDeliveryErr
 from onionmail.identity import Identity
 from onionmail.log_redaction import redact
 from onionmail.maildir import Maildir
-from onionmail.outbound_queue import OutboundQueue, QueuedMessage, QueueState
+from onionmail.outbound_queue import OutboundQueue, QueuedMessage, QueueState, scan_due
 from onionmail.peer_session import PeerSession, ProtocolFailure
 from onionmail.sealed_envelope import (
     SEAL_KEYWORD,
@@ -55,6 +55,8 @@ log = logging.getLogger(__name__)
 
 EHLO_NAME = "localhost"
 MAX_PARALLEL = 8
+SCAN_BATCH = 256
+"""Due entries one pass over the queue hands the agent, at most."""
 KEEP_IDLE = 20.0
 """Seconds a session stays open after its last message, for the next one to the same
 peer (:mod:`onionmail.peer_session`); under the peers' idle timeout (the box's is 300 s)."""
@@ -102,15 +104,48 @@ class DeliveryAgent:
         """The policy gate for a peer that turned out plain: a reason to refuse, or None."""
         self.on_path: Callable[[QueuedMessage, bool], Awaitable[None]] | None = None
         """Called with (message, sealed?) once a peer accepted it (the box's ledger)."""
+        self.prepare: Callable[[QueuedMessage], Awaitable[QueuedMessage]] | None = None
+        """Turns a loaded message into the form it is sent in, at each attempt (the box's
+        clearnet step: alias and OpenPGP); a PermanentDeliveryError bounces the message."""
         self._stopping = False
         self._isolation: dict[str, str] = {}
         self._idle: dict[str, list[PeerSession]] = {}
         """Sessions kept open after a delivery, by destination (at most MAX_PARALLEL each)."""
         self._expiry: dict[int, asyncio.TimerHandle] = {}
         self._quitting: set[asyncio.Task[None]] = set()
+        self._due: list[QueueState] = []
+        """Due entries from the last pass over the queue (or offered), not yet started."""
+        self._more_due = False
+        self._next_due: float | None = None
+        self._rescan = True
+        self._scanning = False
+        self._offered: list[QueueState] = []
 
     def wake(self) -> None:
+        """Read the whole queue again (a flush, tor back, changes made by someone else)."""
+        self._rescan = True
         self._wake.set()
+
+    def offer(self, state: QueueState) -> None:
+        """A message just queued: start it when due, without reading the queue again.
+
+        Submissions call this instead of :meth:`wake`, so that accepting mail
+        while thousands wait (tor down) costs no pass over the queue each time.
+        """
+        if self._scanning:
+            self._offered.append(state)  # merged into the pass's result when it ends
+        elif state.next_try <= self.clock():
+            if len(self._due) < SCAN_BATCH:
+                self._due.append(state)
+            else:
+                self._more_due = True
+        else:
+            self._note_next(state.next_try)
+        self._wake.set()
+
+    def _note_next(self, when: float) -> None:
+        if self._next_due is None or when < self._next_due:
+            self._next_due = when
 
     async def flush(self) -> int:
         """Make every queued message due now (``queue flush``, tor back); returns how many."""
@@ -119,31 +154,48 @@ class DeliveryAgent:
         return count
 
     async def run(self) -> None:
-        """Loop forever: start due deliveries, sleep until the next is due or ``wake()``."""
+        """Loop forever: start due deliveries, sleep until the next is due or woken.
+
+        The queue is read in passes (:func:`~onionmail.outbound_queue.scan_due`)
+        that keep at most :data:`SCAN_BATCH` due entries in memory; a pass
+        happens at start, on :meth:`wake`, when the next try time comes, and
+        when the batch is used up while more were due. At most MAX_PARALLEL
+        attempts exist at a time: a backlog (tor down, peer offline) stays on
+        disk, not in memory as waiting tasks. Each attempt that ends wakes
+        this loop.
+        """
         self._stopping = False
+        self._rescan = True
         while not self._stopping:
             self._wake.clear()
-            try:
-                states = await asyncio.to_thread(self.queue.states)
-            except OSError as exc:
-                # Never let the agent die: a queue it cannot read now is retried.
-                log.error("cannot read the queue (%s); retrying in 5 s", exc)
-                await asyncio.sleep(5)
-                continue
             now = self.clock()
-            next_due = None
-            for state in states:
-                if state.id in self._in_flight:
+            due_time = self._next_due is not None and self._next_due <= now
+            if self._rescan or (not self._due and (self._more_due or due_time)):
+                self._rescan = False
+                self._scanning = True
+                try:
+                    scan = await asyncio.to_thread(
+                        scan_due, self.queue.directory, now, SCAN_BATCH, set(self._in_flight)
+                    )
+                except OSError as exc:
+                    # Never let the agent die: a queue it cannot read now is retried.
+                    log.error("cannot read the queue (%s); retrying in 5 s", exc)
+                    self._rescan = True
+                    await asyncio.sleep(5)
                     continue
-                if state.next_try <= now:
-                    # At most MAX_PARALLEL attempts exist at a time: a backlog
-                    # (tor down, peer offline) stays on disk, not in memory as
-                    # waiting tasks. Each attempt that ends wakes this loop.
-                    if len(self._in_flight) < MAX_PARALLEL:
-                        self._start(state)
-                elif next_due is None or state.next_try < next_due:
-                    next_due = state.next_try
-            wait = 3600.0 if next_due is None else max(0.05, next_due - now)
+                finally:
+                    self._scanning = False
+                self._due, self._more_due, self._next_due = scan.due, scan.more_due, scan.next_due
+                offered, self._offered = self._offered, []
+                seen = {state.id for state in self._due}
+                for state in offered:
+                    if state.id not in seen:
+                        self.offer(state)
+            while self._due and len(self._in_flight) < MAX_PARALLEL:
+                state = self._due.pop(0)
+                if state.id not in self._in_flight:
+                    self._start(state)
+            wait = 3600.0 if self._next_due is None else max(0.05, self._next_due - self.clock())
             # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a
             # cancellation that races with the event being set (gh-86296),
             # which would leave stop() waiting forever.
@@ -192,8 +244,11 @@ class DeliveryAgent:
             log.error("queue %s: unreadable (%s); moved to %s", state.id, exc, where.parent)
             return
         started = time.monotonic()
+        sent = entry  # what goes out; bounces quote ``entry``, the message as queued
         try:
-            sealed, refused = await self.deliver(entry)
+            if self.prepare is not None and not entry.cover:
+                sent = await self.prepare(entry)
+            sealed, refused = await self.deliver(sent)
         except PermanentDeliveryError as exc:
             if entry.cover:  # a contact refusing dummies is misconfigured: say so
                 await self._drop_cover(entry, f"refused: {exc}", logging.WARNING)
@@ -246,6 +301,7 @@ class DeliveryAgent:
             delay,
         )
         await asyncio.to_thread(self.queue.record_failure, state, error, now + delay)
+        self._note_next(now + delay)
 
     async def _drop_cover(self, entry: QueuedMessage, why: str, level: int = logging.DEBUG) -> None:
         """A dummy (cover traffic) that failed leaves the queue and never bounces.

@@ -38,9 +38,11 @@ is aimed at observers of the network, not of the box's disk.
 
 from __future__ import annotations
 
+import heapq
 import json
 import os
 import time
+from collections.abc import Collection, Iterator
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -69,6 +71,12 @@ class QueuedMessage:
     """A dummy envelope (cover traffic): never bounced, dropped when it fails."""
     first_try: float = 0.0
     """When the timing policy let it go first (0: at once); rebuilds a lost state."""
+
+    def first_state(self) -> QueueState:
+        """Its state as :meth:`OutboundQueue.enqueue` wrote it (never tried yet)."""
+        return QueueState(
+            self.id, self.destination, self.created, next_try=self.first_try, cover=self.cover
+        )
 
 
 @dataclass(frozen=True)
@@ -157,6 +165,7 @@ class OutboundQueue:
             envelope_id=nacl.utils.random(16),
             created=time.time(),
             cover=cover,
+            first_try=next_try or 0.0,
         )
         header = {
             "destination": entry.destination,
@@ -295,23 +304,66 @@ def list_queue(directory: Path, *, include_cover: bool = False) -> list[QueueSta
     Runs while the delivery agent removes delivered entries, so an entry that
     vanishes between the directory listing and the read is simply skipped.
     """
+    states = [s for s in iter_queue(directory) if include_cover or not s.cover]
+    return sorted(states, key=lambda s: s.created)
+
+
+def iter_queue(directory: Path) -> Iterator[QueueState]:
+    """Every entry's state, in directory order, read one at a time (memory stays flat)."""
     active = directory / "active"
     if not active.is_dir():
-        return []
-    states = []
-    for msg in active.glob("*.msg"):
-        state_path = msg.with_suffix(".state")
-        try:
-            state = QueueState(**json.loads(state_path.read_bytes()))
-            if include_cover or not state.cover:
-                states.append(state)
+        return
+    with os.scandir(active) as entries:
+        for entry in entries:
+            if not entry.name.endswith(".msg"):
+                continue
+            msg = Path(entry.path)
+            try:
+                yield QueueState(**json.loads(msg.with_suffix(".state").read_bytes()))
+                continue
+            except FileNotFoundError:
+                pass  # just removed, or a crash's leftover (recover() writes its state)
+            except (OSError, ValueError, TypeError):
+                pass
+            try:
+                yield QueueState(msg.stem, "?", msg.stat().st_mtime)
+            except FileNotFoundError:
+                continue  # removed meanwhile: delivered or bounced
+
+
+@dataclass(frozen=True)
+class DueScan:
+    """What one pass over the queue found for the delivery agent."""
+
+    due: list[QueueState]
+    """The earliest due entries, at most the scan's limit, earliest first."""
+    more_due: bool
+    """More entries were due than the limit."""
+    next_due: float | None
+    """The earliest try time among the entries not yet due."""
+
+
+def scan_due(directory: Path, now: float, limit: int, skip: Collection[str] = ()) -> DueScan:
+    """The entries due at ``now`` (at most ``limit``, earliest first) and the next try after.
+
+    One pass, holding at most ``limit`` states: a queue of 100,000 messages
+    (tor down for a day) costs the agent a directory read, not 100,000
+    objects in memory.
+    """
+    heap: list[tuple[float, str, QueueState]] = []  # the latest due on top (negated)
+    more, next_due = False, None
+    for state in iter_queue(directory):
+        if state.id in skip:
             continue
-        except FileNotFoundError:
-            pass  # just removed, or a crash's leftover (recover() writes its state)
-        except (OSError, ValueError, TypeError):
-            pass
-        try:
-            states.append(QueueState(msg.stem, "?", msg.stat().st_mtime))
-        except FileNotFoundError:
-            continue  # removed meanwhile: delivered or bounced
-    return sorted(states, key=lambda s: s.created)
+        if state.next_try > now:
+            if next_due is None or state.next_try < next_due:
+                next_due = state.next_try
+            continue
+        item = (-state.next_try, state.id, state)
+        if len(heap) < limit:
+            heapq.heappush(heap, item)
+        else:
+            more = True
+            heapq.heappushpop(heap, item)
+    due = [state for _, _, state in sorted(heap, reverse=True)]
+    return DueScan(due, more, next_due)

@@ -207,3 +207,43 @@ async def test_a_backlog_stays_on_disk_not_in_memory(tmp_path: Path) -> None:
 
     await run_until(agent, all_tried, timeout=20)
     assert 1 <= most <= MAX_PARALLEL
+
+
+async def test_the_queue_is_read_in_passes_not_once_per_attempt_or_submission(
+    tmp_path: Path, monkeypatch: Any
+) -> None:
+    """600 due entries (tor down) and 50 new submissions: a handful of passes over the queue.
+
+    Regression: the agent re-read every state file each time an attempt ended
+    and each time a message was queued, quadratic in the backlog.
+    """
+    import time
+
+    import onionmail.delivery
+    from onionmail.outbound_queue import scan_due
+
+    passes = 0
+
+    def counting_scan(*args: Any, **kwargs: Any) -> Any:
+        nonlocal passes
+        passes += 1
+        return scan_due(*args, **kwargs)
+
+    monkeypatch.setattr(onionmail.delivery, "scan_due", counting_scan)
+    monkeypatch.setattr(onionmail.delivery, "SCAN_BATCH", 256)
+    clock = Clock(time.time())
+    agent, queue, alice = make_agent(tmp_path, clock)
+    peer = Identity.generate().onion_address
+    sender, rcpt = f"alice@{alice.onion_address}", (f"bob@{peer}",)
+    for _ in range(600):
+        queue.enqueue(peer, sender, rcpt, b"Subject: x\r\n\r\n")
+
+    def submit_while_running() -> bool:
+        if len(queue.states()) < 650:
+            entry = queue.enqueue(peer, sender, rcpt, b"Subject: y\r\n\r\n")
+            agent.offer(entry.first_state())
+        return len(queue.states()) == 650 and all(s.attempts >= 1 for s in queue.states())
+
+    await run_until(agent, submit_while_running, timeout=60)
+    # 650 due: passes of at most 256 (3), plus the first; none per attempt or per offer
+    assert passes <= 6, passes

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from onionmail.errors import QueueError
-from onionmail.outbound_queue import OutboundQueue, list_queue, queue_key
+from onionmail.outbound_queue import OutboundQueue, list_queue, queue_key, scan_due
 
 KEY = queue_key(b"\x01" * 32)
 MESSAGE = b"From: a@x.onion\r\nSubject: secret subject\r\n\r\nsecret body\r\n"
@@ -131,3 +131,19 @@ def test_listing_skips_an_entry_removed_while_listing(tmp_path: Path) -> None:
     kept = queue.enqueue("p.onion", "a@x.onion", ("b@p.onion",), MESSAGE)
     (tmp_path / "q" / "active" / "gone.msg").symlink_to(tmp_path / "nowhere")
     assert [s.id for s in list_queue(tmp_path / "q")] == [kept.id]
+
+
+def test_scan_due_holds_at_most_the_limit_earliest_first(tmp_path: Path) -> None:
+    queue = OutboundQueue(tmp_path / "q", KEY)
+    now = time.time()
+    entries = [
+        queue.enqueue("p.onion", "a@x.onion", ("b@p.onion",), MESSAGE, next_try=now - 100 + n)
+        for n in range(10)
+    ]
+    later = queue.enqueue("p.onion", "a@x.onion", ("b@p.onion",), MESSAGE, next_try=now + 50)
+    scan = scan_due(tmp_path / "q", now, 4, skip={entries[0].id})
+    assert [s.id for s in scan.due] == [e.id for e in entries[1:5]]
+    assert scan.more_due
+    assert scan.next_due == pytest.approx(later.first_try)
+    everything = scan_due(tmp_path / "q", now, 100)
+    assert len(everything.due) == 10 and not everything.more_due
