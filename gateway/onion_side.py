@@ -15,7 +15,8 @@ outside the gateway's own domain: no open relay.
   registered and approved (``550 5.7.1`` otherwise, naming why), and must be
   a clearnet address not at the gateway's domain nor at an onion.
 * ``DATA`` must be a sealed envelope that opens with the sender's key and
-  binds this session. The message inside must come ``From`` the box; it is
+  binds this session. The message inside must come ``From`` the box (or
+  from its alias, as a box that encrypted it with OpenPGP sends it); it is
   rewritten to the alias (:mod:`gateway.sender_rewrite`), DKIM-signed
   (:mod:`gateway.dkim_signing`) and queued durably per recipient domain
   before ``250``. A retry of an envelope already queued is acknowledged and
@@ -237,7 +238,7 @@ class GatewayOnionHandler(SafeHandler):
             return "550 5.7.1 This box may not send through this gateway"
         alias = f"{entry.alias}@{self.domain}"
         try:
-            _check_from(content.message, sender)
+            _check_from(content.message, sender, alias)
             rewritten = rewrite_sender(
                 content.message,
                 box_address=str(sender),
@@ -257,8 +258,10 @@ class GatewayOnionHandler(SafeHandler):
         return f"250 2.0.0 Queued for the clearnet as {' '.join(ids)}"
 
 
-def _check_from(message: bytes, sender: MailAddress) -> None:
-    """The box's message must come From the box address the seal proved."""
+def _check_from(message: bytes, sender: MailAddress, alias: str) -> None:
+    """The box's message must come From the box address the seal proved, or from its
+    own alias (a box that encrypts with OpenPGP rewrites From itself, before the
+    encryption, since the gateway cannot rewrite the protected header inside)."""
     parsed = parse_message(message)
     values = parsed.get_all("From")
     if len(values) != 1:
@@ -268,5 +271,5 @@ def _check_from(message: bytes, sender: MailAddress) -> None:
         named = parse_mail_address(pairs[0][1]) if len(pairs) == 1 else None
     except AddressError:
         named = None
-    if named != sender:
+    if named != sender and str(named) != alias:
         raise MessageFormatError("the From field does not match the sealed sender")

@@ -10,6 +10,7 @@ the box can take responsibility for mail. ``BOXDIR/run/status.json`` tells
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 import os
@@ -20,18 +21,19 @@ from typing import Any
 
 from onionmail.box_lock import BoxLock
 from onionmail.box_tor import BoxTor
+from onionmail.clearnet_openpgp import ClearnetOpenPGP, split_for_gateway
 from onionmail.config import Config
 from onionmail.cover_traffic import CoverTraffic
 from onionmail.credentials import Credentials
 from onionmail.delivery import DeliveryAgent
-from onionmail.errors import OnionMailError
+from onionmail.errors import OnionMailError, PermanentDeliveryError
 from onionmail.fsutil import ensure_private_dir, use_storage_threads, write_private_file
 from onionmail.identity import Identity
 from onionmail.inbound import InboundHandler
 from onionmail.leak_keeper import LeakKeeper
 from onionmail.mail_address import MailAddress
 from onionmail.maildir import Maildir
-from onionmail.outbound_queue import OutboundQueue, list_queue, queue_key
+from onionmail.outbound_queue import OutboundQueue, QueuedMessage, list_queue, queue_key
 from onionmail.replay_cache import ReplayCache
 from onionmail.scrub import message_id_key
 from onionmail.smtp_server import ConnectionLimit, server_port, start_smtp_server
@@ -78,7 +80,15 @@ class Box:
         key_encrypted: bool = False,
     ) -> None:
         self.config = config
-        self.leaks = LeakKeeper(config, identity.seed, key_encrypted=key_encrypted)
+        self.openpgp = ClearnetOpenPGP(config.box_dir, identity, config.gateway)
+        self.leaks = LeakKeeper(
+            config,
+            identity.seed,
+            key_encrypted=key_encrypted,
+            has_openpgp_key=self.openpgp.has_key,
+        )
+        self._encrypted: set[str] = set()
+        """Queue ids whose last prepared form was PGP/MIME (the ledger's path on delivery)."""
         self.identity = identity
         self.paths = BoxPaths(config.box_dir)
         self.progress = progress or (lambda _msg: None)
@@ -128,6 +138,13 @@ class Box:
         await self.tor.start(self._tor_progress)
         await self._write_status("publishing")
         await self.tor.publish(self.identity, self.inbound_port, self.progress)
+        if self.config.gateway.registrations:
+            try:  # made once, for the aliases; slow only the first time (key generation)
+                await asyncio.to_thread(self.openpgp.box_key)
+            except OnionMailError as exc:
+                # Onion mail still works; clearnet mail bounces with this reason.
+                log.warning("the box's OpenPGP key is unusable: %s", exc)
+                self.progress(f"warning: the box's OpenPGP key is unusable: {exc}")
         self._start_agent()
         self._start_cover()
         await self._start_submission()
@@ -183,6 +200,7 @@ class Box:
         )
         self.inbound_handler.on_stored = self.leaks.received
         self.inbound_handler.on_gateway_stored = self.leaks.received_via_gateway
+        self.inbound_handler.gateway_mail_filter = self.openpgp.incoming
         # Shared by both servers; inbound starts first (see start()).
         self.connections_total = ConnectionLimit(
             "all SMTP servers", self.config.box.max_connections_total
@@ -218,7 +236,8 @@ class Box:
             sender_maildir=self.maildir,
         )
         self.agent.plain_refusal = self.leaks.refuse_plain
-        self.agent.on_path = self.leaks.delivered
+        self.agent.on_path = self._delivered
+        self.agent.prepare = self._prepare_outgoing
         self._agent_task = asyncio.create_task(self.agent.run())
 
     async def _start_submission(self) -> None:
@@ -266,19 +285,75 @@ class Box:
             by_onion.setdefault(onion, []).append(str(rcpt))
         ids = []
         for onion, rcpts in by_onion.items():
-            entry = await asyncio.to_thread(
-                self.queue.enqueue,
-                onion,
-                str(sender),
-                tuple(rcpts),
-                message,
-                next_try=self.timing.first_try(onion, rcpts),
-            )
-            ids.append(entry.id)
-            await self.leaks.queued(message, onion)
+            for group, openpgp in self._entries(onion, rcpts):
+                entry = await asyncio.to_thread(
+                    self.queue.enqueue,
+                    onion,
+                    str(sender),
+                    group,
+                    message,
+                    next_try=self.timing.first_try(onion, list(group)),
+                )
+                ids.append(entry.id)
+                await self.leaks.queued(message, onion, openpgp=openpgp)
             if self.agent is not None:
                 self.agent.offer(entry.first_state())
         return ids
+
+    def _entries(self, onion: str, rcpts: list[str]) -> list[tuple[tuple[str, ...], bool]]:
+        """Queue entries for one destination: ``(recipients, to be encrypted?)``.
+
+        Through a gateway, each recipient whose OpenPGP key the box holds gets
+        an entry of its own (:func:`~onionmail.clearnet_openpgp.split_for_gateway`);
+        the message is encrypted when it leaves, not here (:meth:`_prepare_outgoing`).
+        """
+        if onion not in self.config.gateway.onions:
+            return [(tuple(rcpts), False)]
+        return split_for_gateway(rcpts, self.openpgp.has_key)
+
+    async def _prepare_outgoing(self, entry: QueuedMessage) -> QueuedMessage:
+        """The delivery agent's last step for clearnet mail: alias, Autocrypt, OpenPGP.
+
+        Done here, at each attempt and in a worker thread, rather than before
+        ``250`` (see :mod:`onionmail.clearnet_openpgp`). Plain mail to a
+        recipient whose policy needs the encrypted path (its key was removed
+        since submission) bounces, never leaves in clear.
+        """
+        if entry.destination not in self.config.gateway.onions:
+            return entry
+        try:
+            out = await asyncio.to_thread(
+                self.openpgp.prepare,
+                entry.message,
+                mail_from=entry.mail_from,
+                recipients=entry.recipients,
+                destination=entry.destination,
+            )
+        except OnionMailError as exc:  # an unusable key, a malformed message
+            raise PermanentDeliveryError(
+                f"cannot prepare the message for the gateway: {exc}"
+            ) from None
+        except Exception as exc:  # pgpy on input it does not handle: bounce, never loop
+            log.error("could not encrypt a queued message: %s", type(exc).__name__)
+            raise PermanentDeliveryError(
+                f"cannot encrypt the message for the gateway ({type(exc).__name__})"
+            ) from exc
+        if out.encrypted:
+            self._encrypted.add(entry.id)
+        else:
+            self._encrypted.discard(entry.id)
+            for rcpt in entry.recipients:
+                reason = self.leaks.refuse_unencrypted(rcpt)
+                if reason is not None:
+                    raise PermanentDeliveryError(
+                        f"no usable OpenPGP key for a recipient; refused by {reason}"
+                    )
+        return dataclasses.replace(entry, message=out.message)
+
+    async def _delivered(self, entry: QueuedMessage, sealed: bool) -> None:
+        openpgp = entry.id in self._encrypted
+        self._encrypted.discard(entry.id)
+        await self.leaks.delivered(entry, sealed, openpgp=openpgp)
 
     def route(self, rcpt: MailAddress) -> str | None:
         """The onion a message to ``rcpt`` is sent to, or None when none can take it.

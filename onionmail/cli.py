@@ -17,7 +17,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from onionmail import cli_gateway, cli_leaks, cli_testnet
+from onionmail import cli_gateway, cli_keys, cli_leaks, cli_testnet
 from onionmail.box_init import create_box
 from onionmail.box_lock import running_pid
 from onionmail.config import load_config
@@ -72,6 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_queue(sub)
     cli_leaks.register(sub)
     cli_gateway.register(sub)
+    cli_keys.register(sub)
     cli_testnet.register(sub)
     _add_demo(sub)
     _add_tui(sub)

@@ -29,7 +29,9 @@ that the gateway sealed to this box when the clearnet message arrived
 (:mod:`onionmail.gateway_protocol`); the message inside may name any
 clearnet sender (never an onion one: that sender could seal for itself) and
 is marked ``onionmail=gateway``. Any other onion sending a clearnet From is
-refused, as before.
+refused, as before. Such mail also passes the box's OpenPGP step
+(``gateway_mail_filter``: Autocrypt keys learned, PGP/MIME decrypted, see
+:mod:`onionmail.clearnet_openpgp`) before it is stored.
 
 Each delivered message gets ``Return-Path`` and an ``Authentication-Results``
 field (RFC 8601 style, authserv-id = this box's onion) saying which of the
@@ -96,6 +98,10 @@ class InboundHandler(SafeHandler):
         """Onions of the configured gateways: their sealed mail may carry clearnet senders."""
         self.on_gateway_stored: Callable[[str], Awaitable[None]] | None = None
         """Called with the Message-ID after mail relayed by a gateway is durable (ledger)."""
+        self.gateway_mail_filter: Callable[[bytes], bytes] | None = None
+        """Run in a worker thread on mail a gateway relayed, before it is checked and
+        stored (the box's OpenPGP step: Autocrypt, decryption); must not raise for
+        what the message holds (:mod:`onionmail.clearnet_openpgp`)."""
         self._maildirs: dict[str, Maildir] = {}
         self._in_flight: dict[bytes, tuple[asyncio.Lock, int]] = {}
         """Envelope ids being stored right now: a retry that arrives while the first
@@ -237,6 +243,11 @@ class InboundHandler(SafeHandler):
             )
             message = parse_message(inner.message)
             check_relayed_from(message, gateway.domain)
+            if self.gateway_mail_filter is not None:
+                # checked again after: the protected From of a decrypted message
+                data = await asyncio.to_thread(self.gateway_mail_filter, inner.message)
+                message = parse_message(data)
+                check_relayed_from(message, gateway.domain)
         except EnvelopeError as exc:
             log.warning("refused mail from a gateway: %s", type(exc).__name__)
             return f"550 5.7.1 Refused mail from the gateway: {exc}"

@@ -12,7 +12,10 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+from collections.abc import Callable
 
+from onionmail.autocrypt import PeerKeyStore
+from onionmail.clearnet_openpgp import KnownKeys, peers_path
 from onionmail.config import Config
 from onionmail.ledger import Ledger, LedgerEntry, ledger_key
 from onionmail.mail_address import MailAddress
@@ -41,9 +44,20 @@ _leaks = functools.lru_cache(maxsize=128)(leaks)
 class LeakKeeper:
     """Policy and ledger for the box configured by ``config``."""
 
-    def __init__(self, config: Config, seed: bytes, *, key_encrypted: bool = False) -> None:
+    def __init__(
+        self,
+        config: Config,
+        seed: bytes,
+        *,
+        key_encrypted: bool = False,
+        has_openpgp_key: Callable[[str], bool] | None = None,
+    ) -> None:
         self.config = config
         self.key_encrypted = key_encrypted
+        if has_openpgp_key is None:
+            has_openpgp_key = KnownKeys(PeerKeyStore(peers_path(config.box_dir)))
+        self.has_openpgp_key = has_openpgp_key
+        """Whether the box holds a clearnet recipient's OpenPGP key (the encrypted path)."""
         self.ledger = Ledger(config.box_dir / "ledger", ledger_key(seed))
         self._timing = TimingPolicy(config.timing)
 
@@ -70,14 +84,19 @@ class LeakKeeper:
         host = recipient.rsplit("@", 1)[-1].lower()
         return host.endswith(".onion") or self.config.onion_mx.onion_for(host) is not None
 
-    def _sent_path(self, destination: str, sealed: bool) -> MailPath:
+    def _sent_path(self, destination: str, sealed: bool, openpgp: bool = False) -> MailPath:
         if destination in self.config.gateway.onions:
-            return MailPath.GATEWAY_CLEARNET
+            return MailPath.GATEWAY_CLEARNET_OPENPGP if openpgp else MailPath.GATEWAY_CLEARNET
         return MailPath.ONION_SEALED if sealed else MailPath.ONION_PLAIN
+
+    def predicted_path(self, recipient: str) -> MailPath:
+        """The path a message to ``recipient`` is expected to take (before the peer is known)."""
+        onion = self._onion_routed(recipient)
+        return predicted_path(onion, openpgp_key=not onion and self.has_openpgp_key(recipient))
 
     def predicted(self, recipient: str) -> LeakMatrix:
         """What a message to ``recipient`` would leak, before sending (``leaks --to``)."""
-        return self.matrix(predicted_path(self._onion_routed(recipient)), recipient=recipient)
+        return self.matrix(self.predicted_path(recipient), recipient=recipient)
 
     def refusal(self, recipient: str, path: MailPath) -> str | None:
         """Why the policy forbids ``path`` to ``recipient`` (rule and leak), or None."""
@@ -87,18 +106,24 @@ class LeakKeeper:
 
     def check_recipient(self, rcpt: MailAddress) -> str | None:
         """The submission-time gate (the path expected before the peer is known)."""
-        return self.refusal(str(rcpt), predicted_path(self._onion_routed(str(rcpt))))
+        return self.refusal(str(rcpt), self.predicted_path(str(rcpt)))
 
     def refuse_plain(self, recipient: str) -> str | None:
         """The delivery-time gate, when the onion peer turned out to be plain SMTP."""
         return self.refusal(recipient, MailPath.ONION_PLAIN)
 
-    async def queued(self, message: bytes, destination: str) -> None:
-        path = self._sent_path(destination, True)
+    def refuse_unencrypted(self, recipient: str) -> str | None:
+        """The delivery-time gate when clearnet mail leaves a gateway without OpenPGP."""
+        return self.refusal(recipient, MailPath.GATEWAY_CLEARNET)
+
+    async def queued(self, message: bytes, destination: str, *, openpgp: bool = False) -> None:
+        """``openpgp``: the entry is to leave encrypted (the recipient's key is known)."""
+        path = self._sent_path(destination, True, openpgp)
         await self._record(message_id_of(message), destination, "sent", path, "queued")
 
-    async def delivered(self, entry: QueuedMessage, sealed: bool) -> None:
-        path = self._sent_path(entry.destination, sealed)
+    async def delivered(self, entry: QueuedMessage, sealed: bool, *, openpgp: bool = False) -> None:
+        """``openpgp``: it left the box encrypted (PGP/MIME through a gateway)."""
+        path = self._sent_path(entry.destination, sealed, openpgp)
         await self._record(
             message_id_of(entry.message), entry.destination, "sent", path, "delivered"
         )
@@ -116,11 +141,15 @@ class LeakKeeper:
     async def _record(
         self, message_id: str, destination: str, direction: str, path: MailPath, state: str
     ) -> None:
+        # A message split for a gateway (OpenPGP for some recipients, plain for the
+        # others) has one ledger entry per path, not one that the last write decides.
+        openpgp = path is MailPath.GATEWAY_CLEARNET_OPENPGP
+        where = f"{destination} openpgp" if openpgp else destination
         try:
             await asyncio.to_thread(
                 self.ledger.record,
                 message_ids=[message_id],
-                destination=destination,
+                destination=where,
                 direction=direction,
                 matrix=self.matrix(path, direction, destination),
                 state=state,

@@ -46,7 +46,9 @@ signature) and an expired key fail verification.
 
 Known limits: pgpy inflates compressed data in memory, so a hostile sender can
 make decryption use much memory (bounded input size only limits the
-ciphertext); run decryption off the delivery path (never before ``250``).
+ciphertext); run decryption in a worker thread, on bounded input (the box
+decrypts mail its gateway relayed before storing it, see
+:mod:`onionmail.clearnet_openpgp`), and never before a mail client's ``250``.
 """
 
 from __future__ import annotations

@@ -96,10 +96,15 @@ def check(matrix: LeakMatrix, rules: Iterable[str]) -> list[Violation]:
     return found
 
 
-def predicted_path(recipient_is_onion: bool) -> MailPath:
+def predicted_path(recipient_is_onion: bool, *, openpgp_key: bool = False) -> MailPath:
     """The path a new message is expected to take before the peer is known.
 
     An onion recipient is expected to be an onionmail box (sealed); if its
-    server turns out to be plain SMTP, the delivery agent checks again.
+    server turns out to be plain SMTP, the delivery agent checks again. A
+    clearnet recipient whose OpenPGP key the box holds gets the encrypted
+    gateway path; should the key be gone when the message leaves, the box
+    checks the plain gateway path again (:mod:`onionmail.clearnet_openpgp`).
     """
-    return MailPath.ONION_SEALED if recipient_is_onion else MailPath.GATEWAY_CLEARNET
+    if recipient_is_onion:
+        return MailPath.ONION_SEALED
+    return MailPath.GATEWAY_CLEARNET_OPENPGP if openpgp_key else MailPath.GATEWAY_CLEARNET
