@@ -268,6 +268,11 @@ class PeerKeyStore:
         with self._lock:
             return sorted(self._load())
 
+    def peers(self) -> list[PeerKey]:
+        """Every stored key, by address (one read of the file; nothing is parsed by pgpy)."""
+        with self._lock:
+            return [peer for _, peer in sorted(self._load().items())]
+
     def remove(self, address: str) -> bool:
         address = str(parse_mail_address(address))
         with self._lock:

@@ -7,7 +7,13 @@ not the box runs, and it touches nothing behind the box's back:
 - reads: the Maildir (``BOXDIR/mail/<local>``; standard layout, readable by
   neomutt too), the queue's clear state files (:func:`list_queue`, never a
   subject or a recipient), ``run/status.json``, the ledger (needs the
-  identity key, because ledger Message-IDs are keyed hashes), the config;
+  identity key, because ledger Message-IDs are keyed hashes), the config
+  (``[gateway]`` is re-read on every call, so a registration made while a
+  client is open shows up), and the correspondents' OpenPGP keys
+  (``keys/openpgp-peers.json``, read only: fingerprints, never key material);
+- routing: :meth:`BoxApi.route` is the box's own rule (``Box.route``): an
+  onion goes to its onion, an ``[onion_mx]`` domain straight to the onion
+  routed there, anything else to the first ``[gateway]``;
 - leak prediction and the policy gate: the box's own :class:`LeakKeeper`
   with the box's configuration, so the answer is the one the box will give;
 - writes, each one the box already supports: "retry now" moves a queue
@@ -40,16 +46,18 @@ from typing import Any
 
 import aiosmtplib
 
+from onionmail.autocrypt import PeerKeyStore
 from onionmail.box_lock import running_pid
-from onionmail.config import Config, load_config
+from onionmail.clearnet_openpgp import peers_path
+from onionmail.config import CONFIG_NAME, Config, load_config
 from onionmail.errors import AddressError, ConfigError, OnionMailError, QueueError
 from onionmail.fsutil import ensure_private_dir, fsync_dir, write_private_file
 from onionmail.identity import Identity, is_encrypted_identity, load_identity
 from onionmail.leak_keeper import LeakKeeper
 from onionmail.ledger import LedgerEntry
-from onionmail.mail_address import parse_mail_address
+from onionmail.mail_address import MailAddress, parse_mail_address
 from onionmail.outbound_queue import QueueState, list_queue
-from onionmail.policy import predicted_path
+from onionmail.pgp_mime import STATUS_FIELD
 from threat_model import LeakMatrix, MailPath, MessageTraits, ModelConfig, Timing, leaks
 
 HEADER_READ_LIMIT = 32 * 1024
@@ -68,13 +76,51 @@ class ArrivalKind:
     UNKNOWN = "unknown"
 
 
+#: The fields the box prepends when it stores a message (:mod:`onionmail.inbound`):
+#: only these may stand above the box's ``Onionmail-OpenPGP`` field.
+_PREPENDED_BY_THE_BOX = frozenset(("return-path", "authentication-results"))
+
+
+@dataclass(frozen=True)
+class OpenPGPResult:
+    """What the box's ``Onionmail-OpenPGP:`` field says (see :mod:`onionmail.pgp_mime`)."""
+
+    decrypted: bool
+    """The box decrypted a PGP/MIME message (the field's first word is ``decrypted``)."""
+    signature: str
+    """``verified``, ``unsigned``, ``unknown-signer`` or ``bad``; ``""`` when absent."""
+    signer: str = ""
+    """Fingerprint of the key that made a verified signature, else ``""``."""
+    reason: str = ""
+    """Why the box could not decrypt it (``not-decrypted; reason="..."``), else ``""``."""
+
+    @property
+    def signed_by_sender(self) -> bool:
+        return self.signature == "verified"
+
+
 @dataclass(frozen=True)
 class Arrival:
     kind: str
     verified: bool
     """The box checked the sender's address (``onionmail=pass``)."""
     encrypted: bool
-    """End-to-end encrypted in transit (sealed envelope, or PGP/MIME)."""
+    """End-to-end encrypted: a sealed envelope, or OpenPGP (decrypted by the box or not).
+
+    Mail relayed by a gateway counts as encrypted only with OpenPGP: the gateway
+    seals it to the box, but it read the message in clear first.
+    """
+    openpgp: OpenPGPResult | None = None
+    """The box's ``Onionmail-OpenPGP`` verdict, when the box decrypted the message."""
+
+    @property
+    def encryption(self) -> str:
+        """``sealed``, ``OpenPGP`` (the box decrypted it), ``OpenPGP?`` (it did not), ``none``."""
+        if self.kind == ArrivalKind.SEALED:
+            return "sealed"
+        if self.openpgp is not None and self.openpgp.decrypted:
+            return "OpenPGP"
+        return "OpenPGP?" if self.encrypted else "none"
 
 
 @dataclass(frozen=True)
@@ -108,10 +154,40 @@ class MessageView:
 class Contact:
     petname: str
     address: str
-    gateway_alias: str = ""
-    """Not supported by the box yet (no gateway exists): always empty."""
     openpgp_key: str = ""
-    """Not supported by the box yet (no OpenPGP): always empty."""
+    """Fingerprint of the OpenPGP key the box holds for ``address``, or ``""``."""
+
+
+@dataclass(frozen=True)
+class KnownKey:
+    """A correspondent's OpenPGP key in the box's key store (``keys/openpgp-peers.json``)."""
+
+    address: str
+    fingerprint: str
+    source: str
+    """``autocrypt`` (learned from their mail) or ``manual`` (imported by hand, pinned)."""
+    last_seen: int
+    """Unix time of the newest message seen from the address (or of the import)."""
+
+
+@dataclass(frozen=True)
+class GatewayRegistration:
+    """One ``[gateway]`` entry of ``onionmail.toml``: a gateway and this box's alias there.
+
+    Whether the gateway's operator has approved the alias is not knowable from
+    the box: ``onionmail gateway register`` writes the entry on "registered"
+    and on "pending" alike, and approval happens on the gateway, which never
+    tells the box. Until then the gateway refuses mail for the alias.
+    """
+
+    gateway: str
+    """The gateway's onion host."""
+    alias: str
+    """This box's clearnet address at the gateway."""
+    sends_clearnet: bool
+    """The first entry: the gateway clearnet mail is sent through."""
+    restart_needed: bool = False
+    """The box runs but ``onionmail.toml`` changed after it started: it does not use this yet."""
 
 
 @dataclass(frozen=True)
@@ -129,8 +205,8 @@ class BoxStatus:
     timing: str
     padding: str
     policy_rules: tuple[str, ...]
-    gateways: tuple[str, ...] = ()
-    """Gateway registrations: none can exist yet (no gateway)."""
+    gateways: tuple[GatewayRegistration, ...] = ()
+    """The ``[gateway]`` registrations, the sending gateway first."""
 
 
 @dataclass(frozen=True)
@@ -142,6 +218,8 @@ class PathOption:
     available: bool
     note: str
     refusal: str | None
+    expected: bool = False
+    """The path the box will take (the leak card's path)."""
 
 
 @dataclass(frozen=True)
@@ -153,6 +231,10 @@ class Prediction:
     matrix: LeakMatrix
     refusal: str | None
     """Why the box would refuse this recipient (a policy rule, or no usable path), or None."""
+    route: str = ""
+    """How the box routes it, in words (which onion, which gateway and alias), or ``""``."""
+    openpgp_key: str = ""
+    """Fingerprint of the recipient's known OpenPGP key (clearnet recipients), or ``""``."""
 
 
 class BoxApi:
@@ -218,7 +300,31 @@ class BoxApi:
             timing=timing_text,
             padding="Padmé buckets, 4096-byte floor (always on for sealed envelopes)",
             policy_rules=self.config.policy.rules,
+            gateways=tuple(self.gateway_registrations(data if running else {})),
         )
+
+    def gateway_registrations(
+        self, status: dict[str, Any] | None = None
+    ) -> list[GatewayRegistration]:
+        """``[gateway]`` as it is on disk now, the sending gateway first.
+
+        ``status`` is ``run/status.json`` of a running box (read when omitted):
+        its ``started_at`` tells whether the box started before the file changed.
+        """
+        config = load_config(self.box_dir)
+        if status is None:
+            status = self._status_file() if running_pid(self.box_dir) is not None else {}
+        started = float(status.get("started_at") or 0.0)
+        changed = False
+        if started:
+            try:
+                changed = (self.box_dir / CONFIG_NAME).stat().st_mtime > started
+            except FileNotFoundError:
+                changed = False
+        return [
+            GatewayRegistration(onion, alias, n == 0, changed)
+            for n, (onion, alias) in enumerate(config.gateway.registrations)
+        ]
 
     # --- Maildir ------------------------------------------------------------------
 
@@ -291,8 +397,12 @@ class BoxApi:
         """Read the box's own ``Authentication-Results`` (authserv-id = this box's onion).
 
         Fields claiming another authserv-id are a peer's word and are ignored.
-        ``gateway``: clearnet mail a configured gateway relayed (sealed to this box on
-        arrival at the gateway, so encrypted in transit; the sender is not verified).
+        ``gateway``: clearnet mail a configured gateway relayed (the sender is not
+        verified; it is encrypted end to end only if it came with OpenPGP). Only
+        on that path does the box write ``Onionmail-OpenPGP`` (and remove any copy
+        that came with the message, :mod:`onionmail.clearnet_openpgp`), so only
+        there is the field read (:func:`openpgp_result`); elsewhere it would be
+        the sender's word. PGP/MIME the box did not decrypt counts as encrypted.
         """
         encrypted = msg.get_content_type() == "multipart/encrypted"
         for value in msg.get_all("Authentication-Results") or []:
@@ -305,7 +415,9 @@ class BoxApi:
             if result == "none":
                 return Arrival(ArrivalKind.PLAIN, False, encrypted)
             if result == "gateway":
-                return Arrival(ArrivalKind.GATEWAY, False, True)
+                openpgp = openpgp_result(msg)
+                decrypted = openpgp is not None and openpgp.decrypted
+                return Arrival(ArrivalKind.GATEWAY, False, encrypted or decrypted, openpgp)
         return Arrival(ArrivalKind.UNKNOWN, False, encrypted)
 
     def open_message(self, folder: str, key: str) -> MessageView:
@@ -404,43 +516,94 @@ class BoxApi:
             return []
         return self.leak_keeper.find(message_id)
 
+    def route(self, recipient: str | MailAddress) -> str | None:
+        """The onion a message to ``recipient`` goes to, or None: the box's rule (``Box.route``).
+
+        An onion address goes to its onion; a domain of ``[onion_mx]`` straight
+        to the onion routed there (never via a gateway); any other address to
+        the first ``[gateway]``. ``[gateway]`` is read from disk, as
+        :meth:`gateway_registrations` shows it.
+        """
+        address = recipient if isinstance(recipient, MailAddress) else parse_mail_address(recipient)
+        if address.is_onion:
+            return address.domain
+        gateways = self.gateway_registrations({})
+        sending = gateways[0].gateway if gateways else None
+        return self.config.onion_mx.onion_for(address.domain) or sending
+
     def predict(self, recipient: str) -> Prediction:
-        """Path, leak matrix and the box's verdict for one recipient, before sending."""
+        """Path, leak matrix and the box's verdict for one recipient, before sending.
+
+        The path is the box's own prediction (:meth:`LeakKeeper.predicted`): an
+        ``[onion_mx]`` domain is an onion peer, not the gateway path.
+        """
         address = parse_mail_address(recipient)
-        path = predicted_path(address.is_onion)
-        matrix = self.leak_keeper.predicted(str(address))
+        rcpt = str(address)
+        matrix = self.leak_keeper.predicted(rcpt)
         refusal = self.leak_keeper.check_recipient(address)
-        config = self.leak_keeper.config
-        routed = config.onion_mx.onion_for(address.domain) or config.gateway.sending_gateway
-        if refusal is None and not address.is_onion and routed is None:
+        route = self.route(address)
+        if refusal is None and route is None:
             refusal = (
-                "no gateway is registered: this box cannot send to clearnet addresses yet "
-                "(write to an onion address)"
+                "no gateway is registered: this box cannot send to clearnet addresses "
+                "(register one with 'onionmail gateway register', or write to an onion address)"
             )
-        return Prediction(str(address), path, matrix, refusal)
+        key = "" if address.is_onion else self._fingerprint_for(rcpt)
+        return Prediction(rcpt, matrix.path, matrix, refusal, self._route_words(address), key)
+
+    def _route_words(self, address: MailAddress) -> str:
+        if address.is_onion:
+            return f"straight to {address.domain}"
+        routed = self.config.onion_mx.onion_for(address.domain)
+        if routed is not None:
+            return f"[onion_mx] routes {address.domain} straight to {routed} (no gateway)"
+        gateways = self.gateway_registrations({})
+        if not gateways:
+            return ""
+        return f"sealed to the gateway {gateways[0].gateway}, sent on as {gateways[0].alias}"
 
     def what_if(self, recipient: str) -> list[PathOption]:
-        """The paths a message to ``recipient`` could take, side by side."""
+        """The paths a message to ``recipient`` could take, side by side.
+
+        Which ones are available follows :meth:`route`; the gateway is compared
+        with and without OpenPGP, the latter available when a key is known.
+        """
         address = parse_mail_address(recipient)
         rcpt = str(address)
         base = self.leak_keeper.model_config(rcpt)
-        onion = address.is_onion
+        expected = self.leak_keeper.predicted(rcpt).path
+        onion_mx = None if address.is_onion else self.config.onion_mx.onion_for(address.domain)
+        onion = address.is_onion or onion_mx is not None
+        gateways = self.gateway_registrations({})
+        gateway = bool(gateways) and not onion
+        key = "" if address.is_onion else self._fingerprint_for(rcpt)
 
         def option(label: str, path: MailPath, config: ModelConfig, ok: bool, note: str) -> Any:
             matrix = leaks(path, MessageTraits(), config)
-            return PathOption(label, matrix, ok, note, self.leak_keeper.refusal(rcpt, path))
+            refusal = self.leak_keeper.refusal(rcpt, path)
+            is_expected = path == expected and config == base
+            return PathOption(label, matrix, ok, note, refusal, is_expected)
 
-        no_gw = "no gateway registered"
+        if onion_mx is not None:
+            onion_note = f"[onion_mx] routes {address.domain} to its onion"
+            gw_note = f"never: [onion_mx] sends {address.domain} straight to its onion"
+        elif address.is_onion:
+            onion_note = "the expected path"
+            gw_note = "an onion address never goes through a gateway"
+        else:
+            onion_note = "the recipient has no onion address (and no [onion_mx] route)"
+            gw_note = (
+                f"via {gateways[0].gateway} as {gateways[0].alias}"
+                if gateways
+                else "no gateway registered"
+            )
+        if key:
+            pgp_note = f"{gw_note}; OpenPGP key {key} known"
+        else:
+            pgp_note = f"{gw_note}; no OpenPGP key known for {rcpt}"
         delayed = replace(base, timing=Timing.DELAY)
         unpadded = replace(base, padding=False)
         return [
-            option(
-                "onion sealed",
-                MailPath.ONION_SEALED,
-                base,
-                onion,
-                "the expected path" if onion else "the recipient has no onion address",
-            ),
+            option("onion sealed", MailPath.ONION_SEALED, base, onion, onion_note),
             option(
                 "onion plain peer",
                 MailPath.ONION_PLAIN,
@@ -448,29 +611,45 @@ class BoxApi:
                 onion,
                 "if the peer is not an onionmail box" if onion else "no onion address",
             ),
-            option("gateway", MailPath.GATEWAY_CLEARNET, base, False, no_gw),
+            option("gateway", MailPath.GATEWAY_CLEARNET, base, gateway, gw_note),
             option(
                 "gateway+OpenPGP",
                 MailPath.GATEWAY_CLEARNET_OPENPGP,
                 base,
-                False,
-                f"{no_gw}; no OpenPGP key known",
+                gateway and bool(key),
+                pgp_note,
             ),
             option(
                 "+ delay",
-                predicted_path(onion),
+                expected,
                 delayed,
-                onion,
+                onion or gateway,
                 "the expected path with [timing] mode = delay",
             ),
             option(
                 "no padding",
-                predicted_path(onion),
+                expected,
                 unpadded,
                 False,
                 "the expected path unpadded (padding cannot be turned off in this box)",
             ),
         ]
+
+    # --- OpenPGP keys -------------------------------------------------------------
+
+    def _key_store(self) -> PeerKeyStore:
+        return PeerKeyStore(peers_path(self.box_dir))
+
+    def known_keys(self) -> list[KnownKey]:
+        """The correspondents' OpenPGP keys the box holds, by address (read only)."""
+        return [
+            KnownKey(peer.address, peer.fingerprint, peer.source.value, peer.last_seen)
+            for peer in self._key_store().peers()
+        ]
+
+    def _fingerprint_for(self, address: str) -> str:
+        peer = self._key_store().get(address)
+        return peer.fingerprint if peer is not None else ""
 
     # --- contacts -----------------------------------------------------------------
 
@@ -485,11 +664,12 @@ class BoxApi:
         table = raw.get("contacts", {})
         if not isinstance(table, dict):
             raise ConfigError(f"{path}: [contacts] must be a table of petname = address")
+        keys = {key.address: key.fingerprint for key in self.known_keys()}
         found = []
         for petname, address in sorted(table.items()):
             if not isinstance(address, str):
                 raise ConfigError(f"{path}: contacts.{petname}: expected an address string")
-            found.append(Contact(petname, address))
+            found.append(Contact(petname, address, keys.get(_normalized(address), "")))
         return found
 
     def add_contact(self, petname: str, address: str) -> Contact:
@@ -578,6 +758,48 @@ class BoxApi:
                 f"{path}: cannot read the submission password ({exc.strerror}); "
                 "pass --password-file"
             ) from None
+
+
+def openpgp_result(msg: email.message.Message) -> OpenPGPResult | None:
+    """The box's ``Onionmail-OpenPGP`` verdict on ``msg``, or None when there is none.
+
+    The box writes the field first, having removed any copy that came with
+    the message (:mod:`onionmail.clearnet_openpgp`), then prepends only
+    ``Return-Path`` and ``Authentication-Results``. So the field counts only
+    when it is the one such field and nothing else stands above it; a field
+    further down, or a second one, is ignored. Values: ``decrypted;
+    signature=...[; signer=FPR]``, ``none (not encrypted)``, ``not-decrypted;
+    reason="..."``.
+    """
+    fields = msg.items()
+    where = [n for n, (name, _) in enumerate(fields) if name.lower() == STATUS_FIELD.lower()]
+    if len(where) != 1:
+        return None
+    if any(name.lower() not in _PREPENDED_BY_THE_BOX for name, _ in fields[: where[0]]):
+        return None
+    value = _text(fields[where[0]][1])
+    state, _, rest = value.partition(";")
+    reason = ""
+    if 'reason="' in rest:
+        reason = rest.split('reason="', 1)[1].rsplit('"', 1)[0]
+        rest = rest.split("reason=", 1)[0]
+    attributes = {}
+    for param in rest.split(";"):
+        name, _, attribute = param.partition("=")
+        attributes[name.strip().lower()] = attribute.strip()
+    return OpenPGPResult(
+        decrypted=state.strip().lower() == "decrypted",
+        signature=attributes.get("signature", ""),
+        signer=attributes.get("signer", ""),
+        reason=reason,
+    )
+
+
+def _normalized(address: str) -> str:
+    try:
+        return str(parse_mail_address(address))
+    except AddressError:
+        return address
 
 
 def _delivery_time(name: str) -> float:

@@ -13,6 +13,7 @@ FORBIDDEN = {
     "onionmail": {"textual", "tui", "gateway", "dns"},
     "threat_model": {"onionmail", "gateway", "tui", "textual", "dns"},
     "gateway": {"tui", "textual"},
+    "tui": {"gateway"},
 }
 
 

@@ -6,19 +6,35 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from rich.color import Color
 from textual.pilot import Pilot
+from textual.widget import Widget
 from textual.widgets import DataTable, Input, Markdown, Static
 
 from onionmail.box_api import BoxApi
 from tui.app import OnionMailApp
-from tui.sample_box import BOB_ADDRESS, CLEARNET_ADDRESS, QUEUE_ID, create_sample_box
+from tui.sample_box import (
+    ALIAS,
+    BOB_ADDRESS,
+    CLEARNET_ADDRESS,
+    CORP,
+    DAVE_FINGERPRINT,
+    GATEWAY,
+    ONION_MX_ADDRESS,
+    OTHER_CLEARNET_ADDRESS,
+    QUEUE_ID,
+    create_sample_box,
+)
 from tui.screens.compose import ComposeScreen
+from tui.screens.contacts import ContactsScreen, grouped
 from tui.screens.inbox import InboxScreen
 from tui.screens.message import MessageScreen
+from tui.screens.onion_qr import OnionQrScreen
 from tui.screens.status import StatusScreen
 from tui.screens.what_if import WhatIfScreen
 from tui.widgets.leak_card import LeakCard
 from tui.widgets.leak_matrix import LeakTable
+from tui.widgets.onion_qr import qr_modules
 
 SIZE = (120, 40)
 
@@ -36,6 +52,12 @@ def static_text(widget: Static) -> str:
     return str(widget.render())
 
 
+def drawn_text(widget: Widget) -> str:
+    """What the widget draws on the screen, line by line (for rich renderables like tables)."""
+    lines = widget.render_lines(widget.content_region.reset_offset)
+    return "\n".join(line.text for line in lines)
+
+
 async def wait_rows(pilot: Pilot[Any], table: DataTable[object], count: int) -> None:
     for _ in range(100):
         if table.row_count >= count:
@@ -44,28 +66,74 @@ async def wait_rows(pilot: Pilot[Any], table: DataTable[object], count: int) -> 
     raise AssertionError(f"only {table.row_count} row(s), wanted {count}")
 
 
+async def settled(pilot: Pilot[Any]) -> None:
+    """Let the screen's workers (predictions, loads) finish and their results show."""
+    await pilot.pause(0.05)
+    await pilot.app.workers.wait_for_complete()
+    await pilot.pause(0.05)
+
+
 async def test_inbox_lists_newest_first_with_arrival_marks(box: Path) -> None:
+    """How each message arrived (S/P/G/?) and whether it was encrypted, from the box's own
+    fields: gateway mail is clear unless the box decrypted OpenPGP (Onionmail-OpenPGP)."""
     app = app_for(box)
     async with app.run_test(size=SIZE) as pilot:
         table = app.screen.query_one("#messages", DataTable)
-        await wait_rows(pilot, table, 4)
-        rows = [table.get_row_at(i) for i in range(4)]
+        await wait_rows(pilot, table, 6)
+        rows = [table.get_row_at(i) for i in range(6)]
         assert [str(r[5]) for r in rows] == [
+            "Keys",
+            "Newsletter",
             "Hello Alice",
             "Forged result",
             "The report",
             "Meeting notes",
         ]
-        assert [str(r[0]) for r in rows] == ["S", "?", "S", "P"]
-        assert [str(r[2]) for r in rows] == ["verified", "unverified", "verified", "unverified"]
+        assert [str(r[0]) for r in rows] == ["G", "G", "S", "?", "S", "P"]
+        assert [str(r[1]) for r in rows] == [
+            "OpenPGP",
+            "clear",
+            "sealed",
+            "clear",
+            "sealed",
+            "clear",
+        ]
+        assert [str(r[2]) for r in rows] == [
+            "signed",
+            "unverified",
+            "verified",
+            "unverified",
+            "verified",
+            "unverified",
+        ]
+        status = static_text(app.screen.query_one("#inbox-status", Static))
+        assert "G via gateway" in status
+
+
+async def test_gateway_message_shows_the_openpgp_verdict(box: Path) -> None:
+    app = app_for(box)
+    async with app.run_test(size=SIZE) as pilot:
+        table = app.screen.query_one("#messages", DataTable)
+        await wait_rows(pilot, table, 6)
+        await pilot.press("enter")
+        await settled(pilot)
+        screen = app.screen
+        assert isinstance(screen, MessageScreen) and screen.summary.subject == "Keys"
+        head = static_text(screen.query_one("#headers", Static))
+        assert "arrived: via gateway" in head
+        assert f"OpenPGP, decrypted by the box; signature verified by {DAVE_FINGERPRINT}" in head
+        await pilot.press("escape", "down", "enter")
+        await settled(pilot)
+        head = static_text(app.screen.query_one("#headers", Static))
+        assert "the gateway read it in clear" in head
 
 
 async def test_open_a_message_lists_its_attachment_and_ledger(box: Path) -> None:
     app = app_for(box)
     async with app.run_test(size=SIZE) as pilot:
         table = app.screen.query_one("#messages", DataTable)
-        await wait_rows(pilot, table, 4)
-        await pilot.press("down", "down", "enter")
+        await wait_rows(pilot, table, 6)
+        await pilot.press("down", "down", "down", "down", "enter")
         await pilot.pause(0.2)
         screen = app.screen
         assert isinstance(screen, MessageScreen)
@@ -84,7 +152,7 @@ async def compose_to(pilot: Pilot[Any], app: OnionMailApp, recipient: str) -> Co
     assert isinstance(screen, ComposeScreen)
     compose: ComposeScreen = screen
     await pilot.press(*recipient)  # typed, key by key
-    await pilot.pause(0.1)
+    await settled(pilot)
     assert app.screen is screen, "letters typed into To must not switch screens"
     assert compose.query_one("#to", Input).value == recipient
     return compose
@@ -95,10 +163,18 @@ async def test_onion_and_clearnet_recipients_get_different_leak_cards(box: Path)
     async with app.run_test(size=SIZE) as pilot:
         screen = await compose_to(pilot, app, f"bob, {CLEARNET_ADDRESS}")
         cards = list(screen.query(LeakCard))
-        assert [str(c.prediction.path) for c in cards] == ["onion-sealed", "gateway-clearnet"]
+        # Dave's key is known: the box's own prediction is the OpenPGP gateway path
+        assert [str(c.prediction.path) for c in cards] == [
+            "onion-sealed",
+            "gateway-clearnet-openpgp",
+        ]
         assert cards[0].prediction.recipient == BOB_ADDRESS  # the petname resolved
         assert cards[0].prediction.refusal is None
-        assert cards[1].prediction.refusal is not None
+        assert cards[1].prediction.refusal is None  # the sample box has a gateway
+        route = static_text(cards[1].query_one(".route", Static))
+        assert GATEWAY.onion_address in route and ALIAS in route
+        assert DAVE_FINGERPRINT in static_text(cards[1].query_one(".openpgp", Static))
+        assert not cards[0].query(".openpgp")
         observers = [set(c.query_one(LeakTable).observers) for c in cards]
         assert observers[0] != observers[1]
         # the reason of the focused cell shows under the table
@@ -107,6 +183,38 @@ async def test_onion_and_clearnet_recipients_get_different_leak_cards(box: Path)
         await pilot.press("right", "right")
         reason = static_text(cards[0].query_one(".reason", Static))
         assert reason.startswith("sender-network / the recipient's mail address: encrypted")
+
+
+async def test_onion_mx_domain_is_shown_on_its_real_route_not_the_gateway(box: Path) -> None:
+    """[onion_mx] sends corp.example straight to its onion: the card says so (path and
+    route), as the box's own routing decides, and the what-if offers no gateway for it."""
+    app = app_for(box)
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await compose_to(pilot, app, ONION_MX_ADDRESS)
+        card = screen.query_one(LeakCard)
+        assert str(card.prediction.path) == "onion-sealed"
+        route = static_text(card.query_one(".route", Static))
+        assert "[onion_mx]" in route and CORP.onion_address in route
+        assert GATEWAY.onion_address not in route
+        assert "gateway-clearnet" not in static_text(card.query_one(".path", Static))
+        await pilot.press("escape", "ctrl+w")
+        await settled(pilot)
+        what_if = app.screen
+        assert isinstance(what_if, WhatIfScreen)
+        by_label = {o.label: o for o in what_if.options}
+        assert by_label["onion sealed"].available and by_label["onion sealed"].expected
+        assert not by_label["gateway"].available
+        assert not by_label["gateway+OpenPGP"].available
+        assert "[onion_mx]" in by_label["gateway"].note
+
+
+async def test_without_a_gateway_a_clearnet_recipient_is_refused(tmp_path: Path) -> None:
+    app = app_for(create_sample_box(tmp_path / "alice", gateway=False))
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await compose_to(pilot, app, CLEARNET_ADDRESS)
+        card = screen.query_one(LeakCard)
+        assert card.has_class("refused")
+        assert "no gateway is registered" in static_text(card.query_one(".refusal", Static))
 
 
 async def test_policy_refusal_is_shown_before_anything_leaves(tmp_path: Path) -> None:
@@ -134,12 +242,52 @@ async def test_send_to_a_box_that_is_not_running_says_what_to_do(box: Path) -> N
         assert any("onionmail run --dir" in t for t in texts), texts
 
 
+async def what_if_for(pilot: Pilot[Any], app: OnionMailApp, recipient: str) -> WhatIfScreen:
+    await compose_to(pilot, app, recipient)
+    await pilot.press("ctrl+w")
+    await settled(pilot)
+    screen = app.screen
+    assert isinstance(screen, WhatIfScreen)
+    return screen
+
+
+async def test_what_if_compares_gateway_with_and_without_openpgp(box: Path) -> None:
+    """Dave's key is known: gateway+OpenPGP is available, its note names the key; Erin has
+    none: only the plain gateway path is."""
+    app = app_for(box)
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await what_if_for(pilot, app, CLEARNET_ADDRESS)
+        by_label = {o.label: o for o in screen.options}
+        assert by_label["gateway"].available and not by_label["gateway"].expected
+        assert not by_label["onion sealed"].available
+        openpgp = by_label["gateway+OpenPGP"]
+        assert openpgp.available and openpgp.expected and DAVE_FINGERPRINT in openpgp.note
+        assert str(openpgp.matrix.path) == "gateway-clearnet-openpgp"
+        table = screen.query_one(DataTable)
+        available = [str(c) for c in table.get_row_at(0)]
+        assert available[3:5] == ["yes", "yes"]
+        labels = [str(c.label) for c in table.ordered_columns]
+        assert labels[3:5] == ["gateway", "gateway+OpenPGP *"]
+        await pilot.press("right", "right", "right", "right")  # the gateway+OpenPGP column
+        assert DAVE_FINGERPRINT in static_text(screen.query_one("#reason", Static))
+        await pilot.press("escape")
+        compose = app.screen
+        assert isinstance(compose, ComposeScreen)
+        compose.query_one("#to", Input).value = OTHER_CLEARNET_ADDRESS
+        await settled(pilot)
+        await pilot.press("escape", "ctrl+w")
+        await settled(pilot)
+        assert isinstance(app.screen, WhatIfScreen)
+        by_label = {o.label: o for o in app.screen.options}
+        assert by_label["gateway"].available and by_label["gateway"].expected
+        assert not by_label["gateway+OpenPGP"].available
+        assert "no OpenPGP key known" in by_label["gateway+OpenPGP"].note
+
+
 async def test_what_if_compares_the_paths(box: Path) -> None:
     app = app_for(box)
     async with app.run_test(size=SIZE) as pilot:
-        await compose_to(pilot, app, "bob")
-        await pilot.press("ctrl+w")
-        screen = app.screen
+        screen = await what_if_for(pilot, app, "bob")
         assert isinstance(screen, WhatIfScreen)
         labels = [o.label for o in screen.options]
         assert labels[:4] == [
@@ -187,6 +335,9 @@ async def test_ledger_and_status_screens(box: Path) -> None:
         assert isinstance(screen, StatusScreen) and screen.current is not None
         assert screen.current.state == "not running"
         assert screen.current.onion == BoxApi(box).onion
+        gateways = drawn_text(screen.query_one("#status", Static))
+        assert ALIAS in gateways and GATEWAY.onion_address in gateways
+        assert "sends clearnet mail" in gateways
         await pilot.press("question_mark")
         await pilot.pause(0.1)
         assert "keys" in app.screen.query_one(Markdown).source
@@ -207,3 +358,88 @@ async def test_nothing_reaches_stdout_or_stderr_even_on_errors(
         assert app._notifications
     out, err = capfd.readouterr()
     assert (out, err) == ("", "")
+
+
+async def test_status_copies_the_onion_address_with_osc52(
+    box: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    app = app_for(box)
+    copied: list[str] = []
+    original = app.copy_to_clipboard
+
+    def spy(text: str) -> None:
+        copied.append(text)
+        original(text)
+
+    monkeypatch.setattr(app, "copy_to_clipboard", spy)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("s")
+        await settled(pilot)
+        await pilot.press("y")
+        await pilot.pause(0.05)
+        onion = BoxApi(box).onion
+        assert copied == [onion]
+        assert app.clipboard == onion
+        assert any("copied" in n.message for n in app._notifications)
+
+
+def dark(color: Color | None) -> bool:
+    return color is not None and color.get_truecolor().hex == "#000000"
+
+
+async def test_status_shows_the_onion_address_as_a_qr_code(box: Path) -> None:
+    """The QR symbol drawn is the one for the onion: each character cell holds two module
+    rows (upper half block: foreground = upper module, background = lower)."""
+    app = app_for(box)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("s")
+        await settled(pilot)
+        await pilot.press("o")
+        await settled(pilot)
+        screen = app.screen
+        assert isinstance(screen, OnionQrScreen)
+        onion = BoxApi(box).onion
+        qr = screen.query_one("#qr", Static)
+        lines = qr.render_lines(qr.content_region.reset_offset)
+        modules = qr_modules(onion)
+        width = len(modules[0])
+        assert drawn_text(qr).splitlines()[0] == "\u2580" * width
+        assert len(lines) == (len(modules) + 1) // 2
+        for n, line in enumerate(lines):
+            cells = [seg.style for seg in line if seg.text for _ in seg.text][:width]
+            top = [style is not None and dark(style.color) for style in cells]
+            bottom = [style is not None and dark(style.bgcolor) for style in cells]
+            assert top == modules[2 * n], f"module row {2 * n}"
+            below = modules[2 * n + 1] if 2 * n + 1 < len(modules) else [False] * width
+            assert bottom == below, f"module row {2 * n + 1}"
+        assert static_text(screen.query_one("#qr-caption", Static)) == onion
+        await pilot.press("escape")
+        assert isinstance(app.screen, StatusScreen)
+
+
+async def test_address_book_shows_keys_and_gateway_aliases(box: Path) -> None:
+    """Petnames with the key the box holds for each address, every known OpenPGP key
+    (address and fingerprint, read only) and this box's own gateway aliases."""
+    app = app_for(box)
+    async with app.run_test(size=SIZE) as pilot:
+        await compose_to(pilot, app, "")
+        await pilot.press("ctrl+b")
+        await settled(pilot)
+        screen = app.screen
+        assert isinstance(screen, ContactsScreen)
+        contacts = screen.query_one("#contacts", DataTable)
+        rows = {r[0]: r for r in (contacts.get_row_at(i) for i in range(contacts.row_count))}
+        assert rows["dave"][2] == DAVE_FINGERPRINT[-16:]
+        assert rows["bob"][2] == "none"
+        keys = screen.query_one("#keys", DataTable)
+        assert keys.get_row_at(0)[:3] == [CLEARNET_ADDRESS, grouped(DAVE_FINGERPRINT), "manual"]
+        aliases = static_text(screen.query_one("#aliases", Static))
+        assert ALIAS in aliases and GATEWAY.onion_address in aliases
+        screen.query_one("#petname", Input).value = "erin"
+        screen.query_one("#address", Input).value = OTHER_CLEARNET_ADDRESS
+        await pilot.click("#add")
+        await settled(pilot)
+        await settled(pilot)
+        assert contacts.row_count == 4
+        await pilot.press("escape")
+    assert any(c.petname == "erin" for c in BoxApi(box).contacts())

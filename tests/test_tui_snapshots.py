@@ -20,6 +20,8 @@ from tui.app import OnionMailApp
 from tui.sample_box import create_sample_box
 
 SIZE = (120, 40)
+MESSAGES = 6
+"""The sample box's inbox (four onion messages, two relayed by the gateway)."""
 Snap = Callable[..., bool]
 
 
@@ -39,7 +41,7 @@ async def settle(pilot: Pilot[Any], table_id: str = "", rows: int = 0) -> None:
 
 def keys(*pressed: str, table: str = "", rows: int = 0) -> Callable[[Pilot[Any]], Awaitable[None]]:
     async def run(pilot: Pilot[Any]) -> None:
-        await settle(pilot, "#messages", 4)
+        await settle(pilot, "#messages", MESSAGES)
         await pilot.press(*pressed)
         await settle(pilot, table, rows)
 
@@ -48,7 +50,7 @@ def keys(*pressed: str, table: str = "", rows: int = 0) -> Callable[[Pilot[Any]]
 
 def compose_to(recipients: str, *then: str) -> Callable[[Pilot[Any]], Awaitable[None]]:
     async def run(pilot: Pilot[Any]) -> None:
-        await settle(pilot, "#messages", 4)
+        await settle(pilot, "#messages", MESSAGES)
         await pilot.press("c")
         pilot.app.screen.query_one("#to", Input).value = recipients
         pilot.app.screen.query_one("#subject", Input).value = "Lunch on Friday?"
@@ -64,7 +66,13 @@ def test_inbox(snap_compare: Snap, app: OnionMailApp) -> None:
 
 
 def test_message(snap_compare: Snap, app: OnionMailApp) -> None:
-    assert snap_compare(app, terminal_size=SIZE, run_before=keys("down", "down", "enter"))
+    run = keys("down", "down", "down", "down", "enter")  # "The report": sealed, attachment
+    assert snap_compare(app, terminal_size=SIZE, run_before=run)
+
+
+def test_message_via_gateway_openpgp(snap_compare: Snap, app: OnionMailApp) -> None:
+    """The newest message: relayed by the gateway, decrypted by the box, signature verified."""
+    assert snap_compare(app, terminal_size=SIZE, run_before=keys("enter"))
 
 
 def test_compose_leak_card_onion(snap_compare: Snap, app: OnionMailApp) -> None:
@@ -76,8 +84,28 @@ def test_compose_leak_card_clearnet(snap_compare: Snap, app: OnionMailApp) -> No
     assert snap_compare(app, terminal_size=SIZE, run_before=run)
 
 
+def test_compose_leak_card_onion_mx(snap_compare: Snap, app: OnionMailApp) -> None:
+    run = compose_to("frank@corp.example", "escape")
+    assert snap_compare(app, terminal_size=SIZE, run_before=run)
+
+
 def test_what_if(snap_compare: Snap, app: OnionMailApp) -> None:
     run = compose_to("bob", "ctrl+w", "down", "down", "right")
+    assert snap_compare(app, terminal_size=SIZE, run_before=run)
+
+
+def test_what_if_gateway_with_and_without_openpgp(snap_compare: Snap, app: OnionMailApp) -> None:
+    run = compose_to("dave@example.org", "ctrl+w", "right", "right", "right", "right")
+    assert snap_compare(app, terminal_size=SIZE, run_before=run)
+
+
+def test_address_book(snap_compare: Snap, app: OnionMailApp) -> None:
+    compose = compose_to("", "escape", "ctrl+b")  # out of the To field: no blinking cursor
+
+    async def run(pilot: Pilot[Any]) -> None:
+        await compose(pilot)
+        await settle(pilot, "#keys", 1)
+
     assert snap_compare(app, terminal_size=SIZE, run_before=run)
 
 
@@ -87,6 +115,10 @@ def test_queue(snap_compare: Snap, app: OnionMailApp) -> None:
 
 def test_status(snap_compare: Snap, app: OnionMailApp) -> None:
     assert snap_compare(app, terminal_size=SIZE, run_before=keys("s"))
+
+
+def test_onion_qr_code(snap_compare: Snap, app: OnionMailApp) -> None:
+    assert snap_compare(app, terminal_size=SIZE, run_before=keys("s", "o"))
 
 
 def test_ledger(snap_compare: Snap, app: OnionMailApp) -> None:

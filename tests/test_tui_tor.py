@@ -62,7 +62,8 @@ async def test_send_from_the_tui_is_queued_then_delivered_over_onion(
             compose.query_one("#to", Input).value = bob_new.address
             compose.query_one("#subject", Input).value = "from the TUI"
             compose.query_one("#body", TextArea).text = "Hello Bob, typed in onionmail-tui.\n"
-            await pilot.pause(0.1)
+            # the leak card is predicted in a worker (it reads the config and key store)
+            await until(pilot, lambda: bool(compose.predictions), 10, "the leak card")
             assert [str(p.path) for p in compose.predictions] == ["onion-sealed"]
             await pilot.press("ctrl+s")
             await until(

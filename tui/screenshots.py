@@ -27,7 +27,7 @@ async def render(outdir: Path) -> list[Path]:
         app = OnionMailApp(BoxApi(create_sample_box(Path(tmp) / "alice")))
         async with app.run_test(size=SIZE) as pilot:
             table = app.screen.query_one("#messages", DataTable)
-            while table.row_count < 4:
+            while table.row_count < 6:
                 await pilot.pause(0.05)
             await pilot.pause(0.2)
 
@@ -41,10 +41,14 @@ async def render(outdir: Path) -> list[Path]:
             app.screen.query_one("#to", Input).value = "bob"
             app.screen.query_one("#subject", Input).value = "Lunch on Friday?"
             await pilot.pause(0.2)
+            await app.workers.wait_for_complete()
             await pilot.press("escape")
             await pilot.pause(0.2)
             shot("leak-card", "onionmail-tui: compose, with the leak card")
-            await pilot.press("ctrl+w", "down", "down", "down", "down", "down", "right")
+            await pilot.press("ctrl+w")
+            await app.workers.wait_for_complete()
+            await pilot.pause(0.2)
+            await pilot.press("down", "down", "down", "down", "down", "right")
             await pilot.pause(0.3)
             shot("what-if", "onionmail-tui: what-if")
     return written

@@ -1,9 +1,10 @@
 """Compose and send, with a leak card per recipient as soon as it is typed.
 
 Recipients may be addresses or petnames from the address book. The cards
-come from the box's own policy gate and threat model (``BoxApi.predict``), so
-a send the box would refuse is refused here, with the rule named, before
-anything leaves.
+come from the box's own routing, policy gate and threat model
+(``BoxApi.predict``, computed in a worker: it reads the config and the key
+store), so a send the box would refuse is refused here, with the rule named,
+before anything leaves.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.widgets import Footer, Header, Input, Label, Static, TextArea
 
-from onionmail.box_api import Contact, Prediction
+from onionmail.box_api import Contact, PathOption, Prediction
 from onionmail.errors import OnionMailError
 from tui.screens.base import BoxScreen
 from tui.screens.contacts import ContactsScreen
@@ -96,18 +97,31 @@ class ComposeScreen(BoxScreen):
         recipients = tuple(self.recipients())
         if recipients == self._shown:
             return
+        self.predict(recipients)
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="cards")
+    def predict(self, recipients: tuple[str, ...]) -> None:
+        found: list[Prediction | str] = []
+        for rcpt in recipients:
+            try:
+                found.append(self.api.predict(rcpt))
+            except OnionMailError as exc:
+                found.append(f"{rcpt}: {exc}")
+            except Exception as exc:  # noqa: BLE001 - shown to the user, not swallowed
+                self.fail(exc, f"predict the path to {rcpt}")
+                return
+        self.app.call_from_thread(self._show_cards, recipients, found)
+
+    def _show_cards(self, recipients: tuple[str, ...], found: list[Prediction | str]) -> None:
+        if recipients != tuple(self.recipients()):
+            return  # typed on meanwhile: a newer prediction is coming
         self._shown = recipients
         cards = self.query_one("#cards", VerticalScroll)
         cards.remove_children()
-        self.predictions = []
-        for rcpt in recipients:
-            try:
-                prediction = self.api.predict(rcpt)
-            except OnionMailError as exc:
-                cards.mount(InvalidRecipientCard(f"{rcpt}: {exc}"))
-                continue
-            self.predictions.append(prediction)
-            cards.mount(LeakCard(prediction))
+        self.predictions = [p for p in found if isinstance(p, Prediction)]
+        cards.mount_all(
+            LeakCard(p) if isinstance(p, Prediction) else InvalidRecipientCard(p) for p in found
+        )
         self._update_verdict()
 
     def refusal(self) -> str | None:
@@ -115,6 +129,8 @@ class ComposeScreen(BoxScreen):
         recipients = self.recipients()
         if not recipients:
             return "no recipient: fill in To"
+        if tuple(recipients) != self._shown:
+            return "still checking the recipients: try again in a moment"
         if len(self.predictions) != len(recipients):
             return "a recipient is not a valid address: correct it"
         for p in self.predictions:
@@ -170,12 +186,20 @@ class ComposeScreen(BoxScreen):
         if not recipients:
             self.notify("enter a recipient first", severity="warning")
             return
+        self.what_if(recipients[0])
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="what-if")
+    def what_if(self, recipient: str) -> None:
         try:
-            options = self.api.what_if(recipients[0])
-        except OnionMailError as exc:
-            self.box_app.show_error(exc, "compare the paths")
+            options = self.api.what_if(recipient)
+        except Exception as exc:  # noqa: BLE001 - shown to the user, not swallowed
+            self.fail(exc, "compare the paths")
             return
-        self.app.push_screen(WhatIfScreen(recipients[0], options))
+        self.app.call_from_thread(self._show_what_if, recipient, options)
+
+    def _show_what_if(self, recipient: str, options: list[PathOption]) -> None:
+        if self.app.screen is self:
+            self.app.push_screen(WhatIfScreen(recipient, options))
 
     def action_contacts(self) -> None:
         def chosen(contact: Contact | None) -> None:

@@ -22,17 +22,20 @@ HELP = """\
 | message | `escape` | back |
 | compose | `ctrl+s` | send (refused here first if the policy would refuse) |
 | compose | `ctrl+w` | what-if: compare the paths for the first recipient |
-| compose | `ctrl+b` | address book |
+| compose | `ctrl+b` | address book (petnames, known OpenPGP keys, your gateway aliases) |
 | compose | `escape` | leave the editor fields (then `i` etc. work) |
 | leak card | arrows | the reason of each observer × item cell |
 | queue | `r` / `R` | retry the selected / every message now |
 | queue | `x` | cancel the selected message (kept in queue/cancelled) |
-| status | `y` | copy the onion address |
+| status | `y` | copy the onion address (OSC 52, the terminal's clipboard) |
+| status | `o` | the onion address as a QR code |
 
 **Marks in the inbox**: `S` sealed onion (sender verified, encrypted end to end),
 `P` plain onion peer (not verified), `G` via gateway, `?` unknown (not delivered
-by this box over the network). **Leak colours**: red visible, green encrypted,
-yellow padded or delayed, grey hidden.
+by this box over the network). **enc**: `sealed`, `OpenPGP` (decrypted by the box),
+`OpenPGP?` (not decrypted), `clear`. **sender**: `verified` (onion), `signed`
+(OpenPGP signature by the known key), `bad sig`, `unverified`. **Leak colours**:
+red visible, green encrypted, yellow padded or delayed, grey hidden.
 """
 
 

@@ -30,11 +30,30 @@ MARKS = {
 }
 
 
+ENCRYPTION = {
+    "sealed": ("sealed", "green"),
+    "OpenPGP": ("OpenPGP", "green"),
+    "OpenPGP?": ("OpenPGP?", "yellow"),
+    "none": ("clear", "yellow"),
+}
+"""The enc column: a sealed envelope, OpenPGP the box decrypted (or could not), or none."""
+
+
+def sender_cell(arrival: Arrival) -> Text:
+    if arrival.verified:
+        return Text("verified", "green")
+    pgp = arrival.openpgp
+    if pgp is not None and pgp.signed_by_sender:
+        return Text("signed", "green")
+    if pgp is not None and pgp.signature == "bad":
+        return Text("bad sig", "bold red")
+    return Text("unverified", "grey50")
+
+
 def arrival_cells(arrival: Arrival) -> tuple[Text, Text, Text]:
     mark, style = MARKS[arrival.kind]
-    enc = Text("enc", "green") if arrival.encrypted else Text("clear", "yellow")
-    verified = Text("verified", "green") if arrival.verified else Text("unverified", "grey50")
-    return Text(mark, style), enc, verified
+    label, enc_style = ENCRYPTION[arrival.encryption]
+    return Text(mark, style), Text(label, enc_style), sender_cell(arrival)
 
 
 class InboxScreen(BoxScreen):
@@ -64,7 +83,7 @@ class InboxScreen(BoxScreen):
     def on_mount(self) -> None:
         table = self.query_one("#messages", DataTable)
         table.add_column("", key="mark", width=1)
-        table.add_column("enc", key="enc", width=5)
+        table.add_column("enc", key="enc", width=8)
         table.add_column("sender", key="verified", width=10)
         table.add_column("date", key="date", width=16)
         table.add_column("from", key="from", width=30)
@@ -128,7 +147,7 @@ class InboxScreen(BoxScreen):
         more = "" if done >= total else f" (reading headers {done}/{total})"
         self.query_one("#inbox-status", Static).update(
             f"{folder}: {total} message(s), newest first{more}  ·  "
-            "S sealed onion · P plain onion peer · G gateway · ? unknown"
+            "S sealed onion · P plain onion peer · G via gateway · ? unknown"
         )
 
     def action_reload(self) -> None:

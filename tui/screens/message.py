@@ -9,12 +9,28 @@ from textual.binding import Binding
 from textual.containers import VerticalScroll
 from textual.widgets import Footer, Header, Static
 
-from onionmail.box_api import MessageSummary, MessageView
+from onionmail.box_api import Arrival, ArrivalKind, MessageSummary, MessageView
 from onionmail.ledger import LedgerEntry
 from tui.screens.base import BoxScreen
 from tui.widgets.leak_matrix import LeakMatrixView
 
 SHOWN_HEADERS = ("From", "To", "Cc", "Date", "Subject", "Message-ID", "Authentication-Results")
+
+
+def encryption_words(arrival: Arrival) -> str:
+    """How the message was protected end to end, from the box's own fields."""
+    pgp = arrival.openpgp
+    if arrival.encryption == "sealed":
+        return "sealed envelope (encrypted end to end)"
+    if pgp is not None and pgp.decrypted:
+        words = f"OpenPGP, decrypted by the box; signature {pgp.signature or 'not checked'}"
+        return words + (f" by {pgp.signer}" if pgp.signer else "")
+    if arrival.encrypted:
+        reason = f": {pgp.reason}" if pgp is not None and pgp.reason else ""
+        return "OpenPGP, not decrypted by the box" + reason
+    if arrival.kind == ArrivalKind.GATEWAY:
+        return "not end-to-end encrypted (the gateway read it in clear)"
+    return "not end-to-end encrypted"
 
 
 class MessageScreen(BoxScreen):
@@ -62,8 +78,14 @@ class MessageScreen(BoxScreen):
         head.append("arrived: ", "bold")
         head.append(a.kind, "green" if a.verified else "yellow")
         head.append(" · sender ")
-        head.append("verified" if a.verified else "not verified", "green" if a.verified else "red")
-        head.append(" · " + ("encrypted in transit" if a.encrypted else "not end-to-end encrypted"))
+        if a.verified:
+            head.append("verified", "green")
+        elif a.openpgp is not None and a.openpgp.signed_by_sender:
+            head.append("signed (OpenPGP, by the key the box holds for it)", "green")
+        else:
+            head.append("not verified", "red")
+        head.append(" · ")
+        head.append(encryption_words(a), "green" if a.encrypted else "yellow")
         self.query_one("#headers", Static).update(head)
         if view.attachments:
             lines = [f"attachments ({len(view.attachments)}):"] + [

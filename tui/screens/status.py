@@ -1,4 +1,5 @@
-"""Status: tor bootstrap, the onion address, the inbound onion, gateways, timing and padding."""
+"""Status: tor bootstrap, the onion address (``y`` copies it, ``o`` shows it as a QR code),
+the inbound onion, the gateway registrations, timing and padding."""
 
 from __future__ import annotations
 
@@ -9,8 +10,9 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.widgets import Footer, Header, ProgressBar, Static
 
-from onionmail.box_api import BoxStatus
+from onionmail.box_api import BoxStatus, GatewayRegistration
 from tui.screens.base import BoxScreen
+from tui.screens.onion_qr import OnionQrScreen
 
 REFRESH = 1.0
 """Seconds between re-reads of the box's status."""
@@ -24,7 +26,10 @@ def status_table(s: BoxStatus) -> Table:
     if not s.running:
         state.append("  (start it: onionmail run --dir BOXDIR)", "grey50")
     table.add_row("box", state)
-    table.add_row("onion address", Text(s.onion, "bold cyan"))
+    table.add_row(
+        "onion address",
+        Text.assemble((s.onion, "bold cyan"), ("  y copies · o QR code", "grey50")),
+    )
     table.add_row("addresses", "\n".join(s.addresses))
     table.add_row("submission", s.submission or "-")
     tor = f"{s.bootstrap_percent}% {s.bootstrap_summary}".strip() if s.running else "-"
@@ -36,7 +41,7 @@ def status_table(s: BoxStatus) -> Table:
     if s.tor_restarts:
         inbound.append(f"  ({s.tor_restarts} tor restart(s))")
     table.add_row("inbound onion", inbound)
-    table.add_row("gateways", ", ".join(s.gateways) or "none registered (no gateway exists yet)")
+    table.add_row("gateways", gateways_text(s.gateways))
     table.add_row("timing", s.timing)
     table.add_row("padding", s.padding)
     table.add_row("policy rules", ", ".join(s.policy_rules) or "none")
@@ -44,8 +49,28 @@ def status_table(s: BoxStatus) -> Table:
     return table
 
 
+def gateways_text(gateways: tuple[GatewayRegistration, ...]) -> Text:
+    if not gateways:
+        return Text("none registered (onionmail gateway register)", "grey50")
+    text = Text()
+    for n, reg in enumerate(gateways):
+        if n:
+            text.append("\n")
+        text.append(reg.alias, "bold")
+        text.append("  sends clearnet mail" if reg.sends_clearnet else "  receives only")
+        text.append(f"\nat {reg.gateway}\n")
+        if reg.restart_needed:
+            text.append("configured after the box started: restart the box to use it", "red")
+        else:
+            text.append("registered, or pending the operator's approval", "grey50")
+    return text
+
+
 class StatusScreen(BoxScreen):
-    BINDINGS = [Binding("y", "copy_onion", "Copy onion")]
+    BINDINGS = [
+        Binding("y", "copy_onion", "Copy onion"),
+        Binding("o", "show_qr", "QR code"),
+    ]
     DEFAULT_CSS = """
     StatusScreen #status { padding: 1 2; height: auto; }
     StatusScreen ProgressBar { padding: 0 2; }
@@ -85,3 +110,7 @@ class StatusScreen(BoxScreen):
         if self.current is not None:
             self.app.copy_to_clipboard(self.current.onion)
             self.notify("onion address copied to the clipboard (OSC 52)")
+
+    def action_show_qr(self) -> None:
+        if self.current is not None and self.current.onion:
+            self.app.push_screen(OnionQrScreen(self.current.onion))

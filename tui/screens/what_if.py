@@ -3,7 +3,10 @@
 One column per path option, one row per item; a cell is the worst an
 observer other than the two ends (the recipient's box, a seizure of one's
 own box) can make of that item, with how many such observers see it in
-clear. Focus a cell for which observers see what, and why.
+clear. Focus a cell for which observers see what, and why. The column of
+the path the box will take is marked ``*``; which paths are available
+follows the box's routing (``[onion_mx]``, ``[gateway]``) and whether an
+OpenPGP key is known, all decided by ``BoxApi.what_if``.
 """
 
 from __future__ import annotations
@@ -66,7 +69,10 @@ class WhatIfScreen(ModalScreen[None]):
             yield Static(f"what-if: the paths to {self.recipient}", classes="title")
             yield DataTable[Text](id="what-if", cursor_type="cell")
             yield Static(LEGEND)
-            yield Static("V3 = visible to 3 observers besides the two ends", classes="reason")
+            yield Static(
+                "V3 = visible to 3 observers besides the two ends · * the path the box will take",
+                classes="reason",
+            )
             yield Static("focus a cell for who sees what", id="reason", classes="reason")
         yield Footer()
 
@@ -74,7 +80,7 @@ class WhatIfScreen(ModalScreen[None]):
         table = self.query_one(DataTable)
         table.add_column("item", key="item")
         for n, option in enumerate(self.options):
-            table.add_column(option.label, key=str(n))
+            table.add_column(option.label + (" *" if option.expected else ""), key=str(n))
         avail = [Text("available", "bold")]
         for option in self.options:
             if option.refusal:

@@ -1,4 +1,8 @@
-"""The leak card: for one recipient, the path a message will take and who sees what."""
+"""The leak card: for one recipient, the path a message will take and who sees what.
+
+The path and the route are the box's (``BoxApi.predict``): an ``[onion_mx]``
+domain shows the onion it goes to, a clearnet address the gateway and alias.
+"""
 
 from __future__ import annotations
 
@@ -36,6 +40,13 @@ class LeakCard(Vertical):
             ),
             classes="path",
         )
+        if p.route:
+            yield Static(Text.assemble(("route: ", "bold"), p.route), classes="route")
+        if p.openpgp_key:
+            yield Static(
+                Text.assemble(("OpenPGP key known: ", "bold"), (p.openpgp_key, "green")),
+                classes="openpgp",
+            )
         if p.refusal:
             yield Static(f"REFUSED \u2014 {p.refusal}", classes="refusal")
         yield LeakMatrixView(p.matrix)

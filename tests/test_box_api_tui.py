@@ -1,0 +1,163 @@
+"""The parts of the box's library API that the TUI's new views rest on (no UI, no tor).
+
+What the box says about a message's OpenPGP, where it routes a recipient,
+its gateway registrations and the keys it knows: each read the way the box
+itself writes or decides them, and never trusting what a sender could forge.
+"""
+
+from __future__ import annotations
+
+import email.parser
+import email.policy
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from onionmail.box import Box
+from onionmail.box_api import ArrivalKind, BoxApi, openpgp_result
+from onionmail.config import load_config
+from onionmail.mail_address import parse_mail_address
+from tui.sample_box import (
+    ALIAS,
+    ALICE,
+    BOB_ADDRESS,
+    CLEARNET_ADDRESS,
+    CORP,
+    DAVE_FINGERPRINT,
+    GATEWAY,
+    ONION_MX_ADDRESS,
+    OTHER_CLEARNET_ADDRESS,
+    create_sample_box,
+)
+
+
+@pytest.fixture
+def api(tmp_path: Path) -> BoxApi:
+    return BoxApi(create_sample_box(tmp_path / "alice"))
+
+
+def parsed(text: str) -> email.message.Message:
+    return email.parser.Parser(policy=email.policy.default).parsestr(text)
+
+
+def gateway_message(onion: str, *fields: str) -> email.message.Message:
+    head = [
+        f"Return-Path: <{CLEARNET_ADDRESS}>",
+        f"Authentication-Results: {onion}; onionmail=gateway",
+        *fields,
+    ]
+    return parsed("\n".join(head) + "\nSubject: x\n\nbody\n")
+
+
+def test_openpgp_verdict_of_the_box_is_read(api: BoxApi) -> None:
+    msg = gateway_message(
+        api.onion,
+        f"Onionmail-OpenPGP: decrypted; signature=verified; signer={DAVE_FINGERPRINT}",
+        f"From: {CLEARNET_ADDRESS}",
+    )
+    arrival = api.arrival(msg)
+    assert arrival.kind == ArrivalKind.GATEWAY and arrival.encrypted
+    assert arrival.openpgp is not None and arrival.openpgp.signed_by_sender
+    assert arrival.openpgp.signer == DAVE_FINGERPRINT
+    assert arrival.encryption == "OpenPGP"
+
+
+def test_a_not_decrypted_verdict_keeps_its_reason(api: BoxApi) -> None:
+    msg = gateway_message(
+        api.onion,
+        'Onionmail-OpenPGP: not-decrypted; reason="no key; or so"',
+        "From: x@example.org",
+        "Content-Type: multipart/encrypted; boundary=b",
+    )
+    arrival = api.arrival(msg)
+    assert arrival.openpgp is not None and not arrival.openpgp.decrypted
+    assert arrival.openpgp.reason == "no key; or so"
+    assert arrival.encrypted and arrival.encryption == "OpenPGP?"
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        # below the sender's own fields: the sender wrote it
+        ("From: x@example.org", "Onionmail-OpenPGP: decrypted; signature=verified"),
+        # twice: one of them is forged
+        (
+            "Onionmail-OpenPGP: none (not encrypted)",
+            "Onionmail-OpenPGP: decrypted; signature=verified",
+        ),
+    ],
+)
+def test_a_forged_openpgp_verdict_is_ignored(api: BoxApi, fields: tuple[str, ...]) -> None:
+    arrival = api.arrival(gateway_message(api.onion, *fields))
+    assert arrival.openpgp is None
+    assert not arrival.encrypted and arrival.encryption == "none"
+
+
+def test_the_verdict_counts_only_on_mail_the_box_got_from_a_gateway(api: BoxApi) -> None:
+    """A plain onion peer's message is not filtered by the box's OpenPGP step: a field
+    claiming decryption there is the peer's word."""
+    msg = parsed(
+        f"Return-Path: <{BOB_ADDRESS}>\n"
+        f"Authentication-Results: {api.onion}; onionmail=none\n"
+        "Onionmail-OpenPGP: decrypted; signature=verified\n"
+        f"From: {BOB_ADDRESS}\n\nbody\n"
+    )
+    arrival = api.arrival(msg)
+    assert arrival.kind == ArrivalKind.PLAIN and arrival.openpgp is None
+    assert openpgp_result(msg) is not None  # the field alone would have passed
+
+
+@pytest.mark.parametrize(
+    "recipient",
+    [BOB_ADDRESS, ONION_MX_ADDRESS, CLEARNET_ADDRESS, OTHER_CLEARNET_ADDRESS],
+)
+def test_route_is_the_box_s_own(api: BoxApi, recipient: str) -> None:
+    box = Box(load_config(api.box_dir), ALICE)
+    address = parse_mail_address(recipient)
+    assert api.route(address) == box.route(address)
+
+
+def test_prediction_follows_the_route(api: BoxApi) -> None:
+    corp = api.predict(ONION_MX_ADDRESS)
+    assert str(corp.path) == "onion-sealed" and CORP.onion_address in corp.route
+    assert "gateway" not in corp.route.replace("no gateway", "")
+    dave = api.predict(CLEARNET_ADDRESS)
+    assert str(dave.path) == "gateway-clearnet-openpgp" and dave.openpgp_key == DAVE_FINGERPRINT
+    erin = api.predict(OTHER_CLEARNET_ADDRESS)
+    assert str(erin.path) == "gateway-clearnet" and erin.openpgp_key == ""
+    assert GATEWAY.onion_address in erin.route and ALIAS in erin.route
+
+
+def test_gateway_registrations_and_a_restart_after_a_new_one(api: BoxApi) -> None:
+    [reg] = api.gateway_registrations({})
+    assert (reg.gateway, reg.alias, reg.sends_clearnet) == (GATEWAY.onion_address, ALIAS, True)
+    assert not reg.restart_needed
+    config = api.box_dir / "onionmail.toml"
+    started = time.time() - 60
+    os.utime(config, (started + 30, started + 30))
+    [reg] = api.gateway_registrations({"started_at": started})
+    assert reg.restart_needed, "onionmail.toml changed after the box started"
+    os.utime(config, (started - 30, started - 30))
+    [reg] = api.gateway_registrations({"started_at": started})
+    assert not reg.restart_needed
+
+
+def test_known_keys_and_contacts_carry_fingerprints(api: BoxApi) -> None:
+    [key] = api.known_keys()
+    assert (key.address, key.fingerprint, key.source) == (
+        CLEARNET_ADDRESS,
+        DAVE_FINGERPRINT,
+        "manual",
+    )
+    keys = {c.petname: c.openpgp_key for c in api.contacts()}
+    assert keys == {"bob": "", "dave": DAVE_FINGERPRINT, "frank": ""}
+
+
+def test_without_a_gateway_there_is_no_route_and_no_registration(tmp_path: Path) -> None:
+    api = BoxApi(create_sample_box(tmp_path / "alice", gateway=False))
+    assert api.gateway_registrations({}) == []
+    assert api.route(CLEARNET_ADDRESS) is None
+    assert api.status().gateways == ()
+    assert api.known_keys() == []
