@@ -177,8 +177,6 @@ def cmd_run(args: argparse.Namespace) -> int:
     )
 
     async def serve() -> None:
-        # The SPF/DKIM/DMARC verdict (gateway/inbound_auth.py) plugs in as
-        # Gateway(authenticate=...) once that module exists.
         gateway = Gateway(config, identity, testnet_options=options, progress=_progress)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()

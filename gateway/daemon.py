@@ -35,6 +35,7 @@ from gateway.clearnet_inbound import AuthenticationResults, ClearnetInboundHandl
 from gateway.config import GatewayConfig
 from gateway.dkim_signing import DkimAlgorithm, DkimSigner, load_or_create_key
 from gateway.dns import GatewayResolver, ResolverConfig
+from gateway.inbound_auth import authentication_results
 from gateway.mta_sts import FetchConfig, MtaSts
 from gateway.onion_side import GatewayOnionHandler
 from gateway.outbound_smtp import SmtpTimeouts
@@ -110,7 +111,8 @@ class Gateway:
         self.paths = GatewayPaths(config.gateway_dir)
         self.progress = progress or (lambda _msg: None)
         self.authenticate = authenticate
-        """SPF/DKIM/DMARC hook of the clearnet server; see gateway.clearnet_inbound."""
+        """SPF/DKIM/DMARC hook of the clearnet server (None: gateway.inbound_auth's checks)."""
+        self._dns: GatewayResolver | None = None
         self.tor = BoxTor(config.tor, self.paths.tor, testnet_options or {})
         self.registry = Registry(self.paths.registrations)
         self.clearnet_queue = OutboundQueue(
@@ -184,7 +186,7 @@ class Gateway:
             seal_and_queue=self.seal_and_queue,
             max_recipients=settings.max_recipients,
             rate_limit=RateLimit(settings.rate_limit, settings.rate_window),
-            authenticate=self.authenticate,
+            authenticate=self.authenticate or self._authentication_results,
         )
         self.smtp_server = await start_smtp_server(
             self.smtp_handler,
@@ -200,6 +202,30 @@ class Gateway:
         )
         self.smtp_port = server_port(self.smtp_server)
 
+    async def _authentication_results(self, session: Any, envelope: Any, data: bytes) -> bytes:
+        """SPF, DKIM and DMARC of a clearnet message, checked through the gateway's resolver.
+
+        Recorded, not enforced (the box's user decides what to trust); the
+        header goes inside the seal with the message.
+        """
+        peer = getattr(session, "peer", None)
+        client_ip = peer[0] if isinstance(peer, tuple) and peer else ""
+        value = await authentication_results(
+            authserv_id=self.config.gateway.domain,
+            client_ip=str(client_ip),
+            helo=str(getattr(session, "host_name", "") or ""),
+            mail_from="" if envelope.mail_from == "<>" else str(envelope.mail_from or ""),
+            message=data,
+            resolver=self._resolver(),
+        )
+        return value.encode("utf-8", "surrogateescape")
+
+    def _resolver(self) -> GatewayResolver:
+        if self._dns is None:
+            dns = self.config.dns
+            self._dns = GatewayResolver(ResolverConfig(dns.resolver, dns.port, dns.timeout))
+        return self._dns
+
     def _start_agents(self) -> None:
         self.box_agent = DeliveryAgent(
             queue=self.box_queue,
@@ -211,9 +237,7 @@ class Gateway:
         )
         # A box that does not seal is no onionmail box: never hand it the inner envelope.
         self.box_agent.plain_refusal = lambda _rcpt: "the peer is not an onionmail box"
-        resolver = GatewayResolver(
-            ResolverConfig(self.config.dns.resolver, self.config.dns.port, self.config.dns.timeout)
-        )
+        resolver = self._resolver()
         ca_file = self.config.outbound.ca_file or None
         mta_sts = (
             MtaSts(resolver, FetchConfig(ca_file=ca_file)) if self.config.outbound.mta_sts else None

@@ -59,7 +59,7 @@ from tests.box_process import (
     submit,
     wait_for_mail,
 )
-from tests.dns_server import Zone, a, mx, running_dns
+from tests.dns_server import Zone, a, mx, running_dns, txt
 from tests.postfix import Postfix, postfix_for_domain
 
 pytestmark = pytest.mark.tor
@@ -67,7 +67,17 @@ pytestmark = pytest.mark.tor
 GW_DOMAIN = "gw.test"
 CLEAR_DOMAIN = "clear.test"
 MX_NAME = "mx.clear.test"
-ZONES = [Zone(CLEAR_DOMAIN, [mx(10, MX_NAME + "."), a("mx")])]
+ZONES = [
+    Zone(
+        CLEAR_DOMAIN,
+        [
+            mx(10, MX_NAME + "."),
+            a("mx"),
+            txt("@", "v=spf1 ip4:127.0.0.1 -all"),  # the Postfix that sends for it
+            txt("_dmarc", "v=DMARC1; p=reject"),
+        ],
+    )
+]
 
 
 @dataclass
@@ -453,6 +463,15 @@ def test_postfix_to_gateway_to_box_sealed_and_never_in_clear_at_the_gateway(
     results = " ".join(str(parsed["Authentication-Results"]).split())
     assert results.startswith(f"{alice.onion}; onionmail=gateway (clearnet mail relayed by ")
     assert world.gw_onion in results
+    # The gateway's SPF/DKIM/DMARC verdict, sealed with the message: the sending
+    # Postfix is the address the domain's SPF record names, and DMARC aligns on it.
+    (verdict,) = [
+        " ".join(str(v).split())
+        for v in parsed.get_all("Authentication-Results", [])
+        if str(v).startswith(GW_DOMAIN + ";")
+    ]
+    assert f"spf=pass smtp.mailfrom={CLEAR_DOMAIN}" in verdict, verdict
+    assert "dkim=none" in verdict and "dmarc=pass (p=reject" in verdict, verdict
     # Postfix handed it to the gateway over TLS.
     assert "TLS connection established to 127.0.0.1" in world.postfix.log.read_text()
     # Nothing at the gateway, on disk or in its (debug) log, holds subject or body.
