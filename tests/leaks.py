@@ -1,13 +1,26 @@
-"""What a banner, an EHLO reply or a message must never reveal about this machine or software.
+"""Shared by the leak tests: what must never leak, and how a capture is held to the model.
 
-Host names are matched as whole labels: a short host name such as ``vm``
-also occurs by chance inside a random base32 onion address, which is no leak.
+:func:`host_identity_in`: what a banner, an EHLO reply or a message must never
+reveal about this machine or software. Host names are matched as whole labels:
+a short host name such as ``vm`` also occurs by chance inside a random base32
+onion address, which is no leak.
+
+:func:`judge` holds one observer's row of a leak matrix to one capture, item by
+item, with a probe per item ("does this capture show it in clear?") or an
+explicit :class:`Unchecked` reason; :func:`records` splits a process's stderr
+into log records.
 """
 
 from __future__ import annotations
 
 import re
 import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from threat_model import Item, Observer, Visibility
 
 SOFTWARE_MARKERS = ("Python", "aiosmtpd", "aiosmtplib", "1.4.")
 
@@ -25,4 +38,92 @@ def host_identity_in(text: str | bytes) -> list[str]:
     for name in host_names():
         if re.search(rf"(?<![A-Za-z0-9-]){re.escape(name)}(?![A-Za-z0-9-])", text, re.I):
             found.append(name)
+    return found
+
+
+# -- judging a capture against the model -------------------------------------------
+
+
+@dataclass(frozen=True)
+class Unchecked:
+    """An item this capture cannot show either way, and why."""
+
+    why: str
+
+
+Probe = Callable[[], bool] | Unchecked
+SHOWN_EXPECTED = {
+    Visibility.VISIBLE: True,
+    Visibility.ENCRYPTED: False,
+    Visibility.HIDDEN: False,
+    Visibility.PADDED: False,
+}
+
+
+def judge(matrix: Any, observer: Observer, capture: str, probes: dict[Item, Probe]) -> None:
+    """Hold every cell of ``observer``'s row to ``capture``; every item must be accounted for."""
+    assert set(probes) == set(Item), f"{observer}: no probe for {set(Item) - set(probes)}"
+    problems, table = [], []
+    for item in Item:
+        cell = matrix.cell(observer, item)
+        probe = probes[item]
+        if isinstance(probe, Unchecked):
+            table.append(f"  {item:20} {cell.visibility:9} not checkable here: {probe.why}")
+            continue
+        assert cell.visibility in SHOWN_EXPECTED, f"{observer}/{item}: {cell.visibility} unexpected"
+        shown = probe()
+        table.append(f"  {item:20} {cell.visibility:9} capture {'shows' if shown else 'hides'} it")
+        if shown != SHOWN_EXPECTED[cell.visibility]:
+            problems.append(
+                f"{observer} / {item}: the model says {cell.visibility} ({cell.reason}), "
+                f"but {capture} {'shows' if shown else 'does not show'} it"
+            )
+    print(f"\n{matrix.path} {observer} <- {capture}\n" + "\n".join(table))
+    assert not problems, "\n".join(problems)
+
+
+def has(blob: bytes, *tokens: str) -> Callable[[], bool]:
+    return lambda: any(t.encode() in blob for t in tokens)
+
+
+def has_all(blob: bytes, *tokens: str) -> Callable[[], bool]:
+    return lambda: all(t.encode() in blob for t in tokens)
+
+
+def data_of(stream: bytes) -> bytes:
+    """The DATA section of an SMTP client stream (without the final dot line)."""
+    _, _, after = stream.partition(b"\r\nDATA\r\n")
+    data, dot, _ = after.partition(b"\r\n.\r\n")
+    assert dot, "no complete DATA in the stream"
+    return data + b"\r\n"
+
+
+# -- log records --------------------------------------------------------------------
+
+_RECORD = re.compile(
+    r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d),\d{3} (DEBUG|INFO|WARNING|ERROR|CRITICAL) "
+)
+
+
+@dataclass(frozen=True)
+class LogRecord:
+    at: float
+    level: str
+    text: str
+
+
+def records(lines: list[str]) -> list[LogRecord]:
+    """The log records of a box's stderr (a traceback belongs to its record; a progress
+    line, printed at every level, counts as INFO with no timestamp)."""
+    found: list[LogRecord] = []
+    for line in lines:
+        match = _RECORD.match(line)
+        if match:
+            at = time.mktime(time.strptime(match.group(1), "%Y-%m-%d %H:%M:%S"))
+            found.append(LogRecord(at, match.group(2), line[match.end() :]))
+        elif found and not line.startswith("["):
+            last = found.pop()
+            found.append(LogRecord(last.at, last.level, last.text + line))
+        else:
+            found.append(LogRecord(0.0, "INFO", line))
     return found

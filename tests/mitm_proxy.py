@@ -102,13 +102,15 @@ class MitmProxy:
         assert task is not None
         self._tasks.add(task)
         self.sessions += 1
-        up_r, up_w = await asyncio.open_connection("127.0.0.1", self.upstream_port)
+        writers = [client_w]
         try:
+            up_r, up_w = await asyncio.open_connection("127.0.0.1", self.upstream_port)
+            writers.append(up_w)
             await self._relay(client_r, client_w, up_r, up_w)
         except (OSError, ssl.SSLError, asyncio.IncompleteReadError, TimeoutError) as exc:
             self.session_errors.append(exc)
         finally:
-            for writer in (client_w, up_w):
+            for writer in writers:  # also when the server could not be reached
                 writer.transport.abort()  # no lingering TLS shutdown after the test
             self._tasks.discard(task)
 

@@ -52,13 +52,14 @@ from onionmail.outbound_queue import queue_key
 from onionmail.smtp_server import server_port, start_smtp_server
 from onionmail.testnet import client_tor_options
 from tests.box_process import RunningBox, start_client_tor, wait_for_mail
+from tests.leaks import LogRecord, Probe, Unchecked, data_of, has, has_all, judge, records
 from tests.wire_capture import (
     LoopbackCapture,
     connections_to,
     listening_ports,
     run_verbose_box,
 )
-from threat_model import Item, MailPath, MessageTraits, ModelConfig, Observer, Visibility, leaks
+from threat_model import Item, MailPath, MessageTraits, ModelConfig, Observer, leaks
 
 pytestmark = pytest.mark.tor
 
@@ -301,60 +302,6 @@ def run(testnet: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]
 # -- judging ---------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Unchecked:
-    """An item this capture cannot show either way, and why."""
-
-    why: str
-
-
-Probe = Callable[[], bool] | Unchecked
-SHOWN_EXPECTED = {
-    Visibility.VISIBLE: True,
-    Visibility.ENCRYPTED: False,
-    Visibility.HIDDEN: False,
-    Visibility.PADDED: False,
-}
-
-
-def judge(matrix: Any, observer: Observer, capture: str, probes: dict[Item, Probe]) -> None:
-    """Hold every cell of ``observer``'s row to ``capture``; every item must be accounted for."""
-    assert set(probes) == set(Item), f"{observer}: no probe for {set(Item) - set(probes)}"
-    problems, table = [], []
-    for item in Item:
-        cell = matrix.cell(observer, item)
-        probe = probes[item]
-        if isinstance(probe, Unchecked):
-            table.append(f"  {item:20} {cell.visibility:9} not checkable here: {probe.why}")
-            continue
-        assert cell.visibility in SHOWN_EXPECTED, f"{observer}/{item}: {cell.visibility} unexpected"
-        shown = probe()
-        table.append(f"  {item:20} {cell.visibility:9} capture {'shows' if shown else 'hides'} it")
-        if shown != SHOWN_EXPECTED[cell.visibility]:
-            problems.append(
-                f"{observer} / {item}: the model says {cell.visibility} ({cell.reason}), "
-                f"but {capture} {'shows' if shown else 'does not show'} it"
-            )
-    print(f"\n{matrix.path} {observer} <- {capture}\n" + "\n".join(table))
-    assert not problems, "\n".join(problems)
-
-
-def has(blob: bytes, *tokens: str) -> Callable[[], bool]:
-    return lambda: any(t.encode() in blob for t in tokens)
-
-
-def has_all(blob: bytes, *tokens: str) -> Callable[[], bool]:
-    return lambda: all(t.encode() in blob for t in tokens)
-
-
-def data_of(stream: bytes) -> bytes:
-    """The DATA section of an SMTP client stream (without the final dot line)."""
-    _, _, after = stream.partition(b"\r\nDATA\r\n")
-    data, dot, _ = after.partition(b"\r\n.\r\n")
-    assert dot, "no complete DATA in the stream"
-    return data + b"\r\n"
-
-
 def stream_with_data(run: Run, port: int, name: str) -> bytes:
     window = run.windows[name]
     streams = [
@@ -446,34 +393,6 @@ def test_recipient_box_plain(run: Run) -> None:
 
 
 # -- box-logs --------------------------------------------------------------------------
-
-_RECORD = re.compile(
-    r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d),\d{3} (DEBUG|INFO|WARNING|ERROR|CRITICAL) "
-)
-
-
-@dataclass(frozen=True)
-class LogRecord:
-    at: float
-    level: str
-    text: str
-
-
-def records(lines: list[str]) -> list[LogRecord]:
-    """The log records of a box's stderr (a traceback belongs to its record; a progress
-    line, printed at every level, counts as INFO with no timestamp)."""
-    found: list[LogRecord] = []
-    for line in lines:
-        match = _RECORD.match(line)
-        if match:
-            at = time.mktime(time.strptime(match.group(1), "%Y-%m-%d %H:%M:%S"))
-            found.append(LogRecord(at, match.group(2), line[match.end() :]))
-        elif found and not line.startswith("["):
-            last = found.pop()
-            found.append(LogRecord(last.at, last.level, last.text + line))
-        else:
-            found.append(LogRecord(0.0, "INFO", line))
-    return found
 
 
 def log_probes(

@@ -12,6 +12,7 @@ from __future__ import annotations
 from threat_model.situation import (
     BOX_MESSAGE_ID,
     DATE_FIELD,
+    GATEWAY_MESSAGE_ID,
     OUTER_DATE_FIELD,
     Row,
     Situation,
@@ -25,10 +26,6 @@ from threat_model.vocabulary import Cell, Item
 OWN_IP = "its own network address"
 PHYSICAL = (
     "a seizure is physical: whoever took the machine knows where it ran and over which connection"
-)
-ONION_ID_ALIAS = (
-    "the Message-ID is <random>@<box onion>: it tells {who} the onion behind the gateway "
-    "alias (the gateway rewrites the sender, not the Message-ID)"
 )
 
 
@@ -115,7 +112,7 @@ def _clearnet_recipient(s: Situation) -> Row:
         Item.CLIENT_FINGERPRINT: s.fingerprint(
             visible("the client fields arrive as the client wrote them"), sees_openpgp=True
         ),
-        Item.MESSAGE_ID_HOST: visible(ONION_ID_ALIAS.format(who="the recipient")),
+        Item.MESSAGE_ID_HOST: hidden(GATEWAY_MESSAGE_ID),
     }
 
 
@@ -163,18 +160,17 @@ def gateway_operator(s: Situation) -> Row:
         Item.CLIENT_FINGERPRINT: s.fingerprint(
             visible(f"they reach the gateway in the message's header{outer}"), sees_openpgp=True
         ),
-        Item.MESSAGE_ID_HOST: hidden(
-            "it names the box's onion, which the gateway knows already: the box authenticates "
-            "with it"
-        ),
+        Item.MESSAGE_ID_HOST: hidden(GATEWAY_MESSAGE_ID),
     }
 
 
 def _inbound_gateway(s: Situation) -> Row:
     clear = visible(
-        "clearnet mail reaches it in clear (TLS ends at the gateway); it seals the message to "
-        "the box at once, so its queue holds only ciphertext and a later seizure of the gateway "
-        "finds none, but whoever runs it can read the message on arrival"
+        "clearnet mail reaches it in clear (TLS ends at the gateway), so whoever runs it can "
+        "read the message on arrival; it seals the message to the box at once, so its queue "
+        "holds only ciphertext, but the seal is made with the gateway's own key, which opens "
+        "it again: whoever takes the gateway's disk, where that key lies (unencrypted without "
+        "a passphrase), reads what waits for the box"
     )
     return {
         Item.SENDER_ADDRESS: visible("MAIL FROM and From arrive from the sender's provider"),
@@ -224,7 +220,7 @@ def recipient_provider(s: Situation) -> Row:
         Item.CLIENT_FINGERPRINT: s.fingerprint(
             visible(f"they arrive in the message's header{outer}"), sees_openpgp=True
         ),
-        Item.MESSAGE_ID_HOST: visible(ONION_ID_ALIAS.format(who="the provider")),
+        Item.MESSAGE_ID_HOST: hidden(GATEWAY_MESSAGE_ID),
     }
 
 

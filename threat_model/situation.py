@@ -55,6 +55,12 @@ DATE_FIELD = (
     "[scrub] date_rounding, a minute by default), whatever delay the sending box added"
 )
 OUTER_DATE_FIELD = DATE_FIELD.replace("the Date field", "the outer Date field")
+GATEWAY_MESSAGE_ID = (
+    "before the message leaves for the gateway the box moves its Message-ID "
+    "(<random>@<box onion>) to the alias's domain, keeping only the random part (the gateway "
+    "does the same to one that still names the onion): its host names nothing the sender "
+    "address does not"
+)
 
 
 def visible(reason: str) -> Cell:

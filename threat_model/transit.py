@@ -9,6 +9,7 @@ from __future__ import annotations
 from threat_model.situation import (
     BOX_MESSAGE_ID,
     DATE_FIELD,
+    GATEWAY_MESSAGE_ID,
     Row,
     Situation,
     content,
@@ -17,11 +18,6 @@ from threat_model.situation import (
     visible,
 )
 from threat_model.vocabulary import Cell, Item
-
-ONION_ID_CLEARNET = (
-    "the Message-ID is <random>@<box onion>, which tells the clearnet side the onion behind "
-    "the gateway alias (the gateway rewrites the sender, not the Message-ID)"
-)
 
 
 def _message_id_on_tor(s: Situation, carried: Cell) -> Cell:
@@ -220,26 +216,21 @@ def gateway_mx_network(s: Situation) -> Row:
             Cell(wrap.visibility, f"they cross this network with the message; {wrap.reason}"),
             sees_openpgp=True,
         ),
-        Item.MESSAGE_ID_HOST: Cell(wrap.visibility, f"{ONION_ID_CLEARNET}; {wrap.reason}"),
+        Item.MESSAGE_ID_HOST: hidden(GATEWAY_MESSAGE_ID),
     }
 
 
 def _inbound_mx_network(s: Situation) -> Row:
-    if s.tls:
-        wrap = encrypted(
-            "the gateway refuses mail without STARTTLS, so a passive observer sees only TLS; "
-            "an active attacker can still intercept when the sending server does not check "
-            "the gateway's certificate (MTA-STS and DANE make careful senders check)"
-        )
-        relation = hidden(
-            "it sees the sender's provider talk to the gateway, not which of their users correspond"
-        )
-    else:
-        wrap = visible(
-            "sending servers use STARTTLS opportunistically: an attacker on this path can "
-            "strip it, and some senders never start TLS"
-        )
-        relation = visible("both addresses cross it in clear")
+    # [smtp] of the gateway offers STARTTLS but never requires it (refusing would lose the
+    # mail of servers that cannot do TLS), so starttls_enforced, an outbound setting, does
+    # not apply here: the worst case is the stripped session.
+    wrap = visible(
+        "the gateway offers STARTTLS but takes mail without it, and sending servers use it "
+        "opportunistically: an attacker on this path strips it and reads the whole SMTP "
+        "dialogue, and some senders never start TLS (a passive observer of a session that "
+        "does use TLS sees only ciphertext)"
+    )
+    relation = visible("both addresses cross it in clear when TLS is stripped or not used")
     return {
         Item.SENDER_ADDRESS: wrap,
         Item.RECIPIENT_ADDRESS: wrap,

@@ -154,10 +154,11 @@ class ModelConfig:
     """``[timing] mode`` of the sending box: ``immediate`` sends at once; ``delay`` holds
     each message for a random (exponential) time; ``batch`` sends at fixed instants."""
     starttls_enforced: bool = True
-    """The gateway refuses to talk SMTP without TLS on the clearnet: outbound it requires
-    STARTTLS (MTA-STS and DANE enforced, no plaintext fallback), inbound it refuses mail
-    from servers that do not start TLS. False: opportunistic TLS, which an attacker on
-    the path can strip."""
+    """The gateway refuses to deliver without TLS on the clearnet: outbound it requires
+    STARTTLS (MTA-STS and DANE enforced, no plaintext fallback). False: opportunistic TLS,
+    which an attacker on the path can strip. Inbound it does not apply: the gateway offers
+    STARTTLS to sending servers but never requires it, so that leg is always counted as
+    strippable."""
     scrubbing: bool = True
     """Submission removes the client fields (``User-Agent``, ``X-Mailer``, ...). False
     models a box that keeps them (``[scrub] keep_headers``). Trace fields are always
@@ -335,7 +336,7 @@ ITEM_DESCRIPTIONS: Mapping[Item, str] = MappingProxyType(
         ),
         Item.MESSAGE_ID_HOST: (
             "what the Message-ID's host part tells beyond the sender address (a machine's "
-            "host name, or the onion behind a gateway alias)"
+            "host name)"
         ),
     }
 )

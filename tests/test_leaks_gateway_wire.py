@@ -1,0 +1,1072 @@
+"""The gateway paths on the wire: what each observer really receives, held to the model.
+
+One real run: the private Tor network, Knot + Unbound serving ``clear.test``
+(MX ``mx.clear.test``), a private Postfix that is both the recipient's provider
+(bob@clear.test) and the clearnet sender's (carol@clear.test, relayed to the
+gateway as its ``relayhost``), ``onionmail-gateway run`` for ``gw.test`` with
+its own tor, and the box alice (``--verbose``) registered as ``alice@gw.test``.
+Two :class:`tests.mitm_proxy.MitmProxy` sit on the clearnet legs (gateway ->
+Postfix, Postfix -> gateway); each is an honest relay except where a test turns
+it into an attacker that strips STARTTLS. A loopback packet capture
+(:class:`tests.wire_capture.LoopbackCapture`) records every TCP segment.
+
+``gateway-clearnet`` (alice -> gateway -> Postfix -> bob), by observer:
+
+- ``gateway-mx-network``: every byte between the gateway and Postfix (EHLO and
+  STARTTLS in clear, then the TLS handshake with its SNI, then ciphertext), and
+  what the stripping attacker got (nothing: the gateway refuses to go on);
+- ``recipient-provider`` and ``recipient-box`` (bob, a clearnet reader): the
+  file Postfix stored and Postfix's log;
+- ``gateway-operator``: the bytes the gateway's onion-side socket received (from
+  its tor), the seal opened with the gateway's own key, the gateway's DEBUG log;
+- ``box-logs``, ``box-seizure``: alice's stderr at INFO and above; alice's disk,
+  stopped while a message waits for the (stopped) gateway, the queue decrypted
+  with the key the seed on the same disk gives;
+- ``sender-network``/``tor-guard``: alice's tor's links to the ORPorts;
+  ``tor-relays``: every ORPort link; ``global-passive``: those plus the clearnet leg.
+
+``clearnet-inbound`` (carol -> Postfix -> gateway -> alice):
+
+- ``sender-network``: carol's client's connection to Postfix (STARTTLS);
+- ``sender-provider``: Postfix's log and what it relayed;
+- ``gateway-mx-network``: Postfix -> gateway. One send goes through an attacker
+  who strips STARTTLS (the gateway offers it, never requires it, and Postfix's
+  ``may`` falls back to plaintext), the others through an honest relay (TLS);
+- ``gateway-operator``: what the gateway's clearnet socket received (the
+  stripped send: what the gateway itself reads after TLS) and its DEBUG log;
+- ``recipient-box``: alice's inbound socket and her Maildir file;
+- ``box-logs``, ``box-seizure``: alice's stderr; alice's disk once stopped;
+- ``tor-guard``: the gateway's and alice's tors' links; ``tor-relays``: every
+  ORPort link; ``global-passive``: those plus both clearnet legs.
+
+Someone who seizes the *gateway* is no observer of the model; its prose and the
+gateway operator's reasons make claims about it, checked here on the gateway's
+disk with a message waiting in each of its queues.
+
+``gateway-clearnet-openpgp`` is not covered: the box does not encrypt with
+OpenPGP yet (``onionmail/box.py`` never calls :mod:`onionmail.openpgp`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email
+import email.policy
+import email.utils
+import json
+import os
+import re
+import secrets
+import ssl
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from email.message import EmailMessage
+from pathlib import Path
+from typing import Any
+
+import aiosmtplib
+import nacl.public
+import nacl.secret
+import pytest
+import trustme
+
+from onionmail.box_init import create_box
+from onionmail.identity import Identity, derive_subkey, load_identity, x25519_public_key_for_onion
+from onionmail.outbound_queue import queue_key
+from onionmail.sealed_envelope import HEADER, NONCE_SIZE, decode_from_smtp, open_envelope
+from tests.box_process import RunningBox, free_port, run_box, wait_for_mail
+from tests.dns_server import Zone, a, mx, running_dns
+from tests.leaks import LogRecord, Probe, Unchecked, data_of, has, has_all, judge, records
+from tests.mitm_proxy import AttackMode, MitmProxy
+from tests.postfix import Postfix, postfix_for_domain
+from tests.wire_capture import LoopbackCapture, connections_to, listening_ports
+from threat_model import Item, MailPath, MessageTraits, ModelConfig, Observer, leaks
+
+pytestmark = pytest.mark.tor
+
+GW_DOMAIN = "gw.test"
+CLEAR_DOMAIN = "clear.test"
+MX_NAME = "mx.clear.test"
+ZONES = [Zone(CLEAR_DOMAIN, [mx(10, MX_NAME + "."), a("mx")])]
+ALIAS = f"alice@{GW_DOMAIN}"
+BOB = f"bob@{CLEAR_DOMAIN}"
+CAROL = f"carol@{CLEAR_DOMAIN}"
+
+_TAG = secrets.token_hex(4)
+SUBJECT = f"gsubj-{_TAG}-Hy3pQ8"
+BODY = f"gbody-{_TAG}-Nw6tK1"
+ATTACHMENT = f"gw-plan-{_TAG}.pdf"
+USER_AGENT = f"GUA-{_TAG}-Vb2cD7"
+X_MAILER = f"GXM-{_TAG}-Vb2cD7"
+EHLO = f"gehlo-{_TAG}.client.example"
+MSGID_HOST = f"gmsgid-{_TAG}.client.example"
+FINGERPRINT = (USER_AGENT, X_MAILER, EHLO)
+SMALL, LARGE = 500, 2000
+"""Two lengths inside one Padmé bucket: equal on a sealed Tor leg, different elsewhere."""
+IP_TRACE = re.compile(rb"\b127\.0\.0\.1\b|X-Originating-IP", re.I)
+LOOPBACK_IP = "on loopback every address is 127.0.0.1: the capture cannot tell whose it is"
+
+MATRIX_OUT = leaks(MailPath.GATEWAY_CLEARNET, MessageTraits(has_attachments=True), ModelConfig())
+MATRIX_IN = leaks(MailPath.CLEARNET_INBOUND, MessageTraits(has_attachments=True), ModelConfig())
+"""The box and the gateway run their defaults: this is the ModelConfig default (TLS
+required outbound, padding on, immediate timing, scrubbing on, no passphrase)."""
+
+
+# -- the world -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Window:
+    start: float
+    end: float
+
+
+class ProxyThread:
+    """The clearnet-leg proxies, run on an event loop of their own in a thread."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+        self.proxies: list[MitmProxy] = []
+
+    def start(self, upstream_port: int) -> MitmProxy:
+        proxy = MitmProxy(upstream_port, AttackMode.PASSTHROUGH)
+        asyncio.run_coroutine_threadsafe(proxy.__aenter__(), self.loop).result(10)
+        self.proxies.append(proxy)
+        return proxy
+
+    def stop(self) -> None:
+        for proxy in self.proxies:
+            future = asyncio.run_coroutine_threadsafe(proxy.__aexit__(None, None, None), self.loop)
+            future.result(10)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+        self.loop.close()
+
+
+@dataclass
+class Run:
+    capture: LoopbackCapture
+    postfix: Postfix
+    proxy_out: MitmProxy
+    proxy_in: MitmProxy
+    gw_dir: Path
+    gw_onion: str
+    gw_smtp_port: int
+    gw_process: subprocess.Popen[str]
+    gw_log: list[str]
+    alice: RunningBox
+    or_ports: set[int]
+    alice_socks: int = 0
+    alice_inbound: int = 0
+    gw_socks: int = 0
+    gw_onion_port: int = 0
+    alice_links: set[int] = field(default_factory=set)
+    gw_links: set[int] = field(default_factory=set)
+    windows: dict[str, Window] = field(default_factory=dict)
+    postfix_copy: dict[str, bytes] = field(default_factory=dict)
+    maildir: dict[str, bytes] = field(default_factory=dict)
+    alice_log: list[str] = field(default_factory=list)
+    alice_received_disk: bytes = b""
+    alice_maildir_files: bytes = b""
+    alice_sent_disk: bytes = b""
+    alice_queue_plain: bytes = b""
+    alice_queue_files: list[tuple[int, int, float]] = field(default_factory=list)
+    gw_disk: bytes = b""
+    gw_clearnet_queue: bytes = b""
+    gw_box_queue_opened: bytes = b""
+    stripped_out: bytes = b""
+
+
+def message(frm: str, to: str, subject: str, *, filler: int = 0) -> bytes:
+    """A message with every token; ``filler`` > 0 makes a plain one of about that length."""
+    msg = EmailMessage()
+    msg["From"], msg["To"], msg["Subject"] = frm, to, subject
+    msg["Message-ID"] = f"<{secrets.token_hex(8)}@{MSGID_HOST}>"
+    msg["Date"] = email.utils.formatdate()
+    if filler:
+        msg.set_content("x" * filler)
+        return msg.as_bytes(policy=email.policy.SMTP)
+    msg["User-Agent"], msg["X-Mailer"] = USER_AGENT, X_MAILER
+    msg.set_content(f"Hello,\n{BODY}\n")
+    msg.add_attachment(
+        b"%PDF-1.4\n% plan\n", maintype="application", subtype="pdf", filename=ATTACHMENT
+    )
+    return msg.as_bytes(policy=email.policy.SMTP)
+
+
+def wait_until(what: str, check: Callable[[], bool], timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.1)
+
+
+def read_tree(root: Path, skip: Path | None = None) -> bytes:
+    return b"\n".join(
+        p.read_bytes()
+        for p in sorted(root.rglob("*"))
+        if p.is_file() and (skip is None or not p.is_relative_to(skip))
+    )
+
+
+def _tor_pid(directory: Path) -> int:
+    return int((directory / "tor" / "tor.pid").read_text().strip())
+
+
+def postfix_copy(postfix: Postfix, token: str) -> bytes | None:
+    new = postfix.maildir / "new"
+    for path in sorted(new.iterdir()) if new.is_dir() else []:
+        data = path.read_bytes()
+        if token.encode() in data:
+            return data
+    return None
+
+
+def send_out(run: Run, name: str, subject: str, filler: int = 0) -> None:
+    """alice -> gateway -> Postfix; keep the window and Postfix's stored copy."""
+    start = time.time()
+    asyncio.run(submit(run.alice, BOB, message(run.alice.address, BOB, subject, filler=filler)))
+    wait_until(f"{name} at Postfix", lambda: postfix_copy(run.postfix, subject) is not None)
+    run.alice_links |= connections_to(_tor_pid(run.alice.new.box_dir), run.or_ports)
+    time.sleep(0.3)  # QUIT and the last segments
+    run.windows[name] = Window(start, time.time())
+    stored = postfix_copy(run.postfix, subject)
+    assert stored is not None
+    run.postfix_copy[name] = stored
+
+
+def send_in(run: Run, name: str, subject: str, filler: int = 0, *, strip: bool = False) -> None:
+    """carol -> Postfix (STARTTLS) -> gateway -> alice; keep the window and the Maildir file."""
+    run.proxy_in.mode = AttackMode.STRIP_STARTTLS if strip else AttackMode.PASSTHROUGH
+    start = time.time()
+    asyncio.run(carol_sends(run.postfix, message(CAROL, ALIAS, subject, filler=filler)))
+
+    def arrived() -> bool:
+        return any(subject.encode() in m for m in wait_for_mail(run.alice.maildir, 0, timeout=1))
+
+    wait_until(f"{name} in alice's Maildir", arrived, 90)
+    run.alice_links |= connections_to(_tor_pid(run.alice.new.box_dir), run.or_ports)
+    run.gw_links |= connections_to(_tor_pid(run.gw_dir), run.or_ports)
+    time.sleep(0.3)
+    run.windows[name] = Window(start, time.time())
+    run.proxy_in.mode = AttackMode.PASSTHROUGH
+    (stored,) = [m for m in wait_for_mail(run.alice.maildir, 0) if subject.encode() in m]
+    run.maildir[name] = stored
+
+
+async def submit(box: RunningBox, to: str, raw: bytes) -> None:
+    await aiosmtplib.send(
+        raw,
+        sender=box.address,
+        recipients=[to],
+        hostname="127.0.0.1",
+        port=box.submission_port,
+        username=box.new.local_part,
+        password=box.new.password,
+        local_hostname=EHLO,
+        start_tls=False,
+        timeout=30,
+    )
+
+
+async def carol_sends(postfix: Postfix, raw: bytes) -> None:
+    """carol's client submits over STARTTLS, as the model assumes (it does not check the
+    test certificate: the point is the encryption on her network, not her provider's name)."""
+    context = ssl.create_default_context()
+    context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
+    await aiosmtplib.send(
+        raw,
+        sender=CAROL,
+        recipients=[ALIAS],
+        hostname="127.0.0.1",
+        port=postfix.port,
+        local_hostname=EHLO,
+        start_tls=True,
+        tls_context=context,
+        timeout=30,
+    )
+
+
+def _gateway_toml(run_dir: Path, testnet: Any, dns: Any, smtp_port: int, mx_port: int) -> str:
+    tls = run_dir / "gw-tls"
+    return f"""
+[gateway]
+domain = "{GW_DOMAIN}"
+[smtp]
+port = {smtp_port}
+tls_cert = "{tls / "chain.pem"}"
+tls_key = "{tls / "key.pem"}"
+[dns]
+resolver = "{dns.resolver_host}"
+port = {dns.resolver_port}
+[outbound]
+ca_file = "{run_dir / "ca.pem"}"
+mx_port = {mx_port}
+[tor]
+testnet = "{testnet.directory}"
+[delivery]
+retry_initial = 2.0
+"""
+
+
+def _cli(*args: str) -> list[str]:
+    return [sys.executable, "-m", *args]
+
+
+def _drain(stream: Any, sink: list[str]) -> None:
+    for line in stream:
+        sink.append(line)
+
+
+def spawn_gateway(gw_dir: Path) -> tuple[subprocess.Popen[str], list[str]]:
+    process = subprocess.Popen(
+        _cli("gateway.cli", "-v", "run", "--dir", str(gw_dir)),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    log: list[str] = []
+    threading.Thread(target=_drain, args=(process.stderr, log), daemon=True).start()
+    return process, log
+
+
+def wait_gateway(process: subprocess.Popen[str], log: list[str]) -> None:
+    """Until the gateway printed its clearnet port (the last thing it starts)."""
+    assert process.stdout is not None
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        key, _, value = process.stdout.readline().partition(":")
+        if not key:
+            break
+        if key == "smtp":
+            return
+    stop_process(process)
+    raise AssertionError("the gateway did not start:\n" + "".join(log[-30:]))
+
+
+def stop_process(process: subprocess.Popen[str]) -> None:
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(10)
+    for stream in (process.stdout, process.stderr):
+        if stream is not None:
+            stream.close()
+
+
+def active_entries(queue: Path) -> list[Path]:
+    active = queue / "active"
+    return sorted(active.glob("*.msg")) if active.is_dir() else []
+
+
+def decrypt_queue(queue: Path, key: bytes) -> list[bytes]:
+    """Every active entry of an OutboundQueue, decrypted: a JSON head line, then the message."""
+    secret_box = nacl.secret.SecretBox(key)
+    return [secret_box.decrypt(path.read_bytes()) for path in active_entries(queue)]
+
+
+def hold_and_seize(run: Run, gw_identity: Identity) -> None:
+    """A message waiting in each gateway queue, the gateway stopped and its disk read; alice's
+    disk read twice: stopped after receiving, and stopped with a message for the gateway."""
+    gw_queue = run.gw_dir / "queue"
+    # Outbound held: an attacker strips STARTTLS, the gateway keeps the message queued.
+    run.proxy_out.mode = AttackMode.STRIP_STARTTLS
+    sessions, seen_before = run.proxy_out.sessions, len(run.proxy_out.cleartext)
+    asyncio.run(submit(run.alice, BOB, message(run.alice.address, BOB, SUBJECT + "-held-out")))
+    wait_until("the gateway's clearnet queue", lambda: bool(active_entries(gw_queue / "clearnet")))
+    wait_until("a stripped delivery attempt", lambda: run.proxy_out.sessions > sessions)
+    time.sleep(0.5)
+    run.stripped_out = bytes(run.proxy_out.cleartext[seen_before:])
+    # alice stops: her disk after receiving; then clearnet mail for her waits at the gateway.
+    run.alice_log = list(run.alice.stderr_lines)
+    run.alice.stop()
+    run.alice_received_disk = read_tree(run.alice.new.box_dir)
+    run.alice_maildir_files = read_tree(run.alice.maildir)
+    asyncio.run(carol_sends(run.postfix, message(CAROL, ALIAS, SUBJECT + "-held-in")))
+    wait_until("the gateway's box queue", lambda: bool(active_entries(gw_queue / "boxes")), 30)
+    stop_process(run.gw_process)
+    run.gw_disk = read_tree(run.gw_dir)
+    seed = gw_identity.seed  # read from the gateway's own disk: no passphrase by default
+    run.gw_clearnet_queue = b"\n".join(
+        decrypt_queue(gw_queue / "clearnet", derive_subkey(seed, b"om-gw-clearnet"))
+    )
+    box_key = x25519_public_key_for_onion(run.alice.onion)
+    for plain in decrypt_queue(gw_queue / "boxes", derive_subkey(seed, b"om-gw-boxes")):
+        inner = plain.partition(b"\n")[2]
+        nonce = inner[len(HEADER) : len(HEADER) + NONCE_SIZE]
+        box = nacl.public.Box(gw_identity.x25519_private_key(), box_key)
+        run.gw_box_queue_opened += box.decrypt(inner[len(HEADER) + NONCE_SIZE :], nonce)
+    # alice again, with the gateway gone: her message waits in her own queue.
+    alice = run_box(run.alice.new, verbose=True)
+    run.alice = alice
+    start = time.time()
+    asyncio.run(submit(alice, BOB, message(alice.address, BOB, SUBJECT + "-queued")))
+    box_queue = alice.new.box_dir / "queue"
+    wait_until("alice's queue", lambda: bool(active_entries(box_queue)), 30)
+    run.windows["queued"] = Window(start, time.time())
+    alice.stop()
+    # Her Maildir is left out: it holds the mail she received, which is another row.
+    run.alice_sent_disk = read_tree(alice.new.box_dir, skip=alice.new.box_dir / "mail")
+    seed = load_identity(alice.new.box_dir / "keys" / "identity.key").seed
+    plains = decrypt_queue(box_queue, queue_key(seed))
+    for path, plain in zip(active_entries(box_queue), plains, strict=True):
+        head, _, queued = plain.partition(b"\n")
+        created = float(json.loads(head)["created"])
+        run.alice_queue_files.append((path.stat().st_size, len(queued), created))
+    run.alice_queue_plain = b"\n".join(plains)
+
+
+@pytest.fixture(scope="module")
+def run(testnet: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
+    root = tmp_path_factory.mktemp("gw-wire")
+    ca = trustme.CA()
+    ca.cert_pem.write_to_path(str(root / "ca.pem"))
+    (root / "gw-tls").mkdir()
+    gw_cert = ca.issue_cert(GW_DOMAIN)
+    gw_cert.private_key_pem.write_to_path(str(root / "gw-tls" / "key.pem"))
+    gw_cert.cert_chain_pems[0].write_to_path(str(root / "gw-tls" / "chain.pem"))
+    proxies = ProxyThread()
+    capture = LoopbackCapture().start()
+    gw_smtp_port = free_port()
+    proxy_in = proxies.start(gw_smtp_port)
+    settings = {
+        "relayhost": f"[127.0.0.1]:{proxy_in.port}",
+        "smtp_tls_security_level": "may",  # what most sending providers do
+        "smtp_connection_cache_on_demand": "no",  # one session per message
+    }
+    gw_dir = root / "gateway"
+    gw_process: subprocess.Popen[str] | None = None
+    alice: RunningBox | None = None
+    try:
+        with (
+            running_dns(ZONES, root / "dns") as dns,
+            postfix_for_domain(
+                CLEAR_DOMAIN,
+                tls=ca.issue_cert(MX_NAME),
+                known_users=["bob"],
+                extra_settings=settings,
+            ) as postfix,
+        ):
+            proxy_out = proxies.start(postfix.port)
+            init = subprocess.run(
+                _cli("gateway.cli", "init", "--dir", str(gw_dir), "--domain", GW_DOMAIN),
+                capture_output=True,
+                text=True,
+                check=True,
+            )
+            gw_onion = next(
+                line.split()[1] for line in init.stdout.splitlines() if line.startswith("onion:")
+            )
+            (gw_dir / "gateway.toml").write_text(
+                _gateway_toml(root, testnet, dns, gw_smtp_port, proxy_out.port)
+            )
+            gw_process, gw_log = spawn_gateway(gw_dir)
+            new = create_box(root / "alice", "alice", testnet=testnet.directory, submission_port=0)
+            # Registered while the gateway starts: the command waits for its onion.
+            register = subprocess.Popen(
+                _cli("onionmail.cli", "gateway", "register", "--dir", str(new.box_dir))
+                + ["--gateway", gw_onion, "--alias", "alice", "--timeout", "120"],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            try:
+                wait_gateway(gw_process, gw_log)
+                _, err = register.communicate(timeout=150)
+            finally:
+                if register.poll() is None:
+                    register.kill()
+                    register.communicate()
+            assert register.returncode == 0, err
+            alice = run_box(new, verbose=True)
+            scenario = Run(
+                capture,
+                postfix,
+                proxy_out,
+                proxy_in,
+                gw_dir,
+                gw_onion,
+                gw_smtp_port,
+                gw_process,
+                gw_log,
+                alice,
+                {node.or_port for node in testnet.nodes},
+            )
+            (scenario.alice_socks,) = listening_ports(_tor_pid(new.box_dir))
+            (scenario.alice_inbound,) = listening_ports(alice.process.pid) - {alice.submission_port}
+            (scenario.gw_socks,) = listening_ports(_tor_pid(gw_dir))
+            (scenario.gw_onion_port,) = listening_ports(gw_process.pid) - {gw_smtp_port}
+            send_out(scenario, "out-token", SUBJECT)
+            send_out(scenario, "out-small", SUBJECT + "-out-small", SMALL)
+            send_out(scenario, "out-large", SUBJECT + "-out-large", LARGE)
+            send_in(scenario, "in-token", SUBJECT + "-in", strip=True)
+            send_in(scenario, "in-small", SUBJECT + "-in-small", SMALL)
+            send_in(scenario, "in-large", SUBJECT + "-in-large", LARGE)
+            gw_identity = load_identity(gw_dir / "keys" / "identity.key")
+            hold_and_seize(scenario, gw_identity)
+            alice = scenario.alice
+            drops = capture.stop()
+            assert drops == 0, f"the loopback capture lost {drops} packets"
+            yield scenario
+    finally:
+        capture.stop()
+        if alice is not None:
+            alice.stop()
+        if gw_process is not None:
+            stop_process(gw_process)
+        proxies.stop()
+
+
+# -- reading the captures --------------------------------------------------------------
+
+
+def streams_to(run: Run, port: int, name: str, *, with_data: bool = True) -> list[bytes]:
+    w = run.windows[name]
+    found = run.capture.to_port(port, w.start, w.end)
+    return [s for s in found if b"\r\nDATA\r\n" in s] if with_data else found
+
+
+def one_stream(run: Run, port: int, name: str) -> bytes:
+    found = streams_to(run, port, name)
+    assert len(found) == 1, f"{name}: {len(found)} streams with DATA to port {port}"
+    return found[0]
+
+
+def tls_stream(run: Run, port: int, name: str) -> bytes:
+    """The one client stream to ``port`` in the window that carries STARTTLS."""
+    found = [s for s in streams_to(run, port, name, with_data=False) if b"STARTTLS\r\n" in s]
+    assert len(found) == 1, f"{name}: {len(found)} STARTTLS streams to port {port}"
+    return found[0]
+
+
+def both_ways(run: Run, port: int, name: str) -> bytes:
+    w = run.windows[name]
+    return run.capture.touching([port], w.start, w.end)
+
+
+def sent_in(run: Run, port: int, name: str) -> Callable[[], bool]:
+    w = run.windows[name]
+    return lambda: any(s.dport == port and s.payload for s in run.capture.between(w.start, w.end))
+
+
+def date_in_window(raw: bytes, window: Window) -> bool:
+    parsed = email.message_from_bytes(raw, policy=email.policy.default)
+    date = email.utils.parsedate_to_datetime(str(parsed["Date"])).timestamp()
+    return window.start // 60 * 60 <= date <= window.end
+
+
+def message_id_host(raw: bytes) -> str:
+    parsed = email.message_from_bytes(raw, policy=email.policy.default)
+    return str(parsed["Message-ID"]).strip("<>").rpartition("@")[2]
+
+
+def names_more_than(raw: bytes, *known: str) -> bool:
+    """The client's host is there, or the Message-ID names a host beyond ``known``."""
+    return MSGID_HOST.encode() in raw or message_id_host(raw) not in known
+
+
+def received_beyond_first(raw: bytes) -> bool:
+    """Trace fields other than the one the storing server wrote about its own peer."""
+    parsed = email.message_from_bytes(raw, policy=email.policy.default)
+    return len(parsed.get_all("Received") or []) > 1 or "X-Originating-IP" in parsed
+
+
+def opened_by_gateway(run: Run, name: str) -> bytes:
+    """The message inside the sealed DATA the gateway's onion socket got, opened with the
+    gateway's key (the operator has it)."""
+    stream = one_stream(run, run.gw_onion_port, name)
+    identity = load_identity(run.gw_dir / "keys" / "identity.key")
+    data = data_of(stream)
+    return open_envelope(
+        decode_from_smtp(data), recipient=identity, sender_onion=run.alice.onion
+    ).message
+
+
+def log_text(lines: list[str], *, debug: bool) -> tuple[bytes, list[LogRecord]]:
+    found = [r for r in records(lines) if debug or r.level != "DEBUG"]
+    return "".join(r.text for r in found).encode(), found
+
+
+# -- gateway-clearnet ------------------------------------------------------------------
+
+
+def test_gateway_mx_network_outbound(run: Run) -> None:
+    """Every byte between the gateway and Postfix while the token message went by."""
+    port = run.postfix.port
+    wire = both_ways(run, port, "out-token")
+    client = tls_stream(run, port, "out-token")
+    lengths = {len(tls_stream(run, port, n)) for n in ("out-small", "out-large")}
+    judge(
+        MATRIX_OUT,
+        Observer.GATEWAY_MX_NETWORK,
+        "the gateway <-> Postfix TCP stream (both ways)",
+        {
+            Item.SENDER_ADDRESS: has(wire, ALIAS, run.alice.address),
+            Item.RECIPIENT_ADDRESS: has(wire, BOB),
+            Item.SENDER_IP: Unchecked(LOOPBACK_IP),
+            Item.RECIPIENT_IP: Unchecked(LOOPBACK_IP),
+            Item.SUBJECT: has(wire, SUBJECT),
+            Item.BODY: has(wire, BODY),
+            Item.ATTACHMENT_NAMES: has(wire, ATTACHMENT),
+            Item.SIZE: lambda: len(lengths) > 1,
+            Item.SEND_TIME: sent_in(run, port, "out-token"),
+            Item.RELATION: has_all(wire, ALIAS, BOB),
+            Item.CLIENT_FINGERPRINT: has(wire, *FINGERPRINT),
+            Item.MESSAGE_ID_HOST: has(wire, run.alice.onion, MSGID_HOST),
+        },
+    )
+    # What does cross in clear, as the reasons say: the gateway's own name in EHLO before
+    # STARTTLS, and the MX host name (so the recipient's domain) in the TLS handshake's SNI.
+    head = client.partition(b"STARTTLS\r\n")[0]
+    assert head.startswith(f"EHLO {GW_DOMAIN}\r\n".encode()) and b"MAIL FROM" not in head
+    assert MX_NAME.encode() in client.partition(b"STARTTLS\r\n")[2]
+
+
+def test_stripping_starttls_outbound_gets_the_attacker_nothing(run: Run) -> None:
+    """TLS required: with STARTTLS stripped the gateway sends no envelope and no message."""
+    stripped = run.stripped_out
+    assert b"EHLO" in stripped and b"502" not in stripped  # it never even tried STARTTLS
+    assert b"MAIL FROM" not in stripped and SUBJECT.encode() not in stripped
+    assert ALIAS.encode() not in stripped and BOB.encode() not in stripped
+
+
+@pytest.mark.parametrize("observer", [Observer.RECIPIENT_PROVIDER, Observer.RECIPIENT_BOX])
+def test_clearnet_recipient_side(run: Run, observer: Observer) -> None:
+    """The file Postfix stored (what bob reads) and Postfix's log."""
+    stored = run.postfix_copy["out-token"]
+    seen = stored + run.postfix.log.read_bytes()
+    small, large = run.postfix_copy["out-small"], run.postfix_copy["out-large"]
+    judge(
+        MATRIX_OUT,
+        observer,
+        "Postfix's stored copy and its log",
+        {
+            Item.SENDER_ADDRESS: has(stored, ALIAS),
+            Item.RECIPIENT_ADDRESS: has(stored, BOB),
+            Item.SENDER_IP: lambda: received_beyond_first(stored),
+            Item.RECIPIENT_IP: Unchecked("bob's mail client never connects in this test"),
+            Item.SUBJECT: has(stored, SUBJECT),
+            Item.BODY: has(stored, BODY),
+            Item.ATTACHMENT_NAMES: has(stored, ATTACHMENT),
+            Item.SIZE: lambda: len(small) != len(large),
+            Item.SEND_TIME: lambda: date_in_window(stored, run.windows["out-token"]),
+            Item.RELATION: has_all(stored, ALIAS, BOB),
+            Item.CLIENT_FINGERPRINT: has(seen, *FINGERPRINT),
+            Item.MESSAGE_ID_HOST: lambda: (
+                run.alice.onion.encode() in seen or names_more_than(stored, GW_DOMAIN)
+            ),
+        },
+    )
+    assert b".onion" not in stored  # nothing in the stored copy names the box's onion
+
+
+def test_gateway_operator_outbound(run: Run) -> None:
+    """The gateway's onion-side socket, the seal opened with its key, its DEBUG log."""
+    stream = one_stream(run, run.gw_onion_port, "out-token")
+    opened = opened_by_gateway(run, "out-token")
+    log, _ = log_text(run.gw_log, debug=True)
+    seen = stream + opened + log
+    sizes = {len(opened_by_gateway(run, n)) for n in ("out-small", "out-large")}
+    judge(
+        MATRIX_OUT,
+        Observer.GATEWAY_OPERATOR,
+        "the gateway's onion socket, the opened seal, its DEBUG log",
+        {
+            Item.SENDER_ADDRESS: has_all(stream, run.alice.address),
+            Item.RECIPIENT_ADDRESS: has(stream, BOB),
+            Item.SENDER_IP: lambda: received_beyond_first(opened) or b"Received:" in opened,
+            Item.RECIPIENT_IP: Unchecked(LOOPBACK_IP),
+            Item.SUBJECT: has(opened, SUBJECT),
+            Item.BODY: has(opened, BODY),
+            Item.ATTACHMENT_NAMES: has(opened, ATTACHMENT),
+            Item.SIZE: lambda: len(sizes) > 1,
+            Item.SEND_TIME: lambda: date_in_window(opened, run.windows["out-token"]),
+            Item.RELATION: has_all(stream, run.alice.address, BOB),
+            Item.CLIENT_FINGERPRINT: has(seen, *FINGERPRINT),
+            Item.MESSAGE_ID_HOST: lambda: names_more_than(opened, run.alice.onion, GW_DOMAIN),
+        },
+    )
+    # Not a cell: the gateway's log names no address, alias or subject even at DEBUG.
+    assert not any(t.encode() in log for t in (BOB, ALIAS, run.alice.address, SUBJECT))
+
+
+# -- clearnet-inbound ------------------------------------------------------------------
+
+
+def test_gateway_mx_network_inbound(run: Run) -> None:
+    """Postfix -> gateway: once through an attacker who strips STARTTLS, twice honestly."""
+    port = run.gw_smtp_port
+    wire = both_ways(run, port, "in-token")
+    lengths = {len(tls_stream(run, port, n)) for n in ("in-small", "in-large")}
+    judge(
+        MATRIX_IN,
+        Observer.GATEWAY_MX_NETWORK,
+        "the Postfix -> gateway stream, STARTTLS stripped on the way",
+        {
+            Item.SENDER_ADDRESS: has(wire, CAROL),
+            Item.RECIPIENT_ADDRESS: has(wire, ALIAS),
+            Item.SENDER_IP: lambda: bool(re.search(rb"^Received: .*127\.0\.0\.1", wire, re.M)),
+            Item.RECIPIENT_IP: Unchecked(LOOPBACK_IP),
+            Item.SUBJECT: has(wire, SUBJECT),
+            Item.BODY: has(wire, BODY),
+            Item.ATTACHMENT_NAMES: has(wire, ATTACHMENT),
+            Item.SIZE: lambda: len(lengths) > 1,
+            Item.SEND_TIME: sent_in(run, port, "in-token"),
+            Item.RELATION: has_all(wire, CAROL, ALIAS),
+            Item.CLIENT_FINGERPRINT: has(wire, *FINGERPRINT),
+            Item.MESSAGE_ID_HOST: has(wire, MSGID_HOST),
+        },
+    )
+    # A passive observer of an honest session sees only TLS after STARTTLS.
+    honest = tls_stream(run, port, "in-small")
+    assert b"MAIL FROM" not in honest and CAROL.encode() not in honest
+
+
+def test_gateway_operator_inbound(run: Run) -> None:
+    """What the gateway's clearnet socket read (the stripped send: what it reads inside TLS
+    otherwise), its registrations, its DEBUG log."""
+    stream = one_stream(run, run.gw_smtp_port, "in-token")
+    data = data_of(stream)
+    log, _ = log_text(run.gw_log, debug=True)
+    registry = (run.gw_dir / "registrations.json").read_bytes()
+    lengths = {len(tls_stream(run, run.gw_smtp_port, n)) for n in ("in-small", "in-large")}
+    judge(
+        MATRIX_IN,
+        Observer.GATEWAY_OPERATOR,
+        "the gateway's clearnet socket, registrations.json, its DEBUG log",
+        {
+            Item.SENDER_ADDRESS: has(stream, CAROL),
+            Item.RECIPIENT_ADDRESS: has(stream, ALIAS),
+            Item.SENDER_IP: lambda: bool(re.search(rb"^Received: .*127\.0\.0\.1", data, re.M)),
+            Item.RECIPIENT_IP: lambda: bool(IP_TRACE.search(registry)),
+            Item.SUBJECT: has(data, SUBJECT),
+            Item.BODY: has(data, BODY),
+            Item.ATTACHMENT_NAMES: has(data, ATTACHMENT),
+            Item.SIZE: lambda: len(lengths) > 1,
+            Item.SEND_TIME: lambda: date_in_window(data, run.windows["in-token"]),
+            Item.RELATION: lambda: (
+                CAROL.encode() in stream and run.alice.address.encode() in registry
+            ),
+            Item.CLIENT_FINGERPRINT: has(data, *FINGERPRINT),
+            Item.MESSAGE_ID_HOST: has(data, MSGID_HOST),
+        },
+    )
+    assert not any(t.encode() in log for t in (CAROL, ALIAS, SUBJECT, BODY))
+
+
+def test_sender_provider_inbound(run: Run) -> None:
+    """Postfix as carol's provider: its log and the message it relayed to the gateway."""
+    relayed = one_stream(run, run.gw_smtp_port, "in-token")
+    log = run.postfix.log.read_bytes()
+    judge(
+        MATRIX_IN,
+        Observer.SENDER_PROVIDER,
+        "Postfix's log and what it relayed",
+        {
+            Item.SENDER_ADDRESS: has(relayed, CAROL),
+            Item.RECIPIENT_ADDRESS: has(relayed, ALIAS),
+            Item.SENDER_IP: lambda: bool(IP_TRACE.search(log)),
+            Item.RECIPIENT_IP: Unchecked(LOOPBACK_IP),
+            Item.SUBJECT: has(relayed, SUBJECT),
+            Item.BODY: has(relayed, BODY),
+            Item.ATTACHMENT_NAMES: has(relayed, ATTACHMENT),
+            Item.SIZE: lambda: b"size=" in log,
+            Item.SEND_TIME: lambda: date_in_window(data_of(relayed), run.windows["in-token"]),
+            Item.RELATION: has_all(relayed, CAROL, ALIAS),
+            Item.CLIENT_FINGERPRINT: has(relayed, *FINGERPRINT),
+            Item.MESSAGE_ID_HOST: has(relayed, MSGID_HOST),
+        },
+    )
+
+
+def test_recipient_box_inbound(run: Run) -> None:
+    """alice's inbound socket (from her tor) and her Maildir file."""
+    stored = run.maildir["in-token"]
+    socket_bytes = one_stream(run, run.alice_inbound, "in-token")
+    judge(
+        MATRIX_IN,
+        Observer.RECIPIENT_BOX,
+        "alice's inbound socket + her Maildir file",
+        {
+            Item.SENDER_ADDRESS: has(stored, CAROL),
+            Item.RECIPIENT_ADDRESS: has(stored, ALIAS),
+            Item.SENDER_IP: lambda: bool(re.search(rb"^Received: .*127\.0\.0\.1", stored, re.M)),
+            Item.RECIPIENT_IP: Unchecked("its own address; on loopback it is 127.0.0.1 for all"),
+            Item.SUBJECT: has(stored, SUBJECT),
+            Item.BODY: has(stored, BODY),
+            Item.ATTACHMENT_NAMES: has(stored, ATTACHMENT),
+            Item.SIZE: lambda: len(run.maildir["in-small"]) != len(run.maildir["in-large"]),
+            Item.SEND_TIME: lambda: date_in_window(stored, run.windows["in-token"]),
+            Item.RELATION: has_all(stored, CAROL, ALIAS),
+            Item.CLIENT_FINGERPRINT: has(stored, *FINGERPRINT),
+            Item.MESSAGE_ID_HOST: has(stored, MSGID_HOST),
+        },
+    )
+    assert SUBJECT.encode() not in socket_bytes  # sealed on the Tor leg
+
+
+# -- box-logs and box-seizure ------------------------------------------------------------
+
+
+def _log_probes(
+    run: Run, sender: tuple[str, ...], rcpt: tuple[str, ...], name: str, stored: bytes
+) -> dict[Item, Probe]:
+    """``sender`` and ``rcpt``: every form the address takes (box address, alias)."""
+    blob, log = log_text(run.alice_log, debug=False)
+    window = run.windows[name]
+    correspondent = rcpt[0] if run.alice.address in sender else sender[0]
+    return {
+        Item.SENDER_ADDRESS: has(blob, *sender),
+        Item.RECIPIENT_ADDRESS: has(blob, *rcpt),
+        Item.SENDER_IP: lambda: bool(IP_TRACE.search(blob)),
+        Item.RECIPIENT_IP: lambda: bool(IP_TRACE.search(blob)),
+        Item.SUBJECT: has(blob, SUBJECT),
+        Item.BODY: has(blob, BODY),
+        Item.ATTACHMENT_NAMES: has(blob, ATTACHMENT),
+        Item.SIZE: lambda: bool(re.search(rf"(?<![\d.]){len(stored)}(?![\d.])".encode(), blob)),
+        Item.SEND_TIME: lambda: any(
+            r.level == "INFO" and window.start - 1 <= r.at <= window.end for r in log
+        ),
+        Item.RELATION: has(blob, correspondent),
+        Item.CLIENT_FINGERPRINT: has(blob, *FINGERPRINT),
+        Item.MESSAGE_ID_HOST: has(blob, MSGID_HOST, message_id_host(stored)),
+    }
+
+
+def test_box_logs_outbound(run: Run) -> None:
+    assert any(r.level == "DEBUG" for r in records(run.alice_log)), "not verbose?"
+    judge(
+        MATRIX_OUT,
+        Observer.BOX_LOGS,
+        "alice's stderr at INFO and above (run with --verbose)",
+        _log_probes(
+            run, (run.alice.address, ALIAS), (BOB,), "out-token", run.postfix_copy["out-token"]
+        ),
+    )
+
+
+def test_box_logs_inbound(run: Run) -> None:
+    judge(
+        MATRIX_IN,
+        Observer.BOX_LOGS,
+        "alice's stderr at INFO and above (run with --verbose)",
+        _log_probes(run, (CAROL,), (ALIAS, run.alice.address), "in-token", run.maildir["in-token"]),
+    )
+
+
+def test_box_seizure_outbound(run: Run) -> None:
+    """alice stopped with a message waiting for the (stopped) gateway: her whole disk."""
+    seen = run.alice_sent_disk + b"\n" + run.alice_queue_plain
+    ((msg_size, length, created),) = run.alice_queue_files
+    window = run.windows["queued"]
+    queued = run.alice_queue_plain.partition(b"\n")[2]
+    judge(
+        MATRIX_OUT,
+        Observer.BOX_SEIZURE,
+        "alice's box directory, the queue decrypted with the seed found on it",
+        {
+            Item.SENDER_ADDRESS: has(run.alice_queue_plain, run.alice.address),
+            Item.RECIPIENT_ADDRESS: has(seen, BOB),
+            Item.SENDER_IP: Unchecked("physical: where the machine ran, not bytes on its disk"),
+            Item.RECIPIENT_IP: Unchecked(LOOPBACK_IP),
+            Item.SUBJECT: has(seen, SUBJECT),
+            Item.BODY: has(seen, BODY),
+            Item.ATTACHMENT_NAMES: has(seen, ATTACHMENT),
+            Item.SIZE: lambda: 0 < msg_size - length < 512,
+            Item.SEND_TIME: lambda: window.start <= created <= window.end,
+            Item.RELATION: has_all(seen, run.alice.address, BOB),
+            Item.CLIENT_FINGERPRINT: has(seen, *FINGERPRINT),
+            Item.MESSAGE_ID_HOST: lambda: names_more_than(queued, run.alice.onion),
+        },
+    )
+    # The queue's .state names the gateway's onion, not bob; its files alone hold no content.
+    assert run.gw_onion.encode() in run.alice_sent_disk
+    assert BOB.encode() not in run.alice_sent_disk
+    assert (SUBJECT + "-queued").encode() not in run.alice_sent_disk
+
+
+def test_box_seizure_inbound(run: Run) -> None:
+    """alice stopped after receiving: her whole disk (the Maildir is clear by design)."""
+    seen = run.alice_received_disk
+    stored = run.maildir["in-token"]
+    judge(
+        MATRIX_IN,
+        Observer.BOX_SEIZURE,
+        "alice's box directory",
+        {
+            Item.SENDER_ADDRESS: has(seen, CAROL),
+            Item.RECIPIENT_ADDRESS: has(seen, ALIAS),
+            Item.SENDER_IP: lambda: bool(IP_TRACE.search(run.alice_maildir_files)),
+            Item.RECIPIENT_IP: Unchecked("physical: where the machine ran, not bytes on its disk"),
+            Item.SUBJECT: has(seen, SUBJECT),
+            Item.BODY: has(seen, BODY),
+            Item.ATTACHMENT_NAMES: has(seen, ATTACHMENT),
+            Item.SIZE: lambda: stored in seen,
+            Item.SEND_TIME: lambda: date_in_window(stored, run.windows["in-token"]),
+            Item.RELATION: has_all(seen, CAROL, ALIAS),
+            Item.CLIENT_FINGERPRINT: has(seen, *FINGERPRINT),
+            Item.MESSAGE_ID_HOST: has(seen, MSGID_HOST),
+        },
+    )
+
+
+# -- the gateway's disk ----------------------------------------------------------------
+
+
+def test_gateway_seizure_reads_both_queues(run: Run) -> None:
+    """Not a cell (the model has no gateway-seizure observer), but the prose's claim: a
+    stopped gateway without a passphrase on its key gives up what waits in its queues."""
+    raw = run.gw_disk
+    for token in (SUBJECT + "-held-out", SUBJECT + "-held-in", BOB, CAROL):
+        assert token.encode() not in raw, f"{token} in clear on the gateway's disk"
+    # Outbound: the queue key derives from the seed on the same disk.
+    assert (SUBJECT + "-held-out").encode() in run.gw_clearnet_queue
+    assert BOB.encode() in run.gw_clearnet_queue and ALIAS.encode() in run.gw_clearnet_queue
+    # Inbound: "sealed to the box" is a crypto_box from the gateway's own key, which opens it.
+    assert (SUBJECT + "-held-in").encode() in run.gw_box_queue_opened
+    assert CAROL.encode() in run.gw_box_queue_opened
+
+
+# -- the Tor links and the global view -----------------------------------------------------
+
+
+def tor_bytes(run: Run, ports: set[int] | None, names: tuple[str, ...]) -> bytes:
+    """Link bytes during ``names``: every ORPort link, or only those of ``ports``' tors."""
+
+    def on_link(sport: int, dport: int) -> bool:
+        if ports is None:
+            return sport in run.or_ports or dport in run.or_ports
+        return (sport in ports and dport in run.or_ports) or (
+            dport in ports and sport in run.or_ports
+        )
+
+    chunks: list[bytes] = []
+    for name in names:
+        w = run.windows[name]
+        chunks += [
+            s.payload for s in run.capture.between(w.start, w.end) if on_link(s.sport, s.dport)
+        ]
+    return b"".join(chunks)
+
+
+OUT_SENDS = ("out-token", "out-small", "out-large")
+IN_SENDS = ("in-token", "in-small", "in-large")
+
+
+def link_probes(
+    run: Run, links: bytes, sizes: set[int], send_port: int, name: str, sender: str, rcpt: str
+) -> dict[Item, Probe]:
+    return {
+        Item.SENDER_ADDRESS: has(links, sender, run.alice.onion),
+        Item.RECIPIENT_ADDRESS: has(links, rcpt),
+        Item.SENDER_IP: Unchecked(LOOPBACK_IP),
+        Item.RECIPIENT_IP: Unchecked(LOOPBACK_IP),
+        Item.SUBJECT: has(links, SUBJECT),
+        Item.BODY: has(links, BODY),
+        Item.ATTACHMENT_NAMES: has(links, ATTACHMENT),
+        Item.SIZE: lambda: len(sizes) > 1,
+        Item.SEND_TIME: sent_in(run, send_port, name),
+        Item.RELATION: Unchecked(
+            "a relation shows by correlating two ends' flows in time, not in bytes; the names "
+            "that would show it in clear are probed as the addresses"
+        ),
+        Item.CLIENT_FINGERPRINT: has(links, *FINGERPRINT),
+        Item.MESSAGE_ID_HOST: has(links, MSGID_HOST),
+    }
+
+
+@pytest.mark.parametrize(
+    "observer", [Observer.SENDER_NETWORK, Observer.TOR_GUARD, Observer.TOR_RELAYS]
+)
+def test_tor_leg_outbound(run: Run, observer: Observer) -> None:
+    """alice's tor's links (her network, her guard) or every ORPort link (the relays); sizes
+    from the stream the circuit carries, read where it enters alice's tor."""
+    assert run.alice_links, "no connection of alice's tor to a relay"
+    links = tor_bytes(run, None if observer is Observer.TOR_RELAYS else run.alice_links, OUT_SENDS)
+    assert len(links) > 10_000, "too little Tor traffic captured to judge"
+    sizes = {len(one_stream(run, run.alice_socks, n)) for n in ("out-small", "out-large")}
+    hop = one_stream(run, run.alice_socks, "out-token")
+    assert run.alice.address.encode() in hop  # the capture reads the clear envelope there
+    judge(
+        MATRIX_OUT,
+        observer,
+        "Tor links to ORPorts (sizes: the stream into alice's tor)",
+        link_probes(run, links, sizes, run.alice_socks, "out-token", run.alice.address, BOB),
+    )
+
+
+@pytest.mark.parametrize("observer", [Observer.TOR_GUARD, Observer.TOR_RELAYS])
+def test_tor_leg_inbound(run: Run, observer: Observer) -> None:
+    """The gateway's and alice's tors' links (the guards of both ends) or every ORPort link;
+    sizes from the stream into the gateway's tor and out of alice's."""
+    ports = None if observer is Observer.TOR_RELAYS else run.alice_links | run.gw_links
+    links = tor_bytes(run, ports, IN_SENDS)
+    ends = [
+        {len(one_stream(run, port, n)) for n in ("in-small", "in-large")}
+        for port in (run.gw_socks, run.alice_inbound)
+    ]
+    probes = link_probes(run, links, set(), run.gw_socks, "in-token", CAROL, ALIAS)
+    judge(
+        MATRIX_IN,
+        observer,
+        "Tor links to ORPorts (sizes: the stream at each end of the circuit)",
+        probes | {Item.SIZE: lambda: any(len(at_one_end) > 1 for at_one_end in ends)},
+    )
+
+
+def test_sender_network_inbound(run: Run) -> None:
+    """carol's client's connection to her provider (STARTTLS)."""
+    port = run.postfix.port
+    wire = both_ways(run, port, "in-token")
+    lengths = {len(tls_stream(run, port, n)) for n in ("in-small", "in-large")}
+    judge(
+        MATRIX_IN,
+        Observer.SENDER_NETWORK,
+        "carol's client <-> Postfix stream",
+        {
+            Item.SENDER_ADDRESS: has(wire, CAROL),
+            Item.RECIPIENT_ADDRESS: has(wire, ALIAS),
+            Item.SENDER_IP: Unchecked(LOOPBACK_IP),
+            Item.RECIPIENT_IP: Unchecked(LOOPBACK_IP),
+            Item.SUBJECT: has(wire, SUBJECT),
+            Item.BODY: has(wire, BODY),
+            Item.ATTACHMENT_NAMES: has(wire, ATTACHMENT),
+            Item.SIZE: lambda: len(lengths) > 1,
+            Item.SEND_TIME: sent_in(run, port, "in-token"),
+            Item.RELATION: has_all(wire, CAROL, ALIAS),
+            Item.CLIENT_FINGERPRINT: has(wire, USER_AGENT, X_MAILER),
+            Item.MESSAGE_ID_HOST: has(wire, MSGID_HOST),
+        },
+    )
+
+
+@pytest.mark.parametrize("path", [MailPath.GATEWAY_CLEARNET, MailPath.CLEARNET_INBOUND])
+def test_global_passive(run: Run, path: MailPath) -> None:
+    """Every link at once: the Tor links and the clearnet legs."""
+    outbound = path is MailPath.GATEWAY_CLEARNET
+    names = OUT_SENDS if outbound else IN_SENDS
+    clearnet = (run.postfix.port,) if outbound else (run.postfix.port, run.gw_smtp_port)
+    wire = tor_bytes(run, None, names) + b"".join(
+        both_ways(run, port, names[0]) for port in clearnet
+    )
+    mx_port = run.postfix.port if outbound else run.gw_smtp_port
+    sizes = {len(tls_stream(run, mx_port, n)) for n in names[1:]}
+    sender, rcpt = (run.alice.address, BOB) if outbound else (CAROL, ALIAS)
+    probes = link_probes(run, wire, sizes, mx_port, names[0], sender, rcpt)
+    judge(
+        MATRIX_OUT if outbound else MATRIX_IN,
+        Observer.GLOBAL_PASSIVE,
+        "every ORPort link and the clearnet legs",
+        probes | {Item.SENDER_ADDRESS: has(wire, sender, ALIAS if outbound else CAROL)},
+    )
