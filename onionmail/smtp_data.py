@@ -5,7 +5,9 @@ Python-level bookkeeping per line, since its smuggling fix in 1.4.5); a
 100 KB message is some 1,300 awaits, and the box's servers spent more time
 there than Postfix spends on the whole message. :func:`read_data` reads up to
 64 KiB at a time and finds the terminator with one ``bytes.find`` over the
-buffer, then undoes dot-stuffing with one ``replace``.
+buffer, then undoes dot-stuffing with one ``replace``. The parsing itself is
+:class:`DataReader`, fed whatever bytes arrive; :func:`read_data` drives it
+from a StreamReader.
 
 It accepts, refuses and stores exactly what aiosmtpd's line reader does
 (``tests/test_smtp_data.py`` checks that against a line-by-line reference
@@ -52,6 +54,66 @@ class DataBlock:
     """Bytes received after the terminator."""
 
 
+class DataReader:
+    """The DATA block as a pure incremental parser: :meth:`feed` it bytes as they arrive.
+
+    Holds no stream: the server's protocol core (:mod:`onionmail.smtp_protocol`)
+    feeds it from ``data_received``, and :func:`read_data` from a StreamReader;
+    both therefore accept, refuse and store the same.
+    """
+
+    def __init__(self, *, line_limit: int, size_limit: int | None) -> None:
+        self.line_limit = line_limit
+        self.size_limit = size_limit
+        # buf[:2] is the CRLF that ended the DATA command: "." alone on the first
+        # line ends the data like any other, and a leading dot is unstuffed too.
+        self._buf = bytearray(_CRLF)
+        self._outcome = DataOutcome.OK
+        self._discarded = 0  # message bytes dropped after a failure, for the size count
+        self._checked = 2  # buf[:checked] holds complete lines already measured
+        self._search = 0
+
+    def feed(self, chunk: bytes | bytearray) -> DataBlock | None:
+        """Take the next bytes; the block once its terminator has arrived, else None."""
+        buf = self._buf
+        buf += chunk
+        end = buf.find(TERMINATOR, self._search)
+        upto = end + 2 if end >= 0 else buf.rfind(_CRLF) + 2  # complete lines end here
+        if self._outcome is DataOutcome.OK:
+            self._outcome = _measure(buf, self._checked, upto, self.line_limit, partial=end < 0)
+            self._checked = max(upto, self._checked)
+            size_limit = self.size_limit
+            if (
+                self._outcome is DataOutcome.OK
+                and size_limit
+                and self._discarded + upto - 2 > size_limit
+            ):
+                self._outcome = DataOutcome.TOO_MUCH
+        if end >= 0:
+            return self._block(end)
+        if self._outcome is not DataOutcome.OK and len(buf) >= len(TERMINATOR):
+            # Keep only what could begin the terminator.
+            keep = len(TERMINATOR) - 1
+            self._discarded += len(buf) - keep
+            del buf[:-keep]
+            self._checked = len(buf)
+        self._search = max(0, len(buf) - len(TERMINATOR) + 1)
+        return None
+
+    def _block(self, end: int) -> DataBlock:
+        buf = self._buf
+        rest = bytes(buf[end + len(TERMINATOR) :])
+        if self._outcome is not DataOutcome.OK:
+            return DataBlock(self._outcome, b"", rest)
+        del buf[end + 2 :]
+        if buf.find(b"\r\n.") >= 0:
+            content = bytes(buf.replace(b"\r\n.", _CRLF)[2:])
+        else:  # no dot-stuffing to undo: one copy, not three
+            with memoryview(buf) as view:
+                content = bytes(view[2:])
+        return DataBlock(self._outcome, content, rest)
+
+
 async def read_data(
     reader: asyncio.StreamReader,
     pending: bytes,
@@ -63,41 +125,14 @@ async def read_data(
 
     Returns None when the stream ends before the terminator (the peer hung up).
     """
-    # buf[:2] is the CRLF that ended the DATA command: "." alone on the first
-    # line ends the data like any other, and a leading dot is unstuffed too.
-    buf = bytearray(_CRLF)
-    buf += pending
-    outcome = DataOutcome.OK
-    discarded = 0  # message bytes dropped after a failure, for the size count
-    checked = 2  # buf[:checked] holds complete lines already measured
-    search = 0
-    while True:
-        end = buf.find(TERMINATOR, search)
-        upto = end + 2 if end >= 0 else buf.rfind(_CRLF) + 2  # complete lines end here
-        if outcome is DataOutcome.OK:
-            outcome = _measure(buf, checked, upto, line_limit, partial=end < 0)
-            checked = max(upto, checked)
-            if outcome is DataOutcome.OK and size_limit and discarded + upto - 2 > size_limit:
-                outcome = DataOutcome.TOO_MUCH
-        if end >= 0:
-            break
-        if outcome is not DataOutcome.OK and len(buf) >= len(TERMINATOR):
-            # Keep only what could begin the terminator.
-            keep = len(TERMINATOR) - 1
-            discarded += len(buf) - keep
-            del buf[:-keep]
-            checked = len(buf)
-        search = max(0, len(buf) - len(TERMINATOR) + 1)
+    parser = DataReader(line_limit=line_limit, size_limit=size_limit)
+    block = parser.feed(pending)
+    while block is None:
         chunk = await reader.read(CHUNK)
         if not chunk:
             return None
-        buf += chunk
-    rest = bytes(buf[end + len(TERMINATOR) :])
-    if outcome is not DataOutcome.OK:
-        return DataBlock(outcome, b"", rest)
-    del buf[end + 2 :]
-    content = bytes(buf).replace(b"\r\n.", _CRLF)[2:]
-    return DataBlock(outcome, content, rest)
+        block = parser.feed(chunk)
+    return block
 
 
 def _measure(
@@ -109,7 +144,8 @@ def _measure(
     longer than any line may be (its CRLF still to come).
     """
     if upto > start:
-        lines = bytes(buf[start : upto - 2]).split(_CRLF)
+        with memoryview(buf) as view:
+            lines = bytes(view[start : upto - 2]).split(_CRLF)
         if max(map(len, lines)) + 2 > line_limit:
             return DataOutcome.TOO_LONG
     if partial and len(buf) - max(upto, start) > line_limit:

@@ -19,7 +19,7 @@ from aiosmtpd.smtp import SMTP
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from onionmail.smtp_data import DataOutcome, read_data
+from onionmail.smtp_data import DataBlock, DataOutcome, DataReader, read_data
 from tests.box_process import free_port
 
 LINE_LIMIT = 24  # small, so generated data hits it often
@@ -88,20 +88,31 @@ def aiosmtpd_verdict(controller: StockController, recorder: Recorder, data: byte
 
 def chunked_verdict(data: bytes, cuts: list[int], size_limit: int | None) -> tuple[str, bytes]:
     stream = data + b"\r\n.\r\nNOOP\r\n"
+    bounds = sorted({c % (len(stream) + 1) for c in cuts} | {0, len(stream)})
+    pieces = [stream[start:end] for start, end in zip(bounds, bounds[1:], strict=False)]
 
-    async def run() -> tuple[str, bytes]:
+    async def run() -> DataBlock | None:
         reader = asyncio.StreamReader()
-        bounds = sorted({c % (len(stream) + 1) for c in cuts} | {0, len(stream)})
-        for start, end in zip(bounds, bounds[1:], strict=False):
-            reader.feed_data(stream[start:end])
+        for piece in pieces:
+            reader.feed_data(piece)
         reader.feed_eof()
-        block = await read_data(reader, b"", line_limit=LINE_LIMIT, size_limit=size_limit)
-        assert block is not None
-        if block.outcome is DataOutcome.OK:
-            return "250 " + block.content.hex(), block.rest
-        return block.outcome.value[:3], block.rest
+        return await read_data(reader, b"", line_limit=LINE_LIMIT, size_limit=size_limit)
 
-    return asyncio.run(run())
+    # The incremental parser (what the server feeds from each segment) gets
+    # the pieces one by one; read_data reads them from a stream.
+    parser = DataReader(line_limit=LINE_LIMIT, size_limit=size_limit)
+    fed: DataBlock | None = None
+    for number, piece in enumerate(pieces):
+        fed = parser.feed(piece)
+        if fed is not None:
+            fed.rest += b"".join(pieces[number + 1 :])  # what the server reads next
+            break
+    block = asyncio.run(run())
+    assert block is not None
+    assert fed == block
+    if block.outcome is DataOutcome.OK:
+        return "250 " + block.content.hex(), block.rest
+    return block.outcome.value[:3], block.rest
 
 
 @settings(
