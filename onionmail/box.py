@@ -210,6 +210,7 @@ class Box:
             "127.0.0.1",
             0,
             name="inbound",
+            chunking=True,  # BDAT: the express path of onionmail senders
             max_connections=settings.max_connections,
             connections_total=self.connections_total,
             hostname=self.onion,

@@ -339,7 +339,10 @@ class DeliveryAgent:
             try:
                 return await self._transaction(session, entry)
             except ProtocolFailure:
-                if session.data_sent:
+                # Data that went out before the session broke may have been stored:
+                # sent again at once only when sealed (the peer drops the duplicate).
+                sealed = SEAL_KEYWORD in session.extensions
+                if session.data_sent and not sealed:
                     raise
                 log.debug("a kept session was gone; opening a new one")
         session = await self._open_session(entry.destination)

@@ -57,6 +57,7 @@ from onionmail.maildir import Maildir
 from onionmail.replay_cache import ReplayCache
 from onionmail.rfc5322 import Message, MessageFormatError, parse_message
 from onionmail.sealed_envelope import (
+    EXPRESS,
     SealedContent,
     decode_from_smtp,
     format_seal_keyword,
@@ -118,11 +119,23 @@ class InboundHandler(SafeHandler):
             self._maildirs[local_part] = Maildir(self.mail_root / local_part)
         return self._maildirs[local_part]
 
+    def greeting(self, session: Any) -> str:
+        """The banner's last words: the session's seal challenge, announced at once.
+
+        A sender that sees it may pipeline EHLO, MAIL, RCPT and ``BDAT ... LAST``
+        with the sealed envelope in one write (:mod:`onionmail.peer_session`):
+        one round trip over the onion circuit instead of three. EHLO announces
+        the same challenge.
+        """
+        challenge = secrets.token_bytes(16)
+        session.onionmail_challenge = challenge
+        return f"{format_seal_keyword(challenge)} {EXPRESS}"
+
     async def handle_EHLO(
         self, server: Any, session: Any, envelope: Any, hostname: str, responses: list[str]
     ) -> list[str]:
         session.host_name = hostname
-        challenge = secrets.token_bytes(16)
+        challenge = getattr(session, "onionmail_challenge", None) or secrets.token_bytes(16)
         session.onionmail_challenge = challenge
         # PIPELINING (RFC 2920): commands are read and answered strictly in order.
         seal_keyword = format_seal_keyword(challenge)

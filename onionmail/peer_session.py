@@ -35,6 +35,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from onionmail.errors import DeliveryError, PermanentDeliveryError
+from onionmail.sealed_envelope import EXPRESS, SEAL_KEYWORD
 
 MAX_LINE = 2048
 MAX_REPLY_LINES = 100
@@ -61,11 +62,27 @@ class ProtocolFailure(DeliveryError):
 
 
 def failure_for(reply: Reply, what: str) -> DeliveryError:
-    """The delivery error for a negative reply: 5xx permanent, anything else temporary."""
+    """The delivery error for a negative reply: 5xx permanent, anything else temporary.
+
+    ``421`` (the peer is closing the session, e.g. a kept session it timed out)
+    is a :class:`ProtocolFailure`: the session is gone, not the message refused.
+    """
     text = f"peer answered {reply} to {what}"
+    if reply.code == 421:
+        return ProtocolFailure(text)
     if 500 <= reply.code < 600:
         return PermanentDeliveryError(text)
     return DeliveryError(text)
+
+
+def chunk_body(message: bytes) -> bytes:
+    """``message`` as a BDAT chunk carries it: CRLF line ends, no dot-stuffing, no terminator.
+
+    The same bytes the receiver stores from :func:`data_block` after undoing the
+    stuffing, so DATA and BDAT deliver one message identically.
+    """
+    body = _LINE_ENDS.sub(b"\r\n", message)
+    return body if body.endswith(b"\r\n") else body + b"\r\n"
 
 
 def data_block(message: bytes) -> bytes:
@@ -93,6 +110,8 @@ class PeerSession:
         """EHLO keywords (upper case) and their parameters."""
         self.last_used = time.monotonic()
         self.messages = 0
+        self._deferred_ehlo: str | None = None
+        """EHLO name still to send, with the first transaction (a peer that said EXPRESS)."""
         self.data_sent = False
         """Whether the current transaction's data went out (a failure after it
         may still have delivered: never retried on another session at once)."""
@@ -110,17 +129,26 @@ class PeerSession:
             greeting = await session.reply()
             if greeting.code != 220:
                 raise failure_for(greeting, "the connection")
+            words = greeting.text.split()
+            if len(words) >= 6 and words[-4] == SEAL_KEYWORD and words[-1] == EXPRESS:
+                # An onionmail box: its challenge is here already, and it takes
+                # EHLO pipelined with the first transaction (send()).
+                session.extensions[SEAL_KEYWORD] = f"{words[-3]} {words[-2]}"
+                session._deferred_ehlo = ehlo_name
+                return session
             session._write(f"EHLO {ehlo_name}\r\n".encode())
-            ehlo = await session.reply()
-            if ehlo.code != 250:
-                raise failure_for(ehlo, "EHLO")
+            session._read_ehlo(await session.reply())
         except BaseException:
             session.close()
             raise
+        return session
+
+    def _read_ehlo(self, ehlo: Reply) -> None:
+        if ehlo.code != 250:
+            raise failure_for(ehlo, "EHLO")
         for line in ehlo.text.splitlines()[1:]:
             keyword, _, params = line.strip().partition(" ")
-            session.extensions[keyword.upper()] = params
-        return session
+            self.extensions[keyword.upper()] = params
 
     @property
     def usable(self) -> bool:
@@ -149,6 +177,12 @@ class PeerSession:
         self.data_sent = False
         mail = f"MAIL FROM:<{mail_from}>{''.join(' ' + o for o in mail_options)}\r\n"
         rcpts = [f"RCPT TO:<{r}>\r\n" for r in recipients]
+        if prepared is not None and (
+            self._deferred_ehlo or (self.supports("PIPELINING") and self.supports("CHUNKING"))
+        ):
+            return await self._send_in_one_write(
+                mail, rcpts, recipients, payload_for, mail_options, prepared
+            )
         if self.supports("PIPELINING"):
             self._write((mail + "".join(rcpts) + "DATA\r\n").encode())
             mail_reply = await self.reply()
@@ -191,6 +225,55 @@ class PeerSession:
         self.data_sent = True
         self._write(data_block(payload))
         final = await self.reply()
+        if not final.positive:
+            raise failure_for(final, "the end of data")
+        self.messages += 1
+        self.last_used = time.monotonic()
+        return refused
+
+    async def _send_in_one_write(
+        self,
+        mail: str,
+        rcpts: list[str],
+        recipients: tuple[str, ...],
+        payload_for: Callable[[tuple[str, ...]], Awaitable[bytes]],
+        mail_options: tuple[str, ...],
+        prepared: bytes,
+    ) -> list[str]:
+        """The whole transaction in one write: [EHLO,] MAIL, RCPT..., ``BDAT n LAST`` + data.
+
+        One round trip. If the peer refuses some recipients, the prepared
+        (sealed for all) data fails there, and the accepted ones get a second
+        transaction with data made for them.
+        """
+        ehlo_name, self._deferred_ehlo = self._deferred_ehlo, None
+        body = chunk_body(prepared)
+        head = (f"EHLO {ehlo_name}\r\n" if ehlo_name else "") + mail + "".join(rcpts)
+        self.data_sent = True
+        self._write(head.encode() + f"BDAT {len(body)} LAST\r\n".encode() + body)
+        if ehlo_name:
+            self._read_ehlo(await self.reply())
+        mail_reply = await self.reply()
+        rcpt_replies = [await self.reply() for _ in rcpts]
+        final = await self.reply()
+        if not mail_reply.positive:
+            raise failure_for(mail_reply, "MAIL FROM")
+        accepted, refused = [], []
+        for rcpt, reply in zip(recipients, rcpt_replies, strict=True):
+            if reply.positive:
+                accepted.append(rcpt)
+            elif 500 <= reply.code < 600:
+                refused.append(rcpt)
+            else:
+                raise DeliveryError(f"peer answered {reply} to RCPT TO")
+        if not accepted:
+            raise PermanentDeliveryError("the peer refused every recipient")
+        if refused:
+            # The data named every recipient; send it again for those accepted.
+            self.data_sent = False
+            mail_from = mail[len("MAIL FROM:<") : mail.index(">")]
+            await self.send(mail_from, tuple(accepted), payload_for, mail_options=mail_options)
+            return refused
         if not final.positive:
             raise failure_for(final, "the end of data")
         self.messages += 1

@@ -110,6 +110,9 @@ MAX_MESSAGE_SIZE = 100 * 1024 * 1024
 """Largest RFC 5322 message that fits (its Padmé bucket stays under the envelope limit)."""
 
 SEAL_KEYWORD = "X-ONIONMAIL-SEAL"
+EXPRESS = "EXPRESS"
+"""Last word of an onionmail box's greeting, after the seal keyword and challenge: the
+server takes EHLO pipelined with the first transaction, and BDAT (one round trip)."""
 SEAL_KEYWORD_VERSION = "v1"
 
 _KEY_SIZE = 32

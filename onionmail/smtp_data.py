@@ -151,3 +151,25 @@ def _measure(
     if partial and len(buf) - max(upto, start) > line_limit:
         return DataOutcome.TOO_LONG
     return DataOutcome.OK
+
+
+class ChunkReader:
+    """One BDAT chunk (RFC 3030): exactly ``size`` octets, taken as they are.
+
+    No terminator to find and no dot-stuffing: the length says where the chunk
+    ends, so nothing inside it can end it early. Same :meth:`feed` contract
+    as :class:`DataReader`; the outcome is always OK (the size limit applies
+    to the whole message, in the protocol core).
+    """
+
+    def __init__(self, size: int) -> None:
+        self._left = size
+        self._parts: list[bytes] = []
+
+    def feed(self, chunk: bytes | bytearray) -> DataBlock | None:
+        take = bytes(chunk[: self._left])
+        self._parts.append(take)
+        self._left -= len(take)
+        if self._left:
+            return None
+        return DataBlock(DataOutcome.OK, b"".join(self._parts), bytes(chunk[len(take) :]))

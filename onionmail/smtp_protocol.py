@@ -106,7 +106,7 @@ from typing import Any, Protocol
 
 from aiosmtpd.smtp import AuthResult, LoginPassword
 
-from onionmail.smtp_data import DataBlock, DataOutcome, DataReader
+from onionmail.smtp_data import ChunkReader, DataBlock, DataOutcome, DataReader
 
 log = logging.getLogger(__name__)
 
@@ -231,6 +231,7 @@ class Listener:
         tls_context: ssl.SSLContext | None = None,
         require_starttls: bool = False,
         connection_limits: Sequence[Slot] = (),
+        chunking: bool = False,
     ) -> None:
         if decode_data:
             raise ValueError("decode_data=True is not supported: handlers get the bytes")
@@ -240,6 +241,10 @@ class Listener:
         if any(name.startswith("auth_") for name in dir(type(handler))):
             raise TypeError("the SMTP core does not support handler auth_* mechanisms")
         self.handler = handler
+        self.chunking = chunking
+        """Announce CHUNKING and take BDAT (RFC 3030); opt-in, aiosmtpd had neither."""
+        self.greeting: Callable[[Session], str] | None = getattr(handler, "greeting", None)
+        """The handler's words after the banner's ident, per session (the seal challenge)."""
         self.hooks: dict[str, Callable[..., Any]] = {
             name: getattr(handler, "handle_" + name)
             for name in _HOOKS
@@ -286,6 +291,8 @@ class Listener:
             lines.append("250-STARTTLS")
         if self.auth_mechanisms and (tls or not self.auth_require_tls):
             lines.append("250-AUTH " + " ".join(self.auth_mechanisms))
+        if self.chunking:
+            lines.append("250-CHUNKING")
         return tuple(lines)
 
 
@@ -314,6 +321,8 @@ class SMTPProtocol(asyncio.Protocol):
         "_tls",
         "_reading",
         "_write_paused",
+        "_chunks",
+        "_chunk_last",
     )
 
     def __init__(self, listener: Listener, loop: asyncio.AbstractEventLoop) -> None:
@@ -321,10 +330,10 @@ class SMTPProtocol(asyncio.Protocol):
         self._loop = loop
         self._transport: asyncio.Transport | None = None
         self._session: Session | None = None
-        self._envelope = Envelope()
+        self._new_envelope()
         self._buf = bytearray()
         self._discarding = False
-        self._data: DataReader | None = None
+        self._data: DataReader | ChunkReader | None = None
         self._task: asyncio.Task[None] | None = None
         self._line_waiter: asyncio.Future[bytes] | None = None
         self._out: list[bytes] = []
@@ -338,6 +347,9 @@ class SMTPProtocol(asyncio.Protocol):
         self._tls = False
         self._reading = True
         self._write_paused = False
+        self._chunks: list[bytes] | None = None
+        """BDAT chunks of the current transaction (None: no BDAT yet)."""
+        self._chunk_last = False
 
     # -- connection ------------------------------------------------------------------
 
@@ -354,7 +366,12 @@ class SMTPProtocol(asyncio.Protocol):
         self._session = Session(self._loop, transport.get_extra_info("peername"))
         self._last = self._loop.time()
         self._idle = self._loop.call_at(self._last + self._listener.timeout, self._idle_check)
-        transport.write(self._listener.banner)
+        greeting = self._listener.greeting
+        if greeting is None:
+            transport.write(self._listener.banner)
+        else:
+            words = greeting(self._session)
+            transport.write(self._listener.banner[:-2] + b" " + words.encode("ascii") + _CRLF)
 
     def _admit(self) -> bool:
         for limit in self._listener.connection_limits:
@@ -645,19 +662,46 @@ class SMTPProtocol(asyncio.Protocol):
             self._data_deadline.cancel()  # storing the message is not the peer's time
             self._data_deadline = None
         self._buf += block.rest  # commands pipelined behind the end of DATA
+        if self._chunks is not None:
+            self._end_chunk(block)
+            return
         if block.outcome is not DataOutcome.OK:
-            self._envelope = Envelope()
+            self._new_envelope()
             self._push(block.outcome.value)
             return
         self._envelope.content = block.content
         self._envelope.original_content = block.content
         self._start(self._deliver())
 
+    def _new_envelope(self) -> None:
+        self._envelope = Envelope()
+        self._chunks = None
+
+    def _end_chunk(self, block: DataBlock) -> None:
+        """One BDAT chunk is in: 250 for it, or, with LAST, the message to the handler."""
+        assert self._chunks is not None
+        self._chunks.append(block.content)
+        size = sum(map(len, self._chunks))
+        limit = self._listener.data_size_limit
+        if limit and size > limit:
+            self._chunks = None
+            self._new_envelope()
+            self._push(DataOutcome.TOO_MUCH.value)
+            return
+        if not self._chunk_last:
+            self._push(f"250 2.0.0 {len(block.content)} octets received")
+            return
+        content = b"".join(self._chunks)
+        self._chunks = None
+        self._envelope.content = content
+        self._envelope.original_content = content
+        self._start(self._deliver())
+
     async def _deliver(self) -> None:
         try:
             status = await self._hook("DATA") if "DATA" in self._listener.hooks else "250 OK"
         finally:
-            self._envelope = Envelope()
+            self._new_envelope()
         self._push(status)
         self._flush()  # now, not a loop turn later when the task's callback runs
 
@@ -683,7 +727,7 @@ class SMTPProtocol(asyncio.Protocol):
             return
         session = self._session
         assert session is not None
-        self._envelope = Envelope()
+        self._new_envelope()
         session.extended_smtp = False
         if "HELO" in self._listener.hooks:
             status = await self._hook("HELO", arg)
@@ -699,7 +743,7 @@ class SMTPProtocol(asyncio.Protocol):
         session = self._session
         assert session is not None
         listener = self._listener
-        self._envelope = Envelope()
+        self._new_envelope()
         session.extended_smtp = True
         lines = [*(listener.ehlo_tls if self._tls else listener.ehlo_plain), "250 HELP"]
         if "EHLO" in listener.hooks:
@@ -717,7 +761,7 @@ class SMTPProtocol(asyncio.Protocol):
         if arg:
             self._push("501 Syntax: RSET")
             return
-        self._envelope = Envelope()
+        self._new_envelope()
         status = await self._hook("RSET") if "RSET" in self._listener.hooks else "250 OK"
         self._push(status)
 
@@ -860,8 +904,35 @@ class SMTPProtocol(asyncio.Protocol):
             status = "250 OK"
         self._push(status)
 
+    async def smtp_BDAT(self, arg: str | None) -> None:
+        """RFC 3030: ``BDAT <size> [LAST]``, exactly ``size`` octets follow, no dot-stuffing."""
+        if not self._listener.chunking:
+            self._push('500 Error: command "BDAT" not recognized')
+            return
+        words = (arg or "").split()
+        if not (1 <= len(words) <= 2 and words[0].isdigit() and len(words[0]) <= 10) or (
+            len(words) == 2 and words[1].upper() != "LAST"
+        ):
+            self._push("501 5.5.4 Syntax: BDAT <size> [LAST]")
+            return
+        if self._need_helo() or self._need_auth():
+            return
+        if not self._envelope.rcpt_tos:
+            self._push("503 5.5.1 Error: need RCPT command")
+            return
+        if self._chunks is None:
+            self._chunks = []
+        self._chunk_last = len(words) == 2
+        listener = self._listener
+        self._data = ChunkReader(int(words[0]))
+        self._data_deadline = self._loop.call_later(listener.data_timeout, self._data_timed_out)
+        # As for DATA, _process feeds what is buffered behind this line to the reader.
+
     async def smtp_DATA(self, arg: str | None) -> None:
         if self._need_helo() or self._need_auth():
+            return
+        if self._chunks is not None:
+            self._push("503 5.5.1 Error: DATA after BDAT")
             return
         if not self._envelope.rcpt_tos:
             self._push("503 Error: need RCPT command")
@@ -919,7 +990,7 @@ class SMTPProtocol(asyncio.Protocol):
             key: tls.get_extra_info(key)
             for key in ("sslcontext", "peercert", "cipher", "compression", "ssl_object")
         }
-        self._envelope = Envelope()
+        self._new_envelope()
 
     async def smtp_AUTH(self, arg: str | None) -> None:
         if self._need_helo("EHLO"):

@@ -44,6 +44,7 @@ H = TypeVar("H", bound=InboundHandler)
 
 async def start_inbound(handler: InboundHandler, **kwargs: Any) -> asyncio.Server:
     """The inbound server for ``handler``, named after its onion, on 127.0.0.1, a free port."""
+    kwargs.setdefault("chunking", True)  # as the box starts it
     return await start_smtp_server(
         handler, "127.0.0.1", 0, hostname=handler.identity.onion_address, **kwargs
     )

@@ -205,3 +205,71 @@ async def test_sealed_messages_reuse_one_session_and_survive_the_peer_closing_it
     assert subjects == ["m0", "m1", "m2"]
     assert all(b"onionmail=pass" in store.get_bytes(k) for k in store.keys())
     assert CountingInbound.ehlos == (1 if idle_timeout > 1 else 2)
+
+
+async def test_express_greeting_gets_the_whole_first_transaction_in_one_write() -> None:
+    """An onionmail greeting (seal challenge + EXPRESS): EHLO, MAIL, RCPT, BDAT and data
+    arrive before the peer answers anything; a client that waited would stall here."""
+    got: list[bytes] = []
+
+    async def express_peer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"220 peer ESMTP X-ONIONMAIL-SEAL v1 AAAAAAAAAAAAAAAAAAAAAA EXPRESS\r\n")
+        for _ in range(4):  # EHLO, MAIL, RCPT, BDAT
+            got.append(await reader.readuntil(b"\r\n"))
+        size = int(got[-1].split()[1])
+        got.append(await reader.readexactly(size))
+        writer.write(
+            b"250-peer\r\n250-PIPELINING\r\n250 CHUNKING\r\n250 ok\r\n250 ok\r\n250 stored\r\n"
+        )
+        await writer.drain()
+        await reader.read()
+
+    async with scripted_server(express_peer) as port:
+        sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+        session = await PeerSession.open(sock, ehlo_name="localhost", timeout=5)
+        assert session.extensions["X-ONIONMAIL-SEAL"] == "v1 AAAAAAAAAAAAAAAAAAAAAA"
+
+        async def never(accepted: tuple[str, ...]) -> bytes:
+            raise AssertionError("the prepared data serves when every recipient is accepted")
+
+        refused = await asyncio.wait_for(
+            session.send("a@x.test", ("b@y.test",), never, prepared=b".dot\nline"), 10
+        )
+        session.close()
+    assert refused == []
+    assert got[:3] == [
+        b"EHLO localhost\r\n",
+        b"MAIL FROM:<a@x.test>\r\n",
+        b"RCPT TO:<b@y.test>\r\n",
+    ]
+    assert got[3] == b"BDAT 12 LAST\r\n" and got[4] == b".dot\r\nline\r\n"  # no dot-stuffing
+    assert session.supports("CHUNKING")
+
+
+async def test_express_with_a_refused_recipient_reseals_for_the_accepted_one(
+    tmp_path: Path,
+) -> None:
+    """Against the box's own inbound server: the all-recipients seal fails for the
+    accepted one alone, so it is sealed again for it and delivered; the other is refused."""
+    bob = Identity.generate()
+    cache = ReplayCache(tmp_path / "replay.sqlite")
+    handler = inbound_handler(InboundHandler, bob, tmp_path / "bob", cache)
+    agent, queue, alice = make_agent(tmp_path, Clock(time.time()))
+    agent.clock = time.time
+    sender = f"alice@{alice.onion_address}"
+    rcpts = (f"bob@{bob.onion_address}", f"nobody@{bob.onion_address}")
+    async with serving(start_inbound(handler, data_size_limit=1 << 20)) as port:
+
+        async def connect_directly(destination: str) -> socket.socket:
+            return socket.create_connection(("127.0.0.1", port), timeout=5)
+
+        agent.connect = connect_directly  # type: ignore[method-assign]
+        entry = queue.enqueue(bob.onion_address, sender, rcpts, message(sender, rcpts[0], "two"))
+        sealed, refused = await asyncio.wait_for(agent.deliver(entry), 20)
+        await agent.stop()
+    cache.close()
+    assert sealed and refused == [rcpts[1]]
+    store = mailbox.Maildir(tmp_path / "bob" / "bob", create=False)
+    (key,) = store.keys()
+    assert store.get_message(key)["Subject"] == "two"
+    assert b"onionmail=pass" in store.get_bytes(key)
