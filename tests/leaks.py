@@ -90,8 +90,26 @@ def has_all(blob: bytes, *tokens: str) -> Callable[[], bool]:
     return lambda: all(t.encode() in blob for t in tokens)
 
 
+def carries_message(stream: bytes) -> bool:
+    """Whether an SMTP client stream sends a message (DATA, or BDAT chunks)."""
+    return b"\r\nDATA\r\n" in stream or b"\r\nBDAT " in stream
+
+
 def data_of(stream: bytes) -> bytes:
-    """The DATA section of an SMTP client stream (without the final dot line)."""
+    """The message an SMTP client stream sends: its DATA section (without the final
+    dot line), or its BDAT chunks (RFC 3030) put together."""
+    if b"\r\nBDAT " in stream and b"\r\nDATA\r\n" not in stream:
+        chunks, rest = [], stream
+        while b"\r\nBDAT " in rest:
+            _, _, rest = rest.partition(b"\r\nBDAT ")
+            command, _, rest = rest.partition(b"\r\n")
+            size = int(command.split()[0])
+            assert len(rest) >= size, "no complete BDAT chunk in the stream"
+            chunks.append(rest[:size])
+            rest = b"\r\n" + rest[size:]
+            if command.upper().endswith(b"LAST"):
+                break
+        return b"".join(chunks)
     _, _, after = stream.partition(b"\r\nDATA\r\n")
     data, dot, _ = after.partition(b"\r\n.\r\n")
     assert dot, "no complete DATA in the stream"

@@ -52,7 +52,17 @@ from onionmail.outbound_queue import queue_key
 from onionmail.smtp_server import server_port, start_smtp_server
 from onionmail.testnet import client_tor_options
 from tests.box_process import RunningBox, start_client_tor, wait_for_mail
-from tests.leaks import LogRecord, Probe, Unchecked, data_of, has, has_all, judge, records
+from tests.leaks import (
+    LogRecord,
+    Probe,
+    Unchecked,
+    carries_message,
+    data_of,
+    has,
+    has_all,
+    judge,
+    records,
+)
 from tests.wire_capture import (
     LoopbackCapture,
     connections_to,
@@ -304,10 +314,8 @@ def run(testnet: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]
 
 def stream_with_data(run: Run, port: int, name: str) -> bytes:
     window = run.windows[name]
-    streams = [
-        s for s in run.capture.to_port(port, window.start, window.end) if b"\r\nDATA\r\n" in s
-    ]
-    assert len(streams) == 1, f"{name}: {len(streams)} streams with DATA to port {port}"
+    streams = [s for s in run.capture.to_port(port, window.start, window.end) if carries_message(s)]
+    assert len(streams) == 1, f"{name}: {len(streams)} streams with a message to port {port}"
     return streams[0]
 
 
