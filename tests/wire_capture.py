@@ -40,6 +40,9 @@ class Segment:
     payload: bytes
 
 
+SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33)
+
+
 @dataclass
 class LoopbackCapture:
     """Every TCP segment sent on ``lo`` between :meth:`start` and :meth:`stop`."""
@@ -51,7 +54,13 @@ class LoopbackCapture:
 
     def start(self) -> LoopbackCapture:
         sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024 * 1024)
+        # SO_RCVBUF is capped by net.core.rmem_max (4 MiB here); as root the
+        # FORCE variant is not, and 256 MiB rides out bursts of other loopback
+        # traffic (a benchmark, another test's bulk transfer) without drops.
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, 256 * 1024 * 1024)
+        except PermissionError:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024 * 1024)
         sock.bind(("lo", 0))
         sock.settimeout(0.2)
         self._sock, self._running = sock, True
