@@ -80,7 +80,17 @@ from onionmail.outbound_queue import queue_key
 from onionmail.sealed_envelope import HEADER, NONCE_SIZE, decode_from_smtp, open_envelope
 from tests.box_process import RunningBox, free_port, run_box, wait_for_mail
 from tests.dns_server import Zone, a, mx, running_dns
-from tests.leaks import LogRecord, Probe, Unchecked, data_of, has, has_all, judge, records
+from tests.leaks import (
+    LogRecord,
+    Probe,
+    Unchecked,
+    carries_message,
+    data_of,
+    has,
+    has_all,
+    judge,
+    records,
+)
 from tests.mitm_proxy import AttackMode, MitmProxy
 from tests.postfix import Postfix, postfix_for_domain
 from tests.wire_capture import LoopbackCapture, connections_to, listening_ports
@@ -534,12 +544,12 @@ def run(testnet: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]
 def streams_to(run: Run, port: int, name: str, *, with_data: bool = True) -> list[bytes]:
     w = run.windows[name]
     found = run.capture.to_port(port, w.start, w.end)
-    return [s for s in found if b"\r\nDATA\r\n" in s] if with_data else found
+    return [s for s in found if carries_message(s)] if with_data else found
 
 
 def one_stream(run: Run, port: int, name: str) -> bytes:
     found = streams_to(run, port, name)
-    assert len(found) == 1, f"{name}: {len(found)} streams with DATA to port {port}"
+    assert len(found) == 1, f"{name}: {len(found)} streams with a message to port {port}"
     return found[0]
 
 
