@@ -6,9 +6,9 @@ Targets, all on 127.0.0.1, all measured in the same run, interleaved (every
 repetition runs each target once, in turn, so drift hits all of them alike):
 
 - ``box submission``: onionmail's SubmissionHandler (AUTH PLAIN, scrubbing)
-  whose submit callback is ``OutboundQueue.enqueue`` in a worker thread, as
-  the box does: each message is encrypted, written, fsynced and renamed
-  (directory fsynced) before ``250``.
+  whose store callback is ``OutboundQueue.enqueue``, run with the scrubbing
+  in one worker thread, as the box does: each message is encrypted, written
+  as one file, fsynced and renamed (directory fsynced) before ``250``.
 - ``box inbound``: the InboundHandler receiving plain, unsealed mail from a
   non-onion sender, delivered to a Maildir (file and directory fsynced).
 - ``postfix``: a private Postfix instance (own config and queue directory
@@ -64,7 +64,7 @@ async def serve(directory: Path) -> None:
     from onionmail.outbound_queue import OutboundQueue, queue_key
     from onionmail.replay_cache import ReplayCache
     from onionmail.smtp_server import server_port, start_smtp_server
-    from onionmail.submission import SubmissionHandler
+    from onionmail.submission import Stored, SubmissionHandler
 
     use_storage_threads(asyncio.get_running_loop())  # as the box does
     identity = Identity.generate()
@@ -72,23 +72,21 @@ async def serve(directory: Path) -> None:
     credentials = Credentials(directory / "submission.json")
     credentials.set_password("alice", PASSWORD)
 
-    async def submit(sender: MailAddress, rcpts: list[MailAddress], message: bytes) -> list[str]:
+    def store(sender: MailAddress, rcpts: list[MailAddress], message: bytes) -> Stored:
+        # In the handler's worker thread, right after scrubbing, as the box's store.
         by_onion: dict[str, list[str]] = {}
         for rcpt in rcpts:
             by_onion.setdefault(rcpt.domain, []).append(str(rcpt))
         ids = []
         for onion, parts in by_onion.items():
-            entry = await asyncio.to_thread(
-                queue.enqueue, onion, str(sender), tuple(parts), message
-            )
-            ids.append(entry.id)
-        return ids
+            ids.append(queue.enqueue(onion, str(sender), tuple(parts), message).id)
+        return Stored(ids)
 
     submission = SubmissionHandler(
         onion=identity.onion_address,
         local_parts=("alice",),
         credentials=credentials,
-        submit=submit,
+        store=store,
         max_recipients=100,
     )
     cache = ReplayCache(directory / "replay.sqlite")

@@ -30,14 +30,14 @@ from onionmail.errors import OnionMailError, PermanentDeliveryError
 from onionmail.fsutil import ensure_private_dir, use_storage_threads, write_private_file
 from onionmail.identity import Identity
 from onionmail.inbound import InboundHandler
-from onionmail.leak_keeper import LeakKeeper
+from onionmail.leak_keeper import LeakKeeper, message_id_of
 from onionmail.mail_address import MailAddress
 from onionmail.maildir import Maildir
 from onionmail.outbound_queue import OutboundQueue, QueuedMessage, list_queue, queue_key
 from onionmail.replay_cache import ReplayCache
 from onionmail.scrub import message_id_key
 from onionmail.smtp_server import ConnectionLimit, server_port, start_smtp_server
-from onionmail.submission import SubmissionHandler
+from onionmail.submission import Stored, SubmissionHandler
 from onionmail.timing import TimingPolicy
 
 log = logging.getLogger(__name__)
@@ -247,7 +247,7 @@ class Box:
             onion=self.onion,
             local_parts=self.config.box.local_parts,
             credentials=Credentials(self.paths.credentials),
-            submit=self.submit,
+            store=self.store_submission,
             max_recipients=settings.max_recipients,
             check_recipient=self.leaks.check_recipient,
             route=self.route,
@@ -277,29 +277,59 @@ class Box:
     async def submit(
         self, sender: MailAddress, recipients: list[MailAddress], message: bytes
     ) -> list[str]:
-        """Queue ``message`` durably, one entry per destination onion; returns queue ids."""
+        """Queue ``message`` durably, one entry per destination onion; returns queue ids.
+
+        :meth:`store_submission` in a worker thread, then its bookkeeping: what
+        the submission server does after scrubbing, for callers on the loop.
+        """
+        stored = await asyncio.to_thread(self.store_submission, sender, recipients, message)
+        if stored.then is not None:
+            await stored.then()
+        return stored.ids
+
+    def store_submission(
+        self, sender: MailAddress, recipients: list[MailAddress], message: bytes
+    ) -> Stored:
+        """Queue a scrubbed message; blocking (the submission server's worker thread).
+
+        One entry per destination onion (and, through a gateway, per recipient
+        whose OpenPGP key the box holds: :meth:`_entries`). If one cannot be
+        stored, those already stored are withdrawn before the error goes on:
+        the client is told that nothing was accepted. The ledger and the
+        delivery agent hear of the entries on the event loop (``then``).
+        """
         by_onion: dict[str, list[str]] = {}
         for rcpt in recipients:
             onion = self.route(rcpt)
             if onion is None:  # submission refused it at RCPT; never reached
                 raise OnionMailError("a recipient has no route (no gateway configured)")
             by_onion.setdefault(onion, []).append(str(rcpt))
-        ids = []
-        for onion, rcpts in by_onion.items():
-            for group, openpgp in self._entries(onion, rcpts):
-                entry = await asyncio.to_thread(
-                    self.queue.enqueue,
-                    onion,
-                    str(sender),
-                    group,
-                    message,
-                    next_try=self.timing.first_try(onion, list(group)),
-                )
-                ids.append(entry.id)
-                await self.leaks.queued(message, onion, openpgp=openpgp)
+        queued: list[tuple[QueuedMessage, bool]] = []
+        try:
+            for onion, rcpts in by_onion.items():
+                for group, openpgp in self._entries(onion, rcpts):
+                    first_try = self.timing.first_try(onion, list(group))
+                    entry = self.queue.enqueue(
+                        onion, str(sender), group, message, next_try=first_try
+                    )
+                    queued.append((entry, openpgp))
+        except OnionMailError:
+            for entry, _ in queued:
+                try:
+                    self.queue.remove(entry.id)
+                except OSError as exc:
+                    log.error("could not withdraw a queue entry: %s", exc.strerror)
+            raise
+        message_id = message_id_of(message)
+
+        async def then() -> None:
+            for entry, openpgp in queued:
+                await self.leaks.queued(message_id, entry.destination, openpgp=openpgp)
             if self.agent is not None:
-                self.agent.offer(entry.first_state())
-        return ids
+                for entry, _ in queued:
+                    self.agent.offer(entry.first_state())
+
+        return Stored([entry.id for entry, _ in queued], then)
 
     def _entries(self, onion: str, rcpts: list[str]) -> list[tuple[tuple[str, ...], bool]]:
         """Queue entries for one destination: ``(recipients, to be encrypted?)``.

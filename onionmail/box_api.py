@@ -5,8 +5,8 @@ to a box. It works on ``BOXDIR`` the way the box documents it, whether or
 not the box runs, and it touches nothing behind the box's back:
 
 - reads: the Maildir (``BOXDIR/mail/<local>``; standard layout, readable by
-  neomutt too), the queue's clear state files (:func:`list_queue`, never a
-  subject or a recipient), ``run/status.json``, the ledger (needs the
+  neomutt too), the queue's clear headers and state files (:func:`list_queue`,
+  never a subject or a recipient), ``run/status.json``, the ledger (needs the
   identity key, because ledger Message-IDs are keyed hashes), the config
   (``[gateway]`` is re-read on every call, so a registration made while a
   client is open shows up), and the correspondents' OpenPGP keys

@@ -116,10 +116,12 @@ class LeakKeeper:
         """The delivery-time gate when clearnet mail leaves a gateway without OpenPGP."""
         return self.refusal(recipient, MailPath.GATEWAY_CLEARNET)
 
-    async def queued(self, message: bytes, destination: str, *, openpgp: bool = False) -> None:
-        """``openpgp``: the entry is to leave encrypted (the recipient's key is known)."""
+    async def queued(self, message_id: str, destination: str, *, openpgp: bool = False) -> None:
+        """A message just queued, by its Message-ID (:func:`message_id_of`, worked out
+        where the message was stored, off the event loop). ``openpgp``: the entry is to
+        leave encrypted (the recipient's key is known)."""
         path = self._sent_path(destination, True, openpgp)
-        await self._record(message_id_of(message), destination, "sent", path, "queued")
+        await self._record(message_id, destination, "sent", path, "queued")
 
     async def delivered(self, entry: QueuedMessage, sealed: bool, *, openpgp: bool = False) -> None:
         """``openpgp``: it left the box encrypted (PGP/MIME through a gateway)."""

@@ -3,34 +3,59 @@
 Layout under ``BOXDIR/queue`` (0700)::
 
     tmp/              messages being written (removed at start-up: never acknowledged)
-    active/<id>.msg   the message, encrypted at rest (SecretBox, key derived from the identity)
-    active/<id>.state attempts, next try, last error, destination onion (JSON, no subject)
+    active/<id>.msg   one line in clear (destination onion, created, first try, cover),
+                      then the message, encrypted (SecretBox, key derived from the identity)
+    active/<id>.state attempts, next try, last error (JSON); only once the state changed
 
-Files rather than SQLite: one message is one immutable file, written to
-``tmp/``, fsynced, renamed into ``active/`` and the directory fsynced; the
-rename is the commit point, so a crash leaves either no message (no ``250``
-was sent) or a whole one. The small ``.state`` file is rewritten atomically
-after each attempt; a missing or damaged one means "never tried yet", which
-is always safe. ``ids`` are random, so file names say nothing about the mail.
+**One file per accepted message.** :meth:`OutboundQueue.enqueue` writes the
+whole ``.msg`` to ``tmp/``, fsyncs it, renames it into ``active/`` and
+fsyncs ``active/``; only then does it return (and ``250`` go out). The
+rename is the commit point: a crash before it leaves a file in ``tmp/``
+that start-up removes (no ``250`` was sent for it); after it, the whole
+file, header and body, since both were fsynced before the rename; and the
+``250`` waits for the directory fsync, so an acknowledged name is on disk.
+This is :class:`~onionmail.maildir.Maildir`'s recipe: one file fsync and
+one directory fsync per message (the accept benchmark, ``bench/accept.py``).
+Files rather than SQLite: a message is one immutable file; ``ids`` are
+random, so file names say nothing about the mail.
 
-The message file is encrypted with a key derived from the box identity
-(BLAKE2b keyed with the seed, personalised ``om-queue-v1``), so a copy of the
-queue directory alone reveals neither bodies nor recipients.
+**The clear header** is the first line of a ``.msg``: ``omq2 `` and a JSON
+object with exactly ``destination``, ``created``, ``first_try`` and
+``cover``. It lets :func:`list_queue`, :func:`scan_due`,
+:func:`reschedule_queue`, ``onionmail queue`` and the TUI work without the
+key, and it holds the same facts the ``.state`` file of earlier versions
+showed in clear from the moment a message was queued: nothing more (no
+sender, no recipients, no subject). Because the first try time is in the
+same file, an entry appears (the rename) already held as the timing policy
+(:mod:`onionmail.timing`) decided: the delivery agent never takes a held
+message for a due one. The encrypted part binds the header (a BLAKE2b hash
+of the line inside the authenticated plaintext), so a header edited on disk
+makes the entry fail to load (it is quarantined, never sent elsewhere):
+:meth:`OutboundQueue.load` takes the destination from a verified header only.
 
-A new entry's state is written before its message is renamed into
-``active/``: an entry is visible only once its first try time (set by the
-timing policy, :mod:`onionmail.timing`) is on disk, so the delivery agent
-never takes a held message for a due one. That first state is not fsynced
-on its own: the message's directory fsync, which ``250`` waits for anyway,
-commits both names, and the first try time is also inside the encrypted
-message, so :meth:`OutboundQueue.recover` rebuilds a state that a crash
-lost or left empty. One file fsync and one directory fsync per message
-instead of two of each (the accept benchmark, ``bench/accept.py``).
+**The state file** is written only when the state changes: a failed attempt
+(:meth:`OutboundQueue.record_failure`), a reschedule (``queue flush``, tor
+back, the TUI's "retry now"). Each write is atomic and durable (temporary
+name, fsync, rename, directory fsync). No ``.state`` means "never tried
+yet": attempts 0, next try the header's first try. A damaged one means the
+same, which is always safe (at worst an early retry); :meth:`recover`
+removes it.
+
+**Earlier layout.** Versions before this one wrote no clear header: the
+``.msg`` was all ciphertext, the encrypted JSON held the destination and
+times, and a ``.state`` was written at enqueue. Such entries still load and
+list (their ``.state`` says everything listing needs); one whose state a
+crash lost is rebuilt by :meth:`recover` from its encrypted header, as
+before.
+
+The message is encrypted with a key derived from the box identity (BLAKE2b
+keyed with the seed, personalised ``om-queue-v1``), so a copy of the queue
+directory alone reveals neither bodies nor senders nor recipients.
 
 Cover traffic (dummy envelopes, :mod:`onionmail.cover_traffic`) goes through
-the same queue, marked ``cover`` in the encrypted message and in the clear
-state file. The mark in the state lets :func:`list_queue` leave dummies out
-of ``onionmail queue`` and ``status`` without the key; the cost is that
+the same queue, marked ``cover`` in the clear header (and in the ``.state``
+once written). The mark lets :func:`list_queue` leave dummies out of
+``onionmail queue`` and ``status`` without the key; the cost is that
 someone who reads the queue directory can tell which waiting entries are
 dummies, as they can already read destinations and try times. Cover traffic
 is aimed at observers of the network, not of the box's disk.
@@ -38,6 +63,7 @@ is aimed at observers of the network, not of the box's disk.
 
 from __future__ import annotations
 
+import hashlib
 import heapq
 import json
 import os
@@ -45,15 +71,21 @@ import time
 from collections.abc import Collection, Iterator
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import nacl.exceptions
-import nacl.hash
 import nacl.secret
 import nacl.utils
 
 from onionmail.errors import QueueError
 from onionmail.fsutil import ensure_private_dir, fsync_dir, random_name, write_private_file
 from onionmail.identity import derive_subkey
+
+CLEAR_HEADER_MAGIC = b"omq2 "
+"""How a ``.msg`` with a clear header starts (earlier ones start with a random nonce)."""
+CLEAR_HEADER_MAX = 1024
+"""Bytes read to find the clear header line (it is about 150)."""
+_COMPACT = (",", ":")
 
 
 @dataclass(frozen=True)
@@ -70,10 +102,10 @@ class QueuedMessage:
     cover: bool = False
     """A dummy envelope (cover traffic): never bounced, dropped when it fails."""
     first_try: float = 0.0
-    """When the timing policy let it go first (0: at once); rebuilds a lost state."""
+    """When the timing policy let it go first (0: at once); the state of a never-tried entry."""
 
     def first_state(self) -> QueueState:
-        """Its state as :meth:`OutboundQueue.enqueue` wrote it (never tried yet)."""
+        """Its state as :meth:`OutboundQueue.enqueue` left it (never tried yet)."""
         return QueueState(
             self.id, self.destination, self.created, next_try=self.first_try, cover=self.cover
         )
@@ -108,7 +140,13 @@ class OutboundQueue:
         self._active = ensure_private_dir(directory / "active")
 
     def recover(self) -> int:
-        """Remove half-written messages left by a crash; returns how many."""
+        """Remove half-written files left by a crash; returns how many messages.
+
+        Also: a state file whose message is gone is removed; a damaged one is
+        removed (never tried yet: the header's first try holds); an entry of
+        the earlier layout whose state a crash lost gets it back from its
+        encrypted header; one that does not decrypt moves to ``damaged/``.
+        """
         removed = 0
         for entry in self._tmp.iterdir():
             entry.unlink(missing_ok=True)
@@ -120,25 +158,21 @@ class OutboundQueue:
             if not state.with_suffix(".msg").exists():
                 state.unlink(missing_ok=True)
         for msg in self._active.glob("*.msg"):
-            if _readable_state(msg.with_suffix(".state")):
+            state_path = msg.with_suffix(".state")
+            if _read_state(state_path) is not None:
                 continue
-            # A crash lost or emptied the state (the first one is not fsynced on
-            # its own); the message was (or may have been) acknowledged: keep it,
-            # first try as the timing policy set it.
+            if _read_clear_state(msg) is not None:
+                state_path.unlink(missing_ok=True)  # damaged: back to "never tried yet"
+                continue
+            # The earlier layout, its state lost or emptied by a crash (its first
+            # state was not fsynced on its own); the message was (or may have been)
+            # acknowledged: keep it, first try as the timing policy set it.
             try:
                 kept = self.load(msg.stem)
             except QueueError:
                 self.quarantine(msg.stem)
                 continue
-            self._write_state(
-                QueueState(
-                    kept.id,
-                    kept.destination,
-                    kept.created,
-                    next_try=kept.first_try,
-                    cover=kept.cover,
-                )
-            )
+            self._write_state(kept.first_state())
         return removed
 
     def enqueue(
@@ -155,6 +189,8 @@ class OutboundQueue:
 
         ``next_try`` (Unix seconds) is when it is first tried, as the timing
         policy decided; ``None``: at once. ``cover`` marks a dummy envelope.
+        One file: written to ``tmp/``, fsynced, renamed into ``active/``,
+        ``active/`` fsynced (module docstring).
         """
         entry = QueuedMessage(
             id=random_name(),
@@ -167,60 +203,70 @@ class OutboundQueue:
             cover=cover,
             first_try=next_try or 0.0,
         )
-        header = {
-            "destination": entry.destination,
+        clear = _clear_header(entry)
+        secret = {
             "mail_from": entry.mail_from,
             "recipients": list(entry.recipients),
             "envelope_id": entry.envelope_id.hex(),
-            "created": entry.created,
+            "clear": _digest(clear),
         }
-        if cover:
-            header["cover"] = True
-        if next_try is not None:
-            header["first_try"] = next_try
-        plain = json.dumps(header).encode() + b"\n" + message
-        state = QueueState(entry.id, destination, entry.created, cover=cover)
-        if next_try is not None:
-            state = replace(state, next_try=next_try)
-        # The state first: the entry appears (the .msg rename) with its first try set.
-        # Not fsynced: the directory fsync below commits it (module docstring).
-        self._write_state(state, durable=False)
-        tmp = self._tmp / f"{entry.id}.msg"
+        plain = json.dumps(secret, separators=_COMPACT).encode() + b"\n" + message
+        data = clear + self._box.encrypt(plain)
+        name = f"{entry.id}.msg"
+        tmp, final = self._tmp / name, self._active / name
         try:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(self._box.encrypt(plain))
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.rename(tmp, self._active / f"{entry.id}.msg")
+            try:
+                # Plain os calls: a file object would add fstat, ioctl and lseek,
+                # each one more GIL hand-off with the event loop under load.
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view) :]
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.rename(tmp, final)
             fsync_dir(self._active)
         except OSError as exc:
+            # Not acknowledged: leave nothing that could be delivered after a 451.
             tmp.unlink(missing_ok=True)
-            (self._active / f"{entry.id}.state").unlink(missing_ok=True)
+            final.unlink(missing_ok=True)
             raise QueueError(exc.errno, f"could not queue the message: {exc.strerror}") from None
         return entry
 
     def load(self, queue_id: str) -> QueuedMessage:
+        """The whole entry, decrypted (either layout); :class:`QueueError` if it cannot be."""
         path = self._active / f"{queue_id}.msg"
         try:
-            plain = self._box.decrypt(path.read_bytes())
+            data = path.read_bytes()
         except OSError as exc:
             raise QueueError(exc.errno, f"queue entry {queue_id}: {exc.strerror}") from None
+        line, clear = _parse_clear_header(data)
+        ciphertext = data[len(line) :] if clear is not None else data
+        try:
+            plain = self._box.decrypt(ciphertext)
         except nacl.exceptions.CryptoError:
             raise QueueError(0, f"queue entry {queue_id}: does not decrypt (damaged?)") from None
         head, _, message = plain.partition(b"\n")
-        header = json.loads(head)
-        return QueuedMessage(
-            id=queue_id,
-            destination=header["destination"],
-            mail_from=header["mail_from"],
-            recipients=tuple(header["recipients"]),
-            message=message,
-            envelope_id=bytes.fromhex(header["envelope_id"]),
-            created=float(header["created"]),
-            cover=header.get("cover") is True,
-            first_try=float(header.get("first_try", 0.0)),
-        )
+        try:
+            header = json.loads(head)
+            if clear is not None:
+                if header.get("clear") != _digest(line):
+                    raise QueueError(0, f"queue entry {queue_id}: its clear header was altered")
+                header.update(clear)
+            return QueuedMessage(
+                id=queue_id,
+                destination=header["destination"],
+                mail_from=header["mail_from"],
+                recipients=tuple(header["recipients"]),
+                message=message,
+                envelope_id=bytes.fromhex(header["envelope_id"]),
+                created=float(header["created"]),
+                cover=header.get("cover") is True,
+                first_try=float(header.get("first_try", 0.0)),
+            )
+        except (ValueError, KeyError, TypeError, AttributeError):
+            raise QueueError(0, f"queue entry {queue_id}: unreadable header (damaged?)") from None
 
     def states(self) -> list[QueueState]:
         """Every entry, dummies included (what the delivery agent works through)."""
@@ -256,13 +302,9 @@ class OutboundQueue:
         (self._active / f"{queue_id}.state").unlink(missing_ok=True)
         fsync_dir(self._active)
 
-    def _write_state(self, state: QueueState, *, durable: bool = True) -> None:
+    def _write_state(self, state: QueueState) -> None:
         try:
-            write_private_file(
-                self._active / f"{state.id}.state",
-                json.dumps(asdict(state)).encode(),
-                durable=durable,
-            )
+            write_private_file(self._active / f"{state.id}.state", _state_bytes(state))
         except OSError as exc:
             raise QueueError(exc.errno, f"could not update the queue: {exc.strerror}") from None
 
@@ -274,7 +316,8 @@ def reschedule_queue(directory: Path, next_try: float, *, include_held: bool = T
     holds (the user asked for it to go now); with ``include_held=False`` only
     entries waiting for a retry move: a never-tried entry keeps the first try
     the timing policy gave it. Returns how many messages moved, not counting
-    dummies (cover traffic), which move too.
+    dummies (cover traffic), which move too. A moved entry gets a state file
+    (durable) if it had none.
     """
     count = 0
     for state in list_queue(directory, include_cover=True):
@@ -282,17 +325,9 @@ def reschedule_queue(directory: Path, next_try: float, *, include_held: bool = T
             continue
         if state.next_try > next_try and state.destination != "?":
             path = directory / "active" / f"{state.id}.state"
-            write_private_file(path, json.dumps(asdict(replace(state, next_try=next_try))).encode())
+            write_private_file(path, _state_bytes(replace(state, next_try=next_try)))
             count += 0 if state.cover else 1
     return count
-
-
-def _readable_state(path: Path) -> bool:
-    try:
-        QueueState(**json.loads(path.read_bytes()))
-    except (OSError, ValueError, TypeError):
-        return False
-    return True
 
 
 def list_queue(directory: Path, *, include_cover: bool = False) -> list[QueueState]:
@@ -309,7 +344,13 @@ def list_queue(directory: Path, *, include_cover: bool = False) -> list[QueueSta
 
 
 def iter_queue(directory: Path) -> Iterator[QueueState]:
-    """Every entry's state, in directory order, read one at a time (memory stays flat)."""
+    """Every entry's state, in directory order, read one at a time (memory stays flat).
+
+    The ``.state`` file where there is a readable one; otherwise the
+    ``.msg``'s clear header (never tried yet); otherwise (an entry of the
+    earlier layout whose state is lost: :meth:`OutboundQueue.recover`
+    rebuilds it) a placeholder with destination ``"?"``, due at once.
+    """
     active = directory / "active"
     if not active.is_dir():
         return
@@ -318,17 +359,86 @@ def iter_queue(directory: Path) -> Iterator[QueueState]:
             if not entry.name.endswith(".msg"):
                 continue
             msg = Path(entry.path)
-            try:
-                yield QueueState(**json.loads(msg.with_suffix(".state").read_bytes()))
-                continue
-            except FileNotFoundError:
-                pass  # just removed, or a crash's leftover (recover() writes its state)
-            except (OSError, ValueError, TypeError):
-                pass
-            try:
-                yield QueueState(msg.stem, "?", msg.stat().st_mtime)
-            except FileNotFoundError:
-                continue  # removed meanwhile: delivered or bounced
+            state = _read_state(msg.with_suffix(".state"))
+            if state is None:
+                try:
+                    state = _read_clear_state(msg)
+                    if state is None:
+                        state = QueueState(msg.stem, "?", msg.stat().st_mtime)
+                except FileNotFoundError:
+                    continue  # removed meanwhile: delivered or bounced
+            yield state
+
+
+def _clear_header(entry: QueuedMessage) -> bytes:
+    fields = {
+        "destination": entry.destination,
+        "created": entry.created,
+        "first_try": entry.first_try,
+        "cover": entry.cover,
+    }
+    return CLEAR_HEADER_MAGIC + json.dumps(fields, separators=_COMPACT).encode() + b"\n"
+
+
+def _digest(line: bytes) -> str:
+    return hashlib.blake2b(line, digest_size=16).hexdigest()
+
+
+def _parse_clear_header(data: bytes) -> tuple[bytes, dict[str, Any] | None]:
+    """``(line with its newline, fields)``, or ``(b"", None)`` when ``data`` has no clear header."""
+    if not data.startswith(CLEAR_HEADER_MAGIC):
+        return b"", None
+    end = data.find(b"\n", 0, CLEAR_HEADER_MAX)
+    if end < 0:
+        return b"", None
+    line = data[: end + 1]
+    try:
+        fields = json.loads(line[len(CLEAR_HEADER_MAGIC) :])
+        checked = {
+            "destination": str(fields["destination"]),
+            "created": float(fields["created"]),
+            "first_try": float(fields["first_try"]),
+            "cover": fields["cover"] is True,
+        }
+    except (ValueError, KeyError, TypeError):
+        return b"", None
+    return line, checked
+
+
+def _read_clear_state(msg: Path) -> QueueState | None:
+    """A never-tried entry's state from its clear header; None if it has none.
+
+    Raises :class:`FileNotFoundError` if the message is gone.
+    """
+    try:
+        with open(msg, "rb", buffering=0) as handle:
+            start = handle.read(CLEAR_HEADER_MAX)
+    except FileNotFoundError:
+        raise
+    except OSError:
+        return None
+    _, clear = _parse_clear_header(start)
+    if clear is None:
+        return None
+    return QueueState(
+        msg.stem,
+        clear["destination"],
+        clear["created"],
+        next_try=clear["first_try"],
+        cover=clear["cover"],
+    )
+
+
+def _read_state(path: Path) -> QueueState | None:
+    """The state file's content; None when it is missing or damaged (never tried yet)."""
+    try:
+        return QueueState(**json.loads(path.read_bytes()))
+    except (OSError, ValueError, TypeError):
+        return None
+
+
+def _state_bytes(state: QueueState) -> bytes:
+    return json.dumps(asdict(state)).encode()
 
 
 @dataclass(frozen=True)

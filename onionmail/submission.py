@@ -7,12 +7,20 @@ split per destination onion and queued durably before ``250``.
 Non-onion recipients are accepted only when the box has a route for them
 (``route``: a ``[gateway]`` or an ``[onion_mx]`` entry); otherwise they are
 refused at RCPT with a reason: nothing is silently dropped or sent some other way.
+
+After DATA, scrubbing, parsing and storing (``store``, the box's queue) run
+in one worker thread, one hop: they are the CPU and disk work of a
+submission, and on the event loop they held up every other session. What
+must run on the loop afterwards (the box's ledger, waking its delivery
+agent) comes back as :attr:`Stored.then`.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 from aiosmtpd.smtp import AuthResult, LoginPassword
@@ -28,8 +36,22 @@ from onionmail.smtp_server import SafeHandler
 
 log = logging.getLogger(__name__)
 
-# submit(sender, recipients, scrubbed message) -> queue ids; raises OnionMailError if not stored
-Submit = Callable[[MailAddress, list[MailAddress], bytes], Awaitable[list[str]]]
+
+@dataclass(frozen=True)
+class Stored:
+    """What ``store`` did with a message: its queue ids, and what is left for the event loop."""
+
+    ids: list[str]
+    then: Callable[[], Awaitable[None]] | None = None
+    """Bookkeeping awaited on the event loop once stored, before ``250`` (None: nothing)."""
+
+
+Store = Callable[[MailAddress, list[MailAddress], bytes], Stored]
+"""``store(sender, recipients, scrubbed message)``: queue it durably, one entry per destination.
+
+Blocking: called in a worker thread, right after scrubbing. Raises
+:class:`~onionmail.errors.OnionMailError` when the message was not stored
+(and then nothing of it may stay queued: the client is told to retry)."""
 
 
 class SubmissionHandler(SafeHandler):
@@ -41,7 +63,7 @@ class SubmissionHandler(SafeHandler):
         onion: str,
         local_parts: tuple[str, ...],
         credentials: Credentials,
-        submit: Submit,
+        store: Store,
         max_recipients: int,
         check_recipient: Callable[[MailAddress], str | None] | None = None,
         route: Callable[[MailAddress], str | None] | None = None,
@@ -51,7 +73,7 @@ class SubmissionHandler(SafeHandler):
         self.onion = onion
         self.local_parts = local_parts
         self.credentials = credentials
-        self.submit = submit
+        self.store = store
         self.max_recipients = max_recipients
         self.check_recipient = check_recipient
         """The policy gate: a reason to refuse mail to this recipient, or None."""
@@ -122,10 +144,26 @@ class SubmissionHandler(SafeHandler):
         return await self.finish(self._queue(envelope))
 
     async def _queue(self, envelope: Any) -> str:
-        sender = parse_mail_address(envelope.mail_from)
+        # The envelope is read here, on the loop; the thread gets plain values.
+        outcome = await asyncio.to_thread(
+            self._scrub_and_store,
+            envelope.mail_from,
+            list(envelope.rcpt_tos),
+            envelope.original_content,
+        )
+        if isinstance(outcome, str):
+            return outcome
+        if outcome.then is not None:
+            await outcome.then()
+        log.info("submission queued %d message(s)", len(outcome.ids))
+        return f"250 2.0.0 Queued as {' '.join(outcome.ids)}"
+
+    def _scrub_and_store(self, mail_from: str, rcpt_tos: list[str], content: bytes) -> Stored | str:
+        """Runs in a worker thread: the stored message, or the reply refusing it."""
+        sender = parse_mail_address(mail_from)
         try:
             message, _ = scrub_submission(
-                envelope.original_content,
+                content,
                 sender=sender,
                 settings=self.scrub,
                 message_id_key=self.message_id_key,
@@ -134,11 +172,9 @@ class SubmissionHandler(SafeHandler):
             return f"554 5.6.0 Malformed message: {exc}"
         except SenderMismatchError as exc:
             return f"550 5.7.1 {exc}"
-        recipients = [parse_mail_address(r) for r in envelope.rcpt_tos]
+        recipients = [parse_mail_address(r) for r in rcpt_tos]
         try:
-            ids = await self.submit(sender, recipients, message)
+            return self.store(sender, recipients, message)
         except OnionMailError as exc:
             log.error("could not queue a submitted message: %s", redact(str(exc)))
             return "451 4.3.0 Could not store the message; nothing was accepted, try again"
-        log.info("submission queued %d message(s)", len(ids))
-        return f"250 2.0.0 Queued as {' '.join(ids)}"

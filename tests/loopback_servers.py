@@ -28,7 +28,7 @@ from onionmail.mail_address import MailAddress
 from onionmail.replay_cache import ReplayCache
 from onionmail.sealed_envelope import SEAL_KEYWORD, parse_seal_keyword_params
 from onionmail.smtp_server import server_port, start_smtp_server
-from onionmail.submission import SubmissionHandler
+from onionmail.submission import Stored, SubmissionHandler
 from tests.smtp_client import RawSMTP, code
 
 PEER = "carol@example.org"
@@ -235,15 +235,15 @@ async def running_submission(directory: Path) -> AsyncIterator[SubmissionBox]:
     onion = Identity.generate().onion_address
     queued: list[Queued] = []
 
-    async def submit(sender: MailAddress, rcpts: list[MailAddress], message: bytes) -> list[str]:
+    def store(sender: MailAddress, rcpts: list[MailAddress], message: bytes) -> Stored:
         queued.append(Queued(sender, rcpts, message))
-        return [f"q{len(queued)}"]
+        return Stored([f"q{len(queued)}"])
 
     handler = RecordingSubmissionHandler(
         onion=onion,
         local_parts=("alice",),
         credentials=credentials_for(directory / "submission.json"),
-        submit=submit,
+        store=store,
         max_recipients=5,
     )
     async with serving(start_submission(handler, data_size_limit=MAX_DATA, timeout=10)) as port:

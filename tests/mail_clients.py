@@ -32,7 +32,7 @@ from onionmail.identity import Identity
 from onionmail.mail_address import MailAddress
 from onionmail.scrub import DEFAULT_SCRUB
 from onionmail.smtp_server import server_port
-from onionmail.submission import SubmissionHandler
+from onionmail.submission import Stored, SubmissionHandler
 from tests.loopback_servers import PASSWORD, credentials_for, start_submission, stop
 
 FIXTURES = Path(__file__).parent / "data" / "clients"
@@ -96,9 +96,9 @@ def submission_server(settings: ScrubSection = DEFAULT_SCRUB) -> Iterator[Record
     ``settings``, run by an event loop in a thread so that clients can be plain subprocesses."""
     record = RecordingServer()
 
-    async def submit(sender: MailAddress, rcpts: list[MailAddress], message: bytes) -> list[str]:
+    def store(sender: MailAddress, rcpts: list[MailAddress], message: bytes) -> Stored:
         record.queued.append(message)
-        return ["q1"]
+        return Stored(["q1"])
 
     with tempfile.TemporaryDirectory() as tmp:
         handler = _RecordingHandler(
@@ -106,7 +106,7 @@ def submission_server(settings: ScrubSection = DEFAULT_SCRUB) -> Iterator[Record
             onion=ALICE_ONION,
             local_parts=("alice",),
             credentials=credentials_for(Path(tmp) / "submission.json"),
-            submit=submit,
+            store=store,
             max_recipients=10,
             scrub=settings,
         )

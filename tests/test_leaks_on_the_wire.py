@@ -48,7 +48,7 @@ import pytest
 
 from onionmail.box_init import create_box
 from onionmail.identity import Identity, load_identity
-from onionmail.outbound_queue import queue_key
+from onionmail.outbound_queue import CLEAR_HEADER_MAGIC, queue_key
 from onionmail.smtp_server import server_port, start_smtp_server
 from onionmail.testnet import client_tor_options
 from tests.box_process import RunningBox, start_client_tor, wait_for_mail
@@ -252,10 +252,12 @@ def seize_alice(run: Run) -> None:
     secret_box = nacl.secret.SecretBox(queue_key(seed))
     plains = []
     for path in sorted(active.glob("*.msg")):
-        plain = secret_box.decrypt(path.read_bytes())
+        # The clear header line (what listing needs without the key), then the ciphertext.
+        clear, _, sealed = path.read_bytes().partition(b"\n")
+        plain = secret_box.decrypt(sealed)
         plains.append(plain)
-        head, _, message = plain.partition(b"\n")
-        created = float(json.loads(head)["created"])
+        message = plain.partition(b"\n")[2]
+        created = float(json.loads(clear.removeprefix(CLEAR_HEADER_MAGIC))["created"])
         run.alice_queue_files.append((path.stat().st_size, len(message), created))
     run.alice_queue_plain = b"\n".join(plains)
 
@@ -489,7 +491,8 @@ def test_box_seizure_of_the_sender(run: Run) -> None:
             Item.SUBJECT: has(seen, SUBJECT),
             Item.BODY: has(seen, BODY),
             Item.ATTACHMENT_NAMES: has(seen, ATTACHMENT),
-            # the encrypted envelope header (addresses, ids, times) and the MAC on top
+            # the clear header line (destination, times), the encrypted envelope header
+            # (addresses, id) and the MAC on top
             Item.SIZE: lambda: 0 < msg_size - message_length < 512,
             Item.SEND_TIME: lambda: window.start <= created <= window.end,
             Item.RELATION: has_all(seen, alice.address, run.queued_to),

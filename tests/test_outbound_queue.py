@@ -2,15 +2,25 @@
 
 from __future__ import annotations
 
+import json
 import os
 import stat
 import time
 from pathlib import Path
 
+import nacl.secret
 import pytest
 
+from onionmail import outbound_queue
 from onionmail.errors import QueueError
-from onionmail.outbound_queue import OutboundQueue, list_queue, queue_key, scan_due
+from onionmail.outbound_queue import (
+    CLEAR_HEADER_MAGIC,
+    OutboundQueue,
+    list_queue,
+    queue_key,
+    reschedule_queue,
+    scan_due,
+)
 
 KEY = queue_key(b"\x01" * 32)
 MESSAGE = b"From: a@x.onion\r\nSubject: secret subject\r\n\r\nsecret body\r\n"
@@ -30,14 +40,69 @@ def test_enqueue_load_remove(tmp_path: Path) -> None:
 def test_message_is_ciphertext_at_rest_and_private(tmp_path: Path) -> None:
     queue = OutboundQueue(tmp_path / "q", KEY)
     entry = queue.enqueue("peer.onion", "a@x.onion", ("b@peer.onion",), MESSAGE)
-    files = list((tmp_path / "q" / "active").iterdir())
-    assert {f.suffix for f in files} == {".msg", ".state"}
-    for f in files:
-        data = f.read_bytes()
-        assert b"secret" not in data and b"a@x.onion" not in data
-        assert stat.S_IMODE(os.stat(f).st_mode) == 0o600
-        assert f.stem == entry.id
+    (path,) = (tmp_path / "q" / "active").iterdir()  # one file per message, no state yet
+    assert path.name == f"{entry.id}.msg"
+    data = path.read_bytes()
+    assert b"secret" not in data and b"a@x.onion" not in data and b"b@peer" not in data
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
     assert stat.S_IMODE(os.stat(tmp_path / "q").st_mode) == 0o700
+
+
+def test_the_clear_header_shows_what_the_state_file_showed_and_nothing_more(
+    tmp_path: Path,
+) -> None:
+    queue = OutboundQueue(tmp_path / "q", KEY)
+    entry = queue.enqueue("p.onion", "a@x.onion", ("b@p.onion",), MESSAGE, next_try=2e9)
+    line = (tmp_path / "q" / "active" / f"{entry.id}.msg").read_bytes().split(b"\n")[0]
+    assert line.startswith(CLEAR_HEADER_MAGIC)
+    assert json.loads(line[len(CLEAR_HEADER_MAGIC) :]) == {
+        "destination": "p.onion",
+        "created": entry.created,
+        "first_try": 2e9,
+        "cover": False,
+    }
+
+
+def test_state_file_appears_only_when_the_state_changes(tmp_path: Path) -> None:
+    queue = OutboundQueue(tmp_path / "q", KEY)
+    entry = queue.enqueue("p.onion", "a@x.onion", ("b@p.onion",), MESSAGE, next_try=2e9)
+    state_path = tmp_path / "q" / "active" / f"{entry.id}.state"
+    (state,) = queue.states()
+    assert state == entry.first_state() and not state_path.exists()
+    assert queue.reschedule_all(5.0) == 0 and not state_path.exists()  # held: not moved
+    assert reschedule_queue(tmp_path / "q", 5.0) == 1  # queue flush: moved, state written
+    assert json.loads(state_path.read_bytes())["next_try"] == 5.0
+    (state,) = queue.states()
+    queue.record_failure(state, "offline", 99.0)
+    (state,) = queue.states()
+    assert (state.attempts, state.next_try, state.destination) == (1, 99.0, "p.onion")
+
+
+def test_an_edited_clear_header_makes_the_entry_fail_to_load(tmp_path: Path) -> None:
+    """The destination comes from a verified header only: an edit never redirects the mail."""
+    queue = OutboundQueue(tmp_path / "q", KEY)
+    entry = queue.enqueue("p.onion", "a@x.onion", ("b@p.onion",), MESSAGE)
+    path = tmp_path / "q" / "active" / f"{entry.id}.msg"
+    path.write_bytes(path.read_bytes().replace(b'"p.onion"', b'"e.onion"', 1))
+    assert [s.destination for s in queue.states()] == ["e.onion"]
+    with pytest.raises(QueueError, match="altered"):
+        queue.load(entry.id)
+
+
+def test_a_failed_directory_fsync_leaves_nothing_behind(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Not durable, so not acknowledged (451): nothing may be delivered after all."""
+    queue = OutboundQueue(tmp_path / "q", KEY)
+
+    def failing(_path: Path) -> None:
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(outbound_queue, "fsync_dir", failing)
+    with pytest.raises(QueueError, match="Input/output"):
+        queue.enqueue("p.onion", "a@x.onion", ("b@p.onion",), MESSAGE)
+    assert list((tmp_path / "q" / "active").iterdir()) == []
+    assert list((tmp_path / "q" / "tmp").iterdir()) == []
 
 
 def test_wrong_key_is_a_clear_error(tmp_path: Path) -> None:
@@ -62,21 +127,90 @@ def test_failure_bookkeeping_and_recovery(tmp_path: Path) -> None:
     assert [s.id for s in queue.states()] == [entry.id]
 
 
-def test_message_without_state_is_kept_by_recovery(tmp_path: Path) -> None:
-    """Killed between the message's fsync and its first state file: the message stays queued."""
+def test_a_crash_mid_write_leaves_no_entry(tmp_path: Path) -> None:
+    """Killed before the rename (the commit point): never acknowledged, removed at start-up."""
     queue = OutboundQueue(tmp_path / "q", KEY)
-    entry = queue.enqueue("p.onion", "a@x.onion", ("b@p.onion",), MESSAGE)
-    (tmp_path / "q" / "active" / f"{entry.id}.state").unlink()
+    kept = queue.enqueue("p.onion", "a@x.onion", ("b@p.onion",), MESSAGE)
+    whole = (tmp_path / "q" / "active" / f"{kept.id}.msg").read_bytes()
+    (tmp_path / "q" / "tmp" / "0123.msg").write_bytes(whole[:100])
+    (tmp_path / "q" / "active" / f".{kept.id}.state.abcd.tmp").write_bytes(b"{")
+    assert queue.recover() == 2
+    assert [s.id for s in queue.states()] == [kept.id]
+    assert list((tmp_path / "q" / "tmp").iterdir()) == []
+
+
+@pytest.mark.parametrize("damage", ["empty", "torn"])
+def test_a_damaged_state_means_never_tried_yet(tmp_path: Path, damage: str) -> None:
+    queue = OutboundQueue(tmp_path / "q", KEY)
+    held_until = time.time() + 3600
+    entry = queue.enqueue("p.onion", "a@x.onion", ("b@p.onion",), MESSAGE, next_try=held_until)
+    state_path = tmp_path / "q" / "active" / f"{entry.id}.state"
+    state_path.write_bytes(b"" if damage == "empty" else b'{"id": "')
+    assert queue.states() == [entry.first_state()]  # before recovery already
     queue.recover()
-    (state,) = queue.states()
-    assert (state.id, state.destination, state.attempts) == (entry.id, "p.onion", 0)
+    assert not state_path.exists()
+    assert queue.states() == [entry.first_state()]
+
+
+def write_old_layout(
+    directory: Path, queue_id: str, *, first_try: float | None = None, cover: bool = False
+) -> None:
+    """An entry as versions before the clear header wrote it: all ciphertext, and a state."""
+    header: dict[str, object] = {
+        "destination": "p.onion",
+        "mail_from": "a@x.onion",
+        "recipients": ["b@p.onion"],
+        "envelope_id": "00" * 16,
+        "created": 1000.0,
+    }
+    if cover:
+        header["cover"] = True
+    if first_try is not None:
+        header["first_try"] = first_try
+    plain = json.dumps(header).encode() + b"\n" + MESSAGE
+    active = directory / "active"
+    (active / f"{queue_id}.msg").write_bytes(nacl.secret.SecretBox(KEY).encrypt(plain))
+    state = {
+        "id": queue_id,
+        "destination": "p.onion",
+        "created": 1000.0,
+        "attempts": 0,
+        "next_try": first_try or 0.0,
+        "last_error": "",
+        "cover": cover,
+    }
+    (active / f"{queue_id}.state").write_bytes(json.dumps(state).encode())
+
+
+def test_an_entry_of_the_earlier_layout_still_loads_lists_and_retries(tmp_path: Path) -> None:
+    queue = OutboundQueue(tmp_path / "q", KEY)
+    write_old_layout(tmp_path / "q", "old1", first_try=2e9)
+    new = queue.enqueue("p.onion", "a@x.onion", ("b@p.onion",), MESSAGE, next_try=3e9)
+    queue.recover()
+    loaded = queue.load("old1")
+    assert (loaded.destination, loaded.recipients, loaded.message) == (
+        "p.onion",
+        ("b@p.onion",),
+        MESSAGE,
+    )
+    assert (loaded.created, loaded.first_try, loaded.cover) == (1000.0, 2e9, False)
+    assert [(s.id, s.next_try) for s in queue.states()] == [("old1", 2e9), (new.id, 3e9)]
+    scan = scan_due(tmp_path / "q", 2.5e9, 10)
+    assert [s.id for s in scan.due] == ["old1"] and scan.next_due == 3e9
+    assert reschedule_queue(tmp_path / "q", 5.0) == 2
+    (old,) = [s for s in queue.states() if s.id == "old1"]
+    queue.record_failure(old, "offline", 7.0)
+    assert {(s.id, s.attempts, s.next_try) for s in queue.states()} == {
+        ("old1", 1, 7.0),
+        (new.id, 0, 5.0),
+    }
 
 
 @pytest.mark.parametrize("damage", ["missing", "empty", "torn"])
-def test_held_message_whose_first_state_a_crash_lost_keeps_its_first_try(
+def test_held_old_layout_message_whose_first_state_a_crash_lost_keeps_its_first_try(
     tmp_path: Path, damage: str
 ) -> None:
-    """The first state is not fsynced on its own: a crash may lose or empty it.
+    """The earlier layout did not fsync the first state on its own: a crash may lose or empty it.
 
     The message (fsynced, acknowledged) stays, and a message the timing
     policy held is still held: the first try time comes back from the
@@ -84,25 +218,30 @@ def test_held_message_whose_first_state_a_crash_lost_keeps_its_first_try(
     """
     queue = OutboundQueue(tmp_path / "q", KEY)
     held_until = time.time() + 3600
-    entry = queue.enqueue("p.onion", "a@x.onion", ("b@p.onion",), MESSAGE, next_try=held_until)
-    state_path = tmp_path / "q" / "active" / f"{entry.id}.state"
+    write_old_layout(tmp_path / "q", "old1", first_try=held_until, cover=True)
+    state_path = tmp_path / "q" / "active" / "old1.state"
     if damage == "missing":
         state_path.unlink()
     elif damage == "empty":
         state_path.write_bytes(b"")
     else:
         state_path.write_bytes(state_path.read_bytes()[:10])
+    assert [s.destination for s in queue.states()] == ["?"]  # until recovery
     queue.recover()
     (state,) = queue.states()
-    assert (state.id, state.destination, state.attempts) == (entry.id, "p.onion", 0)
+    assert (state.id, state.destination, state.attempts, state.cover) == (
+        "old1",
+        "p.onion",
+        0,
+        True,
+    )
     assert state.next_try == pytest.approx(held_until)
-    assert queue.load(entry.id).message == MESSAGE
+    assert queue.load("old1").message == MESSAGE
 
 
 def test_unreadable_entry_is_quarantined_not_lost(tmp_path: Path) -> None:
     queue = OutboundQueue(tmp_path / "q", KEY)
     entry = queue.enqueue("p.onion", "a@x.onion", ("b@p.onion",), MESSAGE)
-    (tmp_path / "q" / "active" / f"{entry.id}.state").unlink()
     (tmp_path / "q" / "active" / f"{entry.id}.msg").write_bytes(b"damaged")
     queue.recover()
     assert queue.states() == []

@@ -83,19 +83,19 @@ def test_gate_names_the_rule_and_the_leak(tmp_path: Path) -> None:
 
 
 async def test_submission_refuses_at_rcpt_with_the_rule(tmp_path: Path) -> None:
-    from onionmail.submission import SubmissionHandler
+    from onionmail.submission import Stored, SubmissionHandler
     from tests.loopback_servers import credentials_for, serving, start_submission
 
     gate = keeper(tmp_path, {"rules": ["never-clearnet"]})
 
-    async def submit(*_args: object) -> list[str]:
+    def store(*_args: object) -> Stored:
         raise AssertionError("nothing may be queued")
 
     handler = SubmissionHandler(
         onion=ONION,
         local_parts=("alice",),
         credentials=credentials_for(tmp_path / "submission.json", "pw"),
-        submit=submit,
+        store=store,
         max_recipients=5,
         check_recipient=gate.check_recipient,
     )

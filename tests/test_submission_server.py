@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import base64
 import socket
+import threading
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import aiosmtplib
 import pytest
@@ -15,7 +17,8 @@ from onionmail.errors import QueueError
 from onionmail.identity import Identity
 from onionmail.mail_address import MailAddress
 from onionmail.rfc5322 import parse_message
-from onionmail.submission import SubmissionHandler
+from onionmail.scrub import scrub_submission
+from onionmail.submission import Stored, SubmissionHandler
 from tests.leaks import host_identity_in
 from tests.loopback_servers import (
     PASSWORD,
@@ -33,6 +36,7 @@ class Submission:
     port: int
     queued: list[tuple[MailAddress, list[MailAddress], bytes]] = field(default_factory=list)
     fail: bool = False
+    store_threads: list[int] = field(default_factory=list)
 
 
 @pytest.fixture
@@ -40,17 +44,18 @@ async def submission(tmp_path: Path) -> AsyncIterator[Submission]:
     onion = Identity.generate().onion_address
     state = Submission(onion, 0)
 
-    async def submit(sender: MailAddress, rcpts: list[MailAddress], message: bytes) -> list[str]:
+    def store(sender: MailAddress, rcpts: list[MailAddress], message: bytes) -> Stored:
+        state.store_threads.append(threading.get_ident())
         if state.fail:
             raise QueueError(28, "No space left on device")
         state.queued.append((sender, rcpts, message))
-        return ["q1"]
+        return Stored(["q1"])
 
     handler = SubmissionHandler(
         onion=onion,
         local_parts=("alice", "bob"),
         credentials=credentials_for(tmp_path / "submission.json"),
-        submit=submit,
+        store=store,
         max_recipients=3,
     )
     async with serving(start_submission(handler, data_size_limit=100_000)) as port:
@@ -107,6 +112,27 @@ async def test_client_sends_and_message_is_scrubbed(submission: Submission) -> N
     assert parsed.get("User-Agent") is None
     assert host_identity_in(data) == []
     assert parsed.body == b"body\r\n"
+
+
+async def test_scrubbing_and_storing_run_off_the_event_loop_in_one_hop(
+    submission: Submission, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Regression: scrubbing ran on the event loop and held up every other session."""
+    scrub_threads: list[int] = []
+
+    def recording_scrub(*args: Any, **kwargs: Any) -> tuple[bytes, str]:
+        scrub_threads.append(threading.get_ident())
+        return scrub_submission(*args, **kwargs)
+
+    monkeypatch.setattr("onionmail.submission.scrub_submission", recording_scrub)
+    client = await authed(submission)
+    await client.cmd(f"MAIL FROM:<alice@{submission.onion}>")
+    await client.cmd(f"RCPT TO:<bob@{Identity.generate().onion_address}>")
+    await client.cmd("DATA")
+    reply = await client.cmd(f"From: alice@{submission.onion}\r\n\r\nx\r\n.\r\n".encode())
+    assert code(reply) == 250 and reply.startswith("250 2.0.0 Queued as q1")
+    assert scrub_threads == submission.store_threads
+    assert scrub_threads[0] != threading.get_ident()  # not the event loop's thread
 
 
 async def test_sending_as_someone_else_is_refused(submission: Submission) -> None:

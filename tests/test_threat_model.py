@@ -324,11 +324,11 @@ def test_seizure_of_the_sending_box_depends_on_the_passphrase() -> None:
         for item in CONTENT:
             assert bare.cell(Observer.BOX_SEIZURE, item).visibility is V, (path, item)
             assert locked.cell(Observer.BOX_SEIZURE, item).visibility is E, (path, item)
-        # The queue file is never padded, and its .state names the destination onion.
+        # The queue file is never padded, and its clear header names the destination onion.
         assert locked.cell(Observer.BOX_SEIZURE, Item.SIZE).visibility is V
         expected = V if path in ONION_PATHS else E
         assert locked.cell(Observer.BOX_SEIZURE, Item.RECIPIENT_ADDRESS).visibility is expected
-        assert ".state" in locked.cell(Observer.BOX_SEIZURE, Item.RECIPIENT_ADDRESS).reason
+        assert "clear header" in locked.cell(Observer.BOX_SEIZURE, Item.RECIPIENT_ADDRESS).reason
 
 
 def test_seizure_of_the_receiving_box_finds_the_maildir_in_clear() -> None:

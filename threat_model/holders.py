@@ -308,13 +308,13 @@ def _seized_sender(s: Situation) -> Row:
         recipient = relation = queue
     elif s.onion:
         recipient = relation = visible(
-            f"{waits}, its .state file names the destination onion in clear (the local part "
-            f"is inside the encrypted message file)"
+            f"{waits}, the clear header of its queue file names the destination onion (the "
+            f"local part is inside the encrypted part)"
         )
     else:
         recipient = encrypted(
-            "the .state file names only the gateway's onion; the recipient is inside the "
-            "encrypted message file"
+            "the queue file's clear header names only the gateway's onion; the recipient is "
+            "inside the encrypted part"
         )
         relation = recipient
         if s.openpgp:
@@ -339,8 +339,8 @@ def _seized_sender(s: Situation) -> Row:
             f"dozen bytes"
         ),
         Item.SEND_TIME: visible(
-            f"{waits}, the queue files' times and the .state's creation time tell when it was "
-            f"submitted"
+            f"{waits}, the queue file's time and the creation time in its clear header tell "
+            f"when it was submitted"
         ),
         Item.RELATION: relation,
         Item.CLIENT_FINGERPRINT: s.fingerprint(
