@@ -78,7 +78,7 @@ import trustme
 
 from onionmail.box_init import create_box
 from onionmail.identity import Identity, derive_subkey, load_identity, x25519_public_key_for_onion
-from onionmail.outbound_queue import queue_key
+from onionmail.outbound_queue import CLEAR_HEADER_MAGIC, queue_key
 from onionmail.sealed_envelope import HEADER, NONCE_SIZE, decode_from_smtp, open_envelope
 from tests.box_process import RunningBox, free_port, run_box, wait_for_mail
 from tests.dns_server import Zone, a, mx, running_dns
@@ -383,9 +383,18 @@ def active_entries(queue: Path) -> list[Path]:
 
 
 def decrypt_queue(queue: Path, key: bytes) -> list[bytes]:
-    """Every active entry of an OutboundQueue, decrypted: a JSON head line, then the message."""
+    """Every active entry of an OutboundQueue, decrypted: a JSON head line, then the message.
+
+    A queue file is a clear header line (what listing needs without the key:
+    destination, times) and the ciphertext after it.
+    """
     secret_box = nacl.secret.SecretBox(key)
-    return [secret_box.decrypt(path.read_bytes()) for path in active_entries(queue)]
+    plains = []
+    for path in active_entries(queue):
+        clear, _, sealed = path.read_bytes().partition(b"\n")
+        assert clear.startswith(CLEAR_HEADER_MAGIC), path
+        plains.append(secret_box.decrypt(sealed))
+    return plains
 
 
 def hold_and_seize(run: Run, gw_identity: Identity) -> None:
