@@ -442,8 +442,9 @@ def hold_and_seize(run: Run, gw_identity: Identity) -> None:
     seed = load_identity(alice.new.box_dir / "keys" / "identity.key").seed
     plains = decrypt_queue(box_queue, queue_key(seed))
     for path, plain in zip(active_entries(box_queue), plains, strict=True):
-        head, _, queued = plain.partition(b"\n")
-        created = float(json.loads(head)["created"])
+        queued = plain.partition(b"\n")[2]
+        clear = path.read_bytes().partition(b"\n")[0]
+        created = float(json.loads(clear.removeprefix(CLEAR_HEADER_MAGIC))["created"])
         run.alice_queue_files.append((path.stat().st_size, len(queued), created))
     run.alice_queue_plain = b"\n".join(plains)
 
