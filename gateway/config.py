@@ -103,6 +103,10 @@ class OutboundSettings:
     """Port of the MX hosts (25 on the internet; tests point it at a private MTA)."""
     mta_sts: bool = True
     """Honour MTA-STS policies (RFC 8461); DANE and "TLS required" apply regardless."""
+    mta_sts_connect_to: tuple[str, ...] = ()
+    """``"mta-sts.<domain>=ADDRESS:PORT"`` entries: fetch that policy host's HTTPS from
+    ADDRESS:PORT instead of resolving it (a pinned egress, or tests on loopback). The
+    certificate (against ca_file) and ``Host`` are still checked against the name."""
     connect_timeout: float = 30.0
     """Seconds for TCP connect plus the greeting."""
     command_timeout: float = 60.0
@@ -197,9 +201,27 @@ def _check(config: GatewayConfig) -> None:
         raise GatewayConfigError(f"{p}: [smtp] rate_limit: at least 1 per positive rate_window")
     if config.tor.mode not in ("launch", "attach"):
         raise GatewayConfigError(f"{p}: [tor] mode: expected 'launch' or 'attach'")
+    for entry in config.outbound.mta_sts_connect_to:
+        if mta_sts_connect_target(entry) is None:
+            raise GatewayConfigError(
+                f"{p}: [outbound] mta_sts_connect_to: expected 'mta-sts.DOMAIN=ADDRESS:PORT', "
+                f"got {entry!r}"
+            )
     d = config.delivery
     if not 0 < d.retry_initial <= d.retry_max or d.max_lifetime <= 0:
         raise GatewayConfigError(f"{p}: [delivery] retry_initial: positive, <= retry_max")
+
+
+def mta_sts_connect_target(entry: str) -> tuple[str, tuple[str, int]] | None:
+    """``"mta-sts.d=ADDR:PORT"`` as ``("mta-sts.d", (ADDR, PORT))``; None when malformed."""
+    host, sep, target = entry.partition("=")
+    address, colon, port = target.rpartition(":")
+    host = host.strip().rstrip(".").lower()
+    if not (sep and colon and address and host.startswith("mta-sts.") and port.isdigit()):
+        return None
+    if not 0 < int(port) <= 65535:
+        return None
+    return host, (address.strip("[]"), int(port))
 
 
 def render_gateway_config(domain: str, *, require_approval: bool, testnet: str = "") -> str:
@@ -241,6 +263,7 @@ require_approval = {"true" if require_approval else "false"}
 # ca_file = ""                 # empty: the system's CA store
 # mx_port = 25
 # mta_sts = true
+# mta_sts_connect_to = []      # ["mta-sts.DOMAIN=ADDRESS:PORT"]: fetch from there
 
 [tor]
 # mode = "launch"              # or "attach" with control_socket / control_port

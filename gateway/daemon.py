@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway.clearnet_inbound import AuthenticationResults, ClearnetInboundHandler, RateLimit
-from gateway.config import GatewayConfig
+from gateway.config import GatewayConfig, mta_sts_connect_target
 from gateway.dkim_signing import DkimAlgorithm, DkimSigner, load_or_create_key
 from gateway.dns import GatewayResolver, ResolverConfig
 from gateway.inbound_auth import authentication_results
@@ -239,8 +239,12 @@ class Gateway:
         self.box_agent.plain_refusal = lambda _rcpt: "the peer is not an onionmail box"
         resolver = self._resolver()
         ca_file = self.config.outbound.ca_file or None
+        targets = map(mta_sts_connect_target, self.config.outbound.mta_sts_connect_to)
+        connect_to = dict(target for target in targets if target is not None)
         mta_sts = (
-            MtaSts(resolver, FetchConfig(ca_file=ca_file)) if self.config.outbound.mta_sts else None
+            MtaSts(resolver, FetchConfig(ca_file=ca_file, connect_to=connect_to))
+            if self.config.outbound.mta_sts
+            else None
         )
         out = self.config.outbound
         self.clearnet_agent = ClearnetAgent(
