@@ -43,8 +43,7 @@ Someone who seizes the *gateway* is no observer of the model; its prose and the
 gateway operator's reasons make claims about it, checked here on the gateway's
 disk with a message waiting in each of its queues.
 
-``gateway-clearnet-openpgp`` is not covered: the box does not encrypt with
-OpenPGP yet (``onionmail/box.py`` never calls :mod:`onionmail.openpgp`).
+``gateway-clearnet-openpgp`` is checked in test_leaks_gateway_openpgp_wire.py.
 """
 
 from __future__ import annotations

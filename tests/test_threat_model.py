@@ -234,7 +234,7 @@ def test_gateway_with_openpgp_hides_content_but_not_addresses_or_size() -> None:
             assert matrix.cell(observer, item).visibility is E, (observer, item)
         for item in (*ADDRESSES, Item.SIZE, Item.RELATION):
             assert matrix.cell(observer, item).visibility is V, (observer, item)
-    assert "[...]" in matrix.cell(Observer.GATEWAY_OPERATOR, Item.SUBJECT).reason
+    assert "'...'" in matrix.cell(Observer.GATEWAY_OPERATOR, Item.SUBJECT).reason
     assert "does not pad" in matrix.cell(Observer.GATEWAY_OPERATOR, Item.SIZE).reason
 
 

@@ -126,7 +126,7 @@ def gateway_operator(s: Situation) -> Row:
     if s.openpgp:
         subject = encrypted(
             "protected headers (RFC 9788): the real Subject is inside the OpenPGP part and the "
-            "outer one reads '[...]'"
+            "outer one reads '...'"
         )
         body = encrypted(
             "the box encrypted the PGP/MIME body to the recipient's key before the gateway got it"
@@ -198,7 +198,7 @@ def _inbound_gateway(s: Situation) -> Row:
 def recipient_provider(s: Situation) -> Row:
     if s.openpgp:
         stored = encrypted(
-            "it stores the PGP/MIME message as it arrived (the outer Subject reads '[...]'); "
+            "it stores the PGP/MIME message as it arrived (the outer Subject reads '...'); "
             "only the recipient's key opens it"
         )
     else:

@@ -175,7 +175,7 @@ def gateway_mx_network(s: Situation) -> Row:
         )
     pgp = encrypted(
         "the box encrypted it end to end with OpenPGP (PGP/MIME, protected headers: the "
-        "outer Subject reads '[...]') before it reached the gateway"
+        "outer Subject reads '...') before it reached the gateway"
     )
     if s.tls:
         recipient = encrypted(
