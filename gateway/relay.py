@@ -46,14 +46,19 @@ from gateway.errors import (
 )
 from gateway.outbound_smtp import SmtpTimeouts, deliver
 from gateway.registry import Registry
-from gateway.tls_policy import TlsPolicy
+from gateway.tls_policy import DEFAULT_PREFERENCE, RecipientTlsPreference, TlsPolicy
 from onionmail.config import DeliverySection
 from onionmail.delivery import DeliveryAgent
 from onionmail.errors import DeliveryError, PermanentDeliveryError
-from onionmail.gateway_protocol import GATEWAY_SENDER_LOCAL_PART, seal_for_box
+from onionmail.gateway_protocol import (
+    GATEWAY_SENDER_LOCAL_PART,
+    seal_for_box,
+    take_gateway_tls_mark,
+)
 from onionmail.identity import Identity
 from onionmail.maildir import Maildir
 from onionmail.outbound_queue import OutboundQueue, QueuedMessage
+from onionmail.rfc5322 import MessageFormatError
 
 log = logging.getLogger(__name__)
 
@@ -157,9 +162,23 @@ class ClearnetAgent(DeliveryAgent):
         """Queue id -> how the last delivery went (``tls-authenticated`` ...), for tests."""
 
     async def deliver(self, entry: QueuedMessage) -> tuple[bool, list[str]]:
-        """One attempt; returns (False, recipients refused for good). Raises DeliveryError."""
+        """One attempt; returns (False, recipients refused for good). Raises DeliveryError.
+
+        The box's ``Onionmail-Gateway-TLS`` mark is taken off the message here, before
+        it leaves; ``plaintext-allowed`` relaxes the default TLS requirement (never
+        DANE or MTA-STS) for this message only.
+        """
         try:
-            plan = await self.policy.plan(entry.destination)
+            message, plaintext_allowed = take_gateway_tls_mark(entry.message)
+        except MessageFormatError as exc:
+            raise PermanentDeliveryError(f"the queued message is malformed: {exc}") from None
+        preference = (
+            RecipientTlsPreference(allow_plaintext=True)
+            if plaintext_allowed
+            else DEFAULT_PREFERENCE
+        )
+        try:
+            plan = await self.policy.plan(entry.destination, preference)
         except DnsPermanentError as exc:
             raise PermanentDeliveryError(f"no mail host for the domain: {exc}") from None
         except DnsError as exc:
@@ -181,7 +200,7 @@ class ClearnetAgent(DeliveryAgent):
                         decision=decision,
                         sender=entry.mail_from,
                         recipients=entry.recipients,
-                        message=entry.message,
+                        message=message,
                         local_hostname=self.local_hostname,
                         timeouts=self.timeouts,
                     )

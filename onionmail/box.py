@@ -28,6 +28,7 @@ from onionmail.credentials import Credentials
 from onionmail.delivery import DeliveryAgent
 from onionmail.errors import OnionMailError, PermanentDeliveryError
 from onionmail.fsutil import ensure_private_dir, use_storage_threads, write_private_file
+from onionmail.gateway_protocol import mark_gateway_tls
 from onionmail.identity import Identity
 from onionmail.inbound import InboundHandler
 from onionmail.leak_keeper import LeakKeeper, message_id_of
@@ -35,6 +36,7 @@ from onionmail.mail_address import MailAddress
 from onionmail.maildir import Maildir
 from onionmail.outbound_queue import OutboundQueue, QueuedMessage, list_queue, queue_key
 from onionmail.replay_cache import ReplayCache
+from onionmail.rfc5322 import MessageFormatError
 from onionmail.scrub import message_id_key
 from onionmail.smtp_server import ConnectionLimit, server_port, start_smtp_server
 from onionmail.submission import Stored, SubmissionHandler
@@ -324,7 +326,9 @@ class Box:
 
         async def then() -> None:
             for entry, openpgp in queued:
-                await self.leaks.queued(message_id, entry.destination, openpgp=openpgp)
+                await self.leaks.queued(
+                    message_id, entry.destination, openpgp=openpgp, recipients=entry.recipients
+                )
             if self.agent is not None:
                 for entry, _ in queued:
                     self.agent.offer(entry.first_state())
@@ -379,7 +383,16 @@ class Box:
                     raise PermanentDeliveryError(
                         f"no usable OpenPGP key for a recipient; refused by {reason}"
                     )
-        return dataclasses.replace(entry, message=out.message)
+        # The user's [policy] plaintext_allowed, for every recipient of the entry: the
+        # gateway may then send it without TLS (the ledger records that path).
+        allowed = self.leaks.plaintext_allowed(entry.recipients)
+        try:
+            message = mark_gateway_tls(out.message, plaintext_allowed=allowed)
+        except MessageFormatError as exc:
+            raise PermanentDeliveryError(
+                f"cannot prepare the message for the gateway: {exc}"
+            ) from None
+        return dataclasses.replace(entry, message=message)
 
     async def _delivered(self, entry: QueuedMessage, sealed: bool) -> None:
         openpgp = entry.id in self._encrypted

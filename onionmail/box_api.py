@@ -569,7 +569,9 @@ class BoxApi:
         """
         address = parse_mail_address(recipient)
         rcpt = str(address)
-        base = self.leak_keeper.model_config(rcpt)
+        # [policy] plaintext_allowed: the gateway paths as the ledger would record them.
+        relaxed = self.leak_keeper.plaintext_allowed([rcpt])
+        base = self.leak_keeper.model_config(rcpt, starttls_enforced=not relaxed)
         expected = self.leak_keeper.predicted(rcpt).path
         onion_mx = None if address.is_onion else self.config.onion_mx.onion_for(address.domain)
         onion = address.is_onion or onion_mx is not None

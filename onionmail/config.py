@@ -13,6 +13,7 @@ loads, validates and renders them, and re-exports them.
 
 from __future__ import annotations
 
+import re
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
@@ -200,6 +201,17 @@ def _check_policy(policy: PolicySection, p: Path) -> None:
             raise ConfigError(
                 f"{p}: [policy] contacts.{key!r}: expected an address or a v3 .onion host"
             )
+    for entry in policy.plaintext_allowed:
+        local, at, domain = entry.rpartition("@")
+        if (
+            not domain
+            or (at and not local)
+            or domain.lower().endswith(".onion")
+            or not re.fullmatch(r"[A-Za-z0-9.-]+", domain)
+        ):
+            raise ConfigError(
+                f"{p}: [policy] plaintext_allowed: {entry!r}: expected a clearnet address or domain"
+            )
 
 
 def _check_semantics(config: Config) -> None:
@@ -332,6 +344,8 @@ port = {submission_port}
 # rules = []   # never-clearnet, require-sealed, never-plaintext-subject, require-padding
 # More rules per contact: a [policy.contacts] table whose keys are addresses or
 # onions and whose values are lists of rules (README, "Configuration").
+# plaintext_allowed = []   # clearnet addresses or domains the gateway may send to
+#                          # without TLS, e.g. ["bob@legacy.example", "legacy.example"]
 
 [timing]
 # mode = "immediate"        # or "delay" (random hold) or "batch" (epoch-aligned instants)

@@ -160,12 +160,22 @@ class PolicySection:
     contacts: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     """More rules per recipient, keyed by address or by onion (all its addresses):
     ``[policy.contacts]`` then ``"bob@<onion>.onion" = ["require-sealed"]``."""
+    plaintext_allowed: tuple[str, ...] = ()
+    """Clearnet recipients (addresses or domains) whose mail the gateway may deliver
+    to their MX without TLS (a stripped STARTTLS, a bad certificate). Empty by
+    default: TLS is required; the ledger records the weaker path when it is used."""
 
     def rules_for(self, address: str) -> tuple[str, ...]:
         """The rules for ``address``: the default ones, its onion's, its own."""
         domain = address.rsplit("@", 1)[-1]
         extra = self.contacts.get(domain, ()) + self.contacts.get(address, ())
         return tuple(dict.fromkeys(self.rules + extra))
+
+    def allows_plaintext(self, address: str) -> bool:
+        """Whether ``address`` (or its domain) is in ``plaintext_allowed``."""
+        wanted = {entry.lower() for entry in self.plaintext_allowed}
+        address = address.lower()
+        return address in wanted or address.rsplit("@", 1)[-1] in wanted
 
 
 TIMING_MODES = ("immediate", "delay", "batch")

@@ -69,7 +69,7 @@ from onionmail.errors import (
 )
 from onionmail.identity import Identity, verify_signature
 from onionmail.mail_address import is_valid_local_part, parse_mail_address
-from onionmail.rfc5322 import Message, MessageFormatError
+from onionmail.rfc5322 import Message, MessageFormatError, parse_message
 from onionmail.sealed_envelope import (
     CHALLENGE_SIZE,
     MAGIC,
@@ -306,3 +306,34 @@ def check_relayed_from(message: Message, gateway_onion: str) -> None:
                 raise MessageFormatError(
                     "mail relayed from the clearnet claims a .onion sender; refused"
                 )
+
+
+GATEWAY_TLS_HEADER = "Onionmail-Gateway-TLS"
+"""The box's mark, inside the sealed message, on mail the gateway may send without TLS."""
+PLAINTEXT_ALLOWED = b"plaintext-allowed"
+
+
+def mark_gateway_tls(message: bytes, *, plaintext_allowed: bool) -> bytes:
+    """``message`` with the box's mark for the gateway set (``plaintext_allowed``) or
+    removed: a mark the user wrote in the message never reaches the gateway."""
+    parsed = parse_message(message)
+    removed = parsed.remove(GATEWAY_TLS_HEADER)
+    if not plaintext_allowed and not removed:
+        return message
+    if plaintext_allowed:
+        parsed.fields.append((GATEWAY_TLS_HEADER, b" " + PLAINTEXT_ALLOWED))
+    return parsed.to_bytes()
+
+
+def take_gateway_tls_mark(message: bytes) -> tuple[bytes, bool]:
+    """The gateway's side: ``(message without the mark, plaintext allowed?)``.
+
+    The rest of the message is left byte for byte (its DKIM signature stays valid).
+    """
+    parsed = parse_message(message)
+    values = parsed.get_all(GATEWAY_TLS_HEADER)
+    if not values:
+        return message, False
+    parsed.remove(GATEWAY_TLS_HEADER)
+    allowed = all(value.strip().lower() == PLAINTEXT_ALLOWED for value in values)
+    return parsed.to_bytes(), allowed

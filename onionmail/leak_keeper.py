@@ -61,23 +61,45 @@ class LeakKeeper:
         self.ledger = Ledger(config.box_dir / "ledger", ledger_key(seed))
         self._timing = TimingPolicy(config.timing)
 
-    def model_config(self, recipient: str = "") -> ModelConfig:
-        """The settings the model needs; the timing is the recipient's own if it has one."""
+    def model_config(self, recipient: str = "", *, starttls_enforced: bool = True) -> ModelConfig:
+        """The settings the model needs; the timing is the recipient's own if it has one.
+        ``starttls_enforced=False``: the gateway may send in clear (``plaintext_allowed``)."""
         timing = self._timing.timing_for(
             recipient.rsplit("@", 1)[-1], [recipient] if recipient else []
         )
         return ModelConfig(
             padding=True,
             timing=Timing(timing.mode),
-            starttls_enforced=True,
+            starttls_enforced=starttls_enforced,
             # Keeping any client field (User-Agent, X-Mozilla-*...) is a fingerprint again.
             scrubbing=not self.config.scrub.keep_headers,
             key_passphrase=self.key_encrypted,
         )
 
-    def matrix(self, path: MailPath, direction: str = "sent", recipient: str = "") -> LeakMatrix:
-        config = self.model_config(recipient if direction == "sent" else "")
+    def matrix(
+        self,
+        path: MailPath,
+        direction: str = "sent",
+        recipient: str = "",
+        *,
+        starttls_enforced: bool = True,
+    ) -> LeakMatrix:
+        config = self.model_config(
+            recipient if direction == "sent" else "", starttls_enforced=starttls_enforced
+        )
         return _leaks(path, MessageTraits(direction=direction), config)
+
+    def plaintext_allowed(self, recipients: tuple[str, ...] | list[str]) -> bool:
+        """Whether ``[policy] plaintext_allowed`` covers every one of ``recipients``
+        (clearnet ones: an onion-routed recipient never goes through a gateway)."""
+        policy = self.config.policy
+        return bool(recipients) and all(
+            not self._onion_routed(rcpt) and policy.allows_plaintext(rcpt) for rcpt in recipients
+        )
+
+    def _starttls_enforced(self, path: MailPath, recipients: tuple[str, ...] | list[str]) -> bool:
+        gateway = path in (MailPath.GATEWAY_CLEARNET, MailPath.GATEWAY_CLEARNET_OPENPGP)
+        return not (gateway and self.plaintext_allowed(recipients))
 
     def _onion_routed(self, recipient: str) -> bool:
         """Whether mail to ``recipient`` goes to an onion peer (not through a gateway)."""
@@ -96,11 +118,14 @@ class LeakKeeper:
 
     def predicted(self, recipient: str) -> LeakMatrix:
         """What a message to ``recipient`` would leak, before sending (``leaks --to``)."""
-        return self.matrix(self.predicted_path(recipient), recipient=recipient)
+        path = self.predicted_path(recipient)
+        enforced = self._starttls_enforced(path, [recipient])
+        return self.matrix(path, recipient=recipient, starttls_enforced=enforced)
 
     def refusal(self, recipient: str, path: MailPath) -> str | None:
         """Why the policy forbids ``path`` to ``recipient`` (rule and leak), or None."""
-        matrix = self.matrix(path, recipient=recipient)
+        enforced = self._starttls_enforced(path, [recipient])
+        matrix = self.matrix(path, recipient=recipient, starttls_enforced=enforced)
         found = check(matrix, self.config.policy.rules_for(recipient))
         return str(found[0]) if found else None
 
@@ -116,18 +141,27 @@ class LeakKeeper:
         """The delivery-time gate when clearnet mail leaves a gateway without OpenPGP."""
         return self.refusal(recipient, MailPath.GATEWAY_CLEARNET)
 
-    async def queued(self, message_id: str, destination: str, *, openpgp: bool = False) -> None:
+    async def queued(
+        self,
+        message_id: str,
+        destination: str,
+        *,
+        openpgp: bool = False,
+        recipients: tuple[str, ...] = (),
+    ) -> None:
         """A message just queued, by its Message-ID (:func:`message_id_of`, worked out
         where the message was stored, off the event loop). ``openpgp``: the entry is to
         leave encrypted (the recipient's key is known)."""
         path = self._sent_path(destination, True, openpgp)
-        await self._record(message_id, destination, "sent", path, "queued")
+        enforced = self._starttls_enforced(path, recipients)
+        await self._record(message_id, destination, "sent", path, "queued", enforced)
 
     async def delivered(self, entry: QueuedMessage, sealed: bool, *, openpgp: bool = False) -> None:
         """``openpgp``: it left the box encrypted (PGP/MIME through a gateway)."""
         path = self._sent_path(entry.destination, sealed, openpgp)
+        enforced = self._starttls_enforced(path, entry.recipients)
         await self._record(
-            message_id_of(entry.message), entry.destination, "sent", path, "delivered"
+            message_id_of(entry.message), entry.destination, "sent", path, "delivered", enforced
         )
 
     async def received(self, message_id: str, sealed: bool) -> None:
@@ -141,7 +175,13 @@ class LeakKeeper:
         )
 
     async def _record(
-        self, message_id: str, destination: str, direction: str, path: MailPath, state: str
+        self,
+        message_id: str,
+        destination: str,
+        direction: str,
+        path: MailPath,
+        state: str,
+        starttls_enforced: bool = True,
     ) -> None:
         # A message split for a gateway (OpenPGP for some recipients, plain for the
         # others) has one ledger entry per path, not one that the last write decides.
@@ -153,7 +193,9 @@ class LeakKeeper:
                 message_ids=[message_id],
                 destination=where,
                 direction=direction,
-                matrix=self.matrix(path, direction, destination),
+                matrix=self.matrix(
+                    path, direction, destination, starttls_enforced=starttls_enforced
+                ),
                 state=state,
             )
         except (OSError, ValueError) as exc:

@@ -20,12 +20,15 @@ import secrets
 import socket
 import ssl
 from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+from typing import cast
 
 import dkim
 import pytest
 import trustme
 
 from gateway.dkim_signing import DkimAlgorithm, DkimSigner, load_or_create_key
+from gateway.dns import AddressResult, GatewayResolver, MxHost, MxResult, TlsaResult
 from gateway.errors import (
     GatewayConfigError,
     GatewayError,
@@ -40,7 +43,15 @@ from gateway.outbound_smtp import (
     TlsRequirement,
     deliver,
 )
+from gateway.relay import ClearnetAgent, undeliverable_maildir
 from gateway.sender_rewrite import rewrite_sender
+from gateway.tls_policy import TlsPolicy
+from onionmail.config import DeliverySection
+from onionmail.errors import DeliveryError
+from onionmail.errors import PermanentDeliveryError as OnionPermanentDeliveryError
+from onionmail.gateway_protocol import GATEWAY_TLS_HEADER, mark_gateway_tls
+from onionmail.identity import Identity
+from onionmail.outbound_queue import OutboundQueue
 from tests.mitm_proxy import AttackMode, MitmProxy
 from tests.postfix import Postfix, postfix_for_domain
 
@@ -448,3 +459,75 @@ async def test_required_tls_that_authenticates_nothing_is_refused_before_connect
             message=box_message("noauth"),
             local_hostname=GATEWAY_DOMAIN,
         )
+
+
+# -- the ClearnetAgent and the box's Onionmail-Gateway-TLS mark ------------------------
+
+
+class _LocalResolver:
+    """DNS for the agent: ``clear.test`` has the MX ``mx.peer.test`` at 127.0.0.1, no TLSA."""
+
+    async def mx(self, domain: str) -> MxResult:
+        return MxResult((MxHost(10, MX_NAME),), implicit=False, secure=False)
+
+    async def tlsa(self, mx_host: str, port: int = 25) -> TlsaResult:
+        return TlsaResult((), secure=False)
+
+    async def addresses(self, host: str) -> AddressResult:
+        return AddressResult(("127.0.0.1",), secure=False)
+
+
+def _clearnet_agent(tmp_path: Path, cafile: str, port: int) -> ClearnetAgent:
+    resolver = cast(GatewayResolver, _LocalResolver())
+    return ClearnetAgent(
+        queue=OutboundQueue(tmp_path / "queue", bytes(32)),
+        identity=Identity.generate(),
+        settings=DeliverySection(),
+        sender_maildir=undeliverable_maildir(tmp_path),
+        policy=TlsPolicy(resolver, None, ca_file=cafile),
+        resolver=resolver,
+        local_hostname=GATEWAY_DOMAIN,
+        mx_port=port,
+        timeouts=FAST,
+    )
+
+
+def _marked(alias: str, signer: DkimSigner, *, plaintext_allowed: bool) -> tuple[str, bytes]:
+    """What the gateway queues for a box's message: the mark (if the box set it)
+    travels inside, outside the DKIM-signed fields."""
+    token = alias.split("@")[0]
+    message = mark_gateway_tls(box_message(token), plaintext_allowed=plaintext_allowed)
+    rewritten = rewrite_sender(message, box_address=BOX, alias=alias)
+    return rewritten.envelope_sender, signer.sign(rewritten.message)
+
+
+async def test_agent_sends_in_clear_only_for_a_marked_message_and_strips_the_mark(
+    postfix: Postfix, signer: DkimSigner, cafile: str, alias: str, tmp_path: Path
+) -> None:
+    sender, signed = _marked(alias, signer, plaintext_allowed=True)
+    assert GATEWAY_TLS_HEADER.encode() in signed
+    async with MitmProxy(postfix.port, AttackMode.STRIP_STARTTLS) as proxy:
+        agent = _clearnet_agent(tmp_path, cafile, proxy.port)
+        entry = agent.queue.enqueue(CLEAR_DOMAIN, sender, (f"bob@{CLEAR_DOMAIN}",), signed)
+        await agent.deliver(entry)
+    assert agent.transport_security[entry.id] == "plaintext"
+    assert b"secret body" in proxy.cleartext  # what the user accepted for this recipient
+    assert GATEWAY_TLS_HEADER.encode() not in bytes(proxy.cleartext)  # the mark never leaves
+    data = await stored(postfix, alias.split("@")[0])
+    assert GATEWAY_TLS_HEADER.encode().lower() not in data.lower()
+    assert verify_all(data, signer)  # DKIM holds without the mark
+
+
+async def test_agent_keeps_tls_required_without_the_mark(
+    postfix: Postfix, signer: DkimSigner, cafile: str, alias: str, tmp_path: Path
+) -> None:
+    sender, signed = _marked(alias, signer, plaintext_allowed=False)
+    assert GATEWAY_TLS_HEADER.encode() not in signed
+    async with MitmProxy(postfix.port, AttackMode.STRIP_STARTTLS) as proxy:
+        agent = _clearnet_agent(tmp_path, cafile, proxy.port)
+        entry = agent.queue.enqueue(CLEAR_DOMAIN, sender, (f"bob@{CLEAR_DOMAIN}",), signed)
+        with pytest.raises(DeliveryError) as raised:
+            await agent.deliver(entry)
+    assert not isinstance(raised.value, OnionPermanentDeliveryError)  # stays queued
+    assert entry.id not in agent.transport_security
+    assert_never_reached_postfix(postfix, alias, proxy)
