@@ -48,7 +48,18 @@ from onionmail.sealed_envelope import decode_from_smtp, open_envelope
 from tests.box_process import RunningBox, free_port, run_box
 from tests.dns_server import running_dns
 from tests.gnupg_home import GpgHome, gnupg_home
-from tests.leaks import Probe, Unchecked, carries_message, data_of, has, has_all, judge, records
+from tests.leaks import (
+    HarnessWarnings,
+    Probe,
+    Unchecked,
+    carries_message,
+    collect_quietly,
+    data_of,
+    has,
+    has_all,
+    judge,
+    records,
+)
 from tests.postfix import Postfix, postfix_for_domain
 from tests.test_leaks_gateway_wire import (
     ALIAS,
@@ -133,6 +144,7 @@ def send(run: Run, name: str, subject: str, filler: int = 0) -> None:
 
 @pytest.fixture(scope="module")
 def run(testnet: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
+    harness = HarnessWarnings().start()
     root = tmp_path_factory.mktemp("gw-pgp-wire")
     ca = trustme.CA()
     ca.cert_pem.write_to_path(str(root / "ca.pem"))
@@ -212,6 +224,7 @@ def run(testnet: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]
             scenario.alice_log = list(alice.stderr_lines)
             drops = capture.stop()
             assert drops == 0, f"the loopback capture lost {drops} packets"
+            harness.end()  # see HarnessWarnings
             yield scenario
     finally:
         capture.stop()
@@ -219,6 +232,8 @@ def run(testnet: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]
             alice.stop()
         if gw_process is not None:
             stop_process(gw_process)
+        harness.end()
+        collect_quietly()
 
 
 # -- reading the captures --------------------------------------------------------------

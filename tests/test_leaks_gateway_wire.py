@@ -52,7 +52,6 @@ import asyncio
 import email
 import email.policy
 import email.utils
-import gc
 import json
 import os
 import re
@@ -62,7 +61,6 @@ import subprocess
 import sys
 import threading
 import time
-import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from email.message import EmailMessage
@@ -82,10 +80,12 @@ from onionmail.sealed_envelope import HEADER, NONCE_SIZE, decode_from_smtp, open
 from tests.box_process import RunningBox, free_port, run_box, wait_for_mail
 from tests.dns_server import Zone, a, mx, running_dns
 from tests.leaks import (
+    HarnessWarnings,
     LogRecord,
     Probe,
     Unchecked,
     carries_message,
+    collect_quietly,
     data_of,
     has,
     has_all,
@@ -450,6 +450,7 @@ def hold_and_seize(run: Run, gw_identity: Identity) -> None:
 
 @pytest.fixture(scope="module")
 def run(testnet: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
+    harness = HarnessWarnings().start()
     root = tmp_path_factory.mktemp("gw-wire")
     ca = trustme.CA()
     ca.cert_pem.write_to_path(str(root / "ca.pem"))
@@ -539,14 +540,7 @@ def run(testnet: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]
             alice = scenario.alice
             drops = capture.stop()
             assert drops == 0, f"the loopback capture lost {drops} packets"
-            # The box and the gateway run in child processes; in this process only
-            # the test's own helpers (the attacker proxies, the SMTP clients) open
-            # sockets. One of theirs, from a connection the attacker cut, is
-            # sometimes collected late and reported against whichever test runs
-            # then; collect it here, quietly: it is the harness's, not onionmail's.
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", ResourceWarning)
-                gc.collect()
+            harness.end()  # see HarnessWarnings
             yield scenario
     finally:
         capture.stop()
@@ -555,6 +549,8 @@ def run(testnet: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]
         if gw_process is not None:
             stop_process(gw_process)
         proxies.stop()
+        harness.end()
+        collect_quietly()
 
 
 # -- reading the captures --------------------------------------------------------------
