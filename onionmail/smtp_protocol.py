@@ -809,6 +809,23 @@ class SMTPProtocol(asyncio.Protocol):
     async def smtp_EXPN(self, arg: str | None) -> None:
         self._push("502 EXPN not implemented")
 
+    def _path(self, keyword: str, arg: str | None, syntax: str) -> tuple[str, str] | None:
+        """The address after ``FROM:``/``TO:`` and the parameters' text; None once answered."""
+        session = self._session
+        assert session is not None
+        arg = _after_keyword(keyword, arg)
+        if arg is None:
+            self._push(syntax)
+            return None
+        address, rest = _address(arg)
+        if address is None or rest is None:
+            self._push("553 5.1.3 Error: malformed address")
+            return None
+        if not address or (rest and not session.extended_smtp):
+            self._push(syntax)
+            return None
+        return address, rest
+
     async def smtp_MAIL(self, arg: str | None) -> None:
         if self._need_helo() or self._need_auth():
             return
@@ -817,17 +834,10 @@ class SMTPProtocol(asyncio.Protocol):
         syntax = "501 Syntax: MAIL FROM: <address>"
         if session.extended_smtp:
             syntax += _PARAMETERS
-        arg = _after_keyword("FROM:", arg)
-        if arg is None:
-            self._push(syntax)
+        path = self._path("FROM:", arg, syntax)
+        if path is None:
             return
-        address, rest = _address(arg)
-        if address is None or rest is None:
-            self._push("553 5.1.3 Error: malformed address")
-            return
-        if not address or (rest and not session.extended_smtp):
-            self._push(syntax)
-            return
+        address, rest = path
         if envelope.mail_from:
             self._push("503 Error: nested MAIL command")
             return
@@ -877,17 +887,10 @@ class SMTPProtocol(asyncio.Protocol):
         syntax = "501 Syntax: RCPT TO: <address>"
         if session.extended_smtp:
             syntax += _PARAMETERS
-        arg = _after_keyword("TO:", arg)
-        if arg is None:
-            self._push(syntax)
+        path = self._path("TO:", arg, syntax)
+        if path is None:
             return
-        address, rest = _address(arg)
-        if address is None or rest is None:
-            self._push("553 5.1.3 Error: malformed address")
-            return
-        if not address or (rest and not session.extended_smtp):
-            self._push(syntax)
-            return
+        address, rest = path
         options = rest.upper().split()
         params = _parameters(options)
         if params is None:
