@@ -20,9 +20,12 @@ import time
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from threat_model import Item, Observer, Visibility
+
+if TYPE_CHECKING:
+    from tests.wire_capture import LoopbackCapture
 
 SOFTWARE_MARKERS = ("Python", "aiosmtpd", "aiosmtplib", "1.4.")
 
@@ -116,6 +119,57 @@ def data_of(stream: bytes) -> bytes:
     data, dot, _ = after.partition(b"\r\n.\r\n")
     assert dot, "no complete DATA in the stream"
     return data + b"\r\n"
+
+
+# -- windows and captured streams ----------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Window:
+    """One send: from just before submission to just after the recipient stored it."""
+
+    start: float
+    end: float
+
+
+class Captured(Protocol):
+    """A wire module's run: the loopback capture and the time window of each send."""
+
+    @property
+    def capture(self) -> LoopbackCapture: ...
+
+    @property
+    def windows(self) -> dict[str, Window]: ...
+
+
+def streams_to(run: Captured, port: int, name: str, *, with_data: bool = True) -> list[bytes]:
+    """Client streams to ``port`` during send ``name`` (those carrying a message)."""
+    w = run.windows[name]
+    found = run.capture.to_port(port, w.start, w.end)
+    return [s for s in found if carries_message(s)] if with_data else found
+
+
+def one_stream(run: Captured, port: int, name: str) -> bytes:
+    found = streams_to(run, port, name)
+    assert len(found) == 1, f"{name}: {len(found)} streams with a message to port {port}"
+    return found[0]
+
+
+def tls_stream(run: Captured, port: int, name: str) -> bytes:
+    """The one client stream to ``port`` in the window that carries STARTTLS."""
+    found = [s for s in streams_to(run, port, name, with_data=False) if b"STARTTLS\r\n" in s]
+    assert len(found) == 1, f"{name}: {len(found)} STARTTLS streams to port {port}"
+    return found[0]
+
+
+def both_ways(run: Captured, port: int, name: str) -> bytes:
+    w = run.windows[name]
+    return run.capture.touching([port], w.start, w.end)
+
+
+def sent_in(run: Captured, port: int, name: str) -> Callable[[], bool]:
+    w = run.windows[name]
+    return lambda: any(s.dport == port and s.payload for s in run.capture.between(w.start, w.end))
 
 
 # -- log records --------------------------------------------------------------------

@@ -34,7 +34,7 @@ import email
 import email.policy
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -52,13 +52,17 @@ from tests.leaks import (
     HarnessWarnings,
     Probe,
     Unchecked,
-    carries_message,
+    Window,
+    both_ways,
     collect_quietly,
     data_of,
     has,
     has_all,
     judge,
+    one_stream,
     records,
+    sent_in,
+    tls_stream,
 )
 from tests.postfix import Postfix, postfix_for_domain
 from tests.test_leaks_gateway_wire import (
@@ -75,7 +79,6 @@ from tests.test_leaks_gateway_wire import (
     MX_NAME,
     SUBJECT,
     ZONES,
-    Window,
     _cli,
     _gateway_toml,
     _tor_pid,
@@ -237,34 +240,6 @@ def run(testnet: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]
 
 
 # -- reading the captures --------------------------------------------------------------
-
-
-def streams_to(run: Run, port: int, name: str, *, with_data: bool = True) -> list[bytes]:
-    w = run.windows[name]
-    found = run.capture.to_port(port, w.start, w.end)
-    return [s for s in found if carries_message(s)] if with_data else found
-
-
-def one_stream(run: Run, port: int, name: str) -> bytes:
-    found = streams_to(run, port, name)
-    assert len(found) == 1, f"{name}: {len(found)} streams with a message to port {port}"
-    return found[0]
-
-
-def tls_stream(run: Run, port: int, name: str) -> bytes:
-    found = [s for s in streams_to(run, port, name, with_data=False) if b"STARTTLS\r\n" in s]
-    assert len(found) == 1, f"{name}: {len(found)} STARTTLS streams to port {port}"
-    return found[0]
-
-
-def both_ways(run: Run, port: int, name: str) -> bytes:
-    w = run.windows[name]
-    return run.capture.touching([port], w.start, w.end)
-
-
-def sent_in(run: Run, port: int, name: str) -> Callable[[], bool]:
-    w = run.windows[name]
-    return lambda: any(s.dport == port and s.payload for s in run.capture.between(w.start, w.end))
 
 
 def opened_by_gateway(run: Run, name: str) -> bytes:

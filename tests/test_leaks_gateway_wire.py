@@ -84,13 +84,17 @@ from tests.leaks import (
     LogRecord,
     Probe,
     Unchecked,
-    carries_message,
+    Window,
+    both_ways,
     collect_quietly,
     data_of,
     has,
     has_all,
     judge,
+    one_stream,
     records,
+    sent_in,
+    tls_stream,
 )
 from tests.mitm_proxy import AttackMode, MitmProxy
 from tests.postfix import Postfix, postfix_for_domain
@@ -128,12 +132,6 @@ required outbound, padding on, immediate timing, scrubbing on, no passphrase).""
 
 
 # -- the world -------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Window:
-    start: float
-    end: float
 
 
 class ProxyThread:
@@ -554,35 +552,6 @@ def run(testnet: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]
 
 
 # -- reading the captures --------------------------------------------------------------
-
-
-def streams_to(run: Run, port: int, name: str, *, with_data: bool = True) -> list[bytes]:
-    w = run.windows[name]
-    found = run.capture.to_port(port, w.start, w.end)
-    return [s for s in found if carries_message(s)] if with_data else found
-
-
-def one_stream(run: Run, port: int, name: str) -> bytes:
-    found = streams_to(run, port, name)
-    assert len(found) == 1, f"{name}: {len(found)} streams with a message to port {port}"
-    return found[0]
-
-
-def tls_stream(run: Run, port: int, name: str) -> bytes:
-    """The one client stream to ``port`` in the window that carries STARTTLS."""
-    found = [s for s in streams_to(run, port, name, with_data=False) if b"STARTTLS\r\n" in s]
-    assert len(found) == 1, f"{name}: {len(found)} STARTTLS streams to port {port}"
-    return found[0]
-
-
-def both_ways(run: Run, port: int, name: str) -> bytes:
-    w = run.windows[name]
-    return run.capture.touching([port], w.start, w.end)
-
-
-def sent_in(run: Run, port: int, name: str) -> Callable[[], bool]:
-    w = run.windows[name]
-    return lambda: any(s.dport == port and s.payload for s in run.capture.between(w.start, w.end))
 
 
 def date_in_window(raw: bytes, window: Window) -> bool:

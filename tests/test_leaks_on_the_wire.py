@@ -56,6 +56,7 @@ from tests.leaks import (
     LogRecord,
     Probe,
     Unchecked,
+    Window,
     carries_message,
     data_of,
     has,
@@ -93,14 +94,6 @@ MATRIX_RECEIVED = leaks(
 MATRIX_PLAIN = leaks(MailPath.ONION_PLAIN, MessageTraits(has_attachments=True), ModelConfig())
 """The boxes run onionmail's defaults: padding on, immediate timing, scrubbing on, no
 passphrase; this is the :class:`ModelConfig` default."""
-
-
-@dataclass(frozen=True)
-class Window:
-    """One send: from just before submission to just after the recipient stored it."""
-
-    start: float
-    end: float
 
 
 @dataclass
