@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import signal
 import sys
 import time
@@ -20,6 +19,8 @@ from pathlib import Path
 from gateway.config import CONFIG_NAME, load_gateway_config, render_gateway_config
 from gateway.errors import GatewayConfigError, GatewayError
 from gateway.registry import PENDING, Registry
+from onionmail.cli_console import progress as _progress
+from onionmail.cli_console import setup_logging as _setup_logging
 from onionmail.errors import OnionMailError
 from onionmail.fsutil import ensure_private_dir, write_private_file
 from onionmail.identity import Identity, load_identity, read_passphrase_file, save_identity
@@ -215,21 +216,6 @@ def cmd_decide(args: argparse.Namespace) -> int:
     entry = Registry(config.gateway_dir / "registrations.json").decide(alias, approve=args.approve)
     print(f"{entry.alias}@{config.gateway.domain}: {entry.state}")
     return 0
-
-
-def _progress(message: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
-
-
-def _setup_logging(verbose: bool) -> None:
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.WARNING,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-    # aiosmtpd logs peers, addresses and commands; the log is an observer too.
-    logging.getLogger("mail.log").setLevel(logging.ERROR)
-    logging.getLogger("stem").setLevel(logging.DEBUG if verbose else logging.WARNING)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import logging
 import os
 import signal
 import sys
@@ -20,6 +19,8 @@ from pathlib import Path
 from onionmail import cli_gateway, cli_keys, cli_leaks, cli_testnet
 from onionmail.box_init import create_box
 from onionmail.box_lock import running_pid
+from onionmail.cli_console import progress as _progress
+from onionmail.cli_console import setup_logging as _setup_logging
 from onionmail.config import load_config
 from onionmail.errors import ConfigError, OnionMailError
 from onionmail.identity import Identity, load_identity, read_passphrase_file
@@ -342,23 +343,6 @@ def cmd_tui(args: argparse.Namespace) -> int:
             argv += [flag, str(value)]
     os.execv(sys.executable, argv)
     return 1  # pragma: no cover - execv does not return
-
-
-def _progress(message: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
-
-
-def _setup_logging(verbose: bool) -> None:
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.WARNING,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-    # aiosmtpd logs peers, addresses and whole commands at INFO and DEBUG; the log
-    # is an observer too (threat_model: box-logs), so even --verbose leaves it out.
-    logging.getLogger("mail.log").setLevel(logging.ERROR)
-    # stem sets its own logger to its most verbose level; bring it back in line.
-    logging.getLogger("stem").setLevel(logging.DEBUG if verbose else logging.WARNING)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import sys
-import time
 from pathlib import Path
 
+from onionmail.cli_console import progress as _progress
 from onionmail.config import load_config
 from onionmail.identity import load_identity, read_passphrase_file
 
@@ -79,7 +78,3 @@ def cmd_gateway(args: argparse.Namespace) -> int:
         print("the gateway's operator has to approve it; until then the gateway refuses mail")
     print(f"written to [gateway] in {config.path}; restart a running box to use it")
     return 0
-
-
-def _progress(message: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
