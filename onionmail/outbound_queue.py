@@ -8,14 +8,18 @@ Layout under ``BOXDIR/queue`` (0700)::
     active/<id>.state attempts, next try, last error (JSON); only once the state changed
 
 **One file per accepted message.** :meth:`OutboundQueue.enqueue` writes the
-whole ``.msg`` to ``tmp/``, fsyncs it, renames it into ``active/`` and
-fsyncs ``active/``; only then does it return (and ``250`` go out). The
-rename is the commit point: a crash before it leaves a file in ``tmp/``
-that start-up removes (no ``250`` was sent for it); after it, the whole
-file, header and body, since both were fsynced before the rename; and the
-``250`` waits for the directory fsync, so an acknowledged name is on disk.
-This is :class:`~onionmail.maildir.Maildir`'s recipe: one file fsync and
-one directory fsync per message (the accept benchmark, ``bench/accept.py``).
+whole ``.msg`` to ``tmp/``, renames it into ``active/``, then fsyncs the file
+and ``active/``; only then does it return (and ``250`` go out), so an
+acknowledged entry is on disk whole, under its name. A crash before the
+rename leaves a file in ``tmp/`` that start-up removes (no ``250`` was sent
+for it). Renaming before the fsync puts the data and the new name in one
+journal commit (the directory fsync then has nothing left to flush): one
+disk flush per message instead of two, as Postfix's queue. The price is a
+narrow window: a power cut between the rename and the fsync can leave a
+torn (empty) entry in ``active/`` for a message never acknowledged; it
+fails to load and is moved to ``damaged/`` like any unreadable entry, kept,
+never sent. This is :class:`~onionmail.maildir.Maildir`'s recipe too (the
+accept benchmark, ``bench/accept.py``).
 Files rather than SQLite: a message is one immutable file; ``ids`` are
 random, so file names say nothing about the mail.
 
@@ -189,8 +193,8 @@ class OutboundQueue:
 
         ``next_try`` (Unix seconds) is when it is first tried, as the timing
         policy decided; ``None``: at once. ``cover`` marks a dummy envelope.
-        One file: written to ``tmp/``, fsynced, renamed into ``active/``,
-        ``active/`` fsynced (module docstring).
+        One file: written to ``tmp/``, renamed into ``active/``, then the
+        file and ``active/`` fsynced (module docstring).
         """
         entry = QueuedMessage(
             id=random_name(),
@@ -222,10 +226,10 @@ class OutboundQueue:
                 view = memoryview(data)
                 while view:
                     view = view[os.write(fd, view) :]
+                os.rename(tmp, final)
                 os.fsync(fd)
             finally:
                 os.close(fd)
-            os.rename(tmp, final)
             fsync_dir(self._active)
         except OSError as exc:
             # Not acknowledged: leave nothing that could be delivered after a 451.

@@ -239,13 +239,49 @@ def test_held_old_layout_message_whose_first_state_a_crash_lost_keeps_its_first_
     assert queue.load("old1").message == MESSAGE
 
 
-def test_unreadable_entry_is_quarantined_not_lost(tmp_path: Path) -> None:
+@pytest.mark.parametrize("content", [b"damaged", b""])
+def test_unreadable_entry_is_quarantined_not_lost(tmp_path: Path, content: bytes) -> None:
+    """Also an empty one: a power cut between the rename and the fsync (never acknowledged)."""
     queue = OutboundQueue(tmp_path / "q", KEY)
     entry = queue.enqueue("p.onion", "a@x.onion", ("b@p.onion",), MESSAGE)
-    (tmp_path / "q" / "active" / f"{entry.id}.msg").write_bytes(b"damaged")
+    (tmp_path / "q" / "active" / f"{entry.id}.msg").write_bytes(content)
     queue.recover()
     assert queue.states() == []
-    assert (tmp_path / "q" / "damaged" / f"{entry.id}.msg").read_bytes() == b"damaged"
+    assert (tmp_path / "q" / "damaged" / f"{entry.id}.msg").read_bytes() == content
+
+
+def test_the_name_is_in_place_before_the_file_fsync(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Rename, then fsync: data and name go to disk in one journal commit."""
+    queue = OutboundQueue(tmp_path / "q", KEY)
+    seen: list[list[str]] = []
+    real_fsync = os.fsync
+
+    def watching(fd: int) -> None:
+        seen.append(sorted(p.name for p in (tmp_path / "q" / "active").iterdir()))
+        real_fsync(fd)
+
+    monkeypatch.setattr(outbound_queue.os, "fsync", watching)
+    entry = queue.enqueue("p.onion", "a@x.onion", ("b@p.onion",), MESSAGE)
+    assert seen[0] == [f"{entry.id}.msg"]
+    assert list((tmp_path / "q" / "tmp").iterdir()) == []
+
+
+def test_a_failed_file_fsync_leaves_nothing_behind(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The name was already in active/: a 451 must take it back out."""
+    queue = OutboundQueue(tmp_path / "q", KEY)
+
+    def failing(_fd: int) -> None:
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(outbound_queue.os, "fsync", failing)
+    with pytest.raises(QueueError, match="Input/output"):
+        queue.enqueue("p.onion", "a@x.onion", ("b@p.onion",), MESSAGE)
+    assert list((tmp_path / "q" / "active").iterdir()) == []
+    assert list((tmp_path / "q" / "tmp").iterdir()) == []
 
 
 def test_flush_makes_every_entry_due(tmp_path: Path) -> None:
