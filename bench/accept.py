@@ -8,18 +8,23 @@ repetition runs each target once, in turn, so drift hits all of them alike):
 - ``box submission``: onionmail's SubmissionHandler (AUTH PLAIN, scrubbing)
   whose store callback is ``OutboundQueue.enqueue``, run with the scrubbing
   in one worker thread, as the box does: each message is encrypted, written
-  as one file, fsynced and renamed (directory fsynced) before ``250``.
+  as one file, renamed, fsynced (directory fsynced) before ``250``.
 - ``box inbound``: the InboundHandler receiving plain, unsealed mail from a
   non-onion sender, delivered to a Maildir (file and directory fsynced).
 - ``postfix``: a private Postfix instance (own config and queue directory
   under a temporary directory) whose smtpd accepts into its queue (fsync
-  before ``250``), then discards.
+  before ``250``), then discards. The reference of ``box inbound``.
+- ``postfix submission``: a second smtpd of the same instance that, like
+  the box's submission server, relays only after AUTH PLAIN (Cyrus SASL
+  with its own sasldb; Debian's sasl2-bin creates it). The reference of
+  ``box submission``: the same commands on the wire, one round trip more
+  than plain SMTP.
 - ``smtp-sink``: Postfix's test server that accepts and throws away: the ceiling.
 
 The box's servers run in a child process (``--serve``), so the load
 generator never shares their event loop. Two generators: Postfix's
 ``smtp-source`` (C; no AUTH, so not for the submission server) and a small
-asyncio client that can AUTH PLAIN, used for every target so the four are
+asyncio client that can AUTH PLAIN, used for every target so all are
 compared with one tool. Both open a new connection per message. Messages of
 5 KB and 100 KB, 1 and 20 concurrent sessions.
 """
@@ -165,12 +170,41 @@ def box_servers(root: Path) -> Iterator[BoxServers]:
 # --- the references ---------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class PostfixPorts:
+    smtp: int
+    submission: int
+
+
 @contextmanager
-def postfix_instance(root: Path) -> Iterator[int]:
-    """A private Postfix on 127.0.0.1:<free port> that queues (fsync) and then discards."""
+def postfix_instance(root: Path) -> Iterator[PostfixPorts]:
+    """A private Postfix on 127.0.0.1 that queues (fsync) and then discards.
+
+    Two smtpd listeners: plain SMTP (loopback is in ``mynetworks``), and a
+    submission one that relays only for AUTH PLAIN clients (user ``alice``,
+    :data:`PASSWORD`, in a sasldb of its own).
+    """
     config = root / "postfix"
     config.mkdir()
     port = free_port()
+    submission = free_port()
+    sasl = config / "sasl"
+    sasl.mkdir()
+    sasldb = root / "postfix-sasldb2"
+    (sasl / "smtpd.conf").write_text(
+        "pwcheck_method: auxprop\nauxprop_plugin: sasldb\nmech_list: PLAIN\n"
+        f"sasldb_path: {sasldb}\n"
+    )
+    made = subprocess.run(
+        ["saslpasswd2", "-c", "-p", "-f", str(sasldb), "-u", "bench.test", "alice"],
+        input=PASSWORD,
+        text=True,
+        capture_output=True,
+        check=False,
+    )
+    if made.returncode:
+        raise RuntimeError(f"saslpasswd2 failed: {made.stderr.strip()}")
+    shutil.chown(sasldb, "postfix")
     settings = {
         "compatibility_level": "3.6",
         "queue_directory": str(root / "postfix-queue"),
@@ -190,6 +224,8 @@ def postfix_instance(root: Path) -> Iterator[int]:
         "default_process_limit": "200",
         "maillog_file": str(root / "postfix.log"),
         "maillog_file_prefixes": str(root),
+        "cyrus_sasl_config_path": str(sasl),
+        "smtpd_sasl_local_domain": "bench.test",
     }
     root.chmod(0o755)  # the postfix user reaches its queue below the temporary directory
     (root / "postfix-queue").mkdir()
@@ -207,6 +243,13 @@ def postfix_instance(root: Path) -> Iterator[int]:
             line = " ".join(fields)
         lines.append(line)
     lines.insert(0, f"127.0.0.1:{port} inet n - n - - smtpd")
+    only_after_auth = "permit_sasl_authenticated,reject"
+    lines.insert(
+        1,
+        f"127.0.0.1:{submission} inet n - n - - smtpd -o smtpd_sasl_auth_enable=yes "
+        f"-o smtpd_client_restrictions={only_after_auth} "
+        f"-o smtpd_relay_restrictions={only_after_auth}",
+    )
     (config / "master.cf").write_text("\n".join(lines) + "\n")
     run = ["postfix", "-c", str(config)]
     for step in ("check", "start"):
@@ -215,7 +258,8 @@ def postfix_instance(root: Path) -> Iterator[int]:
             raise RuntimeError(f"postfix {step} failed: {log.read_text() if log.exists() else ''}")
     try:
         wait_for_port(port)
-        yield port
+        wait_for_port(submission)
+        yield PostfixPorts(port, submission)
     finally:
         subprocess.run([*run, "stop"], check=False, capture_output=True)
 
@@ -259,6 +303,8 @@ class Target:
     mail_from: str
     rcpt: str
     auth: bool = False
+    reference: str = "postfix"
+    """Whose rate this target's ratio is taken against."""
 
 
 def message(target: Target, size: int, number: int) -> bytes:
@@ -361,23 +407,28 @@ def smtp_source_load(target: Target, size: int, sessions: int, count: int) -> tu
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     count = args.messages or (500 if args.quick else 5_000)
-    if not shutil.which("smtp-source") or not shutil.which("postfix"):
+    if not all(shutil.which(tool) for tool in ("smtp-source", "postfix", "saslpasswd2")):
         raise SystemExit(
-            "needs Postfix's smtp-source, smtp-sink and postfix: "
-            'echo "postfix postfix/main_mailer_type select No configuration" | '
-            "debconf-set-selections; DEBIAN_FRONTEND=noninteractive apt-get install -y postfix"
+            "needs Postfix's smtp-source, smtp-sink and postfix, and sasl2-bin's saslpasswd2 "
+            "(make bench-deps installs them)"
         )
     results: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="bench-accept-") as tmp:
         root = Path(tmp)
-        with box_servers(root) as box, postfix_instance(root) as pf_port, smtp_sink() as sink:
+        with box_servers(root) as box, postfix_instance(root) as pf, smtp_sink() as sink:
             alice = f"alice@{box.onion}"
             targets = [
                 Target(
-                    "box submission", box.submission_port, alice, f"dave@{box.other_onion}", True
+                    "box submission",
+                    box.submission_port,
+                    alice,
+                    f"dave@{box.other_onion}",
+                    auth=True,
+                    reference="postfix submission",
                 ),
+                Target("postfix submission", pf.submission, "a@x.test", POSTFIX_RCPT, auth=True),
                 Target("box inbound", box.inbound_port, PEER, f"bob@{box.onion}"),
-                Target("postfix", pf_port, "a@x.test", POSTFIX_RCPT),
+                Target("postfix", pf.smtp, "a@x.test", POSTFIX_RCPT),
                 Target("smtp-sink", sink, "a@x.test", POSTFIX_RCPT),
             ]
             generators = ("asyncio", "smtp-source")
@@ -406,6 +457,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     return {
         "messages": count,
         "repeats": args.repeats,
+        "references": {t.name: t.reference for t in targets if t.reference != t.name},
         "results": results,
         "box_stored": stored,
         "box_queued": queued,
@@ -414,13 +466,16 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 def report(data: dict[str, Any]) -> None:
     rows = []
+    references = data.get("references", {})
     for key, by_target in data["results"].items():
         for gen in ("asyncio", "smtp-source"):
-            pf = by_target.get(f"postfix [{gen}]", {}).get("median", 0.0)
             sink = by_target.get(f"smtp-sink [{gen}]", {}).get("median", 0.0)
             for name, s in by_target.items():
                 if not name.endswith(f"[{gen}]"):
                     continue
+                target = name.rsplit(" [", 1)[0]
+                reference = references.get(target, "postfix")
+                pf = by_target.get(f"{reference} [{gen}]", {}).get("median", 0.0)
                 rows.append(
                     [
                         key,
@@ -438,6 +493,8 @@ def report(data: dict[str, Any]) -> None:
         ["size x sessions", "target [generator]", "median", "min", "max", "/postfix", "/sink"],
         rows,
     )
+    print("  /postfix: box submission against postfix submission (both AUTH PLAIN), others")
+    print("  against postfix (plain SMTP)")
     print(
         f"  box: {data['box_stored']} in the Maildir, {data['box_queued']} in the queue "
         "(all fsynced)"
