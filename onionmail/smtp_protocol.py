@@ -107,6 +107,7 @@ from typing import Any, Protocol
 from aiosmtpd.smtp import AuthResult, LoginPassword
 
 from onionmail.smtp_data import ChunkReader, DataBlock, DataOutcome, DataReader
+from onionmail.tcp import ack_now
 
 log = logging.getLogger(__name__)
 
@@ -303,6 +304,7 @@ class SMTPProtocol(asyncio.Protocol):
         "_listener",
         "_loop",
         "_transport",
+        "_sock",
         "_session",
         "_envelope",
         "_buf",
@@ -329,6 +331,7 @@ class SMTPProtocol(asyncio.Protocol):
         self._listener = listener
         self._loop = loop
         self._transport: asyncio.Transport | None = None
+        self._sock: Any = None
         self._session: Session | None = None
         self._new_envelope()
         self._buf = bytearray()
@@ -356,6 +359,7 @@ class SMTPProtocol(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         self._transport = transport
+        self._sock = transport.get_extra_info("socket")
         if not self._admit():
             # Before the greeting, so the refusal costs no handler work.
             self._closing = True
@@ -422,11 +426,17 @@ class SMTPProtocol(asyncio.Protocol):
             self._last = self._loop.time()
             block = self._data.feed(data)
             if block is None:
+                # More is to come before a reply carries the ACK: send it now, or a
+                # peer writing without TCP_NODELAY (tor, for the inbound server)
+                # holds its next segment back 40 ms (onionmail.tcp.ack_now).
+                ack_now(self._sock)
                 return
             self._end_data(block)
         else:
             self._buf += data
         self._process()
+        if self._data is not None or self._buf:
+            ack_now(self._sock)  # as above: a command or its data is incomplete
 
     def _process(self) -> None:
         """Answer every complete command in the buffer that can be answered now; flush."""

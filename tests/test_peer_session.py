@@ -22,7 +22,14 @@ import pytest
 
 from onionmail.identity import Identity
 from onionmail.inbound import InboundHandler
-from onionmail.peer_session import PeerSession, Reply, data_block
+from onionmail.peer_session import (
+    CHUNK_BYTES,
+    SPLIT_BYTES,
+    PeerSession,
+    Reply,
+    bdat_chunks,
+    data_block,
+)
 from onionmail.replay_cache import ReplayCache
 from tests.loopback_servers import inbound_handler, serving, start_inbound
 from tests.test_delivery_agent import Clock, make_agent
@@ -244,6 +251,59 @@ async def test_express_greeting_gets_the_whole_first_transaction_in_one_write() 
     ]
     assert got[3] == b"BDAT 12 LAST\r\n" and got[4] == b".dot\r\nline\r\n"  # no dot-stuffing
     assert session.supports("CHUNKING")
+
+
+def test_bdat_chunks_split_the_start_of_a_message_only() -> None:
+    """Small chunks first (a reply every few tor cells), the rest in one LAST chunk."""
+    assert bdat_chunks(b"x" * 10) == [b"BDAT 10 LAST\r\n" + b"x" * 10]
+    body = bytes(range(256)) * 200  # 51,200 octets
+    chunks = bdat_chunks(body)
+    heads = [c.split(b"\r\n", 1)[0] for c in chunks]
+    n = SPLIT_BYTES // CHUNK_BYTES
+    assert heads == [b"BDAT %d" % CHUNK_BYTES] * n + [b"BDAT %d LAST" % (len(body) - SPLIT_BYTES)]
+    assert b"".join(c.split(b"\r\n", 1)[1] for c in chunks) == body
+
+
+async def test_express_message_in_several_chunks_reads_every_chunk_reply() -> None:
+    """A message over CHUNK_BYTES goes as several BDAT chunks in the one write; the
+    session reads a reply per chunk and stays in step for the next message."""
+    heads: list[bytes] = []
+    body = b"line of text\n" * 400  # 5,600 octets with CRLF line ends
+
+    async def express_peer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"220 peer ESMTP X-ONIONMAIL-SEAL v1 AAAAAAAAAAAAAAAAAAAAAA EXPRESS\r\n")
+        replies = [b"250-peer\r\n250-PIPELINING\r\n250 CHUNKING\r\n"]
+        while True:
+            line = await reader.readuntil(b"\r\n")
+            heads.append(line)
+            if line.startswith(b"BDAT "):
+                words = line.split()
+                await reader.readexactly(int(words[1]))
+                if len(words) == 2:
+                    replies.append(b"250 %s octets received\r\n" % words[1])
+                    continue
+                writer.write(b"".join(replies) + b"250 stored\r\n")
+                await writer.drain()
+                replies = []
+            elif not line.startswith(b"EHLO"):
+                replies.append(b"250 ok\r\n")
+
+    async with scripted_server(express_peer) as port:
+        sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+        session = await PeerSession.open(sock, ehlo_name="localhost", timeout=5)
+
+        async def never(accepted: tuple[str, ...]) -> bytes:
+            raise AssertionError("the prepared data serves when every recipient is accepted")
+
+        for _ in range(2):
+            refused = await asyncio.wait_for(
+                session.send("a@x.test", ("b@y.test",), never, prepared=body), 10
+            )
+            assert refused == []
+        session.close()
+    bdats = [h for h in heads if h.startswith(b"BDAT")]
+    assert bdats == [b"BDAT 2048\r\n", b"BDAT 2048\r\n", b"BDAT 1504 LAST\r\n"] * 2
+    assert session.messages == 2
 
 
 async def test_express_with_a_refused_recipient_reseals_for_the_accepted_one(
