@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import email
+import email.message
 import email.policy
 import mailbox
 import socket
@@ -21,6 +22,7 @@ from onionmail.delivery import DeliveryAgent
 from onionmail.identity import Identity
 from onionmail.maildir import Maildir
 from onionmail.outbound_queue import OutboundQueue, queue_key
+from onionmail.smtp_server import SafeHandler
 
 DAY = 24 * 3600.0
 
@@ -107,13 +109,14 @@ async def test_peer_down_past_the_lifetime_bounces_to_the_sender(tmp_path: Path)
     dsn = email.message_from_bytes(store.get_bytes(key), policy=email.policy.default)
     assert dsn.get_content_type() == "multipart/report"
     assert dsn["To"] == sender
-    report = dsn.get_payload()[1]
+    assert isinstance(dsn, email.message.EmailMessage)
+    report = list(dsn.iter_parts())[1]
     assert report.get_content_type() == "message/delivery-status"
     assert f"bob@{peer}" in str(report)
     assert "Action: failed" in str(report)
 
 
-class RefusingPeer:
+class RefusingPeer(SafeHandler):
     """A plain SMTP peer on loopback that answers RCPT with a chosen status."""
 
     def __init__(self, rcpt_status: str, commands: list[str]) -> None:
