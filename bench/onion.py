@@ -18,7 +18,9 @@ first alternates from one round to the next.
 
 Reference, in the same run and the same alternation: through alice's tor
 SOCKS port (``onionmail.tor_socks.open_tor_stream``, the box's own SOCKS
-code) to an echo server behind an ephemeral onion published by bob's tor,
+code) to an echo server behind an ephemeral onion published by bob's tor
+with the same ADD_ONION defences as bob's own onion (MaxStreams, and
+proof-of-work when bob's tor offers it),
 sending as many bytes as a sealed 5 KB message is on the wire and reading
 them back; cold = new SOCKS credentials (new circuit), warm = same ones.
 
@@ -44,12 +46,15 @@ from pathlib import Path
 from typing import Any
 
 import aiosmtplib
+import stem.response
 
 from bench.common import add_arguments, percentile, print_table, ratio, write_results
 from bench.padding_overhead import measure as padding_measure
 from onionmail.box import Box
 from onionmail.box_init import NewBox, create_box
+from onionmail.box_tor import ONION_VIRTUAL_PORT, add_onion_command
 from onionmail.config import load_config
+from onionmail.identity import Identity
 from onionmail.testnet import client_tor_options, load_testnet, start_testnet, stop_testnet
 from onionmail.testnet_checks import _EchoHandler, _EchoServer
 from onionmail.tor_socks import SocksError, new_isolation_token, open_tor_stream
@@ -159,19 +164,25 @@ class EchoOnion:
 
     async def start(self) -> None:
         self.thread.start()
-        service = await asyncio.to_thread(
-            self.bob.tor.controller.create_ephemeral_hidden_service,
-            {80: f"127.0.0.1:{self.server.server_address[1]}"},
-            key_content="ED25519-V3",
-            discard_key=True,
-            await_publication=True,
-            timeout=TIMEOUT,
+        # Published the way bob's box publishes its own onion (the same ADD_ONION
+        # defences: MaxStreams, proof-of-work when bob's tor has it), so the
+        # reference pays what a client of bob's onion pays to reach it.
+        line = add_onion_command(
+            Identity.generate().tor_key_blob(),
+            f"127.0.0.1:{self.server.server_address[1]}",
+            self.bob.tor.settings,
+            pow_defenses=bool(self.bob.tor.pow_defenses),
         )
-        self.onion = f"{service.service_id}.onion"
+        reply = await asyncio.to_thread(self.bob.tor.controller.msg, line)
+        if not reply.is_ok():
+            raise RuntimeError(f"tor refused the echo onion: {reply}")
+        stem.response.convert("ADD_ONION", reply)
+        self.onion = f"{reply.service_id}.onion"
         deadline = time.monotonic() + TIMEOUT
         while True:  # a fresh onion is often not found at once
             try:
                 await self.exchange(64, cold=True)
+                self.failures = 0  # a fresh onion's first misses are not the measurement's
                 return
             except OSError:
                 if time.monotonic() > deadline:
@@ -206,7 +217,7 @@ class EchoOnion:
         host, port = self.alice.tor.socks_address
         start = time.perf_counter()
         sock = await open_tor_stream(
-            host, port, self.onion, 80, timeout=TIMEOUT, isolation=self.token
+            host, port, self.onion, ONION_VIRTUAL_PORT, timeout=TIMEOUT, isolation=self.token
         )
         try:
             await stream(sock, size)
