@@ -14,7 +14,10 @@ new rendezvous circuit (the descriptor stays cached); *warm*: the circuit
 of the previous delivery is reused. Cold and warm alternate, N of each
 (≥ 50; default 100, quick 50); p50/p95 reported, and the median of the
 box/raw ratios taken sample by sample. Whether the box or the reference goes
-first alternates from one round to the next.
+first alternates from one round to the next. Before each cold sample, box or
+raw, an untimed pause of :data:`SETTLE` lets the streams just closed finish
+their teardown (and the box's cold sample first waits for the previous
+delivery's session to be back in the agent's pool, so it is really dropped).
 
 Reference, in the same run and the same alternation: through alice's tor
 SOCKS port (``onionmail.tor_socks.open_tor_stream``, the box's own SOCKS
@@ -61,6 +64,14 @@ from onionmail.tor_socks import SocksError, new_isolation_token, open_tor_stream
 
 SIZE = 5 * 1024
 POLL = 0.002
+SETTLE = 0.15
+"""Untimed pause before every cold latency sample, box and raw, so that the teardown of a
+stream just closed (the kept sessions a cold sample drops, the raw stream just used)
+does not share the relays' TCP connections with the next circuit's build: tor's relays
+write without TCP_NODELAY, so a CREATE/EXTEND cell written while an END cell is
+unacknowledged waits ~40 ms for a delayed ACK, and on 127.0.0.1 tor learns a circuit
+build timeout of ~70 ms: one such stall times the build out and the stream waits
+0.5-1 s for tor to relaunch. A real cold delivery finds its old session long closed."""
 TIMEOUT = 120.0
 RAW_ATTEMPTS = 3
 
@@ -122,7 +133,14 @@ class Bench:
     async def one_latency(self, cold: bool) -> float:
         assert self.alice.agent is not None
         if cold:
+            # The previous delivery's session is kept only once its 250 is back
+            # (after its file is in the Maildir): wait, or it would be kept after
+            # the drop and this delivery would reuse it.
+            deadline = time.monotonic() + TIMEOUT
+            while len(self.alice.agent.reports) < self.sent and time.monotonic() < deadline:
+                await asyncio.sleep(POLL)
             self.alice.agent.forget_peer(self.bob.onion)  # new circuit, new session
+            await asyncio.sleep(SETTLE)
         before = count_new(self.inbox)
         accepted = await self.submit()
         return await wait_count(self.inbox, before + 1) - accepted
@@ -282,6 +300,8 @@ async def measure(root: Path, args: argparse.Namespace) -> dict[str, Any]:
                         if side == "box":
                             sample = await bench.one_latency(cold=cold)
                         else:
+                            if cold:
+                                await asyncio.sleep(SETTLE)
                             sample = await echo.exchange(wire, cold=cold)
                         lat[f"{side} {kind}"].append(sample)
             say(f"throughput: {bulk_n} messages")
