@@ -20,7 +20,7 @@ from gateway.config import CONFIG_NAME, load_gateway_config, render_gateway_conf
 from gateway.errors import GatewayConfigError, GatewayError
 from gateway.registry import PENDING, Registry
 from onionmail.cli_console import progress as _progress
-from onionmail.cli_console import setup_logging as _setup_logging
+from onionmail.cli_console import run_command
 from onionmail.errors import OnionMailError
 from onionmail.fsutil import ensure_private_dir, write_private_file
 from onionmail.identity import Identity, load_identity, read_passphrase_file, save_identity
@@ -49,20 +49,7 @@ typical use:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    _setup_logging(args.verbose)
-    if not hasattr(args, "func"):
-        parser.print_help()
-        return 2
-    try:
-        return int(args.func(args))
-    except (GatewayError, OnionMailError) as exc:
-        print(f"onionmail-gateway: error: {exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("onionmail-gateway: interrupted", file=sys.stderr)
-        return 130
+    return run_command("onionmail-gateway", build_parser(), argv, (GatewayError, OnionMailError))
 
 
 def build_parser() -> argparse.ArgumentParser:

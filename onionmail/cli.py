@@ -20,7 +20,7 @@ from onionmail import cli_gateway, cli_keys, cli_leaks, cli_testnet
 from onionmail.box_init import create_box
 from onionmail.box_lock import running_pid
 from onionmail.cli_console import progress as _progress
-from onionmail.cli_console import setup_logging as _setup_logging
+from onionmail.cli_console import run_command
 from onionmail.config import load_config
 from onionmail.errors import ConfigError, OnionMailError
 from onionmail.identity import Identity, load_identity, read_passphrase_file
@@ -43,20 +43,7 @@ typical use:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    _setup_logging(args.verbose)
-    if not hasattr(args, "func"):
-        parser.print_help()
-        return 2
-    try:
-        return int(args.func(args))
-    except OnionMailError as exc:
-        print(f"onionmail: error: {exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("onionmail: interrupted", file=sys.stderr)
-        return 130
+    return run_command("onionmail", build_parser(), argv, (OnionMailError,))
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import argparse
 import logging
 import sys
 import time
+from collections.abc import Sequence
 
 
 def progress(message: str) -> None:
@@ -25,3 +27,29 @@ def setup_logging(verbose: bool) -> None:
     logging.getLogger("mail.log").setLevel(logging.ERROR)
     # stem sets its own logger to its most verbose level; bring it back in line.
     logging.getLogger("stem").setLevel(logging.DEBUG if verbose else logging.WARNING)
+
+
+def run_command(
+    prog: str,
+    parser: argparse.ArgumentParser,
+    argv: Sequence[str] | None,
+    errors: tuple[type[Exception], ...],
+) -> int:
+    """Parse ``argv``, set up logging, run the chosen command's ``func``.
+
+    No command: the help, exit 2. One of ``errors``: one line on stderr, exit 1
+    (the error texts name the file and key, never a secret). Ctrl-C: exit 130.
+    """
+    args = parser.parse_args(argv)
+    setup_logging(args.verbose)
+    if not hasattr(args, "func"):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args))
+    except errors as exc:
+        print(f"{prog}: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted", file=sys.stderr)
+        return 130
