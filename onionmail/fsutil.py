@@ -49,6 +49,17 @@ def write_private_file(path: Path, data: bytes, *, durable: bool = True) -> None
         fsync_dir(path.parent)
 
 
+def write_all(fd: int, data: bytes) -> None:
+    """Write all of ``data`` to ``fd`` with plain ``os.write`` calls.
+
+    No file object: it would add fstat, ioctl and lseek, each one more GIL
+    hand-off with the event loop under load.
+    """
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
 def random_name() -> str:
     """A file name that says nothing about its content, sender or host."""
     return secrets.token_hex(16)

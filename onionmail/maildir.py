@@ -26,7 +26,7 @@ import os
 import time
 from pathlib import Path
 
-from onionmail.fsutil import ensure_private_dir, fsync_dir, random_name
+from onionmail.fsutil import ensure_private_dir, fsync_dir, random_name, write_all
 
 SUBDIRS = ("tmp", "new", "cur")
 
@@ -47,9 +47,7 @@ class Maildir:
         final = self.path / "new" / name
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         try:
-            view = memoryview(message)
-            while view:
-                view = view[os.write(fd, view) :]
+            write_all(fd, message)
             os.link(tmp, final)
             os.unlink(tmp)
             os.fsync(fd)

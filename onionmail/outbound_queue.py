@@ -82,7 +82,13 @@ import nacl.secret
 import nacl.utils
 
 from onionmail.errors import QueueError
-from onionmail.fsutil import ensure_private_dir, fsync_dir, random_name, write_private_file
+from onionmail.fsutil import (
+    ensure_private_dir,
+    fsync_dir,
+    random_name,
+    write_all,
+    write_private_file,
+)
 from onionmail.identity import derive_subkey
 
 CLEAR_HEADER_MAGIC = b"omq2 "
@@ -221,11 +227,7 @@ class OutboundQueue:
         try:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             try:
-                # Plain os calls: a file object would add fstat, ioctl and lseek,
-                # each one more GIL hand-off with the event loop under load.
-                view = memoryview(data)
-                while view:
-                    view = view[os.write(fd, view) :]
+                write_all(fd, data)
                 os.rename(tmp, final)
                 os.fsync(fd)
             finally:
