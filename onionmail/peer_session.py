@@ -66,6 +66,22 @@ class ProtocolFailure(DeliveryError):
     """The session broke (connection lost, timeout, garbage): nothing was accepted by it."""
 
 
+def sort_recipients(
+    recipients: tuple[str, ...], replies: list[Reply]
+) -> tuple[list[str], list[str], Reply | None]:
+    """Accepted (2xx) and refused (5xx) recipients, and the first other reply (retry), if any."""
+    accepted: list[str] = []
+    refused: list[str] = []
+    for rcpt, reply in zip(recipients, replies, strict=True):
+        if reply.positive:
+            accepted.append(rcpt)
+        elif 500 <= reply.code < 600:
+            refused.append(rcpt)
+        else:
+            return accepted, refused, reply
+    return accepted, refused, None
+
+
 def failure_for(reply: Reply, what: str) -> DeliveryError:
     """The delivery error for a negative reply: 5xx permanent, anything else temporary.
 
@@ -234,15 +250,10 @@ class PeerSession:
         if not mail_reply.positive:
             await self._reset_after(data_reply)
             raise failure_for(mail_reply, "MAIL FROM")
-        accepted, refused = [], []
-        for rcpt, reply in zip(recipients, rcpt_replies, strict=True):
-            if reply.positive:
-                accepted.append(rcpt)
-            elif 500 <= reply.code < 600:
-                refused.append(rcpt)
-            else:
-                await self._reset_after(data_reply)
-                raise DeliveryError(f"peer answered {reply} to RCPT TO")
+        accepted, refused, failed = sort_recipients(recipients, rcpt_replies)
+        if failed is not None:
+            await self._reset_after(data_reply)
+            raise DeliveryError(f"peer answered {failed} to RCPT TO")
         if not accepted:
             await self._reset_after(data_reply)
             raise PermanentDeliveryError("the peer refused every recipient")
@@ -297,14 +308,9 @@ class PeerSession:
                 break  # the chunks after it were not read as data: the session is done
         if not mail_reply.positive:
             raise failure_for(mail_reply, "MAIL FROM")
-        accepted, refused = [], []
-        for rcpt, reply in zip(recipients, rcpt_replies, strict=True):
-            if reply.positive:
-                accepted.append(rcpt)
-            elif 500 <= reply.code < 600:
-                refused.append(rcpt)
-            else:
-                raise DeliveryError(f"peer answered {reply} to RCPT TO")
+        accepted, refused, failed = sort_recipients(recipients, rcpt_replies)
+        if failed is not None:
+            raise DeliveryError(f"peer answered {failed} to RCPT TO")
         if not accepted:
             raise PermanentDeliveryError("the peer refused every recipient")
         if answered < len(chunks):
