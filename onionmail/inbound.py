@@ -309,10 +309,8 @@ class InboundHandler(SafeHandler):
             "Authentication-Results", f"{self.onion}; onionmail={result}{mailfrom}".encode()
         )
         message.prepend("Return-Path", f"<{sender}>".encode())
-        stored = message.to_bytes(newline=b"\n")
-        for rcpt in envelope.rcpt_tos:
-            local_part = rcpt.rsplit("@", 1)[0]
-            await asyncio.to_thread(self.maildir(local_part).deliver, stored)
+        folders = [self.maildir(rcpt.rsplit("@", 1)[0]) for rcpt in envelope.rcpt_tos]
+        await asyncio.to_thread(_store_in, folders, message)
         self.delivered += 1
         log.info("delivered a message to %d local mailbox(es)", len(envelope.rcpt_tos))
         message_id = (message.get("Message-ID") or b"").decode("ascii", "replace").strip()
@@ -325,6 +323,16 @@ class InboundHandler(SafeHandler):
     def _claims_us(self, value: bytes) -> bool:
         authserv = value.strip().split(b";", 1)[0].strip().lower()
         return authserv == self.onion.encode()
+
+
+def _store_in(folders: list[Maildir], message: Message) -> None:
+    """Serialize once (LF line ends, a pass over the whole body) and store in each folder.
+
+    In a worker thread: neither the pass nor the fsyncs hold up the event loop.
+    """
+    stored = message.to_bytes(newline=b"\n")
+    for folder in folders:
+        folder.deliver(stored)
 
 
 def _check_from_matches(message: Message, sender: MailAddress) -> None:
