@@ -8,7 +8,8 @@ onion address, which is no leak.
 :func:`judge` holds one observer's row of a leak matrix to one capture, item by
 item, with a probe per item ("does this capture show it in clear?") or an
 explicit :class:`Unchecked` reason; :func:`records` splits a process's stderr
-into log records.
+into log records; :func:`read_queue_entry` opens a queue file as someone
+holding the box's key would, without the queue's own code.
 """
 
 from __future__ import annotations
@@ -22,6 +23,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from onionmail.identity import derive_subkey
+from onionmail.outbound_queue import CLEAR_HEADER_MAGIC
 from threat_model import Item, Observer, Visibility
 
 if TYPE_CHECKING:
@@ -239,3 +244,16 @@ def collect_quietly() -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ResourceWarning)
         gc.collect()
+
+
+def read_queue_entry(data: bytes, key: bytes) -> tuple[bytes, bytes]:
+    """``(clear header line, plaintext)`` of one queue file, ``key`` being the queue's key.
+
+    The layout, read independently: the clear line, a 12-byte nonce, then
+    AES-256-GCM (key: BLAKE2b of the queue key, ``om-queue-gcm``) with the
+    line as associated data; the plaintext is a JSON line, then the message.
+    """
+    clear, _, sealed = data.partition(b"\n")
+    assert clear.startswith(CLEAR_HEADER_MAGIC), clear[:8]
+    aead = AESGCM(derive_subkey(key, b"om-queue-gcm"))
+    return clear, aead.decrypt(sealed[:12], sealed[12:], clear + b"\n")

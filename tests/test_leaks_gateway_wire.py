@@ -92,6 +92,7 @@ from tests.leaks import (
     has_all,
     judge,
     one_stream,
+    read_queue_entry,
     records,
     sent_in,
     tls_stream,
@@ -385,13 +386,7 @@ def decrypt_queue(queue: Path, key: bytes) -> list[bytes]:
     A queue file is a clear header line (what listing needs without the key:
     destination, times) and the ciphertext after it.
     """
-    secret_box = nacl.secret.SecretBox(key)
-    plains = []
-    for path in active_entries(queue):
-        clear, _, sealed = path.read_bytes().partition(b"\n")
-        assert clear.startswith(CLEAR_HEADER_MAGIC), path
-        plains.append(secret_box.decrypt(sealed))
-    return plains
+    return [read_queue_entry(path.read_bytes(), key)[1] for path in active_entries(queue)]
 
 
 def hold_and_seize(run: Run, gw_identity: Identity) -> None:

@@ -43,7 +43,6 @@ from pathlib import Path
 from typing import Any
 
 import aiosmtplib
-import nacl.secret
 import pytest
 
 from onionmail.box_init import create_box
@@ -62,6 +61,7 @@ from tests.leaks import (
     has,
     has_all,
     judge,
+    read_queue_entry,
     records,
 )
 from tests.wire_capture import (
@@ -242,12 +242,10 @@ def seize_alice(run: Run) -> None:
     box_dir = run.alice.new.box_dir
     run.alice_disk = read_tree(box_dir)
     seed = load_identity(box_dir / "keys" / "identity.key").seed  # no passphrase: none needed
-    secret_box = nacl.secret.SecretBox(queue_key(seed))
     plains = []
     for path in sorted(active.glob("*.msg")):
         # The clear header line (what listing needs without the key), then the ciphertext.
-        clear, _, sealed = path.read_bytes().partition(b"\n")
-        plain = secret_box.decrypt(sealed)
+        clear, plain = read_queue_entry(path.read_bytes(), queue_key(seed))
         plains.append(plain)
         message = plain.partition(b"\n")[2]
         created = float(json.loads(clear.removeprefix(CLEAR_HEADER_MAGIC))["created"])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import stat
@@ -13,8 +14,10 @@ import pytest
 
 from onionmail import outbound_queue
 from onionmail.errors import QueueError
+from onionmail.fsutil import write_all
 from onionmail.outbound_queue import (
     CLEAR_HEADER_MAGIC,
+    SECRETBOX_HEADER_MAGIC,
     OutboundQueue,
     list_queue,
     queue_key,
@@ -103,6 +106,88 @@ def test_a_failed_directory_fsync_leaves_nothing_behind(
         queue.enqueue("p.onion", "a@x.onion", ("b@p.onion",), MESSAGE)
     assert list((tmp_path / "q" / "active").iterdir()) == []
     assert list((tmp_path / "q" / "tmp").iterdir()) == []
+
+
+def test_the_file_is_the_clear_line_a_nonce_the_ciphertext_and_a_tag(tmp_path: Path) -> None:
+    """AES-256-GCM: 12-byte nonce, ciphertext as long as the plaintext, 16-byte tag."""
+    queue = OutboundQueue(tmp_path / "q", KEY)
+    entry = queue.enqueue("p.onion", "a@x.onion", ("b@p.onion",), MESSAGE)
+    data = (tmp_path / "q" / "active" / f"{entry.id}.msg").read_bytes()
+    clear, _, sealed = data.partition(b"\n")
+    secret = {"mail_from": "a@x.onion", "recipients": ["b@p.onion"]}
+    secret["envelope_id"] = entry.envelope_id.hex()
+    plain = json.dumps(secret, separators=(",", ":")).encode() + b"\n" + MESSAGE
+    assert clear.startswith(CLEAR_HEADER_MAGIC)
+    assert len(sealed) == 12 + len(plain) + 16
+    second = queue.enqueue("p.onion", "a@x.onion", ("b@p.onion",), MESSAGE)
+    other = (tmp_path / "q" / "active" / f"{second.id}.msg").read_bytes().partition(b"\n")[2]
+    assert other[:12] != sealed[:12]  # a fresh random nonce per entry
+
+
+def write_secretbox_layout(directory: Path, queue_id: str, *, first_try: float) -> None:
+    """An entry as the previous version wrote it: an ``omq2`` clear line, then SecretBox."""
+    clear = (
+        SECRETBOX_HEADER_MAGIC
+        + json.dumps(
+            {"destination": "p.onion", "created": 1000.0, "first_try": first_try, "cover": False}
+        ).encode()
+        + b"\n"
+    )
+    secret = {
+        "mail_from": "a@x.onion",
+        "recipients": ["b@p.onion"],
+        "envelope_id": "00" * 16,
+        "clear": hashlib.blake2b(clear, digest_size=16).hexdigest(),
+    }
+    plain = json.dumps(secret).encode() + b"\n" + MESSAGE
+    sealed = nacl.secret.SecretBox(KEY).encrypt(plain)
+    (directory / "active" / f"{queue_id}.msg").write_bytes(clear + sealed)
+
+
+def test_an_entry_of_the_secretbox_layout_still_lists_loads_and_checks_its_header(
+    tmp_path: Path,
+) -> None:
+    queue = OutboundQueue(tmp_path / "q", KEY)
+    write_secretbox_layout(tmp_path / "q", "prev", first_try=2e9)
+    queue.recover()
+    assert [(s.id, s.destination, s.next_try) for s in queue.states()] == [("prev", "p.onion", 2e9)]
+    loaded = queue.load("prev")
+    assert (loaded.mail_from, loaded.recipients, loaded.message) == (
+        "a@x.onion",
+        ("b@p.onion",),
+        MESSAGE,
+    )
+    path = tmp_path / "q" / "active" / "prev.msg"
+    path.write_bytes(path.read_bytes().replace(b'"p.onion"', b'"e.onion"', 1))
+    with pytest.raises(QueueError, match="clear header was altered"):
+        queue.load("prev")
+
+
+@pytest.mark.parametrize("step", [1, 7, 4096])
+def test_write_all_resumes_short_writes_across_chunks(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, step: int
+) -> None:
+    """writev may write less than asked: the rest follows, in order, nothing twice."""
+    real_writev = os.writev
+
+    def short_writev(fd: int, buffers: list[memoryview]) -> int:
+        budget, taken = step, []
+        for buffer in buffers:
+            if budget <= 0:
+                break
+            taken.append(buffer[:budget])
+            budget -= len(taken[-1])
+        return real_writev(fd, taken)
+
+    monkeypatch.setattr(os, "writev", short_writev)
+    chunks = [b"clear\n", b"", os.urandom(5000), b"x", os.urandom(300)]
+    path = tmp_path / "f"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        write_all(fd, *chunks)
+    finally:
+        os.close(fd)
+    assert path.read_bytes() == b"".join(chunks)
 
 
 def test_wrong_key_is_a_clear_error(tmp_path: Path) -> None:
@@ -262,7 +347,7 @@ def test_the_name_is_in_place_before_the_file_fsync(
         seen.append(sorted(p.name for p in (tmp_path / "q" / "active").iterdir()))
         real_fsync(fd)
 
-    monkeypatch.setattr(outbound_queue.os, "fsync", watching)
+    monkeypatch.setattr(os, "fsync", watching)
     entry = queue.enqueue("p.onion", "a@x.onion", ("b@p.onion",), MESSAGE)
     assert seen[0] == [f"{entry.id}.msg"]
     assert list((tmp_path / "q" / "tmp").iterdir()) == []
@@ -277,7 +362,7 @@ def test_a_failed_file_fsync_leaves_nothing_behind(
     def failing(_fd: int) -> None:
         raise OSError(5, "Input/output error")
 
-    monkeypatch.setattr(outbound_queue.os, "fsync", failing)
+    monkeypatch.setattr(os, "fsync", failing)
     with pytest.raises(QueueError, match="Input/output"):
         queue.enqueue("p.onion", "a@x.onion", ("b@p.onion",), MESSAGE)
     assert list((tmp_path / "q" / "active").iterdir()) == []
