@@ -159,3 +159,26 @@ async def test_dot_stuffing_undone_and_pending_bytes_read_first() -> None:
     assert block is not None
     assert block.content == b"Subject: s\r\n\r\n.leading\r\n"
     assert block.rest == b"QUIT\r\n"
+
+
+@pytest.mark.parametrize("piece", [1, 3, 4096])
+def test_stuffed_lines_and_lines_at_the_limit_in_a_large_message(piece: int) -> None:
+    """Every line dot-stuffed, lines exactly at the limit, fed in pieces of every size.
+
+    Past the first stuffed line the reader only looks for the terminator; the
+    stuffing is still undone on every line, and a line one byte longer fails.
+    """
+    at_limit = b"." + b"y" * (LINE_LIMIT - 3) + b"\r\n"  # LINE_LIMIT bytes with its CRLF
+    lines = [b"..a\r\n", at_limit, b"x\r\n", b"..\r\n"] * 300
+    wire = b"".join(lines) + b".\r\nNOOP\r\n"
+    parser = DataReader(line_limit=LINE_LIMIT, size_limit=None)
+    block, start = None, 0
+    while block is None:
+        block = parser.feed(wire[start : start + piece])
+        start += piece
+    assert block.outcome is DataOutcome.OK
+    assert block.content == b"".join(line[1:] if line[:1] == b"." else line for line in lines)
+    assert block.rest + wire[start:] == b"NOOP\r\n"
+    too_long = DataReader(line_limit=LINE_LIMIT, size_limit=None)
+    result = too_long.feed(b"x\r\n" * 500 + b"y" * (LINE_LIMIT - 1) + b"\r\n.\r\n")
+    assert result is not None and result.outcome is DataOutcome.TOO_LONG
