@@ -13,7 +13,8 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from onionmail.config import ScrubSection
-from onionmail.mail_address import MailAddress
+from onionmail.errors import AddressError
+from onionmail.mail_address import MailAddress, parse_mail_address
 from onionmail.rfc5322 import MessageFormatError, parse_message
 from onionmail.scrub import SenderMismatchError, scrub_submission
 from tests.leaks import host_identity_in
@@ -63,11 +64,37 @@ def test_missing_from_and_date_are_added() -> None:
 
 @pytest.mark.parametrize(
     "from_field",
-    [b"From: mallory@" + ONION.encode(), b"From: a@b.example, alice@" + ONION.encode()],
+    [
+        b"From: mallory@" + ONION.encode(),
+        b"From: a@b.example, alice@" + ONION.encode(),
+        b"From: <alice@" + ONION.encode() + b">, <mallory@x.example>",
+        b"From: <alice@" + ONION.encode() + b".example>",
+        b"From: alice <mallory@x.example>",
+        b"From: mallory@x.example <alice@" + ONION.encode() + b">",
+        b"From: a <mallory@x.example>, b <alice@" + ONION.encode() + b">",
+        b"From: list: mallory@x.example; <alice@" + ONION.encode() + b">",
+        b"From: alice@" + ONION.encode() + b"\r\nFrom: alice@" + ONION.encode(),
+    ],
 )
 def test_from_must_be_the_authenticated_sender(from_field: bytes) -> None:
     with pytest.raises(SenderMismatchError):
         scrub_submission(from_field + b"\r\n\r\nbody\r\n", sender=SENDER)
+
+
+@pytest.mark.parametrize(
+    "from_value",
+    [
+        f"alice@{ONION}",
+        f" <ALICE@{ONION.upper()}>",
+        f"<alice@{ONION}>\t",
+        f"Alice Liddell <alice@{ONION}>",
+        f'"Liddell, Alice" <alice@{ONION}>',
+        f"=?utf-8?q?Al=C3=AFce?= <alice@{ONION}>",
+    ],
+)
+def test_the_sender_in_every_common_form_is_accepted_and_kept(from_value: str) -> None:
+    scrubbed, _ = scrub_submission(f"From:{from_value}\r\n\r\nbody\r\n".encode(), sender=SENDER)
+    assert parse_message(scrubbed).get("From") == from_value.strip().encode()
 
 
 # --- property tests ----------------------------------------------------------------------
@@ -209,3 +236,21 @@ def test_keyed_message_ids_keep_the_users_own_threads_and_drop_the_host() -> Non
     assert scrub_submission(first, sender=SENDER, message_id_key=b"\x06" * 32)[1] != first_id
     # without a key the ID is random
     assert scrub_submission(first, sender=SENDER)[1] != scrub_submission(first, sender=SENDER)[1]
+
+
+@given(st.text(alphabet="Ab9!#$%&'*+-/=?^_`{|}~ \t<>@,;:\".()", max_size=30))
+@settings(max_examples=FUZZ_EXAMPLES or 300)
+def test_from_is_judged_as_the_full_address_parser_judges_it(name: str) -> None:
+    """The shortcut for common From forms never accepts what email.utils would not."""
+    value = f"{name} <alice@{ONION}>"
+    found = email.utils.getaddresses([value])
+    try:
+        expected = len(found) == 1 and parse_mail_address(found[0][1]) == SENDER
+    except AddressError:
+        expected = False
+    try:
+        scrub_submission(f"From: {value}\r\n\r\nbody\r\n".encode(), sender=SENDER)
+    except (SenderMismatchError, MessageFormatError):
+        assert not expected
+    else:
+        assert expected
