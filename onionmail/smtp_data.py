@@ -79,7 +79,7 @@ class DataReader:
         self._search = 0  # where the next line starting with a dot may begin
         self._stuffed = False  # a dot-stuffed line was seen: undo the stuffing at the end
 
-    def feed(self, chunk: bytes | bytearray) -> DataBlock | None:
+    def feed(self, chunk: bytes | bytearray | memoryview) -> DataBlock | None:
         """Take the next bytes; the block once its terminator has arrived, else None."""
         buf = self._buf
         buf += chunk
@@ -202,7 +202,7 @@ class ChunkReader:
         self._left = size
         self._parts: list[bytes] = []
 
-    def feed(self, chunk: bytes | bytearray) -> DataBlock | None:
+    def feed(self, chunk: bytes | bytearray | memoryview) -> DataBlock | None:
         take = bytes(chunk[: self._left])
         self._parts.append(take)
         self._left -= len(take)

@@ -128,6 +128,8 @@ BOGUS_LIMIT = 5
 """Unknown verbs before ``502 ... goodbye`` (aiosmtpd's figure)."""
 BACKLOG = 64 * 1024
 """Bytes buffered behind a command that is still running before reading pauses."""
+RECEIVE_BYTES = 256 * 1024
+"""The most one read takes from a socket (asyncio's own figure for ``recv``)."""
 
 TOO_MANY_CONNECTIONS = b"421 4.7.0 Too many connections, try again later\r\n"
 BARE_LINE_END = "500 5.5.2 Bare CR or LF in a command line; lines end with CRLF"
@@ -277,6 +279,8 @@ class Listener:
         )
         self.sessions: set[SMTPProtocol] = set()
         """The open sessions, closed with the listener (:func:`serve`)."""
+        self.receive_buffer = memoryview(bytearray(RECEIVE_BYTES))
+        """Where every session of this listener reads into (see :meth:`SMTPProtocol.get_buffer`)."""
         self.ehlo_plain = self._ehlo_lines(tls=False)
         self.ehlo_tls = self._ehlo_lines(tls=True)
         self.help_verbs = sorted(v for v in _SYNTAX if v != "STARTTLS" or tls_context is not None)
@@ -297,7 +301,7 @@ class Listener:
         return tuple(lines)
 
 
-class SMTPProtocol(asyncio.Protocol):
+class SMTPProtocol(asyncio.BufferedProtocol):
     """One SMTP session (see the module docstring)."""
 
     __slots__ = (
@@ -418,7 +422,23 @@ class SMTPProtocol(asyncio.Protocol):
 
     # -- bytes in --------------------------------------------------------------------
 
-    def data_received(self, data: bytes) -> None:
+    def get_buffer(self, sizehint: int) -> memoryview:
+        """The listener's receive buffer, shared by its sessions.
+
+        asyncio reads into it (``recv_into``) and calls :meth:`buffer_updated`
+        at once, on the listener's one loop, so sessions never overlap in it;
+        what a session keeps it copies there. A plain ``Protocol`` made asyncio
+        allocate 256 KiB per read (an mmap, a shrink, an munmap and fresh
+        pages for every command and every chunk of DATA).
+        """
+        return self._listener.receive_buffer
+
+    def buffer_updated(self, nbytes: int) -> None:
+        with self._listener.receive_buffer[:nbytes] as data:
+            self.data_received(data)
+
+    def data_received(self, data: bytes | memoryview) -> None:
+        """Take the bytes that arrived (copied if kept: ``data`` may be a reused buffer)."""
         if self._closing:
             return
         if self._data is not None and not self._buf:

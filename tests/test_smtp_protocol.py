@@ -146,6 +146,27 @@ async def test_commands_and_data_split_into_single_bytes(start: Start) -> None:
     assert recorder.messages == [b"line one\r\ntwo\r\n\r\n"]
 
 
+async def test_sessions_reading_into_one_buffer_keep_their_own_bytes(start: Start) -> None:
+    """Sessions of a listener share its receive buffer: interleaved pieces stay apart."""
+    recorder = Recorder()
+    port = await start(recorder)
+    clients = [(await RawSMTP.connect(port))[0] for _ in range(3)]
+    for number, client in enumerate(clients):
+        client.writer.write(f"EHLO c{number}\r\nMAIL FROM:<a@example.org>\r\n".encode())
+        client.writer.write(b"RCPT TO:<b@example.org>\r\nDATA\r\n")
+        assert [code(r) for r in await read_replies(client, 4)] == [250, 250, 250, 354]
+    bodies = [(bytes([ord("a") + n]) * 76 + b"\r\n") * 900 for n in range(3)]  # 70 KB each
+    for start_at in range(0, len(bodies[0]), 9_000):  # a piece of each body, in turn
+        for client, body in zip(clients, bodies, strict=True):
+            client.writer.write(body[start_at : start_at + 9_000])
+            await client.writer.drain()
+        await asyncio.sleep(0.001)
+    for client in clients:
+        client.writer.write(b".\r\n")
+        assert await client.reply() == "250 2.0.0 Stored"
+    assert sorted(recorder.messages) == bodies
+
+
 async def test_bare_lf_splits_nothing_even_across_packets(start: Start) -> None:
     client, _ = await RawSMTP.connect(await start(Recorder()))
     client.writer.write(b"NOOP\n")
