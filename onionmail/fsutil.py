@@ -76,9 +76,9 @@ STORAGE_THREADS = 32
 """Worker threads for blocking file work (writes with fsync, sealing, the replay cache).
 
 asyncio's default pool has ``cpu_count + 4`` threads (6 on two cores), so
-20 sessions storing at once queued behind each other's fsyncs; the disk and
-the kernel's journal commit concurrent fsyncs together, which only happens
-if they are issued concurrently."""
+20 sessions storing at once queued behind each other's fsyncs; the disk
+(and ext4's journal, where there is one) takes concurrent fsyncs together,
+which only happens if they are issued concurrently."""
 
 
 def use_storage_threads(loop: asyncio.AbstractEventLoop) -> None:

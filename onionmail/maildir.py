@@ -9,13 +9,15 @@ the file and ``new/`` are fsynced before :meth:`Maildir.deliver` returns;
 only then may the box answer ``250``. File names are
 ``<unix time>.<random>.onionmail`` — no host name, no sender.
 
-Linking before the fsync rather than after puts the data, the file and its
-name in one journal commit (ext4 commits the running transaction, which
-already holds the link, and the directory fsync then finds nothing left to
-do): one disk flush per message instead of two, the same as Postfix's
-queue. The cost is a narrow window: a power cut between the link and the
-fsync can leave an empty file in ``new/`` for a message that was never
-acknowledged (its sender retries). :meth:`Maildir.clean_tmp`, run at
+Linking (and unlinking the ``tmp/`` name) before the fsync rather than
+after lets the file's fsync write its name in ``new/`` too: ext4 without a
+journal (this project's machines) writes a new file's directory along with
+it, and with a journal the commit that makes the file durable holds the
+link. The directory fsync then finds nothing left to write: one disk flush
+per message instead of two, the same as Postfix's queue. The cost is a
+narrow window: a power cut between the link and the fsync can leave an
+empty file in ``new/`` for a message that was never acknowledged (its
+sender retries). :meth:`Maildir.clean_tmp`, run at
 start-up, moves such empty files out of ``new/``; nothing acknowledged is
 touched, since an acknowledged file was fsynced whole.
 """

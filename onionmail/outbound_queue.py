@@ -12,9 +12,12 @@ whole ``.msg`` to ``tmp/``, renames it into ``active/``, then fsyncs the file
 and ``active/``; only then does it return (and ``250`` go out), so an
 acknowledged entry is on disk whole, under its name. A crash before the
 rename leaves a file in ``tmp/`` that start-up removes (no ``250`` was sent
-for it). Renaming before the fsync puts the data and the new name in one
-journal commit (the directory fsync then has nothing left to flush): one
-disk flush per message instead of two, as Postfix's queue. The price is a
+for it). Renaming before the fsync lets the file's fsync write the new name
+too: ext4 without a journal (this project's machines) writes a new file's
+directory along with it, the one it is in by then; with a journal, the
+commit that makes the file durable holds the rename. The directory fsync
+then has nothing left to write: one disk flush per message instead of two,
+as Postfix's queue. The price is a
 narrow window: a power cut between the rename and the fsync can leave a
 torn (empty) entry in ``active/`` for a message never acknowledged; it
 fails to load and is moved to ``damaged/`` like any unreadable entry, kept,
