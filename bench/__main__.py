@@ -37,13 +37,17 @@ def headline(path: Path) -> None:
     except (OSError, ValueError):
         return
     rows: list[list[Any]] = []
-    for key, targets in results.get("accept", {}).get("results", {}).items():
+    accept = results.get("accept", {})
+    references = accept.get("references", {})  # box submission: Postfix submission (AUTH)
+    for key, targets in accept.get("results", {}).items():
         for name, gen in (("box submission", "asyncio"), ("box inbound", "smtp-source")):
+            reference = references.get(name, "postfix")
             box = targets.get(f"{name} [{gen}]", {}).get("median")
-            pf = targets.get(f"postfix [{gen}]", {}).get("median")
+            ref = targets.get(f"{reference} [{gen}]", {}).get("median")
             sink = targets.get(f"smtp-sink [{gen}]", {}).get("median")
-            if box and pf and sink:
-                rows.append([f"accept {key}: {name} ({gen})", box, box / pf, box / sink])
+            if box and ref and sink:
+                label = f"accept {key}: {name} ({gen}; ref: {reference})"
+                rows.append([label, box, box / ref, box / sink])
     onion = results.get("onion", {})
     for kind in ("cold", "warm"):
         lat = onion.get("latency_s", {})
