@@ -15,7 +15,9 @@ delivery attempt fails and is rescheduled, as with tor down). RSS
    the submission server's ``250`` (durable, fsynced), then ``gc.collect()``.
 
 Growth per message over the second half says whether memory is bounded: a
-queue kept on disk should add nearly nothing per queued message. The agent's
+queue kept on disk should add nearly nothing per queued message. The Python
+objects' allocated blocks are counted at each point too: the part of the
+growth that objects kept alive would show. The agent's
 attempt tasks and in-flight set at the end are reported next to it.
 """
 
@@ -24,6 +26,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -40,8 +43,13 @@ IN_FLIGHT = 16
 
 
 def rss() -> dict[str, int]:
-    """VmRSS and VmHWM of this process, in KiB."""
-    values: dict[str, int] = {}
+    """VmRSS and VmHWM of this process, in KiB, and the Python objects' allocated blocks.
+
+    ``blocks`` (``sys.getallocatedblocks``) counts what the interpreter holds:
+    if it does not grow with the queue, RSS growth is the C allocator's
+    (freed memory kept in its per-thread arenas), not objects kept alive.
+    """
+    values: dict[str, int] = {"blocks": sys.getallocatedblocks()}
     for line in Path("/proc/self/status").read_text().splitlines():
         key, _, rest = line.partition(":")
         if key in ("VmRSS", "VmHWM"):
@@ -126,6 +134,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     data["idle_over_reference"] = idle / ref
     data["growth_kib"] = full - idle
     data["bytes_per_message_second_half"] = (full - half) * 1024 / (count - count // 2)
+    blocks = [points[n]["blocks"] for n in names]
+    data["python_blocks_second_half"] = blocks[3] - blocks[2]
     return data
 
 
@@ -140,7 +150,8 @@ def report(data: dict[str, Any]) -> None:
     )
     print(
         f"  growth idle -> full queue: {data['growth_kib'] / 1024:.1f} MiB; "
-        f"second half: {data['bytes_per_message_second_half']:.0f} bytes per queued message"
+        f"second half: {data['bytes_per_message_second_half']:.0f} bytes per queued message; "
+        f"Python objects' blocks over the second half: {data['python_blocks_second_half']:+,}"
     )
     print(
         f"  delivery agent at the end: {data['agent_tasks']:,} attempt tasks, "
