@@ -124,6 +124,27 @@ def test_the_file_is_the_clear_line_a_nonce_the_ciphertext_and_a_tag(tmp_path: P
     assert other[:12] != sealed[:12]  # a fresh random nonce per entry
 
 
+@pytest.mark.parametrize("damage", ["torn", "flipped", "no tag"])
+def test_a_damaged_ciphertext_under_an_intact_header_fails_to_load(
+    tmp_path: Path, damage: str
+) -> None:
+    """It still lists (the clear header); loading it fails clearly (the agent quarantines it)."""
+    queue = OutboundQueue(tmp_path / "q", KEY)
+    entry = queue.enqueue("p.onion", "a@x.onion", ("b@p.onion",), MESSAGE)
+    path = tmp_path / "q" / "active" / f"{entry.id}.msg"
+    data = bytearray(path.read_bytes())
+    if damage == "torn":
+        del data[len(data) // 2 :]
+    elif damage == "flipped":
+        data[-30] ^= 0x01
+    else:
+        del data[-16:]
+    path.write_bytes(bytes(data))
+    assert [s.id for s in queue.states()] == [entry.id]
+    with pytest.raises(QueueError, match="does not decrypt"):
+        queue.load(entry.id)
+
+
 def write_secretbox_layout(directory: Path, queue_id: str, *, first_try: float) -> None:
     """An entry as the previous version wrote it: an ``omq2`` clear line, then SecretBox."""
     clear = (
