@@ -37,13 +37,10 @@ from typing import Any
 
 from gateway.registry import APPROVED, Registry
 from onionmail.errors import AddressError
-from onionmail.mail_address import parse_mail_address
 from onionmail.rfc5322 import MessageFormatError, parse_message
-from onionmail.smtp_server import SafeHandler
+from onionmail.smtp_server import NULL_SENDER, SafeHandler
 
 log = logging.getLogger(__name__)
-
-NULL_SENDER = "<>"
 
 # seal_and_queue(clearnet sender, box addresses, message) -> queue ids; seals before writing
 SealAndQueue = Callable[[str, list[str], bytes], Awaitable[list[str]]]
@@ -107,25 +104,19 @@ class ClearnetInboundHandler(SafeHandler):
         if not self.rate_limit.allow(peer):
             log.warning("rate limit reached for a client; mail deferred")
             return "450 4.7.1 Too much mail from your address; try again later"
-        if address in ("", NULL_SENDER):
-            envelope.mail_from = NULL_SENDER
-        else:
-            try:
-                envelope.mail_from = str(parse_mail_address(address))
-            except AddressError as exc:
-                return f"553 5.1.7 Bad sender address: {exc}"
+        try:
+            envelope.mail_from = self.envelope_sender(address)
+        except AddressError as exc:
+            return f"553 5.1.7 Bad sender address: {exc}"
         envelope.mail_options.extend(options)
         return "250 2.1.0 OK"
 
     async def handle_RCPT(
         self, server: Any, session: Any, envelope: Any, address: str, options: list[str]
     ) -> str:
-        if len(envelope.rcpt_tos) >= self.max_recipients:
-            return f"452 4.5.3 Too many recipients (at most {self.max_recipients} per message)"
-        try:
-            rcpt = parse_mail_address(address)
-        except AddressError as exc:
-            return f"553 5.1.3 Bad recipient address: {exc}"
+        rcpt = self.next_recipient(envelope, address, self.max_recipients)
+        if isinstance(rcpt, str):
+            return rcpt
         if rcpt.domain != self.domain:
             return "550 5.7.1 Relaying denied"
         entry = await asyncio.to_thread(self.registry.get, rcpt.local_part)

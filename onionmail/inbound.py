@@ -64,14 +64,11 @@ from onionmail.sealed_envelope import (
     open_envelope,
     verify_binding,
 )
-from onionmail.smtp_server import SafeHandler
+from onionmail.smtp_server import NULL_SENDER, SafeHandler
 
 log = logging.getLogger(__name__)
 
 SEALED_MAGIC_B64 = b"T01TR"  # base64 of the envelope magic b"OMSE" begins so
-NULL_SENDER = "<>"
-"""``envelope.mail_from`` for ``MAIL FROM:<>``, as aiosmtpd spells it: it must stay
-truthy, since aiosmtpd answers every RCPT after a falsy sender ``503 need MAIL``."""
 
 
 class InboundHandler(SafeHandler):
@@ -144,26 +141,19 @@ class InboundHandler(SafeHandler):
     async def handle_MAIL(
         self, server: Any, session: Any, envelope: Any, address: str, options: list[str]
     ) -> str:
-        if address not in ("", NULL_SENDER):
-            try:
-                address = str(parse_mail_address(address))
-            except AddressError as exc:
-                return f"553 5.1.7 Bad sender address: {exc}"
-        else:
-            address = NULL_SENDER
-        envelope.mail_from = address
+        try:
+            envelope.mail_from = self.envelope_sender(address)
+        except AddressError as exc:
+            return f"553 5.1.7 Bad sender address: {exc}"
         envelope.mail_options.extend(options)
         return "250 2.1.0 OK"
 
     async def handle_RCPT(
         self, server: Any, session: Any, envelope: Any, address: str, options: list[str]
     ) -> str:
-        if len(envelope.rcpt_tos) >= self.max_recipients:
-            return f"452 4.5.3 Too many recipients (at most {self.max_recipients} per message)"
-        try:
-            rcpt = parse_mail_address(address)
-        except AddressError as exc:
-            return f"553 5.1.3 Bad recipient address: {exc}"
+        rcpt = self.next_recipient(envelope, address, self.max_recipients)
+        if isinstance(rcpt, str):
+            return rcpt
         if rcpt.domain != self.onion:
             return "550 5.7.1 Relaying denied: this box accepts mail only for its own onion"
         if rcpt.local_part not in self.local_parts:

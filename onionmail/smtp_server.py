@@ -38,6 +38,8 @@ import logging
 from collections.abc import Coroutine
 from typing import Any
 
+from onionmail.errors import AddressError
+from onionmail.mail_address import MailAddress, parse_mail_address
 from onionmail.smtp_protocol import (
     DEFAULT_DATA_TIMEOUT,
     DEFAULT_MAX_BAD_COMMANDS,
@@ -53,6 +55,7 @@ __all__ = [
     "DEFAULT_MAX_BAD_COMMANDS",
     "DEFAULT_MAX_LINE_LENGTH",
     "IDENT",
+    "NULL_SENDER",
     "ConnectionLimit",
     "SafeHandler",
     "server_port",
@@ -60,6 +63,10 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+NULL_SENDER = "<>"
+"""``envelope.mail_from`` for ``MAIL FROM:<>`` (bounces), as aiosmtpd spells it: it must
+stay truthy, since the protocol answers every RCPT after a falsy sender ``503 need MAIL``."""
 
 
 class SafeHandler:
@@ -95,6 +102,29 @@ class SafeHandler:
         pending = list(getattr(self, "_storing", ()))
         if pending:
             await asyncio.gather(*pending, return_exceptions=True)
+
+    @staticmethod
+    def envelope_sender(address: str) -> str:
+        """MAIL FROM's address as the envelope keeps it: :data:`NULL_SENDER`, or parsed.
+
+        Raises :class:`~onionmail.errors.AddressError` for a bad address.
+        """
+        if address in ("", NULL_SENDER):
+            return NULL_SENDER
+        return str(parse_mail_address(address))
+
+    @staticmethod
+    def next_recipient(envelope: Any, address: str, limit: int) -> MailAddress | str:
+        """A RCPT's address parsed, or the reply refusing it for the count or its syntax.
+
+        What every handler checks first; what may receive is each handler's own.
+        """
+        if len(envelope.rcpt_tos) >= limit:
+            return f"452 4.5.3 Too many recipients (at most {limit} per message)"
+        try:
+            return parse_mail_address(address)
+        except AddressError as exc:
+            return f"553 5.1.3 Bad recipient address: {exc}"
 
     async def handle_exception(self, error: Exception) -> str:
         log.error("internal error in an SMTP session: %s", type(error).__name__)

@@ -117,12 +117,9 @@ class SubmissionHandler(SafeHandler):
     async def handle_RCPT(
         self, server: Any, session: Any, envelope: Any, address: str, options: list[str]
     ) -> str:
-        if len(envelope.rcpt_tos) >= self.max_recipients:
-            return f"452 4.5.3 Too many recipients (at most {self.max_recipients} per message)"
-        try:
-            rcpt = parse_mail_address(address)
-        except AddressError as exc:
-            return f"553 5.1.3 Bad recipient address: {exc}"
+        rcpt = self.next_recipient(envelope, address, self.max_recipients)
+        if isinstance(rcpt, str):
+            return rcpt
         refusal = self.check_recipient(rcpt) if self.check_recipient is not None else None
         if refusal is not None:
             return f"550 5.7.1 Refused by {refusal}"
