@@ -41,10 +41,7 @@ from gateway.registry import APPROVED, DENIED, Registry
 from gateway.sender_rewrite import rewrite_sender
 from onionmail.errors import (
     AddressError,
-    EnvelopeError,
     RegistrationError,
-    ReplayError,
-    SealError,
 )
 from onionmail.gateway_protocol import (
     REGISTRATION_LOCAL_PART,
@@ -53,15 +50,13 @@ from onionmail.gateway_protocol import (
     verify_registration,
 )
 from onionmail.identity import Identity
+from onionmail.inbound import open_sealed
 from onionmail.mail_address import MailAddress, parse_mail_address
 from onionmail.replay_cache import ReplayCache
 from onionmail.rfc5322 import MessageFormatError, parse_message
 from onionmail.sealed_envelope import (
     SealedContent,
-    decode_from_smtp,
     format_seal_keyword,
-    open_envelope,
-    verify_binding,
 )
 from onionmail.smtp_server import SafeHandler
 
@@ -178,34 +173,16 @@ class GatewayOnionHandler(SafeHandler):
         challenge = getattr(session, "onionmail_challenge", None)
         if challenge is None or not data.startswith(SEALED_MAGIC_B64):
             return "550 5.7.1 Mail to the gateway must be a sealed envelope (an onionmail box)"
-        sender = parse_mail_address(envelope.mail_from)
-        try:
-            content = await asyncio.to_thread(self._open, data, sender.domain)
-            verify_binding(
-                content,
-                mail_from=envelope.mail_from,
-                recipients=envelope.rcpt_tos,
-                session_challenge=challenge,
-                now=time.time(),
-            )
-        except SealError:
-            log.warning("refused a sealed envelope that does not open with the sender's key")
-            return "550 5.7.1 The seal does not open with the sender's onion key: forged sender"
-        except (ReplayError, EnvelopeError) as exc:
-            log.warning("refused a sealed envelope: %s", type(exc).__name__)
-            return f"550 5.7.1 Envelope refused: {exc}"
+        content = await open_sealed(self.identity, envelope, data, challenge)
+        if isinstance(content, str):
+            return content
         if content.cover:
             return "550 5.7.1 The gateway takes no cover traffic"
         if envelope.rcpt_tos == [self.register_address]:
             return await self._register(content)
         if await asyncio.to_thread(self.replay_cache.seen, content.envelope_id):
             return "250 2.0.0 Already queued"
-        return await self._relay(content, sender)
-
-    def _open(self, data: bytes, sender_onion: str) -> SealedContent:
-        return open_envelope(
-            decode_from_smtp(data), recipient=self.identity, sender_onion=sender_onion
-        )
+        return await self._relay(content, parse_mail_address(content.mail_from))
 
     async def _register(self, content: SealedContent) -> str:
         now = time.time()

@@ -71,6 +71,41 @@ log = logging.getLogger(__name__)
 SEALED_MAGIC_B64 = b"T01TR"  # base64 of the envelope magic b"OMSE" begins so
 
 
+async def open_sealed(
+    identity: Identity, envelope: Any, data: bytes, challenge: bytes
+) -> SealedContent | str:
+    """A sealed DATA opened for ``identity`` and held to its SMTP session, or the ``550``.
+
+    The seal must open with the key of the sender's onion (else the sender is
+    forged), and the sealed envelope must name the session's sender,
+    recipients and challenge, within the accepted time window. The box's
+    inbound server and the gateway's onion side both receive this way.
+    """
+    try:
+        sender = parse_mail_address(envelope.mail_from)
+        sender.onion_public_key()
+    except AddressError:
+        return "550 5.7.1 A sealed envelope needs a .onion sender to verify"
+    try:
+        content = await asyncio.to_thread(
+            open_envelope, decode_from_smtp(data), recipient=identity, sender_onion=sender.domain
+        )
+        verify_binding(
+            content,
+            mail_from=envelope.mail_from,
+            recipients=envelope.rcpt_tos,
+            session_challenge=challenge,
+            now=time.time(),
+        )
+    except SealError:
+        log.warning("refused a sealed envelope that does not open with the sender's key")
+        return "550 5.7.1 The seal does not open with the sender's onion key: forged sender"
+    except (ReplayError, EnvelopeError) as exc:
+        log.warning("refused a sealed envelope: %s", type(exc).__name__)
+        return f"550 5.7.1 Envelope refused: {exc}"
+    return content
+
+
 class InboundHandler(SafeHandler):
     """aiosmtpd hooks of the inbound onion server."""
 
@@ -172,28 +207,10 @@ class InboundHandler(SafeHandler):
         return await self._receive_plain(envelope, data)
 
     async def _receive_sealed(self, envelope: Any, data: bytes, challenge: bytes) -> str:
-        try:
-            sender = parse_mail_address(envelope.mail_from)
-            sender.onion_public_key()
-        except AddressError:
-            return "550 5.7.1 A sealed envelope needs a .onion sender to verify"
-        try:
-            content = await asyncio.to_thread(self._open, data, sender.domain)
-            verify_binding(
-                content,
-                mail_from=envelope.mail_from,
-                recipients=envelope.rcpt_tos,
-                session_challenge=challenge,
-                now=time.time(),
-            )
-        except SealError:
-            log.warning("refused a sealed envelope that does not open with the sender's key")
-            return "550 5.7.1 The seal does not open with the sender's onion key: forged sender"
-        except ReplayError as exc:
-            return f"550 5.7.1 Envelope refused: {exc}"
-        except EnvelopeError as exc:
-            log.warning("refused a sealed envelope: %s", type(exc).__name__)
-            return f"550 5.7.1 Envelope refused: {exc}"
+        content = await open_sealed(self.identity, envelope, data, challenge)
+        if isinstance(content, str):
+            return content
+        sender = parse_mail_address(content.mail_from)
         key = content.envelope_id
         lock, users = self._in_flight.get(key, (asyncio.Lock(), 0))
         self._in_flight[key] = (lock, users + 1)
@@ -263,11 +280,6 @@ class InboundHandler(SafeHandler):
         await self._deliver(message, envelope, sender=inner.mail_from, result=result)
         await asyncio.to_thread(self.replay_cache.record, content.envelope_id, content.created)
         return "250 2.0.0 Delivered (sealed, via gateway)"
-
-    def _open(self, data: bytes, sender_onion: str) -> SealedContent:
-        return open_envelope(
-            decode_from_smtp(data), recipient=self.identity, sender_onion=sender_onion
-        )
 
     async def _receive_plain(self, envelope: Any, data: bytes) -> str:
         sender = "" if envelope.mail_from == NULL_SENDER else envelope.mail_from
