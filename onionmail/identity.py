@@ -141,7 +141,9 @@ def derive_subkey(seed: bytes, person: bytes) -> bytes:
     """A 32-byte key for one use of the identity seed, domain-separated by ``person``.
 
     Every key the box derives from its seed (queue at rest, ledger hashes,
-    Message-ID rewriting) comes from here, each with its own ``person``.
+    Message-ID rewriting) comes from here, each with its own ``person``; so
+    do keys derived from those in turn (the queue's AES key from the queue
+    key), with the parent key as ``seed``.
     """
     return nacl.hash.blake2b(
         b"", key=seed, person=person, digest_size=32, encoder=nacl.encoding.RawEncoder
