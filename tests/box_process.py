@@ -195,18 +195,37 @@ def wait_for_mail(folder: Path, count: int, timeout: float = 120) -> list[bytes]
 async def submit(box: RunningBox, to: str, subject: str, body: str, **extra: str) -> None:
     headers = "".join(f"{k}: {v}\r\n" for k, v in extra.items())
     message = f"From: {box.address}\r\nTo: {to}\r\nSubject: {subject}\r\n{headers}\r\n{body}"
+    await submit_raw(box, to, message.encode())
+
+
+async def submit_raw(box: RunningBox, to: str, message: bytes, *, ehlo: str = "localhost") -> None:
+    """Hand ``message`` to ``box``'s submission server, as its user's mail client would."""
     await aiosmtplib.send(
-        message.encode(),
+        message,
         sender=box.address,
         recipients=[to],
         hostname="127.0.0.1",
         port=box.submission_port,
         username=box.new.local_part,
         password=box.new.password,
-        local_hostname="localhost",
+        local_hostname=ehlo,
         start_tls=False,
         timeout=30,
     )
+
+
+def stop_process(process: subprocess.Popen[str]) -> None:
+    """SIGTERM, then SIGKILL after 20 s; its pipes closed."""
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(10)
+    for stream in (process.stdout, process.stderr):
+        if stream is not None:
+            stream.close()
 
 
 @contextlib.contextmanager

@@ -56,6 +56,7 @@ from tests.box_process import (
     free_port,
     run_box,
     start_client_tor,
+    stop_process,
     submit,
     wait_for_mail,
 )
@@ -158,19 +159,6 @@ def _wait_gateway_ready(process: subprocess.Popen[str], stderr: list[str]) -> tu
     raise AssertionError("the gateway did not start:\n" + "".join(stderr[-30:]))
 
 
-def _stop(process: subprocess.Popen[str]) -> None:
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(10)
-    for stream in (process.stdout, process.stderr):
-        if stream is not None:
-            stream.close()
-
-
 @pytest.fixture(scope="module")
 def world(testnet: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     from onionmail.box_init import create_box
@@ -259,7 +247,7 @@ def world(testnet: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Wo
             tor_thread.join(90)
             for tor in tors:
                 tor.stop()
-            _stop(gw_process)
+            stop_process(gw_process)
 
 
 # --- helpers ----------------------------------------------------------------------------

@@ -77,7 +77,14 @@ from onionmail.box_init import create_box
 from onionmail.identity import Identity, derive_subkey, load_identity, x25519_public_key_for_onion
 from onionmail.outbound_queue import CLEAR_HEADER_MAGIC, queue_key
 from onionmail.sealed_envelope import HEADER, NONCE_SIZE, decode_from_smtp, open_envelope
-from tests.box_process import RunningBox, free_port, run_box, wait_for_mail
+from tests.box_process import (
+    RunningBox,
+    free_port,
+    run_box,
+    stop_process,
+    submit_raw,
+    wait_for_mail,
+)
 from tests.dns_server import Zone, a, mx, running_dns
 from tests.leaks import (
     HarnessWarnings,
@@ -272,18 +279,7 @@ def send_in(run: Run, name: str, subject: str, filler: int = 0, *, strip: bool =
 
 
 async def submit(box: RunningBox, to: str, raw: bytes) -> None:
-    await aiosmtplib.send(
-        raw,
-        sender=box.address,
-        recipients=[to],
-        hostname="127.0.0.1",
-        port=box.submission_port,
-        username=box.new.local_part,
-        password=box.new.password,
-        local_hostname=EHLO,
-        start_tls=False,
-        timeout=30,
-    )
+    await submit_raw(box, to, raw, ehlo=EHLO)
 
 
 async def carol_sends(postfix: Postfix, raw: bytes) -> None:
@@ -360,19 +356,6 @@ def wait_gateway(process: subprocess.Popen[str], log: list[str]) -> None:
             return
     stop_process(process)
     raise AssertionError("the gateway did not start:\n" + "".join(log[-30:]))
-
-
-def stop_process(process: subprocess.Popen[str]) -> None:
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(10)
-    for stream in (process.stdout, process.stderr):
-        if stream is not None:
-            stream.close()
 
 
 def active_entries(queue: Path) -> list[Path]:

@@ -42,7 +42,6 @@ from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
 
-import aiosmtplib
 import pytest
 
 from onionmail.box_init import create_box
@@ -50,7 +49,7 @@ from onionmail.identity import Identity, load_identity
 from onionmail.outbound_queue import CLEAR_HEADER_MAGIC, queue_key
 from onionmail.smtp_server import server_port, start_smtp_server
 from onionmail.testnet import client_tor_options
-from tests.box_process import RunningBox, start_client_tor, wait_for_mail
+from tests.box_process import RunningBox, start_client_tor, submit_raw, wait_for_mail
 from tests.leaks import (
     LogRecord,
     Probe,
@@ -143,26 +142,15 @@ def sized_message(frm: str, to: str, length: int) -> bytes:
     return head + body
 
 
-async def submit_raw(box: RunningBox, to: str, message: bytes) -> None:
-    await aiosmtplib.send(
-        message,
-        sender=box.address,
-        recipients=[to],
-        hostname="127.0.0.1",
-        port=box.submission_port,
-        username=box.new.local_part,
-        password=box.new.password,
-        local_hostname=EHLO,
-        start_tls=False,
-        timeout=30,
-    )
+async def submit(box: RunningBox, to: str, message: bytes) -> None:
+    await submit_raw(box, to, message, ehlo=EHLO)
 
 
 def send_to_box(run: Run, name: str, message: bytes) -> None:
     """Submit to alice for bob, wait until bob's Maildir has it; keep the window and the file."""
     before = len(wait_for_mail(run.bob.maildir, 0))
     start = time.time()
-    asyncio.run(submit_raw(run.alice, run.bob.address, message))
+    asyncio.run(submit(run.alice, run.bob.address, message))
     stored = wait_for_mail(run.bob.maildir, before + 1, timeout=60)
     run.alice_links |= connections_to(_tor_pid(run.alice), run.or_ports)
     time.sleep(0.3)  # the QUIT and the last segments after the Maildir write
@@ -210,7 +198,7 @@ def plain_peer(run: Run, testnet: Any, directory: Path) -> None:
             ("plain-large", sized_message(run.alice.address, to, LARGE)),
         ):
             start = time.time()
-            await submit_raw(run.alice, to, message)
+            await submit(run.alice, to, message)
             deadline = time.monotonic() + 60
             while len(received) < len(run.plain_data) + 1 and time.monotonic() < deadline:
                 await asyncio.sleep(0.05)
@@ -230,9 +218,7 @@ def seize_alice(run: Run) -> None:
     """Queue a message for an onion nobody publishes, stop alice, read her disk."""
     run.queued_to = f"nobody@{Identity.generate().onion_address}"
     start = time.time()
-    asyncio.run(
-        submit_raw(run.alice, run.queued_to, token_message(run.alice.address, run.queued_to))
-    )
+    asyncio.run(submit(run.alice, run.queued_to, token_message(run.alice.address, run.queued_to)))
     active = run.alice.new.box_dir / "queue" / "active"
     deadline = time.monotonic() + 30
     while not list(active.glob("*.msg")) and time.monotonic() < deadline:
