@@ -40,9 +40,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import trustme
 
-from onionmail.box_init import create_box
 from onionmail.identity import load_identity
 from onionmail.sealed_envelope import decode_from_smtp, open_envelope
 from tests.box_process import RunningBox, free_port, run_box
@@ -80,18 +78,17 @@ from tests.test_leaks_gateway_wire import (
     SUBJECT,
     ZONES,
     _cli,
-    _gateway_toml,
     _tor_pid,
     date_in_window,
+    gateway_and_alice,
+    gateway_certificate,
     log_text,
     message,
     message_id_host,
     names_more_than,
     received_beyond_first,
-    spawn_gateway,
     stop_process,
     submit,
-    wait_gateway,
     wait_until,
 )
 from tests.wire_capture import LoopbackCapture, connections_to, listening_ports
@@ -149,12 +146,7 @@ def send(run: Run, name: str, subject: str, filler: int = 0) -> None:
 def run(testnet: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
     harness = HarnessWarnings().start()
     root = tmp_path_factory.mktemp("gw-pgp-wire")
-    ca = trustme.CA()
-    ca.cert_pem.write_to_path(str(root / "ca.pem"))
-    (root / "gw-tls").mkdir()
-    gw_cert = ca.issue_cert(GW_DOMAIN)
-    gw_cert.private_key_pem.write_to_path(str(root / "gw-tls" / "key.pem"))
-    gw_cert.cert_chain_pems[0].write_to_path(str(root / "gw-tls" / "chain.pem"))
+    ca = gateway_certificate(root)
     gw_smtp_port = free_port()
     gw_dir = root / "gateway"
     gw_process: subprocess.Popen[str] | None = None
@@ -173,35 +165,9 @@ def run(testnet: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]
         ):
             gpg.generate_key(BOB)
             (root / "bob.asc").write_bytes(gpg.export(BOB))
-            init = subprocess.run(
-                _cli("gateway.cli", "init", "--dir", str(gw_dir), "--domain", GW_DOMAIN),
-                capture_output=True,
-                text=True,
-                check=True,
+            gw_process, gw_log, _, new = gateway_and_alice(
+                root, testnet, dns, gw_smtp_port, postfix.port
             )
-            gw_onion = next(
-                line.split()[1] for line in init.stdout.splitlines() if line.startswith("onion:")
-            )
-            (gw_dir / "gateway.toml").write_text(
-                _gateway_toml(root, testnet, dns, gw_smtp_port, postfix.port)
-            )
-            gw_process, gw_log = spawn_gateway(gw_dir)
-            new = create_box(root / "alice", "alice", testnet=testnet.directory, submission_port=0)
-            register = subprocess.Popen(
-                _cli("onionmail.cli", "gateway", "register", "--dir", str(new.box_dir))
-                + ["--gateway", gw_onion, "--alias", "alice", "--timeout", "120"],
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                text=True,
-            )
-            try:
-                wait_gateway(gw_process, gw_log)
-                _, err = register.communicate(timeout=150)
-            finally:
-                if register.poll() is None:
-                    register.kill()
-                    register.communicate()
-            assert register.returncode == 0, err
             imported = subprocess.run(
                 _cli("onionmail.cli", "keys", "import", "--dir", str(new.box_dir))
                 + [str(root / "bob.asc")],

@@ -73,7 +73,7 @@ import nacl.secret
 import pytest
 import trustme
 
-from onionmail.box_init import create_box
+from onionmail.box_init import NewBox, create_box
 from onionmail.identity import Identity, derive_subkey, load_identity, x25519_public_key_for_onion
 from onionmail.outbound_queue import CLEAR_HEADER_MAGIC, queue_key
 from onionmail.sealed_envelope import HEADER, NONCE_SIZE, decode_from_smtp, open_envelope
@@ -358,6 +358,61 @@ def wait_gateway(process: subprocess.Popen[str], log: list[str]) -> None:
     raise AssertionError("the gateway did not start:\n" + "".join(log[-30:]))
 
 
+def gateway_certificate(root: Path) -> trustme.CA:
+    """A test CA (``root/ca.pem``) and the gateway's certificate for GW_DOMAIN (``root/gw-tls``)."""
+    ca = trustme.CA()
+    ca.cert_pem.write_to_path(str(root / "ca.pem"))
+    (root / "gw-tls").mkdir()
+    gw_cert = ca.issue_cert(GW_DOMAIN)
+    gw_cert.private_key_pem.write_to_path(str(root / "gw-tls" / "key.pem"))
+    gw_cert.cert_chain_pems[0].write_to_path(str(root / "gw-tls" / "chain.pem"))
+    return ca
+
+
+def gateway_and_alice(
+    root: Path, testnet: Any, dns: Any, smtp_port: int, mx_port: int
+) -> tuple[subprocess.Popen[str], list[str], str, NewBox]:
+    """``gateway init`` in ``root/gateway`` and the gateway started; alice's box created
+    and registered with it (while it starts: the command waits for its onion).
+
+    Returns the gateway's process, its log, its onion and alice's new box (not
+    running yet). If anything fails, the gateway is stopped before the error goes on.
+    """
+    gw_dir = root / "gateway"
+    init = subprocess.run(
+        _cli("gateway.cli", "init", "--dir", str(gw_dir), "--domain", GW_DOMAIN),
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    gw_onion = next(
+        line.split()[1] for line in init.stdout.splitlines() if line.startswith("onion:")
+    )
+    (gw_dir / "gateway.toml").write_text(_gateway_toml(root, testnet, dns, smtp_port, mx_port))
+    gw_process, gw_log = spawn_gateway(gw_dir)
+    try:
+        new = create_box(root / "alice", "alice", testnet=testnet.directory, submission_port=0)
+        register = subprocess.Popen(
+            _cli("onionmail.cli", "gateway", "register", "--dir", str(new.box_dir))
+            + ["--gateway", gw_onion, "--alias", "alice", "--timeout", "120"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            wait_gateway(gw_process, gw_log)
+            _, err = register.communicate(timeout=150)
+        finally:
+            if register.poll() is None:
+                register.kill()
+                register.communicate()
+        assert register.returncode == 0, err
+    except BaseException:
+        stop_process(gw_process)
+        raise
+    return gw_process, gw_log, gw_onion, new
+
+
 def active_entries(queue: Path) -> list[Path]:
     active = queue / "active"
     return sorted(active.glob("*.msg")) if active.is_dir() else []
@@ -428,12 +483,7 @@ def hold_and_seize(run: Run, gw_identity: Identity) -> None:
 def run(testnet: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
     harness = HarnessWarnings().start()
     root = tmp_path_factory.mktemp("gw-wire")
-    ca = trustme.CA()
-    ca.cert_pem.write_to_path(str(root / "ca.pem"))
-    (root / "gw-tls").mkdir()
-    gw_cert = ca.issue_cert(GW_DOMAIN)
-    gw_cert.private_key_pem.write_to_path(str(root / "gw-tls" / "key.pem"))
-    gw_cert.cert_chain_pems[0].write_to_path(str(root / "gw-tls" / "chain.pem"))
+    ca = gateway_certificate(root)
     proxies = ProxyThread()
     capture = LoopbackCapture().start()
     gw_smtp_port = free_port()
@@ -457,36 +507,9 @@ def run(testnet: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]
             ) as postfix,
         ):
             proxy_out = proxies.start(postfix.port)
-            init = subprocess.run(
-                _cli("gateway.cli", "init", "--dir", str(gw_dir), "--domain", GW_DOMAIN),
-                capture_output=True,
-                text=True,
-                check=True,
+            gw_process, gw_log, gw_onion, new = gateway_and_alice(
+                root, testnet, dns, gw_smtp_port, proxy_out.port
             )
-            gw_onion = next(
-                line.split()[1] for line in init.stdout.splitlines() if line.startswith("onion:")
-            )
-            (gw_dir / "gateway.toml").write_text(
-                _gateway_toml(root, testnet, dns, gw_smtp_port, proxy_out.port)
-            )
-            gw_process, gw_log = spawn_gateway(gw_dir)
-            new = create_box(root / "alice", "alice", testnet=testnet.directory, submission_port=0)
-            # Registered while the gateway starts: the command waits for its onion.
-            register = subprocess.Popen(
-                _cli("onionmail.cli", "gateway", "register", "--dir", str(new.box_dir))
-                + ["--gateway", gw_onion, "--alias", "alice", "--timeout", "120"],
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                text=True,
-            )
-            try:
-                wait_gateway(gw_process, gw_log)
-                _, err = register.communicate(timeout=150)
-            finally:
-                if register.poll() is None:
-                    register.kill()
-                    register.communicate()
-            assert register.returncode == 0, err
             alice = run_box(new, verbose=True)
             scenario = Run(
                 capture,
