@@ -25,7 +25,6 @@ import email.policy
 import os
 import secrets
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -61,6 +60,7 @@ from tests.box_process import (
     wait_for_mail,
 )
 from tests.dns_server import Zone, a, mx, running_dns, txt
+from tests.gateway_process import cli, gateway_init, start_registration
 from tests.postfix import Postfix, postfix_for_domain
 
 pytestmark = pytest.mark.tor
@@ -92,10 +92,6 @@ class World:
     alice: RunningBox
     register_output: str
     client_tor: ClientTor
-
-
-def _cli(*args: str) -> list[str]:
-    return [sys.executable, "-m", *args]
 
 
 def _drain(stream: Any, sink: list[str]) -> None:
@@ -131,7 +127,7 @@ retry_initial = 2.0
 
 def _start_gateway(gw_dir: Path) -> tuple[subprocess.Popen[str], list[str]]:
     process = subprocess.Popen(
-        _cli("gateway.cli", "-v", "run", "--dir", str(gw_dir)),
+        cli("gateway.cli", "-v", "run", "--dir", str(gw_dir)),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -188,15 +184,7 @@ def world(testnet: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Wo
             extra_settings=postfix_settings,
         ) as postfix,
     ):
-        init = subprocess.run(
-            _cli("gateway.cli", "init", "--dir", str(gw_dir), "--domain", GW_DOMAIN),
-            capture_output=True,
-            text=True,
-            check=True,
-        )
-        gw_onion = next(
-            line.split()[1] for line in init.stdout.splitlines() if line.startswith("onion:")
-        )
+        gw_onion = gateway_init(gw_dir, GW_DOMAIN)
         (gw_dir / "gateway.toml").write_text(
             _gateway_config(testnet.directory, gw_smtp_port, dns, postfix.port, tls, cafile)
         )
@@ -205,13 +193,7 @@ def world(testnet: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Wo
             root / "alice", "alice", testnet=testnet.directory, submission_port=0, retry_initial=2.0
         )
         # Registered while the gateway is still starting: the command waits for it.
-        register = subprocess.Popen(
-            _cli("onionmail.cli", "gateway", "register", "--dir", str(new.box_dir))
-            + ["--gateway", gw_onion, "--alias", "alice", "--timeout", "120"],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
+        register = start_registration(new.box_dir, gw_onion)
         tors: list[ClientTor] = []
         tor_thread = threading.Thread(
             target=lambda: tors.append(
@@ -344,7 +326,7 @@ def wait_box_mail(box: RunningBox, token: str, timeout: float = 90) -> bytes:
 
 def gateway(world: World, *args: str) -> str:
     result = subprocess.run(
-        _cli("gateway.cli", *args, "--dir", str(world.gw_dir)),
+        cli("gateway.cli", *args, "--dir", str(world.gw_dir)),
         capture_output=True,
         text=True,
         timeout=30,

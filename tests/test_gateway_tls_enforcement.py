@@ -25,7 +25,6 @@ import email
 import email.policy
 import hashlib
 import secrets
-import subprocess
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -38,15 +37,14 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from onionmail.outbound_queue import QueueState, list_queue
-from tests.box_process import RunningBox, free_port, run_box, submit
+from tests.box_process import RunningBox, free_port, run_box, stop_process, submit
 from tests.dns_server import Zone, a, mx, running_dns, tlsa, txt
+from tests.gateway_process import gateway_init, start_registration
 from tests.mta_sts_server import PolicyResponse, PolicyServer, policy_text, running_policy_server
 from tests.postfix import Postfix, postfix_for_domain
 from tests.test_gateway_flow import (
     GW_DOMAIN,
-    _cli,
     _start_gateway,
-    _stop,
     _wait_gateway_ready,
     postfix_messages,
     wait_postfix,
@@ -143,15 +141,7 @@ def world(testnet: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Wo
             DANE_DOMAIN, tls=POSTFIX_CERT, extra_settings=POSTFIX_DOMAINS
         ) as postfix,
     ):
-        init = subprocess.run(
-            _cli("gateway.cli", "init", "--dir", str(gw_dir), "--domain", GW_DOMAIN),
-            capture_output=True,
-            text=True,
-            check=True,
-        )
-        gw_onion = next(
-            line.split()[1] for line in init.stdout.splitlines() if line.startswith("onion:")
-        )
+        gw_onion = gateway_init(gw_dir, GW_DOMAIN)
         (gw_dir / "gateway.toml").write_text(
             _config(testnet.directory, dns, postfix.port, policy_server.ca_file, policy_server.port)
         )
@@ -159,13 +149,7 @@ def world(testnet: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Wo
         new = create_box(
             root / "alice", "alice", testnet=testnet.directory, submission_port=0, retry_initial=2.0
         )
-        register = subprocess.Popen(
-            _cli("onionmail.cli", "gateway", "register", "--dir", str(new.box_dir))
-            + ["--gateway", gw_onion, "--alias", "alice", "--timeout", "120"],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
+        register = start_registration(new.box_dir, gw_onion)
         alice: RunningBox | None = None
         try:
             _wait_gateway_ready(gw_process, gw_stderr)
@@ -179,7 +163,7 @@ def world(testnet: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Wo
                 register.communicate()
             if alice is not None:
                 alice.stop()
-            _stop(gw_process)
+            stop_process(gw_process)
 
 
 def _send(world: World, rcpt: str, token: str) -> None:

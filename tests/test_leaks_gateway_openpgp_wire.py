@@ -45,6 +45,7 @@ from onionmail.identity import load_identity
 from onionmail.sealed_envelope import decode_from_smtp, open_envelope
 from tests.box_process import RunningBox, free_port, run_box
 from tests.dns_server import running_dns
+from tests.gateway_process import cli
 from tests.gnupg_home import GpgHome, gnupg_home
 from tests.leaks import (
     HarnessWarnings,
@@ -77,7 +78,6 @@ from tests.test_leaks_gateway_wire import (
     MX_NAME,
     SUBJECT,
     ZONES,
-    _cli,
     _tor_pid,
     date_in_window,
     gateway_and_alice,
@@ -169,7 +169,7 @@ def run(testnet: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]
                 root, testnet, dns, gw_smtp_port, postfix.port
             )
             imported = subprocess.run(
-                _cli("onionmail.cli", "keys", "import", "--dir", str(new.box_dir))
+                cli("onionmail.cli", "keys", "import", "--dir", str(new.box_dir))
                 + [str(root / "bob.asc")],
                 capture_output=True,
                 text=True,

@@ -58,7 +58,6 @@ import re
 import secrets
 import ssl
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -86,6 +85,7 @@ from tests.box_process import (
     wait_for_mail,
 )
 from tests.dns_server import Zone, a, mx, running_dns
+from tests.gateway_process import cli, gateway_init, start_registration
 from tests.leaks import (
     HarnessWarnings,
     LogRecord,
@@ -322,10 +322,6 @@ retry_initial = 2.0
 """
 
 
-def _cli(*args: str) -> list[str]:
-    return [sys.executable, "-m", *args]
-
-
 def _drain(stream: Any, sink: list[str]) -> None:
     for line in stream:
         sink.append(line)
@@ -333,7 +329,7 @@ def _drain(stream: Any, sink: list[str]) -> None:
 
 def spawn_gateway(gw_dir: Path) -> tuple[subprocess.Popen[str], list[str]]:
     process = subprocess.Popen(
-        _cli("gateway.cli", "-v", "run", "--dir", str(gw_dir)),
+        cli("gateway.cli", "-v", "run", "--dir", str(gw_dir)),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -379,26 +375,12 @@ def gateway_and_alice(
     running yet). If anything fails, the gateway is stopped before the error goes on.
     """
     gw_dir = root / "gateway"
-    init = subprocess.run(
-        _cli("gateway.cli", "init", "--dir", str(gw_dir), "--domain", GW_DOMAIN),
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    gw_onion = next(
-        line.split()[1] for line in init.stdout.splitlines() if line.startswith("onion:")
-    )
+    gw_onion = gateway_init(gw_dir, GW_DOMAIN)
     (gw_dir / "gateway.toml").write_text(_gateway_toml(root, testnet, dns, smtp_port, mx_port))
     gw_process, gw_log = spawn_gateway(gw_dir)
     try:
         new = create_box(root / "alice", "alice", testnet=testnet.directory, submission_port=0)
-        register = subprocess.Popen(
-            _cli("onionmail.cli", "gateway", "register", "--dir", str(new.box_dir))
-            + ["--gateway", gw_onion, "--alias", "alice", "--timeout", "120"],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
+        register = start_registration(new.box_dir, gw_onion)
         try:
             wait_gateway(gw_process, gw_log)
             _, err = register.communicate(timeout=150)
