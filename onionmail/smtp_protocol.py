@@ -1,4 +1,4 @@
-"""The box's SMTP server core: one ``asyncio.Protocol`` per connection, a state machine.
+"""The box's SMTP server core: one ``asyncio.BufferedProtocol`` per connection, a state machine.
 
 Why not aiosmtpd, whose handler API this keeps
 -----------------------------------------------
@@ -28,7 +28,9 @@ texts, and does the work differently:
   two small objects, a timer and the banner write;
 * bytes are parsed where they arrive (``data_received``): command lines are
   cut out of a buffer, several pipelined commands in one segment are all
-  answered, and the replies of one segment go out in one ``write``;
+  answered, and the replies of one segment go out in one ``write``; asyncio
+  reads them into one buffer per listener (``get_buffer``), not into a
+  fresh 256 KiB allocation per read;
 * a command runs as a coroutine stepped *eagerly* in that callback: when its
   hooks return without suspending (EHLO, MAIL, RCPT, AUTH PLAIN with its
   initial response, for the box's handlers), it finishes there, with no
