@@ -87,9 +87,7 @@ async def open_sealed(
     except AddressError:
         return "550 5.7.1 A sealed envelope needs a .onion sender to verify"
     try:
-        content = await asyncio.to_thread(
-            open_envelope, decode_from_smtp(data), recipient=identity, sender_onion=sender.domain
-        )
+        content = await asyncio.to_thread(_open_envelope, identity, data, sender.domain)
         verify_binding(
             content,
             mail_from=envelope.mail_from,
@@ -104,6 +102,11 @@ async def open_sealed(
         log.warning("refused a sealed envelope: %s", type(exc).__name__)
         return f"550 5.7.1 Envelope refused: {exc}"
     return content
+
+
+def _open_envelope(identity: Identity, data: bytes, sender_onion: str) -> SealedContent:
+    """Decode and open a sealed DATA: both a pass over the whole message, in a worker thread."""
+    return open_envelope(decode_from_smtp(data), recipient=identity, sender_onion=sender_onion)
 
 
 class InboundHandler(SafeHandler):
