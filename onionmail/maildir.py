@@ -17,9 +17,9 @@ link. The directory fsync then finds nothing left to write: one disk flush
 per message instead of two, the same as Postfix's queue. The cost is a
 narrow window: a power cut between the link and the fsync can leave an
 empty file in ``new/`` for a message that was never acknowledged (its
-sender retries). :meth:`Maildir.clean_tmp`, run at
-start-up, moves such empty files out of ``new/``; nothing acknowledged is
-touched, since an acknowledged file was fsynced whole.
+sender retries). :meth:`Maildir.clean_tmp`, run at start-up, moves such
+empty files out of ``new/``; nothing acknowledged is touched, since an
+acknowledged file was fsynced whole.
 """
 
 from __future__ import annotations

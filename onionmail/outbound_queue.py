@@ -17,12 +17,12 @@ too: ext4 without a journal (this project's machines) writes a new file's
 directory along with it, the one it is in by then; with a journal, the
 commit that makes the file durable holds the rename. The directory fsync
 then has nothing left to write: one disk flush per message instead of two,
-as Postfix's queue. The price is a
-narrow window: a power cut between the rename and the fsync can leave a
-torn (empty) entry in ``active/`` for a message never acknowledged; it
-fails to load and is moved to ``damaged/`` like any unreadable entry, kept,
-never sent. This is :class:`~onionmail.maildir.Maildir`'s recipe too (the
-accept benchmark, ``bench/accept.py``).
+as Postfix's queue. The price is a narrow window: a power cut between the
+rename and the fsync can leave a torn (empty) entry in ``active/`` for a
+message never acknowledged; it fails to load and is moved to ``damaged/``
+like any unreadable entry, kept, never sent. This is
+:class:`~onionmail.maildir.Maildir`'s recipe too (the accept benchmark,
+``bench/accept.py``).
 Files rather than SQLite: a message is one immutable file; ``ids`` are
 random, so file names say nothing about the mail.
 
