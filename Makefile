@@ -8,7 +8,8 @@ BIN    := $(VENV)/bin
 APT_PACKAGES := tor torsocks neomutt swaks strace knot unbound gnupg
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: demo test lint deps system-deps venv clean bench bench-full bench-deps postfix-deps
+.PHONY: demo test lint deps system-deps venv clean bench bench-full bench-deps postfix-deps \
+        lock lock-upgrade outdated test-debian13
 
 demo: deps
 	$(BIN)/onionmail demo
@@ -57,14 +58,50 @@ system-deps:
 	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $$missing; \
 	fi
 
-$(BIN)/python:
+# The environment is exactly the lock (requirements/lock.txt: every package, direct and
+# transitive, pinned with its hashes, for every supported Python): rebuilt from scratch
+# whenever the lock or pyproject.toml changes, so nothing stale or unpinned stays in it.
+$(VENV)/.installed: requirements/lock.txt pyproject.toml
+	rm -rf $(VENV)
 	$(PYTHON) -m venv $(VENV)
-
-$(VENV)/.installed: pyproject.toml | $(BIN)/python
-	$(BIN)/pip install -q -e '.[dev]'
+	$(BIN)/pip install -q --require-hashes --no-deps -r requirements/lock.txt
+	$(BIN)/pip install -q --no-deps --no-build-isolation -e .
 	touch $@
 
 venv: $(VENV)/.installed
 
+# Updating the lock (README "Dependencies"): `make lock` re-resolves after pyproject.toml
+# changed, keeping every pin that still fits; `make lock-upgrade` takes the newest releases
+# the ranges allow; `make outdated` lists what is newer than the lock. The resolver (uv)
+# lives in a venv of its own, pinned by requirements/tools.txt.
+TOOLS := .venv-tools/bin
+LOCK_ARGS := pyproject.toml requirements/build.in --extra dev --universal \
+             --custom-compile-command "make lock" \
+             --python-version 3.11 --generate-hashes -o requirements/lock.txt
+
+$(TOOLS)/uv: requirements/tools.txt
+	rm -rf .venv-tools
+	$(PYTHON) -m venv .venv-tools
+	$(TOOLS)/pip install -q --require-hashes --no-deps -r requirements/tools.txt
+	touch $@
+
+lock: $(TOOLS)/uv
+	$(TOOLS)/uv pip compile -q $(LOCK_ARGS)
+
+lock-upgrade: $(TOOLS)/uv
+	$(TOOLS)/uv pip compile -q --upgrade $(LOCK_ARGS)
+	$(TOOLS)/uv pip compile -q --upgrade requirements/tools.in --universal \
+	  --python-version 3.11 --generate-hashes -o requirements/tools.txt \
+	  --custom-compile-command "make lock-upgrade"
+
+outdated: venv
+	$(BIN)/pip list --outdated --exclude-editable
+
+# The whole suite on Debian 13 (trixie, its python3 and its tor, Postfix, ...) in a root made
+# with debootstrap (kept in DEBIAN13_ROOT between runs). Not part of CI: about 15 minutes.
+DEBIAN13_ROOT ?= /var/tmp/onionmail-debian13/root
+test-debian13:
+	DEBIAN13_ROOT=$(DEBIAN13_ROOT) bash tests/debian13/run
+
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache build *.egg-info
+	rm -rf $(VENV) .venv-tools .mypy_cache .ruff_cache .pytest_cache build *.egg-info
