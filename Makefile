@@ -5,7 +5,7 @@
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
-APT_PACKAGES := tor torsocks neomutt swaks strace knot unbound gnupg
+APT_PACKAGES := tor torsocks neomutt swaks strace knot unbound gnupg procps
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: demo test lint deps system-deps venv clean bench bench-full bench-deps postfix-deps \
@@ -47,7 +47,8 @@ lint: venv
 
 deps: system-deps postfix-deps venv
 
-# Debian packages: tor (and tor-gencert) for the private network, neomutt and swaks as real clients.
+# Debian packages: tor (and tor-gencert) for the private network, neomutt and swaks as real
+# clients, Knot and Unbound as a real DNSSEC setup, procps for the tests that read `ps`.
 system-deps:
 	@missing=""; for p in $(APT_PACKAGES); do \
 	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$p"; \

@@ -39,13 +39,12 @@ matching type) call, per RFC 7672 §3.1.3, for encrypted but unauthenticated
 TLS; the outbound client has no such mode, so such an MX gets the default
 (PKIX) instead: stricter, never weaker.
 
-Python 3.11's ``ssl`` has no public way to see the server's chain, which
-DANE-TA with a hashed anchor needs. :meth:`TlsPolicyDecision.check_peer`
-takes the TLS object and reads the chain (public API on 3.13, the
-equivalent private method on 3.10-3.12); ``certificate_check`` gets only the
-leaf and so supports DANE-EE, and DANE-TA only where the record holds the
-full anchor certificate (``2 0 0``) that issued the leaf directly. Path
-validation for DANE-TA uses ``cryptography``'s X.509 verifier, not
+Python's ``ssl`` shows the server's whole chain only from 3.13 on
+(:func:`peer_certificate_chain`), and DANE-TA with a hashed anchor needs it.
+On 3.11 and 3.12 the check sees the leaf, which proves DANE-EE, and DANE-TA
+only where the record holds the full anchor certificate (``2 0 0``) that
+issued the leaf directly; an MX whose TLSA records need more is refused.
+Path validation for DANE-TA uses ``cryptography``'s X.509 verifier, not
 hand-written chain logic.
 
 Reasons are short fixed sentences without host or domain names, so they can
@@ -54,13 +53,13 @@ go to the ledger and to logs.
 
 from __future__ import annotations
 
-import _ssl
 import datetime
 import enum
 import hashlib
 import hmac
 import logging
 import ssl
+import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -239,21 +238,26 @@ def check_dane(
             raise CertificateMismatchError("the MX's certificate chain is malformed") from exc
         if any(_verifies_to(leaf, intermediates, a, reference_names, now) for a in anchors):
             return "dane-ta"
+    if sys.version_info < (3, 13) and len(chain) == 1:
+        if any(r.usage == DANE_TA and r.mtype != 0 for r in usable):
+            raise CertificateMismatchError(
+                "the MX's DANE-TA record names its anchor by digest; "
+                "checking that needs the server's chain, which Python shows from 3.13 on"
+            )
     raise CertificateMismatchError(
         "the MX's certificate matches none of its DNSSEC-validated TLSA records"
     )
 
 
 def peer_certificate_chain(tls: ssl.SSLObject | ssl.SSLSocket) -> tuple[bytes, ...]:
-    """The certificates the server sent (DER, leaf first), as far as Python lets us see them."""
-    public: Any = getattr(tls, "get_unverified_chain", None)  # Python 3.13+
-    if public is not None:
-        return tuple(bytes(der) for der in public())
-    inner: Any = getattr(tls, "_sslobj", None)  # Python 3.10-3.12: the same method, private
-    method: Any = getattr(inner, "get_unverified_chain", None)
-    if method is not None:
-        chain = method() or []
-        return tuple(bytes(cert.public_bytes(_ssl.ENCODING_DER)) for cert in chain)
+    """The certificates the server sent (DER, leaf first), as far as Python lets us see them.
+
+    The whole chain on Python 3.13+ (``get_unverified_chain``); before, the
+    leaf alone, so a DANE-TA record that holds only a digest of its anchor
+    cannot be matched there and the MX is refused (never sent to unchecked).
+    """
+    if sys.version_info >= (3, 13):
+        return tuple(bytes(der) for der in tls.get_unverified_chain())
     leaf = tls.getpeercert(binary_form=True)
     return (leaf,) if leaf else ()
 

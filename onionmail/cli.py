@@ -19,8 +19,8 @@ from pathlib import Path
 from onionmail import cli_gateway, cli_keys, cli_leaks, cli_testnet
 from onionmail.box_init import create_box
 from onionmail.box_lock import running_pid
+from onionmail.cli_console import Subcommands, run_command
 from onionmail.cli_console import progress as _progress
-from onionmail.cli_console import run_command
 from onionmail.config import load_config
 from onionmail.errors import ConfigError, OnionMailError
 from onionmail.identity import Identity, load_identity, read_passphrase_file
@@ -80,7 +80,7 @@ def _passphrase_arg(p: argparse.ArgumentParser) -> None:
     )
 
 
-def _add_init(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def _add_init(sub: Subcommands) -> None:
     p = sub.add_parser(
         "init",
         help="create a new box: identity key, configuration, submission password",
@@ -129,7 +129,7 @@ def cmd_init(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_run(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def _add_run(sub: Subcommands) -> None:
     p = sub.add_parser(
         "run",
         help="run the box until interrupted",
@@ -189,7 +189,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_status(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def _add_status(sub: Subcommands) -> None:
     p = sub.add_parser(
         "status",
         help="show the box's onion address, tor bootstrap and queue length",
@@ -235,7 +235,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0 if running else 3
 
 
-def _add_queue(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def _add_queue(sub: Subcommands) -> None:
     p = sub.add_parser(
         "queue",
         help="list the outbound queue (no subjects, no recipients), or retry it now",
@@ -279,7 +279,7 @@ def _flush_queue(box_dir: Path) -> int:
     return 0
 
 
-def _add_demo(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def _add_demo(sub: Subcommands) -> None:
     p = sub.add_parser(
         "demo",
         help="two boxes exchange mail over onion services on a private Tor network",
@@ -304,7 +304,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(args.work_dir)
 
 
-def _add_tui(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def _add_tui(sub: Subcommands) -> None:
     p = sub.add_parser(
         "tui",
         help="the terminal UI (inbox, compose with leak cards, queue, status, ledger)",

@@ -7,6 +7,13 @@ import logging
 import sys
 import time
 from collections.abc import Sequence
+from typing import Any, Protocol
+
+
+class Subcommands(Protocol):
+    """What ``ArgumentParser.add_subparsers()`` returns, as the commands use it."""
+
+    def add_parser(self, name: str, **options: Any) -> argparse.ArgumentParser: ...
 
 
 def progress(message: str) -> None:

@@ -6,12 +6,13 @@ import argparse
 import asyncio
 from pathlib import Path
 
+from onionmail.cli_console import Subcommands
 from onionmail.cli_console import progress as _progress
 from onionmail.config import load_config
 from onionmail.identity import load_identity, read_passphrase_file
 
 
-def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def register(sub: Subcommands) -> None:
     p = sub.add_parser(
         "gateway",
         help="register with a clearnet gateway (an alias for mail to and from the clearnet)",

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from onionmail.autocrypt import PeerKeyStore
 from onionmail.clearnet_openpgp import open_box_key, peers_path
+from onionmail.cli_console import Subcommands
 from onionmail.config import load_config
 from onionmail.errors import OpenPGPError
 from onionmail.identity import load_identity, read_passphrase_file
@@ -32,7 +33,7 @@ Autocrypt headers of received mail, or imported by hand (pinned).
 """
 
 
-def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def register(sub: Subcommands) -> None:
     p = sub.add_parser(
         "keys",
         help="OpenPGP keys of clearnet correspondents (import, list, remove) and the box's own",

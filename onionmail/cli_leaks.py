@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from onionmail.cli_console import Subcommands
 from onionmail.config import load_config
 from onionmail.errors import AddressError, ConfigError
 from onionmail.identity import load_identity, read_passphrase_file
@@ -16,7 +17,7 @@ if TYPE_CHECKING:
     from onionmail.leak_keeper import LeakKeeper
 
 
-def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def register(sub: Subcommands) -> None:
     p = sub.add_parser(
         "leaks",
         help="show which observer learns which metadata, per message or per recipient",

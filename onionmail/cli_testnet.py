@@ -13,6 +13,7 @@ import sys
 import time
 from pathlib import Path
 
+from onionmail.cli_console import Subcommands
 from onionmail.errors import TestnetError
 from onionmail.testnet import (
     check_onion_reachable,
@@ -30,7 +31,7 @@ services without touching the public Tor network. Everything lives in DIR
 """
 
 
-def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def register(subparsers: Subcommands) -> None:
     """Add ``testnet`` and its subcommands to the main parser's subparsers."""
     parser = subparsers.add_parser(
         "testnet",
@@ -50,7 +51,7 @@ def _dir_arg(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _add_up(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def _add_up(sub: Subcommands) -> None:
     p = sub.add_parser(
         "up",
         help="start a network and wait until it works",
@@ -76,7 +77,7 @@ def _add_up(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.set_defaults(func=cmd_up)
 
 
-def _add_down(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def _add_down(sub: Subcommands) -> None:
     p = sub.add_parser(
         "down",
         help="stop the network's tor processes",
@@ -87,7 +88,7 @@ def _add_down(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.set_defaults(func=cmd_down)
 
 
-def _add_status(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def _add_status(sub: Subcommands) -> None:
     p = sub.add_parser(
         "status",
         help="show which tors run and what the consensus lists",

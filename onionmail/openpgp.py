@@ -94,6 +94,10 @@ def _ignore_pgpy_warnings() -> None:
     warnings.filterwarnings(
         "ignore", message=r"'imghdr' is deprecated", category=DeprecationWarning
     )
+    # Python 3.13+: imghdr comes from the standard-imghdr backport, which says so on import
+    warnings.filterwarnings(
+        "ignore", message=r"imghdr was removed in Python 3\.13", category=DeprecationWarning
+    )
     # raised inside pgpy (its TODOs; cryptography's CryptographyDeprecationWarning, a
     # UserWarning, for the ciphers and CFB mode pgpy still takes from the old place)
     warnings.filterwarnings("ignore", category=UserWarning, module=r"pgpy(\.|$)")
@@ -170,9 +174,21 @@ def _user_id_addresses(key: Any) -> tuple[str, ...]:
 def _encryption_key(key: Any) -> Any:
     """The (sub)key pgpy will encrypt to: the first one flagged for encryption."""
     for candidate in (key, *key.subkeys.values()):
-        if _ENCRYPT_FLAGS & set(candidate._get_key_flags()):
+        if _ENCRYPT_FLAGS & _key_flags(candidate):
             return candidate
     return None
+
+
+def _key_flags(key: Any) -> set[Any]:
+    """A key's usage flags from its self-signature (a primary key's: its first user id's)."""
+    if not key.is_primary:
+        signature = next(iter(key.self_signatures), None)
+        return set(signature.key_flags) if signature is not None else set()
+    flags = {KeyFlags.Certify}  # RFC 4880 5.2.3.21: a primary key can always certify
+    for uid in key.userids[:1]:
+        if uid.selfsig is not None:
+            flags |= set(uid.selfsig.key_flags)
+    return flags
 
 
 def _load_key_blob(data: bytes | str) -> Any:

@@ -31,29 +31,16 @@ texts, and does the work differently:
   answered, and the replies of one segment go out in one ``write``; asyncio
   reads them into one buffer per listener (``get_buffer``), not into a
   fresh 256 KiB allocation per read;
-* a command runs as a coroutine stepped *eagerly* in that callback: when its
-  hooks return without suspending (EHLO, MAIL, RCPT, AUTH PLAIN with its
-  initial response, for the box's handlers), it finishes there, with no
-  task and no loop round trip; only a command that really waits
-  (``handle_DATA`` storing in a worker thread, an AUTH challenge, STARTTLS)
-  continues as a task (:func:`_resume`), and the commands behind it wait in
+* each command runs as its own task, started eagerly on Python 3.12+
+  (:func:`_command_task`): a command whose hooks return without suspending
+  (EHLO, MAIL, RCPT, AUTH PLAIN with its initial response, for the box's
+  handlers) is answered inside that callback, with no loop round trip; one
+  that really waits (``handle_DATA`` storing in a worker thread, an AUTH
+  challenge, STARTTLS) goes on as a task, and the commands behind it wait in
   the buffer (reading pauses past :data:`BACKLOG`, and while the peer does
   not read its replies);
 * the idle timer is one timer per session, re-armed lazily from a
   timestamp, not cancelled and recreated per command.
-
-A whole transaction (banner to QUIT, 5 KB) costs some 50 us of loop time
-here with a trivial handler. Measured the same way after the switch:
-inbound 1.03-1.50x Postfix at every size and concurrency, submission
-1.00-1.20x at 100 KB and 0.70x/0.93x at 5 KB (1/20 sessions). What is left
-at 5 KB is the handlers' storing, not the protocol: the queue's two fsyncs
-(file, then directory: 2 ms a message on that disk, where Postfix does one)
-and, with 20 sessions, scrubbing and address parsing under the GIL.
-
-Hooks therefore begin inside the protocol callback: until its first
-suspension a hook has no current task (``asyncio.current_task()`` is None),
-so ``asyncio.timeout()`` must not be its first await (``wait_for`` is fine,
-as is anything after an ``await`` that suspended).
 
 Smuggling safety
 ----------------
@@ -77,7 +64,9 @@ Same replies: ``tests/test_smtp_protocol.py`` sends generated command
 sequences to a stock aiosmtpd and to this core and compares every reply.
 Where they differ, on purpose: a path that makes the stdlib address parser
 crash (``MAIL FROM:<``, ``VRFY a@``) is ``553``/``502`` here, where aiosmtpd
-answered ``451``, or ``500 Error: (IndexError) ...``; a handler without
+answered ``451``, or ``500 Error: (IndexError) ...``; paths are RFC 5321
+paths (:func:`_address`), so comments and obsolete RFC 5322 forms that
+aiosmtpd's address parser took are refused; a handler without
 ``handle_exception`` still gets a bare ``451``, never the exception's text;
 a second STARTTLS is ``554 5.5.1``; the idle timer does not run while a hook
 works (storing is not the peer's silence); the TLS handshake is bounded by
@@ -101,9 +90,8 @@ import base64
 import logging
 import re
 import ssl
+import sys
 from collections.abc import Callable, Coroutine, Sequence
-from email._header_value_parser import get_addr_spec, get_angle_addr
-from email.errors import HeaderParseError
 from typing import Any, Protocol
 
 from aiosmtpd.smtp import AuthResult, LoginPassword
@@ -630,15 +618,16 @@ class SMTPProtocol(asyncio.BufferedProtocol):
         self._start(method(self, arg))
 
     def _start(self, coro: Coroutine[Any, Any, None]) -> None:
-        """Step ``coro`` now; if it suspends, it goes on as the session's running task."""
-        try:
-            yielded = coro.send(None)
-        except StopIteration:
+        """Run ``coro`` as the session's task; one that finished at once is answered here."""
+        task = _command_task(self._loop, coro)
+        if task.done():  # eager (Python 3.12+): no await suspended, no loop round trip
+            error = None if task.cancelled() else task.exception()
+            if isinstance(error, Exception):
+                self._start(self._report(error))
+            elif error is not None:
+                log.error("an SMTP session ended on %s", type(error).__name__)
+                self._close()
             return
-        except Exception as error:
-            self._start(self._report(error))
-            return
-        task = self._loop.create_task(_resume(coro, yielded))
         self._task = task
         task.add_done_callback(self._task_done)
 
@@ -1126,31 +1115,19 @@ _COMMANDS: dict[str, Callable[[SMTPProtocol, str | None], Coroutine[Any, Any, No
 }
 
 
-async def _resume(coro: Coroutine[Any, Any, None], yielded: Any) -> None:
-    """Drive ``coro`` on from where it suspended, having yielded ``yielded``, as a task does.
+def _command_task(
+    loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, None]
+) -> asyncio.Task[None]:
+    """A task for one command, started eagerly where asyncio can (Python 3.12+).
 
-    Lets :meth:`SMTPProtocol._start` run a command's first step inside the
-    protocol callback and hand only the rest, if any, to a task.
-    Cancelling the task cancels what ``coro`` awaits, as for any task.
+    An eager task runs its first step right here, inside the protocol
+    callback: a command whose hooks never suspend (EHLO, MAIL, RCPT, AUTH
+    PLAIN with its initial response, for the box's handlers) is done when
+    this returns. On 3.11 the task starts on the loop's next turn.
     """
-    while True:
-        thrown: BaseException | None = None
-        try:
-            if yielded is None:
-                await asyncio.sleep(0)  # a bare yield: one turn of the loop
-            else:
-                # What a task does with a yielded future: take over the wait for it.
-                yielded._asyncio_future_blocking = False
-                await yielded  # coro reads the outcome from the future itself
-        except asyncio.CancelledError as cancel:
-            if yielded is None or not yielded.cancelled():
-                thrown = cancel  # this task was cancelled, not what coro waits for
-        except BaseException:  # noqa: S110 (coro's own await re-raises it)
-            pass
-        try:
-            yielded = coro.throw(thrown) if thrown is not None else coro.send(None)
-        except StopIteration:
-            return
+    if sys.version_info >= (3, 12):
+        return asyncio.eager_task_factory(loop, coro)
+    return loop.create_task(coro)
 
 
 def _after_keyword(keyword: str, arg: str | None) -> str | None:
@@ -1160,36 +1137,34 @@ def _after_keyword(keyword: str, arg: str | None) -> str | None:
     return arg[len(keyword) :].strip()
 
 
-_ATEXT = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
-_DOT_ATOM = rf"{_ATEXT}(?:\.{_ATEXT})*"
-_PLAIN_PATH = re.compile(rf"<({_DOT_ATOM}@{_DOT_ATOM})>")
+# RFC 5321 4.1.2 paths. Only the structure is checked here; the characters are the
+# handlers' to judge (control bytes, non-ASCII without SMTPUTF8), with their own replies.
+_ATOM = r'[^ \t"(),.:;<>@\[\\\]]+'
+_DOT_STRING = rf"{_ATOM}(?:\.{_ATOM})*"
+_QUOTED_STRING = r'"(?:[^"\\]|\\.)*"'
+_DOMAIN = rf"(?:{_DOT_STRING}|\[[^\[\\\]]*\])"  # a name, or an address literal
+_LOCAL_PART = rf"(?:{_DOT_STRING}|{_QUOTED_STRING})"
+_ROUTE = rf"@{_DOMAIN}(?:,@{_DOMAIN})*:"  # a source route: accepted and ignored (RFC 5321 C)
+_ANGLE_PATH = re.compile(rf"[ \t]*<[ \t]*(?:{_ROUTE})?({_LOCAL_PART}(?:@{_DOMAIN})?)?[ \t]*>")
+_BARE_PATH = re.compile(rf"[ \t]*({_LOCAL_PART}(?:@{_DOMAIN})?)(?=[ \t]|$)")
 
 
 def _address(arg: str) -> tuple[str | None, str | None]:
-    """(address, the rest) of a MAIL/RCPT argument, as aiosmtpd parses it; (None, None) if bad.
+    """(address, the parameters after it) of a MAIL/RCPT argument; (None, None) if malformed.
 
-    The usual ``<local@domain>`` (ASCII dot-atoms, no comment after it) is
-    taken apart by one regular expression; anything else goes to the stdlib's
-    RFC 5322 parser, as in aiosmtpd. Both give the same result there
-    (``tests/test_smtp_protocol.py`` checks it on generated paths).
+    RFC 5321's ``Path``: ``<local@domain>`` (the null path ``<>`` is returned
+    as ``"<>"``, a local part alone as itself, for ``<Postmaster>``), a source
+    route before it ignored, blanks inside the brackets tolerated, and
+    aiosmtpd's bare ``local@domain``. Unlike aiosmtpd, which parsed paths as
+    RFC 5322 addresses, comments and obsolete forms (``a..b``) are refused.
     """
     if not arg:
         return "", ""
-    plain = _PLAIN_PATH.match(arg)
-    if plain is not None:
-        rest = arg[plain.end() :]
-        if rest[:1] in (" ", "\t"):
-            rest = rest.lstrip()  # the parser's folding white space: all of str.isspace()
-        if not rest.startswith("("):
-            return plain.group(1), rest
-    try:
-        if arg.lstrip().startswith("<"):
-            angle, rest = get_angle_addr(arg)
-            return str(angle.addr_spec), rest
-        spec, rest = get_addr_spec(arg)
-        return str(spec.addr_spec), rest
-    except (HeaderParseError, IndexError):  # IndexError: "<" alone (aiosmtpd answered 451)
+    match = _ANGLE_PATH.match(arg) or _BARE_PATH.match(arg)
+    if match is None:
         return None, None
+    address = match.group(1)
+    return (address if address is not None else "<>"), arg[match.end() :].lstrip()
 
 
 def _parameters(options: list[str]) -> dict[str, str | bool] | None:

@@ -159,7 +159,7 @@ def run_swaks(
     command += ["--auth", "PLAIN", "--auth-user", "alice", "--auth-password", PASSWORD]
     command += ["--from", ALICE, "--to", BOB, "--timeout", "20"]
     if attach:
-        command += ["--attach", str(_attachment(work))]
+        command += ["--attach", f"@{_attachment(work)}"]  # @: a file (swaks 2020 and later)
     if helo is not None:
         command += ["--helo", helo]
     _run(command, work, None)

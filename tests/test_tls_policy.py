@@ -12,6 +12,7 @@ import asyncio
 import datetime
 import hashlib
 import ssl
+import sys
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -230,7 +231,11 @@ async def test_dane_ee_mismatch_is_refused(policy: TlsPolicy) -> None:
 
 async def test_dane_ta_anchor_in_the_chain(policy: TlsPolicy) -> None:
     decision = await policy.decide("dane.test", "mx-ta.dane.test", mx_secure=True)
-    assert await dane_check_over_tls(decision, LEAVES["mx-ta"]) == "dane-ta"
+    if sys.version_info >= (3, 13):
+        assert await dane_check_over_tls(decision, LEAVES["mx-ta"]) == "dane-ta"
+    else:  # Python shows the chain from 3.13 on; before, the leaf cannot prove the anchor
+        with pytest.raises(CertificateMismatchError, match="Python shows from 3.13 on"):
+            await dane_check_over_tls(decision, LEAVES["mx-ta"])
     # The leaf alone cannot prove a hashed anchor: the leaf-only check refuses.
     check = decision.certificate_check
     assert check is not None

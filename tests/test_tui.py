@@ -12,6 +12,7 @@ from textual.widget import Widget
 from textual.widgets import DataTable, Input, Markdown, Static
 
 from onionmail.box_api import BoxApi
+from tests.tui_notifications import record_notifications
 from tui.app import OnionMailApp
 from tui.sample_box import (
     ALIAS,
@@ -220,6 +221,7 @@ async def test_without_a_gateway_a_clearnet_recipient_is_refused(tmp_path: Path)
 async def test_policy_refusal_is_shown_before_anything_leaves(tmp_path: Path) -> None:
     box_dir = create_sample_box(tmp_path / "alice", policy_rules=("never-clearnet",))
     app = app_for(box_dir)
+    shown = record_notifications(app)
     async with app.run_test(size=SIZE) as pilot:
         screen = await compose_to(pilot, app, CLEARNET_ADDRESS)
         card = screen.query_one(LeakCard)
@@ -227,18 +229,19 @@ async def test_policy_refusal_is_shown_before_anything_leaves(tmp_path: Path) ->
         assert "never-clearnet" in static_text(card.query_one(".refusal", Static))
         await pilot.press("ctrl+s")
         await pilot.pause(0.1)
-        texts = [n.message for n in app._notifications]
+        texts = [n.message for n in shown]
         assert any("policy rule never-clearnet" in t for t in texts), texts
     assert len(BoxApi(box_dir).queue()) == 1  # only the sample entry: nothing was queued
 
 
 async def test_send_to_a_box_that_is_not_running_says_what_to_do(box: Path) -> None:
     app = app_for(box)
+    shown = record_notifications(app)
     async with app.run_test(size=SIZE) as pilot:
         await compose_to(pilot, app, "bob")
         await pilot.press("ctrl+s")
         await pilot.pause(0.3)
-        texts = [n.message for n in app._notifications]
+        texts = [n.message for n in shown]
         assert any("onionmail run --dir" in t for t in texts), texts
 
 
@@ -308,7 +311,7 @@ async def test_queue_shows_destination_not_subject_and_cancels(box: Path) -> Non
         await pilot.press("u")
         table = app.screen.query_one("#queue", DataTable)
         await wait_rows(pilot, table, 1)
-        row = table.get_row_at(0)
+        row = [str(cell) for cell in table.get_row_at(0)]
         assert row[0] == QUEUE_ID[:8] and row[1] == BOB_ADDRESS.split("@")[1]
         assert row[2] == "3" and "0xF2" in row[4]
         await pilot.press("x")
@@ -348,6 +351,7 @@ async def test_nothing_reaches_stdout_or_stderr_even_on_errors(
 ) -> None:
     """Errors go to the UI (a notification that says what to do), never to the terminal."""
     app = app_for(box)
+    shown = record_notifications(app)
     async with app.run_test(size=SIZE) as pilot:
         await compose_to(pilot, app, "bob")
         await pilot.press("ctrl+s")  # the box is not running: an error, shown in the UI
@@ -355,7 +359,7 @@ async def test_nothing_reaches_stdout_or_stderr_even_on_errors(
         for key in ("escape", "i", "u", "s", "l", "?"):
             await pilot.press(key)
             await pilot.pause(0.1)
-        assert app._notifications
+        assert shown
     out, err = capfd.readouterr()
     assert (out, err) == ("", "")
 
@@ -372,6 +376,7 @@ async def test_status_copies_the_onion_address_with_osc52(
         original(text)
 
     monkeypatch.setattr(app, "copy_to_clipboard", spy)
+    shown = record_notifications(app)
     async with app.run_test(size=SIZE) as pilot:
         await pilot.press("s")
         await settled(pilot)
@@ -380,7 +385,7 @@ async def test_status_copies_the_onion_address_with_osc52(
         onion = BoxApi(box).onion
         assert copied == [onion]
         assert app.clipboard == onion
-        assert any("copied" in n.message for n in app._notifications)
+        assert any("copied" in n.message for n in shown)
 
 
 def dark(color: Color | None) -> bool:
@@ -428,11 +433,15 @@ async def test_address_book_shows_keys_and_gateway_aliases(box: Path) -> None:
         screen = app.screen
         assert isinstance(screen, ContactsScreen)
         contacts = screen.query_one("#contacts", DataTable)
-        rows = {r[0]: r for r in (contacts.get_row_at(i) for i in range(contacts.row_count))}
+        rows = {
+            str(r[0]): [str(cell) for cell in r]
+            for r in (contacts.get_row_at(i) for i in range(contacts.row_count))
+        }
         assert rows["dave"][2] == DAVE_FINGERPRINT[-16:]
         assert rows["bob"][2] == "none"
         keys = screen.query_one("#keys", DataTable)
-        assert keys.get_row_at(0)[:3] == [CLEARNET_ADDRESS, grouped(DAVE_FINGERPRINT), "manual"]
+        first = [str(cell) for cell in keys.get_row_at(0)[:3]]
+        assert first == [CLEARNET_ADDRESS, grouped(DAVE_FINGERPRINT), "manual"]
         aliases = static_text(screen.query_one("#aliases", Static))
         assert ALIAS in aliases and GATEWAY.onion_address in aliases
         screen.query_one("#petname", Input).value = "erin"

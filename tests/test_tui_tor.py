@@ -22,6 +22,7 @@ from textual.widgets import DataTable, Input, TextArea
 from onionmail.box_api import BoxApi
 from onionmail.box_init import NewBox, create_box
 from tests.box_process import RunningBox, run_box, start_box, wait_for_mail
+from tests.tui_notifications import record_notifications
 from tui.app import OnionMailApp
 from tui.screens.compose import ComposeScreen
 
@@ -53,6 +54,7 @@ async def test_send_from_the_tui_is_queued_then_delivered_over_onion(
 ) -> None:
     alice, bob_new = alice_and_bob
     app = OnionMailApp(BoxApi(alice.new.box_dir))
+    shown = record_notifications(app)
     bob: RunningBox | None = None
     try:
         async with app.run_test(size=SIZE) as pilot:
@@ -68,14 +70,14 @@ async def test_send_from_the_tui_is_queued_then_delivered_over_onion(
             await pilot.press("ctrl+s")
             await until(
                 pilot,
-                lambda: any(n.title == "sent" for n in app._notifications),
+                lambda: any(n.title == "sent" for n in shown),
                 30,
-                f"the submission ({[n.message for n in app._notifications]})",
+                f"the submission ({[n.message for n in shown]})",
             )
             await pilot.press("escape", "u")  # leave the fields, then the queue
             queue = app.screen.query_one("#queue", DataTable)
             await until(pilot, lambda: queue.row_count == 1, 10, "the queue entry")
-            assert queue.get_row_at(0)[1] == bob_new.identity.onion_address
+            assert str(queue.get_row_at(0)[1]) == bob_new.identity.onion_address
             bob = await asyncio.to_thread(run_box, bob_new)
             await pilot.press("r")  # retry now: SIGUSR1 to alice's running box
             await until(pilot, lambda: queue.row_count == 0, 150, "the delivery")
@@ -84,7 +86,7 @@ async def test_send_from_the_tui_is_queued_then_delivered_over_onion(
             await until(
                 pilot,
                 lambda: any(
-                    ledger.get_row_at(i)[3] == "delivered" for i in range(ledger.row_count)
+                    str(ledger.get_row_at(i)[3]) == "delivered" for i in range(ledger.row_count)
                 ),  # noqa: E501
                 10,
                 "the ledger entry",
