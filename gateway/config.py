@@ -59,6 +59,15 @@ class SmtpSettings:
     """Seconds a client may stay silent."""
     data_timeout: float = 1800.0
     """Seconds a whole DATA transfer may take."""
+    transaction_timeout: float = 300.0
+    """Seconds a session may go without completing a mail transaction (its DATA transfers
+    not counted); then ``421 4.4.2``. Commands that carry no mail (NOOP, RSET, EHLO, VRFY)
+    cannot hold a connection slot for longer."""
+    max_session_time: float = 3600.0
+    """Seconds a session may last in all, however much mail it carries; then ``421 4.4.2``
+    (checked between commands, never in the middle of a DATA transfer)."""
+    max_commands: int = 1000
+    """Commands a session may send in all; the next one gets ``421 4.7.0``."""
     rate_limit: int = 60
     """Messages one client address may send per rate_window; then ``450 4.7.1``."""
     rate_window: float = 3600.0
@@ -79,6 +88,15 @@ class OnionSettings:
     """Seconds a box may stay silent."""
     data_timeout: float = 1800.0
     """Seconds a whole DATA transfer may take."""
+    transaction_timeout: float = 300.0
+    """Seconds a session may go without completing a mail transaction (its DATA transfers
+    not counted); then ``421 4.4.2``. Commands that carry no mail (NOOP, RSET, EHLO, VRFY)
+    cannot hold a connection slot for longer."""
+    max_session_time: float = 3600.0
+    """Seconds a session may last in all, however much mail it carries; then ``421 4.4.2``
+    (checked between commands, never in the middle of a DATA transfer)."""
+    max_commands: int = 1000
+    """Commands a session may send in all; the next one gets ``421 4.7.0``."""
 
 
 @dataclass(frozen=True)
@@ -194,9 +212,12 @@ def _check(config: GatewayConfig) -> None:
             raise GatewayConfigError(f"{p}: [{section}] {key}: expected 0-65535")
     for section in ("smtp", "onion"):
         settings = getattr(config, section)
-        for key in ("max_message_size", "max_recipients", "max_connections"):
+        for key in ("max_message_size", "max_recipients", "max_connections", "max_commands"):
             if getattr(settings, key) < 1:
                 raise GatewayConfigError(f"{p}: [{section}] {key}: at least 1")
+        for key in ("timeout", "data_timeout", "transaction_timeout", "max_session_time"):
+            if getattr(settings, key) <= 0:
+                raise GatewayConfigError(f"{p}: [{section}] {key}: must be positive")
     if config.smtp.rate_limit < 1 or config.smtp.rate_window <= 0:
         raise GatewayConfigError(f"{p}: [smtp] rate_limit: at least 1 per positive rate_window")
     if config.tor.mode not in ("launch", "attach"):

@@ -175,6 +175,9 @@ class Gateway:
             data_size_limit=int(settings.max_message_size * 1.45) + 65536,  # sealed: base64
             timeout=settings.timeout,
             data_timeout=settings.data_timeout,
+            transaction_timeout=settings.transaction_timeout,
+            max_session_time=settings.max_session_time,
+            max_commands=settings.max_commands,
         )
         self.onion_port = server_port(self.onion_server)
 
@@ -198,6 +201,9 @@ class Gateway:
             data_size_limit=settings.max_message_size,
             timeout=settings.timeout,
             data_timeout=settings.data_timeout,
+            transaction_timeout=settings.transaction_timeout,
+            max_session_time=settings.max_session_time,
+            max_commands=settings.max_commands,
             tls_context=_tls_context(self.config),
         )
         self.smtp_port = server_port(self.smtp_server)

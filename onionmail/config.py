@@ -238,6 +238,9 @@ def _check_semantics(config: Config) -> None:
             raise ConfigError(f"{p}: [{name}] timeout: must be positive")
         if section.data_timeout <= 0:
             raise ConfigError(f"{p}: [{name}] data_timeout: must be positive")
+        for key in ("transaction_timeout", "max_session_time", "max_commands"):
+            if getattr(section, key) <= 0:
+                raise ConfigError(f"{p}: [{name}] {key}: must be positive")
         if section.max_connections < 1:
             raise ConfigError(f"{p}: [{name}] max_connections: at least 1")
         if not MIN_LINE_LENGTH <= section.max_line_length <= MAX_LINE_LENGTH:
@@ -309,6 +312,9 @@ port = {submission_port}
 # max_recipients = 100
 # timeout = 300.0
 # data_timeout = 1800.0
+# transaction_timeout = 300.0
+# max_session_time = 3600.0
+# max_commands = 1000
 # max_connections = 10
 # max_line_length = 1000
 # max_bad_commands = 20
@@ -318,6 +324,9 @@ port = {submission_port}
 # max_recipients = 100
 # timeout = 300.0
 # data_timeout = 1800.0
+# transaction_timeout = 300.0
+# max_session_time = 3600.0
+# max_commands = 1000
 # max_connections = 20
 # max_line_length = 1000
 # max_bad_commands = 20

@@ -79,6 +79,9 @@ class DataReader:
         self._search = 0  # where the next line starting with a dot may begin
         self._stuffed = False  # a dot-stuffed line was seen: undo the stuffing at the end
 
+    waiting = True
+    """More bytes are always needed, up to the terminator (as :attr:`ChunkReader.waiting`)."""
+
     def feed(self, chunk: bytes | bytearray | memoryview) -> DataBlock | None:
         """Take the next bytes; the block once its terminator has arrived, else None."""
         buf = self._buf
@@ -195,17 +198,26 @@ class ChunkReader:
     No terminator to find and no dot-stuffing: the length says where the chunk
     ends, so nothing inside it can end it early. Same :meth:`feed` contract
     as :class:`DataReader`; the outcome is always OK (the size limit applies
-    to the whole message, in the protocol core).
+    to the whole message, in the protocol core). A chunk the server refuses
+    is still read to its end (``keep=False``), counted but never stored, so
+    its bytes can be neither held in memory nor taken for commands.
     """
 
-    def __init__(self, size: int) -> None:
+    def __init__(self, size: int, *, keep: bool = True) -> None:
         self._left = size
+        self._keep = keep
         self._parts: list[bytes] = []
 
+    @property
+    def waiting(self) -> bool:
+        """Whether more bytes are needed (``BDAT 0`` needs none)."""
+        return self._left > 0
+
     def feed(self, chunk: bytes | bytearray | memoryview) -> DataBlock | None:
-        take = bytes(chunk[: self._left])
-        self._parts.append(take)
-        self._left -= len(take)
+        take = len(chunk) if len(chunk) < self._left else self._left
+        if self._keep:
+            self._parts.append(bytes(chunk[:take]))
+        self._left -= take
         if self._left:
             return None
-        return DataBlock(DataOutcome.OK, b"".join(self._parts), bytes(chunk[len(take) :]))
+        return DataBlock(DataOutcome.OK, b"".join(self._parts), bytes(chunk[take:]))

@@ -111,6 +111,14 @@ DEFAULT_DATA_SIZE_LIMIT = 2**25
 DEFAULT_MAX_LINE_LENGTH = 1000
 """RFC 5321 4.5.3.1.6: a text line is at most 1000 octets including CRLF."""
 DEFAULT_MAX_BAD_COMMANDS = 20
+DEFAULT_TRANSACTION_TIMEOUT = 300.0
+"""Seconds a session may go without completing a mail transaction (DATA transfers and the
+server's own work not counted): commands that make no progress (NOOP, RSET, EHLO, VRFY)
+cannot hold a connection slot for longer."""
+DEFAULT_MAX_SESSION_TIME = 3600.0
+"""Seconds a session may last in all, however much mail it carries."""
+DEFAULT_MAX_COMMANDS = 1000
+"""Commands a session may send in all (AUTH responses and data are not commands)."""
 
 COMMAND_SIZE_LIMIT = 512
 """RFC 5321 4.5.3.1.4; MAIL may be longer by its ESMTP parameters (SIZE, SMTPUTF8)."""
@@ -126,6 +134,11 @@ BARE_LINE_END = "500 5.5.2 Bare CR or LF in a command line; lines end with CRLF"
 TOO_MANY_ERRORS = b"421 4.7.0 Too many errors; closing the connection\r\n"
 IDLE_TIMEOUT = b"421 4.4.2 Idle timeout; closing the connection\r\n"
 DATA_TIMEOUT = b"421 4.4.2 DATA took too long; closing the connection\r\n"
+NO_PROGRESS = b"421 4.4.2 No mail transaction completed in time; closing the connection\r\n"
+SESSION_TOO_LONG = b"421 4.4.2 Session time limit reached; closing the connection\r\n"
+TOO_MANY_COMMANDS = b"421 4.7.0 Too many commands; closing the connection\r\n"
+BDAT_SYNTAX = "501 5.5.4 Syntax: BDAT <size> [LAST]"
+EMPTY_MESSAGE = "554 5.6.0 Error: an empty message is not accepted"
 SERVER_ERROR = "451 4.3.0 Temporary server error; please try again later"
 AUTH_OK = "235 2.7.0 Authentication successful"
 AUTH_INVALID = "535 5.7.8 Authentication credentials invalid"
@@ -217,6 +230,9 @@ class Listener:
         data_timeout: float = DEFAULT_DATA_TIMEOUT,
         max_line_length: int = DEFAULT_MAX_LINE_LENGTH,
         max_bad_commands: int = DEFAULT_MAX_BAD_COMMANDS,
+        transaction_timeout: float = DEFAULT_TRANSACTION_TIMEOUT,
+        max_session_time: float = DEFAULT_MAX_SESSION_TIME,
+        max_commands: int = DEFAULT_MAX_COMMANDS,
         auth_required: bool = False,
         auth_require_tls: bool = True,
         auth_exclude_mechanism: Sequence[str] = (),
@@ -252,6 +268,9 @@ class Listener:
         self.smtputf8 = enable_SMTPUTF8
         self.timeout = timeout
         self.data_timeout = data_timeout
+        self.transaction_timeout = transaction_timeout
+        self.max_session_time = max_session_time
+        self.max_commands = max_commands
         # One octet more than the longest line lets through the dot that
         # transparency (RFC 5321 4.5.2) adds to a longest line beginning with one.
         self.line_limit = max_line_length + 1
@@ -311,6 +330,10 @@ class SMTPProtocol(asyncio.BufferedProtocol):
         "_bad",
         "_bogus",
         "_last",
+        "_began",
+        "_progress",
+        "_data_began",
+        "_commands",
         "_idle",
         "_data_deadline",
         "_holding",
@@ -318,7 +341,9 @@ class SMTPProtocol(asyncio.BufferedProtocol):
         "_reading",
         "_write_paused",
         "_chunks",
+        "_chunk_bytes",
         "_chunk_last",
+        "_chunk_refusal",
     )
 
     def __init__(self, listener: Listener, loop: asyncio.AbstractEventLoop) -> None:
@@ -338,6 +363,11 @@ class SMTPProtocol(asyncio.BufferedProtocol):
         self._bad = 0
         self._bogus = BOGUS_LIMIT
         self._last = 0.0
+        self._began = 0.0
+        self._progress = 0.0
+        """When the transaction clock (re)started: connect, or the last message accepted."""
+        self._data_began = 0.0
+        self._commands = 0
         self._idle: asyncio.TimerHandle | None = None
         self._data_deadline: asyncio.TimerHandle | None = None
         self._holding: list[Slot] = []
@@ -346,7 +376,10 @@ class SMTPProtocol(asyncio.BufferedProtocol):
         self._write_paused = False
         self._chunks: list[bytes] | None = None
         """BDAT chunks of the current transaction (None: no BDAT yet)."""
+        self._chunk_bytes = 0
         self._chunk_last = False
+        self._chunk_refusal: str | None = None
+        """The reply to a refused BDAT, sent once its chunk has been read (and dropped)."""
 
     # -- connection ------------------------------------------------------------------
 
@@ -362,8 +395,10 @@ class SMTPProtocol(asyncio.BufferedProtocol):
             return
         self._listener.sessions.add(self)
         self._session = Session(self._loop, transport.get_extra_info("peername"))
-        self._last = self._loop.time()
-        self._idle = self._loop.call_at(self._last + self._listener.timeout, self._idle_check)
+        self._last = self._began = self._progress = self._loop.time()
+        listener = self._listener
+        first = min(listener.timeout, listener.transaction_timeout, listener.max_session_time)
+        self._idle = self._loop.call_at(self._last + first, self._idle_check)
         greeting = self._listener.greeting
         if greeting is None:
             transport.write(self._listener.banner)
@@ -452,7 +487,7 @@ class SMTPProtocol(asyncio.BufferedProtocol):
         """Answer every complete command in the buffer that can be answered now; flush."""
         while not self._closing:
             if self._data is not None:
-                if not self._buf:
+                if not self._buf and self._data.waiting:
                     break
                 self._last = self._loop.time()
                 block = self._data.feed(self._buf)
@@ -557,7 +592,27 @@ class SMTPProtocol(asyncio.BufferedProtocol):
                 # RFC 5321 4.2 wants a reason; nothing host-specific goes in it.
                 self._close(IDLE_TIMEOUT)
                 return
-        self._idle = self._loop.call_at(due, self._idle_check)
+        limit, reason = self._session_limit()
+        if limit - now <= 0.001:
+            log.info("closing a session: %s", reason[10:].decode().rstrip())
+            self._close(reason)
+            return
+        self._idle = self._loop.call_at(min(due, limit), self._idle_check)
+
+    def _session_limit(self) -> tuple[float, bytes]:
+        """When this session must end, and the reply that ends it.
+
+        Never in the middle of a DATA transfer (it has its own deadline) or of
+        the server's own work: the limits are checked between commands.
+        """
+        listener = self._listener
+        if self._data is not None or (self._task is not None and self._line_waiter is None):
+            return float("inf"), b""
+        limit, reason = self._began + listener.max_session_time, SESSION_TOO_LONG
+        progress = self._progress + listener.transaction_timeout
+        if progress < limit:
+            limit, reason = progress, NO_PROGRESS
+        return limit, reason
 
     def _data_timed_out(self) -> None:
         self._data_deadline = None
@@ -568,6 +623,14 @@ class SMTPProtocol(asyncio.BufferedProtocol):
 
     def _command(self, line: bytes) -> None:
         """Parse one command line and start its command (aiosmtpd's checks, in its order)."""
+        self._commands += 1
+        if self._commands > self._listener.max_commands:
+            self._close(TOO_MANY_COMMANDS)
+            return
+        limit, reason = self._session_limit()
+        if self._loop.time() >= limit:
+            self._close(reason)
+            return
         if line == _OVERLONG:
             self._push("500 Command line too long")
             return
@@ -679,10 +742,16 @@ class SMTPProtocol(asyncio.BufferedProtocol):
 
     def _end_data(self, block: DataBlock) -> None:
         self._data = None
+        self._progress += self._loop.time() - self._data_began  # the transfer is not idling
         if self._data_deadline is not None:
             self._data_deadline.cancel()  # storing the message is not the peer's time
             self._data_deadline = None
         self._buf += block.rest  # commands pipelined behind the end of DATA
+        refusal = self._chunk_refusal
+        if refusal is not None:  # a refused BDAT's chunk, now read and dropped
+            self._chunk_refusal = None
+            self._push(refusal)
+            return
         if self._chunks is not None:
             self._end_chunk(block)
             return
@@ -697,23 +766,22 @@ class SMTPProtocol(asyncio.BufferedProtocol):
     def _new_envelope(self) -> None:
         self._envelope = Envelope()
         self._chunks = None
+        self._chunk_bytes = 0
 
     def _end_chunk(self, block: DataBlock) -> None:
         """One BDAT chunk is in: 250 for it, or, with LAST, the message to the handler."""
         assert self._chunks is not None
         self._chunks.append(block.content)
-        size = sum(map(len, self._chunks))
-        limit = self._listener.data_size_limit
-        if limit and size > limit:
-            self._chunks = None
-            self._new_envelope()
-            self._push(DataOutcome.TOO_MUCH.value)
-            return
+        self._chunk_bytes += len(block.content)
         if not self._chunk_last:
             self._push(f"250 2.0.0 {len(block.content)} octets received")
             return
         content = b"".join(self._chunks)
         self._chunks = None
+        if not content:
+            self._new_envelope()
+            self._push(EMPTY_MESSAGE)
+            return
         self._envelope.content = content
         self._envelope.original_content = content
         self._start(self._deliver())
@@ -723,6 +791,8 @@ class SMTPProtocol(asyncio.BufferedProtocol):
             status = await self._hook("DATA") if "DATA" in self._listener.hooks else "250 OK"
         finally:
             self._new_envelope()
+        if isinstance(status, str) and status.startswith("2"):
+            self._progress = self._loop.time()  # a message accepted: the clock starts again
         self._push(status)
         self._flush()  # now, not a loop turn later when the task's callback runs
 
@@ -929,28 +999,52 @@ class SMTPProtocol(asyncio.BufferedProtocol):
         self._push(status)
 
     async def smtp_BDAT(self, arg: str | None) -> None:
-        """RFC 3030: ``BDAT <size> [LAST]``, exactly ``size`` octets follow, no dot-stuffing."""
+        """RFC 3030: ``BDAT <size> [LAST]``, exactly ``size`` octets follow, no dot-stuffing.
+
+        Once the size is known the chunk is read whatever happens: a refused
+        one is read and dropped, then answered, so its bytes are never taken
+        for commands and never held. The size limit is checked against the
+        declared size, before a byte of the chunk is kept.
+        """
         if not self._listener.chunking:
             self._push('500 Error: command "BDAT" not recognized')
             return
         words = (arg or "").split()
-        if not (1 <= len(words) <= 2 and words[0].isdigit() and len(words[0]) <= 10) or (
-            len(words) == 2 and words[1].upper() != "LAST"
-        ):
-            self._push("501 5.5.4 Syntax: BDAT <size> [LAST]")
+        if not words or not words[0].isdigit() or len(words[0]) > 10:
+            self._push(BDAT_SYNTAX)  # no size: nothing to read
             return
-        if self._need_helo() or self._need_auth():
-            return
-        if not self._envelope.rcpt_tos:
-            self._push("503 5.5.1 Error: need RCPT command")
-            return
-        if self._chunks is None:
-            self._chunks = []
-        self._chunk_last = len(words) == 2
+        size = int(words[0])
+        refusal = self._chunk_refused(words, size)
+        if refusal is None:
+            if self._chunks is None:
+                self._chunks = []
+            self._chunk_last = len(words) == 2
+            self._data = ChunkReader(size)
+        else:
+            self._chunk_refusal = refusal
+            self._data = ChunkReader(size, keep=False)
         listener = self._listener
-        self._data = ChunkReader(int(words[0]))
+        self._data_began = self._loop.time()
         self._data_deadline = self._loop.call_later(listener.data_timeout, self._data_timed_out)
         # As for DATA, _process feeds what is buffered behind this line to the reader.
+
+    def _chunk_refused(self, words: list[str], size: int) -> str | None:
+        """Why this BDAT is refused (the reply, sent after its chunk), or None."""
+        session = self._session
+        assert session is not None
+        if len(words) > 2 or (len(words) == 2 and words[1].upper() != "LAST"):
+            return BDAT_SYNTAX
+        if not session.host_name:
+            return "503 Error: send HELO first"
+        if self._listener.auth_required and not session.authenticated:
+            return "530 5.7.0 Authentication required"
+        if not self._envelope.rcpt_tos:
+            return "503 5.5.1 Error: need RCPT command"
+        limit = self._listener.data_size_limit
+        if limit and self._chunk_bytes + size > limit:
+            self._new_envelope()  # the transaction ends with its 552
+            return DataOutcome.TOO_MUCH.value
+        return None
 
     async def smtp_DATA(self, arg: str | None) -> None:
         if self._need_helo() or self._need_auth():
@@ -967,6 +1061,7 @@ class SMTPProtocol(asyncio.BufferedProtocol):
         self._push("354 End data with <CR><LF>.<CR><LF>")
         listener = self._listener
         self._data = DataReader(line_limit=listener.line_limit, size_limit=listener.data_size_limit)
+        self._data_began = self._loop.time()
         self._data_deadline = self._loop.call_later(listener.data_timeout, self._data_timed_out)
         # The bytes already buffered behind this line are the data's beginning:
         # _process feeds them to the parser when this command returns.

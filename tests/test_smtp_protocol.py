@@ -498,7 +498,8 @@ async def test_a_client_that_reads_no_replies_is_not_buffered_for_without_end() 
     # server stops reading, so the client's writing stalls instead of the
     # server's memory growing. Small socket buffers on both ends (accepted
     # sockets inherit the listening socket's) make the pile-up come early.
-    server = await start_smtp_server(Recorder(), "127.0.0.1", 0)
+    count = 200_000
+    server = await start_smtp_server(Recorder(), "127.0.0.1", 0, max_commands=count + 1)
     small = 4096
     for listening in server.sockets:
         listening.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, small)
@@ -509,7 +510,6 @@ async def test_a_client_that_reads_no_replies_is_not_buffered_for_without_end() 
     sock.setblocking(False)
     await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", server_port(server)))
     reader, writer = await asyncio.open_connection(sock=sock)
-    count = 200_000
     try:
         writer.write(b"NOOP\r\n" * count)
         with pytest.raises(TimeoutError):
