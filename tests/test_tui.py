@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,9 @@ from tui.sample_box import (
     ONION_MX_ADDRESS,
     OTHER_CLEARNET_ADDRESS,
     QUEUE_ID,
+    _message,
     create_sample_box,
+    write_message,
 )
 from tui.screens.compose import ComposeScreen
 from tui.screens.contacts import ContactsScreen, grouped
@@ -452,3 +455,51 @@ async def test_address_book_shows_keys_and_gateway_aliases(box: Path) -> None:
         assert contacts.row_count == 4
         await pilot.press("escape")
     assert any(c.petname == "erin" for c in BoxApi(box).contacts())
+
+
+HOSTILE_SUBJECT = "[/] [link=https://evil.example]click[/link] [bold red]loud"
+HOSTILE_NAME = "[@click=app.quit]Mallory[/]"
+HOSTILE_SENDER = f'"{HOSTILE_NAME}" <mallory@example.org>'
+HOSTILE_FILE = "[/]report[b].pdf"
+
+
+async def test_markup_in_a_message_is_shown_as_text_never_parsed(tmp_path: Path) -> None:
+    """A Subject of ``[/]`` used to raise MarkupError at every listing (a remote, lasting
+    denial of the UI); links and styles rendered. Every field comes out literally."""
+    box_dir = create_sample_box(tmp_path / "alice")
+    hostile = _message(HOSTILE_SENDER, HOSTILE_SUBJECT, 50, "", "[/]body[/]", HOSTILE_FILE)
+    write_message(box_dir / "mail" / "alice", 50, hostile)  # the newest message
+    app = app_for(box_dir)
+    shown = record_notifications(app)
+    async with app.run_test(size=SIZE) as pilot:
+        table = app.screen.query_one("#messages", DataTable)
+        await wait_rows(pilot, table, 7)
+        newest = [str(cell) for cell in table.get_row_at(0)]
+        assert newest[5] == HOSTILE_SUBJECT and HOSTILE_NAME in newest[4]
+        assert HOSTILE_SUBJECT[:18] in drawn_text(table)  # as drawn (the column is narrower)
+        await pilot.press("enter")
+        await settled(pilot)
+        assert isinstance(app.screen, MessageScreen)
+        headers = static_text(app.screen.query_one("#headers", Static))
+        assert HOSTILE_SUBJECT in headers and HOSTILE_NAME in headers
+        assert HOSTILE_FILE in static_text(app.screen.query_one("#attachments", Static))
+        assert "[/]body[/]" in static_text(app.screen.query_one("#body", Static))
+        await pilot.press("escape", "i")
+        await settled(pilot)
+    assert [n for n in shown if n.title.startswith("could not")] == []
+
+
+def test_every_text_widget_of_the_tui_is_a_plain_one() -> None:
+    """Static and DataTable parse strings as markup: the screens use PlainStatic and
+    PlainTable (tui/widgets/plain.py), which never do, so no new screen can forget."""
+    root = Path(__file__).resolve().parent.parent / "tui"
+    found = []
+    for path in sorted(root.rglob("*.py")):
+        if path.name == "plain.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Call):
+                func = node.func.value if isinstance(node.func, ast.Subscript) else node.func
+                if isinstance(func, ast.Name) and func.id in ("Static", "DataTable"):
+                    found.append(f"{path.relative_to(root)}:{node.lineno}: {func.id}(...)")
+    assert found == []

@@ -18,6 +18,7 @@ from pathlib import Path
 from textual.app import App
 from textual.binding import Binding
 from textual.logging import TextualHandler
+from textual.notifications import SeverityLevel
 
 from onionmail.box_api import BoxApi
 from onionmail.errors import OnionMailError
@@ -61,6 +62,19 @@ class OnionMailApp(App[None]):
     def action_help(self) -> None:
         if not isinstance(self.screen, HelpScreen):
             self.push_screen(HelpScreen())
+
+    def notify(
+        self,
+        message: str,
+        *,
+        title: str = "",
+        severity: SeverityLevel = "information",
+        timeout: float | None = None,
+        markup: bool = True,
+    ) -> None:
+        """Every notification, from every screen, as plain text (never markup: it may quote
+        an address, a file name or a server's words)."""
+        super().notify(message, title=title, severity=severity, timeout=timeout, markup=False)
 
     def show_error(self, exc: BaseException, doing: str) -> None:
         """The one place errors meet the user: a notification that says what to do."""

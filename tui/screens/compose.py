@@ -21,6 +21,7 @@ from tui.screens.base import BoxScreen
 from tui.screens.contacts import ContactsScreen
 from tui.screens.what_if import WhatIfScreen
 from tui.widgets.leak_card import InvalidRecipientCard, LeakCard
+from tui.widgets.plain import PlainStatic
 
 
 def split_recipients(text: str) -> list[str]:
@@ -62,7 +63,7 @@ class ComposeScreen(BoxScreen):
                     yield Label(f"{name}:")
                     yield Input(placeholder=placeholder, id=name.lower())
             yield TextArea(id="body")
-            yield Static("no recipient yet", id="verdict")
+            yield PlainStatic("no recipient yet", id="verdict")
             yield VerticalScroll(id="cards")
         yield Footer()
 

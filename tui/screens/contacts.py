@@ -19,6 +19,7 @@ from textual.screen import ModalScreen
 from textual.widgets import Button, DataTable, Input, Static
 
 from onionmail.box_api import BoxApi, Contact, GatewayRegistration, KnownKey
+from tui.widgets.plain import PlainStatic, PlainTable
 
 
 @dataclass(frozen=True)
@@ -81,18 +82,18 @@ class ContactsScreen(ModalScreen[Contact | None]):
 
     def compose(self) -> ComposeResult:
         with Vertical():
-            yield Static("address book — enter picks a contact", classes="title")
-            yield DataTable[str](id="contacts", cursor_type="row")
+            yield PlainStatic("address book — enter picks a contact", classes="title")
+            yield PlainTable(id="contacts", cursor_type="row")
             with Horizontal():
                 yield Input(placeholder="petname", id="petname")
                 yield Input(placeholder="name@<56 chars>.onion", id="address")
                 yield Button("Add", id="add")
-            yield Static(
+            yield PlainStatic(
                 "known OpenPGP keys (learned by Autocrypt or imported; read only)",
                 classes="title",
             )
-            yield DataTable[str](id="keys", cursor_type="row")
-            yield Static("", id="aliases")
+            yield PlainTable(id="keys", cursor_type="row")
+            yield PlainStatic("", id="aliases")
 
     def on_mount(self) -> None:
         self.query_one("#contacts", DataTable).add_columns("petname", "address", "OpenPGP key")

@@ -18,6 +18,7 @@ from textual.worker import get_current_worker
 from onionmail.box_api import Arrival, ArrivalKind, MessageSummary
 from tui.screens.base import BoxScreen
 from tui.screens.message import MessageScreen
+from tui.widgets.plain import PlainStatic, PlainTable
 
 CHUNK = 200
 """Headers parsed per batch before the rows are handed to the UI."""
@@ -76,8 +77,8 @@ class InboxScreen(BoxScreen):
         yield Header()
         with Horizontal():
             yield OptionList(id="folders")
-            yield DataTable[Text | str](id="messages", cursor_type="row")
-        yield Static("", id="inbox-status")
+            yield PlainTable(id="messages", cursor_type="row")
+        yield PlainStatic("", id="inbox-status")
         yield Footer()
 
     def on_mount(self) -> None:

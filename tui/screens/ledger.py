@@ -10,6 +10,7 @@ from textual.widgets import DataTable, Footer, Header, Static
 from onionmail.ledger import LedgerEntry
 from tui.screens.base import BoxScreen
 from tui.widgets.leak_matrix import LeakMatrixView
+from tui.widgets.plain import PlainStatic, PlainTable
 
 
 class LedgerScreen(BoxScreen):
@@ -25,8 +26,8 @@ class LedgerScreen(BoxScreen):
 
     def compose(self) -> ComposeResult:
         yield Header()
-        yield Static("", id="ledger-status")
-        yield DataTable[str](id="entries", cursor_type="row")
+        yield PlainStatic("", id="ledger-status")
+        yield PlainTable(id="entries", cursor_type="row")
         yield VerticalScroll(id="detail")
         yield Footer()
 
@@ -69,5 +70,7 @@ class LedgerScreen(BoxScreen):
         entry = self.entries[event.cursor_row]
         detail = self.query_one("#detail", VerticalScroll)
         detail.remove_children()
-        detail.mount(Static(f"{entry.direction} on {entry.day}: path {entry.path}, {entry.state}"))
+        detail.mount(
+            PlainStatic(f"{entry.direction} on {entry.day}: path {entry.path}, {entry.state}")
+        )
         detail.mount(LeakMatrixView(entry.matrix))

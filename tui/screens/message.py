@@ -13,6 +13,7 @@ from onionmail.box_api import Arrival, ArrivalKind, MessageSummary, MessageView
 from onionmail.ledger import LedgerEntry
 from tui.screens.base import BoxScreen
 from tui.widgets.leak_matrix import LeakMatrixView
+from tui.widgets.plain import PlainStatic
 
 SHOWN_HEADERS = ("From", "To", "Cc", "Date", "Subject", "Message-ID", "Authentication-Results")
 
@@ -49,9 +50,9 @@ class MessageScreen(BoxScreen):
     def compose(self) -> ComposeResult:
         yield Header()
         with VerticalScroll():
-            yield Static("loading…", id="headers")
-            yield Static("", id="attachments")
-            yield Static("", id="body")
+            yield PlainStatic("loading…", id="headers")
+            yield PlainStatic("", id="attachments")
+            yield PlainStatic("", id="body")
             yield VerticalScroll(id="ledger")
         yield Footer()
 
@@ -97,11 +98,13 @@ class MessageScreen(BoxScreen):
         self.query_one("#body", Static).update(Text(view.body))
         box = self.query_one("#ledger", VerticalScroll)
         if not self.api.ledger_available:
-            box.mount(Static("ledger: locked (start with --passphrase-file to read it)"))
+            box.mount(PlainStatic("ledger: locked (start with --passphrase-file to read it)"))
         elif not ledger:
-            box.mount(Static("ledger: no entry for this message"))
+            box.mount(PlainStatic("ledger: no entry for this message"))
         for entry in ledger:
             box.mount(
-                Static(f"ledger: {entry.direction} {entry.day}, path {entry.path}, {entry.state}")
+                PlainStatic(
+                    f"ledger: {entry.direction} {entry.day}, path {entry.path}, {entry.state}"
+                )
             )
             box.mount(LeakMatrixView(entry.matrix))

@@ -11,6 +11,7 @@ from textual.screen import ModalScreen
 from textual.widgets import Static
 
 from tui.widgets.onion_qr import qr_text
+from tui.widgets.plain import PlainStatic
 
 
 class OnionQrScreen(ModalScreen[None]):
@@ -33,8 +34,8 @@ class OnionQrScreen(ModalScreen[None]):
 
     def compose(self) -> ComposeResult:
         with Vertical():
-            yield Static("drawing the QR code…", id="qr")
-            yield Static(self.onion, id="qr-caption")
+            yield PlainStatic("drawing the QR code…", id="qr")
+            yield PlainStatic(self.onion, id="qr-caption")
 
     def on_mount(self) -> None:
         self.query_one(Vertical).border_title = "onion address"

@@ -11,6 +11,7 @@ from textual.widgets import DataTable, Footer, Header, Static
 
 from onionmail.outbound_queue import QueueState
 from tui.screens.base import BoxScreen
+from tui.widgets.plain import PlainStatic, PlainTable
 
 REFRESH = 2.0
 """Seconds between re-reads of the queue while the screen is shown."""
@@ -37,8 +38,8 @@ class QueueScreen(BoxScreen):
 
     def compose(self) -> ComposeResult:
         yield Header()
-        yield DataTable[str](id="queue", cursor_type="row")
-        yield Static("reading the queue…", id="queue-status")
+        yield PlainTable(id="queue", cursor_type="row")
+        yield PlainStatic("reading the queue…", id="queue-status")
         yield Footer()
 
     def on_mount(self) -> None:

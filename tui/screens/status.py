@@ -13,6 +13,7 @@ from textual.widgets import Footer, Header, ProgressBar, Static
 from onionmail.box_api import BoxStatus, GatewayRegistration
 from tui.screens.base import BoxScreen
 from tui.screens.onion_qr import OnionQrScreen
+from tui.widgets.plain import PlainStatic
 
 REFRESH = 1.0
 """Seconds between re-reads of the box's status."""
@@ -83,7 +84,7 @@ class StatusScreen(BoxScreen):
     def compose(self) -> ComposeResult:
         yield Header()
         yield ProgressBar(total=100, show_eta=False, id="bootstrap")
-        yield Static("reading the box's status…", id="status")
+        yield PlainStatic("reading the box's status…", id="status")
         yield Footer()
 
     def on_mount(self) -> None:

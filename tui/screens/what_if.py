@@ -22,6 +22,7 @@ from onionmail.box_api import PathOption
 from onionmail.policy import ENDPOINTS
 from threat_model import ITEM_DESCRIPTIONS, SYMBOLS, Item, Visibility, observers_for
 from tui.widgets.leak_matrix import LEGEND, STYLES
+from tui.widgets.plain import PlainStatic, PlainTable
 
 SEVERITY = [
     Visibility.VISIBLE,
@@ -66,14 +67,14 @@ class WhatIfScreen(ModalScreen[None]):
 
     def compose(self) -> ComposeResult:
         with Vertical():
-            yield Static(f"what-if: the paths to {self.recipient}", classes="title")
-            yield DataTable[Text](id="what-if", cursor_type="cell")
-            yield Static(LEGEND)
-            yield Static(
+            yield PlainStatic(f"what-if: the paths to {self.recipient}", classes="title")
+            yield PlainTable(id="what-if", cursor_type="cell")
+            yield PlainStatic(LEGEND)
+            yield PlainStatic(
                 "V3 = visible to 3 observers besides the two ends · * the path the box will take",
                 classes="reason",
             )
-            yield Static("focus a cell for who sees what", id="reason", classes="reason")
+            yield PlainStatic("focus a cell for who sees what", id="reason", classes="reason")
         yield Footer()
 
     def on_mount(self) -> None:

@@ -9,11 +9,11 @@ from __future__ import annotations
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.containers import Vertical
-from textual.widgets import Static
 
 from onionmail.box_api import Prediction
 from threat_model import PATH_DESCRIPTIONS
 from tui.widgets.leak_matrix import LeakMatrixView
+from tui.widgets.plain import PlainStatic
 
 
 class LeakCard(Vertical):
@@ -28,11 +28,11 @@ class LeakCard(Vertical):
     def __init__(self, prediction: Prediction) -> None:
         super().__init__(classes="refused" if prediction.refusal else "")
         self.prediction = prediction
-        self.border_title = f"to {prediction.recipient}"
+        self.border_title = Text(f"to {prediction.recipient}")
 
     def compose(self) -> ComposeResult:
         p = self.prediction
-        yield Static(
+        yield PlainStatic(
             Text.assemble(
                 ("path: ", "bold"),
                 (str(p.path), "bold cyan"),
@@ -41,18 +41,18 @@ class LeakCard(Vertical):
             classes="path",
         )
         if p.route:
-            yield Static(Text.assemble(("route: ", "bold"), p.route), classes="route")
+            yield PlainStatic(Text.assemble(("route: ", "bold"), p.route), classes="route")
         if p.openpgp_key:
-            yield Static(
+            yield PlainStatic(
                 Text.assemble(("OpenPGP key known: ", "bold"), (p.openpgp_key, "green")),
                 classes="openpgp",
             )
         if p.refusal:
-            yield Static(f"REFUSED \u2014 {p.refusal}", classes="refusal")
+            yield PlainStatic(f"REFUSED \u2014 {p.refusal}", classes="refusal")
         yield LeakMatrixView(p.matrix)
 
 
-class InvalidRecipientCard(Static):
+class InvalidRecipientCard(PlainStatic):
     DEFAULT_CSS = """
     InvalidRecipientCard { border: round $error; color: $error; padding: 0 1; height: auto; }
     """

@@ -17,6 +17,7 @@ from threat_model import (
     Visibility,
     observers_for,
 )
+from tui.widgets.plain import PlainStatic
 
 STYLES: dict[Visibility, str] = {
     Visibility.VISIBLE: "bold white on dark_red",
@@ -81,8 +82,8 @@ class LeakMatrixView(Vertical):
 
     def compose(self) -> ComposeResult:
         yield LeakTable(self.matrix)
-        yield Static(LEGEND, classes="legend")
-        yield Static("focus a cell for its reason", classes="reason")
+        yield PlainStatic(LEGEND, classes="legend")
+        yield PlainStatic("focus a cell for its reason", classes="reason")
 
     def on_data_table_cell_highlighted(self, event: DataTable.CellHighlighted) -> None:
         table = self.query_one(LeakTable)
