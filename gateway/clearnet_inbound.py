@@ -37,6 +37,7 @@ from typing import Any
 
 from gateway.registry import APPROVED, Registry
 from onionmail.errors import AddressError
+from onionmail.header_claims import remove_results_claiming
 from onionmail.rfc5322 import MessageFormatError, parse_message
 from onionmail.smtp_server import NULL_SENDER, SafeHandler
 
@@ -134,6 +135,7 @@ class ClearnetInboundHandler(SafeHandler):
             message = parse_message(data)
         except MessageFormatError as exc:
             return f"554 5.6.0 Malformed message: {exc}"
+        remove_results_claiming(message, self.domain)  # RFC 8601 5: only ours may say so
         if self.authenticate is not None:
             verdict = await self.authenticate(session, envelope, data)
             if verdict is not None:

@@ -52,6 +52,7 @@ from onionmail.clearnet_openpgp import peers_path
 from onionmail.config import CONFIG_NAME, Config, load_config
 from onionmail.errors import AddressError, ConfigError, OnionMailError, QueueError
 from onionmail.fsutil import ensure_private_dir, fsync_dir, write_private_file
+from onionmail.header_claims import authserv_id
 from onionmail.identity import Identity, is_encrypted_identity, load_identity
 from onionmail.leak_keeper import LeakKeeper
 from onionmail.ledger import LedgerEntry
@@ -406,9 +407,10 @@ class BoxApi:
         """
         encrypted = msg.get_content_type() == "multipart/encrypted"
         for value in msg.get_all("Authentication-Results") or []:
-            authserv, _, rest = _text(value).partition(";")
-            if authserv.strip().lower() != self.onion.lower():
+            text = _text(value)
+            if authserv_id(text) != self.onion.lower():
                 continue
+            rest = text.partition(";")[2]
             result = rest.strip().removeprefix("onionmail=").split(" ", 1)[0]
             if result == "pass":
                 return Arrival(ArrivalKind.SEALED, True, True)
@@ -447,7 +449,12 @@ class BoxApi:
                 body = str(body_part.get_content())
             except (LookupError, ValueError):
                 body = "(the body's charset or encoding cannot be decoded)"
-        headers = tuple((k, _text(v)) for k, v in msg.items())
+        headers = tuple(
+            (k, _text(v))
+            for k, v in msg.items()
+            # another authserv-id's results are a peer's word (RFC 8601 5): not shown
+            if k.lower() != "authentication-results" or authserv_id(_text(v)) == self.onion
+        )
         return MessageView(self._summary(folder, key, msg), headers, body, attachments)
 
     # --- queue --------------------------------------------------------------------

@@ -54,7 +54,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import email.utils
 import json
 import secrets
 import time
@@ -67,6 +66,7 @@ from onionmail.errors import (
     IdentityError,
     RegistrationError,
 )
+from onionmail.header_claims import claimed_onions
 from onionmail.identity import Identity, verify_signature
 from onionmail.mail_address import is_valid_local_part, parse_mail_address
 from onionmail.rfc5322 import Message, MessageFormatError, parse_message
@@ -296,16 +296,11 @@ def check_relayed_from(message: Message, gateway_onion: str) -> None:
 
     An onion sender can seal for itself; a gateway forwarding ``From:
     x@<onion>`` would let whoever controls the gateway (or a clearnet forger
-    behind it) impersonate a box. Raises :class:`MessageFormatError`.
+    behind it) impersonate a box. An onion anywhere a reader looks (address,
+    display name, comment, trailing dot) counts. Raises :class:`MessageFormatError`.
     """
-    for value in message.get_all("From") + message.get_all("Sender"):
-        text = value.decode("utf-8", "replace")
-        for _, address in email.utils.getaddresses([text]):
-            domain = address.rsplit("@", 1)[-1].strip().lower().rstrip(">")
-            if domain.endswith(".onion") and domain != gateway_onion:
-                raise MessageFormatError(
-                    "mail relayed from the clearnet claims a .onion sender; refused"
-                )
+    if claimed_onions(message) - {gateway_onion.lower()}:
+        raise MessageFormatError("mail relayed from the clearnet claims a .onion sender; refused")
 
 
 GATEWAY_TLS_HEADER = "Onionmail-Gateway-TLS"

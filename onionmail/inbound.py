@@ -51,6 +51,7 @@ from typing import Any
 
 from onionmail.errors import AddressError, EnvelopeError, ReplayError, SealError
 from onionmail.gateway_protocol import check_relayed_from, open_from_gateway
+from onionmail.header_claims import claimed_onions, remove_results_claiming
 from onionmail.identity import Identity
 from onionmail.mail_address import MailAddress, parse_mail_address
 from onionmail.maildir import Maildir
@@ -296,19 +297,18 @@ class InboundHandler(SafeHandler):
             message = parse_message(data)
         except MessageFormatError as exc:
             return f"554 5.6.0 Malformed message: {exc}"
+        if self.require_seal and claimed_onions(message):
+            return (
+                "550 5.7.1 An unsealed message may not name a .onion sender in From or "
+                "Sender: that claim cannot be verified and is refused"
+            )
         result = "none (plain SMTP peer; sender not verified)"
         await self._deliver(message, envelope, sender=sender, result=result)
         return "250 2.0.0 Delivered"
 
     async def _deliver(self, message: Message, envelope: Any, *, sender: str, result: str) -> None:
-        message.fields = [
-            (k, v)
-            for k, v in message.fields
-            if not (
-                k.lower() == "return-path"
-                or (k.lower() == "authentication-results" and self._claims_us(v))
-            )
-        ]
+        message.remove("Return-Path")
+        remove_results_claiming(message, self.onion)  # RFC 8601 5: only ours may say so
         mailfrom = f" smtp.mailfrom={sender}" if sender else ""
         message.prepend(
             "Authentication-Results", f"{self.onion}; onionmail={result}{mailfrom}".encode()
@@ -324,10 +324,6 @@ class InboundHandler(SafeHandler):
                 await self.on_gateway_stored(message_id)
         elif self.on_stored is not None:
             await self.on_stored(message_id, result.startswith("pass"))
-
-    def _claims_us(self, value: bytes) -> bool:
-        authserv = value.strip().split(b";", 1)[0].strip().lower()
-        return authserv == self.onion.encode()
 
 
 def _store_in(folders: list[Maildir], message: Message) -> None:
@@ -351,3 +347,5 @@ def _check_from_matches(message: Message, sender: MailAddress) -> None:
         named = None
     if named != sender:
         raise MessageFormatError("the From field does not match the sealed sender")
+    if claimed_onions(message) - {sender.domain}:
+        raise MessageFormatError("a sender field names another .onion than the sealed sender")
