@@ -123,8 +123,7 @@ class ClearnetInboundHandler(SafeHandler):
         entry = await asyncio.to_thread(self.registry.get, rcpt.local_part)
         if entry is None or entry.state != APPROVED:
             return "550 5.1.1 No such user here"
-        envelope.rcpt_tos.append(str(rcpt))
-        return "250 2.1.5 OK"
+        return self.add_recipient(envelope, rcpt)
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         return await self.finish(self._receive(session, envelope))

@@ -149,8 +149,7 @@ class GatewayOnionHandler(SafeHandler):
             )
         if rcpt.domain == self.domain or rcpt.domain.endswith("." + self.domain):
             return "550 5.7.1 Mail to this gateway's own domain is not relayed"
-        envelope.rcpt_tos.append(str(rcpt))
-        return "250 2.1.5 OK"
+        return self.add_recipient(envelope, rcpt)
 
     def _sender_refusal(self, box: str) -> str | None:
         entry = self.registry.by_box(box)

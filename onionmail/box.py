@@ -199,6 +199,7 @@ class Box:
             max_recipients=settings.max_recipients,
             require_seal_for_onion_senders=settings.require_seal_for_onion_senders,
             gateways=self.config.gateway.onions,
+            max_message_size=settings.max_message_size,
         )
         self.inbound_handler.on_stored = self.leaks.received
         self.inbound_handler.on_gateway_stored = self.leaks.received_via_gateway

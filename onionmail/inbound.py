@@ -123,6 +123,7 @@ class InboundHandler(SafeHandler):
         max_recipients: int,
         require_seal_for_onion_senders: bool = True,
         gateways: frozenset[str] = frozenset(),
+        max_message_size: int | None = None,
     ) -> None:
         self.identity = identity
         self.onion = identity.onion_address
@@ -131,6 +132,9 @@ class InboundHandler(SafeHandler):
         self.replay_cache = replay_cache
         self.max_recipients = max_recipients
         self.require_seal = require_seal_for_onion_senders
+        self.max_message_size = max_message_size
+        """Largest plain message stored (the listener's DATA limit is sized for sealed
+        mail, base64 and padding included, and so is larger)."""
         self.gateways = gateways
         """Onions of the configured gateways: their sealed mail may carry clearnet senders."""
         self.on_gateway_stored: Callable[[str], Awaitable[None]] | None = None
@@ -197,8 +201,7 @@ class InboundHandler(SafeHandler):
             return "550 5.7.1 Relaying denied: this box accepts mail only for its own onion"
         if rcpt.local_part not in self.local_parts:
             return "550 5.1.1 No such mailbox here"
-        envelope.rcpt_tos.append(str(rcpt))
-        return "250 2.1.5 OK"
+        return self.add_recipient(envelope, rcpt)
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         return await self.finish(self._receive(session, envelope))
@@ -286,6 +289,9 @@ class InboundHandler(SafeHandler):
         return "250 2.0.0 Delivered (sealed, via gateway)"
 
     async def _receive_plain(self, envelope: Any, data: bytes) -> str:
+        limit = self.max_message_size
+        if limit is not None and len(data) > limit:
+            return f"552 5.3.4 Message too big for this box (at most {limit} bytes)"
         sender = "" if envelope.mail_from == NULL_SENDER else envelope.mail_from
         if sender and self.require_seal:
             if parse_mail_address(sender).is_onion:

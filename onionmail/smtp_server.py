@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Sequence
 from typing import Any
 
 from onionmail.errors import AddressError
@@ -125,6 +125,19 @@ class SafeHandler:
             return parse_mail_address(address)
         except AddressError as exc:
             return f"553 5.1.3 Bad recipient address: {exc}"
+
+    @staticmethod
+    def add_recipient(envelope: Any, rcpt: MailAddress, options: Sequence[str] = ()) -> str:
+        """Take ``rcpt`` into the envelope once; the 250 for it.
+
+        A recipient repeated in one transaction (in any case) is accepted and
+        not added again: the message is delivered to it once, not once per RCPT.
+        """
+        address = str(rcpt)
+        if address.lower() not in (r.lower() for r in envelope.rcpt_tos):
+            envelope.rcpt_tos.append(address)
+            envelope.rcpt_options.extend(options)
+        return "250 2.1.5 OK"
 
     async def handle_exception(self, error: Exception) -> str:
         log.error("internal error in an SMTP session: %s", type(error).__name__)

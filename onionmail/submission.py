@@ -133,9 +133,7 @@ class SubmissionHandler(SafeHandler):
                 rcpt.onion_public_key()
         except AddressError as exc:
             return f"553 5.1.2 Bad onion address: {exc}"
-        envelope.rcpt_tos.append(str(rcpt))
-        envelope.rcpt_options.extend(options)
-        return "250 2.1.5 OK"
+        return self.add_recipient(envelope, rcpt, options)
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         return await self.finish(self._queue(envelope))
