@@ -4,22 +4,12 @@ The layout is the standard one (``tmp/``, ``new/``, ``cur/``) so neomutt,
 Dovecot or Python's :mod:`mailbox` read it directly. Python's
 ``mailbox.Maildir`` is not used for writing: it puts the machine's host name
 into every file name and does not fsync. Here a message is written to
-``tmp/``, linked into ``new/`` (readers see it whole from that moment), then
-the file and ``new/`` are fsynced before :meth:`Maildir.deliver` returns;
-only then may the box answer ``250``. File names are
-``<unix time>.<random>.onionmail`` — no host name, no sender.
-
-Linking (and unlinking the ``tmp/`` name) before the fsync rather than
-after lets the file's fsync write its name in ``new/`` too: ext4 without a
-journal (this project's machines) writes a new file's directory along with
-it, and with a journal the commit that makes the file durable holds the
-link. The directory fsync then finds nothing left to write: one disk flush
-per message instead of two, the same as Postfix's queue. The cost is a
-narrow window: a power cut between the link and the fsync can leave an
-empty file in ``new/`` for a message that was never acknowledged (its
-sender retries). :meth:`Maildir.clean_tmp`, run at start-up, moves such
-empty files out of ``new/``; nothing acknowledged is touched, since an
-acknowledged file was fsynced whole.
+``tmp/`` and fsynced, then renamed into ``new/`` and ``new/`` is fsynced,
+before :meth:`Maildir.deliver` returns; only then may the box answer
+``250``. A reader (neomutt, Dovecot) therefore never sees a message that is
+not on disk whole, and a power cut leaves either nothing in ``new/`` or the
+whole message. File names are ``<unix time>.<random>.onionmail`` — no host
+name, no sender.
 """
 
 from __future__ import annotations
@@ -50,24 +40,27 @@ class Maildir:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         try:
             write_all(fd, message)
-            os.link(tmp, final)
-            os.unlink(tmp)
-            os.fsync(fd)
+            os.fsync(fd)  # whole on disk before any reader can see it
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        finally:
+            os.close(fd)
+        try:
+            os.rename(tmp, final)
             fsync_dir(self.path / "new")
         except BaseException:
             # Not durable, so not acknowledged: nothing may stay visible in new/.
             final.unlink(missing_ok=True)
             tmp.unlink(missing_ok=True)
             raise
-        finally:
-            os.close(fd)
         return final
 
     def clean_tmp(self, older_than: float = 36 * 3600) -> int:
         """Remove leftovers of a crash mid-write; returns how many.
 
         Files in ``tmp/`` older than ``older_than`` seconds, and empty files in
-        ``new/`` (a power cut between the link and the fsync: never
+        ``new/`` (left by versions that linked before the fsync: never
         acknowledged; no message the box stores is empty).
         """
         removed = 0

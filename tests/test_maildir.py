@@ -43,7 +43,8 @@ def test_clean_tmp_removes_leftovers(tmp_path: Path) -> None:
 
 
 def test_clean_tmp_removes_empty_files_from_new_and_keeps_messages(tmp_path: Path) -> None:
-    """An empty file in new/: a power cut between the link and the fsync, never acknowledged."""
+    """An empty file in new/ (left by versions that linked before the fsync): never
+    acknowledged."""
     folder = Maildir(tmp_path / "alice")
     kept = folder.deliver(b"Subject: kept\n\nbody\n")
     (tmp_path / "alice" / "new" / "1.torn.onionmail").write_bytes(b"")
@@ -52,21 +53,35 @@ def test_clean_tmp_removes_empty_files_from_new_and_keeps_messages(tmp_path: Pat
     assert kept.read_bytes() == b"Subject: kept\n\nbody\n"
 
 
-def test_the_message_is_in_new_before_the_fsync(
+def test_nothing_is_in_new_before_the_message_is_on_disk(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Link, then fsync: data and name go to disk in one journal commit."""
+    """Write, fsync, rename into new/, fsync new/: a reader never sees a message that a
+    power cut could still tear, and nothing unacknowledged is ever visible."""
     folder = Maildir(tmp_path / "alice")
-    seen: list[list[bytes]] = []
-    real_fsync = os.fsync
+    events: list[str] = []
+    real_fsync, real_rename = os.fsync, os.rename
 
-    def watching(fd: int) -> None:
-        seen.append([p.read_bytes() for p in (tmp_path / "alice" / "new").iterdir()])
+    def fsync(fd: int) -> None:
+        events.append(f"fsync file, new/ holds {len(list((tmp_path / 'alice' / 'new').iterdir()))}")
         real_fsync(fd)
 
-    monkeypatch.setattr(maildir.os, "fsync", watching)
-    folder.deliver(b"Subject: x\n\nwhole\n")
-    assert seen[0] == [b"Subject: x\n\nwhole\n"]
+    def rename(src: Path, dst: Path) -> None:
+        events.append("rename into new/")
+        real_rename(src, dst)
+
+    def fsync_dir(path: Path) -> None:
+        events.append(f"fsync {path.name}/")
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+        real_fsync(fd)
+        os.close(fd)
+
+    monkeypatch.setattr(maildir.os, "fsync", fsync)
+    monkeypatch.setattr(maildir.os, "rename", rename)
+    monkeypatch.setattr(maildir, "fsync_dir", fsync_dir)
+    path = folder.deliver(b"Subject: x\n\nwhole\n")
+    assert events == ["fsync file, new/ holds 0", "rename into new/", "fsync new/"]
+    assert path.read_bytes() == b"Subject: x\n\nwhole\n"
     assert not list((tmp_path / "alice" / "tmp").iterdir())
 
 
