@@ -119,6 +119,10 @@ class OutboundSettings:
     """PEM bundle of CAs for PKIX checks of MX certificates; empty: the system store."""
     mx_port: int = 25
     """Port of the MX hosts (25 on the internet; tests point it at a private MTA)."""
+    allow_private_mx: bool = False
+    """Deliver to MX addresses that are not public (loopback, private, link-local,
+    reserved ranges). Off: a registered box cannot make the gateway connect inside its
+    own network and read a banner back in a bounce. On only for a private test network."""
     mta_sts: bool = True
     """Honour MTA-STS policies (RFC 8461); DANE and "TLS required" apply regardless."""
     mta_sts_connect_to: tuple[str, ...] = ()
@@ -283,6 +287,7 @@ require_approval = {"true" if require_approval else "false"}
 [outbound]
 # ca_file = ""                 # empty: the system's CA store
 # mx_port = 25
+# allow_private_mx = false     # true only on a private test network
 # mta_sts = true
 # mta_sts_connect_to = []      # ["mta-sts.DOMAIN=ADDRESS:PORT"]: fetch from there
 

@@ -262,6 +262,7 @@ class Gateway:
             resolver=resolver,
             local_hostname=self.config.gateway.domain,
             mx_port=out.mx_port,
+            allow_private_mx=out.allow_private_mx,
             timeouts=SmtpTimeouts(
                 connect=out.connect_timeout, command=out.command_timeout, data=out.data_timeout
             ),

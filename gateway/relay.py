@@ -30,6 +30,7 @@ operator; it quotes no content (the message is ciphertext).
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 from collections.abc import Callable
 from pathlib import Path
@@ -144,6 +145,7 @@ class ClearnetAgent(DeliveryAgent):
         local_hostname: str,
         mx_port: int = 25,
         timeouts: SmtpTimeouts | None = None,
+        allow_private_mx: bool = False,
     ) -> None:
         super().__init__(
             queue=queue,
@@ -158,6 +160,7 @@ class ClearnetAgent(DeliveryAgent):
         self.local_hostname = local_hostname
         self.mx_port = mx_port
         self.timeouts = timeouts or SmtpTimeouts()
+        self.allow_private_mx = allow_private_mx
         self.transport_security: dict[str, str] = {}
         """Queue id -> how the last delivery went (``tls-authenticated`` ...), for tests."""
 
@@ -186,13 +189,16 @@ class ClearnetAgent(DeliveryAgent):
         if not plan.permitted:
             raise DeliveryError("the domain's MTA-STS policy permits none of its MX hosts")
         last = "no MX host had an address"
+        refused_private = False
         for decision in plan.permitted:
             try:
                 addresses = await self.resolver.addresses(decision.mx_host)
             except (DnsDeferError, DnsPermanentError) as exc:
                 last = f"DNS for an MX host: {exc}"
                 continue
-            for address in addresses.addresses:
+            usable = [a for a in addresses.addresses if self.allow_private_mx or is_public(a)]
+            refused_private = refused_private or len(usable) < len(addresses.addresses)
+            for address in usable:
                 try:
                     result = await deliver(
                         host=address,
@@ -211,7 +217,24 @@ class ClearnetAgent(DeliveryAgent):
                     continue
                 self.transport_security[entry.id] = result.transport_security
                 return False, list(result.refused)
+        if refused_private and last == "no MX host had an address":
+            raise PermanentDeliveryError(NOT_PUBLIC)
         raise DeliveryError(last)
+
+
+NOT_PUBLIC = "the domain's mail hosts have no public address; the gateway connects to no other"
+
+
+def is_public(address: str) -> bool:
+    """Whether ``address`` is a globally routable unicast address (not loopback, private,
+    link-local, shared, reserved or multicast; an IPv4-mapped IPv6 address as its IPv4)."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return ip.is_global and not ip.is_multicast
 
 
 def undeliverable_maildir(gateway_dir: Path) -> Callable[[str], Maildir]:

@@ -118,6 +118,7 @@ port = {dns.resolver_port}
 [outbound]
 ca_file = "{cafile}"
 mx_port = {postfix_port}
+allow_private_mx = true
 [tor]
 testnet = "{testnet_dir}"
 [delivery]

@@ -43,7 +43,7 @@ from gateway.outbound_smtp import (
     TlsRequirement,
     deliver,
 )
-from gateway.relay import ClearnetAgent, undeliverable_maildir
+from gateway.relay import ClearnetAgent, is_public, undeliverable_maildir
 from gateway.sender_rewrite import rewrite_sender
 from gateway.tls_policy import TlsPolicy
 from onionmail.config import DeliverySection
@@ -477,7 +477,9 @@ class _LocalResolver:
         return AddressResult(("127.0.0.1",), secure=False)
 
 
-def _clearnet_agent(tmp_path: Path, cafile: str, port: int) -> ClearnetAgent:
+def _clearnet_agent(
+    tmp_path: Path, cafile: str, port: int, *, allow_private_mx: bool = True
+) -> ClearnetAgent:
     resolver = cast(GatewayResolver, _LocalResolver())
     return ClearnetAgent(
         queue=OutboundQueue(tmp_path / "queue", bytes(32)),
@@ -489,6 +491,7 @@ def _clearnet_agent(tmp_path: Path, cafile: str, port: int) -> ClearnetAgent:
         local_hostname=GATEWAY_DOMAIN,
         mx_port=port,
         timeouts=FAST,
+        allow_private_mx=allow_private_mx,
     )
 
 
@@ -531,3 +534,43 @@ async def test_agent_keeps_tls_required_without_the_mark(
     assert not isinstance(raised.value, OnionPermanentDeliveryError)  # stays queued
     assert entry.id not in agent.transport_security
     assert_never_reached_postfix(postfix, alias, proxy)
+
+
+async def test_an_mx_with_no_public_address_is_never_connected_to(
+    postfix: Postfix, signer: DkimSigner, cafile: str, alias: str, tmp_path: Path
+) -> None:
+    # A registered box names a domain whose MX resolves to loopback (or a private range):
+    # the gateway must not connect there and read the banner back into a bounce (SSRF).
+    sender, signed = _marked(alias, signer, plaintext_allowed=True)
+    async with MitmProxy(postfix.port, AttackMode.STRIP_STARTTLS) as proxy:
+        agent = _clearnet_agent(tmp_path, cafile, proxy.port, allow_private_mx=False)
+        entry = agent.queue.enqueue(CLEAR_DOMAIN, sender, (f"bob@{CLEAR_DOMAIN}",), signed)
+        with pytest.raises(OnionPermanentDeliveryError, match="no public address"):
+            await agent.deliver(entry)
+    assert proxy.cleartext == b""  # not one byte: no connection was made
+    assert_never_reached_postfix(postfix, alias, proxy)
+
+
+@pytest.mark.parametrize(
+    ("address", "public"),
+    [
+        ("127.0.0.1", False),
+        ("10.1.2.3", False),
+        ("172.16.0.1", False),
+        ("192.168.1.1", False),
+        ("169.254.169.254", False),  # cloud metadata
+        ("100.64.0.1", False),  # shared (carrier-grade NAT)
+        ("0.0.0.0", False),
+        ("::1", False),
+        ("fe80::1", False),
+        ("fc00::1", False),
+        ("::ffff:127.0.0.1", False),
+        ("224.0.0.1", False),
+        ("192.0.2.1", False),  # documentation
+        ("8.8.8.8", True),
+        ("2001:4860:4860::8888", True),
+        ("not an address", False),
+    ],
+)
+def test_which_mx_addresses_are_public(address: str, public: bool) -> None:
+    assert is_public(address) is public

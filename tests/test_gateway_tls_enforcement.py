@@ -119,6 +119,7 @@ port = {dns.resolver_port}
 [outbound]
 ca_file = "{cafile}"
 mx_port = {postfix_port}
+allow_private_mx = true
 mta_sts_connect_to = ["{STS_HOST}=127.0.0.1:{sts_port}"]
 [tor]
 testnet = "{testnet_dir}"

@@ -315,6 +315,7 @@ port = {dns.resolver_port}
 [outbound]
 ca_file = "{run_dir / "ca.pem"}"
 mx_port = {mx_port}
+allow_private_mx = true
 [tor]
 testnet = "{testnet.directory}"
 [delivery]
