@@ -24,7 +24,22 @@ class BoxSection:
 
 
 @dataclass(frozen=True)
-class SubmissionSection:
+class SessionLimits:
+    """How long and how much one SMTP session may go on (every listener's section)."""
+
+    transaction_timeout: float = 300.0
+    """Seconds a session may go without completing a mail transaction (its DATA transfers
+    not counted); then ``421 4.4.2``. Commands that carry no mail (NOOP, RSET, EHLO, VRFY)
+    cannot hold a connection slot for longer."""
+    max_session_time: float = 3600.0
+    """Seconds a session may last in all, however much mail it carries; then ``421 4.4.2``
+    (checked between commands, never in the middle of a DATA transfer)."""
+    max_commands: int = 1000
+    """Commands a session may send in all; the next one gets ``421 4.7.0``."""
+
+
+@dataclass(frozen=True)
+class SubmissionSection(SessionLimits):
     """[submission]: the SMTP server for the user's own mail client, loopback only."""
 
     host: str = "127.0.0.1"
@@ -40,15 +55,6 @@ class SubmissionSection:
     DATA) before it gets ``421 4.4.2`` and is dropped."""
     data_timeout: float = 1800.0
     """Seconds a whole DATA transfer may take, however steadily it flows."""
-    transaction_timeout: float = 300.0
-    """Seconds a session may go without completing a mail transaction (its DATA transfers
-    not counted); then ``421 4.4.2``. Commands that carry no mail (NOOP, RSET, EHLO, VRFY)
-    cannot hold a connection slot for longer."""
-    max_session_time: float = 3600.0
-    """Seconds a session may last in all, however much mail it carries; then ``421 4.4.2``
-    (checked between commands, never in the middle of a DATA transfer)."""
-    max_commands: int = 1000
-    """Commands a session may send in all; the next one gets ``421 4.7.0``."""
     max_connections: int = 10
     """Most sessions open at once on this server; one more gets ``421 4.7.0``. A mail
     client uses one or a few; 10 leaves room for several devices."""
@@ -63,7 +69,7 @@ class SubmissionSection:
 
 
 @dataclass(frozen=True)
-class InboundSection:
+class InboundSection(SessionLimits):
     """[inbound]: the SMTP server behind the onion's virtual port 25."""
 
     max_message_size: int = 25 * 1024 * 1024
@@ -76,15 +82,6 @@ class InboundSection:
     data_timeout: float = 1800.0
     """Seconds a whole DATA transfer may take, however steadily it flows (at the default
     size limit, a sealed message must arrive at about 21 KiB/s or more)."""
-    transaction_timeout: float = 300.0
-    """Seconds a session may go without completing a mail transaction (its DATA transfers
-    not counted); then ``421 4.4.2``. Commands that carry no mail (NOOP, RSET, EHLO, VRFY)
-    cannot hold a connection slot for longer."""
-    max_session_time: float = 3600.0
-    """Seconds a session may last in all, however much mail it carries; then ``421 4.4.2``
-    (checked between commands, never in the middle of a DATA transfer)."""
-    max_commands: int = 1000
-    """Commands a session may send in all; the next one gets ``421 4.7.0``."""
     max_connections: int = 20
     """Most peer sessions open at once; one more gets ``421 4.7.0 Too many connections,
     try again later`` (senders retry later, nothing is lost). An onionmail peer opens at

@@ -119,6 +119,11 @@ DEFAULT_MAX_SESSION_TIME = 3600.0
 """Seconds a session may last in all, however much mail it carries."""
 DEFAULT_MAX_COMMANDS = 1000
 """Commands a session may send in all (AUTH responses and data are not commands)."""
+DEFAULT_EVICT_AFTER = 10.0
+"""Seconds a session is safe from being closed to make room: when every slot is taken, a
+new connection closes the session that has gone longest without completing a
+transaction (never one in DATA or whose command the server is working on), so peers
+holding slots with talk cannot keep mail out."""
 
 COMMAND_SIZE_LIMIT = 512
 """RFC 5321 4.5.3.1.4; MAIL may be longer by its ESMTP parameters (SIZE, SMTPUTF8)."""
@@ -137,6 +142,7 @@ DATA_TIMEOUT = b"421 4.4.2 DATA took too long; closing the connection\r\n"
 NO_PROGRESS = b"421 4.4.2 No mail transaction completed in time; closing the connection\r\n"
 SESSION_TOO_LONG = b"421 4.4.2 Session time limit reached; closing the connection\r\n"
 TOO_MANY_COMMANDS = b"421 4.7.0 Too many commands; closing the connection\r\n"
+SLOT_NEEDED = b"421 4.7.0 Idle session closed to make room; closing the connection\r\n"
 BDAT_SYNTAX = "501 5.5.4 Syntax: BDAT <size> [LAST]"
 EMPTY_MESSAGE = "554 5.6.0 Error: an empty message is not accepted"
 SERVER_ERROR = "451 4.3.0 Temporary server error; please try again later"
@@ -233,6 +239,7 @@ class Listener:
         transaction_timeout: float = DEFAULT_TRANSACTION_TIMEOUT,
         max_session_time: float = DEFAULT_MAX_SESSION_TIME,
         max_commands: int = DEFAULT_MAX_COMMANDS,
+        evict_after: float = DEFAULT_EVICT_AFTER,
         auth_required: bool = False,
         auth_require_tls: bool = True,
         auth_exclude_mechanism: Sequence[str] = (),
@@ -271,6 +278,7 @@ class Listener:
         self.transaction_timeout = transaction_timeout
         self.max_session_time = max_session_time
         self.max_commands = max_commands
+        self.evict_after = evict_after
         # One octet more than the longest line lets through the dot that
         # transparency (RFC 5321 4.5.2) adds to a longest line beginning with one.
         self.line_limit = max_line_length + 1
@@ -408,11 +416,36 @@ class SMTPProtocol(asyncio.BufferedProtocol):
 
     def _admit(self) -> bool:
         for limit in self._listener.connection_limits:
-            if not limit.acquire():
+            if not limit.acquire() and not self._evict_for(limit):
                 self._release_slots()
                 return False
             self._holding.append(limit)
         return True
+
+    def _evict_for(self, limit: Slot) -> bool:
+        """Take a slot of ``limit`` from this listener's stalest idle session, if any.
+
+        Idle: not in DATA, no command being worked on, older than ``evict_after``;
+        stalest: the longest without completing a transaction.
+        """
+        now = self._loop.time()
+        oldest = now - self._listener.evict_after
+        victims = [
+            s
+            for s in self._listener.sessions
+            if limit in s._holding
+            and not s._closing
+            and s._began <= oldest
+            and s._data is None
+            and (s._task is None or s._line_waiter is not None)
+        ]
+        if not victims:
+            return False
+        victim = min(victims, key=lambda s: s._progress)
+        log.info("closing an idle session to make room for a new one")
+        victim._close(SLOT_NEEDED)
+        victim._release_slots()  # now, not when its connection is finally lost
+        return limit.acquire()
 
     def _release_slots(self) -> None:
         while self._holding:

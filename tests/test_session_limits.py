@@ -115,3 +115,48 @@ async def test_a_session_has_a_maximum_number_of_commands(start: Start) -> None:
     assert replies[:10] == ["250 OK"] * 10
     assert replies[10] == "421 4.7.0 Too many commands; closing the connection"
     assert await client.reader.read() == b""
+
+
+async def test_mail_gets_a_slot_while_idle_sessions_hold_them_all(start: Start) -> None:
+    """Slots held by talk (NOOP keep-alives) cannot keep mail out: a new connection takes
+    the slot of the session that has gone longest without sending mail."""
+    recorder = Recorder()
+    port = await start(recorder, max_connections=3, evict_after=0.5, timeout=30)
+    holders = []
+    for _ in range(3):
+        client, banner = await RawSMTP.connect(port)
+        assert banner.startswith("220")
+        await client.cmd("EHLO holder.test")
+        holders.append(client)
+    young, banner = await RawSMTP.connect(port)  # every holder is under evict_after
+    assert banner.startswith("421 4.7.0 Too many connections")
+    await asyncio.sleep(0.6)
+    for client in holders[1:]:
+        assert await client.cmd("NOOP") == "250 OK"  # talk, but no mail
+    for _ in range(3):  # three messages, one connection each, all while the slots are held
+        sender, banner = await RawSMTP.connect(port)
+        assert banner.startswith("220"), banner
+        await sender.cmd("EHLO mail.test")
+        assert code(await send_message(sender)) == 250
+        await sender.cmd("QUIT")
+    assert len(recorder.messages) == 3
+    room = b"421 4.7.0 Idle session closed to make room; closing the connection\r\n"
+    assert await asyncio.wait_for(holders[0].reader.read(), 5) == room  # the stalest
+    for client in holders[1:]:
+        await client.close()
+
+
+async def test_a_session_in_data_is_never_evicted(start: Start) -> None:
+    recorder = Recorder()
+    port = await start(recorder, max_connections=1, evict_after=0.1, timeout=30)
+    busy, _ = await RawSMTP.connect(port)
+    await busy.cmd("EHLO busy.test")
+    assert code(await busy.cmd("MAIL FROM:<a@b.test>")) == 250
+    assert code(await busy.cmd("RCPT TO:<c@d.test>")) == 250
+    assert code(await busy.cmd("DATA")) == 354
+    busy.writer.write(b"Subject: slow\r\n\r\nstill coming\r\n")
+    await asyncio.sleep(0.3)
+    _, banner = await RawSMTP.connect(port)
+    assert banner.startswith("421 4.7.0 Too many connections")
+    assert code(await busy.cmd(b".\r\n")) == 250
+    assert len(recorder.messages) == 1
