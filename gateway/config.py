@@ -9,6 +9,7 @@ and its two queues retry and expire with the box's rules).
 
 from __future__ import annotations
 
+import ipaddress
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,6 +17,7 @@ from typing import Any
 
 from gateway.errors import GatewayConfigError
 from onionmail.config import DeliverySection, TorSection, build_section
+from onionmail.config_sections import SessionLimits
 from onionmail.errors import AddressError, ConfigError
 from onionmail.mail_address import parse_mail_address
 
@@ -38,7 +40,7 @@ class GatewaySettings:
 
 
 @dataclass(frozen=True)
-class SmtpSettings:
+class SmtpSettings(SessionLimits):
     """[smtp]: the clearnet SMTP server, the MX of the gateway's domain."""
 
     host: str = "127.0.0.1"
@@ -59,15 +61,6 @@ class SmtpSettings:
     """Seconds a client may stay silent."""
     data_timeout: float = 1800.0
     """Seconds a whole DATA transfer may take."""
-    transaction_timeout: float = 300.0
-    """Seconds a session may go without completing a mail transaction (its DATA transfers
-    not counted); then ``421 4.4.2``. Commands that carry no mail (NOOP, RSET, EHLO, VRFY)
-    cannot hold a connection slot for longer."""
-    max_session_time: float = 3600.0
-    """Seconds a session may last in all, however much mail it carries; then ``421 4.4.2``
-    (checked between commands, never in the middle of a DATA transfer)."""
-    max_commands: int = 1000
-    """Commands a session may send in all; the next one gets ``421 4.7.0``."""
     rate_limit: int = 60
     """Messages one client address may send per rate_window; then ``450 4.7.1``."""
     rate_window: float = 3600.0
@@ -75,7 +68,7 @@ class SmtpSettings:
 
 
 @dataclass(frozen=True)
-class OnionSettings:
+class OnionSettings(SessionLimits):
     """[onion]: the SMTP server behind the gateway's onion, for registered boxes."""
 
     max_message_size: int = 25 * 1024 * 1024
@@ -88,15 +81,6 @@ class OnionSettings:
     """Seconds a box may stay silent."""
     data_timeout: float = 1800.0
     """Seconds a whole DATA transfer may take."""
-    transaction_timeout: float = 300.0
-    """Seconds a session may go without completing a mail transaction (its DATA transfers
-    not counted); then ``421 4.4.2``. Commands that carry no mail (NOOP, RSET, EHLO, VRFY)
-    cannot hold a connection slot for longer."""
-    max_session_time: float = 3600.0
-    """Seconds a session may last in all, however much mail it carries; then ``421 4.4.2``
-    (checked between commands, never in the middle of a DATA transfer)."""
-    max_commands: int = 1000
-    """Commands a session may send in all; the next one gets ``421 4.7.0``."""
 
 
 @dataclass(frozen=True)
@@ -104,7 +88,13 @@ class DnsSettings:
     """[dns]: the validating resolver (keep it on loopback; see gateway.dns)."""
 
     resolver: str = "127.0.0.1"
-    """IP address of the validating resolver."""
+    """IP address of the validating resolver. Loopback only, unless
+    trust_remote_resolver: the gateway trusts its AD bit (DNSSEC validated) for DANE
+    and MTA-STS, and nothing protects that bit on the way from another machine."""
+    trust_remote_resolver: bool = False
+    """Accept a resolver that is not on loopback. Its AD bit crosses a network where
+    anyone on the path can set it: only for a resolver reached over a channel you
+    trust (a link you control, or DNS over TLS terminated on loopback is better)."""
     port: int = 53
     """Its port."""
     timeout: float = 5.0
@@ -120,9 +110,10 @@ class OutboundSettings:
     mx_port: int = 25
     """Port of the MX hosts (25 on the internet; tests point it at a private MTA)."""
     allow_private_mx: bool = False
-    """Deliver to MX addresses that are not public (loopback, private, link-local,
-    reserved ranges). Off: a registered box cannot make the gateway connect inside its
-    own network and read a banner back in a bounce. On only for a private test network."""
+    """Connect to MX hosts and MTA-STS policy hosts whose addresses are not public
+    (loopback, private, link-local, reserved ranges). Off: a registered box cannot make
+    the gateway connect inside its own network and read a banner back in a bounce. On
+    only for a private test network."""
     mta_sts: bool = True
     """Honour MTA-STS policies (RFC 8461); DANE and "TLS required" apply regardless."""
     mta_sts_connect_to: tuple[str, ...] = ()
@@ -224,6 +215,17 @@ def _check(config: GatewayConfig) -> None:
                 raise GatewayConfigError(f"{p}: [{section}] {key}: must be positive")
     if config.smtp.rate_limit < 1 or config.smtp.rate_window <= 0:
         raise GatewayConfigError(f"{p}: [smtp] rate_limit: at least 1 per positive rate_window")
+    resolver = config.dns.resolver
+    try:
+        loopback = ipaddress.ip_address(resolver).is_loopback
+    except ValueError:
+        raise GatewayConfigError(f"{p}: [dns] resolver: expected an IP address") from None
+    if not loopback and not config.dns.trust_remote_resolver:
+        raise GatewayConfigError(
+            f"{p}: [dns] resolver: not on loopback; the gateway trusts the resolver's "
+            "DNSSEC verdict (AD bit), which a network path can forge: run a validating "
+            "resolver on this machine, or set [dns] trust_remote_resolver = true"
+        )
     if config.tor.mode not in ("launch", "attach"):
         raise GatewayConfigError(f"{p}: [tor] mode: expected 'launch' or 'attach'")
     for entry in config.outbound.mta_sts_connect_to:
@@ -280,7 +282,8 @@ require_approval = {"true" if require_approval else "false"}
 # max_connections = 50
 
 [dns]                          # a validating resolver, on loopback
-# resolver = "127.0.0.1"
+# resolver = "127.0.0.1"       # loopback only (its AD bit is trusted)
+# trust_remote_resolver = false
 # port = 53
 # timeout = 5.0
 

@@ -248,7 +248,11 @@ class Gateway:
         targets = map(mta_sts_connect_target, self.config.outbound.mta_sts_connect_to)
         connect_to = dict(target for target in targets if target is not None)
         mta_sts = (
-            MtaSts(resolver, FetchConfig(ca_file=ca_file, connect_to=connect_to))
+            MtaSts(
+                resolver,
+                FetchConfig(ca_file=ca_file, connect_to=connect_to),
+                allow_private_hosts=self.config.outbound.allow_private_mx,
+            )
             if self.config.outbound.mta_sts
             else None
         )

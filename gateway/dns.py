@@ -38,6 +38,7 @@ Decisions, and why:
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import random
 from dataclasses import dataclass
@@ -368,3 +369,15 @@ def parse_sts_txt(text: str) -> str:
 
 def _is_sts_id(value: str) -> bool:
     return 1 <= len(value) <= 32 and value.isascii() and value.isalnum()
+
+
+def is_public(address: str) -> bool:
+    """Whether ``address`` is a globally routable unicast address (not loopback, private,
+    link-local, shared, reserved or multicast; an IPv4-mapped IPv6 address as its IPv4)."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return ip.is_global and not ip.is_multicast

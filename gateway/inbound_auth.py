@@ -56,16 +56,12 @@ reported, never enforced here: the SMTP handler decides what to do with a
 DNS failure, the result is ``temperror`` (retry), not ``fail``. A message
 without exactly one From address, or a malformed record, is ``permerror``.
 
-**Public-suffix limitation.** The organizational domain is found with a
-simple rule, :func:`simple_organizational_domain`: the last two labels. It
-is right for ``example.com`` and wrong under multi-label public suffixes
-(``co.uk``, ``github.io``): for ``a.example.co.uk`` it gives ``co.uk``, so
-the fallback lookup goes to ``_dmarc.co.uk`` and **relaxed alignment treats
-any two domains under the same such suffix as aligned** (``evil.co.uk``
-would align with ``bank.co.uk``). Strict alignment is unaffected. A
-deployment that cares passes a public-suffix-list based function as
-``organizational_domain=`` (Debian's ``publicsuffix`` package ships the
-list); the gateway does not fetch the list over the network.
+**Organizational domains** (RFC 7489 3.2) come from the Public Suffix List
+as the maintained ``publicsuffixlist`` package ships it
+(:func:`registered_domain`): ``a.example.co.uk`` belongs to
+``example.co.uk``, so relaxed alignment never treats two domains under one
+multi-label suffix (``evil.co.uk`` and ``bank.co.uk``) as aligned. The list
+is updated with the package, through the lock; never fetched at run time.
 
 Nothing here raises on hostile input: every malformed record, name or
 message ends as a ``none``/``permerror`` result. Domains and addresses are
@@ -87,6 +83,7 @@ from typing import Any
 
 import dkim
 import dkim.util
+from publicsuffixlist import PublicSuffixList
 
 from gateway.errors import DnsError, GatewayError
 from gateway.spf import DnsLookups, SpfResult, SpfVerdict, check_spf, valid_dns_name
@@ -166,10 +163,14 @@ class AuthenticationResults:
         return "; ".join(parts)
 
 
-def simple_organizational_domain(domain: str) -> str:
-    """The last two labels of ``domain`` (see the public-suffix limitation in the module doc)."""
-    labels = domain.lower().rstrip(".").split(".")
-    return ".".join(labels[-2:])
+_SUFFIXES = PublicSuffixList()
+
+
+def registered_domain(domain: str) -> str:
+    """The registered domain of ``domain`` by the Public Suffix List (RFC 7489 3.2):
+    its public suffix and one label more; a public suffix itself stays as it is."""
+    name = domain.lower().rstrip(".")
+    return _SUFFIXES.privatesuffix(name) or name
 
 
 async def check_message(
@@ -180,7 +181,7 @@ async def check_message(
     mail_from: str,
     message: bytes,
     resolver: DnsLookups,
-    organizational_domain: OrganizationalDomain = simple_organizational_domain,
+    organizational_domain: OrganizationalDomain = registered_domain,
 ) -> AuthenticationResults:
     """SPF, DKIM and DMARC for one message from a clearnet client, as typed results."""
     spf, dkim_results = await asyncio.gather(
@@ -202,7 +203,7 @@ async def authentication_results(
     mail_from: str,
     message: bytes,
     resolver: DnsLookups,
-    organizational_domain: OrganizationalDomain = simple_organizational_domain,
+    organizational_domain: OrganizationalDomain = registered_domain,
 ) -> str:
     """The ``Authentication-Results`` field body for one message (see :func:`check_message`).
 
@@ -476,7 +477,7 @@ async def check_dmarc(
     dkim_results: Sequence[DkimResult],
     resolver: DnsLookups,
     *,
-    organizational_domain: OrganizationalDomain = simple_organizational_domain,
+    organizational_domain: OrganizationalDomain = registered_domain,
 ) -> DmarcResult:
     """DMARC for the message's From domain, given the SPF and DKIM results."""
     domain, problem = from_domain(message)

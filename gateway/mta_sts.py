@@ -43,8 +43,8 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 
-from gateway.dns import GatewayResolver
-from gateway.errors import DnsDeferError, MtaStsFetchError, MtaStsPolicyError
+from gateway.dns import GatewayResolver, is_public
+from gateway.errors import DnsDeferError, DnsPermanentError, MtaStsFetchError, MtaStsPolicyError
 
 log = logging.getLogger(__name__)
 
@@ -288,9 +288,12 @@ class MtaSts:
         config: FetchConfig | None = None,
         *,
         clock: Callable[[], float] = time.monotonic,
+        allow_private_hosts: bool = False,
     ) -> None:
         self.resolver = resolver
         self.config = config or FetchConfig()
+        self.allow_private_hosts = allow_private_hosts
+        """Fetch from a policy host whose address is not public (a private test network)."""
         self._clock = clock
         self._cache: dict[str, _Cached] = {}
         self.fetches = 0
@@ -327,14 +330,31 @@ class MtaSts:
         if cached is not None and cached.policy_id == record.policy_id:
             return cached
         try:
+            config = await self._pinned(key)
             self.fetches += 1
-            policy = replace(await fetch_policy(key, self.config), policy_id=record.policy_id)
+            policy = replace(await fetch_policy(key, config), policy_id=record.policy_id)
         except (MtaStsFetchError, MtaStsPolicyError, TimeoutError) as exc:
             log.warning("MTA-STS policy fetch failed (%s)", type(exc).__name__)
             log.debug("MTA-STS fetch failure detail: %s", exc)
             return cached
         self._cache[key] = _Cached(policy, self._clock() + policy.max_age)
         return policy
+
+    async def _pinned(self, domain: str) -> FetchConfig:
+        """The fetch configuration with the policy host's address found through the
+        gateway's validating resolver (never the system's), and only a public one."""
+        host = f"mta-sts.{domain}"
+        if host in self.config.connect_to:
+            return self.config
+        try:
+            found = await self.resolver.addresses(host)
+        except (DnsDeferError, DnsPermanentError) as exc:
+            raise MtaStsFetchError(f"the policy host's address: {exc}") from exc
+        usable = [a for a in found.addresses if self.allow_private_hosts or is_public(a)]
+        if not usable:
+            raise MtaStsFetchError("the policy host has no public address")
+        pinned = {**self.config.connect_to, host: (usable[0], 443)}
+        return replace(self.config, connect_to=pinned)
 
     async def requirement(self, domain: str, mx_host: str) -> StsRequirement:
         """:func:`requirement_for` the policy in force for ``domain``."""

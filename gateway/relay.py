@@ -30,12 +30,11 @@ operator; it quotes no content (the message is ciphertext).
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 from collections.abc import Callable
 from pathlib import Path
 
-from gateway.dns import GatewayResolver
+from gateway.dns import GatewayResolver, is_public
 from gateway.errors import (
     DnsDeferError,
     DnsError,
@@ -223,18 +222,6 @@ class ClearnetAgent(DeliveryAgent):
 
 
 NOT_PUBLIC = "the domain's mail hosts have no public address; the gateway connects to no other"
-
-
-def is_public(address: str) -> bool:
-    """Whether ``address`` is a globally routable unicast address (not loopback, private,
-    link-local, shared, reserved or multicast; an IPv4-mapped IPv6 address as its IPv4)."""
-    try:
-        ip = ipaddress.ip_address(address)
-    except ValueError:
-        return False
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    return ip.is_global and not ip.is_multicast
 
 
 def undeliverable_maildir(gateway_dir: Path) -> Callable[[str], Maildir]:

@@ -28,7 +28,7 @@ import pytest
 import trustme
 
 from gateway.dkim_signing import DkimAlgorithm, DkimSigner, load_or_create_key
-from gateway.dns import AddressResult, GatewayResolver, MxHost, MxResult, TlsaResult
+from gateway.dns import AddressResult, GatewayResolver, MxHost, MxResult, TlsaResult, is_public
 from gateway.errors import (
     GatewayConfigError,
     GatewayError,
@@ -43,7 +43,7 @@ from gateway.outbound_smtp import (
     TlsRequirement,
     deliver,
 )
-from gateway.relay import ClearnetAgent, is_public, undeliverable_maildir
+from gateway.relay import ClearnetAgent, undeliverable_maildir
 from gateway.sender_rewrite import rewrite_sender
 from gateway.tls_policy import TlsPolicy
 from onionmail.config import DeliverySection

@@ -161,10 +161,17 @@ def test_gateway_config_errors_name_file_and_key(tmp_path: Path) -> None:
         ({"gateway": {"domain": DOMAIN}, "smtp": {"port": "x"}}, "[smtp] port"),
         ({"gateway": {"domain": DOMAIN}, "smtp": {"tls_cert": "a"}}, "[smtp] tls_key"),
         ({"gateway": {"domain": DOMAIN}, "nope": {}}, "[nope]"),
+        ({"gateway": {"domain": DOMAIN}, "dns": {"resolver": "192.0.2.53"}}, "[dns] resolver"),
+        ({"gateway": {"domain": DOMAIN}, "dns": {"resolver": "dns.test"}}, "[dns] resolver"),
+        ({"gateway": {"domain": DOMAIN}, "smtp": {"max_commands": 0}}, "[smtp] max_commands"),
+        ({"gateway": {"domain": DOMAIN}, "onion": {"max_session_time": 0}}, "[onion] max_session"),
     ]:
         with pytest.raises(GatewayConfigError, match=str(path)) as caught:
             parse_gateway_config(raw, path)
         assert where in str(caught.value)
+    remote = {"gateway": {"domain": DOMAIN}, "dns": {"resolver": "192.0.2.53"}}
+    remote["dns"]["trust_remote_resolver"] = True  # said explicitly: accepted
+    assert parse_gateway_config(remote, path).dns.resolver == "192.0.2.53"
 
 
 def test_box_gateway_and_onion_mx_sections(tmp_path: Path) -> None:

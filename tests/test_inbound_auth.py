@@ -34,9 +34,11 @@ from gateway.errors import GatewayError, SpfRecordError
 from gateway.inbound_auth import (
     DkimVerdict,
     DmarcVerdict,
+    aligned,
     authentication_results,
     check_message,
     parse_dmarc_record,
+    registered_domain,
 )
 from gateway.spf import SpfVerdict, check_spf, parse_spf_record
 from tests.dns_server import DnsWorld, Record, Security, Zone, a, aaaa, mx, running_dns, txt
@@ -583,3 +585,27 @@ async def test_no_domain_reaches_the_log_at_info_or_above(
     assert any("auth.test" in r.getMessage() for r in caplog.records)  # dkimpy, at DEBUG
     loud = [r for r in caplog.records if r.levelno >= logging.INFO]
     assert not [r for r in loud if ".test" in r.getMessage()]
+
+
+@pytest.mark.parametrize(
+    ("domain", "organizational"),
+    [
+        ("example.com", "example.com"),
+        ("a.b.example.com.", "example.com"),
+        ("mail.bank.co.uk", "bank.co.uk"),
+        ("evil.co.uk", "evil.co.uk"),
+        ("user.github.io", "user.github.io"),  # a private suffix of the list
+        ("co.uk", "co.uk"),  # a public suffix stays as it is
+    ],
+)
+def test_organizational_domains_come_from_the_public_suffix_list(
+    domain: str, organizational: str
+) -> None:
+    assert registered_domain(domain) == organizational
+
+
+def test_relaxed_alignment_does_not_cross_a_multi_label_suffix() -> None:
+    # With "the last two labels", evil.co.uk aligned with bank.co.uk (both "co.uk").
+    assert not aligned("evil.co.uk", "bank.co.uk", "r", registered_domain)
+    assert not aligned("alice.github.io", "mallory.github.io", "r", registered_domain)
+    assert aligned("mail.bank.co.uk", "bank.co.uk", "r", registered_domain)
