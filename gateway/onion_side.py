@@ -198,7 +198,7 @@ class GatewayOnionHandler(SafeHandler):
                 self.registry.request, request, require_approval=self.require_approval
             )
         except RegistrationError as exc:
-            log.warning("refused a registration: %s", exc)
+            log.warning("refused a registration: %s", type(exc).__name__)  # never the alias
             return f"550 5.7.1 Registration refused: {exc}"
         self.registrations += 1
         log.info("registration recorded (%s)", entry.state)

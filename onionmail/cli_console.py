@@ -9,6 +9,8 @@ import time
 from collections.abc import Sequence
 from typing import Any, Protocol
 
+from onionmail.log_redaction import RedactingFormatter
+
 
 class Subcommands(Protocol):
     """What ``ArgumentParser.add_subparsers()`` returns, as the commands use it."""
@@ -23,11 +25,13 @@ def progress(message: str) -> None:
 
 def setup_logging(verbose: bool) -> None:
     """Warnings by default, everything with ``--verbose``, always on stderr."""
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.WARNING,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    root = logging.getLogger()
+    if not root.handlers:  # as logging.basicConfig: a host application's handlers are its own
+        handler = logging.StreamHandler(sys.stderr)
+        # Every record redacted, --verbose included: the log is an observer too.
+        handler.setFormatter(RedactingFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        root.addHandler(handler)
+        root.setLevel(logging.DEBUG if verbose else logging.WARNING)
     # aiosmtpd (still imported for its auth types) logs peers, addresses and
     # whole commands under "mail.log"; the log is an observer too (threat_model:
     # box-logs), so even --verbose leaves it out.
