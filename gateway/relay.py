@@ -113,7 +113,7 @@ class BounceToBox(Maildir):
         self.identity = identity
         self.wake = wake
 
-    def deliver(self, message: bytes) -> Path:
+    def deliver(self, message: bytes, name: str | None = None) -> Path:
         entry = self.registry.get(self.alias)
         if entry is None:
             log.warning("a bounce for an alias that no longer exists was dropped")

@@ -54,7 +54,7 @@ from onionmail.gateway_protocol import check_relayed_from, open_from_gateway
 from onionmail.header_claims import claimed_onions, remove_results_claiming
 from onionmail.identity import Identity
 from onionmail.mail_address import MailAddress, parse_mail_address
-from onionmail.maildir import Maildir
+from onionmail.maildir import Maildir, new_message_name
 from onionmail.replay_cache import ReplayCache
 from onionmail.rfc5322 import Message, MessageFormatError, parse_message
 from onionmail.sealed_envelope import (
@@ -253,7 +253,8 @@ class InboundHandler(SafeHandler):
         except MessageFormatError as exc:
             return f"554 5.6.0 Malformed message inside the envelope: {exc}"
         result = "pass (sealed envelope opened with the sender's onion key)"
-        await self._deliver(message, envelope, sender=str(sender), result=result)
+        stored_as = await self._begin(content)
+        await self._deliver(message, envelope, sender=str(sender), result=result, name=stored_as)
         await asyncio.to_thread(self.replay_cache.record, content.envelope_id, content.created)
         return "250 2.0.0 Delivered (sealed)"
 
@@ -284,7 +285,10 @@ class InboundHandler(SafeHandler):
             f"gateway (clearnet mail relayed by {gateway.domain}; "
             "the clearnet sender is not verified by this box)"
         )
-        await self._deliver(message, envelope, sender=inner.mail_from, result=result)
+        stored_as = await self._begin(content)
+        await self._deliver(
+            message, envelope, sender=inner.mail_from, result=result, name=stored_as
+        )
         await asyncio.to_thread(self.replay_cache.record, content.envelope_id, content.created)
         return "250 2.0.0 Delivered (sealed, via gateway)"
 
@@ -312,7 +316,22 @@ class InboundHandler(SafeHandler):
         await self._deliver(message, envelope, sender=sender, result=result)
         return "250 2.0.0 Delivered"
 
-    async def _deliver(self, message: Message, envelope: Any, *, sender: str, result: str) -> None:
+    async def _begin(self, content: SealedContent) -> tuple[str, bool]:
+        """The Maildir name this envelope is stored under, and whether an attempt that
+        did not reach :meth:`ReplayCache.record` (a crash) began with it already."""
+        return await asyncio.to_thread(
+            self.replay_cache.begin, content.envelope_id, content.created, new_message_name()
+        )
+
+    async def _deliver(
+        self,
+        message: Message,
+        envelope: Any,
+        *,
+        sender: str,
+        result: str,
+        name: tuple[str, bool] | None = None,
+    ) -> None:
         message.remove("Return-Path")
         remove_results_claiming(message, self.onion)  # RFC 8601 5: only ours may say so
         mailfrom = f" smtp.mailfrom={sender}" if sender else ""
@@ -321,7 +340,7 @@ class InboundHandler(SafeHandler):
         )
         message.prepend("Return-Path", f"<{sender}>".encode())
         folders = [self.maildir(rcpt.rsplit("@", 1)[0]) for rcpt in envelope.rcpt_tos]
-        await asyncio.to_thread(_store_in, folders, message)
+        await asyncio.to_thread(_store_in, folders, message, name)
         self.delivered += 1
         log.info("delivered a message to %d local mailbox(es)", len(envelope.rcpt_tos))
         message_id = (message.get("Message-ID") or b"").decode("ascii", "replace").strip()
@@ -332,14 +351,23 @@ class InboundHandler(SafeHandler):
             await self.on_stored(message_id, result.startswith("pass"))
 
 
-def _store_in(folders: list[Maildir], message: Message) -> None:
+def _store_in(
+    folders: list[Maildir], message: Message, name: tuple[str, bool] | None = None
+) -> None:
     """Serialize once (LF line ends, a pass over the whole body) and store in each folder.
 
-    In a worker thread: neither the pass nor the fsyncs hold up the event loop.
+    ``name``: (the file name, whether an interrupted attempt began with it);
+    after such an attempt a folder that already holds the file is skipped, so
+    the sender's retry stores nothing twice. In a worker thread: neither the
+    pass nor the fsyncs hold up the event loop.
     """
     stored = message.to_bytes(newline=b"\n")
+    file_name, resumed = name if name is not None else (None, False)
     for folder in folders:
-        folder.deliver(stored)
+        if resumed and file_name is not None and folder.holds(file_name):
+            log.info("a retry found its message stored before a crash: not stored again")
+            continue
+        folder.deliver(stored, file_name)
 
 
 def _check_from_matches(message: Message, sender: MailAddress) -> None:

@@ -32,9 +32,9 @@ class Maildir:
         for sub in SUBDIRS:
             ensure_private_dir(path / sub)
 
-    def deliver(self, message: bytes) -> Path:
-        """Store ``message`` durably in ``new/`` and return its path."""
-        name = f"{int(time.time())}.{random_name()}.onionmail"
+    def deliver(self, message: bytes, name: str | None = None) -> Path:
+        """Store ``message`` durably in ``new/`` (as ``name``, or a new name); its path."""
+        name = name or new_message_name()
         tmp = self.path / "tmp" / name
         final = self.path / "new" / name
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -75,6 +75,20 @@ class Maildir:
                 removed += 1
         return removed
 
+    def holds(self, name: str) -> bool:
+        """Whether a message stored as ``name`` is here, in ``new/`` or, moved by a reader
+        and given flags (``name:2,S``), in ``cur/``. Scans ``cur/``: for the rare retry
+        after a crash, not for every delivery."""
+        if (self.path / "new" / name).exists():
+            return True
+        with os.scandir(self.path / "cur") as entries:
+            return any(e.name == name or e.name.startswith(name + ":") for e in entries)
+
     def count(self) -> int:
         """Messages in ``new/`` and ``cur/``."""
         return sum(1 for sub in ("new", "cur") for _ in (self.path / sub).iterdir())
+
+
+def new_message_name() -> str:
+    """A Maildir file name: ``<unix time>.<random>.onionmail`` (no host, no sender)."""
+    return f"{int(time.time())}.{random_name()}.onionmail"

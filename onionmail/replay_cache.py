@@ -3,7 +3,11 @@
 A sender that lost our ``250`` retries the same envelope id in a new session
 (see :mod:`onionmail.sealed_envelope`). The inbound server asks :meth:`seen`
 before delivering and calls :meth:`record` after the message is durable in
-the Maildir, so a retry is acknowledged without being stored twice.
+the Maildir, so a retry is acknowledged without being stored twice. Between
+the two, :meth:`begin` keeps the Maildir file name the message is stored
+under: a crash after the message is stored but before :meth:`record` leaves
+that name behind, and the sender's retry finds its own file instead of
+storing a second copy.
 
 The cache is bounded by time, not by count: an envelope created more than
 ``window`` seconds ago is refused as stale by
@@ -40,6 +44,11 @@ CREATE TABLE IF NOT EXISTS delivered (
     created INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS delivered_created ON delivered (created);
+CREATE TABLE IF NOT EXISTS storing (
+    envelope_id BLOB PRIMARY KEY,
+    name TEXT NOT NULL,
+    created INTEGER NOT NULL
+);
 """
 
 
@@ -79,6 +88,28 @@ class ReplayCache:
 
         return self._guard("read", query)
 
+    def begin(self, envelope_id: bytes, created: int, name: str) -> tuple[str, bool]:
+        """Note that ``envelope_id`` is being stored as ``name``; durable when this returns.
+
+        Returns the name to store under and whether an earlier attempt began
+        with it (then it may already be stored: see :meth:`Maildir.holds`).
+        """
+
+        def write() -> tuple[str, bool]:
+            with self._conn:
+                row = self._conn.execute(
+                    "SELECT name FROM storing WHERE envelope_id = ?", (envelope_id,)
+                ).fetchone()
+                if row is not None:
+                    return str(row[0]), True
+                self._conn.execute(
+                    "INSERT INTO storing (envelope_id, name, created) VALUES (?, ?, ?)",
+                    (envelope_id, name, created),
+                )
+                return name, False
+
+        return self._guard("write", write)
+
     def record(self, envelope_id: bytes, created: int) -> None:
         """Remember ``envelope_id``; durable when this returns. Prunes expired ids."""
         cutoff = self._clock() - self.window
@@ -89,7 +120,9 @@ class ReplayCache:
                     "INSERT OR IGNORE INTO delivered (envelope_id, created) VALUES (?, ?)",
                     (envelope_id, created),
                 )
+                self._conn.execute("DELETE FROM storing WHERE envelope_id = ?", (envelope_id,))
                 self._conn.execute("DELETE FROM delivered WHERE created < ?", (cutoff,))
+                self._conn.execute("DELETE FROM storing WHERE created < ?", (cutoff,))
 
         self._guard("write", write)
 
@@ -101,6 +134,7 @@ class ReplayCache:
                 cursor = self._conn.execute(
                     "DELETE FROM delivered WHERE created < ?", (now - self.window,)
                 )
+                self._conn.execute("DELETE FROM storing WHERE created < ?", (now - self.window,))
                 return cursor.rowcount
 
         return self._guard("prune", delete)

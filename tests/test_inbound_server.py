@@ -179,9 +179,9 @@ def slow_maildir(monkeypatch: pytest.MonkeyPatch) -> None:
     """Every Maildir write takes 0.3 s longer: a slow disk that widens race windows."""
     real_deliver = Maildir.deliver
 
-    def deliver(self: Maildir, data: bytes) -> object:
+    def deliver(self: Maildir, data: bytes, name: str | None = None) -> object:
         time.sleep(0.3)
-        return real_deliver(self, data)
+        return real_deliver(self, data, name)
 
     monkeypatch.setattr(Maildir, "deliver", deliver)
 

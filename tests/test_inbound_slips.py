@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import secrets
+import time
+
 import pytest
 
+from onionmail.replay_cache import ReplayCacheError
+from onionmail.sealed_envelope import SealedContent, encode_for_smtp, seal
 from tests.loopback_servers import (
     PEER,
     InboundBox,
@@ -11,8 +16,10 @@ from tests.loopback_servers import (
     inbound_fixture,  # noqa: F401 (the fixture ``inbound``)
     open_data,
     peer_session,
+    sealing_session,
 )
 from tests.smtp_client import code
+from tests.test_hostile_input import ALICE, alice
 
 
 @pytest.mark.parametrize(
@@ -44,3 +51,48 @@ async def test_plain_mail_is_held_to_max_message_size(inbound: InboundBox) -> No
     assert code(await client.cmd(big * 50 + b".\r\n")) == 250
     assert len(inbound.stored()) == 1
     await assert_still_serving(client, inbound.port)
+
+
+def sealed_retry(box: InboundBox, envelope_id: bytes, created: int, challenge: bytes) -> bytes:
+    """The same envelope (id, creation) as a sender's retry seals it for a new session."""
+    content = SealedContent(
+        envelope_id=envelope_id,
+        created=created,
+        session_challenge=challenge,
+        mail_from=alice(),
+        recipients=(box.rcpt(),),
+        message=f"From: {alice()}\r\nSubject: once\r\n\r\nonly once\r\n".encode(),
+    )
+    return encode_for_smtp(seal(content, sender=ALICE, recipient_onion=box.onion)) + b".\r\n"
+
+
+@pytest.mark.parametrize("read_meanwhile", [False, True], ids=["in-new", "moved-to-cur"])
+async def test_a_retry_after_a_crash_before_the_id_was_recorded_is_stored_once(
+    inbound: InboundBox, monkeypatch: pytest.MonkeyPatch, read_meanwhile: bool
+) -> None:
+    # The message is durable, then the box dies before it records the envelope id, so
+    # the sender never got its 250 and retries the same envelope in a new session.
+    envelope_id, created = secrets.token_bytes(16), int(time.time())
+    cache = inbound.handler.replay_cache
+    recorded = cache.record
+
+    def crash(envelope_id: bytes, created: int) -> None:
+        raise ReplayCacheError("the box died here")
+
+    monkeypatch.setattr(cache, "record", crash)
+    client, challenge = await sealing_session(inbound)
+    await open_data(client, alice(), inbound.rcpt())
+    reply = await client.cmd(sealed_retry(inbound, envelope_id, created, challenge))
+    assert reply.startswith("451"), reply  # not acknowledged
+    inbound.handler.internal_errors.clear()  # that 451 was the point
+    maildir = inbound.mail / "bob"
+    (first,) = (maildir / "new").iterdir()
+    if read_meanwhile:  # a mail client saw it and marked it read
+        first.rename(maildir / "cur" / (first.name + ":2,S"))
+    monkeypatch.setattr(cache, "record", recorded)
+    for _ in range(2):  # the retry, then a replay of it
+        client, challenge = await sealing_session(inbound)
+        await open_data(client, alice(), inbound.rcpt())
+        assert code(await client.cmd(sealed_retry(inbound, envelope_id, created, challenge))) == 250
+    stored = [*(maildir / "new").iterdir(), *(maildir / "cur").iterdir()]
+    assert len(stored) == 1, stored

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import stat
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -137,3 +138,14 @@ def test_unreadable_database_is_an_onionmail_error(tmp_path: Path) -> None:
     path.write_bytes(b"this is not a database" * 100)
     with pytest.raises(OnionMailError, match="replay cache"):
         open_cache(path)
+
+
+def test_begin_keeps_the_name_of_an_attempt_that_never_recorded(tmp_path: Path) -> None:
+    envelope_id, now = b"\x01" * 16, int(time.time())
+    with ReplayCache(tmp_path / "replay.sqlite") as cache:
+        assert cache.begin(envelope_id, now, "first.onionmail") == ("first.onionmail", False)
+    with ReplayCache(tmp_path / "replay.sqlite") as cache:  # after a crash: still there
+        assert cache.begin(envelope_id, now, "second.onionmail") == ("first.onionmail", True)
+        cache.record(envelope_id, now)
+        assert cache.seen(envelope_id)
+        assert cache.begin(envelope_id, now, "third.onionmail") == ("third.onionmail", False)
