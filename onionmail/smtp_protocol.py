@@ -717,30 +717,29 @@ class SMTPProtocol(asyncio.BufferedProtocol):
         """Run ``coro`` as the session's task; one that finished at once is answered here."""
         task = _command_task(self._loop, coro)
         if task.done():  # eager (Python 3.12+): no await suspended, no loop round trip
-            error = None if task.cancelled() else task.exception()
-            if isinstance(error, Exception):
-                self._start(self._report(error))
-            elif error is not None:
-                log.error("an SMTP session ended on %s", type(error).__name__)
-                self._close()
+            self._settle(task)
             return
         self._task = task
         task.add_done_callback(self._task_done)
 
     def _task_done(self, task: asyncio.Task[None]) -> None:
         self._task = None
+        if self._settle(task) and not self._closing and self._task is None:
+            self._last = self._loop.time()
+            self._process()
+
+    def _settle(self, task: asyncio.Task[None]) -> bool:
+        """Answer what a finished command raised; False when the session is over."""
         if task.cancelled():
-            return
+            return False
         error = task.exception()
         if isinstance(error, Exception):
             self._start(self._report(error))
         elif error is not None:  # not an Exception: nothing to answer, end the session
             log.error("an SMTP session ended on %s", type(error).__name__)
             self._close()
-            return
-        if not self._closing and self._task is None:
-            self._last = self._loop.time()
-            self._process()
+            return False
+        return True
 
     async def _report(self, error: Exception) -> None:
         """The error boundary: the handler's ``handle_exception`` reply, never internals."""
