@@ -476,6 +476,7 @@ async def test_markup_in_a_message_is_shown_as_text_never_parsed(tmp_path: Path)
         await wait_rows(pilot, table, 7)
         newest = [str(cell) for cell in table.get_row_at(0)]
         assert newest[5] == HOSTILE_SUBJECT and HOSTILE_NAME in newest[4]
+        await settled(pilot)  # drawn after the rows arrive
         assert HOSTILE_SUBJECT[:18] in drawn_text(table)  # as drawn (the column is narrower)
         await pilot.press("enter")
         await settled(pilot)
