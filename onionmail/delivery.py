@@ -96,7 +96,6 @@ class DeliveryAgent:
         self.clock = clock
         self._wake = asyncio.Event()
         self._in_flight: set[str] = set()
-        self._slots = asyncio.Semaphore(MAX_PARALLEL)
         self._tasks: set[asyncio.Task[None]] = set()
         self.reports: list[DeliveryReport] = []
         self.on_delivered: Callable[[DeliveryReport], None] | None = None
@@ -211,7 +210,15 @@ class DeliveryAgent:
         self._in_flight.add(state.id)
         task = asyncio.create_task(self._attempt(state))
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+
+        def done(task: asyncio.Task[None]) -> None:
+            # Here, not in the attempt's ``finally``: the loop must not start
+            # the next attempt while this task still exists (MAX_PARALLEL).
+            self._tasks.discard(task)
+            self._in_flight.discard(state.id)
+            self._wake.set()
+
+        task.add_done_callback(done)
 
     async def stop(self) -> None:
         """Cancel attempts in flight (their messages stay queued); ``run()`` then returns."""
@@ -226,14 +233,6 @@ class DeliveryAgent:
         await asyncio.gather(*self._quitting, return_exceptions=True)
 
     async def _attempt(self, state: QueueState) -> None:
-        try:
-            async with self._slots:
-                await self._attempt_locked(state)
-        finally:
-            self._in_flight.discard(state.id)
-            self._wake.set()
-
-    async def _attempt_locked(self, state: QueueState) -> None:
         try:
             entry = await asyncio.to_thread(self.queue.load, state.id)
         except QueueError as exc:
