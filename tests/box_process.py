@@ -70,22 +70,32 @@ def start_box(
     attach_control_socket: Path | None = None,
     submission_port: int = 0,
     wrapper: list[str] | None = None,
+    settings: dict[str, int | float] | None = None,
+    verbose: bool = False,
 ) -> RunningBox:
     """Create a box and run it as ``onionmail run``; return once it printed its ports.
 
     With ``attach_control_socket`` the box attaches to that running tor instead
-    of launching its own; ``wrapper`` goes to :func:`run_box`.
+    of launching its own; ``wrapper`` goes to :func:`run_box`. ``settings`` sets
+    keys the generated config leaves commented out (``{"delivery.smtp_timeout": 30}``);
+    ``verbose`` goes to :func:`run_box`.
     """
     new = create_box(
         root / name, name, testnet=testnet_dir, submission_port=submission_port, retry_initial=2.0
     )
+    config = new.box_dir / "onionmail.toml"
+    text = config.read_text()
+    for dotted, value in (settings or {}).items():
+        section, key = dotted.split(".")
+        head, header, rest = text.partition(f"\n[{section}]\n")
+        commented = next(line for line in rest.splitlines() if line.startswith(f"# {key} = "))
+        text = head + header + rest.replace(commented, f"{key} = {value!r}", 1)
     if attach_control_socket is not None:
-        config = new.box_dir / "onionmail.toml"
-        text = config.read_text()
         launch_line = next(line for line in text.splitlines() if line.startswith("# mode ="))
         attach = f'mode = "attach"\ncontrol_socket = "{attach_control_socket}"'
-        config.write_text(text.replace(launch_line, attach))
-    return run_box(new, timeout, wrapper=wrapper)
+        text = text.replace(launch_line, attach)
+    config.write_text(text)
+    return run_box(new, timeout, wrapper=wrapper, verbose=verbose)
 
 
 def run_box(

@@ -31,14 +31,29 @@ from tests.box_process import RunningBox, free_port, run_box, start_box, submit
 
 pytestmark = pytest.mark.tor
 
+GIVE_UP = 30.0
+
 
 @pytest.fixture(scope="module")
 def boxes(testnet: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
-    """alice (fixed submission port, so clients find her again after a restart) and bob."""
+    """alice (fixed submission port, so clients find her again after a restart) and bob.
+
+    alice gives up on a silent tor stream or peer after :data:`GIVE_UP` s (the
+    defaults are 60 and 120 s): a test that waits for a failed attempt waits
+    for the longest of those paths (a kept session whose peer vanished costs
+    one reply timeout, then a new stream its SOCKS timeout).
+    """
     root = tmp_path_factory.mktemp("fault-boxes")
     started: dict[str, Any] = {}
     try:
-        started["alice"] = start_box(root, "alice", testnet.directory, submission_port=free_port())
+        started["alice"] = start_box(
+            root,
+            "alice",
+            testnet.directory,
+            submission_port=free_port(),
+            settings={"tor.socks_timeout": GIVE_UP, "delivery.smtp_timeout": GIVE_UP},
+            verbose=True,  # a failure shows what the agent did (log_tail)
+        )
         started["bob"] = start_box(root, "bob", testnet.directory)
         yield started
     finally:
@@ -100,21 +115,28 @@ def test_tor_killed_under_the_box_is_restarted_and_the_queue_delivered(
     assert "tor is gone; restarting it" in "".join(alice.stderr_lines)
 
 
+def log_tail(box: RunningBox, count: int = 40) -> str:
+    """The box's own last log lines (not stem's), for a failure's message."""
+    own = [line for line in box.stderr_lines if " onionmail" in line or line.startswith("[")]
+    return "\n" + "".join(own[-count:])
+
+
 def test_offline_peer_gets_the_mail_when_it_is_back(boxes: dict[str, Any]) -> None:
     alice, bob = boxes["alice"], boxes["bob"]
     bob.stop()
-    asyncio.run(submit(alice, bob.address, "while bob was offline", "hello later\r\n"))
-    deadline = time.monotonic() + 60
-    attempts = 0
-    while attempts < 1 and time.monotonic() < deadline:
-        time.sleep(0.5)
-        listing = box_cli(alice, "queue").stdout
-        lines = [line for line in listing.splitlines() if bob.onion in line]
-        attempts = int(lines[0].split()[2]) if lines else 0
-    assert attempts >= 1, listing  # tried, failed, still queued
-    assert "while bob" not in listing  # the listing never shows subjects
-    back = run_box(bob.new)
-    boxes["bob"] = back
+    try:
+        asyncio.run(submit(alice, bob.address, "while bob was offline", "hello later\r\n"))
+        deadline = time.monotonic() + 2 * GIVE_UP + 30
+        attempts = 0
+        while attempts < 1 and time.monotonic() < deadline:
+            time.sleep(0.5)
+            listing = box_cli(alice, "queue").stdout
+            lines = [line for line in listing.splitlines() if bob.onion in line]
+            attempts = int(lines[0].split()[2]) if lines else 0
+        assert attempts >= 1, listing + log_tail(alice)  # tried, failed, still queued
+        assert "while bob" not in listing  # the listing never shows subjects
+    finally:
+        back = boxes["bob"] = run_box(bob.new)  # the next test needs bob, whatever happened
     flush = box_cli(alice, "queue", "flush")
     assert flush.returncode == 0 and "retrying" in flush.stdout, flush.stdout + flush.stderr
     found = wait_for_subjects(back.maildir, {"while bob was offline"}, timeout=90)
