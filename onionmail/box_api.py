@@ -52,7 +52,7 @@ from onionmail.clearnet_openpgp import peers_path
 from onionmail.config import CONFIG_NAME, Config, load_config
 from onionmail.errors import AddressError, ConfigError, OnionMailError, QueueError
 from onionmail.fsutil import ensure_private_dir, fsync_dir, write_private_file
-from onionmail.header_claims import authserv_id
+from onionmail.header_claims import SENDER_FIELDS, authserv_id, onions_named
 from onionmail.identity import Identity, is_encrypted_identity, load_identity
 from onionmail.leak_keeper import LeakKeeper
 from onionmail.ledger import LedgerEntry
@@ -404,6 +404,9 @@ class BoxApi:
         that came with the message, :mod:`onionmail.clearnet_openpgp`), so only
         there is the field read (:func:`openpgp_result`); elsewhere it would be
         the sender's word. PGP/MIME the box did not decrypt counts as encrypted.
+        A sealed message whose ``From`` or ``Sender`` shows an onion other than
+        the one that sealed it is not verified: the box refuses such mail on
+        arrival, but a Maildir can hold mail stored before it did.
         """
         encrypted = msg.get_content_type() == "multipart/encrypted"
         for value in msg.get_all("Authentication-Results") or []:
@@ -413,7 +416,7 @@ class BoxApi:
             rest = text.partition(";")[2]
             result = rest.strip().removeprefix("onionmail=").split(" ", 1)[0]
             if result == "pass":
-                return Arrival(ArrivalKind.SEALED, True, True)
+                return Arrival(ArrivalKind.SEALED, _names_only(msg, rest), True)
             if result == "none":
                 return Arrival(ArrivalKind.PLAIN, False, encrypted)
             if result == "gateway":
@@ -814,6 +817,23 @@ def _normalized(address: str) -> str:
 def _delivery_time(name: str) -> float:
     head = name.split(".", 1)[0]
     return float(head) if head.isdigit() else 0.0
+
+
+def _names_only(msg: email.message.Message, results: str) -> bool:
+    """Whether the sender fields name no onion but the sealer's.
+
+    The sealer is the result's ``smtp.mailfrom=``, else the ``Return-Path``
+    (the box writes both and removes any a peer sent).
+    """
+    sealer = results.partition("smtp.mailfrom=")[2].split(" ", 1)[0]
+    if not sealer:
+        sealer = _text(msg.get("Return-Path")).strip("<>")
+    sealer = sealer.rpartition("@")[2]
+    named: set[str] = set()
+    for field in SENDER_FIELDS:
+        for value in msg.get_all(field) or []:
+            named |= onions_named(str(value))
+    return bool(sealer) and named <= {sealer.lower()}
 
 
 def _text(value: Any) -> str:

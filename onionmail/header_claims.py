@@ -21,13 +21,18 @@ SENDER_FIELDS = ("From", "Sender")
 _ONION = re.compile(r"(?<![a-z2-7])[a-z2-7]{56}\.onion(?![a-z0-9-])", re.IGNORECASE)
 
 
-def _text(value: bytes) -> str:
+def _text(value: bytes | str) -> str:
     """A field body as a reader sees it: encoded words (RFC 2047) decoded."""
-    raw = value.decode("utf-8", "replace")
+    raw = value.decode("utf-8", "replace") if isinstance(value, bytes) else value
     try:
         return str(make_header(decode_header(raw)))
     except (ValueError, LookupError):  # a malformed encoded word: keep the raw text
         return raw
+
+
+def onions_named(value: bytes | str) -> set[str]:
+    """Every v3 onion address one field body shows its reader, lower case."""
+    return {match.lower() for match in _ONION.findall(_text(value))}
 
 
 def claimed_onions(message: Message, fields: tuple[str, ...] = SENDER_FIELDS) -> set[str]:
@@ -39,7 +44,7 @@ def claimed_onions(message: Message, fields: tuple[str, ...] = SENDER_FIELDS) ->
     found: set[str] = set()
     for name in fields:
         for value in message.get_all(name):
-            found.update(match.lower() for match in _ONION.findall(_text(value)))
+            found.update(onions_named(value))
     return found
 
 

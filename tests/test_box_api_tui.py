@@ -161,3 +161,34 @@ def test_without_a_gateway_there_is_no_route_and_no_registration(tmp_path: Path)
     assert api.route(CLEARNET_ADDRESS) is None
     assert api.status().gateways == ()
     assert api.known_keys() == []
+
+
+def sealed_message(onion: str, from_field: str) -> email.message.Message:
+    results = (
+        f"{onion}; onionmail=pass (sealed envelope opened with the sender's onion key) "
+        f"smtp.mailfrom={BOB_ADDRESS}"
+    )
+    return parsed(f"Authentication-Results: {results}\nFrom: {from_field}\nSubject: x\n\nhi\n")
+
+
+def test_a_sealed_message_is_verified_when_its_from_names_the_sealer(api: BoxApi) -> None:
+    arrival = api.arrival(sealed_message(api.onion, f"Bob <{BOB_ADDRESS}>"))
+    assert arrival.kind == ArrivalKind.SEALED and arrival.verified and arrival.encrypted
+
+
+@pytest.mark.parametrize(
+    "from_field",
+    [
+        f'"alice@{ALICE.onion_address}" <{BOB_ADDRESS}>',
+        f"Bob <{BOB_ADDRESS}>, carol@{ALICE.onion_address}",
+        f"=?utf-8?q?alice=40{ALICE.onion_address}?= <{BOB_ADDRESS}>",
+    ],
+    ids=["display-name", "second-address", "encoded-word"],
+)
+def test_a_sealed_message_naming_another_onion_is_not_shown_as_verified(
+    api: BoxApi, from_field: str
+) -> None:
+    """Mail stored before the box refused these on arrival: the seal proves bob,
+    but the reader would be shown alice, so the TUI must not say "verified"."""
+    arrival = api.arrival(sealed_message(api.onion, from_field))
+    assert arrival.kind == ArrivalKind.SEALED and not arrival.verified
