@@ -37,7 +37,7 @@ from typing import Any
 
 from gateway.registry import APPROVED, Registry
 from onionmail.errors import AddressError
-from onionmail.header_claims import remove_results_claiming
+from onionmail.header_claims import claimed_onions, remove_results_claiming
 from onionmail.rfc5322 import MessageFormatError, parse_message
 from onionmail.smtp_server import NULL_SENDER, SafeHandler
 
@@ -134,6 +134,14 @@ class ClearnetInboundHandler(SafeHandler):
             message = parse_message(data)
         except MessageFormatError as exc:
             return f"554 5.6.0 Malformed message: {exc}"
+        if claimed_onions(message):
+            # The box refuses relayed mail whose From or Sender shows an onion
+            # (check_relayed_from). Said here, before the 250, the sending server
+            # bounces it to its author; said by the box, after it, nobody would.
+            return (
+                "550 5.7.1 Mail from the clearnet may not name a .onion sender in From "
+                "or Sender: that claim cannot be verified and is refused"
+            )
         remove_results_claiming(message, self.domain)  # RFC 8601 5: only ours may say so
         if self.authenticate is not None:
             verdict = await self.authenticate(session, envelope, data)

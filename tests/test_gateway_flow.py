@@ -300,6 +300,21 @@ def mail_from(address: str, to: str, subject: str, body: str) -> bytes:
     ).encode()
 
 
+def send_through_postfix(world: World, message: bytes, sender: str, rcpt: str) -> None:
+    asyncio.run(
+        aiosmtplib.send(
+            message,
+            sender=sender,
+            recipients=[rcpt],
+            hostname="127.0.0.1",
+            port=world.postfix.port,
+            local_hostname="client.test",
+            start_tls=False,
+            timeout=30,
+        )
+    )
+
+
 def postfix_messages(postfix: Postfix) -> list[bytes]:
     new = postfix.maildir / "new"
     return [p.read_bytes() for p in sorted(new.iterdir())] if new.is_dir() else []
@@ -415,18 +430,7 @@ def test_postfix_to_gateway_to_box_sealed_and_never_in_clear_at_the_gateway(
     subject = f"SecretSubject{secrets.token_hex(6)}"
     body = f"SecretBody{secrets.token_hex(6)}"
     message = mail_from(f"carol@{CLEAR_DOMAIN}", f"alice@{GW_DOMAIN}", subject, body)
-    asyncio.run(
-        aiosmtplib.send(
-            message,
-            sender=f"carol@{CLEAR_DOMAIN}",
-            recipients=[f"alice@{GW_DOMAIN}"],
-            hostname="127.0.0.1",
-            port=world.postfix.port,
-            local_hostname="client.test",
-            start_tls=False,
-            timeout=30,
-        )
-    )
+    send_through_postfix(world, message, f"carol@{CLEAR_DOMAIN}", f"alice@{GW_DOMAIN}")
     stored = wait_box_mail(alice, subject)
     parsed = email.message_from_bytes(stored, policy=email.policy.default)
     assert parsed["Subject"] == subject and body in str(parsed.get_body())
@@ -452,6 +456,49 @@ def test_postfix_to_gateway_to_box_sealed_and_never_in_clear_at_the_gateway(
             assert subject.encode() not in data and body.encode() not in data, path
     log = "".join(world.gw_stderr)
     assert subject not in log and body not in log and "carol" not in log
+
+
+def test_results_forged_by_a_clearnet_sender_never_reach_the_box(world: World) -> None:
+    """RFC 8601 section 5: fields claiming the gateway's or the box's authserv-id, however
+    written (a comment first, upper case, a trailing dot), are removed on the way."""
+    alice, subject = world.alice, f"Forged{secrets.token_hex(6)}"
+    forged = [
+        f"{GW_DOMAIN}; spf=pass; dkim=pass; dmarc=pass",
+        f"(looks official) {GW_DOMAIN.upper()}.; dmarc=pass",
+        f"{alice.onion}; onionmail=pass (sealed envelope opened with the sender's onion key)",
+    ]
+    fields = "".join(f"Authentication-Results: {value}\r\n" for value in forged)
+    message = fields.encode() + mail_from(f"carol@{CLEAR_DOMAIN}", alice.address, subject, "hi")
+    send_through_postfix(world, message, f"carol@{CLEAR_DOMAIN}", f"alice@{GW_DOMAIN}")
+    parsed = email.message_from_bytes(wait_box_mail(alice, subject), policy=email.policy.default)
+    results = [" ".join(str(v).split()) for v in parsed.get_all("Authentication-Results", [])]
+    assert len(results) == 2, results  # the box's own, then the gateway's real verdict
+    assert results[0].startswith(f"{alice.onion}; onionmail=gateway ")
+    assert results[1].startswith(f"{GW_DOMAIN}; spf=pass smtp.mailfrom={CLEAR_DOMAIN}")
+
+
+def test_clearnet_mail_naming_an_onion_in_from_is_refused_before_it_is_accepted(
+    world: World,
+) -> None:
+    """The relayed-sender check reads From as a reader sees it (an onion address in a
+    display name counts), and the gateway's MX applies it before its 250: the sending
+    server bounces the message to its author (bob, Postfix's one user), and no box or
+    gateway holds a message nobody will read."""
+    alice, subject = world.alice, f"Spoof{secrets.token_hex(6)}"
+    spoof = f'"alice@{alice.onion}" <bob@{CLEAR_DOMAIN}>'
+    message = mail_from(f"bob@{CLEAR_DOMAIN}", alice.address, subject, "it is me")
+    message = message.replace(f"From: bob@{CLEAR_DOMAIN}".encode(), f"From: {spoof}".encode())
+    send_through_postfix(world, message, f"bob@{CLEAR_DOMAIN}", f"alice@{GW_DOMAIN}")
+    bounce = wait_postfix(world.postfix, subject, timeout=60)
+    said = " ".join(bounce.decode("utf-8", "replace").split())  # Postfix folds the reply
+    assert "550 5.7.1 Mail from the clearnet may not name a .onion sender" in said, said
+    control = f"Control{secrets.token_hex(6)}"
+    message = mail_from(f"carol@{CLEAR_DOMAIN}", alice.address, control, "plain carol")
+    send_through_postfix(world, message, f"carol@{CLEAR_DOMAIN}", f"alice@{GW_DOMAIN}")
+    wait_box_mail(alice, control)
+    stored = wait_for_mail(alice.maildir, 0, timeout=1)
+    assert not any(subject.encode() in data for data in stored)
+    assert not (world.gw_dir / "undeliverable").exists()
 
 
 def test_clearnet_side_refuses_unknown_aliases_and_relaying(world: World) -> None:

@@ -28,7 +28,6 @@ import time
 from collections.abc import Iterator
 from email.utils import formatdate
 
-import aiosmtplib
 import dkim
 import pytest
 
@@ -45,6 +44,7 @@ from tests.test_gateway_flow import (
     World,
     gateway,
     postfix_messages,
+    send_through_postfix,
     wait_box_mail,
 )
 
@@ -75,18 +75,7 @@ def _onionmail(*args: str) -> str:
 
 
 def _send_from_bob(world: World, message: bytes) -> None:
-    asyncio.run(
-        aiosmtplib.send(
-            message,
-            sender=BOB,
-            recipients=[ALIAS],
-            hostname="127.0.0.1",
-            port=world.postfix.port,
-            local_hostname="client.test",
-            start_tls=False,
-            timeout=30,
-        )
-    )
+    send_through_postfix(world, message, BOB, ALIAS)
 
 
 def _new_postfix_message(postfix: Postfix, before: int, timeout: float = 60) -> bytes:
