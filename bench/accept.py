@@ -61,15 +61,15 @@ POSTFIX_RCPT = "b@y.test"
 
 async def serve(directory: Path) -> None:
     """Start both listeners, print their ports and addresses, serve until stdin closes."""
-    from onionmail.credentials import Credentials
-    from onionmail.fsutil import use_storage_threads
-    from onionmail.identity import Identity
-    from onionmail.inbound import InboundHandler
-    from onionmail.mail_address import MailAddress
-    from onionmail.outbound_queue import OutboundQueue, queue_key
-    from onionmail.replay_cache import ReplayCache
-    from onionmail.smtp_server import server_port, start_smtp_server
-    from onionmail.submission import Stored, SubmissionHandler
+    from onionmail.box.inbound import InboundHandler
+    from onionmail.box.submission import Stored, SubmissionHandler
+    from onionmail.core.files import use_storage_threads
+    from onionmail.core.mail_address import MailAddress
+    from onionmail.seal.identity import Identity
+    from onionmail.smtp.server import server_port, start_smtp_server
+    from onionmail.store.credentials import Credentials
+    from onionmail.store.queue import OutboundQueue, queue_key
+    from onionmail.store.replay_cache import ReplayCache
 
     use_storage_threads(asyncio.get_running_loop())  # as the box does
     identity = Identity.generate()

@@ -3,7 +3,7 @@
 Run: ``.venv/bin/python -m bench.crypto [--quick] [--repeats R] [--json FILE]``.
 
 For 5 KB, 100 KB and 10 MB messages, each operation of
-:mod:`onionmail.sealed_envelope` is timed (operations/s; a run loops until
+:mod:`onionmail.seal.envelope` is timed (operations/s; a run loops until
 it has taken ``--budget`` seconds), interleaved run by run with the
 reference: pynacl's ``crypto_box`` encrypt/decrypt of the same plaintext
 with precomputed keys (``nacl.public.Box``), the cryptography the seal is
@@ -26,9 +26,7 @@ import nacl.utils
 
 from bench.common import print_table, ratio, summary, timed_main
 from bench.padding_overhead import measure as padding_measure
-from onionmail.identity import Identity
-from onionmail.padding import pad
-from onionmail.sealed_envelope import (
+from onionmail.seal.envelope import (
     HEADER,
     SealedContent,
     _encode_content,
@@ -37,6 +35,8 @@ from onionmail.sealed_envelope import (
     open_envelope,
     seal,
 )
+from onionmail.seal.identity import Identity
+from onionmail.seal.padding import pad
 
 SIZES = (5 * 1024, 100 * 1024, 10 * 1024 * 1024)
 

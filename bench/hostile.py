@@ -37,9 +37,14 @@ from typing import Any
 import aiosmtplib
 
 from bench.common import RESULTS, write_results
-from onionmail.config import load_config
-from onionmail.testnet import client_tor_options, load_testnet, start_testnet, stop_testnet
-from onionmail.tor_socks import SocksError, new_isolation_token, open_tor_stream
+from onionmail.config.box import load_config
+from onionmail.tor.socks import SocksError, new_isolation_token, open_tor_stream
+from onionmail.tor.testnet.network import (
+    client_tor_options,
+    load_testnet,
+    start_testnet,
+    stop_testnet,
+)
 from tests.box_process import RunningBox, start_box, start_client_tor
 
 DEADLINE = 900.0

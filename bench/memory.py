@@ -2,7 +2,7 @@
 
 Run: ``.venv/bin/python -m bench.memory [--quick] [--messages N] [--json FILE]``.
 
-A real :class:`onionmail.box.Box` (created with ``create_box``) runs in this
+A real :class:`onionmail.box.daemon.Box` (created with ``create_box``) runs in this
 process without tor: its inbound and submission servers and its delivery
 agent start, the agent's SOCKS port is a closed port on 127.0.0.1 (every
 delivery attempt fails and is rescheduled, as with tor down). RSS
@@ -33,11 +33,11 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import add_arguments, free_port, print_table, write_results
-from onionmail.box import Box
-from onionmail.box_init import create_box
-from onionmail.config import load_config
-from onionmail.identity import Identity
-from onionmail.mail_address import parse_mail_address
+from onionmail.box.create import create_box
+from onionmail.box.daemon import Box
+from onionmail.config.box import load_config
+from onionmail.core.mail_address import parse_mail_address
+from onionmail.seal.identity import Identity
 
 IN_FLIGHT = 16
 
@@ -75,7 +75,7 @@ async def measure(root: Path, count: int) -> dict[str, Any]:
     try:
         ensure = box.paths.state
         ensure.mkdir(parents=True, exist_ok=True)
-        from onionmail.replay_cache import ReplayCache
+        from onionmail.store.replay_cache import ReplayCache
 
         box.replay_cache = ReplayCache(ensure / "replay.sqlite")
         await box._start_inbound()

@@ -2,8 +2,8 @@
 
 Run: ``.venv/bin/python -m bench.onion [--quick] [--latency N] [--throughput N] [--json FILE]``.
 
-Starts the private network (``onionmail.testnet``: 3 authorities, 3 relays on
-127.0.0.1) and two real boxes, alice and bob (:class:`onionmail.box.Box`
+Starts the private network (``onionmail.tor.testnet.network``: 3 authorities, 3 relays on
+127.0.0.1) and two real boxes, alice and bob (:class:`onionmail.box.daemon.Box`
 in this process, each with its own tor, as ``onionmail demo`` does).
 
 Latency: alice's mail client (aiosmtplib, AUTH) submits a 5 KB message; the
@@ -20,7 +20,7 @@ their teardown (and the box's cold sample first waits for the previous
 delivery's session to be back in the agent's pool, so it is really dropped).
 
 Reference, in the same run and the same alternation: through alice's tor
-SOCKS port (``onionmail.tor_socks.open_tor_stream``, the box's own SOCKS
+SOCKS port (``onionmail.tor.socks.open_tor_stream``, the box's own SOCKS
 code) to an echo server behind an ephemeral onion published by bob's tor
 with the same ADD_ONION defences as bob's own onion (MaxStreams, and
 proof-of-work when bob's tor offers it),
@@ -53,14 +53,19 @@ import stem.response
 
 from bench.common import add_arguments, percentile, print_table, ratio, write_results
 from bench.padding_overhead import measure as padding_measure
-from onionmail.box import Box
-from onionmail.box_init import NewBox, create_box
-from onionmail.box_tor import ONION_VIRTUAL_PORT, add_onion_command
-from onionmail.config import load_config
-from onionmail.identity import Identity
-from onionmail.testnet import client_tor_options, load_testnet, start_testnet, stop_testnet
-from onionmail.testnet_checks import _EchoHandler, _EchoServer
-from onionmail.tor_socks import SocksError, new_isolation_token, open_tor_stream
+from onionmail.box.create import NewBox, create_box
+from onionmail.box.daemon import Box
+from onionmail.config.box import load_config
+from onionmail.seal.identity import Identity
+from onionmail.tor.control import ONION_VIRTUAL_PORT, add_onion_command
+from onionmail.tor.socks import SocksError, new_isolation_token, open_tor_stream
+from onionmail.tor.testnet.checks import _EchoHandler, _EchoServer
+from onionmail.tor.testnet.network import (
+    client_tor_options,
+    load_testnet,
+    start_testnet,
+    stop_testnet,
+)
 
 SIZE = 5 * 1024
 POLL = 0.002

@@ -7,7 +7,7 @@ and encrypts the same random plaintext to the same cv25519 recipient (and to
 the sender itself, as the box does) with each implementation, alternating
 them run by run so both see the same machine state:
 
-* ``pgpy`` — :func:`onionmail.openpgp.sign_and_encrypt`, what the box runs;
+* ``pgpy`` — :func:`onionmail.openpgp.keys.sign_and_encrypt`, what the box runs;
 * ``gpg`` — the ``gpg`` binary (``--sign --encrypt --armor``, no compression,
   AES-256, SHA-512, the same keys), the reference, measured in the same run.
   Each call starts a gpg process, as a tool shelling out to gpg would; the
@@ -33,7 +33,7 @@ from typing import Any
 
 from bench.common import print_table, ratio, summary, timed_main
 from bench.crypto import rate
-from onionmail.openpgp import BoxKey, parse_public_key, sign_and_encrypt
+from onionmail.openpgp.keys import BoxKey, parse_public_key, sign_and_encrypt
 
 SIZES = (5 * 1024, 100 * 1024, 10 * 1024 * 1024)
 QUICK_SIZES = SIZES[:2]

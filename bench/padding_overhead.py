@@ -11,8 +11,8 @@ import json
 import os
 from pathlib import Path
 
-from onionmail.identity import Identity
-from onionmail.sealed_envelope import SealedContent, encode_for_smtp, seal
+from onionmail.seal.envelope import SealedContent, encode_for_smtp, seal
+from onionmail.seal.identity import Identity
 
 SIZES = (300, 2_000, 5_000, 20_000, 100_000, 1_000_000, 10_000_000)
 

@@ -29,7 +29,7 @@ import time
 from email.message import EmailMessage
 from pathlib import Path
 
-from onionmail.box_init import create_box
+from onionmail.box.create import create_box
 
 BASE_TIME = 1767225600
 TIMEOUT = 120.0

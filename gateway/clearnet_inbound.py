@@ -7,13 +7,13 @@
 * ``MAIL FROM`` is counted per client address; more than ``rate_limit``
   messages in ``rate_window`` seconds get ``450 4.7.1``. The size limit is
   aiosmtpd's (ESMTP SIZE); connections and idle time are capped by
-  :func:`onionmail.smtp_server.start_smtp_server`, which also gives the
+  :func:`onionmail.smtp.server.start_smtp_server`, which also gives the
   anonymous banner and the safe error boundary.
 * ``STARTTLS`` is offered when the gateway has a certificate (never
   required: a clearnet sender that cannot do TLS is the sender's leak, and
   refusing would lose the mail).
 * ``DATA``: the message is sealed to each recipient box's key
-  (:func:`onionmail.gateway_protocol.seal_for_box`) in memory, and only the
+  (:func:`onionmail.gateway_link.protocol.seal_for_box`) in memory, and only the
   sealed bytes are queued. The plaintext is never written to disk nor
   logged: a seizure of the gateway's directory finds ciphertext for the
   boxes (and the clearnet envelope, which the queue encrypts at rest with
@@ -36,10 +36,10 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from gateway.registry import APPROVED, Registry
-from onionmail.errors import AddressError
-from onionmail.header_claims import claimed_onions, remove_results_claiming
-from onionmail.rfc5322 import MessageFormatError, parse_message
-from onionmail.smtp_server import NULL_SENDER, SafeHandler
+from onionmail.core.errors import AddressError
+from onionmail.message.header_claims import claimed_onions, remove_results_claiming
+from onionmail.message.rfc5322 import MessageFormatError, parse_message
+from onionmail.smtp.server import NULL_SENDER, SafeHandler
 
 log = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """The ``onionmail-gateway`` command line: the one place where gateway errors meet the user.
 
 Errors (:class:`~gateway.errors.GatewayError`, and the
-:class:`~onionmail.errors.OnionMailError` of the shared box code) are
+:class:`~onionmail.core.errors.OnionMailError` of the shared box code) are
 printed as one line on stderr with a non-zero exit status. Progress goes to
 stderr, results to stdout.
 """
@@ -19,11 +19,11 @@ from pathlib import Path
 from gateway.config import CONFIG_NAME, load_gateway_config, render_gateway_config
 from gateway.errors import GatewayConfigError, GatewayError
 from gateway.registry import PENDING, Registry
-from onionmail.cli_console import progress as _progress
-from onionmail.cli_console import run_command
-from onionmail.errors import OnionMailError
-from onionmail.fsutil import ensure_private_dir, write_private_file
-from onionmail.identity import Identity, load_identity, read_passphrase_file, save_identity
+from onionmail.cli.common import progress as _progress
+from onionmail.cli.common import run_command
+from onionmail.core.errors import OnionMailError
+from onionmail.core.files import ensure_private_dir, write_private_file
+from onionmail.seal.identity import Identity, load_identity, read_passphrase_file, save_identity
 
 DESCRIPTION = """\
 onionmail-gateway: the clearnet gateway of onionmail boxes.
@@ -154,7 +154,7 @@ def cmd_init(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from gateway.daemon import Gateway, GatewayPaths
-    from onionmail.testnet import client_tor_options, load_testnet
+    from onionmail.tor.testnet.network import client_tor_options, load_testnet
 
     gw_dir: Path = args.dir.absolute()
     config = load_gateway_config(gw_dir)

@@ -1,6 +1,6 @@
 """The gateway's configuration: ``GWDIR/gateway.toml``, typed, frozen, validated once.
 
-Built like the box's (:mod:`onionmail.config`): one frozen dataclass per
+Built like the box's (:mod:`onionmail.config.box`): one frozen dataclass per
 section with a docstring per key, unknown keys are errors, and every error
 names the file and the key. ``[tor]`` and ``[delivery]`` are the box's own
 sections (the gateway launches or attaches to tor exactly as a box does,
@@ -16,10 +16,10 @@ from pathlib import Path
 from typing import Any
 
 from gateway.errors import GatewayConfigError
-from onionmail.config import DeliverySection, TorSection, build_section
-from onionmail.config_sections import SessionLimits
-from onionmail.errors import AddressError, ConfigError
-from onionmail.mail_address import parse_mail_address
+from onionmail.config.box import DeliverySection, TorSection, build_section
+from onionmail.config.sections import SessionLimits
+from onionmail.core.errors import AddressError, ConfigError
+from onionmail.core.mail_address import parse_mail_address
 
 CONFIG_NAME = "gateway.toml"
 

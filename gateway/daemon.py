@@ -13,11 +13,11 @@ Layout of ``GWDIR`` (directories 0700, files 0600)::
     tor/                   the gateway's own tor, in launch mode
     run/box.lock           one running gateway per directory
 
-Start-up follows the box's order (:mod:`onionmail.box`): queues recovered,
+Start-up follows the box's order (:mod:`onionmail.box.daemon`): queues recovered,
 the onion-side server listening before the onion is published, the
 clearnet server last, when the gateway can take responsibility for mail.
 Everything the gateway reuses from the box is the box's own code: identity,
-tor launch and onion publication (:class:`onionmail.box_tor.BoxTor`),
+tor launch and onion publication (:class:`onionmail.tor.control.BoxTor`),
 sealed envelopes, the durable queue, the delivery agent, the SMTP server
 with its limits and anonymous banner.
 """
@@ -42,15 +42,15 @@ from gateway.outbound_smtp import SmtpTimeouts
 from gateway.registry import Registry
 from gateway.relay import BounceToBox, ClearnetAgent, queue_for_boxes, undeliverable_maildir
 from gateway.tls_policy import TlsPolicy
-from onionmail.box_lock import BoxLock
-from onionmail.box_tor import BoxTor
-from onionmail.delivery import DeliveryAgent
-from onionmail.fsutil import ensure_private_dir
-from onionmail.identity import Identity, derive_subkey
-from onionmail.maildir import Maildir
-from onionmail.outbound_queue import OutboundQueue
-from onionmail.replay_cache import ReplayCache
-from onionmail.smtp_server import server_port, start_smtp_server
+from onionmail.box.delivery import DeliveryAgent
+from onionmail.core.files import ensure_private_dir
+from onionmail.seal.identity import Identity, derive_subkey
+from onionmail.smtp.server import server_port, start_smtp_server
+from onionmail.store.lock import BoxLock
+from onionmail.store.maildir import Maildir
+from onionmail.store.queue import OutboundQueue
+from onionmail.store.replay_cache import ReplayCache
+from onionmail.tor.control import BoxTor
 
 log = logging.getLogger(__name__)
 

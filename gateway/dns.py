@@ -63,7 +63,7 @@ from gateway.errors import (
     MtaStsPolicyError,
     NullMxError,
 )
-from onionmail.onion_address import is_onion_address
+from onionmail.core.onion_address import is_onion_address
 
 log = logging.getLogger(__name__)
 

@@ -3,7 +3,7 @@
 Only a registered, approved box may send, and only to clearnet addresses
 outside the gateway's own domain: no open relay.
 
-* ``EHLO`` announces the seal (:data:`~onionmail.sealed_envelope.SEAL_KEYWORD`)
+* ``EHLO`` announces the seal (:data:`~onionmail.seal.envelope.SEAL_KEYWORD`)
   with a fresh challenge, exactly like a box: a box's delivery agent seals
   to the gateway without knowing it is one.
 * ``MAIL FROM`` must be a box address (a ``.onion`` one): the seal will
@@ -11,7 +11,7 @@ outside the gateway's own domain: no open relay.
   with the reason (its user sees it in the bounce), also for registering
   again; its state changes only by the operator's decision.
   ``RCPT TO:<register@<gateway onion>>`` alone is a registration
-  (:mod:`onionmail.gateway_protocol`); any other recipient needs the sender
+  (:mod:`onionmail.gateway_link.protocol`); any other recipient needs the sender
   registered and approved (``550 5.7.1`` otherwise, naming why), and must be
   a clearnet address not at the gateway's domain nor at an onion.
 * ``DATA`` must be a sealed envelope that opens with the sender's key and
@@ -39,26 +39,26 @@ from gateway.dkim_signing import DkimSigner
 from gateway.errors import DkimError, SenderRewriteError
 from gateway.registry import APPROVED, DENIED, Registry
 from gateway.sender_rewrite import rewrite_sender
-from onionmail.errors import (
+from onionmail.box.inbound import open_sealed
+from onionmail.core.errors import (
     AddressError,
     RegistrationError,
 )
-from onionmail.gateway_protocol import (
+from onionmail.core.mail_address import MailAddress, parse_mail_address
+from onionmail.gateway_link.protocol import (
     REGISTRATION_LOCAL_PART,
     format_registration_reply,
     parse_registration,
     verify_registration,
 )
-from onionmail.identity import Identity
-from onionmail.inbound import open_sealed
-from onionmail.mail_address import MailAddress, parse_mail_address
-from onionmail.replay_cache import ReplayCache
-from onionmail.rfc5322 import MessageFormatError, parse_message
-from onionmail.sealed_envelope import (
+from onionmail.message.rfc5322 import MessageFormatError, parse_message
+from onionmail.seal.envelope import (
     SealedContent,
     format_seal_keyword,
 )
-from onionmail.smtp_server import SafeHandler
+from onionmail.seal.identity import Identity
+from onionmail.smtp.server import SafeHandler
+from onionmail.store.replay_cache import ReplayCache
 
 log = logging.getLogger(__name__)
 

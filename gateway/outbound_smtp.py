@@ -64,7 +64,7 @@ from gateway.errors import (
     TemporaryDeliveryError,
     TlsUnavailableError,
 )
-from onionmail.log_redaction import redact
+from onionmail.core.redaction import redact
 
 log = logging.getLogger(__name__)
 

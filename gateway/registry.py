@@ -28,9 +28,9 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from onionmail.errors import RegistrationError
-from onionmail.fsutil import write_private_file
-from onionmail.gateway_protocol import RegistrationRequest
+from onionmail.core.errors import RegistrationError
+from onionmail.core.files import write_private_file
+from onionmail.gateway_link.protocol import RegistrationRequest
 
 PENDING, APPROVED, DENIED = "pending", "approved", "denied"
 

@@ -1,9 +1,9 @@
 """The gateway's two queues and what drains them.
 
-Both are :class:`onionmail.outbound_queue.OutboundQueue` (durable, fsynced
+Both are :class:`onionmail.store.queue.OutboundQueue` (durable, fsynced
 before ``250``, encrypted at rest with a key derived from the gateway's
 identity, removed as soon as delivered) drained by the box's
-:class:`onionmail.delivery.DeliveryAgent` (retries with exponential backoff
+:class:`onionmail.box.delivery.DeliveryAgent` (retries with exponential backoff
 and jitter, bounce after ``[delivery] max_lifetime``):
 
 ``queue/clearnet``  box -> clearnet. One entry per recipient domain, holding
@@ -14,7 +14,7 @@ and jitter, bounce after ``[delivery] max_lifetime``):
     :func:`gateway.outbound_smtp.deliver`. A DNS failure, a 4xx or TLS that
     cannot be had is retried; a 5xx, NXDOMAIN or a null MX bounces.
 ``queue/boxes``     clearnet -> box. Each entry's message is an inner sealed
-    envelope (:func:`onionmail.gateway_protocol.seal_for_box`) that only the
+    envelope (:func:`onionmail.gateway_link.protocol.seal_for_box`) that only the
     box can open; the stock agent seals it once more for the SMTP session
     and delivers it over Tor, as a box delivers to a box.
 
@@ -47,18 +47,18 @@ from gateway.errors import (
 from gateway.outbound_smtp import SmtpTimeouts, deliver
 from gateway.registry import Registry
 from gateway.tls_policy import DEFAULT_PREFERENCE, RecipientTlsPreference, TlsPolicy
-from onionmail.config import DeliverySection
-from onionmail.delivery import DeliveryAgent
-from onionmail.errors import DeliveryError, PermanentDeliveryError
-from onionmail.gateway_protocol import (
+from onionmail.box.delivery import DeliveryAgent
+from onionmail.config.box import DeliverySection
+from onionmail.core.errors import DeliveryError, PermanentDeliveryError
+from onionmail.gateway_link.protocol import (
     GATEWAY_SENDER_LOCAL_PART,
     seal_for_box,
     take_gateway_tls_mark,
 )
-from onionmail.identity import Identity
-from onionmail.maildir import Maildir
-from onionmail.outbound_queue import OutboundQueue, QueuedMessage
-from onionmail.rfc5322 import MessageFormatError
+from onionmail.message.rfc5322 import MessageFormatError
+from onionmail.seal.identity import Identity
+from onionmail.store.maildir import Maildir
+from onionmail.store.queue import OutboundQueue, QueuedMessage
 
 log = logging.getLogger(__name__)
 

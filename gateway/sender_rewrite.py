@@ -22,7 +22,7 @@ through the gateway. Decisions:
   domain with the same unique part, so the gateway can map replies
   (``In-Reply-To``) back by swapping the domain. Other headers are left as
   the box scrubbed them.
-- Headers are handled as bytes with :mod:`onionmail.rfc5322` (strict, no
+- Headers are handled as bytes with :mod:`onionmail.message.rfc5322` (strict, no
   stdlib re-serialization that might re-fold or re-encode other fields);
   only the display name goes through :mod:`email.utils`, inside a boundary
   that turns parser failures into "no display name".
@@ -37,9 +37,9 @@ import re
 from dataclasses import dataclass
 
 from gateway.errors import SenderRewriteError
-from onionmail.errors import AddressError
-from onionmail.mail_address import parse_mail_address
-from onionmail.rfc5322 import MessageFormatError, parse_message
+from onionmail.core.errors import AddressError
+from onionmail.core.mail_address import parse_mail_address
+from onionmail.message.rfc5322 import MessageFormatError, parse_message
 
 MAX_DISPLAY_NAME = 64
 

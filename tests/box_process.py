@@ -20,7 +20,7 @@ import aiosmtplib
 import stem.control
 import stem.process
 
-from onionmail.box_init import NewBox, create_box
+from onionmail.box.create import NewBox, create_box
 
 
 @dataclass

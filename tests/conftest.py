@@ -13,8 +13,13 @@ from pathlib import Path
 
 import pytest
 
-from onionmail.errors import TestnetError
-from onionmail.testnet import TestnetState, require_tor_tools, start_testnet, stop_testnet
+from onionmail.core.errors import TestnetError
+from onionmail.tor.testnet.network import (
+    TestnetState,
+    require_tor_tools,
+    start_testnet,
+    stop_testnet,
+)
 from tests.smtp_client import RawSMTP
 
 log = logging.getLogger(__name__)

@@ -25,8 +25,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from onionmail.identity import derive_subkey
-from onionmail.outbound_queue import CLEAR_HEADER_MAGIC
+from onionmail.seal.identity import derive_subkey
+from onionmail.store.queue import CLEAR_HEADER_MAGIC
 from threat_model import Item, Observer, Visibility
 
 if TYPE_CHECKING:

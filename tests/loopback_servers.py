@@ -21,14 +21,14 @@ from typing import Any, TypeVar
 
 import pytest
 
-from onionmail.credentials import Credentials
-from onionmail.identity import Identity
-from onionmail.inbound import InboundHandler
-from onionmail.mail_address import MailAddress
-from onionmail.replay_cache import ReplayCache
-from onionmail.sealed_envelope import SEAL_KEYWORD, parse_seal_keyword_params
-from onionmail.smtp_server import server_port, start_smtp_server
-from onionmail.submission import Stored, SubmissionHandler
+from onionmail.box.inbound import InboundHandler
+from onionmail.box.submission import Stored, SubmissionHandler
+from onionmail.core.mail_address import MailAddress
+from onionmail.seal.envelope import SEAL_KEYWORD, parse_seal_keyword_params
+from onionmail.seal.identity import Identity
+from onionmail.smtp.server import server_port, start_smtp_server
+from onionmail.store.credentials import Credentials
+from onionmail.store.replay_cache import ReplayCache
 from tests.smtp_client import RawSMTP, code
 
 PEER = "carol@example.org"

@@ -1,6 +1,6 @@
 """Real mail clients (swaks, neomutt) submitting to the box's real submission server.
 
-Each session starts :class:`~onionmail.submission.SubmissionHandler` on
+Each session starts :class:`~onionmail.box.submission.SubmissionHandler` on
 127.0.0.1:0 in a thread of its own, runs the client as a subprocess with the
 time zone of a user far from UTC, and keeps what the client sent (its EHLO
 name and the raw DATA, before scrubbing) and what the box queued (after).
@@ -27,12 +27,12 @@ from typing import Any
 
 import pytest
 
-from onionmail.config import ScrubSection
-from onionmail.identity import Identity
-from onionmail.mail_address import MailAddress
-from onionmail.scrub import DEFAULT_SCRUB
-from onionmail.smtp_server import server_port
-from onionmail.submission import Stored, SubmissionHandler
+from onionmail.box.submission import Stored, SubmissionHandler
+from onionmail.config.box import ScrubSection
+from onionmail.core.mail_address import MailAddress
+from onionmail.message.scrub import DEFAULT_SCRUB
+from onionmail.seal.identity import Identity
+from onionmail.smtp.server import server_port
 from tests.loopback_servers import PASSWORD, credentials_for, start_submission, stop
 
 FIXTURES = Path(__file__).parent / "data" / "clients"

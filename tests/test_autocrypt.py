@@ -11,8 +11,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-import onionmail.autocrypt as autocrypt
-from onionmail.autocrypt import (
+import onionmail.openpgp.autocrypt as autocrypt
+from onionmail.core.errors import KeyMismatchError, OpenPGPError
+from onionmail.message.rfc5322 import unfold
+from onionmail.openpgp.autocrypt import (
     AutocryptHeader,
     Outcome,
     PeerKeyStore,
@@ -20,9 +22,7 @@ from onionmail.autocrypt import (
     format_autocrypt_header,
     parse_autocrypt_header,
 )
-from onionmail.errors import KeyMismatchError, OpenPGPError
-from onionmail.openpgp import BoxKey
-from onionmail.rfc5322 import unfold
+from onionmail.openpgp.keys import BoxKey
 
 ALICE = "alice@clear.example"
 ALICE_KEY = BoxKey.generate(ALICE)

@@ -15,10 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from onionmail.box import Box
-from onionmail.box_api import ArrivalKind, BoxApi, openpgp_result
-from onionmail.config import load_config
-from onionmail.mail_address import parse_mail_address
+from onionmail.box.api import ArrivalKind, BoxApi, openpgp_result
+from onionmail.box.daemon import Box
+from onionmail.config.box import load_config
+from onionmail.core.mail_address import parse_mail_address
 from tui.sample_box import (
     ALIAS,
     ALICE,

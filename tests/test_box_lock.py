@@ -5,13 +5,13 @@ from pathlib import Path
 
 import pytest
 
-from onionmail.box_lock import BoxLock, running_pid
-from onionmail.errors import OnionMailError
+from onionmail.core.errors import OnionMailError
+from onionmail.store.lock import BoxLock, running_pid
 
 HOLD = """
 import sys, time
 from pathlib import Path
-from onionmail.box_lock import BoxLock
+from onionmail.store.lock import BoxLock
 BoxLock(Path(sys.argv[1])).acquire()
 print("locked", flush=True)
 time.sleep(60)

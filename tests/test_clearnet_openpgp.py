@@ -20,22 +20,22 @@ from pathlib import Path
 
 import pytest
 
-from onionmail.autocrypt import Source, format_autocrypt_header
-from onionmail.box import Box
-from onionmail.box_init import create_box
-from onionmail.clearnet_openpgp import split_for_gateway
-from onionmail.cli import main
-from onionmail.config import DeliverySection, load_config
-from onionmail.delivery import DeliveryAgent
-from onionmail.errors import PermanentDeliveryError
-from onionmail.gateway_client import record_registration
-from onionmail.identity import Identity
-from onionmail.mail_address import parse_mail_address
-from onionmail.maildir import Maildir
-from onionmail.openpgp import BoxKey, SignatureStatus, parse_public_key
-from onionmail.outbound_queue import OutboundQueue, QueuedMessage, queue_key
-from onionmail.pgp_mime import STATUS_FIELD, decrypt_message, encrypt_message, is_pgp_mime
-from onionmail.rfc5322 import parse_message
+from onionmail.box.create import create_box
+from onionmail.box.daemon import Box
+from onionmail.box.delivery import DeliveryAgent
+from onionmail.cli.main import main
+from onionmail.config.box import DeliverySection, load_config
+from onionmail.core.errors import PermanentDeliveryError
+from onionmail.core.mail_address import parse_mail_address
+from onionmail.gateway_link.client import record_registration
+from onionmail.message.rfc5322 import parse_message
+from onionmail.openpgp.autocrypt import Source, format_autocrypt_header
+from onionmail.openpgp.clearnet import split_for_gateway
+from onionmail.openpgp.keys import BoxKey, SignatureStatus, parse_public_key
+from onionmail.openpgp.pgp_mime import STATUS_FIELD, decrypt_message, encrypt_message, is_pgp_mime
+from onionmail.seal.identity import Identity
+from onionmail.store.maildir import Maildir
+from onionmail.store.queue import OutboundQueue, QueuedMessage, queue_key
 from threat_model import MailPath
 
 GW_ONION = Identity.generate().onion_address

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from onionmail.config import CONFIG_NAME, Config, load_config, render_config
-from onionmail.errors import ConfigError
+from onionmail.config.box import CONFIG_NAME, Config, load_config, render_config
+from onionmail.core.errors import ConfigError
 
 
 def write(tmp_path: Path, text: str) -> Path:

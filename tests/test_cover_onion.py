@@ -20,10 +20,10 @@ from typing import Any
 
 import pytest
 
-from onionmail.box_init import create_box
-from onionmail.config import CONFIG_NAME
-from onionmail.identity import Identity
-from onionmail.outbound_queue import list_queue
+from onionmail.box.create import create_box
+from onionmail.config.box import CONFIG_NAME
+from onionmail.seal.identity import Identity
+from onionmail.store.queue import list_queue
 from tests.box_process import RunningBox, run_box, start_box, submit, wait_for_mail
 
 pytestmark = pytest.mark.tor

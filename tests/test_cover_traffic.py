@@ -25,22 +25,11 @@ from typing import Any
 import nacl.public
 import pytest
 
-from onionmail import outbound_queue
-from onionmail.config import DeliverySection
-from onionmail.delivery import DeliveryAgent
-from onionmail.errors import EnvelopeError, QueueError
-from onionmail.identity import Identity
-from onionmail.inbound import InboundHandler
-from onionmail.maildir import Maildir
-from onionmail.outbound_queue import (
-    OutboundQueue,
-    list_queue,
-    queue_key,
-    reschedule_queue,
-)
-from onionmail.padding import PADDING_FLOOR, pad
-from onionmail.replay_cache import ReplayCache
-from onionmail.sealed_envelope import (
+from onionmail.box.delivery import DeliveryAgent
+from onionmail.box.inbound import InboundHandler
+from onionmail.config.box import DeliverySection
+from onionmail.core.errors import EnvelopeError, QueueError
+from onionmail.seal.envelope import (
     ENVELOPE_OVERHEAD,
     ENVELOPE_VERSION,
     SEAL_KEYWORD,
@@ -51,7 +40,18 @@ from onionmail.sealed_envelope import (
     parse_seal_keyword_params,
     seal,
 )
-from onionmail.smtp_server import server_port, start_smtp_server
+from onionmail.seal.identity import Identity
+from onionmail.seal.padding import PADDING_FLOOR, pad
+from onionmail.smtp.server import server_port, start_smtp_server
+from onionmail.store import queue as outbound_queue
+from onionmail.store.maildir import Maildir
+from onionmail.store.queue import (
+    OutboundQueue,
+    list_queue,
+    queue_key,
+    reschedule_queue,
+)
+from onionmail.store.replay_cache import ReplayCache
 from tests.loopback_servers import inbound_handler, serving, start_inbound
 from tests.smtp_client import RawSMTP, code
 

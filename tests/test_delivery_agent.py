@@ -17,12 +17,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from onionmail.config import DeliverySection
-from onionmail.delivery import DeliveryAgent
-from onionmail.identity import Identity
-from onionmail.maildir import Maildir
-from onionmail.outbound_queue import OutboundQueue, queue_key
-from onionmail.smtp_server import SafeHandler
+from onionmail.box.delivery import DeliveryAgent
+from onionmail.config.box import DeliverySection
+from onionmail.seal.identity import Identity
+from onionmail.smtp.server import SafeHandler
+from onionmail.store.maildir import Maildir
+from onionmail.store.queue import OutboundQueue, queue_key
 
 DAY = 24 * 3600.0
 
@@ -150,7 +150,7 @@ async def attempt_against(
     """One delivery attempt of one queued message to a peer answering RCPT with ``rcpt_status``."""
     import time
 
-    from onionmail.smtp_server import server_port, start_smtp_server
+    from onionmail.smtp.server import server_port, start_smtp_server
 
     clock = Clock(time.time())
     agent, queue, alice = make_agent(tmp_path, clock)
@@ -194,7 +194,7 @@ async def test_a_backlog_stays_on_disk_not_in_memory(tmp_path: Path) -> None:
     """Regression: one waiting task per due message made memory grow with the backlog."""
     import time
 
-    from onionmail.delivery import MAX_PARALLEL
+    from onionmail.box.delivery import MAX_PARALLEL
 
     clock = Clock(time.time())
     agent, queue, alice = make_agent(tmp_path, clock)
@@ -222,8 +222,8 @@ async def test_the_queue_is_read_in_passes_not_once_per_attempt_or_submission(
     """
     import time
 
-    import onionmail.delivery
-    from onionmail.outbound_queue import scan_due
+    import onionmail.box.delivery
+    from onionmail.store.queue import scan_due
 
     passes = 0
 
@@ -232,8 +232,8 @@ async def test_the_queue_is_read_in_passes_not_once_per_attempt_or_submission(
         passes += 1
         return scan_due(*args, **kwargs)
 
-    monkeypatch.setattr(onionmail.delivery, "scan_due", counting_scan)
-    monkeypatch.setattr(onionmail.delivery, "SCAN_BATCH", 256)
+    monkeypatch.setattr(onionmail.box.delivery, "scan_due", counting_scan)
+    monkeypatch.setattr(onionmail.box.delivery, "SCAN_BATCH", 256)
     clock = Clock(time.time())
     agent, queue, alice = make_agent(tmp_path, clock)
     peer = Identity.generate().onion_address

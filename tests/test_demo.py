@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from onionmail.testnet import require_tor_tools
+from onionmail.tor.testnet.network import require_tor_tools
 
 
 @pytest.mark.tor

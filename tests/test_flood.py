@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from onionmail.config import load_config
+from onionmail.config.box import load_config
 from tests.box_process import RunningBox, start_box
 from tests.smtp_client import RawSMTP, code
 

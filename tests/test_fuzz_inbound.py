@@ -22,7 +22,7 @@ import pytest
 from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 
-from onionmail.sealed_envelope import HEADER, encode_for_smtp
+from onionmail.seal.envelope import HEADER, encode_for_smtp
 from tests.loopback_servers import PEER, InboundBox, running_inbound
 from tests.smtp_client import RawSMTP, code
 from tests.test_hostile_input import ALICE

@@ -24,7 +24,7 @@ from gateway.errors import (
     MtaStsPolicyError,
     NullMxError,
 )
-from onionmail.onion_address import encode_onion_address
+from onionmail.core.onion_address import encode_onion_address
 from tests.dns_server import DnsWorld, Security, Zone, a, aaaa, mx, running_dns, srv, tlsa, txt
 
 ONION_A = encode_onion_address(bytes(range(32)))

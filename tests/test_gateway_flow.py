@@ -39,16 +39,16 @@ import trustme
 
 from gateway.config import load_gateway_config
 from gateway.daemon import dkim_signer
-from onionmail.identity import Identity
-from onionmail.sealed_envelope import (
+from onionmail.seal.envelope import (
     SEAL_KEYWORD,
     SealedContent,
     encode_for_smtp,
     parse_seal_keyword_params,
     seal,
 )
-from onionmail.testnet import client_tor_options
-from onionmail.tor_socks import SocksError, open_tor_stream
+from onionmail.seal.identity import Identity
+from onionmail.tor.socks import SocksError, open_tor_stream
+from onionmail.tor.testnet.network import client_tor_options
 from tests.box_process import (
     ClientTor,
     RunningBox,
@@ -158,7 +158,7 @@ def _wait_gateway_ready(process: subprocess.Popen[str], stderr: list[str]) -> tu
 
 @pytest.fixture(scope="module")
 def world(testnet: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
-    from onionmail.box_init import create_box
+    from onionmail.box.create import create_box
 
     root = tmp_path_factory.mktemp("gw-world")
     ca = trustme.CA()

@@ -33,7 +33,7 @@ import pytest
 
 from gateway.config import load_gateway_config
 from gateway.daemon import dkim_signer
-from onionmail.autocrypt import format_autocrypt_header
+from onionmail.openpgp.autocrypt import format_autocrypt_header
 from tests import test_gateway_flow
 from tests.box_process import submit
 from tests.gnupg_home import GpgHome, gnupg_home

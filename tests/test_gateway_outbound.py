@@ -46,12 +46,12 @@ from gateway.outbound_smtp import (
 from gateway.relay import ClearnetAgent, undeliverable_maildir
 from gateway.sender_rewrite import rewrite_sender
 from gateway.tls_policy import TlsPolicy
-from onionmail.config import DeliverySection
-from onionmail.errors import DeliveryError
-from onionmail.errors import PermanentDeliveryError as OnionPermanentDeliveryError
-from onionmail.gateway_protocol import GATEWAY_TLS_HEADER, mark_gateway_tls
-from onionmail.identity import Identity
-from onionmail.outbound_queue import OutboundQueue
+from onionmail.config.box import DeliverySection
+from onionmail.core.errors import DeliveryError
+from onionmail.core.errors import PermanentDeliveryError as OnionPermanentDeliveryError
+from onionmail.gateway_link.protocol import GATEWAY_TLS_HEADER, mark_gateway_tls
+from onionmail.seal.identity import Identity
+from onionmail.store.queue import OutboundQueue
 from tests.mitm_proxy import AttackMode, MitmProxy
 from tests.postfix import Postfix, postfix_for_domain
 

@@ -17,20 +17,20 @@ from pathlib import Path
 
 import pytest
 
-from onionmail.box import Box
-from onionmail.box_init import create_box
-from onionmail.config import CONFIG_NAME, load_config, parse_config, render_config
-from onionmail.errors import ConfigError
-from onionmail.gateway_client import record_registration
-from onionmail.gateway_protocol import (
+from onionmail.box.create import create_box
+from onionmail.box.daemon import Box
+from onionmail.config.box import CONFIG_NAME, load_config, parse_config, render_config
+from onionmail.core.errors import ConfigError
+from onionmail.core.mail_address import parse_mail_address
+from onionmail.gateway_link.client import record_registration
+from onionmail.gateway_link.protocol import (
     GATEWAY_TLS_HEADER,
     mark_gateway_tls,
     take_gateway_tls_mark,
 )
-from onionmail.identity import Identity
-from onionmail.mail_address import parse_mail_address
-from onionmail.outbound_queue import QueuedMessage
-from onionmail.rfc5322 import parse_message
+from onionmail.message.rfc5322 import parse_message
+from onionmail.seal.identity import Identity
+from onionmail.store.queue import QueuedMessage
 from threat_model import (
     Item,
     LeakMatrix,

@@ -36,7 +36,7 @@ import trustme
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from onionmail.outbound_queue import QueueState, list_queue
+from onionmail.store.queue import QueueState, list_queue
 from tests.box_process import RunningBox, free_port, run_box, stop_process, submit
 from tests.dns_server import Zone, a, mx, running_dns, tlsa, txt
 from tests.gateway_process import gateway_init, start_registration
@@ -130,7 +130,7 @@ retry_initial = 2.0
 
 @pytest.fixture(scope="module")
 def world(testnet: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
-    from onionmail.box_init import create_box
+    from onionmail.box.create import create_box
 
     root = tmp_path_factory.mktemp("gw-tls")
     gw_dir = root / "gateway"

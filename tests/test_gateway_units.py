@@ -22,9 +22,9 @@ from gateway.dkim_signing import DkimAlgorithm, DkimSigner, load_or_create_key
 from gateway.errors import GatewayConfigError
 from gateway.onion_side import GatewayOnionHandler
 from gateway.registry import APPROVED, PENDING, Registry
-from onionmail.config import parse_config
-from onionmail.errors import ConfigError, EnvelopeError, RegistrationError, SealError
-from onionmail.gateway_protocol import (
+from onionmail.config.box import parse_config
+from onionmail.core.errors import ConfigError, EnvelopeError, RegistrationError, SealError
+from onionmail.gateway_link.protocol import (
     REGISTRATION_LOCAL_PART,
     build_registration,
     open_from_gateway,
@@ -33,16 +33,16 @@ from onionmail.gateway_protocol import (
     seal_for_box,
     verify_registration,
 )
-from onionmail.identity import Identity
-from onionmail.replay_cache import ReplayCache
-from onionmail.sealed_envelope import (
+from onionmail.seal.envelope import (
     SEAL_KEYWORD,
     SealedContent,
     encode_for_smtp,
     parse_seal_keyword_params,
     seal,
 )
-from onionmail.smtp_server import server_port, start_smtp_server
+from onionmail.seal.identity import Identity
+from onionmail.smtp.server import server_port, start_smtp_server
+from onionmail.store.replay_cache import ReplayCache
 
 DOMAIN = "gw.test"
 GATEWAY = Identity.generate()
@@ -328,8 +328,8 @@ async def test_clearnet_side_seals_refuses_and_rate_limits(tmp_path: Path) -> No
 def test_the_box_routes_onions_onion_mx_domains_and_the_rest_to_its_gateway(
     tmp_path: Path,
 ) -> None:
-    from onionmail.box import Box
-    from onionmail.mail_address import parse_mail_address
+    from onionmail.box.daemon import Box
+    from onionmail.core.mail_address import parse_mail_address
 
     mx_onion = Identity.generate().onion_address
     peer = Identity.generate().onion_address

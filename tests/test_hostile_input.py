@@ -40,15 +40,15 @@ from typing import Any
 import nacl.public
 import pytest
 
-from onionmail.identity import Identity
-from onionmail.padding import pad
-from onionmail.rfc5322 import MAX_HEADER_BYTES, MAX_HEADER_FIELDS, parse_message
-from onionmail.sealed_envelope import (
+from onionmail.message.rfc5322 import MAX_HEADER_BYTES, MAX_HEADER_FIELDS, parse_message
+from onionmail.seal.envelope import (
     HEADER,
     SealedContent,
     encode_for_smtp,
     seal,
 )
+from onionmail.seal.identity import Identity
+from onionmail.seal.padding import pad
 from tests.loopback_servers import (
     PASSWORD,
     PEER,

@@ -25,8 +25,8 @@ from typing import Any
 
 import pytest
 
-from onionmail.testnet import client_tor_options
-from onionmail.tor_socks import new_isolation_token, open_tor_stream
+from onionmail.tor.socks import new_isolation_token, open_tor_stream
+from onionmail.tor.testnet.network import client_tor_options
 from tests.box_process import ClientTor, RunningBox, start_box, start_client_tor
 from tests.smtp_client import RawSMTP, code
 from tests.test_smuggling import smuggled

@@ -18,8 +18,9 @@ import nacl.signing
 import pytest
 from stem.control import Controller
 
-from onionmail.errors import AddressError, ConfigError, IdentityError, PassphraseError
-from onionmail.identity import (
+from onionmail.core.errors import AddressError, ConfigError, IdentityError, PassphraseError
+from onionmail.core.onion_address import encode_onion_address
+from onionmail.seal.identity import (
     DEFAULT_KDF_LIMITS,
     Identity,
     is_encrypted_identity,
@@ -29,7 +30,6 @@ from onionmail.identity import (
     verify_signature,
     x25519_public_key_for_onion,
 )
-from onionmail.onion_address import encode_onion_address
 from tests.box_process import offline_tor
 
 VECTORS: dict[str, Any] = json.loads(

@@ -1,4 +1,9 @@
-"""Layering is a test: what each top-level package may import (DESIGN.md, "The parts")."""
+"""Layering is a test: what each package may import (docs/design.md, "The parts").
+
+Top-level packages first, then the packages inside ``onionmail``: each may
+import only those listed for it, so the shape in the design document is the
+shape of the code.
+"""
 
 from __future__ import annotations
 
@@ -36,3 +41,81 @@ def test_package_imports_respect_the_layers(package: str) -> None:
     for path in files:
         bad = imported_modules(path) & FORBIDDEN[package]
         assert not bad, f"{path.relative_to(ROOT)} imports {sorted(bad)}"
+
+
+ONIONMAIL_LAYERS: dict[str, set[str]] = {
+    "core": set(),
+    "config": {"core"},
+    "seal": {"core"},
+    "tor.testnet": {"core"},
+    "store": {"core", "seal"},
+    "smtp": {"core", "seal"},
+    "message": {"core", "config", "seal"},
+    "openpgp": {"core", "config", "seal", "message"},
+    "tor": {"core", "config", "seal"},
+    "gateway_link": {"core", "config", "seal", "message", "store", "tor"},
+    "box": {"core", "config", "seal", "message", "openpgp", "store", "tor", "smtp", "gateway_link"},
+    "cli": {
+        "core",
+        "config",
+        "seal",
+        "message",
+        "openpgp",
+        "store",
+        "tor",
+        "tor.testnet",
+        "smtp",
+        "gateway_link",
+        "box",
+    },
+}
+"""What each package inside ``onionmail`` may import from the others (itself always)."""
+
+
+def onionmail_package(dotted: str) -> str | None:
+    parts = dotted.split(".")
+    if parts[0] != "onionmail" or len(parts) < 2:
+        return None
+    if parts[1] == "tor" and len(parts) > 2 and parts[2] == "testnet":
+        return "tor.testnet"
+    return parts[1]
+
+
+def onionmail_imports(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text(), filename=str(path))
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.add(node.module)
+    return {pkg for name in found if (pkg := onionmail_package(name)) is not None}
+
+
+def test_every_onionmail_module_is_in_a_layered_package() -> None:
+    for path in sorted((ROOT / "onionmail").rglob("*.py")):
+        dotted = ".".join(path.relative_to(ROOT).with_suffix("").parts)
+        if dotted == "onionmail.__init__":
+            continue
+        assert onionmail_package(dotted) in ONIONMAIL_LAYERS, f"{dotted}: in no package"
+
+
+@pytest.mark.parametrize("package", sorted(ONIONMAIL_LAYERS))
+def test_onionmail_packages_import_only_their_layers(package: str) -> None:
+    files = [
+        path
+        for path in sorted((ROOT / "onionmail").rglob("*.py"))
+        if onionmail_package(".".join(path.relative_to(ROOT).with_suffix("").parts)) == package
+    ]
+    assert files, f"onionmail.{package} has no modules"
+    for path in files:
+        bad = onionmail_imports(path) - ONIONMAIL_LAYERS[package] - {package}
+        assert not bad, f"{path.relative_to(ROOT)} imports onionmail.{sorted(bad)}"
+
+
+def test_no_onionmail_package_is_too_big_to_see() -> None:
+    """No package over 12 modules; no module over about 500 lines."""
+    for package in (ROOT / "onionmail").iterdir():
+        if package.is_dir() and (package / "__init__.py").exists():
+            modules = [p for p in package.glob("*.py") if p.name != "__init__.py"]
+            assert len(modules) <= 12, f"{package.name}: {len(modules)} modules"

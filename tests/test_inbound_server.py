@@ -16,18 +16,18 @@ from pathlib import Path
 
 import pytest
 
-from onionmail.identity import Identity
-from onionmail.inbound import InboundHandler
-from onionmail.maildir import Maildir
-from onionmail.replay_cache import ReplayCache
-from onionmail.sealed_envelope import (
+from onionmail.box.inbound import InboundHandler
+from onionmail.seal.envelope import (
     SEAL_KEYWORD,
     SealedContent,
     encode_for_smtp,
     parse_seal_keyword_params,
     seal,
 )
-from onionmail.smtp_server import server_port
+from onionmail.seal.identity import Identity
+from onionmail.smtp.server import server_port
+from onionmail.store.maildir import Maildir
+from onionmail.store.replay_cache import ReplayCache
 from tests.leaks import host_identity_in
 from tests.loopback_servers import inbound_handler, serving, start_inbound
 from tests.smtp_client import RawSMTP, code

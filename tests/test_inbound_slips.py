@@ -7,8 +7,8 @@ import time
 
 import pytest
 
-from onionmail.replay_cache import ReplayCacheError
-from onionmail.sealed_envelope import SealedContent, encode_for_smtp, seal
+from onionmail.seal.envelope import SealedContent, encode_for_smtp, seal
+from onionmail.store.replay_cache import ReplayCacheError
 from tests.loopback_servers import (
     PEER,
     InboundBox,

@@ -41,8 +41,8 @@ from typing import Any
 
 import pytest
 
-from onionmail.identity import load_identity
-from onionmail.sealed_envelope import decode_from_smtp, open_envelope
+from onionmail.seal.envelope import decode_from_smtp, open_envelope
+from onionmail.seal.identity import load_identity
 from tests.box_process import RunningBox, free_port, run_box
 from tests.dns_server import running_dns
 from tests.gateway_process import cli

@@ -72,10 +72,15 @@ import nacl.secret
 import pytest
 import trustme
 
-from onionmail.box_init import NewBox, create_box
-from onionmail.identity import Identity, derive_subkey, load_identity, x25519_public_key_for_onion
-from onionmail.outbound_queue import CLEAR_HEADER_MAGIC, queue_key
-from onionmail.sealed_envelope import HEADER, NONCE_SIZE, decode_from_smtp, open_envelope
+from onionmail.box.create import NewBox, create_box
+from onionmail.seal.envelope import HEADER, NONCE_SIZE, decode_from_smtp, open_envelope
+from onionmail.seal.identity import (
+    Identity,
+    derive_subkey,
+    load_identity,
+    x25519_public_key_for_onion,
+)
+from onionmail.store.queue import CLEAR_HEADER_MAGIC, queue_key
 from tests.box_process import (
     RunningBox,
     free_port,

@@ -44,11 +44,11 @@ from typing import Any
 
 import pytest
 
-from onionmail.box_init import create_box
-from onionmail.identity import Identity, load_identity
-from onionmail.outbound_queue import CLEAR_HEADER_MAGIC, queue_key
-from onionmail.smtp_server import server_port, start_smtp_server
-from onionmail.testnet import client_tor_options
+from onionmail.box.create import create_box
+from onionmail.seal.identity import Identity, load_identity
+from onionmail.smtp.server import server_port, start_smtp_server
+from onionmail.store.queue import CLEAR_HEADER_MAGIC, queue_key
+from onionmail.tor.testnet.network import client_tor_options
 from tests.box_process import RunningBox, start_client_tor, submit_raw, wait_for_mail
 from tests.leaks import (
     LogRecord,

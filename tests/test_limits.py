@@ -18,12 +18,12 @@ from typing import Any
 
 import pytest
 
-from onionmail.box import Box, _encoded_size
-from onionmail.box_init import create_box
-from onionmail.config import CONFIG_NAME, load_config
-from onionmail.identity import Identity, load_identity
-from onionmail.replay_cache import ReplayCache
-from onionmail.smtp_server import ConnectionLimit, SafeHandler, server_port, start_smtp_server
+from onionmail.box.create import create_box
+from onionmail.box.daemon import Box, _encoded_size
+from onionmail.config.box import CONFIG_NAME, load_config
+from onionmail.seal.identity import Identity, load_identity
+from onionmail.smtp.server import ConnectionLimit, SafeHandler, server_port, start_smtp_server
+from onionmail.store.replay_cache import ReplayCache
 from tests.leaks import host_identity_in
 from tests.loopback_servers import auth_plain_token, stop
 from tests.smtp_client import RawSMTP, code
@@ -408,7 +408,7 @@ async def test_total_is_shared_between_listeners(serve: Callable[..., Awaitable[
 
 def test_connection_limit_warns_once_per_episode(caplog: pytest.LogCaptureFixture) -> None:
     limit = ConnectionLimit("inbound", 1)
-    with caplog.at_level(logging.INFO, logger="onionmail.smtp_server"):
+    with caplog.at_level(logging.INFO, logger="onionmail.smtp.server"):
         assert limit.acquire()
         assert not limit.acquire()
         assert not limit.acquire()

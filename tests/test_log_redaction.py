@@ -4,8 +4,8 @@ import logging
 from hypothesis import given
 from hypothesis import strategies as st
 
-from onionmail.identity import Identity
-from onionmail.log_redaction import RedactingFormatter, redact
+from onionmail.core.redaction import RedactingFormatter, redact
+from onionmail.seal.identity import Identity
 
 
 def test_addresses_and_onions_are_removed() -> None:

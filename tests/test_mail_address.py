@@ -6,14 +6,14 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from onionmail.errors import AddressError
-from onionmail.mail_address import (
+from onionmail.core.errors import AddressError
+from onionmail.core.mail_address import (
     MailAddress,
     is_valid_local_part,
     parse_mail_address,
     parse_onion_mail_address,
 )
-from onionmail.onion_address import encode_onion_address
+from onionmail.core.onion_address import encode_onion_address
 
 ONION = encode_onion_address(b"\x42" * 32)
 BAD_CHECKSUM_ONION = "l5satjgud6gucryazcyvyvhuxhr74u6ygigiuyixe3a6ysis67ororad.onion"

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from onionmail import maildir
-from onionmail.maildir import Maildir
+from onionmail.store import maildir
+from onionmail.store.maildir import Maildir
 from tests.leaks import host_identity_in
 
 

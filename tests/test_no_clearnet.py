@@ -211,7 +211,14 @@ def _unshare_net() -> list[str]:
 @pytest.mark.timeout(300)
 def test_demo_works_in_a_network_namespace_with_only_loopback(tmp_path: Path) -> None:
     loopback_only = [sys.executable, "-m", "tests.loopback_only"]
-    demo = [sys.executable, "-m", "onionmail.cli", "demo", "--work-dir", str(tmp_path / "demo")]
+    demo = [
+        sys.executable,
+        "-m",
+        "onionmail.cli",
+        "demo",
+        "--work-dir",
+        str(tmp_path / "demo"),
+    ]
     result = subprocess.run(
         [*_unshare_net(), "--", *loopback_only, *demo],
         cwd=REPO,

@@ -13,8 +13,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 from stem.descriptor.hidden_service import HiddenServiceDescriptorV3
 
-from onionmail.errors import AddressError
-from onionmail.onion_address import (
+from onionmail.core.errors import AddressError
+from onionmail.core.onion_address import (
     decode_onion_address,
     encode_onion_address,
     is_onion_address,

@@ -21,17 +21,17 @@ from typing import Any
 
 import pytest
 
-from onionmail.identity import Identity, load_identity
-from onionmail.sealed_envelope import (
+from onionmail.seal.envelope import (
     SEAL_KEYWORD,
     SealedContent,
     encode_for_smtp,
     parse_seal_keyword_params,
     seal,
 )
-from onionmail.smtp_server import server_port, start_smtp_server
-from onionmail.testnet import client_tor_options
-from onionmail.tor_socks import open_tor_stream
+from onionmail.seal.identity import Identity, load_identity
+from onionmail.smtp.server import server_port, start_smtp_server
+from onionmail.tor.socks import open_tor_stream
+from onionmail.tor.testnet.network import client_tor_options
 from tests.box_process import (
     ClientTor,
     RunningBox,
@@ -402,7 +402,14 @@ def test_leak_ledger_records_the_path_of_every_message(boxes: dict[str, RunningB
     alice, bob = boxes["alice"], boxes["bob"]
 
     def leaks_cli(box: RunningBox, *args: str) -> subprocess.CompletedProcess[str]:
-        command = [sys.executable, "-m", "onionmail.cli", "leaks", "--dir", str(box.new.box_dir)]
+        command = [
+            sys.executable,
+            "-m",
+            "onionmail.cli",
+            "leaks",
+            "--dir",
+            str(box.new.box_dir),
+        ]
         return subprocess.run([*command, *args], capture_output=True, text=True, timeout=30)
 
     listing = leaks_cli(alice).stdout

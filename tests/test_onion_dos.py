@@ -38,13 +38,13 @@ import stem.process
 import stem.version
 from stem.response import ControlMessage
 
-from onionmail.box_tor import BoxTor, add_onion_command
-from onionmail.config import TorSection
-from onionmail.errors import TorError, TorTimeoutError
-from onionmail.identity import Identity
-from onionmail.smtp_server import SafeHandler, start_smtp_server
-from onionmail.testnet import client_tor_options
-from onionmail.tor_socks import SocksError, open_tor_stream
+from onionmail.config.box import TorSection
+from onionmail.core.errors import TorError, TorTimeoutError
+from onionmail.seal.identity import Identity
+from onionmail.smtp.server import SafeHandler, start_smtp_server
+from onionmail.tor.control import BoxTor, add_onion_command
+from onionmail.tor.socks import SocksError, open_tor_stream
+from onionmail.tor.testnet.network import client_tor_options
 from tests.box_process import ClientTor, offline_tor, start_client_tor
 from tests.smtp_client import RawSMTP, code
 

@@ -24,8 +24,8 @@ import nacl.signing
 import pytest
 from stem.control import EventType
 
-from onionmail.onion_address import encode_onion_address
-from onionmail.testnet import client_tor_options
+from onionmail.core.onion_address import encode_onion_address
+from onionmail.tor.testnet.network import client_tor_options
 from tests.box_process import RunningBox, start_box, start_client_tor, wait_for_mail
 from tests.postfix import Postfix, postfix_for_domain
 

@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from onionmail.autocrypt import parse_autocrypt_header
-from onionmail.errors import DecryptionError, KeyMismatchError, OpenPGPError
-from onionmail.identity import Identity
-from onionmail.openpgp import (
+from onionmail.core.errors import DecryptionError, KeyMismatchError, OpenPGPError
+from onionmail.message.rfc5322 import Message, parse_message
+from onionmail.openpgp.autocrypt import parse_autocrypt_header
+from onionmail.openpgp.keys import (
     BoxKey,
     PublicKey,
     SignatureStatus,
@@ -27,14 +27,14 @@ from onionmail.openpgp import (
     parse_public_key,
     sign_and_encrypt,
 )
-from onionmail.pgp_mime import (
+from onionmail.openpgp.pgp_mime import (
     OBSCURED_SUBJECT,
     STATUS_FIELD,
     decrypt_message,
     encrypt_message,
     is_pgp_mime,
 )
-from onionmail.rfc5322 import Message, parse_message
+from onionmail.seal.identity import Identity
 from tests.gnupg_home import GpgHome, gnupg_home
 
 ALIAS = "nina@gateway.example"

@@ -12,10 +12,10 @@ from pathlib import Path
 import nacl.secret
 import pytest
 
-from onionmail import outbound_queue
-from onionmail.errors import QueueError
-from onionmail.fsutil import write_all
-from onionmail.outbound_queue import (
+from onionmail.core.errors import QueueError
+from onionmail.core.files import write_all
+from onionmail.store import queue as outbound_queue
+from onionmail.store.queue import (
     CLEAR_HEADER_MAGIC,
     SECRETBOX_HEADER_MAGIC,
     OutboundQueue,

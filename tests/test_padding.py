@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from onionmail.padding import PADDING_FLOOR, pad, padded_length, padme_length
+from onionmail.seal.padding import PADDING_FLOOR, pad, padded_length, padme_length
 
 # Worked by hand from the definition: E = floor(log2 L), S = floor(log2 E) + 1,
 # the E - S low bits of L are rounded up to zero.

@@ -20,9 +20,9 @@ from typing import Any
 
 import pytest
 
-from onionmail.identity import Identity
-from onionmail.inbound import InboundHandler
-from onionmail.peer_session import (
+from onionmail.box.inbound import InboundHandler
+from onionmail.seal.identity import Identity
+from onionmail.smtp.client import (
     CHUNK_BYTES,
     SPLIT_BYTES,
     PeerSession,
@@ -30,7 +30,7 @@ from onionmail.peer_session import (
     bdat_chunks,
     data_block,
 )
-from onionmail.replay_cache import ReplayCache
+from onionmail.store.replay_cache import ReplayCache
 from tests.loopback_servers import inbound_handler, serving, start_inbound
 from tests.test_delivery_agent import Clock, make_agent
 

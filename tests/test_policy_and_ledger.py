@@ -8,13 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from onionmail.config import parse_config
-from onionmail.errors import ConfigError
-from onionmail.identity import Identity
-from onionmail.leak_keeper import LeakKeeper
-from onionmail.ledger import Ledger, ledger_key
-from onionmail.mail_address import parse_mail_address
-from onionmail.policy import check
+from onionmail.box.policy import check
+from onionmail.box.policy_gate import LeakKeeper
+from onionmail.config.box import parse_config
+from onionmail.core.errors import ConfigError
+from onionmail.core.mail_address import parse_mail_address
+from onionmail.seal.identity import Identity
+from onionmail.store.ledger import Ledger, ledger_key
 from tests.smtp_client import RawSMTP, code
 from threat_model import MailPath, leaks
 
@@ -83,7 +83,7 @@ def test_gate_names_the_rule_and_the_leak(tmp_path: Path) -> None:
 
 
 async def test_submission_refuses_at_rcpt_with_the_rule(tmp_path: Path) -> None:
-    from onionmail.submission import Stored, SubmissionHandler
+    from onionmail.box.submission import Stored, SubmissionHandler
     from tests.loopback_servers import credentials_for, serving, start_submission
 
     gate = keeper(tmp_path, {"rules": ["never-clearnet"]})

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from onionmail.testnet import client_tor_options
+from onionmail.tor.testnet.network import client_tor_options
 from tests.box_process import RunningBox, start_box, start_client_tor, submit
 from tests.leaks import host_identity_in
 from tests.postfix import postfix_for_domain

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from onionmail.errors import OnionMailError
-from onionmail.replay_cache import ReplayCache, ReplayCacheError
-from onionmail.sealed_envelope import MAX_ENVELOPE_AGE
+from onionmail.core.errors import OnionMailError
+from onionmail.seal.envelope import MAX_ENVELOPE_AGE
+from onionmail.store.replay_cache import ReplayCache, ReplayCacheError
 
 NOW = 1_700_000_000.0
 WINDOW = 3600

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from onionmail.rfc5322 import MessageFormatError, parse_message
+from onionmail.message.rfc5322 import MessageFormatError, parse_message
 
 FUZZ_EXAMPLES = int(os.environ.get("ONIONMAIL_FUZZ_EXAMPLES", "0"))
 """Examples per property test in a long fuzz session (0: each test's short default)."""

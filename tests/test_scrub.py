@@ -12,11 +12,11 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from onionmail.config import ScrubSection
-from onionmail.errors import AddressError
-from onionmail.mail_address import MailAddress, parse_mail_address
-from onionmail.rfc5322 import MessageFormatError, parse_message
-from onionmail.scrub import SenderMismatchError, scrub_submission
+from onionmail.config.box import ScrubSection
+from onionmail.core.errors import AddressError
+from onionmail.core.mail_address import MailAddress, parse_mail_address
+from onionmail.message.rfc5322 import MessageFormatError, parse_message
+from onionmail.message.scrub import SenderMismatchError, scrub_submission
 from tests.leaks import host_identity_in
 
 FUZZ_EXAMPLES = int(os.environ.get("ONIONMAIL_FUZZ_EXAMPLES", "0"))

@@ -18,10 +18,10 @@ from pathlib import Path
 
 import pytest
 
-from onionmail.config import ScrubSection
-from onionmail.mail_address import parse_mail_address
-from onionmail.rfc5322 import Message, parse_message
-from onionmail.scrub import scrub_submission
+from onionmail.config.box import ScrubSection
+from onionmail.core.mail_address import parse_mail_address
+from onionmail.message.rfc5322 import Message, parse_message
+from onionmail.message.scrub import scrub_submission
 from tests.leaks import host_identity_in
 from tests.mail_clients import (
     ALICE,

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from onionmail.config import CONFIG_NAME, ScrubSection, load_config, render_config
-from onionmail.errors import ConfigError
-from onionmail.scrub import is_removed
+from onionmail.config.box import CONFIG_NAME, ScrubSection, load_config, render_config
+from onionmail.core.errors import ConfigError
+from onionmail.message.scrub import is_removed
 
 
 def load(tmp_path: Path, text: str) -> ScrubSection:

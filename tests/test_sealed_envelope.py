@@ -19,16 +19,14 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from onionmail.errors import (
+from onionmail.core.errors import (
     EnvelopeError,
     EnvelopeMismatchError,
     OnionMailError,
     ReplayError,
     SealError,
 )
-from onionmail.identity import Identity
-from onionmail.padding import PADDING_FLOOR, pad, padded_length
-from onionmail.sealed_envelope import (
+from onionmail.seal.envelope import (
     ENVELOPE_OVERHEAD,
     ENVELOPE_VERSION,
     MAX_ENVELOPE_AGE,
@@ -43,6 +41,8 @@ from onionmail.sealed_envelope import (
     seal,
     verify_binding,
 )
+from onionmail.seal.identity import Identity
+from onionmail.seal.padding import PADDING_FLOOR, pad, padded_length
 
 FUZZ_EXAMPLES = int(os.environ.get("ONIONMAIL_FUZZ_EXAMPLES", "0"))
 """Examples per property test in a long fuzz session (0: each test's short default)."""

@@ -6,7 +6,7 @@ import pytest
 
 from gateway.errors import SenderRewriteError
 from gateway.sender_rewrite import display_name, rewrite_sender
-from onionmail.rfc5322 import parse_message
+from onionmail.message.rfc5322 import parse_message
 
 ONION = "b" * 56 + ".onion"
 BOX = f"alice@{ONION}"

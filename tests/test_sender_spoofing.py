@@ -14,10 +14,10 @@ import base64
 
 import pytest
 
-from onionmail.gateway_protocol import check_relayed_from
-from onionmail.header_claims import authserv_id, remove_results_claiming
-from onionmail.identity import Identity
-from onionmail.rfc5322 import MessageFormatError, parse_message
+from onionmail.gateway_link.protocol import check_relayed_from
+from onionmail.message.header_claims import authserv_id, remove_results_claiming
+from onionmail.message.rfc5322 import MessageFormatError, parse_message
+from onionmail.seal.identity import Identity
 from tests.loopback_servers import (
     PEER,
     InboundBox,

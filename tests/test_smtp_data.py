@@ -19,7 +19,7 @@ from aiosmtpd.smtp import SMTP
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from onionmail.smtp_data import DataBlock, DataOutcome, DataReader, read_data
+from onionmail.smtp.data import DataBlock, DataOutcome, DataReader, read_data
 from tests.box_process import free_port
 
 LINE_LIMIT = 24  # small, so generated data hits it often

@@ -24,8 +24,8 @@ from aiosmtpd.smtp import SMTP, AuthResult, LoginPassword
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from onionmail.smtp_protocol import Listener, _address, serve
-from onionmail.smtp_server import SafeHandler, server_port, start_smtp_server
+from onionmail.smtp.protocol import Listener, _address, serve
+from onionmail.smtp.server import SafeHandler, server_port, start_smtp_server
 from tests.box_process import free_port
 from tests.loopback_servers import stop
 from tests.smtp_client import RawSMTP, code

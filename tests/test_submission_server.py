@@ -13,12 +13,12 @@ from typing import Any
 import aiosmtplib
 import pytest
 
-from onionmail.errors import QueueError
-from onionmail.identity import Identity
-from onionmail.mail_address import MailAddress
-from onionmail.rfc5322 import parse_message
-from onionmail.scrub import scrub_submission
-from onionmail.submission import Stored, SubmissionHandler
+from onionmail.box.submission import Stored, SubmissionHandler
+from onionmail.core.errors import QueueError
+from onionmail.core.mail_address import MailAddress
+from onionmail.message.rfc5322 import parse_message
+from onionmail.message.scrub import scrub_submission
+from onionmail.seal.identity import Identity
 from tests.leaks import host_identity_in
 from tests.loopback_servers import (
     PASSWORD,
@@ -124,7 +124,7 @@ async def test_scrubbing_and_storing_run_off_the_event_loop_in_one_hop(
         scrub_threads.append(threading.get_ident())
         return scrub_submission(*args, **kwargs)
 
-    monkeypatch.setattr("onionmail.submission.scrub_submission", recording_scrub)
+    monkeypatch.setattr("onionmail.box.submission.scrub_submission", recording_scrub)
     client = await authed(submission)
     await client.cmd(f"MAIL FROM:<alice@{submission.onion}>")
     await client.cmd(f"RCPT TO:<bob@{Identity.generate().onion_address}>")

@@ -1,4 +1,4 @@
-"""onionmail.tcp: the immediate ACK that keeps tor's un-NODELAYed writes from waiting 40 ms."""
+"""onionmail.smtp.quickack: the ACK that keeps tor's un-NODELAYed writes from waiting 40 ms."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import socket
 
 import pytest
 
-from onionmail.tcp import ack_now
+from onionmail.smtp.quickack import ack_now
 
 
 @pytest.mark.skipif(not hasattr(socket, "TCP_QUICKACK"), reason="TCP_QUICKACK is Linux only")

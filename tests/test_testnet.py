@@ -15,10 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from onionmail import cli_testnet
-from onionmail import testnet as tn
-from onionmail.errors import OnionMailError, TestnetError
-from onionmail.testnet import (
+from onionmail.cli import testnet as cli_testnet
+from onionmail.core.errors import OnionMailError, TestnetError
+from onionmail.tor.testnet import network as tn
+from onionmail.tor.testnet.network import (
     TestnetState,
     check_onion_reachable,
     client_tor_options,

@@ -13,18 +13,18 @@ from collections import Counter
 
 import pytest
 
-from onionmail.config import DELAY_CAP, ContactTiming, TimingSection
-from onionmail.cover_traffic import CoverTraffic
-from onionmail.errors import AddressError, QueueError
-from onionmail.identity import Identity
-from onionmail.mail_address import MailAddress
-from onionmail.timing import (
+from onionmail.box.cover_traffic import CoverTraffic
+from onionmail.box.timing import (
     TimingPolicy,
     cover_recipient,
     exponential_delay,
     first_try_at,
     next_batch,
 )
+from onionmail.config.box import DELAY_CAP, ContactTiming, TimingSection
+from onionmail.core.errors import AddressError, QueueError
+from onionmail.core.mail_address import MailAddress
+from onionmail.seal.identity import Identity
 
 BOB = Identity.generate().onion_address
 CAROL = Identity.generate().onion_address

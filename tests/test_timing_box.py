@@ -12,12 +12,12 @@ import sys
 import time
 from pathlib import Path
 
-from onionmail.box import Box
-from onionmail.box_init import NewBox, create_box
-from onionmail.config import CONFIG_NAME, load_config
-from onionmail.identity import Identity
-from onionmail.mail_address import MailAddress, parse_mail_address
-from onionmail.outbound_queue import list_queue
+from onionmail.box.create import NewBox, create_box
+from onionmail.box.daemon import Box
+from onionmail.config.box import CONFIG_NAME, load_config
+from onionmail.core.mail_address import MailAddress, parse_mail_address
+from onionmail.seal.identity import Identity
+from onionmail.store.queue import list_queue
 
 BOB = Identity.generate().onion_address
 CAROL = Identity.generate().onion_address

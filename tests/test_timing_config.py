@@ -6,9 +6,15 @@ from pathlib import Path
 
 import pytest
 
-from onionmail.config import CONFIG_NAME, ContactTiming, TimingSection, load_config, render_config
-from onionmail.errors import ConfigError
-from onionmail.identity import Identity
+from onionmail.config.box import (
+    CONFIG_NAME,
+    ContactTiming,
+    TimingSection,
+    load_config,
+    render_config,
+)
+from onionmail.core.errors import ConfigError
+from onionmail.seal.identity import Identity
 
 BOB = Identity.generate().onion_address
 CAROL = Identity.generate().onion_address

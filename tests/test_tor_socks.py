@@ -11,7 +11,7 @@ import struct
 
 import pytest
 
-from onionmail.tor_socks import (
+from onionmail.tor.socks import (
     PermanentSocksError,
     SocksError,
     isolation_credentials,

@@ -12,7 +12,7 @@ from textual.pilot import Pilot
 from textual.widget import Widget
 from textual.widgets import DataTable, Input, Markdown, Static
 
-from onionmail.box_api import BoxApi
+from onionmail.box.api import BoxApi
 from tests.tui_notifications import record_notifications
 from tui.app import OnionMailApp
 from tui.sample_box import (

@@ -15,7 +15,7 @@ import pytest
 from textual.pilot import Pilot
 from textual.widgets import DataTable, Input
 
-from onionmail.box_api import BoxApi
+from onionmail.box.api import BoxApi
 from tui.app import OnionMailApp
 from tui.sample_box import create_sample_box
 

@@ -19,8 +19,8 @@ import pytest
 from textual.pilot import Pilot
 from textual.widgets import DataTable, Input, TextArea
 
-from onionmail.box_api import BoxApi
-from onionmail.box_init import NewBox, create_box
+from onionmail.box.api import BoxApi
+from onionmail.box.create import NewBox, create_box
 from tests.box_process import RunningBox, run_box, start_box, wait_for_mail
 from tests.tui_notifications import record_notifications
 from tui.app import OnionMailApp

@@ -19,7 +19,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from onionmail.box_init import NewBox
+from onionmail.box.create import NewBox
 from tests.box_process import RunningBox, run_box
 
 ETH_P_ALL = 0x0003

@@ -148,7 +148,7 @@ class ModelConfig:
 
     padding: bool = True
     """Sealed envelopes are padded to a Padmé bucket with a 4096-byte floor
-    (:mod:`onionmail.padding`). Applies wherever a sealed envelope travels: box to box,
+    (:mod:`onionmail.seal.padding`). Applies wherever a sealed envelope travels: box to box,
     box to gateway, gateway to box."""
     timing: Timing = Timing.IMMEDIATE
     """``[timing] mode`` of the sending box: ``immediate`` sends at once; ``delay`` holds

@@ -1,1 +1,1 @@
-"""onionmail's terminal UI (textual). It talks to a box only through :mod:`onionmail.box_api`."""
+"""onionmail's terminal UI (textual). It talks to a box only through :mod:`onionmail.box.api`."""

@@ -1,6 +1,6 @@
 """``onionmail-tui --dir BOXDIR``: the textual application and its entry point.
 
-The app reads and changes the box only through :class:`onionmail.box_api.BoxApi`;
+The app reads and changes the box only through :class:`onionmail.box.api.BoxApi`;
 every call that touches the disk or the network runs in a worker thread, so
 the UI never blocks on I/O or tor. Errors reach the user here, as
 notifications that say what to do; nothing is written to stdout or stderr
@@ -20,9 +20,9 @@ from textual.binding import Binding
 from textual.logging import TextualHandler
 from textual.notifications import SeverityLevel
 
-from onionmail.box_api import BoxApi
-from onionmail.errors import OnionMailError
-from onionmail.identity import read_passphrase_file
+from onionmail.box.api import BoxApi
+from onionmail.core.errors import OnionMailError
+from onionmail.seal.identity import read_passphrase_file
 from tui.screens.compose import ComposeScreen
 from tui.screens.help import HelpScreen
 from tui.screens.inbox import InboxScreen

@@ -12,13 +12,13 @@ import json
 from email.message import EmailMessage
 from pathlib import Path
 
-from onionmail.autocrypt import PeerKeyStore
-from onionmail.box_init import create_box
-from onionmail.clearnet_openpgp import peers_path
-from onionmail.config import load_config
-from onionmail.fsutil import ensure_private_dir, write_private_file
-from onionmail.identity import Identity, save_identity
-from onionmail.leak_keeper import LeakKeeper
+from onionmail.box.create import create_box
+from onionmail.box.policy_gate import LeakKeeper
+from onionmail.config.box import load_config
+from onionmail.core.files import ensure_private_dir, write_private_file
+from onionmail.openpgp.autocrypt import PeerKeyStore
+from onionmail.openpgp.clearnet import peers_path
+from onionmail.seal.identity import Identity, save_identity
 from threat_model import MailPath
 
 ALICE = Identity(bytes(range(32)))

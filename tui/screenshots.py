@@ -14,7 +14,7 @@ from pathlib import Path
 
 from textual.widgets import DataTable, Input
 
-from onionmail.box_api import BoxApi
+from onionmail.box.api import BoxApi
 from tui.app import OnionMailApp
 from tui.sample_box import create_sample_box
 

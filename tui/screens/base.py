@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, cast
 
 from textual.screen import Screen
 
-from onionmail.box_api import BoxApi
+from onionmail.box.api import BoxApi
 
 if TYPE_CHECKING:
     from tui.app import OnionMailApp

@@ -15,8 +15,8 @@ from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.widgets import Footer, Header, Input, Label, Static, TextArea
 
-from onionmail.box_api import Contact, PathOption, Prediction
-from onionmail.errors import OnionMailError
+from onionmail.box.api import Contact, PathOption, Prediction
+from onionmail.core.errors import OnionMailError
 from tui.screens.base import BoxScreen
 from tui.screens.contacts import ContactsScreen
 from tui.screens.what_if import WhatIfScreen

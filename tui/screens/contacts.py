@@ -18,7 +18,7 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Button, DataTable, Input, Static
 
-from onionmail.box_api import BoxApi, Contact, GatewayRegistration, KnownKey
+from onionmail.box.api import BoxApi, Contact, GatewayRegistration, KnownKey
 from tui.widgets.plain import PlainStatic, PlainTable
 
 

@@ -15,7 +15,7 @@ from textual.containers import Horizontal
 from textual.widgets import DataTable, Footer, Header, OptionList, Static
 from textual.worker import get_current_worker
 
-from onionmail.box_api import Arrival, ArrivalKind, MessageSummary
+from onionmail.box.api import Arrival, ArrivalKind, MessageSummary
 from tui.screens.base import BoxScreen
 from tui.screens.message import MessageScreen
 from tui.widgets.plain import PlainStatic, PlainTable

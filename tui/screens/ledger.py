@@ -7,7 +7,7 @@ from textual.app import ComposeResult
 from textual.containers import VerticalScroll
 from textual.widgets import DataTable, Footer, Header, Static
 
-from onionmail.ledger import LedgerEntry
+from onionmail.store.ledger import LedgerEntry
 from tui.screens.base import BoxScreen
 from tui.widgets.leak_matrix import LeakMatrixView
 from tui.widgets.plain import PlainStatic, PlainTable

@@ -9,8 +9,8 @@ from textual.binding import Binding
 from textual.containers import VerticalScroll
 from textual.widgets import Footer, Header, Static
 
-from onionmail.box_api import Arrival, ArrivalKind, MessageSummary, MessageView
-from onionmail.ledger import LedgerEntry
+from onionmail.box.api import Arrival, ArrivalKind, MessageSummary, MessageView
+from onionmail.store.ledger import LedgerEntry
 from tui.screens.base import BoxScreen
 from tui.widgets.leak_matrix import LeakMatrixView
 from tui.widgets.plain import PlainStatic

@@ -9,7 +9,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.widgets import DataTable, Footer, Header, Static
 
-from onionmail.outbound_queue import QueueState
+from onionmail.store.queue import QueueState
 from tui.screens.base import BoxScreen
 from tui.widgets.plain import PlainStatic, PlainTable
 

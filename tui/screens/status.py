@@ -10,7 +10,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.widgets import Footer, Header, ProgressBar, Static
 
-from onionmail.box_api import BoxStatus, GatewayRegistration
+from onionmail.box.api import BoxStatus, GatewayRegistration
 from tui.screens.base import BoxScreen
 from tui.screens.onion_qr import OnionQrScreen
 from tui.widgets.plain import PlainStatic

@@ -1,0 +1,475 @@
+"""The delivery agent: drains the outbound queue over tor, with retries and bounces.
+
+For each due message: take a session kept open from an earlier delivery to
+the same destination, or open a tor stream to ``<destination>:25`` (SOCKS
+credentials of its own per destination, so its own circuit) and speak ESMTP
+as ``localhost`` (the EHLO name says nothing about this machine); then
+
+* if the peer announces :data:`SEAL_KEYWORD`, seal the message to the peer's
+  key, binding this session's challenge and the recipients, and send it as
+  DATA (sealed again for the recipients the peer accepted, if it refused some);
+* otherwise send the scrubbed message as ordinary SMTP (a plain onion peer).
+
+MAIL, RCPT and DATA are pipelined where the peer announces PIPELINING, and
+the session stays open :data:`KEEP_IDLE` seconds for the next message
+(:mod:`onionmail.smtp.client`: round trips are what an onion delivery costs).
+
+Outcomes: ``2xx`` removes the message from the queue; a tor or network
+failure, a timeout or ``4xx`` schedules a retry (exponential backoff with
+jitter, ``[delivery] retry_initial`` .. ``retry_max``); ``5xx`` or a
+permanent tor error, or a message older than ``max_lifetime``, bounces: a
+delivery status notification goes to the sender's own Maildir and the
+message leaves the queue. Logs name queue ids and SMTP codes, never
+addresses.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import logging
+import random
+import socket
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from onionmail.config.box import DeliverySection
+from onionmail.core.errors import DeliveryError, OnionMailError, PermanentDeliveryError, QueueError
+from onionmail.core.redaction import redact
+from onionmail.message.dsn import build_dsn
+from onionmail.seal.envelope import (
+    SEAL_KEYWORD,
+    SealedContent,
+    encode_for_smtp,
+    parse_seal_keyword_params,
+    seal,
+)
+from onionmail.seal.identity import Identity
+from onionmail.smtp.client import PeerSession, ProtocolFailure
+from onionmail.store.maildir import Maildir
+from onionmail.store.queue import OutboundQueue, QueuedMessage, QueueState, scan_due
+from onionmail.tor.socks import new_isolation_token, open_tor_stream
+
+log = logging.getLogger(__name__)
+
+EHLO_NAME = "localhost"
+MAX_PARALLEL = 8
+SCAN_BATCH = 256
+"""Due entries one pass over the queue hands the agent, at most."""
+KEEP_IDLE = 20.0
+"""Seconds a session stays open after its last message, for the next one to the same
+peer (:mod:`onionmail.smtp.client`); under the peers' idle timeout (the box's is 300 s)."""
+
+
+@dataclass(frozen=True)
+class DeliveryReport:
+    """What one successful delivery looked like (for the demo and tests)."""
+
+    queue_id: str
+    destination: str
+    sealed: bool
+    seconds: float
+    refused: tuple[str, ...] = ()
+
+
+class DeliveryAgent:
+    """Runs as one task of the box; ``wake()`` after enqueueing to skip the wait."""
+
+    def __init__(
+        self,
+        *,
+        queue: OutboundQueue,
+        identity: Identity,
+        settings: DeliverySection,
+        socks_address: Callable[[], tuple[str, int]],
+        socks_timeout: float,
+        sender_maildir: Callable[[str], Maildir],
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.queue = queue
+        self.identity = identity
+        self.settings = settings
+        self.socks_address = socks_address
+        self.socks_timeout = socks_timeout
+        self.sender_maildir = sender_maildir
+        self.clock = clock
+        self._wake = asyncio.Event()
+        self._in_flight: set[str] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.reports: list[DeliveryReport] = []
+        self.on_delivered: Callable[[DeliveryReport], None] | None = None
+        self.plain_refusal: Callable[[str], str | None] | None = None
+        """The policy gate for a peer that turned out plain: a reason to refuse, or None."""
+        self.on_path: Callable[[QueuedMessage, bool], Awaitable[None]] | None = None
+        """Called with (message, sealed?) once a peer accepted it (the box's ledger)."""
+        self.prepare: Callable[[QueuedMessage], Awaitable[QueuedMessage]] | None = None
+        """Turns a loaded message into the form it is sent in, at each attempt (the box's
+        clearnet step: alias and OpenPGP); a PermanentDeliveryError bounces the message."""
+        self._stopping = False
+        self._isolation: dict[str, str] = {}
+        self._idle: dict[str, list[PeerSession]] = {}
+        """Sessions kept open after a delivery, by destination (at most MAX_PARALLEL each)."""
+        self._expiry: dict[int, asyncio.TimerHandle] = {}
+        self._quitting: set[asyncio.Task[None]] = set()
+        self._due: list[QueueState] = []
+        """Due entries from the last pass over the queue (or offered), not yet started."""
+        self._more_due = False
+        self._next_due: float | None = None
+        self._rescan = True
+        self._scanning = False
+        self._offered: list[QueueState] = []
+
+    def wake(self) -> None:
+        """Read the whole queue again (a flush, tor back, changes made by someone else)."""
+        self._rescan = True
+        self._wake.set()
+
+    def offer(self, state: QueueState) -> None:
+        """A message just queued: start it when due, without reading the queue again.
+
+        Submissions call this instead of :meth:`wake`, so that accepting mail
+        while thousands wait (tor down) costs no pass over the queue each time.
+        """
+        if self._scanning:
+            self._offered.append(state)  # merged into the pass's result when it ends
+        elif state.next_try <= self.clock():
+            if len(self._due) < SCAN_BATCH:
+                self._due.append(state)
+            else:
+                self._more_due = True
+        else:
+            self._note_next(state.next_try)
+        self._wake.set()
+
+    def _note_next(self, when: float) -> None:
+        if self._next_due is None or when < self._next_due:
+            self._next_due = when
+
+    async def flush(self) -> int:
+        """Make every queued message due now (``queue flush``, tor back); returns how many."""
+        count = await asyncio.to_thread(self.queue.reschedule_all, self.clock())
+        self.wake()
+        return count
+
+    async def run(self) -> None:
+        """Loop forever: start due deliveries, sleep until the next is due or woken.
+
+        The queue is read in passes (:func:`~onionmail.store.queue.scan_due`)
+        that keep at most :data:`SCAN_BATCH` due entries in memory; a pass
+        happens at start, on :meth:`wake`, when the next try time comes, and
+        when the batch is used up while more were due. At most MAX_PARALLEL
+        attempts exist at a time: a backlog (tor down, peer offline) stays on
+        disk, not in memory as waiting tasks. Each attempt that ends wakes
+        this loop.
+        """
+        self._stopping = False
+        self._rescan = True
+        while not self._stopping:
+            self._wake.clear()
+            now = self.clock()
+            due_time = self._next_due is not None and self._next_due <= now
+            if self._rescan or (not self._due and (self._more_due or due_time)):
+                self._rescan = False
+                self._scanning = True
+                try:
+                    scan = await asyncio.to_thread(
+                        scan_due, self.queue.directory, now, SCAN_BATCH, set(self._in_flight)
+                    )
+                except OSError as exc:
+                    # Never let the agent die: a queue it cannot read now is retried.
+                    log.error("cannot read the queue (%s); retrying in 5 s", exc)
+                    self._rescan = True
+                    await asyncio.sleep(5)
+                    continue
+                finally:
+                    self._scanning = False
+                self._due, self._more_due, self._next_due = scan.due, scan.more_due, scan.next_due
+                offered, self._offered = self._offered, []
+                seen = {state.id for state in self._due}
+                for state in offered:
+                    if state.id not in seen:
+                        self.offer(state)
+            while self._due and len(self._in_flight) < MAX_PARALLEL:
+                state = self._due.pop(0)
+                if state.id not in self._in_flight:
+                    self._start(state)
+            wait = 3600.0 if self._next_due is None else max(0.05, self._next_due - self.clock())
+            # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a
+            # cancellation that races with the event being set (gh-86296),
+            # which would leave stop() waiting forever.
+            try:
+                async with asyncio.timeout(wait):
+                    await self._wake.wait()
+            except TimeoutError:
+                pass
+
+    def _start(self, state: QueueState) -> None:
+        if self._stopping:
+            return
+        self._in_flight.add(state.id)
+        task = asyncio.create_task(self._attempt(state))
+        self._tasks.add(task)
+
+        def done(task: asyncio.Task[None]) -> None:
+            # Here, not in the attempt's ``finally``: the loop must not start
+            # the next attempt while this task still exists (MAX_PARALLEL).
+            self._tasks.discard(task)
+            self._in_flight.discard(state.id)
+            self._wake.set()
+
+        task.add_done_callback(done)
+
+    async def stop(self) -> None:
+        """Cancel attempts in flight (their messages stay queued); ``run()`` then returns."""
+        self._stopping = True
+        self._wake.set()
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        for destination in list(self._idle):
+            while (session := self._take_idle(destination)) is not None:
+                self._quit_later(session)
+        await asyncio.gather(*self._quitting, return_exceptions=True)
+
+    async def _attempt(self, state: QueueState) -> None:
+        try:
+            entry = await asyncio.to_thread(self.queue.load, state.id)
+        except QueueError as exc:
+            if exc.errno == errno.ENOENT:
+                return  # delivered by an attempt that finished after the listing
+
+            where = await asyncio.to_thread(self.queue.quarantine, state.id)
+            log.error("queue %s: unreadable (%s); moved to %s", state.id, exc, where.parent)
+            return
+        started = time.monotonic()
+        sent = entry  # what goes out; bounces quote ``entry``, the message as queued
+        try:
+            if self.prepare is not None and not entry.cover:
+                sent = await self.prepare(entry)
+            sealed, refused = await self.deliver(sent)
+        except PermanentDeliveryError as exc:
+            if entry.cover:  # a contact refusing dummies is misconfigured: say so
+                await self._drop_cover(entry, f"refused: {exc}", logging.WARNING)
+                return
+            log.warning("queue %s: permanent failure: %s", entry.id, redact(str(exc)))
+            await self._bounce(entry, str(exc))
+            return
+        except DeliveryError as exc:
+            await self._retry_or_bounce(entry, state, str(exc))
+            return
+        if entry.cover:
+            # Logged at INFO like mail (the log must not sort dummies from mail).
+            log.info("queue %s: delivered (sealed) in %.2f s", entry.id, time.monotonic() - started)
+            log.debug("queue %s: that was a cover envelope", entry.id)
+            await asyncio.to_thread(self.queue.remove, entry.id)
+            return
+        report = DeliveryReport(
+            entry.id, entry.destination, sealed, time.monotonic() - started, tuple(refused)
+        )
+        log.info(
+            "queue %s: delivered (%s) in %.2f s",
+            entry.id,
+            "sealed" if sealed else "plain",
+            report.seconds,
+        )
+        if refused:
+            await self._bounce(entry, "recipient refused by the peer", only=tuple(refused))
+        if self.on_path is not None:
+            await self.on_path(entry, sealed)
+        await asyncio.to_thread(self.queue.remove, entry.id)
+        self.reports.append(report)
+        if self.on_delivered is not None:
+            self.on_delivered(report)
+
+    async def _retry_or_bounce(self, entry: QueuedMessage, state: QueueState, error: str) -> None:
+        now = self.clock()
+        if now - entry.created > self.settings.max_lifetime:
+            if entry.cover:
+                await self._drop_cover(entry, f"gave up after {state.attempts + 1} attempts")
+                return
+            await self._bounce(entry, f"gave up after {state.attempts + 1} attempts: {error}")
+            return
+        delay = min(self.settings.retry_max, self.settings.retry_initial * 2**state.attempts)
+        delay *= random.uniform(0.5, 1.5)
+        log.info(
+            "queue %s: attempt %d failed (%s); retry in %.0f s",
+            entry.id,
+            state.attempts + 1,
+            redact(error),
+            delay,
+        )
+        await asyncio.to_thread(self.queue.record_failure, state, error, now + delay)
+        self._note_next(now + delay)
+
+    async def _drop_cover(self, entry: QueuedMessage, why: str, level: int = logging.DEBUG) -> None:
+        """A dummy (cover traffic) that failed leaves the queue and never bounces.
+
+        DEBUG by default, as the log must not sort dummies from mail; a refusal is
+        a WARNING all the same: a contact that refuses dummies is a configuration
+        error the user has to see.
+        """
+        hint = "; check [timing] cover_contacts" if level >= logging.WARNING else ""
+        log.log(level, "queue %s: cover envelope dropped (%s)%s", entry.id, redact(why), hint)
+        await asyncio.to_thread(self.queue.remove, entry.id)
+
+    async def _bounce(self, entry: QueuedMessage, reason: str, only: tuple[str, ...] = ()) -> None:
+        recipients = only or entry.recipients
+        dsn = build_dsn(
+            box_onion=self.identity.onion_address,
+            sender=entry.mail_from,
+            recipients=recipients,
+            original=entry.message,
+            reason=reason,
+        )
+        local_part = entry.mail_from.rsplit("@", 1)[0]
+        await asyncio.to_thread(self.sender_maildir(local_part).deliver, dsn)
+        if not only:
+            await asyncio.to_thread(self.queue.remove, entry.id)
+
+    async def deliver(self, entry: QueuedMessage) -> tuple[bool, list[str]]:
+        """One attempt; returns (sealed?, recipients refused). Raises DeliveryError.
+
+        On a session kept from an earlier message; if that one turns out to
+        be gone (the peer timed it out) before the data went, on a new one.
+        """
+        session = self._take_idle(entry.destination)
+        if session is not None:
+            try:
+                return await self._transaction(session, entry)
+            except ProtocolFailure:
+                # Data that went out before the session broke may have been stored:
+                # sent again at once only when sealed (the peer drops the duplicate).
+                sealed = SEAL_KEYWORD in session.extensions
+                if session.data_sent and not sealed:
+                    raise
+                log.debug("a kept session was gone; opening a new one")
+        session = await self._open_session(entry.destination)
+        return await self._transaction(session, entry)
+
+    async def _open_session(self, destination: str) -> PeerSession:
+        sock = await self.connect(destination)
+        return await PeerSession.open(sock, ehlo_name=EHLO_NAME, timeout=self.settings.smtp_timeout)
+
+    async def connect(self, destination: str) -> socket.socket:
+        """A tor stream to ``destination:25`` on the destination's own circuit."""
+        host, port = self.socks_address()
+        token = self._isolation.setdefault(destination, new_isolation_token())
+        try:
+            return await open_tor_stream(
+                host, port, destination, 25, timeout=self.socks_timeout, isolation=token
+            )
+        except DeliveryError:
+            self._isolation.pop(destination, None)  # next attempt: a new circuit
+            raise
+
+    async def _transaction(
+        self, session: PeerSession, entry: QueuedMessage
+    ) -> tuple[bool, list[str]]:
+        try:
+            result = await self._send(session, entry)
+        except BaseException:
+            session.close()
+            raise
+        self._keep_idle(entry.destination, session)
+        return result
+
+    async def _send(self, session: PeerSession, entry: QueuedMessage) -> tuple[bool, list[str]]:
+        params = session.extensions.get(SEAL_KEYWORD.upper())
+        if params is None and entry.cover:
+            # A plain peer would store a dummy as mail: not even MAIL FROM.
+            raise PermanentDeliveryError("the peer does not seal: no cover traffic to it")
+        if params is None and self.plain_refusal is not None:
+            for rcpt in entry.recipients:
+                reason = self.plain_refusal(rcpt)
+                if reason is not None:
+                    # Checked right after EHLO, before MAIL FROM: not even the
+                    # envelope reaches a peer the policy forbids. Never a silent fallback.
+                    raise PermanentDeliveryError(
+                        "the peer is a plain SMTP server, not an onionmail box; "
+                        f"refused by {reason}"
+                    )
+        # A sealed envelope is base64 (7-bit). A plain message with 8-bit bytes
+        # is declared as such where the peer supports 8BITMIME (RFC 6152);
+        # a peer without it gets it as is, as most MTAs accept.
+        eight_bit = params is None and not entry.message.isascii()
+        options = ("BODY=8BITMIME",) if eight_bit and session.supports("8BITMIME") else ()
+
+        async def payload_for(accepted: tuple[str, ...]) -> bytes:
+            if params is None:
+                return entry.message
+            # crypto_box over up to tens of MB: off the event loop
+            return await asyncio.to_thread(self._seal, entry, params, list(accepted))
+
+        # Sealed for every recipient before the envelope goes, so that the
+        # data can follow the pipelined MAIL/RCPT/DATA without a pause; sealed
+        # again only if the peer refused some of them.
+        prepared = await payload_for(entry.recipients)
+        refused = await session.send(
+            entry.mail_from,
+            entry.recipients,
+            payload_for,
+            mail_options=options,
+            prepared=prepared,
+        )
+        return params is not None, refused
+
+    # -- sessions kept between messages ---------------------------------------------------
+
+    def _take_idle(self, destination: str) -> PeerSession | None:
+        kept = self._idle.get(destination, [])
+        while kept:
+            session = kept.pop()
+            self._expiry.pop(id(session)).cancel()
+            if session.usable:
+                return session
+            session.close()
+        return None
+
+    def _keep_idle(self, destination: str, session: PeerSession) -> None:
+        kept = self._idle.setdefault(destination, [])
+        if self._stopping or len(kept) >= MAX_PARALLEL or not session.usable:
+            self._quit_later(session)
+            return
+        kept.append(session)
+        loop = asyncio.get_running_loop()
+        self._expiry[id(session)] = loop.call_later(KEEP_IDLE, self._expire, destination, session)
+
+    def _expire(self, destination: str, session: PeerSession) -> None:
+        self._expiry.pop(id(session), None)
+        kept = self._idle.get(destination, [])
+        if session in kept:
+            kept.remove(session)
+        self._quit_later(session)
+
+    def _quit_later(self, session: PeerSession) -> None:
+        task = asyncio.create_task(session.quit())
+        self._quitting.add(task)
+        task.add_done_callback(self._quitting.discard)
+
+    def forget_peer(self, destination: str) -> None:
+        """Close the sessions kept for ``destination`` and drop its circuit.
+
+        The next delivery there builds a new circuit (``bench/onion.py``'s cold
+        case; also what a failed attempt does).
+        """
+        self._isolation.pop(destination, None)
+        while (session := self._take_idle(destination)) is not None:
+            session.close()
+
+    def _seal(self, entry: QueuedMessage, params: str, accepted: list[str]) -> bytes:
+        try:
+            challenge = parse_seal_keyword_params(params)
+        except OnionMailError as exc:
+            raise DeliveryError(f"peer's seal announcement is unusable: {exc}") from None
+        content = SealedContent(
+            envelope_id=entry.envelope_id,
+            created=int(entry.created),
+            session_challenge=challenge,
+            mail_from=entry.mail_from,
+            recipients=tuple(accepted),
+            message=entry.message,
+            cover=entry.cover,
+        )
+        envelope = seal(content, sender=self.identity, recipient_onion=entry.destination)
+        return encode_for_smtp(envelope)

@@ -1,0 +1,205 @@
+"""The box's side of the threat model: the policy gate and the ledger, for one box.
+
+It asks :mod:`threat_model` what a path leaks under this box's settings,
+refuses what the box's policy forbids (:mod:`onionmail.box.policy`), and writes
+what really happened to the ledger (:mod:`onionmail.store.ledger`). The ledger is
+bookkeeping for the user, never a condition of delivery: if it cannot be
+written, the mail still goes and the failure is logged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+from collections.abc import Callable
+
+from onionmail.box.policy import check, predicted_path
+from onionmail.box.timing import TimingPolicy
+from onionmail.config.box import Config
+from onionmail.core.mail_address import MailAddress
+from onionmail.message.rfc5322 import MessageFormatError, parse_message
+from onionmail.openpgp.autocrypt import PeerKeyStore
+from onionmail.openpgp.clearnet import KnownKeys, peers_path
+from onionmail.store.ledger import Ledger, LedgerEntry, ledger_key
+from onionmail.store.queue import QueuedMessage
+from threat_model import LeakMatrix, MailPath, MessageTraits, ModelConfig, Timing, leaks
+
+log = logging.getLogger(__name__)
+
+
+def message_id_of(message: bytes) -> str:
+    try:
+        value = parse_message(message).get("Message-ID") or b""
+    except MessageFormatError:
+        return ""
+    return value.decode("ascii", "replace").strip().strip("<>")
+
+
+# The matrix depends only on these three frozen values; asked for on every
+# RCPT, queueing and delivery, it is computed once per combination.
+_leaks = functools.lru_cache(maxsize=128)(leaks)
+
+
+class LeakKeeper:
+    """Policy and ledger for the box configured by ``config``."""
+
+    def __init__(
+        self,
+        config: Config,
+        seed: bytes,
+        *,
+        key_encrypted: bool = False,
+        has_openpgp_key: Callable[[str], bool] | None = None,
+    ) -> None:
+        self.config = config
+        self.key_encrypted = key_encrypted
+        if has_openpgp_key is None:
+            has_openpgp_key = KnownKeys(PeerKeyStore(peers_path(config.box_dir)))
+        self.has_openpgp_key = has_openpgp_key
+        """Whether the box holds a clearnet recipient's OpenPGP key (the encrypted path)."""
+        self.ledger = Ledger(config.box_dir / "ledger", ledger_key(seed))
+        self._timing = TimingPolicy(config.timing)
+
+    def model_config(self, recipient: str = "", *, starttls_enforced: bool = True) -> ModelConfig:
+        """The settings the model needs; the timing is the recipient's own if it has one.
+        ``starttls_enforced=False``: the gateway may send in clear (``plaintext_allowed``)."""
+        timing = self._timing.timing_for(
+            recipient.rsplit("@", 1)[-1], [recipient] if recipient else []
+        )
+        return ModelConfig(
+            padding=True,
+            timing=Timing(timing.mode),
+            starttls_enforced=starttls_enforced,
+            # Keeping any client field (User-Agent, X-Mozilla-*...) is a fingerprint again.
+            scrubbing=not self.config.scrub.keep_headers,
+            key_passphrase=self.key_encrypted,
+        )
+
+    def matrix(
+        self,
+        path: MailPath,
+        direction: str = "sent",
+        recipient: str = "",
+        *,
+        starttls_enforced: bool = True,
+    ) -> LeakMatrix:
+        config = self.model_config(
+            recipient if direction == "sent" else "", starttls_enforced=starttls_enforced
+        )
+        return _leaks(path, MessageTraits(direction=direction), config)
+
+    def plaintext_allowed(self, recipients: tuple[str, ...] | list[str]) -> bool:
+        """Whether ``[policy] plaintext_allowed`` covers every one of ``recipients``
+        (clearnet ones: an onion-routed recipient never goes through a gateway)."""
+        policy = self.config.policy
+        return bool(recipients) and all(
+            not self._onion_routed(rcpt) and policy.allows_plaintext(rcpt) for rcpt in recipients
+        )
+
+    def _starttls_enforced(self, path: MailPath, recipients: tuple[str, ...] | list[str]) -> bool:
+        gateway = path in (MailPath.GATEWAY_CLEARNET, MailPath.GATEWAY_CLEARNET_OPENPGP)
+        return not (gateway and self.plaintext_allowed(recipients))
+
+    def _onion_routed(self, recipient: str) -> bool:
+        """Whether mail to ``recipient`` goes to an onion peer (not through a gateway)."""
+        host = recipient.rsplit("@", 1)[-1].lower()
+        return host.endswith(".onion") or self.config.onion_mx.onion_for(host) is not None
+
+    def _sent_path(self, destination: str, sealed: bool, openpgp: bool = False) -> MailPath:
+        if destination in self.config.gateway.onions:
+            return MailPath.GATEWAY_CLEARNET_OPENPGP if openpgp else MailPath.GATEWAY_CLEARNET
+        return MailPath.ONION_SEALED if sealed else MailPath.ONION_PLAIN
+
+    def predicted_path(self, recipient: str) -> MailPath:
+        """The path a message to ``recipient`` is expected to take (before the peer is known)."""
+        onion = self._onion_routed(recipient)
+        return predicted_path(onion, openpgp_key=not onion and self.has_openpgp_key(recipient))
+
+    def predicted(self, recipient: str) -> LeakMatrix:
+        """What a message to ``recipient`` would leak, before sending (``leaks --to``)."""
+        path = self.predicted_path(recipient)
+        enforced = self._starttls_enforced(path, [recipient])
+        return self.matrix(path, recipient=recipient, starttls_enforced=enforced)
+
+    def refusal(self, recipient: str, path: MailPath) -> str | None:
+        """Why the policy forbids ``path`` to ``recipient`` (rule and leak), or None."""
+        enforced = self._starttls_enforced(path, [recipient])
+        matrix = self.matrix(path, recipient=recipient, starttls_enforced=enforced)
+        found = check(matrix, self.config.policy.rules_for(recipient))
+        return str(found[0]) if found else None
+
+    def check_recipient(self, rcpt: MailAddress) -> str | None:
+        """The submission-time gate (the path expected before the peer is known)."""
+        return self.refusal(str(rcpt), self.predicted_path(str(rcpt)))
+
+    def refuse_plain(self, recipient: str) -> str | None:
+        """The delivery-time gate, when the onion peer turned out to be plain SMTP."""
+        return self.refusal(recipient, MailPath.ONION_PLAIN)
+
+    def refuse_unencrypted(self, recipient: str) -> str | None:
+        """The delivery-time gate when clearnet mail leaves a gateway without OpenPGP."""
+        return self.refusal(recipient, MailPath.GATEWAY_CLEARNET)
+
+    async def queued(
+        self,
+        message_id: str,
+        destination: str,
+        *,
+        openpgp: bool = False,
+        recipients: tuple[str, ...] = (),
+    ) -> None:
+        """A message just queued, by its Message-ID (:func:`message_id_of`, worked out
+        where the message was stored, off the event loop). ``openpgp``: the entry is to
+        leave encrypted (the recipient's key is known)."""
+        path = self._sent_path(destination, True, openpgp)
+        enforced = self._starttls_enforced(path, recipients)
+        await self._record(message_id, destination, "sent", path, "queued", enforced)
+
+    async def delivered(self, entry: QueuedMessage, sealed: bool, *, openpgp: bool = False) -> None:
+        """``openpgp``: it left the box encrypted (PGP/MIME through a gateway)."""
+        path = self._sent_path(entry.destination, sealed, openpgp)
+        enforced = self._starttls_enforced(path, entry.recipients)
+        await self._record(
+            message_id_of(entry.message), entry.destination, "sent", path, "delivered", enforced
+        )
+
+    async def received(self, message_id: str, sealed: bool) -> None:
+        path = MailPath.ONION_SEALED if sealed else MailPath.ONION_PLAIN
+        await self._record(message_id.strip("<>"), "", "received", path, "stored")
+
+    async def received_via_gateway(self, message_id: str) -> None:
+        """Clearnet mail a configured gateway relayed (sealed to this box on arrival)."""
+        await self._record(
+            message_id.strip("<>"), "", "received", MailPath.CLEARNET_INBOUND, "stored"
+        )
+
+    async def _record(
+        self,
+        message_id: str,
+        destination: str,
+        direction: str,
+        path: MailPath,
+        state: str,
+        starttls_enforced: bool = True,
+    ) -> None:
+        # A message split for a gateway (OpenPGP for some recipients, plain for the
+        # others) has one ledger entry per path, not one that the last write decides.
+        openpgp = path is MailPath.GATEWAY_CLEARNET_OPENPGP
+        where = f"{destination} openpgp" if openpgp else destination
+        try:
+            await asyncio.to_thread(
+                self.ledger.record,
+                message_ids=[message_id],
+                destination=where,
+                direction=direction,
+                matrix=self.matrix(
+                    path, direction, destination, starttls_enforced=starttls_enforced
+                ),
+                state=state,
+            )
+        except (OSError, ValueError) as exc:
+            log.error("could not write the leak ledger: %s", type(exc).__name__)
+
+    def find(self, message_id: str) -> list[LedgerEntry]:
+        return self.ledger.find(message_id)

@@ -1,0 +1,5 @@
+"""``python -m onionmail.cli``: the same as the ``onionmail`` command."""
+
+from onionmail.cli.main import main
+
+raise SystemExit(main())

@@ -1,0 +1,66 @@
+"""What every command line of the project shares: progress lines and logging set-up."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+from onionmail.core.redaction import RedactingFormatter
+
+
+class Subcommands(Protocol):
+    """What ``ArgumentParser.add_subparsers()`` returns, as the commands use it."""
+
+    def add_parser(self, name: str, **options: Any) -> argparse.ArgumentParser: ...
+
+
+def progress(message: str) -> None:
+    """One timestamped progress line on stderr (a long wait shows it is alive)."""
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def setup_logging(verbose: bool) -> None:
+    """Warnings by default, everything with ``--verbose``, always on stderr."""
+    root = logging.getLogger()
+    if not root.handlers:  # as logging.basicConfig: a host application's handlers are its own
+        handler = logging.StreamHandler(sys.stderr)
+        # Every record redacted, --verbose included: the log is an observer too.
+        handler.setFormatter(RedactingFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        root.addHandler(handler)
+        root.setLevel(logging.DEBUG if verbose else logging.WARNING)
+    # aiosmtpd (still imported for its auth types) logs peers, addresses and
+    # whole commands under "mail.log"; the log is an observer too (threat_model:
+    # box-logs), so even --verbose leaves it out.
+    logging.getLogger("mail.log").setLevel(logging.ERROR)
+    # stem sets its own logger to its most verbose level; bring it back in line.
+    logging.getLogger("stem").setLevel(logging.DEBUG if verbose else logging.WARNING)
+
+
+def run_command(
+    prog: str,
+    parser: argparse.ArgumentParser,
+    argv: Sequence[str] | None,
+    errors: tuple[type[Exception], ...],
+) -> int:
+    """Parse ``argv``, set up logging, run the chosen command's ``func``.
+
+    No command: the help, exit 2. One of ``errors``: one line on stderr, exit 1
+    (the error texts name the file and key, never a secret). Ctrl-C: exit 130.
+    """
+    args = parser.parse_args(argv)
+    setup_logging(args.verbose)
+    if not hasattr(args, "func"):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args))
+    except errors as exc:
+        print(f"{prog}: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,146 @@
+"""``onionmail keys``: the OpenPGP keys of clearnet correspondents, and the box's own.
+
+The box encrypts clearnet mail to a correspondent whose key it holds
+(:mod:`onionmail.openpgp.clearnet`); keys arrive by Autocrypt or by hand
+(``import``, pinned: Autocrypt never replaces such a key).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+from onionmail.cli.common import Subcommands
+from onionmail.config.box import load_config
+from onionmail.core.errors import OpenPGPError
+from onionmail.openpgp.autocrypt import PeerKeyStore
+from onionmail.openpgp.clearnet import open_box_key, peers_path
+from onionmail.openpgp.keys import parse_public_key
+from onionmail.seal.identity import load_identity, read_passphrase_file
+
+DESCRIPTION = """\
+OpenPGP keys for clearnet mail through a gateway. Mail to a correspondent
+whose key the box holds is signed and encrypted (PGP/MIME, protected headers,
+outer Subject "...") before the gateway sees it. Keys are learned from
+Autocrypt headers of received mail, or imported by hand (pinned).
+
+  onionmail keys import --dir BOXDIR FILE    a correspondent's armored public key
+  onionmail keys list --dir BOXDIR           addresses and fingerprints
+  onionmail keys export --dir BOXDIR         the box's own public key, armored
+  onionmail keys remove --dir BOXDIR ADDRESS forget a correspondent's key
+"""
+
+
+def register(sub: Subcommands) -> None:
+    p = sub.add_parser(
+        "keys",
+        help="OpenPGP keys of clearnet correspondents (import, list, remove) and the box's own",
+        description=DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    actions = p.add_subparsers(title="actions", metavar="ACTION", required=True)
+    imp = actions.add_parser(
+        "import",
+        help="store a correspondent's ASCII-armored public key (pinned)",
+        description=(
+            "Store the ASCII-armored public key in FILE for the address of its user id "
+            "(--address chooses one when the key names several). A key imported by hand "
+            "is pinned: Autocrypt never replaces it; importing again does."
+        ),
+    )
+    imp.add_argument("file", type=Path, metavar="FILE", help="the ASCII-armored public key")
+    imp.add_argument("--address", metavar="ADDRESS", help="the user id to store the key for")
+    lst = actions.add_parser(
+        "list",
+        help="correspondents' addresses and key fingerprints (no key material)",
+        description="Each stored key: address, fingerprint, source, preference, last seen.",
+    )
+    lst.add_argument("--json", action="store_true", help="machine-readable output")
+    exp = actions.add_parser(
+        "export",
+        help="the box's own public key, ASCII-armored",
+        description=(
+            "Print the box's own OpenPGP public key (user ids: its gateway aliases), "
+            "created on first use. Give it to correspondents who do not use Autocrypt."
+        ),
+    )
+    exp.add_argument(
+        "--passphrase-file", type=Path, metavar="FILE", help="passphrase of the identity key"
+    )
+    rem = actions.add_parser(
+        "remove",
+        help="forget a correspondent's key",
+        description="Forget the key stored for ADDRESS; mail to it is then sent plain.",
+    )
+    rem.add_argument("address", metavar="ADDRESS", help="the correspondent's address")
+    for action, name in ((imp, "import"), (lst, "list"), (exp, "export"), (rem, "remove")):
+        action.add_argument(
+            "--dir", required=True, type=Path, metavar="BOXDIR", help="the box directory"
+        )
+        action.set_defaults(func=cmd_keys, keys_action=name)
+
+
+def cmd_keys(args: argparse.Namespace) -> int:
+    box_dir: Path = args.dir.absolute()
+    config = load_config(box_dir)  # a real box directory, or a ConfigError naming the file
+    store = PeerKeyStore(peers_path(box_dir))
+    if args.keys_action == "import":
+        return _import(store, args.file, args.address)
+    if args.keys_action == "list":
+        return _list(store, as_json=args.json)
+    if args.keys_action == "remove":
+        if not store.remove(args.address):
+            raise OpenPGPError("no key is stored for that address")
+        print("removed")
+        return 0
+    passphrase = read_passphrase_file(args.passphrase_file) if args.passphrase_file else None
+    identity = load_identity(box_dir / "keys" / "identity.key", passphrase)
+    key = open_box_key(box_dir, identity, [alias for _, alias in config.gateway.registrations])
+    print(key.public.armored().rstrip("\n"))
+    return 0
+
+
+def _import(store: PeerKeyStore, path: Path, address: str | None) -> int:
+    if not address:
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            raise OpenPGPError(f"{path}: cannot read the key file: {exc.strerror}") from None
+        addresses = parse_public_key(data).addresses
+        if len(addresses) != 1:
+            raise OpenPGPError(
+                f"the key names {len(addresses)} addresses; choose one with --address"
+            )
+        address = addresses[0]
+    peer = store.import_key_file(path, address)
+    print(f"imported {peer.fingerprint} for {peer.address} (pinned)")
+    return 0
+
+
+def _list(store: PeerKeyStore, *, as_json: bool) -> int:
+    peers = [peer for peer in (store.get(a) for a in store.addresses()) if peer is not None]
+    rows = [
+        {
+            "address": p.address,
+            "fingerprint": p.fingerprint,
+            "source": p.source.value,
+            "prefer_encrypt": "mutual" if p.prefer_encrypt_mutual else "nopreference",
+            "last_seen": p.last_seen,
+        }
+        for p in peers
+    ]
+    if as_json:
+        print(json.dumps(rows, indent=1))
+        return 0
+    if not rows:
+        print("no OpenPGP keys of correspondents")
+        return 0
+    for row in rows:
+        seen = time.strftime("%Y-%m-%d", time.gmtime(int(row["last_seen"])))
+        print(
+            f"{row['address']}  {row['fingerprint']}  {row['source']:9}  "
+            f"{row['prefer_encrypt']:12}  last seen {seen}"
+        )
+    return 0

@@ -1,0 +1,6 @@
+"""The box's configuration file: typed sections, defaults, checks, the template.
+
+``sections`` holds the dataclasses shared with the gateway (session limits,
+tor, delivery), ``gateway`` the box's ``[gateway]`` section, ``box`` the
+loader with its errors that name file and key. Imports only :mod:`onionmail.core`.
+"""

@@ -1,0 +1,418 @@
+"""The sealed envelope: the DATA payload between two onionmail boxes.
+
+When a peer's EHLO reply carries :data:`SEAL_KEYWORD`, the sending box does
+not send the RFC 5322 message in clear: it sends this envelope instead,
+base64-encoded (:func:`encode_for_smtp`). The binary layout is::
+
+    b"OMSE" | version (1 byte) | nonce (24 bytes) | crypto_box ciphertext
+
+and the plaintext inside the box (all integers big-endian)::
+
+    b"OMSE" | version              repeats the clear header, so it is authenticated
+    recipient X25519 key (32)      whom the sender sealed it for
+    envelope_id (16) | created (u64) | session_challenge (16)
+    mail_from (u16 length + UTF-8)
+    recipient count (u16), each (u16 length + UTF-8)
+    message (u32 length + bytes)
+    flags (1 byte): 0 = a message, 1 = cover traffic (a dummy); nothing else
+    zero padding up to a Padmé bucket (see :mod:`onionmail.seal.padding`)
+
+The flags byte came after version 1 was first deployed, without a version
+bump: an envelope sealed before it ends in zero padding right after the
+message, which reads as flags 0; a message sealed now carries flags 0, which
+an older receiver reads as its first padding byte. Only a dummy (flags 1)
+is refused by an older receiver ("padding is not zero"), and the sender then
+drops it silently, as it drops every failed dummy. Any other flags value is
+refused as non-zero padding.
+
+Threat model choices
+--------------------
+
+**The seal proves the sender to the recipient, and to nobody else.**
+crypto_box (X25519 + XSalsa20-Poly1305) is authenticated with the shared key
+of the sender's and the recipient's X25519 keys, both derived from their
+onion addresses. Only the holder of the sender's key could have made a box
+that opens with the key derived from the claimed sender onion, so a spoofed
+``MAIL FROM`` fails (``SealError`` -> 5xx). But the recipient can compute
+the same shared key, so it could have made the envelope itself: a third
+party shown the envelope learns nothing about who wrote it (deniability, as
+with off-the-record messaging, and unlike a signature). Because the shared
+key is symmetric, the plaintext names the recipient's key: an envelope from
+Alice to Bob cannot be reflected back to Alice as if Bob had sent it.
+
+**Replays are refused, retries are delivered exactly once.** Two different
+numbers do two different jobs. The *session challenge* is 16 random bytes
+the receiver announces in its EHLO reply for one SMTP session; the sender
+seals it in, so an envelope captured on the wire (or lifted from a queue) and
+replayed in another session fails :func:`verify_binding`. The *envelope id*
+is chosen once per queued message and stays the same across retries: when a
+``250`` was lost and the sender retries in a new session with a fresh
+challenge, the receiver recognises the id (see
+:mod:`onionmail.store.replay_cache`) and acknowledges without storing twice. The
+``created`` time bounds how long the receiver must remember ids
+(:data:`MAX_ENVELOPE_AGE`). The SMTP sender and recipients are sealed too, so
+an envelope cannot be redirected to other recipients.
+
+**Padding hides the size, up to a bucket.** The ciphertext length reveals
+only the Padmé bucket of the plaintext: every message under about 4 KiB
+looks the same, and larger ones leak their order of magnitude plus a few
+bits (at most ~6 % overhead). It does not hide *that* mail was sent, when,
+or between which onions (Tor hides the network addresses, not the timing).
+The outer header (magic, version) and the nonce are in clear and carry no
+information about the content.
+
+**A dummy is a dummy only inside the seal.** Cover traffic
+(:mod:`onionmail.box.cover_traffic`) uses the same SMTP dialogue, the same
+sealing and the same padding as a message: its plaintext differs only in
+the flags byte, and its empty message lands in the 4096-byte floor bucket
+like any short mail. Nothing outside the seal (length, clear header, the
+``250`` reply; the SMTP envelope too, when the cover contact is given as the
+address the user writes to) tells the two apart. The receiving box learns it
+after opening the seal and drops the dummy, still recording its envelope id
+(:mod:`onionmail.store.replay_cache`) so that retries and replays meet the same
+answers as for a message. One difference remains: the ``250`` for a dummy
+comes without the Maildir write and its fsync, a few milliseconds sooner.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hmac
+import struct
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import nacl.exceptions
+import nacl.public
+import nacl.utils
+
+from onionmail.core.errors import EnvelopeError, EnvelopeMismatchError, ReplayError, SealError
+from onionmail.seal.identity import Identity, x25519_public_key_for_onion
+from onionmail.seal.padding import pad
+
+ENVELOPE_VERSION = 1
+MAX_ENVELOPE_AGE = 7 * 24 * 3600
+"""Seconds after ``created`` an envelope is refused as stale."""
+MAX_CLOCK_SKEW = 10 * 60
+"""Seconds an envelope's ``created`` may lie in the receiver's future."""
+MAGIC = b"OMSE"
+ENVELOPE_ID_SIZE = 16
+CHALLENGE_SIZE = 16
+NONCE_SIZE = nacl.public.Box.NONCE_SIZE
+MAC_SIZE = 16
+HEADER = MAGIC + bytes([ENVELOPE_VERSION])
+ENVELOPE_OVERHEAD = len(HEADER) + NONCE_SIZE + MAC_SIZE
+"""Bytes an envelope adds to its padded plaintext (clear header, nonce, MAC)."""
+MAX_ENVELOPE_SIZE = 128 * 1024 * 1024
+"""Largest envelope sealed or opened (bounds memory whatever the peer sends)."""
+MAX_MESSAGE_SIZE = 100 * 1024 * 1024
+"""Largest RFC 5322 message that fits (its Padmé bucket stays under the envelope limit)."""
+
+SEAL_KEYWORD = "X-ONIONMAIL-SEAL"
+EXPRESS = "EXPRESS"
+"""Last word of an onionmail box's greeting, after the seal keyword and challenge: the
+server takes EHLO pipelined with the first transaction, and BDAT (one round trip)."""
+SEAL_KEYWORD_VERSION = "v1"
+
+_KEY_SIZE = 32
+_U16 = struct.Struct(">H")
+_U32 = struct.Struct(">I")
+_U64 = struct.Struct(">Q")
+_SMTP_LINE = 76
+_FLAG_COVER = 0x01
+
+
+@dataclass(frozen=True)
+class SealedContent:
+    """What the sender seals: the message and the SMTP data it is bound to.
+
+    Construction validates sizes and raises :class:`EnvelopeError`.
+    """
+
+    envelope_id: bytes
+    """16 random bytes chosen once per queued message, stable across retries."""
+    created: int
+    """Unix seconds when the message was queued."""
+    session_challenge: bytes
+    """The 16 bytes the receiver announced in this SMTP session's EHLO reply."""
+    mail_from: str
+    """The SMTP reverse path (``MAIL FROM``), without angle brackets."""
+    recipients: tuple[str, ...]
+    """The SMTP forward paths (``RCPT TO``) the receiver accepted."""
+    message: bytes
+    """The RFC 5322 message (empty in a dummy)."""
+    cover: bool = False
+    """Cover traffic: a dummy the receiving box drops once it has opened the seal."""
+
+    def __post_init__(self) -> None:
+        _check_size("envelope id", self.envelope_id, ENVELOPE_ID_SIZE)
+        _check_size("session challenge", self.session_challenge, CHALLENGE_SIZE)
+        if type(self.created) is not int or not 0 <= self.created < 2**64:
+            raise EnvelopeError("the envelope's creation time is out of range")
+        if not isinstance(self.recipients, tuple):
+            raise EnvelopeError("the envelope's recipients must be a tuple")
+        if len(self.recipients) > 0xFFFF:
+            raise EnvelopeError("too many recipients for one envelope")
+        if not isinstance(self.message, bytes) or len(self.message) > MAX_MESSAGE_SIZE:
+            raise EnvelopeError(f"the message is larger than {MAX_MESSAGE_SIZE} bytes")
+        if type(self.cover) is not bool:
+            raise EnvelopeError("the envelope's cover flag must be true or false")
+
+    def __repr__(self) -> str:
+        """Addresses, challenge and message stay out of logs and tracebacks."""
+        return (
+            f"SealedContent(envelope_id={self.envelope_id.hex()}, created={self.created}, "
+            f"recipients=<{len(self.recipients)}>, message=<{len(self.message)} bytes>)"
+        )
+
+
+def _check_size(what: str, value: bytes, size: int) -> None:
+    if not isinstance(value, bytes) or len(value) != size:
+        raise EnvelopeError(f"the {what} must be {size} bytes")
+
+
+# --- sealing -----------------------------------------------------------------
+
+
+def seal(content: SealedContent, *, sender: Identity, recipient_onion: str) -> bytes:
+    """Seal ``content`` from ``sender`` to the box at ``recipient_onion``.
+
+    Raises :class:`~onionmail.core.errors.AddressError` if ``recipient_onion`` is
+    not a v3 onion host, :class:`EnvelopeError` if an address does not fit.
+    """
+    recipient_key = x25519_public_key_for_onion(recipient_onion)
+    plaintext = pad(HEADER + bytes(recipient_key) + _encode_content(content))
+    if len(plaintext) + ENVELOPE_OVERHEAD > MAX_ENVELOPE_SIZE:
+        raise EnvelopeError(f"the sealed envelope would exceed {MAX_ENVELOPE_SIZE} bytes")
+    nonce = nacl.utils.random(NONCE_SIZE)
+    box = nacl.public.Box(sender.x25519_private_key(), recipient_key)
+    return HEADER + nonce + box.encrypt(plaintext, nonce).ciphertext
+
+
+def _encode_content(content: SealedContent) -> bytes:
+    parts = [
+        content.envelope_id,
+        _U64.pack(content.created),
+        content.session_challenge,
+        _encode_text("sender address", content.mail_from),
+        _U16.pack(len(content.recipients)),
+    ]
+    parts.extend(_encode_text("recipient address", rcpt) for rcpt in content.recipients)
+    parts.append(_U32.pack(len(content.message)))
+    parts.append(content.message)
+    parts.append(bytes([_FLAG_COVER if content.cover else 0]))
+    return b"".join(parts)
+
+
+def _encode_text(what: str, text: str) -> bytes:
+    try:
+        raw = text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise EnvelopeError(f"the {what} is not valid Unicode") from None
+    if len(raw) > 0xFFFF:
+        raise EnvelopeError(f"the {what} is too long to seal")
+    return _U16.pack(len(raw)) + raw
+
+
+# --- opening -----------------------------------------------------------------
+
+
+def open_envelope(envelope: bytes, *, recipient: Identity, sender_onion: str) -> SealedContent:
+    """Open an envelope sealed to ``recipient`` by the box at ``sender_onion``.
+
+    Raises :class:`EnvelopeError` if the envelope is malformed (magic,
+    version, length, inner structure) and :class:`SealError` if it does not
+    open with the key derived from ``sender_onion`` or was sealed for another
+    box. No other exception escapes for any ``envelope``; a malformed
+    ``sender_onion`` raises :class:`~onionmail.core.errors.AddressError`.
+    """
+    sender_key = x25519_public_key_for_onion(sender_onion)
+    nonce, ciphertext = _split_envelope(envelope)
+    box = nacl.public.Box(recipient.x25519_private_key(), sender_key)
+    try:
+        plaintext = box.decrypt(ciphertext, nonce)
+    except nacl.exceptions.CryptoError:
+        raise SealError("the sealed envelope does not open with the sender's onion key") from None
+    return _parse_plaintext(plaintext, bytes(recipient.x25519_public_key()))
+
+
+def _split_envelope(envelope: bytes) -> tuple[bytes, bytes]:
+    """Check the clear header and lengths; return (nonce, ciphertext)."""
+    if len(envelope) > MAX_ENVELOPE_SIZE:
+        raise EnvelopeError(f"the sealed envelope exceeds {MAX_ENVELOPE_SIZE} bytes")
+    if envelope[: len(MAGIC)] != MAGIC:
+        raise EnvelopeError("not an onionmail sealed envelope (wrong magic)")
+    if len(envelope) <= len(MAGIC):
+        raise EnvelopeError("the sealed envelope is truncated")
+    if envelope[len(MAGIC)] != ENVELOPE_VERSION:
+        raise EnvelopeError(f"unsupported sealed envelope version {envelope[len(MAGIC)]}")
+    if len(envelope) < ENVELOPE_OVERHEAD:
+        raise EnvelopeError("the sealed envelope is truncated")
+    body = envelope[len(HEADER) :]
+    return body[:NONCE_SIZE], body[NONCE_SIZE:]
+
+
+class _Reader:
+    """Reads length-prefixed fields; any shortfall is an :class:`EnvelopeError`."""
+
+    def __init__(self, data: bytes) -> None:
+        self._data = memoryview(data)
+        self._pos = 0
+
+    def take(self, size: int) -> bytes:
+        end = self._pos + size
+        if end > len(self._data):
+            raise EnvelopeError("the sealed content is truncated (a length runs past its end)")
+        chunk = bytes(self._data[self._pos : end])
+        self._pos = end
+        return chunk
+
+    def uint(self, fmt: struct.Struct) -> int:
+        value: int = fmt.unpack(self.take(fmt.size))[0]
+        return value
+
+    def text(self) -> str:
+        raw = self.take(self.uint(_U16))
+        try:
+            return raw.decode("utf-8")
+        except UnicodeDecodeError:
+            raise EnvelopeError("an address in the sealed content is not UTF-8") from None
+
+    def rest(self) -> bytes:
+        return bytes(self._data[self._pos :])
+
+
+def _parse_plaintext(plaintext: bytes, own_key: bytes) -> SealedContent:
+    """The parsing boundary: only :class:`EnvelopeError` leaves it."""
+    try:
+        return _parse_fields(_Reader(plaintext), own_key)
+    except EnvelopeError:
+        raise
+    except (ValueError, struct.error, OverflowError) as exc:
+        raise EnvelopeError(f"the sealed content is malformed ({type(exc).__name__})") from None
+
+
+def _parse_fields(reader: _Reader, own_key: bytes) -> SealedContent:
+    if reader.take(len(HEADER)) != HEADER:
+        raise EnvelopeError("the sealed content's header disagrees with the envelope's")
+    if not hmac.compare_digest(reader.take(_KEY_SIZE), own_key):
+        raise SealError("the sealed envelope was sealed for another box")
+    envelope_id = reader.take(ENVELOPE_ID_SIZE)
+    created = reader.uint(_U64)
+    challenge = reader.take(CHALLENGE_SIZE)
+    mail_from = reader.text()
+    recipients = tuple(reader.text() for _ in range(reader.uint(_U16)))
+    message = reader.take(reader.uint(_U32))
+    # The flags byte, or (sealed before it existed) the first byte of padding.
+    rest = reader.rest()
+    flags = rest[0] if rest else 0
+    if flags not in (0, _FLAG_COVER) or any(rest[1:]):
+        raise EnvelopeError("the sealed content's padding is not zero")
+    cover = flags == _FLAG_COVER
+    return SealedContent(envelope_id, created, challenge, mail_from, recipients, message, cover)
+
+
+# --- binding to the SMTP session ----------------------------------------------
+
+
+def verify_binding(
+    content: SealedContent,
+    *,
+    mail_from: str,
+    recipients: Sequence[str],
+    session_challenge: bytes,
+    now: float,
+    max_age: int = MAX_ENVELOPE_AGE,
+) -> None:
+    """Check that opened ``content`` belongs to this SMTP transaction and is fresh.
+
+    Raises :class:`EnvelopeMismatchError` if the sealed sender, recipient set
+    or session challenge differ from the session's, and :class:`ReplayError`
+    if ``created`` is older than ``max_age`` or over 10 minutes in the future.
+    Addresses compare case-insensitively; recipients as a set.
+    """
+    if content.mail_from.lower() != mail_from.lower():
+        raise EnvelopeMismatchError("the sealed sender differs from MAIL FROM")
+    sealed = {rcpt.lower() for rcpt in content.recipients}
+    if sealed != {rcpt.lower() for rcpt in recipients}:
+        raise EnvelopeMismatchError("the sealed recipients differ from RCPT TO")
+    if not hmac.compare_digest(content.session_challenge, session_challenge):
+        raise EnvelopeMismatchError(
+            "the sealed session challenge is not this session's (a replayed capture?)"
+        )
+    if content.created < now - max_age:
+        raise ReplayError("the envelope is stale (older than the accepted window)")
+    if content.created > now + MAX_CLOCK_SKEW:
+        raise ReplayError("the envelope is dated in the future (check the sender's clock)")
+
+
+# --- SMTP transfer encoding ---------------------------------------------------
+
+
+def encode_for_smtp(envelope: bytes) -> bytes:
+    """Base64 ``envelope`` in CRLF-terminated lines of 76 characters, for DATA.
+
+    No line can start with ``.`` (not in the base64 alphabet), so SMTP dot
+    stuffing never changes it.
+    """
+    text = base64.b64encode(envelope)
+    lines = [text[i : i + _SMTP_LINE] for i in range(0, len(text), _SMTP_LINE)]
+    return b"".join(line + b"\r\n" for line in lines)
+
+
+def decode_from_smtp(data: bytes) -> bytes:
+    """Inverse of :func:`encode_for_smtp`; :class:`EnvelopeError` if not base64.
+
+    Lines may end in CRLF or LF and the last line break is optional; anything
+    else (blank lines, spaces, characters outside base64, bad padding) is
+    refused.
+    """
+    lines = data.split(b"\n")
+    if lines[-1] == b"":
+        lines.pop()
+    lines = [line[:-1] if line.endswith(b"\r") else line for line in lines]
+    if not lines or not all(lines):
+        raise EnvelopeError("the DATA is not a base64 sealed envelope (empty line)")
+    try:
+        return binascii.a2b_base64(b"".join(lines), strict_mode=True)
+    except binascii.Error:
+        raise EnvelopeError("the DATA is not a base64 sealed envelope") from None
+
+
+# --- ESMTP keyword ------------------------------------------------------------
+
+
+def format_seal_keyword(challenge: bytes) -> str:
+    """The EHLO reply line announcing sealing, with this session's challenge."""
+    _check_size("session challenge", challenge, CHALLENGE_SIZE)
+    token = base64.urlsafe_b64encode(challenge).rstrip(b"=").decode("ascii")
+    return f"{SEAL_KEYWORD} {SEAL_KEYWORD_VERSION} {token}"
+
+
+def parse_seal_keyword_params(params: str) -> bytes:
+    """The challenge from the keyword's parameters (``"v1 <base64url>"``).
+
+    Raises :class:`EnvelopeError` if they are malformed or name another version.
+    """
+    fields = params.split()
+    if len(fields) != 2:
+        raise EnvelopeError("the seal announcement needs a version and a challenge")
+    version, token = fields
+    if version != SEAL_KEYWORD_VERSION:
+        raise EnvelopeError("the peer announces an unsupported seal version")
+    challenge = _decode_challenge(token)
+    if format_seal_keyword(challenge).rsplit(" ", 1)[1] != token:
+        raise EnvelopeError("the seal challenge is not canonical base64url")
+    return challenge
+
+
+def _decode_challenge(token: str) -> bytes:
+    try:
+        raw = token.encode("ascii")
+        challenge = base64.urlsafe_b64decode(raw + b"=" * (-len(raw) % 4))
+    except (UnicodeEncodeError, binascii.Error, ValueError):
+        raise EnvelopeError("the seal challenge is not base64url") from None
+    if len(challenge) != CHALLENGE_SIZE:
+        raise EnvelopeError(f"the seal challenge must be {CHALLENGE_SIZE} bytes")
+    return challenge

@@ -1,0 +1,120 @@
+"""The leak ledger: for each sent and received message, the path it took and who saw what.
+
+One JSON file per message and destination in ``BOXDIR/ledger`` (0600 in a
+0700 directory), holding the direction, the path, the day, and the leak
+matrix of :mod:`threat_model` for that path. It never holds the sensitive
+values themselves: no address, no subject, no time finer than the day.
+Message-IDs are stored as keyed hashes (BLAKE2b keyed from the identity
+seed, domain-separated), so ``onionmail leaks MESSAGE-ID`` can find an entry
+while someone who seizes the box cannot test a guessed Message-ID without
+the key, which a passphrase protects.
+
+A sent message is recorded at submission with the path it is expected to
+take, under the Message-ID the box gave it; the delivery agent rewrites the
+entry with the path it really took.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import nacl.encoding
+import nacl.hash
+
+from onionmail.core.files import ensure_private_dir, write_private_file
+from onionmail.seal.identity import derive_subkey
+from threat_model import LeakMatrix, MailPath
+
+
+def ledger_key(seed: bytes) -> bytes:
+    return derive_subkey(seed, b"om-ledger-v1")
+
+
+@dataclass(frozen=True)
+class LedgerEntry:
+    """One message to (or from) one destination, as the ledger keeps it."""
+
+    name: str
+    direction: str
+    path: MailPath
+    day: str
+    state: str
+    matrix: LeakMatrix
+
+
+class Ledger:
+    """All methods block (call them through ``asyncio.to_thread`` from the box)."""
+
+    def __init__(self, directory: Path, key: bytes) -> None:
+        self.directory = directory
+        self._key = key
+
+    def _hash(self, text: str) -> str:
+        digest = nacl.hash.blake2b(
+            text.strip().strip("<>").encode("utf-8", "surrogateescape"),
+            key=self._key,
+            digest_size=16,
+            encoder=nacl.encoding.HexEncoder,
+        )
+        return digest.decode("ascii")
+
+    def record(
+        self,
+        *,
+        message_ids: Iterable[str],
+        destination: str,
+        direction: str,
+        matrix: LeakMatrix,
+        state: str,
+        now: float | None = None,
+    ) -> str:
+        """Write (or update) the entry of a message for one destination; returns its name."""
+        hashes = sorted({self._hash(m) for m in message_ids if m})
+        name = self._hash(f"{hashes[0] if hashes else ''}|{destination}")
+        ensure_private_dir(self.directory)
+        path = self.directory / f"{name}.json"
+        known: list[str] = []
+        if path.exists():
+            known = json.loads(path.read_bytes()).get("ids", [])
+        day = time.strftime("%Y-%m-%d", time.gmtime(time.time() if now is None else now))
+        data: dict[str, Any] = {
+            "ids": sorted(set(known) | set(hashes)),
+            "destination_hash": self._hash(destination),
+            "direction": direction,
+            "day": day,
+            "state": state,
+            "matrix": matrix.to_json(),
+        }
+        write_private_file(path, json.dumps(data, indent=1).encode())
+        return name
+
+    def find(self, message_id: str) -> list[LedgerEntry]:
+        return [self._entry(name, raw) for name, raw in self._matching(message_id)]
+
+    def entries(self) -> list[LedgerEntry]:
+        return [self._entry(name, raw) for name, raw in self._all()]
+
+    def _matching(self, message_id: str) -> list[tuple[str, dict[str, Any]]]:
+        wanted = self._hash(message_id)
+        return [(name, raw) for name, raw in self._all() if wanted in raw.get("ids", [])]
+
+    def _all(self) -> list[tuple[str, dict[str, Any]]]:
+        if not self.directory.is_dir():
+            return []
+        found = []
+        for path in sorted(self.directory.glob("*.json")):
+            try:
+                found.append((path.stem, json.loads(path.read_bytes())))
+            except (OSError, ValueError):
+                continue  # a damaged entry hides nothing else
+        return found
+
+    @staticmethod
+    def _entry(name: str, raw: dict[str, Any]) -> LedgerEntry:
+        matrix = LeakMatrix.from_json(raw["matrix"])
+        return LedgerEntry(name, raw["direction"], matrix.path, raw["day"], raw["state"], matrix)
