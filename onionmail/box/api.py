@@ -46,6 +46,7 @@ from typing import Any
 
 import aiosmtplib
 
+from onionmail.box.policy import route
 from onionmail.box.policy_gate import LeakKeeper
 from onionmail.config.box import CONFIG_NAME, Config, load_config
 from onionmail.core.errors import AddressError, ConfigError, OnionMailError, QueueError
@@ -527,19 +528,13 @@ class BoxApi:
         return self.leak_keeper.find(message_id)
 
     def route(self, recipient: str | MailAddress) -> str | None:
-        """The onion a message to ``recipient`` goes to, or None: the box's rule (``Box.route``).
-
-        An onion address goes to its onion; a domain of ``[onion_mx]`` straight
-        to the onion routed there (never via a gateway); any other address to
-        the first ``[gateway]``. ``[gateway]`` is read from disk, as
-        :meth:`gateway_registrations` shows it.
-        """
+        """The onion a message to ``recipient`` goes to, or None: the box's own rule
+        (:func:`~onionmail.box.policy.route`), with ``[gateway]`` read from disk as
+        :meth:`gateway_registrations` shows it."""
         address = recipient if isinstance(recipient, MailAddress) else parse_mail_address(recipient)
-        if address.is_onion:
-            return address.domain
         gateways = self.gateway_registrations({})
         sending = gateways[0].gateway if gateways else None
-        return self.config.onion_mx.onion_for(address.domain) or sending
+        return route(address, self.config.onion_mx, sending).destination
 
     def predict(self, recipient: str) -> Prediction:
         """Path, leak matrix and the box's verdict for one recipient, before sending.

@@ -22,6 +22,7 @@ from typing import Any
 from onionmail.box.cover_traffic import CoverTraffic
 from onionmail.box.delivery import DeliveryAgent
 from onionmail.box.inbound import InboundHandler
+from onionmail.box.policy import route
 from onionmail.box.policy_gate import LeakKeeper, message_id_of
 from onionmail.box.submission import Stored, SubmissionHandler
 from onionmail.box.timing import TimingPolicy
@@ -407,15 +408,9 @@ class Box:
         await self.leaks.delivered(entry, sealed, openpgp=openpgp)
 
     def route(self, rcpt: MailAddress) -> str | None:
-        """The onion a message to ``rcpt`` is sent to, or None when none can take it.
-
-        An onion address goes to its onion; a domain of ``[onion_mx]`` to the
-        onion routed there; any other address to the first ``[gateway]``, which
-        relays it to the clearnet (the box seals it to the gateway).
-        """
-        if rcpt.is_onion:
-            return rcpt.domain
-        return self.config.onion_mx.onion_for(rcpt.domain) or self.config.gateway.sending_gateway
+        """The onion a message to ``rcpt`` goes to, or None (:func:`onionmail.box.policy.route`)."""
+        config = self.config
+        return route(rcpt, config.onion_mx, config.gateway.sending_gateway).destination
 
     def _start_cover(self) -> None:
         contacts = self.timing.cover_contacts

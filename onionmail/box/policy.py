@@ -26,6 +26,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from onionmail.config.box import POLICY_RULES
+from onionmail.config.gateway import OnionMxSection
+from onionmail.core.mail_address import MailAddress
 from threat_model import Item, LeakMatrix, MailPath, Observer, Visibility
 
 ENDPOINTS = frozenset({Observer.RECIPIENT_BOX, Observer.BOX_SEIZURE})
@@ -94,6 +96,31 @@ def check(matrix: LeakMatrix, rules: Iterable[str]) -> list[Violation]:
         if leak is not None:
             found.append(Violation(rule, leak))
     return found
+
+
+@dataclass(frozen=True)
+class Route:
+    """Where a message to one recipient goes: the box's one routing rule (:func:`route`)."""
+
+    destination: str | None
+    """The onion the message is sent to; None when nothing can take it (no gateway)."""
+    via_gateway: bool
+    """Relayed to the clearnet by that gateway, rather than delivered to an onion peer."""
+
+
+def route(recipient: MailAddress, onion_mx: OnionMxSection, gateway: str | None) -> Route:
+    """The rule every part of the box asks (delivery, the policy gate, the TUI's forecast).
+
+    An onion address goes to its onion; a domain of ``[onion_mx]`` straight to
+    the onion routed there, never through a gateway; any other address to
+    ``gateway`` (the first ``[gateway]``), which relays it to the clearnet.
+    """
+    if recipient.is_onion:
+        return Route(recipient.domain, via_gateway=False)
+    routed = onion_mx.onion_for(recipient.domain)
+    if routed is not None:
+        return Route(routed, via_gateway=False)
+    return Route(gateway, via_gateway=True)
 
 
 def predicted_path(recipient_is_onion: bool, *, openpgp_key: bool = False) -> MailPath:

@@ -14,10 +14,11 @@ import functools
 import logging
 from collections.abc import Callable
 
-from onionmail.box.policy import check, predicted_path
+from onionmail.box.policy import check, predicted_path, route
 from onionmail.box.timing import TimingPolicy
 from onionmail.config.box import Config
-from onionmail.core.mail_address import MailAddress
+from onionmail.core.errors import AddressError
+from onionmail.core.mail_address import MailAddress, parse_mail_address
 from onionmail.message.rfc5322 import MessageFormatError, parse_message
 from onionmail.openpgp.autocrypt import PeerKeyStore
 from onionmail.openpgp.clearnet import KnownKeys, peers_path
@@ -103,8 +104,11 @@ class LeakKeeper:
 
     def _onion_routed(self, recipient: str) -> bool:
         """Whether mail to ``recipient`` goes to an onion peer (not through a gateway)."""
-        host = recipient.rsplit("@", 1)[-1].lower()
-        return host.endswith(".onion") or self.config.onion_mx.onion_for(host) is not None
+        try:
+            address = parse_mail_address(recipient)
+        except AddressError:
+            return False  # not an address any rule routes to an onion
+        return not route(address, self.config.onion_mx, None).via_gateway
 
     def _sent_path(self, destination: str, sealed: bool, openpgp: bool = False) -> MailPath:
         if destination in self.config.gateway.onions:
