@@ -53,7 +53,7 @@ class PolicyServer:
 
 def _handler(server_state: PolicyServer) -> type[http.server.BaseHTTPRequestHandler]:
     class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802 (the name http.server calls)
+        def do_GET(self) -> None:  # the name http.server calls
             host = (self.headers.get("Host") or "").split(":")[0].lower()
             server_state.requests.append(host)
             response = server_state.responses.get(host)

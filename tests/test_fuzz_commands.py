@@ -27,7 +27,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from tests.test_smtp_protocol import Recorder, Start
-from tests.test_smtp_protocol import start_fixture as start_fixture  # noqa: F401 (fixture)
+from tests.test_smtp_protocol import start_fixture as start_fixture
 
 FUZZ_EXAMPLES = int(os.environ.get("ONIONMAIL_FUZZ_EXAMPLES", "0"))
 QUIET = 0.3

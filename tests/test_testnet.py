@@ -130,7 +130,7 @@ tor = pytest.mark.tor
 
 
 def _fetch(url: str) -> str:
-    with urllib.request.urlopen(url, timeout=5) as response:  # noqa: S310 - loopback
+    with urllib.request.urlopen(url, timeout=5) as response:  # loopback
         return str(response.read().decode())
 
 

@@ -87,7 +87,7 @@ async def test_send_from_the_tui_is_queued_then_delivered_over_onion(
                 pilot,
                 lambda: any(
                     str(ledger.get_row_at(i)[3]) == "delivered" for i in range(ledger.row_count)
-                ),  # noqa: E501
+                ),
                 10,
                 "the ledger entry",
             )

@@ -230,7 +230,7 @@ class Listener:
         hostname: str | None = None,
         ident: str = IDENT,
         data_size_limit: int | None = DEFAULT_DATA_SIZE_LIMIT,
-        enable_SMTPUTF8: bool = True,  # noqa: N803 (aiosmtpd's keyword)
+        enable_SMTPUTF8: bool = True,  # aiosmtpd's keyword
         decode_data: bool = False,
         timeout: float = DEFAULT_TIMEOUT,
         data_timeout: float = DEFAULT_DATA_TIMEOUT,

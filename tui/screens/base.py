@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, cast
+from collections.abc import Callable
+from typing import TYPE_CHECKING, TypeVar, cast
 
 from textual.screen import Screen
 
@@ -10,6 +11,8 @@ from onionmail.box.api import BoxApi
 
 if TYPE_CHECKING:
     from tui.app import OnionMailApp
+
+T = TypeVar("T")
 
 
 class BoxScreen(Screen[None]):
@@ -24,3 +27,13 @@ class BoxScreen(Screen[None]):
     def fail(self, exc: BaseException, doing: str) -> None:
         """From a worker thread: show ``exc`` in the UI."""
         self.app.call_from_thread(self.box_app.show_error, exc, doing)
+
+    def fetch(self, doing: str, read: Callable[[], T], show: Callable[[T], object]) -> None:
+        """From a worker thread: ``show(read())`` on the UI thread, or the error shown
+        (``doing`` says what failed: "read the queue")."""
+        try:
+            result = read()
+        except Exception as exc:  # any failure is shown to the user, never swallowed
+            self.fail(exc, doing)
+            return
+        self.app.call_from_thread(show, result)

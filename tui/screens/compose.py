@@ -73,12 +73,10 @@ class ComposeScreen(BoxScreen):
 
     @work(thread=True, exit_on_error=False)
     def load_contacts(self) -> None:
-        try:
-            contacts = self.api.contacts()
-        except Exception as exc:  # noqa: BLE001 - shown to the user, not swallowed
-            self.fail(exc, "read the address book")
-            return
-        self.app.call_from_thread(setattr, self, "contacts", contacts)
+        self.fetch("read the address book", self.api.contacts, self._set_contacts)
+
+    def _set_contacts(self, contacts: list[Contact]) -> None:
+        self.contacts = contacts
 
     def resolve(self, text: str) -> str:
         for contact in self.contacts:
@@ -108,7 +106,7 @@ class ComposeScreen(BoxScreen):
                 found.append(self.api.predict(rcpt))
             except OnionMailError as exc:
                 found.append(f"{rcpt}: {exc}")
-            except Exception as exc:  # noqa: BLE001 - shown to the user, not swallowed
+            except Exception as exc:  # shown to the user, not swallowed
                 self.fail(exc, f"predict the path to {rcpt}")
                 return
         self.app.call_from_thread(self._show_cards, recipients, found)
@@ -174,7 +172,7 @@ class ComposeScreen(BoxScreen):
                 body,
                 password_file=self.box_app.password_file,
             )
-        except Exception as exc:  # noqa: BLE001 - shown to the user, not swallowed
+        except Exception as exc:  # shown to the user, not swallowed
             self.box_app.show_error(exc, "send")
             return
         self.notify("queued by the box: see the queue (u)", title="sent")
@@ -191,12 +189,11 @@ class ComposeScreen(BoxScreen):
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="what-if")
     def what_if(self, recipient: str) -> None:
-        try:
-            options = self.api.what_if(recipient)
-        except Exception as exc:  # noqa: BLE001 - shown to the user, not swallowed
-            self.fail(exc, "compare the paths")
-            return
-        self.app.call_from_thread(self._show_what_if, recipient, options)
+        self.fetch(
+            "compare the paths",
+            lambda: self.api.what_if(recipient),
+            lambda options: self._show_what_if(recipient, options),
+        )
 
     def _show_what_if(self, recipient: str, options: list[PathOption]) -> None:
         if self.app.screen is self:

@@ -109,7 +109,7 @@ class ContactsScreen(ModalScreen[Contact | None]):
             book = AddressBook(
                 self.api.contacts(), self.api.known_keys(), self.api.gateway_registrations()
             )
-        except Exception as exc:  # noqa: BLE001 - shown to the user, not swallowed
+        except Exception as exc:  # shown to the user, not swallowed
             self.app.call_from_thread(self.notify, str(exc), title="address book", severity="error")
             return
         self.app.call_from_thread(self._show, book)
@@ -140,7 +140,7 @@ class ContactsScreen(ModalScreen[Contact | None]):
     def add(self, petname: str, address: str) -> None:
         try:
             self.api.add_contact(petname, address)
-        except Exception as exc:  # noqa: BLE001 - shown to the user, not swallowed
+        except Exception as exc:  # shown to the user, not swallowed
             self.app.call_from_thread(
                 self.notify, str(exc), title="contact not added", severity="error"
             )

@@ -94,12 +94,7 @@ class InboxScreen(BoxScreen):
 
     @work(thread=True, exit_on_error=False)
     def load_folders(self) -> None:
-        try:
-            folders = self.api.folders()
-        except Exception as exc:  # noqa: BLE001 - shown to the user, not swallowed
-            self.fail(exc, "list the folders")
-            return
-        self.app.call_from_thread(self._show_folders, folders)
+        self.fetch("list the folders", self.api.folders, self._show_folders)
 
     def _show_folders(self, folders: list[str]) -> None:
         options = self.query_one("#folders", OptionList)
@@ -133,7 +128,7 @@ class InboxScreen(BoxScreen):
                 self.app.call_from_thread(self._add_rows, folder, batch, done, len(keys))
             if not keys:
                 self.app.call_from_thread(self._add_rows, folder, [], 0, 0)
-        except Exception as exc:  # noqa: BLE001 - shown to the user, not swallowed
+        except Exception as exc:  # shown to the user, not swallowed
             self.fail(exc, f"read {folder}")
 
     def _add_rows(self, folder: str, batch: list[MessageSummary], done: int, total: int) -> None:

@@ -42,12 +42,7 @@ class LedgerScreen(BoxScreen):
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="ledger")
     def load(self) -> None:
-        try:
-            entries = self.api.ledger_entries()
-        except Exception as exc:  # noqa: BLE001 - shown to the user, not swallowed
-            self.fail(exc, "read the ledger")
-            return
-        self.app.call_from_thread(self._show, entries)
+        self.fetch("read the ledger", self.api.ledger_entries, self._show)
 
     def _show(self, entries: list[LedgerEntry]) -> None:
         self.entries = sorted(entries, key=lambda e: (e.day, e.name), reverse=True)

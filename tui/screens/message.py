@@ -61,13 +61,11 @@ class MessageScreen(BoxScreen):
 
     @work(thread=True, exit_on_error=False)
     def load(self) -> None:
-        try:
+        def read() -> tuple[MessageView, list[LedgerEntry]]:
             view = self.api.open_message(self.summary.folder, self.summary.key)
-            ledger = self.api.ledger_for(view.summary.message_id)
-        except Exception as exc:  # noqa: BLE001 - shown to the user, not swallowed
-            self.fail(exc, "open the message")
-            return
-        self.app.call_from_thread(self._show, view, ledger)
+            return view, self.api.ledger_for(view.summary.message_id)
+
+        self.fetch("open the message", read, lambda found: self._show(*found))
 
     def _show(self, view: MessageView, ledger: list[LedgerEntry]) -> None:
         head = Text()

@@ -58,12 +58,7 @@ class QueueScreen(BoxScreen):
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="queue")
     def load(self) -> None:
-        try:
-            states = self.api.queue()
-        except Exception as exc:  # noqa: BLE001 - shown to the user, not swallowed
-            self.fail(exc, "read the queue")
-            return
-        self.app.call_from_thread(self._show, states)
+        self.fetch("read the queue", self.api.queue, self._show)
 
     def _show(self, states: list[QueueState]) -> None:
         if states == self.states:
@@ -110,7 +105,7 @@ class QueueScreen(BoxScreen):
             else:
                 moved = self.api.cancel(queue_id or "")
                 message = f"cancelled; kept in {moved.parent}"
-        except Exception as exc:  # noqa: BLE001 - shown to the user, not swallowed
+        except Exception as exc:  # shown to the user, not swallowed
             self.fail(exc, f"{what} the message")
             return
         self.app.call_from_thread(self.notify, message)

@@ -93,12 +93,7 @@ class StatusScreen(BoxScreen):
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="status")
     def load(self) -> None:
-        try:
-            status = self.api.status()
-        except Exception as exc:  # noqa: BLE001 - shown to the user, not swallowed
-            self.fail(exc, "read the box's status")
-            return
-        self.app.call_from_thread(self._show, status)
+        self.fetch("read the box's status", self.api.status, self._show)
 
     def _show(self, status: BoxStatus) -> None:
         if status == self.current:

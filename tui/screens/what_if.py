@@ -33,10 +33,6 @@ SEVERITY = [
 ]
 
 
-def third_parties(option: PathOption) -> list[str]:
-    return [str(o) for o in observers_for(option.matrix.path) if o not in ENDPOINTS]
-
-
 def worst(option: PathOption, item: Item) -> Text:
     seen = [
         option.matrix.cell(o, item).visibility

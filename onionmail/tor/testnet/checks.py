@@ -47,7 +47,7 @@ def fetch_consensus(dir_port: int) -> Consensus | None:
     """The authority's current microdescriptor consensus, or None if it has none yet."""
     url = f"http://127.0.0.1:{dir_port}/tor/status-vote/current/consensus-microdesc"
     try:
-        with urllib.request.urlopen(url, timeout=HTTP_TIMEOUT) as response:  # noqa: S310
+        with urllib.request.urlopen(url, timeout=HTTP_TIMEOUT) as response:
             text = response.read().decode("utf-8", errors="replace")
     except urllib.error.HTTPError as exc:
         if exc.code == 404:

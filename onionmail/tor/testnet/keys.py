@@ -54,7 +54,7 @@ def _run_all(commands: list[tuple[list[str], bytes]], deadline: float, what: str
         (
             cmd,
             stdin,
-            subprocess.Popen(  # noqa: S603 - fixed argv, no shell
+            subprocess.Popen(  # fixed argv, no shell
                 cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
             ),
         )
