@@ -13,11 +13,9 @@ Decisions these tests pin down:
   (aiosmtpd's own command log is silenced unless ``--verbose``), so a NUL,
   CR or invalid UTF-8 in it has nowhere to go. The tests check it is not in
   the stored or queued message.
-* **A bare LF ends a command line** (aiosmtpd reads commands up to LF). What
-  follows it is a command of its own, answered and checked as such; the
-  peer gains nothing it could not send with CRLF. Refusing it as Postfix's
-  ``smtpd_forbid_bare_newline`` does needs a change in ``BoxSMTP``: the strict
-  ``xfail`` below is that change's acceptance test.
+* **A bare CR or LF in a command line refuses the whole line** (``500
+  5.5.2``, as Postfix's ``smtpd_forbid_bare_newline``): a command line ends
+  at CRLF only, so a bare LF never splits one line into two commands.
 * **8-bit data without ``BODY=8BITMIME`` is accepted and stored byte-exact.**
   Both servers announce 8BITMIME and neither converts anything: mail leaves
   a box sealed (base64), so no 7-bit hop ever sees the raw bytes.

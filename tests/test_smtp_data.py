@@ -8,7 +8,6 @@ the end-of-data marker and long lines also fall across chunk boundaries.
 
 from __future__ import annotations
 
-import asyncio
 import socket
 from collections.abc import Iterator
 from typing import Any
@@ -19,7 +18,7 @@ from aiosmtpd.smtp import SMTP
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from onionmail.smtp.data import DataBlock, DataOutcome, DataReader, read_data
+from onionmail.smtp.data import DataBlock, DataOutcome, DataReader
 from tests.box_process import free_port
 
 LINE_LIMIT = 24  # small, so generated data hits it often
@@ -91,25 +90,15 @@ def chunked_verdict(data: bytes, cuts: list[int], size_limit: int | None) -> tup
     bounds = sorted({c % (len(stream) + 1) for c in cuts} | {0, len(stream)})
     pieces = [stream[start:end] for start, end in zip(bounds, bounds[1:], strict=False)]
 
-    async def run() -> DataBlock | None:
-        reader = asyncio.StreamReader()
-        for piece in pieces:
-            reader.feed_data(piece)
-        reader.feed_eof()
-        return await read_data(reader, b"", line_limit=LINE_LIMIT, size_limit=size_limit)
-
-    # The incremental parser (what the server feeds from each segment) gets
-    # the pieces one by one; read_data reads them from a stream.
+    # The parser gets the pieces one by one, as the server feeds it each segment.
     parser = DataReader(line_limit=LINE_LIMIT, size_limit=size_limit)
-    fed: DataBlock | None = None
+    block: DataBlock | None = None
     for number, piece in enumerate(pieces):
-        fed = parser.feed(piece)
-        if fed is not None:
-            fed.rest += b"".join(pieces[number + 1 :])  # what the server reads next
+        block = parser.feed(piece)
+        if block is not None:
+            block.rest += b"".join(pieces[number + 1 :])  # what the server reads next
             break
-    block = asyncio.run(run())
     assert block is not None
-    assert fed == block
     if block.outcome is DataOutcome.OK:
         return "250 " + block.content.hex(), block.rest
     return block.outcome.value[:3], block.rest
@@ -134,28 +123,18 @@ def test_chunked_reader_agrees_with_aiosmtpd(
     assert rest == stream[first + 3 :]
 
 
-async def test_a_line_without_end_is_refused_without_holding_it_in_memory() -> None:
-    reader = asyncio.StreamReader()
+def test_a_line_without_end_is_refused_without_holding_it_in_memory() -> None:
+    parser = DataReader(line_limit=1001, size_limit=None)
     for _ in range(200):  # 12.8 MB without a CRLF, then the terminator
-        reader.feed_data(b"x" * 64_000)
-    reader.feed_data(b"\r\n.\r\n")
-    reader.feed_eof()
-    block = await read_data(reader, b"", line_limit=1001, size_limit=None)
+        assert parser.feed(b"x" * 64_000) is None
+    block = parser.feed(b"\r\n.\r\n")
     assert block is not None and block.outcome is DataOutcome.TOO_LONG
 
 
-async def test_peer_hanging_up_mid_data_reads_as_none() -> None:
-    reader = asyncio.StreamReader()
-    reader.feed_data(b"Subject: x\r\n\r\nhalf a mess")
-    reader.feed_eof()
-    assert await read_data(reader, b"", line_limit=1001, size_limit=None) is None
-
-
-async def test_dot_stuffing_undone_and_pending_bytes_read_first() -> None:
-    reader = asyncio.StreamReader()
-    reader.feed_data(b"..leading\r\n.\r\nQUIT\r\n")
-    reader.feed_eof()
-    block = await read_data(reader, b"Subject: s\r\n\r\n", line_limit=1001, size_limit=None)
+def test_dot_stuffing_undone_and_what_follows_handed_back() -> None:
+    parser = DataReader(line_limit=1001, size_limit=None)
+    assert parser.feed(b"Subject: s\r\n\r\n") is None
+    block = parser.feed(b"..leading\r\n.\r\nQUIT\r\n")
     assert block is not None
     assert block.content == b"Subject: s\r\n\r\n.leading\r\n"
     assert block.rest == b"QUIT\r\n"

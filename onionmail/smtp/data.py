@@ -1,43 +1,27 @@
-"""The DATA phase read in large chunks: the end-of-data marker found without per-line work.
+"""DATA and BDAT payloads parsed as they arrive: the end-of-data marker found in bulk.
 
-aiosmtpd 1.4 reads DATA one line at a time (``readuntil(b"\\r\\n")`` and
-Python-level bookkeeping per line, since its smuggling fix in 1.4.5); a
-100 KB message is some 1,300 awaits, and the box's servers spent more time
-there than Postfix spends on the whole message. :func:`read_data` reads up to
-64 KiB at a time. One ``find`` pass for ``<CRLF>.`` finds both the
-terminator and whether any line is dot-stuffed (only then a ``replace``
-undoes it); line lengths are checked a window of ``line_limit`` bytes at a
-time (one ``rfind`` per window, not one object per line). For a 100 KB
-message that is ~70 µs instead of ~210 µs. The parsing itself is
-:class:`DataReader`, fed whatever bytes arrive; :func:`read_data` drives it
-from a StreamReader.
-
-It accepts, refuses and stores exactly what aiosmtpd's line reader does
-(``tests/test_smtp_data.py`` checks that against a line-by-line reference
-with generated input), so the smuggling analysis of the line reader holds:
+:class:`DataReader` is fed whatever bytes a segment brought. One ``find``
+pass for ``<CRLF>.`` finds both the terminator and any dot-stuffed line;
+line lengths are checked a window of ``line_limit`` bytes at a time, never
+one object per line. It accepts, refuses and stores exactly what aiosmtpd's
+line reader does (``tests/test_smtp_data.py`` checks that against a
+line-by-line reference with generated input), so its smuggling analysis holds:
 
 * lines end with CRLF only; a bare LF or CR is data inside a line, so
   ``<LF>.<LF>``, ``<LF>.<CR><LF>`` and ``<CR><LF>.<LF>`` end nothing;
-* the data ends at the first line that is exactly ``.<CRLF>``: the first
-  ``<CRLF>.<CRLF>`` in the stream, counting a CRLF just before the first
-  line (the one that ended the ``DATA`` command);
-* a line (with its CRLF, before dot-stuffing is undone) longer than
-  ``line_limit`` fails the message with ``500``, and more than
-  ``size_limit`` bytes of data with ``552``; both only once the terminator
-  has arrived (RFC 5321 4.2.5), the data past the failure being discarded as
-  it comes, so memory stays bounded (a message that is both too large and
-  has a too-long line may get either reply);
-* whatever the client sent after the terminator (pipelined commands) is
-  returned, for the command reader to see first.
+* the data ends at the first line that is exactly ``.<CRLF>``, counting the
+  CRLF that ended the ``DATA`` command;
+* a line longer than ``line_limit`` fails the message with ``500``, more
+  than ``size_limit`` bytes with ``552``; both only once the terminator has
+  arrived (RFC 5321 4.2.5), the data past the failure discarded as it comes;
+* whatever followed the terminator (pipelined commands) is handed back.
 """
 
 from __future__ import annotations
 
-import asyncio
 import enum
 from dataclasses import dataclass
 
-CHUNK = 64 * 1024
 TERMINATOR = b"\r\n.\r\n"
 _CRLF = b"\r\n"
 _DOT_LINE = b"\r\n."
@@ -148,27 +132,6 @@ class DataReader:
             with memoryview(buf) as view:
                 content = bytes(view[2:])
         return DataBlock(self._outcome, content, rest)
-
-
-async def read_data(
-    reader: asyncio.StreamReader,
-    pending: bytes,
-    *,
-    line_limit: int,
-    size_limit: int | None,
-) -> DataBlock | None:
-    """Read one DATA block; ``pending`` is what was received before but not yet read.
-
-    Returns None when the stream ends before the terminator (the peer hung up).
-    """
-    parser = DataReader(line_limit=line_limit, size_limit=size_limit)
-    block = parser.feed(pending)
-    while block is None:
-        chunk = await reader.read(CHUNK)
-        if not chunk:
-            return None
-        block = parser.feed(chunk)
-    return block
 
 
 def _measure(

@@ -59,9 +59,10 @@ class Maildir:
     def clean_tmp(self, older_than: float = 36 * 3600) -> int:
         """Remove leftovers of a crash mid-write; returns how many.
 
-        Files in ``tmp/`` older than ``older_than`` seconds, and empty files in
-        ``new/`` (left by versions that linked before the fsync: never
-        acknowledged; no message the box stores is empty).
+        Files in ``tmp/`` older than ``older_than`` seconds (a message is
+        written there, fsynced, then renamed into ``new/``, so nothing in
+        ``tmp/`` was acknowledged), and empty files in ``new/``: no message
+        the box stores is empty.
         """
         removed = 0
         for entry in (self.path / "new").iterdir():
