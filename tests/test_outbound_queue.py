@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import stat
 import time
 from pathlib import Path
 
-import nacl.secret
 import pytest
 
 from onionmail.core.errors import QueueError
@@ -17,7 +15,6 @@ from onionmail.core.files import write_all
 from onionmail.store import queue as outbound_queue
 from onionmail.store.queue import (
     CLEAR_HEADER_MAGIC,
-    SECRETBOX_HEADER_MAGIC,
     OutboundQueue,
     list_queue,
     queue_key,
@@ -153,45 +150,6 @@ def test_a_damaged_ciphertext_under_an_intact_header_fails_to_load(
         queue.load(entry.id)
 
 
-def write_secretbox_layout(directory: Path, queue_id: str, *, first_try: float) -> None:
-    """An entry as the previous version wrote it: an ``omq2`` clear line, then SecretBox."""
-    clear = (
-        SECRETBOX_HEADER_MAGIC
-        + json.dumps(
-            {"destination": "p.onion", "created": 1000.0, "first_try": first_try, "cover": False}
-        ).encode()
-        + b"\n"
-    )
-    secret = {
-        "mail_from": "a@x.onion",
-        "recipients": ["b@p.onion"],
-        "envelope_id": "00" * 16,
-        "clear": hashlib.blake2b(clear, digest_size=16).hexdigest(),
-    }
-    plain = json.dumps(secret).encode() + b"\n" + MESSAGE
-    sealed = nacl.secret.SecretBox(KEY).encrypt(plain)
-    (directory / "active" / f"{queue_id}.msg").write_bytes(clear + sealed)
-
-
-def test_an_entry_of_the_secretbox_layout_still_lists_loads_and_checks_its_header(
-    tmp_path: Path,
-) -> None:
-    queue = OutboundQueue(tmp_path / "q", KEY)
-    write_secretbox_layout(tmp_path / "q", "prev", first_try=2e9)
-    queue.recover()
-    assert [(s.id, s.destination, s.next_try) for s in queue.states()] == [("prev", "p.onion", 2e9)]
-    loaded = queue.load("prev")
-    assert (loaded.mail_from, loaded.recipients, loaded.message) == (
-        "a@x.onion",
-        ("b@p.onion",),
-        MESSAGE,
-    )
-    path = tmp_path / "q" / "active" / "prev.msg"
-    path.write_bytes(path.read_bytes().replace(b'"p.onion"', b'"e.onion"', 1))
-    with pytest.raises(QueueError, match="clear header was altered"):
-        queue.load("prev")
-
-
 @pytest.mark.parametrize("step", [1, 7, 4096])
 def test_write_all_resumes_short_writes_across_chunks(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, step: int
@@ -266,96 +224,10 @@ def test_a_damaged_state_means_never_tried_yet(tmp_path: Path, damage: str) -> N
     assert queue.states() == [entry.first_state()]
 
 
-def write_old_layout(
-    directory: Path, queue_id: str, *, first_try: float | None = None, cover: bool = False
-) -> None:
-    """An entry as versions before the clear header wrote it: all ciphertext, and a state."""
-    header: dict[str, object] = {
-        "destination": "p.onion",
-        "mail_from": "a@x.onion",
-        "recipients": ["b@p.onion"],
-        "envelope_id": "00" * 16,
-        "created": 1000.0,
-    }
-    if cover:
-        header["cover"] = True
-    if first_try is not None:
-        header["first_try"] = first_try
-    plain = json.dumps(header).encode() + b"\n" + MESSAGE
-    active = directory / "active"
-    (active / f"{queue_id}.msg").write_bytes(nacl.secret.SecretBox(KEY).encrypt(plain))
-    state = {
-        "id": queue_id,
-        "destination": "p.onion",
-        "created": 1000.0,
-        "attempts": 0,
-        "next_try": first_try or 0.0,
-        "last_error": "",
-        "cover": cover,
-    }
-    (active / f"{queue_id}.state").write_bytes(json.dumps(state).encode())
-
-
-def test_an_entry_of_the_earlier_layout_still_loads_lists_and_retries(tmp_path: Path) -> None:
-    queue = OutboundQueue(tmp_path / "q", KEY)
-    write_old_layout(tmp_path / "q", "old1", first_try=2e9)
-    new = queue.enqueue("p.onion", "a@x.onion", ("b@p.onion",), MESSAGE, next_try=3e9)
-    queue.recover()
-    loaded = queue.load("old1")
-    assert (loaded.destination, loaded.recipients, loaded.message) == (
-        "p.onion",
-        ("b@p.onion",),
-        MESSAGE,
-    )
-    assert (loaded.created, loaded.first_try, loaded.cover) == (1000.0, 2e9, False)
-    assert [(s.id, s.next_try) for s in queue.states()] == [("old1", 2e9), (new.id, 3e9)]
-    scan = scan_due(tmp_path / "q", 2.5e9, 10)
-    assert [s.id for s in scan.due] == ["old1"] and scan.next_due == 3e9
-    assert reschedule_queue(tmp_path / "q", 5.0) == 2
-    (old,) = [s for s in queue.states() if s.id == "old1"]
-    queue.record_failure(old, "offline", 7.0)
-    assert {(s.id, s.attempts, s.next_try) for s in queue.states()} == {
-        ("old1", 1, 7.0),
-        (new.id, 0, 5.0),
-    }
-
-
-@pytest.mark.parametrize("damage", ["missing", "empty", "torn"])
-def test_held_old_layout_message_whose_first_state_a_crash_lost_keeps_its_first_try(
-    tmp_path: Path, damage: str
-) -> None:
-    """The earlier layout did not fsync the first state on its own: a crash may lose or empty it.
-
-    The message (fsynced, acknowledged) stays, and a message the timing
-    policy held is still held: the first try time comes back from the
-    encrypted message.
-    """
-    queue = OutboundQueue(tmp_path / "q", KEY)
-    held_until = time.time() + 3600
-    write_old_layout(tmp_path / "q", "old1", first_try=held_until, cover=True)
-    state_path = tmp_path / "q" / "active" / "old1.state"
-    if damage == "missing":
-        state_path.unlink()
-    elif damage == "empty":
-        state_path.write_bytes(b"")
-    else:
-        state_path.write_bytes(state_path.read_bytes()[:10])
-    assert [s.destination for s in queue.states()] == ["?"]  # until recovery
-    queue.recover()
-    (state,) = queue.states()
-    assert (state.id, state.destination, state.attempts, state.cover) == (
-        "old1",
-        "p.onion",
-        0,
-        True,
-    )
-    assert state.next_try == pytest.approx(held_until)
-    assert queue.load("old1").message == MESSAGE
-
-
-@pytest.mark.parametrize("content", [b"damaged", b""])
+@pytest.mark.parametrize("content", [b"damaged", b"", b"omq2 {}\nold"])
 def test_unreadable_entry_is_quarantined_not_lost(tmp_path: Path, content: bytes) -> None:
-    """Also an empty one: a power cut between the rename and the fsync (never acknowledged)."""
+    """Also an empty one (a power cut between the rename and the fsync: never
+    acknowledged), and one of another layout (no ``omq3`` clear header)."""
     queue = OutboundQueue(tmp_path / "q", KEY)
     entry = queue.enqueue("p.onion", "a@x.onion", ("b@p.onion",), MESSAGE)
     (tmp_path / "q" / "active" / f"{entry.id}.msg").write_bytes(content)

@@ -6,85 +6,42 @@ Layout under ``BOXDIR/queue`` (0700)::
     active/<id>.msg   one line in clear (destination onion, created, first try, cover),
                       then the message, encrypted (AES-256-GCM, key derived from the identity)
     active/<id>.state attempts, next try, last error (JSON); only once the state changed
+    damaged/          entries that do not load: kept, never sent
 
-**One file per accepted message.** :meth:`OutboundQueue.enqueue` writes the
-whole ``.msg`` to ``tmp/``, renames it into ``active/``, then fsyncs the file
-and ``active/``; only then does it return (and ``250`` go out), so an
-acknowledged entry is on disk whole, under its name. A crash before the
-rename leaves a file in ``tmp/`` that start-up removes (no ``250`` was sent
-for it). Renaming before the fsync lets the file's fsync write the new name
-too: ext4 without a journal (this project's machines) writes a new file's
-directory along with it, the one it is in by then; with a journal, the
-commit that makes the file durable holds the rename. The directory fsync
-then has nothing left to write: one disk flush per message instead of two,
-as Postfix's queue. The price is a narrow window: a power cut between the
-rename and the fsync can leave a torn (empty) entry in ``active/`` for a
-message never acknowledged; it fails to load and is moved to ``damaged/``
-like any unreadable entry, kept, never sent. This is
-:class:`~onionmail.store.maildir.Maildir`'s recipe too (the accept benchmark,
-``bench/accept.py``).
-Files rather than SQLite: a message is one immutable file; ``ids`` are
-random, so file names say nothing about the mail.
+**One file per accepted message**, written to ``tmp/``, renamed into
+``active/``, then the file and ``active/`` fsynced before ``250`` goes out
+(the file's fsync writes the new name with it: one disk flush per message).
+A power cut between rename and fsync can leave a torn entry for a message
+never acknowledged; it fails to load and moves to ``damaged/``. Files rather
+than SQLite: a message is one immutable file, under a random name that says
+nothing about the mail.
 
-**The clear header** is the first line of a ``.msg``: ``omq3 `` and a JSON
-object with exactly ``destination``, ``created``, ``first_try`` and
-``cover``. It lets :func:`list_queue`, :func:`scan_due`,
-:func:`reschedule_queue`, ``onionmail queue`` and the TUI work without the
-key, and it holds the same facts the ``.state`` file of earlier versions
-showed in clear from the moment a message was queued: nothing more (no
-sender, no recipients, no subject). Because the first try time is in the
-same file, an entry appears (the rename) already held as the timing policy
-(:mod:`onionmail.box.timing`) decided: the delivery agent never takes a held
-message for a due one. The encryption binds the header (it is the AEAD's
-associated data), so a header edited on disk makes the entry fail to load
-(it is quarantined, never sent elsewhere): :meth:`OutboundQueue.load` takes
-the destination from a verified header only.
+**The clear header** (``omq3`` and JSON with exactly ``destination``,
+``created``, ``first_try``, ``cover``) lets ``onionmail queue``, the TUI and
+the agent's scans (:func:`scan_due`) work without the key, and an entry
+appears already held as the timing policy decided. It names no sender,
+recipient or subject, and it is the cipher's associated data, so an edited
+header makes the entry fail to load rather than go elsewhere.
 
-**The cipher** is AES-256-GCM (OpenSSL, through ``cryptography``) with a
-random 96-bit nonce, under a key of its own derived from the queue key:
-12 bytes of nonce, then the ciphertext of a JSON line (sender, recipients,
-envelope id) and of the message, then the 16-byte tag. It is streamed over
-the parts, so the message is never copied into a joined plaintext, and the
-file is written with one ``writev``. With hardware AES that costs ~10 µs
-for a 100 KB message, where XSalsa20-Poly1305 (pynacl's SecretBox) and its
-copies cost 150–400 µs on the accept path, more than all the box's other
-work on a message but the fsync (bench/accept.py). Random nonces bound one
-key to about 2^32 messages, far beyond a personal box's queue. Entries
-written as ``omq2 `` (SecretBox, the header's BLAKE2b hash inside the
-plaintext) and earlier still load.
-
-**The state file** is written only when the state changes: a failed attempt
-(:meth:`OutboundQueue.record_failure`), a reschedule (``queue flush``, tor
-back, the TUI's "retry now"). Each write is atomic and durable (temporary
-name, fsync, rename, directory fsync). No ``.state`` means "never tried
-yet": attempts 0, next try the header's first try. A damaged one means the
-same, which is always safe (at worst an early retry); :meth:`recover`
-removes it.
-
-**Earlier layout.** Versions before this one wrote no clear header: the
-``.msg`` was all ciphertext, the encrypted JSON held the destination and
-times, and a ``.state`` was written at enqueue. Such entries still load and
-list (their ``.state`` says everything listing needs); one whose state a
-crash lost is rebuilt by :meth:`recover` from its encrypted header, as
-before.
-
-The message is encrypted with a key derived from the box identity (BLAKE2b
-keyed with the seed, personalised ``om-queue-v1``; the AES key is BLAKE2b
-keyed with that, personalised ``om-queue-gcm``), so a copy of the queue
+**The cipher** is AES-256-GCM with a random 96-bit nonce (about 2^32
+messages per key, far beyond a personal box's queue), streamed over the
+parts and written with one ``writev``. The key is derived from the identity
+seed (``om-queue-v1``, then ``om-queue-gcm``), so a copy of the queue
 directory alone reveals neither bodies nor senders nor recipients.
 
-Cover traffic (dummy envelopes, :mod:`onionmail.box.cover_traffic`) goes through
-the same queue, marked ``cover`` in the clear header (and in the ``.state``
-once written). The mark lets :func:`list_queue` leave dummies out of
-``onionmail queue`` and ``status`` without the key; the cost is that
-someone who reads the queue directory can tell which waiting entries are
-dummies, as they can already read destinations and try times. Cover traffic
-is aimed at observers of the network, not of the box's disk.
+**The state file** is written only when the state changes (a failed
+attempt, a reschedule), atomically and durably. No ``.state`` means never
+tried yet; a damaged one means the same (at worst an early retry).
+
+Cover traffic (:mod:`onionmail.box.cover_traffic`) goes through the same
+queue, marked ``cover`` in the clear header so listings can leave dummies
+out without the key; whoever reads the queue directory can tell them apart,
+as they can read destinations and times: cover traffic is aimed at the
+network's observers, not the disk's.
 """
 
 from __future__ import annotations
 
-import hashlib
 import heapq
 import json
 import os
@@ -94,8 +51,6 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
-import nacl.exceptions
-import nacl.secret
 import nacl.utils
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
@@ -113,9 +68,6 @@ from onionmail.seal.identity import derive_subkey
 
 CLEAR_HEADER_MAGIC = b"omq3 "
 """How a ``.msg`` starts: a clear header, then AES-256-GCM (the layout written now)."""
-SECRETBOX_HEADER_MAGIC = b"omq2 "
-"""A clear header, then SecretBox: the previous layout, still read (the first had no header)."""
-_MAGICS = (CLEAR_HEADER_MAGIC, SECRETBOX_HEADER_MAGIC)
 GCM_NONCE_BYTES = 12
 CLEAR_HEADER_MAX = 1024
 """Bytes read to find the clear header line (it is about 150)."""
@@ -168,7 +120,6 @@ class OutboundQueue:
 
     def __init__(self, directory: Path, key: bytes) -> None:
         self.directory = directory
-        self._box = nacl.secret.SecretBox(key)  # entries of the earlier layouts
         self._gcm_key = derive_subkey(key, b"om-queue-gcm")
         ensure_private_dir(directory)
         self._tmp = ensure_private_dir(directory / "tmp")
@@ -178,9 +129,8 @@ class OutboundQueue:
         """Remove half-written files left by a crash; returns how many messages.
 
         Also: a state file whose message is gone is removed; a damaged one is
-        removed (never tried yet: the header's first try holds); an entry of
-        the earlier layout whose state a crash lost gets it back from its
-        encrypted header; one that does not decrypt moves to ``damaged/``.
+        removed (never tried yet: the header's first try holds); an entry
+        without a readable clear header moves to ``damaged/`` (kept, not sent).
         """
         removed = 0
         for entry in self._tmp.iterdir():
@@ -199,15 +149,7 @@ class OutboundQueue:
             if _read_clear_state(msg) is not None:
                 state_path.unlink(missing_ok=True)  # damaged: back to "never tried yet"
                 continue
-            # The earlier layout, its state lost or emptied by a crash (its first
-            # state was not fsynced on its own); the message was (or may have been)
-            # acknowledged: keep it, first try as the timing policy set it.
-            try:
-                kept = self.load(msg.stem)
-            except QueueError:
-                self.quarantine(msg.stem)
-                continue
-            self._write_state(kept.first_state())
+            self.quarantine(msg.stem)
         return removed
 
     def enqueue(
@@ -274,21 +216,21 @@ class OutboundQueue:
         return chunks
 
     def _open(self, queue_id: str, data: bytes, line: bytes) -> bytes:
-        """The plaintext of an entry whose clear header ``line`` (b"": none) starts ``data``."""
+        """The plaintext of an entry whose clear header ``line`` starts ``data``."""
+        if not line:
+            raise QueueError(0, f"queue entry {queue_id}: no clear header (damaged?)")
         try:
-            if line.startswith(CLEAR_HEADER_MAGIC):
-                with memoryview(data) as view:
-                    nonce = view[len(line) : len(line) + GCM_NONCE_BYTES]
-                    sealed = view[len(line) + GCM_NONCE_BYTES :]
-                    return AESGCM(self._gcm_key).decrypt(nonce, sealed, line)
-            return self._box.decrypt(data[len(line) :])
-        except (InvalidTag, ValueError, nacl.exceptions.CryptoError):
+            with memoryview(data) as view:
+                nonce = view[len(line) : len(line) + GCM_NONCE_BYTES]
+                sealed = view[len(line) + GCM_NONCE_BYTES :]
+                return AESGCM(self._gcm_key).decrypt(nonce, sealed, line)
+        except (InvalidTag, ValueError):
             raise QueueError(
                 0, f"queue entry {queue_id}: does not decrypt (damaged, altered or another key?)"
             ) from None
 
     def load(self, queue_id: str) -> QueuedMessage:
-        """The whole entry, decrypted (any layout); :class:`QueueError` if it cannot be."""
+        """The whole entry, decrypted; :class:`QueueError` if it cannot be."""
         path = self._active / f"{queue_id}.msg"
         try:
             data = path.read_bytes()
@@ -299,11 +241,7 @@ class OutboundQueue:
         head, _, message = plain.partition(b"\n")
         try:
             header = json.loads(head)
-            if clear is not None:
-                # omq2 binds its header with a hash inside; omq3's was checked as associated data
-                if line.startswith(SECRETBOX_HEADER_MAGIC) and header.get("clear") != _digest(line):
-                    raise QueueError(0, f"queue entry {queue_id}: its clear header was altered")
-                header.update(clear)
+            header.update(clear or {})  # checked by the decryption (associated data)
             return QueuedMessage(
                 id=queue_id,
                 destination=header["destination"],
@@ -397,9 +335,9 @@ def iter_queue(directory: Path) -> Iterator[QueueState]:
     """Every entry's state, in directory order, read one at a time (memory stays flat).
 
     The ``.state`` file where there is a readable one; otherwise the
-    ``.msg``'s clear header (never tried yet); otherwise (an entry of the
-    earlier layout whose state is lost: :meth:`OutboundQueue.recover`
-    rebuilds it) a placeholder with destination ``"?"``, due at once.
+    ``.msg``'s clear header (never tried yet); otherwise (a damaged entry,
+    which the delivery agent's load quarantines) a placeholder with
+    destination ``"?"``, due at once.
     """
     active = directory / "active"
     if not active.is_dir():
@@ -430,13 +368,9 @@ def _clear_header(entry: QueuedMessage) -> bytes:
     return CLEAR_HEADER_MAGIC + json.dumps(fields, separators=_COMPACT).encode() + b"\n"
 
 
-def _digest(line: bytes) -> str:
-    return hashlib.blake2b(line, digest_size=16).hexdigest()
-
-
 def _parse_clear_header(data: bytes) -> tuple[bytes, dict[str, Any] | None]:
     """``(line with its newline, fields)``, or ``(b"", None)`` when ``data`` has no clear header."""
-    if not data.startswith(_MAGICS):
+    if not data.startswith(CLEAR_HEADER_MAGIC):
         return b"", None
     end = data.find(b"\n", 0, CLEAR_HEADER_MAX)
     if end < 0:
