@@ -24,8 +24,10 @@ from aiosmtpd.smtp import SMTP, AuthResult, LoginPassword
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from onionmail.smtp.protocol import Listener, _address, serve
+from onionmail.smtp.paths import split_path
+from onionmail.smtp.protocol import serve
 from onionmail.smtp.server import SafeHandler, server_port, start_smtp_server
+from onionmail.smtp.session import Listener
 from tests.box_process import free_port
 from tests.loopback_servers import stop
 from tests.smtp_client import RawSMTP, code
@@ -667,9 +669,9 @@ PARAMETERS = st.sampled_from(["", " SIZE=1", "  BODY=8BITMIME SMTPUTF8", "\tSIZE
 
 @given(MAILBOX, PARAMETERS, st.sampled_from(["", "@r.test:", "@r.test,@[1.2.3.4]:"]))
 def test_every_rfc5321_path_is_read_whole(mailbox: str, parameters: str, route: str) -> None:
-    assert _address(f"<{route}{mailbox}>{parameters}") == (mailbox, parameters.lstrip())
+    assert split_path(f"<{route}{mailbox}>{parameters}") == (mailbox, parameters.lstrip())
     if not route:
-        assert _address(f"{mailbox}{parameters}") == (mailbox, parameters.lstrip())
+        assert split_path(f"{mailbox}{parameters}") == (mailbox, parameters.lstrip())
 
 
 @pytest.mark.parametrize(
@@ -688,7 +690,7 @@ def test_every_rfc5321_path_is_read_whole(mailbox: str, parameters: str, route: 
     ],
 )
 def test_comments_and_obsolete_forms_are_refused(arg: str) -> None:
-    address, rest = _address(arg)
+    address, rest = split_path(arg)
     # either refused, or (a comment after the path) left for the parameters' parser to refuse
     assert address is None or (rest is not None and rest.startswith(("(", ">")))
 
@@ -704,7 +706,7 @@ def test_an_accepted_path_is_an_address_the_stdlib_accepts_too(tail: str) -> Non
     # and non-ASCII characters pass the protocol on purpose: the handlers refuse them
     # with their own replies (tests/test_hostile_input.py).
     for arg in ("<" + tail, "<a@b.test>" + tail, "<a.b@c" + tail, tail):
-        address, _ = _address(arg)
+        address, _ = split_path(arg)
         has_domain = address is not None and "@" in address[address.rfind('"') + 1 :]
         if address and has_domain:  # not "<>", nor a local part alone (<Postmaster>)
             assert Address(addr_spec=address).addr_spec, arg

@@ -40,15 +40,15 @@ from typing import Any
 
 from onionmail.core.errors import AddressError
 from onionmail.core.mail_address import MailAddress, parse_mail_address
-from onionmail.smtp.protocol import (
+from onionmail.smtp.protocol import serve
+from onionmail.smtp.replies import (
     DEFAULT_DATA_TIMEOUT,
     DEFAULT_MAX_BAD_COMMANDS,
     DEFAULT_MAX_LINE_LENGTH,
     IDENT,
     SERVER_ERROR,
-    Listener,
-    serve,
 )
+from onionmail.smtp.session import Listener
 
 __all__ = [
     "DEFAULT_DATA_TIMEOUT",
@@ -204,7 +204,7 @@ async def start_smtp_server(
 
     ``max_connections`` caps this listener (None: no cap of its own);
     ``connections_total`` is a limit shared with other listeners. Further
-    keywords are :class:`onionmail.smtp.protocol.Listener`'s, named as
+    keywords are :class:`onionmail.smtp.session.Listener`'s, named as
     aiosmtpd's SMTP names them (``hostname``, ``data_size_limit``,
     ``timeout``, ``data_timeout``, ``max_line_length``, ``max_bad_commands``,
     ``auth_required``, ``auth_require_tls``, ``authenticator``,
