@@ -46,110 +46,56 @@ from typing import Any
 
 import aiosmtplib
 
+from onionmail.box import forecast
+from onionmail.box.forecast import PathOption, Prediction
 from onionmail.box.policy import route
 from onionmail.box.policy_gate import LeakKeeper
+from onionmail.box.stored_mail import (
+    Arrival,
+    ArrivalKind,
+    Attachment,
+    MessageSummary,
+    MessageView,
+    OpenPGPResult,
+    openpgp_result,
+    read_arrival,
+    short_date,
+    text,
+)
 from onionmail.config.box import CONFIG_NAME, Config, load_config
 from onionmail.core.errors import AddressError, ConfigError, OnionMailError, QueueError
 from onionmail.core.files import ensure_private_dir, fsync_dir, write_private_file
 from onionmail.core.mail_address import MailAddress, parse_mail_address
-from onionmail.message.header_claims import SENDER_FIELDS, authserv_id, onions_named
+from onionmail.message.header_claims import authserv_id
 from onionmail.openpgp.autocrypt import PeerKeyStore
 from onionmail.openpgp.clearnet import peers_path
-from onionmail.openpgp.pgp_mime import STATUS_FIELD
 from onionmail.seal.identity import Identity, is_encrypted_identity, load_identity
 from onionmail.store.ledger import LedgerEntry
 from onionmail.store.lock import running_pid
 from onionmail.store.queue import QueueState, list_queue
-from threat_model import LeakMatrix, MailPath, MessageTraits, ModelConfig, Timing, leaks
+
+__all__ = [
+    "Arrival",
+    "ArrivalKind",
+    "Attachment",
+    "BoxApi",
+    "BoxStatus",
+    "Contact",
+    "GatewayRegistration",
+    "KnownKey",
+    "MessageSummary",
+    "MessageView",
+    "OpenPGPResult",
+    "PathOption",
+    "Prediction",
+    "openpgp_result",
+]
 
 HEADER_READ_LIMIT = 32 * 1024
 """Bytes read from each message to list it (headers only; the body is read on open)."""
 SUBMISSION_TIMEOUT = 60.0
 """Seconds a send through the submission server may take before it is reported as failed."""
 CONTACTS_NAME = "contacts.toml"
-
-
-class ArrivalKind:
-    """How a message reached this box, from the ``Authentication-Results`` the box wrote."""
-
-    SEALED = "sealed onion"
-    PLAIN = "plain onion peer"
-    GATEWAY = "via gateway"
-    UNKNOWN = "unknown"
-
-
-#: The fields the box prepends when it stores a message (:mod:`onionmail.box.inbound`):
-#: only these may stand above the box's ``Onionmail-OpenPGP`` field.
-_PREPENDED_BY_THE_BOX = frozenset(("return-path", "authentication-results"))
-
-
-@dataclass(frozen=True)
-class OpenPGPResult:
-    """What the box's ``Onionmail-OpenPGP:`` field says (see :mod:`onionmail.openpgp.pgp_mime`)."""
-
-    decrypted: bool
-    """The box decrypted a PGP/MIME message (the field's first word is ``decrypted``)."""
-    signature: str
-    """``verified``, ``unsigned``, ``unknown-signer`` or ``bad``; ``""`` when absent."""
-    signer: str = ""
-    """Fingerprint of the key that made a verified signature, else ``""``."""
-    reason: str = ""
-    """Why the box could not decrypt it (``not-decrypted; reason="..."``), else ``""``."""
-
-    @property
-    def signed_by_sender(self) -> bool:
-        return self.signature == "verified"
-
-
-@dataclass(frozen=True)
-class Arrival:
-    kind: str
-    verified: bool
-    """The box checked the sender's address (``onionmail=pass``)."""
-    encrypted: bool
-    """End-to-end encrypted: a sealed envelope, or OpenPGP (decrypted by the box or not).
-
-    Mail relayed by a gateway counts as encrypted only with OpenPGP: the gateway
-    seals it to the box, but it read the message in clear first.
-    """
-    openpgp: OpenPGPResult | None = None
-    """The box's ``Onionmail-OpenPGP`` verdict, when the box decrypted the message."""
-
-    @property
-    def encryption(self) -> str:
-        """``sealed``, ``OpenPGP`` (the box decrypted it), ``OpenPGP?`` (it did not), ``none``."""
-        if self.kind == ArrivalKind.SEALED:
-            return "sealed"
-        if self.openpgp is not None and self.openpgp.decrypted:
-            return "OpenPGP"
-        return "OpenPGP?" if self.encrypted else "none"
-
-
-@dataclass(frozen=True)
-class MessageSummary:
-    folder: str
-    key: str
-    """The message's path relative to the folder (``new/...`` or ``cur/...``)."""
-    sender: str
-    subject: str
-    date: str
-    message_id: str
-    arrival: Arrival
-
-
-@dataclass(frozen=True)
-class Attachment:
-    filename: str
-    content_type: str
-    size: int
-
-
-@dataclass(frozen=True)
-class MessageView:
-    summary: MessageSummary
-    headers: tuple[tuple[str, str], ...]
-    body: str
-    attachments: tuple[Attachment, ...]
 
 
 @dataclass(frozen=True)
@@ -209,34 +155,6 @@ class BoxStatus:
     policy_rules: tuple[str, ...]
     gateways: tuple[GatewayRegistration, ...] = ()
     """The ``[gateway]`` registrations, the sending gateway first."""
-
-
-@dataclass(frozen=True)
-class PathOption:
-    """One way a message to a recipient could travel, for the what-if comparison."""
-
-    label: str
-    matrix: LeakMatrix
-    available: bool
-    note: str
-    refusal: str | None
-    expected: bool = False
-    """The path the box will take (the leak card's path)."""
-
-
-@dataclass(frozen=True)
-class Prediction:
-    """What sending to one recipient would do, before anything leaves."""
-
-    recipient: str
-    path: MailPath
-    matrix: LeakMatrix
-    refusal: str | None
-    """Why the box would refuse this recipient (a policy rule, or no usable path), or None."""
-    route: str = ""
-    """How the box routes it, in words (which onion, which gateway and alias), or ``""``."""
-    openpgp_key: str = ""
-    """Fingerprint of the recipient's known OpenPGP key (clearnet recipients), or ``""``."""
 
 
 class BoxApi:
@@ -388,43 +306,16 @@ class BoxApi:
         return MessageSummary(
             folder=folder,
             key=key,
-            sender=_text(msg.get("From")),
-            subject=_text(msg.get("Subject")),
-            date=_short_date(_text(msg.get("Date"))),
-            message_id=_text(msg.get("Message-ID")).strip().strip("<>"),
+            sender=text(msg.get("From")),
+            subject=text(msg.get("Subject")),
+            date=short_date(text(msg.get("Date"))),
+            message_id=text(msg.get("Message-ID")).strip().strip("<>"),
             arrival=self.arrival(msg),
         )
 
     def arrival(self, msg: email.message.Message) -> Arrival:
-        """Read the box's own ``Authentication-Results`` (authserv-id = this box's onion).
-
-        Fields claiming another authserv-id are a peer's word and are ignored.
-        ``gateway``: clearnet mail a configured gateway relayed (the sender is not
-        verified; it is encrypted end to end only if it came with OpenPGP). Only
-        on that path does the box write ``Onionmail-OpenPGP`` (and remove any copy
-        that came with the message, :mod:`onionmail.openpgp.clearnet`), so only
-        there is the field read (:func:`openpgp_result`); elsewhere it would be
-        the sender's word. PGP/MIME the box did not decrypt counts as encrypted.
-        A sealed message whose ``From`` or ``Sender`` shows an onion other than
-        the one that sealed it is not verified: the box refuses such mail on
-        arrival, but a Maildir can hold mail stored before it did.
-        """
-        encrypted = msg.get_content_type() == "multipart/encrypted"
-        for value in msg.get_all("Authentication-Results") or []:
-            text = _text(value)
-            if authserv_id(text) != self.onion.lower():
-                continue
-            rest = text.partition(";")[2]
-            result = rest.strip().removeprefix("onionmail=").split(" ", 1)[0]
-            if result == "pass":
-                return Arrival(ArrivalKind.SEALED, _names_only(msg, rest), True)
-            if result == "none":
-                return Arrival(ArrivalKind.PLAIN, False, encrypted)
-            if result == "gateway":
-                openpgp = openpgp_result(msg)
-                decrypted = openpgp is not None and openpgp.decrypted
-                return Arrival(ArrivalKind.GATEWAY, False, encrypted or decrypted, openpgp)
-        return Arrival(ArrivalKind.UNKNOWN, False, encrypted)
+        """How ``msg`` reached this box, from the box's own fields (:func:`read_arrival`)."""
+        return read_arrival(msg, self.onion)
 
     def open_message(self, folder: str, key: str) -> MessageView:
         root = self._folder_path(folder)
@@ -454,10 +345,10 @@ class BoxApi:
             except (LookupError, ValueError):
                 body = "(the body's charset or encoding cannot be decoded)"
         headers = tuple(
-            (k, _text(v))
+            (k, text(v))
             for k, v in msg.items()
             # another authserv-id's results are a peer's word (RFC 8601 5): not shown
-            if k.lower() != "authentication-results" or authserv_id(_text(v)) == self.onion
+            if k.lower() != "authentication-results" or authserv_id(text(v)) == self.onion
         )
         return MessageView(self._summary(folder, key, msg), headers, body, attachments)
 
@@ -532,115 +423,23 @@ class BoxApi:
         (:func:`~onionmail.box.policy.route`), with ``[gateway]`` read from disk as
         :meth:`gateway_registrations` shows it."""
         address = recipient if isinstance(recipient, MailAddress) else parse_mail_address(recipient)
-        gateways = self.gateway_registrations({})
-        sending = gateways[0].gateway if gateways else None
-        return route(address, self.config.onion_mx, sending).destination
+        sending = self.sending_gateway()
+        return route(
+            address, self.config.onion_mx, sending.gateway if sending else None
+        ).destination
 
     def predict(self, recipient: str) -> Prediction:
-        """Path, leak matrix and the box's verdict for one recipient, before sending.
-
-        The path is the box's own prediction (:meth:`LeakKeeper.predicted`): an
-        ``[onion_mx]`` domain is an onion peer, not the gateway path.
-        """
-        address = parse_mail_address(recipient)
-        rcpt = str(address)
-        matrix = self.leak_keeper.predicted(rcpt)
-        refusal = self.leak_keeper.check_recipient(address)
-        route = self.route(address)
-        if refusal is None and route is None:
-            refusal = (
-                "no gateway is registered: this box cannot send to clearnet addresses "
-                "(register one with 'onionmail gateway register', or write to an onion address)"
-            )
-        key = "" if address.is_onion else self._fingerprint_for(rcpt)
-        return Prediction(rcpt, matrix.path, matrix, refusal, self._route_words(address), key)
-
-    def _route_words(self, address: MailAddress) -> str:
-        if address.is_onion:
-            return f"straight to {address.domain}"
-        routed = self.config.onion_mx.onion_for(address.domain)
-        if routed is not None:
-            return f"[onion_mx] routes {address.domain} straight to {routed} (no gateway)"
-        gateways = self.gateway_registrations({})
-        if not gateways:
-            return ""
-        return f"sealed to the gateway {gateways[0].gateway}, sent on as {gateways[0].alias}"
+        """Path, leak matrix and the box's verdict for one recipient, before sending."""
+        return forecast.predict(self, recipient)
 
     def what_if(self, recipient: str) -> list[PathOption]:
-        """The paths a message to ``recipient`` could take, side by side.
+        """The paths a message to ``recipient`` could take, side by side."""
+        return forecast.what_if(self, recipient)
 
-        Which ones are available follows :meth:`route`; the gateway is compared
-        with and without OpenPGP, the latter available when a key is known.
-        """
-        address = parse_mail_address(recipient)
-        rcpt = str(address)
-        # [policy] plaintext_allowed: the gateway paths as the ledger would record them.
-        relaxed = self.leak_keeper.plaintext_allowed([rcpt])
-        base = self.leak_keeper.model_config(rcpt, starttls_enforced=not relaxed)
-        expected = self.leak_keeper.predicted(rcpt).path
-        onion_mx = None if address.is_onion else self.config.onion_mx.onion_for(address.domain)
-        onion = address.is_onion or onion_mx is not None
+    def sending_gateway(self) -> GatewayRegistration | None:
+        """The gateway clearnet mail goes through, as registered on disk, or None."""
         gateways = self.gateway_registrations({})
-        gateway = bool(gateways) and not onion
-        key = "" if address.is_onion else self._fingerprint_for(rcpt)
-
-        def option(label: str, path: MailPath, config: ModelConfig, ok: bool, note: str) -> Any:
-            matrix = leaks(path, MessageTraits(), config)
-            refusal = self.leak_keeper.refusal(rcpt, path)
-            is_expected = path == expected and config == base
-            return PathOption(label, matrix, ok, note, refusal, is_expected)
-
-        if onion_mx is not None:
-            onion_note = f"[onion_mx] routes {address.domain} to its onion"
-            gw_note = f"never: [onion_mx] sends {address.domain} straight to its onion"
-        elif address.is_onion:
-            onion_note = "the expected path"
-            gw_note = "an onion address never goes through a gateway"
-        else:
-            onion_note = "the recipient has no onion address (and no [onion_mx] route)"
-            gw_note = (
-                f"via {gateways[0].gateway} as {gateways[0].alias}"
-                if gateways
-                else "no gateway registered"
-            )
-        if key:
-            pgp_note = f"{gw_note}; OpenPGP key {key} known"
-        else:
-            pgp_note = f"{gw_note}; no OpenPGP key known for {rcpt}"
-        delayed = replace(base, timing=Timing.DELAY)
-        unpadded = replace(base, padding=False)
-        return [
-            option("onion sealed", MailPath.ONION_SEALED, base, onion, onion_note),
-            option(
-                "onion plain peer",
-                MailPath.ONION_PLAIN,
-                base,
-                onion,
-                "if the peer is not an onionmail box" if onion else "no onion address",
-            ),
-            option("gateway", MailPath.GATEWAY_CLEARNET, base, gateway, gw_note),
-            option(
-                "gateway+OpenPGP",
-                MailPath.GATEWAY_CLEARNET_OPENPGP,
-                base,
-                gateway and bool(key),
-                pgp_note,
-            ),
-            option(
-                "+ delay",
-                expected,
-                delayed,
-                onion or gateway,
-                "the expected path with [timing] mode = delay",
-            ),
-            option(
-                "no padding",
-                expected,
-                unpadded,
-                False,
-                "the expected path unpadded (padding cannot be turned off in this box)",
-            ),
-        ]
+        return gateways[0] if gateways else None
 
     # --- OpenPGP keys -------------------------------------------------------------
 
@@ -654,7 +453,7 @@ class BoxApi:
             for peer in self._key_store().peers()
         ]
 
-    def _fingerprint_for(self, address: str) -> str:
+    def fingerprint_for(self, address: str) -> str:
         peer = self._key_store().get(address)
         return peer.fingerprint if peer is not None else ""
 
@@ -767,41 +566,6 @@ class BoxApi:
             ) from None
 
 
-def openpgp_result(msg: email.message.Message) -> OpenPGPResult | None:
-    """The box's ``Onionmail-OpenPGP`` verdict on ``msg``, or None when there is none.
-
-    The box writes the field first, having removed any copy that came with
-    the message (:mod:`onionmail.openpgp.clearnet`), then prepends only
-    ``Return-Path`` and ``Authentication-Results``. So the field counts only
-    when it is the one such field and nothing else stands above it; a field
-    further down, or a second one, is ignored. Values: ``decrypted;
-    signature=...[; signer=FPR]``, ``none (not encrypted)``, ``not-decrypted;
-    reason="..."``.
-    """
-    fields = msg.items()
-    where = [n for n, (name, _) in enumerate(fields) if name.lower() == STATUS_FIELD.lower()]
-    if len(where) != 1:
-        return None
-    if any(name.lower() not in _PREPENDED_BY_THE_BOX for name, _ in fields[: where[0]]):
-        return None
-    value = _text(fields[where[0]][1])
-    state, _, rest = value.partition(";")
-    reason = ""
-    if 'reason="' in rest:
-        reason = rest.split('reason="', 1)[1].rsplit('"', 1)[0]
-        rest = rest.split("reason=", 1)[0]
-    attributes = {}
-    for param in rest.split(";"):
-        name, _, attribute = param.partition("=")
-        attributes[name.strip().lower()] = attribute.strip()
-    return OpenPGPResult(
-        decrypted=state.strip().lower() == "decrypted",
-        signature=attributes.get("signature", ""),
-        signer=attributes.get("signer", ""),
-        reason=reason,
-    )
-
-
 def _normalized(address: str) -> str:
     try:
         return str(parse_mail_address(address))
@@ -812,32 +576,3 @@ def _normalized(address: str) -> str:
 def _delivery_time(name: str) -> float:
     head = name.split(".", 1)[0]
     return float(head) if head.isdigit() else 0.0
-
-
-def _names_only(msg: email.message.Message, results: str) -> bool:
-    """Whether the sender fields name no onion but the sealer's.
-
-    The sealer is the result's ``smtp.mailfrom=``, else the ``Return-Path``
-    (the box writes both and removes any a peer sent).
-    """
-    sealer = results.partition("smtp.mailfrom=")[2].split(" ", 1)[0]
-    if not sealer:
-        sealer = _text(msg.get("Return-Path")).strip("<>")
-    sealer = sealer.rpartition("@")[2]
-    named: set[str] = set()
-    for field in SENDER_FIELDS:
-        for value in msg.get_all(field) or []:
-            named |= onions_named(str(value))
-    return bool(sealer) and named <= {sealer.lower()}
-
-
-def _text(value: Any) -> str:
-    return "" if value is None else " ".join(str(value).split())
-
-
-def _short_date(value: str) -> str:
-    try:
-        parsed = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
-        return value[:16]
-    return parsed.strftime("%Y-%m-%d %H:%M")

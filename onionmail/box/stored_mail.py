@@ -1,0 +1,196 @@
+"""What a stored message says about how it reached the box, as the box wrote it.
+
+The box prepends its own ``Authentication-Results`` (and, for gateway mail
+it decrypted, ``Onionmail-OpenPGP``) when it stores a message; these
+readers trust only those, never what a sender wrote, and give the types the
+TUI shows: :class:`Arrival`, :class:`MessageSummary`, :class:`MessageView`.
+"""
+
+from __future__ import annotations
+
+import email.message
+import email.utils
+from dataclasses import dataclass
+from typing import Any
+
+from onionmail.message.header_claims import SENDER_FIELDS, authserv_id, onions_named
+from onionmail.openpgp.pgp_mime import STATUS_FIELD
+
+
+class ArrivalKind:
+    """How a message reached this box, from the ``Authentication-Results`` the box wrote."""
+
+    SEALED = "sealed onion"
+    PLAIN = "plain onion peer"
+    GATEWAY = "via gateway"
+    UNKNOWN = "unknown"
+
+
+#: The fields the box prepends when it stores a message (:mod:`onionmail.box.inbound`):
+#: only these may stand above the box's ``Onionmail-OpenPGP`` field.
+_PREPENDED_BY_THE_BOX = frozenset(("return-path", "authentication-results"))
+
+
+@dataclass(frozen=True)
+class OpenPGPResult:
+    """What the box's ``Onionmail-OpenPGP:`` field says (see :mod:`onionmail.openpgp.pgp_mime`)."""
+
+    decrypted: bool
+    """The box decrypted a PGP/MIME message (the field's first word is ``decrypted``)."""
+    signature: str
+    """``verified``, ``unsigned``, ``unknown-signer`` or ``bad``; ``""`` when absent."""
+    signer: str = ""
+    """Fingerprint of the key that made a verified signature, else ``""``."""
+    reason: str = ""
+    """Why the box could not decrypt it (``not-decrypted; reason="..."``), else ``""``."""
+
+    @property
+    def signed_by_sender(self) -> bool:
+        return self.signature == "verified"
+
+
+@dataclass(frozen=True)
+class Arrival:
+    kind: str
+    verified: bool
+    """The box checked the sender's address (``onionmail=pass``)."""
+    encrypted: bool
+    """End-to-end encrypted: a sealed envelope, or OpenPGP (decrypted by the box or not).
+
+    Mail relayed by a gateway counts as encrypted only with OpenPGP: the gateway
+    seals it to the box, but it read the message in clear first.
+    """
+    openpgp: OpenPGPResult | None = None
+    """The box's ``Onionmail-OpenPGP`` verdict, when the box decrypted the message."""
+
+    @property
+    def encryption(self) -> str:
+        """``sealed``, ``OpenPGP`` (the box decrypted it), ``OpenPGP?`` (it did not), ``none``."""
+        if self.kind == ArrivalKind.SEALED:
+            return "sealed"
+        if self.openpgp is not None and self.openpgp.decrypted:
+            return "OpenPGP"
+        return "OpenPGP?" if self.encrypted else "none"
+
+
+@dataclass(frozen=True)
+class MessageSummary:
+    folder: str
+    key: str
+    """The message's path relative to the folder (``new/...`` or ``cur/...``)."""
+    sender: str
+    subject: str
+    date: str
+    message_id: str
+    arrival: Arrival
+
+
+@dataclass(frozen=True)
+class Attachment:
+    filename: str
+    content_type: str
+    size: int
+
+
+@dataclass(frozen=True)
+class MessageView:
+    summary: MessageSummary
+    headers: tuple[tuple[str, str], ...]
+    body: str
+    attachments: tuple[Attachment, ...]
+
+
+def read_arrival(msg: email.message.Message, onion: str) -> Arrival:
+    """Read the box's own ``Authentication-Results`` (authserv-id = the box's ``onion``).
+
+    Fields claiming another authserv-id are a peer's word and are ignored.
+    ``gateway``: clearnet mail a configured gateway relayed (the sender is not
+    verified; it is encrypted end to end only if it came with OpenPGP). Only
+    on that path does the box write ``Onionmail-OpenPGP`` (and remove any copy
+    that came with the message, :mod:`onionmail.openpgp.clearnet`), so only
+    there is the field read (:func:`openpgp_result`); elsewhere it would be
+    the sender's word. PGP/MIME the box did not decrypt counts as encrypted.
+    A sealed message whose ``From`` or ``Sender`` shows an onion other than
+    the one that sealed it is not verified: the box refuses such mail on
+    arrival, but a Maildir can hold mail stored before it did.
+    """
+    encrypted = msg.get_content_type() == "multipart/encrypted"
+    for value in msg.get_all("Authentication-Results") or []:
+        field = text(value)
+        if authserv_id(field) != onion.lower():
+            continue
+        rest = field.partition(";")[2]
+        result = rest.strip().removeprefix("onionmail=").split(" ", 1)[0]
+        if result == "pass":
+            return Arrival(ArrivalKind.SEALED, _names_only(msg, rest), True)
+        if result == "none":
+            return Arrival(ArrivalKind.PLAIN, False, encrypted)
+        if result == "gateway":
+            openpgp = openpgp_result(msg)
+            decrypted = openpgp is not None and openpgp.decrypted
+            return Arrival(ArrivalKind.GATEWAY, False, encrypted or decrypted, openpgp)
+    return Arrival(ArrivalKind.UNKNOWN, False, encrypted)
+
+
+def openpgp_result(msg: email.message.Message) -> OpenPGPResult | None:
+    """The box's ``Onionmail-OpenPGP`` verdict on ``msg``, or None when there is none.
+
+    The box writes the field first, having removed any copy that came with
+    the message (:mod:`onionmail.openpgp.clearnet`), then prepends only
+    ``Return-Path`` and ``Authentication-Results``. So the field counts only
+    when it is the one such field and nothing else stands above it; a field
+    further down, or a second one, is ignored. Values: ``decrypted;
+    signature=...[; signer=FPR]``, ``none (not encrypted)``, ``not-decrypted;
+    reason="..."``.
+    """
+    fields = msg.items()
+    where = [n for n, (name, _) in enumerate(fields) if name.lower() == STATUS_FIELD.lower()]
+    if len(where) != 1:
+        return None
+    if any(name.lower() not in _PREPENDED_BY_THE_BOX for name, _ in fields[: where[0]]):
+        return None
+    value = text(fields[where[0]][1])
+    state, _, rest = value.partition(";")
+    reason = ""
+    if 'reason="' in rest:
+        reason = rest.split('reason="', 1)[1].rsplit('"', 1)[0]
+        rest = rest.split("reason=", 1)[0]
+    attributes = {}
+    for param in rest.split(";"):
+        name, _, attribute = param.partition("=")
+        attributes[name.strip().lower()] = attribute.strip()
+    return OpenPGPResult(
+        decrypted=state.strip().lower() == "decrypted",
+        signature=attributes.get("signature", ""),
+        signer=attributes.get("signer", ""),
+        reason=reason,
+    )
+
+
+def _names_only(msg: email.message.Message, results: str) -> bool:
+    """Whether the sender fields name no onion but the sealer's.
+
+    The sealer is the result's ``smtp.mailfrom=``, else the ``Return-Path``
+    (the box writes both and removes any a peer sent).
+    """
+    sealer = results.partition("smtp.mailfrom=")[2].split(" ", 1)[0]
+    if not sealer:
+        sealer = text(msg.get("Return-Path")).strip("<>")
+    sealer = sealer.rpartition("@")[2]
+    named: set[str] = set()
+    for field in SENDER_FIELDS:
+        for value in msg.get_all(field) or []:
+            named |= onions_named(str(value))
+    return bool(sealer) and named <= {sealer.lower()}
+
+
+def text(value: Any) -> str:
+    return "" if value is None else " ".join(str(value).split())
+
+
+def short_date(value: str) -> str:
+    try:
+        parsed = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return value[:16]
+    return parsed.strftime("%Y-%m-%d %H:%M")
