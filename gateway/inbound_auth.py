@@ -18,7 +18,7 @@ Why dnspython + dkimpy, not checkdmarc or pyspf:
   caches and timeouts), which would be a second DNS stack and a second
   path out of the gateway, with no place to plug the gateway's in.
 - **No new dependencies.** dnspython and dkimpy are already the gateway's
-  (DESIGN.md). checkdmarc is a domain-auditing tool whose extra
+  (docs/design.md). checkdmarc is a domain-auditing tool whose extra
   dependencies (HTTP, public-suffix handling, report parsing) serve
   checks this handler does not make; pyspf is untyped and synchronous, so
   it would need a thread per message for its blocking DNS.

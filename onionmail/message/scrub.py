@@ -2,8 +2,8 @@
 
 Applied by the submission server (:mod:`onionmail.box.submission`) to every
 message from the user's own client, whatever the client; ``[scrub]`` in
-``onionmail.toml`` tunes it, and its defaults are the safe ones (DESIGN.md
-decision 3). What real clients send is recorded in ``tests/data/clients/``
+``onionmail.toml`` tunes it, and its defaults are the safe ones (docs/design.md,
+"Metadata is minimized at the box"). What real clients send is recorded in ``tests/data/clients/``
 (swaks, neomutt, and Thunderbird's documented header set); every rule below
 has a test on those messages and on the live clients.
 

@@ -2,10 +2,11 @@
 
 Where a clearnet recipient's key is known (Autocrypt, :mod:`onionmail.openpgp.autocrypt`,
 or imported by hand), the box encrypts before the gateway sees the message
-(DESIGN.md, decision 6). Everything OpenPGP-specific lives here, as small
-functions over bytes, so the library (pgpy 0.6.0 today) can be replaced by
-changing this file alone: :mod:`onionmail.openpgp.autocrypt` and
-:mod:`onionmail.openpgp.pgp_mime` never import it.
+(docs/design.md, "The gateway sees as little as it can"). Everything
+OpenPGP-specific lives here, as small functions over bytes, so the library
+(pgpy 0.6.0 today) can be replaced by changing this file alone:
+:mod:`onionmail.openpgp.autocrypt` and :mod:`onionmail.openpgp.pgp_mime`
+never import it.
 
 Decisions:
 
