@@ -8,16 +8,20 @@ BIN    := $(VENV)/bin
 APT_PACKAGES := tor torsocks neomutt swaks strace knot unbound gnupg procps
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: demo test lint deps system-deps venv clean bench bench-full bench-deps postfix-deps \
+.PHONY: demo test docs lint deps system-deps venv clean bench bench-full bench-deps postfix-deps \
         lock lock-upgrade outdated test-debian13
 
 demo: deps
 	$(BIN)/onionmail demo
 
-test: deps
-	$(BIN)/ruff check onionmail threat_model tui gateway tests bench
+test: deps docs
+	$(BIN)/ruff check onionmail threat_model tui gateway tests bench docs
 	$(BIN)/mypy
 	CI=$${CI:-} $(BIN)/pytest
+
+# The documentation site, into site/: broken links and missing pages fail the build.
+docs: deps
+	$(BIN)/mkdocs build --strict --quiet --site-dir site
 
 # Benchmarks: never run by the tests (postfix-deps brings smtp-source and smtp-sink;
 # sasl2-bin the sasldb of the Postfix submission reference, which relays after AUTH).
