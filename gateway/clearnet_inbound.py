@@ -36,7 +36,6 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from gateway.registry import APPROVED, Registry
-from onionmail.core.errors import AddressError
 from onionmail.message.header_claims import claimed_onions, remove_results_claiming
 from onionmail.message.rfc5322 import MessageFormatError, parse_message
 from onionmail.smtp.server import NULL_SENDER, SafeHandler
@@ -105,12 +104,7 @@ class ClearnetInboundHandler(SafeHandler):
         if not self.rate_limit.allow(peer):
             log.warning("rate limit reached for a client; mail deferred")
             return "450 4.7.1 Too much mail from your address; try again later"
-        try:
-            envelope.mail_from = self.envelope_sender(address)
-        except AddressError as exc:
-            return f"553 5.1.7 Bad sender address: {exc}"
-        envelope.mail_options.extend(options)
-        return "250 2.1.0 OK"
+        return self.accept_sender(envelope, address, options)
 
     async def handle_RCPT(
         self, server: Any, session: Any, envelope: Any, address: str, options: list[str]

@@ -121,9 +121,7 @@ class GatewayOnionHandler(SafeHandler):
         refusal = await asyncio.to_thread(self._sender_refusal, str(sender))
         if refusal is not None and "not registered" not in refusal:
             return refusal
-        envelope.mail_from = str(sender)
-        envelope.mail_options.extend(options)
-        return "250 2.1.0 OK"
+        return self.accept_sender(envelope, str(sender), options)
 
     async def handle_RCPT(
         self, server: Any, session: Any, envelope: Any, address: str, options: list[str]

@@ -184,12 +184,7 @@ class InboundHandler(SafeHandler):
     async def handle_MAIL(
         self, server: Any, session: Any, envelope: Any, address: str, options: list[str]
     ) -> str:
-        try:
-            envelope.mail_from = self.envelope_sender(address)
-        except AddressError as exc:
-            return f"553 5.1.7 Bad sender address: {exc}"
-        envelope.mail_options.extend(options)
-        return "250 2.1.0 OK"
+        return self.accept_sender(envelope, address, options)
 
     async def handle_RCPT(
         self, server: Any, session: Any, envelope: Any, address: str, options: list[str]

@@ -111,9 +111,7 @@ class SubmissionHandler(SafeHandler):
             return f"553 5.1.7 Bad sender address: {exc}"
         if sender != MailAddress(user, self.onion):
             return f"553 5.7.1 You may send only as {user}@{self.onion}"
-        envelope.mail_from = str(sender)
-        envelope.mail_options.extend(options)
-        return "250 2.1.0 OK"
+        return self.accept_sender(envelope, str(sender), options)
 
     async def handle_RCPT(
         self, server: Any, session: Any, envelope: Any, address: str, options: list[str]

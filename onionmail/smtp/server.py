@@ -113,6 +113,19 @@ class SafeHandler:
             return NULL_SENDER
         return str(parse_mail_address(address))
 
+    def accept_sender(self, envelope: Any, address: str, options: list[str]) -> str:
+        """Take MAIL FROM as :meth:`envelope_sender` reads it: ``250``, or ``553`` if bad.
+
+        Each handler's own checks on who may send come before; this is the part
+        every handler shares.
+        """
+        try:
+            envelope.mail_from = self.envelope_sender(address)
+        except AddressError as exc:
+            return f"553 5.1.7 Bad sender address: {exc}"
+        envelope.mail_options.extend(options)
+        return "250 2.1.0 OK"
+
     @staticmethod
     def next_recipient(envelope: Any, address: str, limit: int) -> MailAddress | str:
         """A RCPT's address parsed, or the reply refusing it for the count or its syntax.
