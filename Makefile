@@ -21,7 +21,7 @@ test: deps docs
 
 # The documentation site, into site/: broken links and missing pages fail the build.
 docs: deps
-	$(BIN)/mkdocs build --strict --quiet --site-dir site
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet --site-dir site
 
 # Benchmarks: never run by the tests (postfix-deps brings smtp-source and smtp-sink;
 # sasl2-bin the sasldb of the Postfix submission reference, which relays after AUTH).

@@ -25,8 +25,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from onionmail.smtp.paths import split_path
-from onionmail.smtp.protocol import serve
-from onionmail.smtp.server import SafeHandler, server_port, start_smtp_server
+from onionmail.smtp.server import SafeHandler, serve, server_port, start_smtp_server
 from onionmail.smtp.session import Listener
 from tests.box_process import free_port
 from tests.loopback_servers import stop

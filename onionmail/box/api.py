@@ -1,29 +1,16 @@
-"""The box's public library API over its directory: what a mail client or the TUI may use.
+"""The box's public library API over its directory: the one door for the TUI and other clients.
 
-This is the one door through which ``tui/`` (and any other front end) talks
-to a box. It works on ``BOXDIR`` the way the box documents it, whether or
-not the box runs, and it touches nothing behind the box's back:
-
-- reads: the Maildir (``BOXDIR/mail/<local>``; standard layout, readable by
-  neomutt too), the queue's clear headers and state files (:func:`list_queue`,
-  never a subject or a recipient), ``run/status.json``, the ledger (needs the
-  identity key, because ledger Message-IDs are keyed hashes), the config
-  (``[gateway]`` is re-read on every call, so a registration made while a
-  client is open shows up), and the correspondents' OpenPGP keys
-  (``keys/openpgp-peers.json``, read only: fingerprints, never key material);
-- routing: :meth:`BoxApi.route` is the box's own rule (``Box.route``): an
-  onion goes to its onion, an ``[onion_mx]`` domain straight to the onion
-  routed there, anything else to the first ``[gateway]``;
-- leak prediction and the policy gate: the box's own :class:`LeakKeeper`
-  with the box's configuration, so the answer is the one the box will give;
-- writes, each one the box already supports: "retry now" moves a queue
-  entry's next try forward (as ``onionmail queue flush`` does) and sends
-  SIGUSR1 to the running box; "cancel" moves a waiting entry from
-  ``queue/active`` to ``queue/cancelled`` (kept, not deleted; see
-  :meth:`BoxApi.cancel`); the address book is ``BOXDIR/contacts.toml``,
-  which only this module reads or writes; sending goes through the box's
-  submission server over SMTP with AUTH, exactly like a mail client, so
-  scrubbing, the policy gate and the durable queue all apply.
+It works on ``BOXDIR`` whether or not the box runs, and touches nothing
+behind the box's back. It reads the Maildir, the queue's clear headers, the
+run status, the ledger (with the identity key), the config (``[gateway]``
+re-read on every call) and the correspondents' OpenPGP fingerprints. Its
+answers are the box's own: the route (:func:`onionmail.box.policy.route`),
+the leak forecast and policy gate (:mod:`onionmail.box.forecast`). Its
+writes are ones the box supports: "retry now" (as ``queue flush``, then
+SIGUSR1), "cancel" (moved to ``queue/cancelled``, kept), the address book
+(``contacts.toml``, which only this module touches), and sending through
+the submission server with AUTH, like any mail client, so scrubbing, the
+policy gate and the durable queue all apply.
 
 Every method blocks (file I/O, SMTP): a UI calls them from a worker thread.
 """

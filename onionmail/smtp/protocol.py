@@ -565,26 +565,3 @@ def _command_task(
     if sys.version_info >= (3, 12):
         return asyncio.eager_task_factory(loop, coro)
     return loop.create_task(coro)
-
-
-async def serve(listener: Listener, host: str, port: int, *, backlog: int = 128) -> asyncio.Server:
-    """Listen on ``host:port`` (0: a free port) in the running loop, one protocol per connection.
-
-    Closing the server also closes its open sessions (running hooks are
-    cancelled, storing is shielded), as Python 3.13's ``close_clients()``
-    would: a session has no task of its own for the loop's shutdown to
-    cancel, as aiosmtpd's sessions had.
-    """
-    loop = asyncio.get_running_loop()
-    server = await loop.create_server(
-        lambda: SMTPProtocol(listener, loop), host, port, backlog=backlog
-    )
-    stop_listening = server.close
-
-    def close() -> None:
-        stop_listening()
-        for session in list(listener.sessions):
-            session.close()
-
-    server.close = close  # type: ignore[method-assign]
-    return server

@@ -40,7 +40,7 @@ from typing import Any
 
 from onionmail.core.errors import AddressError
 from onionmail.core.mail_address import MailAddress, parse_mail_address
-from onionmail.smtp.protocol import serve
+from onionmail.smtp.protocol import SMTPProtocol
 from onionmail.smtp.replies import (
     DEFAULT_DATA_TIMEOUT,
     DEFAULT_MAX_BAD_COMMANDS,
@@ -234,3 +234,26 @@ async def start_smtp_server(
 
 def server_port(server: asyncio.Server) -> int:
     return int(server.sockets[0].getsockname()[1])
+
+
+async def serve(listener: Listener, host: str, port: int, *, backlog: int = 128) -> asyncio.Server:
+    """Listen on ``host:port`` (0: a free port) in the running loop, one protocol per connection.
+
+    Closing the server also closes its open sessions (running hooks are
+    cancelled, storing is shielded), as Python 3.13's ``close_clients()``
+    would: a session has no task of its own for the loop's shutdown to
+    cancel, as aiosmtpd's sessions had.
+    """
+    loop = asyncio.get_running_loop()
+    server = await loop.create_server(
+        lambda: SMTPProtocol(listener, loop), host, port, backlog=backlog
+    )
+    stop_listening = server.close
+
+    def close() -> None:
+        stop_listening()
+        for session in list(listener.sessions):
+            session.close()
+
+    server.close = close  # type: ignore[method-assign]
+    return server
