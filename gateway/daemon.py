@@ -170,14 +170,9 @@ class Gateway:
             "127.0.0.1",
             0,
             name="gateway onion",
-            max_connections=settings.max_connections,
             hostname=self.onion,
             data_size_limit=int(settings.max_message_size * 1.45) + 65536,  # sealed: base64
-            timeout=settings.timeout,
-            data_timeout=settings.data_timeout,
-            transaction_timeout=settings.transaction_timeout,
-            max_session_time=settings.max_session_time,
-            max_commands=settings.max_commands,
+            **settings.listener_options(),
         )
         self.onion_port = server_port(self.onion_server)
 
@@ -196,15 +191,10 @@ class Gateway:
             settings.host,
             settings.port,
             name="gateway smtp",
-            max_connections=settings.max_connections,
             hostname=self.config.gateway.domain,
             data_size_limit=settings.max_message_size,
-            timeout=settings.timeout,
-            data_timeout=settings.data_timeout,
-            transaction_timeout=settings.transaction_timeout,
-            max_session_time=settings.max_session_time,
-            max_commands=settings.max_commands,
             tls_context=_tls_context(self.config),
+            **settings.listener_options(),
         )
         self.smtp_port = server_port(self.smtp_server)
 

@@ -215,17 +215,10 @@ class Box:
             0,
             name="inbound",
             chunking=True,  # BDAT: the express path of onionmail senders
-            max_connections=settings.max_connections,
             connections_total=self.connections_total,
             hostname=self.onion,
             data_size_limit=_encoded_size(settings.max_message_size),
-            timeout=settings.timeout,
-            data_timeout=settings.data_timeout,
-            transaction_timeout=settings.transaction_timeout,
-            max_session_time=settings.max_session_time,
-            max_commands=settings.max_commands,
-            max_line_length=settings.max_line_length,
-            max_bad_commands=settings.max_bad_commands,
+            **settings.listener_options(),
         )
         self.inbound_port = server_port(self.inbound_server)
 
@@ -267,20 +260,13 @@ class Box:
             settings.host,
             settings.port,
             name="submission",
-            max_connections=settings.max_connections,
             connections_total=self.connections_total,
             hostname="localhost",
             data_size_limit=settings.max_message_size,
-            timeout=settings.timeout,
-            data_timeout=settings.data_timeout,
-            transaction_timeout=settings.transaction_timeout,
-            max_session_time=settings.max_session_time,
-            max_commands=settings.max_commands,
-            max_line_length=settings.max_line_length,
-            max_bad_commands=settings.max_bad_commands,
             auth_required=True,
             auth_require_tls=False,
             authenticator=handler.authenticator,
+            **settings.listener_options(),
         )
         self.submission_port = server_port(self.submission_server)
 

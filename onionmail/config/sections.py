@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -36,6 +37,29 @@ class SessionLimits:
     (checked between commands, never in the middle of a DATA transfer)."""
     max_commands: int = 1000
     """Commands a session may send in all; the next one gets ``421 4.7.0``."""
+
+    def listener_options(self) -> dict[str, Any]:
+        """What these settings give a listener (``start_smtp_server`` keywords): the
+        limits above and the section's own timeouts, slots and line limits."""
+        options: dict[str, Any] = {
+            "transaction_timeout": self.transaction_timeout,
+            "max_session_time": self.max_session_time,
+            "max_commands": self.max_commands,
+        }
+        for name in _LISTENER_KEYS:
+            if hasattr(self, name):
+                options[name] = getattr(self, name)
+        return options
+
+
+_LISTENER_KEYS = (
+    "timeout",
+    "data_timeout",
+    "max_connections",
+    "max_line_length",
+    "max_bad_commands",
+)
+"""Keys a listener's section may have besides the limits (each listener has some)."""
 
 
 @dataclass(frozen=True)
