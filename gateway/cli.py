@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import signal
 import sys
 import time
 from collections.abc import Sequence
@@ -20,7 +19,7 @@ from gateway.config import CONFIG_NAME, load_gateway_config, render_gateway_conf
 from gateway.errors import GatewayConfigError, GatewayError
 from gateway.registry import PENDING, Registry
 from onionmail.cli.common import progress as _progress
-from onionmail.cli.common import run_command
+from onionmail.cli.common import run_command, stop_on_signals
 from onionmail.core.errors import OnionMailError
 from onionmail.core.files import ensure_private_dir, write_private_file
 from onionmail.seal.identity import Identity, load_identity, read_passphrase_file, save_identity
@@ -154,22 +153,17 @@ def cmd_init(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from gateway.daemon import Gateway, GatewayPaths
-    from onionmail.tor.testnet.network import client_tor_options, load_testnet
+    from onionmail.tor.testnet.network import tor_options_for
 
     gw_dir: Path = args.dir.absolute()
     config = load_gateway_config(gw_dir)
     passphrase = read_passphrase_file(args.passphrase_file) if args.passphrase_file else None
     identity = load_identity(GatewayPaths(gw_dir).identity, passphrase)
-    options = (
-        client_tor_options(load_testnet(Path(config.tor.testnet))) if config.tor.testnet else {}
-    )
+    options = tor_options_for(config.tor.testnet)
 
     async def serve() -> None:
         gateway = Gateway(config, identity, testnet_options=options, progress=_progress)
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
+        stop = stop_on_signals()
         try:
             await gateway.start()
             print(f"onion: {gateway.onion}")

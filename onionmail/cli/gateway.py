@@ -51,15 +51,13 @@ def register(sub: Subcommands) -> None:
 
 def cmd_gateway(args: argparse.Namespace) -> int:
     from onionmail.gateway_link.client import record_registration, register_with_gateway
-    from onionmail.tor.testnet.network import client_tor_options, load_testnet
+    from onionmail.tor.testnet.network import tor_options_for
 
     box_dir: Path = args.dir.absolute()
     config = load_config(box_dir)
     passphrase = read_passphrase_file(args.passphrase_file) if args.passphrase_file else None
     identity = load_identity(box_dir / "keys" / "identity.key", passphrase)
-    options = (
-        client_tor_options(load_testnet(Path(config.tor.testnet))) if config.tor.testnet else {}
-    )
+    options = tor_options_for(config.tor.testnet)
     local_part = args.name.lower() or config.box.local_parts[0]
     reply = asyncio.run(
         register_with_gateway(

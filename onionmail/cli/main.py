@@ -21,7 +21,7 @@ from onionmail.cli import gateway as cli_gateway
 from onionmail.cli import keys as cli_keys
 from onionmail.cli import leaks as cli_leaks
 from onionmail.cli import testnet as cli_testnet
-from onionmail.cli.common import Subcommands, run_command
+from onionmail.cli.common import Subcommands, run_command, stop_on_signals
 from onionmail.cli.common import progress as _progress
 from onionmail.config.box import load_config
 from onionmail.core.errors import ConfigError, OnionMailError
@@ -154,21 +154,16 @@ def load_box_identity(box_dir: Path, passphrase_file: Path | None) -> Identity:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from onionmail.box.daemon import Box
-    from onionmail.tor.testnet.network import client_tor_options, load_testnet
+    from onionmail.tor.testnet.network import tor_options_for
 
     box_dir: Path = args.dir.absolute()
     config = load_config(box_dir)
     identity = load_box_identity(box_dir, args.passphrase_file)
-    options = (
-        client_tor_options(load_testnet(Path(config.tor.testnet))) if config.tor.testnet else {}
-    )
+    options = tor_options_for(config.tor.testnet)
 
     async def serve() -> None:
         box = Box(config, identity, testnet_options=options, progress=_progress)
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
+        stop = stop_on_signals()
         flushes: set[asyncio.Task[int]] = set()
 
         def flush() -> None:  # SIGUSR1, from 'onionmail queue flush'
@@ -176,7 +171,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             flushes.add(task)
             task.add_done_callback(flushes.discard)
 
-        loop.add_signal_handler(signal.SIGUSR1, flush)
+        asyncio.get_running_loop().add_signal_handler(signal.SIGUSR1, flush)
         try:
             await box.start()
             status = box.status()

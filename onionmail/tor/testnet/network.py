@@ -211,6 +211,12 @@ def save_state(state: TestnetState) -> None:
     write_private_file(state.directory / STATE_FILE, _state_to_json(state))
 
 
+def tor_options_for(testnet: str) -> dict[str, str | list[str]]:
+    """The options a tor adds to join the private network at ``testnet`` (``[tor] testnet``),
+    or none when it is empty (the public Tor network)."""
+    return client_tor_options(load_testnet(Path(testnet))) if testnet else {}
+
+
 def load_testnet(directory: Path) -> TestnetState:
     """Read ``DIRECTORY/testnet.json``; :class:`TestnetError` if absent or corrupt."""
     directory = directory.absolute()
