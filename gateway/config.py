@@ -10,13 +10,12 @@ and its two queues retry and expire with the box's rules).
 from __future__ import annotations
 
 import ipaddress
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from gateway.errors import GatewayConfigError
-from onionmail.config.box import DeliverySection, TorSection, build_section
+from onionmail.config.box import DeliverySection, TorSection, build_sections, read_toml
 from onionmail.config.sections import SessionLimits
 from onionmail.core.errors import AddressError, ConfigError
 from onionmail.core.mail_address import parse_mail_address
@@ -160,33 +159,19 @@ _SECTIONS: dict[str, type[Any]] = {
 def load_gateway_config(gateway_dir: Path) -> GatewayConfig:
     """Read and validate ``gateway_dir/gateway.toml``."""
     path = gateway_dir / CONFIG_NAME
+    hint = f"create the gateway with 'onionmail-gateway init --dir {gateway_dir} --domain DOMAIN'"
     try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise GatewayConfigError(
-            f"{path}: no such file; create the gateway with "
-            f"'onionmail-gateway init --dir {gateway_dir} --domain DOMAIN'"
-        ) from None
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
-        raise GatewayConfigError(f"{path}: cannot read: {exc}") from None
+        raw = read_toml(path, hint)
+    except ConfigError as exc:
+        raise GatewayConfigError(str(exc)) from None
     return parse_gateway_config(raw, path)
 
 
 def parse_gateway_config(raw: dict[str, Any], path: Path) -> GatewayConfig:
-    sections: dict[str, Any] = {}
-    for name in raw:
-        if name not in _SECTIONS:
-            raise GatewayConfigError(
-                f"{path}: [{name}]: unknown section (known: {', '.join(_SECTIONS)})"
-            )
-    for name, cls in _SECTIONS.items():
-        table = raw.get(name, {})
-        if not isinstance(table, dict):
-            raise GatewayConfigError(f"{path}: [{name}]: expected a table")
-        try:
-            sections[name] = build_section(cls, table, f"{path}: [{name}]")
-        except ConfigError as exc:
-            raise GatewayConfigError(str(exc)) from None
+    try:
+        sections = build_sections(raw, _SECTIONS, path)
+    except ConfigError as exc:
+        raise GatewayConfigError(str(exc)) from None
     config = GatewayConfig(path=path, **sections)
     _check(config)
     return config

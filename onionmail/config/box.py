@@ -68,6 +68,8 @@ __all__ = [
     "TorSection",
     "load_config",
     "parse_config",
+    "build_sections",
+    "read_toml",
     "render_config",
 ]
 
@@ -98,17 +100,43 @@ class Config:
 def load_config(box_dir: Path) -> Config:
     """Read and validate ``box_dir/onionmail.toml``."""
     path = box_dir / CONFIG_NAME
+    raw = read_toml(path, f"create the box with 'onionmail init --dir {box_dir}'")
+    return parse_config(raw, path)
+
+
+def read_toml(path: Path, missing_hint: str) -> dict[str, Any]:
+    """A configuration file's TOML; :class:`ConfigError` naming ``path`` if it cannot be read
+    (``missing_hint`` says how to create it). The gateway's config file is read the same way."""
     try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+        return tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise ConfigError(
-            f"{path}: no such file; create the box with 'onionmail init --dir {box_dir}'"
-        ) from None
+        raise ConfigError(f"{path}: no such file; {missing_hint}") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: cannot read: {exc}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
-    return parse_config(raw, path)
+
+
+def build_sections(
+    raw: Mapping[str, Any],
+    sections: Mapping[str, type[Any]],
+    path: Path,
+    *,
+    others: tuple[str, ...] = (),
+) -> dict[str, Any]:
+    """Each of ``sections`` built from its table in ``raw`` (:func:`build_section`); a
+    table that is neither one of them nor in ``others`` (parsed by the caller) is an error."""
+    known = [*sections, *others]
+    for name in raw:
+        if name not in known:
+            raise ConfigError(f"{path}: [{name}]: unknown section (known: {', '.join(known)})")
+    built: dict[str, Any] = {}
+    for name, cls in sections.items():
+        table = raw.get(name, {})
+        if not isinstance(table, dict):
+            raise ConfigError(f"{path}: [{name}]: expected a table")
+        built[name] = build_section(cls, table, f"{path}: [{name}]")
+    return built
 
 
 _SECTIONS: dict[str, type[Any]] = {
@@ -126,16 +154,7 @@ def parse_config(raw: Mapping[str, Any], path: Path) -> Config:
     """Build a :class:`Config` from parsed TOML, naming ``path`` and the key on errors."""
     # [timing] has nested tables (_parse_timing); [gateway] and [onion_mx] are keyed by
     # onions and domains (onionmail.config.gateway).
-    known = [*_SECTIONS, "timing", "gateway", "onion_mx"]
-    for name in raw:
-        if name not in known:
-            raise ConfigError(f"{path}: [{name}]: unknown section (known: {', '.join(known)})")
-    sections: dict[str, Any] = {}
-    for name, cls in _SECTIONS.items():
-        table = raw.get(name, {})
-        if not isinstance(table, dict):
-            raise ConfigError(f"{path}: [{name}]: expected a table")
-        sections[name] = _build_section(cls, table, f"{path}: [{name}]")
+    sections = build_sections(raw, _SECTIONS, path, others=("timing", "gateway", "onion_mx"))
     sections["timing"] = _parse_timing(raw.get("timing", {}), path)
     sections["gateway"] = parse_gateway(raw.get("gateway", {}), path)
     sections["onion_mx"] = parse_onion_mx(raw.get("onion_mx", {}), path)
@@ -146,12 +165,8 @@ def parse_config(raw: Mapping[str, Any], path: Path) -> Config:
 
 
 def build_section(cls: type[T], table: Mapping[str, Any], where: str) -> T:
-    """A frozen dataclass section from a TOML table (typed per its defaults; errors name
-    ``where`` and the key). Public for other config files of the project (the gateway's)."""
-    return _build_section(cls, table, where)
-
-
-def _build_section(cls: type[T], table: Mapping[str, Any], where: str) -> T:
+    """A frozen dataclass section from a TOML table, typed per its defaults; errors name
+    ``where`` and the key."""
     known = {f.name: f for f in fields(cls)}  # type: ignore[arg-type]
     values: dict[str, Any] = {}
     for key, value in table.items():
@@ -299,7 +314,7 @@ def _parse_timing(table: Any, path: Path) -> TimingSection:
     if not isinstance(table, dict):
         raise ConfigError(f"{where}: expected a table")
     plain = {key: value for key, value in table.items() if key != "contacts"}
-    base = _build_section(TimingSection, plain, where)
+    base = build_section(TimingSection, plain, where)
     _check_timing_values(base.mode, base.mean_delay, base.batch_interval, where)
     if not 0 <= base.cover_rate <= MAX_COVER_RATE:
         raise ConfigError(f"{where} cover_rate: expected 0-{MAX_COVER_RATE:.0f} per hour")
