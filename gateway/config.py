@@ -35,7 +35,7 @@ class GatewaySettings:
     dkim_selector: str = "gw1"
     """Prefix of the DKIM selectors: ``<selector>-ed25519`` and ``<selector>-rsa``."""
     keep_display_name: bool = True
-    """Keep the display name the box's user wrote in From (see gateway.sender_rewrite)."""
+    """Keep the display name the box's user wrote in From (see gateway.outbound.sender_rewrite)."""
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,7 @@ Layout of ``GWDIR`` (directories 0700, files 0600)::
 
     gateway.toml           configuration (gateway.config)
     keys/identity.key      the gateway's ed25519 identity: its onion address
-    keys/dkim/             DKIM keys (gateway.dkim_signing)
+    keys/dkim/             DKIM keys (gateway.outbound.dkim_signing)
     registrations.json     aliases -> boxes (gateway.registry)
     queue/clearnet/        box -> clearnet, encrypted at rest
     queue/boxes/           clearnet -> box: sealed to the box (and encrypted at rest)
@@ -31,17 +31,22 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from gateway.clearnet_inbound import AuthenticationResults, ClearnetInboundHandler, RateLimit
 from gateway.config import GatewayConfig, mta_sts_connect_target
-from gateway.dkim_signing import DkimAlgorithm, DkimSigner, load_or_create_key
 from gateway.dns import GatewayResolver, ResolverConfig
-from gateway.inbound_auth import authentication_results
-from gateway.mta_sts import FetchConfig, MtaSts
-from gateway.onion_side import GatewayOnionHandler
-from gateway.outbound_smtp import SmtpTimeouts
+from gateway.inbound.auth import authentication_results
+from gateway.inbound.mx import AuthenticationResults, ClearnetInboundHandler, RateLimit
+from gateway.outbound.dkim_signing import DkimAlgorithm, DkimSigner, load_or_create_key
+from gateway.outbound.mta_sts import FetchConfig, MtaSts
+from gateway.outbound.onion_side import GatewayOnionHandler
+from gateway.outbound.relay import (
+    BounceToBox,
+    ClearnetAgent,
+    queue_for_boxes,
+    undeliverable_maildir,
+)
+from gateway.outbound.smtp import SmtpTimeouts
+from gateway.outbound.tls_policy import TlsPolicy
 from gateway.registry import Registry
-from gateway.relay import BounceToBox, ClearnetAgent, queue_for_boxes, undeliverable_maildir
-from gateway.tls_policy import TlsPolicy
 from onionmail.box.delivery import DeliveryAgent
 from onionmail.core.files import ensure_private_dir
 from onionmail.seal.identity import Identity, derive_subkey
@@ -111,7 +116,7 @@ class Gateway:
         self.paths = GatewayPaths(config.gateway_dir)
         self.progress = progress or (lambda _msg: None)
         self.authenticate = authenticate
-        """SPF/DKIM/DMARC hook of the clearnet server (None: gateway.inbound_auth's checks)."""
+        """SPF/DKIM/DMARC hook of the clearnet server (None: gateway.inbound.auth's checks)."""
         self._dns: GatewayResolver | None = None
         self.tor = BoxTor(config.tor, self.paths.tor, testnet_options or {})
         self.registry = Registry(self.paths.registrations)

@@ -138,5 +138,5 @@ class CertificateMismatchError(GatewayError, ValueError):
 class SpfRecordError(GatewayError, ValueError):
     """An SPF record violates the RFC 7208 syntax (its evaluation gives ``permerror``).
 
-    Only :func:`gateway.spf.parse_spf_record` raises it; the inbound checks turn
+    Only :func:`gateway.inbound.spf.parse_spf_record` raises it; the inbound checks turn
     it into a result and never let it escape."""

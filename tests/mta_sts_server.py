@@ -4,7 +4,7 @@ One server answers for every ``mta-sts.<domain>`` a test declares: its
 certificate (issued by a trustme CA) names them all, except those the test
 wants to fail the name check, and the policy is chosen by the ``Host``
 header. Tests change :attr:`PolicyServer.responses` while it runs, point
-:class:`gateway.mta_sts.FetchConfig` at :meth:`PolicyServer.fetch_config`
+:class:`gateway.outbound.mta_sts.FetchConfig` at :meth:`PolicyServer.fetch_config`
 (CA bundle + host → loopback address), and no real internet is involved.
 """
 
@@ -20,7 +20,7 @@ from pathlib import Path
 
 import trustme
 
-from gateway.mta_sts import FetchConfig
+from gateway.outbound.mta_sts import FetchConfig
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""DKIM keys, records and signatures (gateway/dkim_signing.py), verified by dkimpy itself.
+"""DKIM keys, records and signatures (gateway/outbound/dkim_signing.py), verified by dkimpy itself.
 
 The public key reaches dkimpy's verifier through its ``dnsfunc=`` hook, fed
 from :meth:`DkimKey.txt_record`: the record the operator would publish is the
@@ -18,7 +18,8 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.serialization import load_der_public_key
 
-from gateway.dkim_signing import (
+from gateway.errors import DkimError, GatewayConfigError, GatewayError
+from gateway.outbound.dkim_signing import (
     DkimAlgorithm,
     DkimKey,
     DkimSigner,
@@ -26,7 +27,6 @@ from gateway.dkim_signing import (
     key_path,
     load_or_create_key,
 )
-from gateway.errors import DkimError, GatewayConfigError, GatewayError
 
 DOMAIN = "gw.test"
 

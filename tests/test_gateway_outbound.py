@@ -27,7 +27,6 @@ import dkim
 import pytest
 import trustme
 
-from gateway.dkim_signing import DkimAlgorithm, DkimSigner, load_or_create_key
 from gateway.dns import AddressResult, GatewayResolver, MxHost, MxResult, TlsaResult, is_public
 from gateway.errors import (
     GatewayConfigError,
@@ -36,16 +35,17 @@ from gateway.errors import (
     TemporaryDeliveryError,
     TlsUnavailableError,
 )
-from gateway.outbound_smtp import (
+from gateway.outbound.dkim_signing import DkimAlgorithm, DkimSigner, load_or_create_key
+from gateway.outbound.relay import ClearnetAgent, undeliverable_maildir
+from gateway.outbound.sender_rewrite import rewrite_sender
+from gateway.outbound.smtp import (
     DeliveryResult,
     PeerCheckingTlsDecision,
     SmtpTimeouts,
     TlsRequirement,
     deliver,
 )
-from gateway.relay import ClearnetAgent, undeliverable_maildir
-from gateway.sender_rewrite import rewrite_sender
-from gateway.tls_policy import TlsPolicy
+from gateway.outbound.tls_policy import TlsPolicy
 from onionmail.config.box import DeliverySection
 from onionmail.core.errors import DeliveryError
 from onionmail.core.errors import PermanentDeliveryError as OnionPermanentDeliveryError

@@ -16,11 +16,11 @@ from typing import Any
 import aiosmtplib
 import pytest
 
-from gateway.clearnet_inbound import ClearnetInboundHandler, RateLimit
 from gateway.config import parse_gateway_config
-from gateway.dkim_signing import DkimAlgorithm, DkimSigner, load_or_create_key
 from gateway.errors import GatewayConfigError
-from gateway.onion_side import GatewayOnionHandler
+from gateway.inbound.mx import ClearnetInboundHandler, RateLimit
+from gateway.outbound.dkim_signing import DkimAlgorithm, DkimSigner, load_or_create_key
+from gateway.outbound.onion_side import GatewayOnionHandler
 from gateway.registry import APPROVED, PENDING, Registry
 from onionmail.config.box import parse_config
 from onionmail.core.errors import ConfigError, EnvelopeError, RegistrationError, SealError

@@ -127,3 +127,34 @@ def test_no_package_or_module_is_too_big_to_see() -> None:
         for path in (ROOT / top).rglob("*.py"):
             lines = len(path.read_text().splitlines())
             assert lines <= MAX_LINES, f"{path.relative_to(ROOT)}: {lines} lines"
+
+
+GATEWAY_LAYERS: dict[str, set[str]] = {
+    "inbound": {"config", "dns", "errors", "registry"},
+    "outbound": {"config", "dns", "errors", "registry"},
+    "config": {"errors"},
+    "dns": {"errors"},
+    "errors": set(),
+    "registry": set(),
+}
+"""What each part of ``gateway`` may import from the others (``daemon`` and ``cli`` wire
+them all together); the two directions of mail never import each other."""
+
+
+@pytest.mark.parametrize("part", sorted(GATEWAY_LAYERS))
+def test_gateway_parts_import_only_their_layers(part: str) -> None:
+    base = ROOT / "gateway"
+    files = sorted((base / part).rglob("*.py")) if (base / part).is_dir() else [base / f"{part}.py"]
+    assert files and all(path.exists() for path in files), part
+    for path in files:
+        tree = ast.parse(path.read_text(), filename=str(path))
+        found = {
+            node.module.split(".")[1]
+            for node in ast.walk(tree)
+            if isinstance(node, ast.ImportFrom)
+            and node.module
+            and node.module.startswith("gateway.")
+            and node.level == 0
+        }
+        bad = found - GATEWAY_LAYERS[part] - {part}
+        assert not bad, f"{path.relative_to(ROOT)} imports gateway.{sorted(bad)}"

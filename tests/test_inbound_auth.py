@@ -1,5 +1,5 @@
-"""SPF, DKIM and DMARC of the gateway's clearnet inbound side (gateway/spf.py,
-gateway/inbound_auth.py), against a real Knot DNS behind a real validating Unbound.
+"""SPF, DKIM and DMARC of the gateway's clearnet inbound side (gateway/inbound/spf.py,
+gateway/inbound/auth.py), against a real Knot DNS behind a real validating Unbound.
 
 What these prove: the SPF evaluator gives RFC 7208's results for records a
 real DNS server publishes (pass, fail, softfail, neutral, none, include
@@ -31,16 +31,10 @@ from hypothesis import strategies as st
 
 from gateway.dns import GatewayResolver, ResolverConfig
 from gateway.errors import GatewayError, SpfRecordError
-from gateway.inbound_auth import (
-    DkimVerdict,
-    DmarcVerdict,
-    aligned,
-    authentication_results,
-    check_message,
-    parse_dmarc_record,
-    registered_domain,
-)
-from gateway.spf import SpfVerdict, check_spf, parse_spf_record
+from gateway.inbound.auth import authentication_results, check_message
+from gateway.inbound.dkim import DkimVerdict
+from gateway.inbound.dmarc import DmarcVerdict, aligned, parse_dmarc_record, registered_domain
+from gateway.inbound.spf import SpfVerdict, check_spf, parse_spf_record
 from tests.dns_server import DnsWorld, Record, Security, Zone, a, aaaa, mx, running_dns, txt
 
 CLIENT = "192.0.2.10"

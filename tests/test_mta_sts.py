@@ -18,7 +18,7 @@ import trustme
 
 from gateway.dns import GatewayResolver, ResolverConfig
 from gateway.errors import DnsDeferError, MtaStsFetchError, MtaStsPolicyError
-from gateway.mta_sts import (
+from gateway.outbound.mta_sts import (
     FetchConfig,
     MtaSts,
     StsMode,

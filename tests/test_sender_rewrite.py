@@ -1,11 +1,11 @@
-"""The box's message rewritten to leave the gateway as its alias (gateway/sender_rewrite.py)."""
+"""The box's message rewritten to leave the gateway as its alias (outbound/sender_rewrite)."""
 
 from __future__ import annotations
 
 import pytest
 
 from gateway.errors import SenderRewriteError
-from gateway.sender_rewrite import display_name, rewrite_sender
+from gateway.outbound.sender_rewrite import display_name, rewrite_sender
 from onionmail.message.rfc5322 import parse_message
 
 ONION = "b" * 56 + ".onion"

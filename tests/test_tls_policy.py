@@ -24,9 +24,9 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from gateway.dns import GatewayResolver, ResolverConfig, TlsaRecord
 from gateway.errors import CertificateMismatchError, DnsDeferError
-from gateway.mta_sts import MtaSts
-from gateway.outbound_smtp import TlsDecision
-from gateway.tls_policy import (
+from gateway.outbound.mta_sts import MtaSts
+from gateway.outbound.smtp import TlsDecision
+from gateway.outbound.tls_policy import (
     PolicySource,
     RecipientTlsPreference,
     TlsPolicy,

@@ -20,7 +20,7 @@
   the gateway's own key).
 
 SPF/DKIM/DMARC verdicts: the hook :attr:`ClearnetInboundHandler.authenticate`
-is where ``gateway.inbound_auth.authentication_results(...)`` plugs in; the
+is where ``gateway.inbound.auth.authentication_results(...)`` plugs in; the
 field it returns is added to the message before it is sealed, so the box
 sees the gateway's verdict (authserv-id = the gateway's domain, which the
 box shows as the gateway's word, not its own).
@@ -48,7 +48,7 @@ SealAndQueue = Callable[[str, list[str], bytes], Awaitable[list[str]]]
 AuthenticationResults = Callable[[Any, Any, bytes], Awaitable[bytes | None]]
 """Hook: (session, envelope, message) -> an ``Authentication-Results`` field value, or None.
 
-The gateway daemon passes ``gateway.inbound_auth.authentication_results`` here
+The gateway daemon passes ``gateway.inbound.auth.authentication_results`` here
 once that module exists (SPF for ``session.peer`` and ``envelope.mail_from``,
 DKIM and DMARC on the message)."""
 

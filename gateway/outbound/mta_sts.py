@@ -23,7 +23,7 @@ Decisions, and why:
   lookup or the HTTPS fetch cannot switch MTA-STS off for a domain the
   gateway has seen before. Without a cached policy, a failed fetch means
   "no policy" (as the RFC says), which in this gateway still leaves TLS
-  required with PKIX by default (see :mod:`gateway.tls_policy`); a DNS
+  required with PKIX by default (see :mod:`gateway.outbound.tls_policy`); a DNS
   *failure* (SERVFAIL, timeout) with no cached policy defers instead.
 - **MX patterns** (RFC 8461 §4.1): exact names, or ``*.`` plus a domain,
   where the wildcard stands for exactly one leftmost label; comparison is

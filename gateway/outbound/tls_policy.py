@@ -1,6 +1,6 @@
 """One TLS decision per MX host: DANE first, then MTA-STS, then the gateway's default.
 
-The outbound SMTP client (:mod:`gateway.outbound_smtp`) only enforces what
+The outbound SMTP client (:mod:`gateway.outbound.smtp`) only enforces what
 this module decides. :class:`TlsPolicyDecision` implements its
 ``TlsDecision`` protocol (``require_tls``, ``server_hostname``,
 ``certificate_check``, ``ssl_context()``) and adds what the ledger and the
@@ -70,7 +70,7 @@ from cryptography.x509 import verification
 
 from gateway.dns import GatewayResolver, MxHost, MxResult, TlsaRecord
 from gateway.errors import CertificateMismatchError
-from gateway.mta_sts import MtaSts, StsMode
+from gateway.outbound.mta_sts import MtaSts, StsMode
 
 log = logging.getLogger(__name__)
 

@@ -17,8 +17,8 @@ outside the gateway's own domain: no open relay.
 * ``DATA`` must be a sealed envelope that opens with the sender's key and
   binds this session. The message inside must come ``From`` the box (or
   from its alias, as a box that encrypted it with OpenPGP sends it); it is
-  rewritten to the alias (:mod:`gateway.sender_rewrite`), DKIM-signed
-  (:mod:`gateway.dkim_signing`) and queued durably per recipient domain
+  rewritten to the alias (:mod:`gateway.outbound.sender_rewrite`), DKIM-signed
+  (:mod:`gateway.outbound.dkim_signing`) and queued durably per recipient domain
   before ``250``. A retry of an envelope already queued is acknowledged and
   not queued twice (the replay cache, as in a box).
 
@@ -35,10 +35,10 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from gateway.dkim_signing import DkimSigner
 from gateway.errors import DkimError, SenderRewriteError
+from gateway.outbound.dkim_signing import DkimSigner
+from gateway.outbound.sender_rewrite import rewrite_sender
 from gateway.registry import APPROVED, DENIED, Registry
-from gateway.sender_rewrite import rewrite_sender
 from onionmail.box.inbound import open_sealed
 from onionmail.core.errors import (
     AddressError,

@@ -9,9 +9,9 @@ and jitter, bounce after ``[delivery] max_lifetime``):
 ``queue/clearnet``  box -> clearnet. One entry per recipient domain, holding
     the rewritten, DKIM-signed message. :class:`ClearnetAgent` replaces the
     agent's one delivery attempt: MX lookup and TLS decision
-    (:class:`gateway.tls_policy.TlsPolicy`: DANE, MTA-STS, TLS required by
+    (:class:`gateway.outbound.tls_policy.TlsPolicy`: DANE, MTA-STS, TLS required by
     default), the MX's addresses from the same validating resolver, and
-    :func:`gateway.outbound_smtp.deliver`. A DNS failure, a 4xx or TLS that
+    :func:`gateway.outbound.smtp.deliver`. A DNS failure, a 4xx or TLS that
     cannot be had is retried; a 5xx, NXDOMAIN or a null MX bounces.
 ``queue/boxes``     clearnet -> box. Each entry's message is an inner sealed
     envelope (:func:`onionmail.gateway_link.protocol.seal_for_box`) that only the
@@ -44,9 +44,9 @@ from gateway.errors import (
 from gateway.errors import (
     PermanentDeliveryError as MxRefused,
 )
-from gateway.outbound_smtp import SmtpTimeouts, deliver
+from gateway.outbound.smtp import SmtpTimeouts, deliver
+from gateway.outbound.tls_policy import DEFAULT_PREFERENCE, RecipientTlsPreference, TlsPolicy
 from gateway.registry import Registry
-from gateway.tls_policy import DEFAULT_PREFERENCE, RecipientTlsPreference, TlsPolicy
 from onionmail.box.delivery import DeliveryAgent
 from onionmail.config.box import DeliverySection
 from onionmail.core.errors import DeliveryError, PermanentDeliveryError
