@@ -43,26 +43,21 @@ Someone who seizes the *gateway* is no observer of the model; its prose and the
 gateway operator's reasons make claims about it, checked here on the gateway's
 disk with a message waiting in each of its queues.
 
-``gateway-clearnet-openpgp`` is checked in test_leaks_gateway_openpgp_wire.py.
+``gateway-clearnet-openpgp`` is checked in test_leaks_gateway_openpgp_wire.py; what the
+two modules share (the world, its set-up, the probes alike on both) is in tests/gateway_wire.py.
 """
 
 from __future__ import annotations
 
 import asyncio
-import email
-import email.policy
-import email.utils
 import json
-import os
 import re
-import secrets
 import ssl
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
 
@@ -70,10 +65,8 @@ import aiosmtplib
 import nacl.public
 import nacl.secret
 import pytest
-import trustme
 
-from onionmail.box.create import NewBox, create_box
-from onionmail.seal.envelope import HEADER, NONCE_SIZE, decode_from_smtp, open_envelope
+from onionmail.seal.envelope import HEADER, NONCE_SIZE
 from onionmail.seal.identity import (
     Identity,
     derive_subkey,
@@ -81,24 +74,47 @@ from onionmail.seal.identity import (
     x25519_public_key_for_onion,
 )
 from onionmail.store.queue import CLEAR_HEADER_MAGIC, queue_key
-from tests.box_process import (
-    RunningBox,
-    free_port,
-    run_box,
-    stop_process,
-    submit_raw,
-    wait_for_mail,
+from tests.box_process import free_port, run_box, stop_process, wait_for_mail
+from tests.gateway_wire import (
+    ALIAS,
+    ATTACHMENT,
+    BOB,
+    BODY,
+    CLEAR_DOMAIN,
+    EHLO,
+    FINGERPRINT,
+    IP_TRACE,
+    LOOPBACK_IP,
+    MSGID_HOST,
+    SUBJECT,
+    USER_AGENT,
+    X_MAILER,
+    GatewayOperatorView,
+    GatewayRun,
+    Started,
+    alice_tor_links,
+    box_log_probes,
+    clear_domain,
+    date_in_window,
+    gateway_and_alice,
+    gateway_operator_probes,
+    judge_outbound_mx_network,
+    link_probes,
+    log_text,
+    message,
+    names_more_than,
+    recipient_side_probes,
+    send_from_alice,
+    smtp_leg_probes,
+    submit,
+    tor_bytes,
+    tor_pid,
+    wait_until,
 )
-from tests.dns_server import Zone, a, mx, running_dns
-from tests.gateway_process import cli, gateway_init, start_registration
 from tests.leaks import (
-    HarnessWarnings,
-    LogRecord,
-    Probe,
     Unchecked,
     Window,
     both_ways,
-    collect_quietly,
     data_of,
     has,
     has_all,
@@ -106,37 +122,20 @@ from tests.leaks import (
     one_stream,
     read_queue_entry,
     records,
-    sent_in,
     tls_stream,
 )
 from tests.mitm_proxy import AttackMode, MitmProxy
-from tests.postfix import Postfix, postfix_for_domain
-from tests.wire_capture import LoopbackCapture, connections_to, listening_ports
+from tests.postfix import Postfix
+from tests.wire_capture import connections_to, listening_ports
 from threat_model import Item, MailPath, MessageTraits, ModelConfig, Observer, leaks
 
 pytestmark = pytest.mark.tor
 
-GW_DOMAIN = "gw.test"
-CLEAR_DOMAIN = "clear.test"
-MX_NAME = "mx.clear.test"
-ZONES = [Zone(CLEAR_DOMAIN, [mx(10, MX_NAME + "."), a("mx")])]
-ALIAS = f"alice@{GW_DOMAIN}"
-BOB = f"bob@{CLEAR_DOMAIN}"
 CAROL = f"carol@{CLEAR_DOMAIN}"
-
-_TAG = secrets.token_hex(4)
-SUBJECT = f"gsubj-{_TAG}-Hy3pQ8"
-BODY = f"gbody-{_TAG}-Nw6tK1"
-ATTACHMENT = f"gw-plan-{_TAG}.pdf"
-USER_AGENT = f"GUA-{_TAG}-Vb2cD7"
-X_MAILER = f"GXM-{_TAG}-Vb2cD7"
-EHLO = f"gehlo-{_TAG}.client.example"
-MSGID_HOST = f"gmsgid-{_TAG}.client.example"
-FINGERPRINT = (USER_AGENT, X_MAILER, EHLO)
 SMALL, LARGE = 500, 2000
 """Two lengths inside one Padmé bucket: equal on a sealed Tor leg, different elsewhere."""
-IP_TRACE = re.compile(rb"\b127\.0\.0\.1\b|X-Originating-IP", re.I)
-LOOPBACK_IP = "on loopback every address is 127.0.0.1: the capture cannot tell whose it is"
+OUT_SENDS = ("out-token", "out-small", "out-large")
+IN_SENDS = ("in-token", "in-small", "in-large")
 
 MATRIX_OUT = leaks(MailPath.GATEWAY_CLEARNET, MessageTraits(has_attachments=True), ModelConfig())
 MATRIX_IN = leaks(MailPath.CLEARNET_INBOUND, MessageTraits(has_attachments=True), ModelConfig())
@@ -172,28 +171,17 @@ class ProxyThread:
 
 
 @dataclass
-class Run:
-    capture: LoopbackCapture
-    postfix: Postfix
+class Run(GatewayRun):
     proxy_out: MitmProxy
     proxy_in: MitmProxy
-    gw_dir: Path
     gw_onion: str
     gw_smtp_port: int
     gw_process: subprocess.Popen[str]
-    gw_log: list[str]
-    alice: RunningBox
-    or_ports: set[int]
-    alice_socks: int = 0
     alice_inbound: int = 0
     gw_socks: int = 0
-    gw_onion_port: int = 0
-    alice_links: set[int] = field(default_factory=set)
     gw_links: set[int] = field(default_factory=set)
-    windows: dict[str, Window] = field(default_factory=dict)
     postfix_copy: dict[str, bytes] = field(default_factory=dict)
     maildir: dict[str, bytes] = field(default_factory=dict)
-    alice_log: list[str] = field(default_factory=list)
     alice_received_disk: bytes = b""
     alice_maildir_files: bytes = b""
     alice_sent_disk: bytes = b""
@@ -205,41 +193,12 @@ class Run:
     stripped_out: bytes = b""
 
 
-def message(frm: str, to: str, subject: str, *, filler: int = 0) -> bytes:
-    """A message with every token; ``filler`` > 0 makes a plain one of about that length."""
-    msg = EmailMessage()
-    msg["From"], msg["To"], msg["Subject"] = frm, to, subject
-    msg["Message-ID"] = f"<{secrets.token_hex(8)}@{MSGID_HOST}>"
-    msg["Date"] = email.utils.formatdate()
-    if filler:
-        msg.set_content("x" * filler)
-        return msg.as_bytes(policy=email.policy.SMTP)
-    msg["User-Agent"], msg["X-Mailer"] = USER_AGENT, X_MAILER
-    msg.set_content(f"Hello,\n{BODY}\n")
-    msg.add_attachment(
-        b"%PDF-1.4\n% plan\n", maintype="application", subtype="pdf", filename=ATTACHMENT
-    )
-    return msg.as_bytes(policy=email.policy.SMTP)
-
-
-def wait_until(what: str, check: Callable[[], bool], timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.1)
-
-
 def read_tree(root: Path, skip: Path | None = None) -> bytes:
     return b"\n".join(
         p.read_bytes()
         for p in sorted(root.rglob("*"))
         if p.is_file() and (skip is None or not p.is_relative_to(skip))
     )
-
-
-def _tor_pid(directory: Path) -> int:
-    return int((directory / "tor" / "tor.pid").read_text().strip())
 
 
 def postfix_copy(postfix: Postfix, token: str) -> bytes | None:
@@ -253,12 +212,9 @@ def postfix_copy(postfix: Postfix, token: str) -> bytes | None:
 
 def send_out(run: Run, name: str, subject: str, filler: int = 0) -> None:
     """alice -> gateway -> Postfix; keep the window and Postfix's stored copy."""
-    start = time.time()
-    asyncio.run(submit(run.alice, BOB, message(run.alice.address, BOB, subject, filler=filler)))
-    wait_until(f"{name} at Postfix", lambda: postfix_copy(run.postfix, subject) is not None)
-    run.alice_links |= connections_to(_tor_pid(run.alice.new.box_dir), run.or_ports)
-    time.sleep(0.3)  # QUIT and the last segments
-    run.windows[name] = Window(start, time.time())
+    send_from_alice(
+        run, name, subject, filler, lambda: postfix_copy(run.postfix, subject) is not None
+    )
     stored = postfix_copy(run.postfix, subject)
     assert stored is not None
     run.postfix_copy[name] = stored
@@ -274,17 +230,13 @@ def send_in(run: Run, name: str, subject: str, filler: int = 0, *, strip: bool =
         return any(subject.encode() in m for m in wait_for_mail(run.alice.maildir, 0, timeout=1))
 
     wait_until(f"{name} in alice's Maildir", arrived, 90)
-    run.alice_links |= connections_to(_tor_pid(run.alice.new.box_dir), run.or_ports)
-    run.gw_links |= connections_to(_tor_pid(run.gw_dir), run.or_ports)
+    run.alice_links |= connections_to(tor_pid(run.alice.new.box_dir), run.or_ports)
+    run.gw_links |= connections_to(tor_pid(run.gw_dir), run.or_ports)
     time.sleep(0.3)
     run.windows[name] = Window(start, time.time())
     run.proxy_in.mode = AttackMode.PASSTHROUGH
     (stored,) = [m for m in wait_for_mail(run.alice.maildir, 0) if subject.encode() in m]
     run.maildir[name] = stored
-
-
-async def submit(box: RunningBox, to: str, raw: bytes) -> None:
-    await submit_raw(box, to, raw, ehlo=EHLO)
 
 
 async def carol_sends(postfix: Postfix, raw: bytes) -> None:
@@ -303,102 +255,6 @@ async def carol_sends(postfix: Postfix, raw: bytes) -> None:
         tls_context=context,
         timeout=30,
     )
-
-
-def _gateway_toml(run_dir: Path, testnet: Any, dns: Any, smtp_port: int, mx_port: int) -> str:
-    tls = run_dir / "gw-tls"
-    return f"""
-[gateway]
-domain = "{GW_DOMAIN}"
-[smtp]
-port = {smtp_port}
-tls_cert = "{tls / "chain.pem"}"
-tls_key = "{tls / "key.pem"}"
-[dns]
-resolver = "{dns.resolver_host}"
-port = {dns.resolver_port}
-[outbound]
-ca_file = "{run_dir / "ca.pem"}"
-mx_port = {mx_port}
-allow_private_mx = true
-[tor]
-testnet = "{testnet.directory}"
-[delivery]
-retry_initial = 2.0
-"""
-
-
-def _drain(stream: Any, sink: list[str]) -> None:
-    for line in stream:
-        sink.append(line)
-
-
-def spawn_gateway(gw_dir: Path) -> tuple[subprocess.Popen[str], list[str]]:
-    process = subprocess.Popen(
-        cli("gateway.cli", "-v", "run", "--dir", str(gw_dir)),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
-    log: list[str] = []
-    threading.Thread(target=_drain, args=(process.stderr, log), daemon=True).start()
-    return process, log
-
-
-def wait_gateway(process: subprocess.Popen[str], log: list[str]) -> None:
-    """Until the gateway printed its clearnet port (the last thing it starts)."""
-    assert process.stdout is not None
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline:
-        key, _, value = process.stdout.readline().partition(":")
-        if not key:
-            break
-        if key == "smtp":
-            return
-    stop_process(process)
-    raise AssertionError("the gateway did not start:\n" + "".join(log[-30:]))
-
-
-def gateway_certificate(root: Path) -> trustme.CA:
-    """A test CA (``root/ca.pem``) and the gateway's certificate for GW_DOMAIN (``root/gw-tls``)."""
-    ca = trustme.CA()
-    ca.cert_pem.write_to_path(str(root / "ca.pem"))
-    (root / "gw-tls").mkdir()
-    gw_cert = ca.issue_cert(GW_DOMAIN)
-    gw_cert.private_key_pem.write_to_path(str(root / "gw-tls" / "key.pem"))
-    gw_cert.cert_chain_pems[0].write_to_path(str(root / "gw-tls" / "chain.pem"))
-    return ca
-
-
-def gateway_and_alice(
-    root: Path, testnet: Any, dns: Any, smtp_port: int, mx_port: int
-) -> tuple[subprocess.Popen[str], list[str], str, NewBox]:
-    """``gateway init`` in ``root/gateway`` and the gateway started; alice's box created
-    and registered with it (while it starts: the command waits for its onion).
-
-    Returns the gateway's process, its log, its onion and alice's new box (not
-    running yet). If anything fails, the gateway is stopped before the error goes on.
-    """
-    gw_dir = root / "gateway"
-    gw_onion = gateway_init(gw_dir, GW_DOMAIN)
-    (gw_dir / "gateway.toml").write_text(_gateway_toml(root, testnet, dns, smtp_port, mx_port))
-    gw_process, gw_log = spawn_gateway(gw_dir)
-    try:
-        new = create_box(root / "alice", "alice", testnet=testnet.directory, submission_port=0)
-        register = start_registration(new.box_dir, gw_onion)
-        try:
-            wait_gateway(gw_process, gw_log)
-            _, err = register.communicate(timeout=150)
-        finally:
-            if register.poll() is None:
-                register.kill()
-                register.communicate()
-        assert register.returncode == 0, err
-    except BaseException:
-        stop_process(gw_process)
-        raise
-    return gw_process, gw_log, gw_onion, new
 
 
 def active_entries(queue: Path) -> list[Path]:
@@ -469,11 +325,9 @@ def hold_and_seize(run: Run, gw_identity: Identity) -> None:
 
 @pytest.fixture(scope="module")
 def run(testnet: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
-    harness = HarnessWarnings().start()
     root = tmp_path_factory.mktemp("gw-wire")
-    ca = gateway_certificate(root)
+    started = Started.begin(root)
     proxies = ProxyThread()
-    capture = LoopbackCapture().start()
     gw_smtp_port = free_port()
     proxy_in = proxies.start(gw_smtp_port)
     settings = {
@@ -482,39 +336,31 @@ def run(testnet: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]
         "smtp_connection_cache_on_demand": "no",  # one session per message
     }
     gw_dir = root / "gateway"
-    gw_process: subprocess.Popen[str] | None = None
-    alice: RunningBox | None = None
     try:
-        with (
-            running_dns(ZONES, root / "dns") as dns,
-            postfix_for_domain(
-                CLEAR_DOMAIN,
-                tls=ca.issue_cert(MX_NAME),
-                known_users=["bob"],
-                extra_settings=settings,
-            ) as postfix,
-        ):
+        with clear_domain(root, started.ca, settings) as (dns, postfix):
             proxy_out = proxies.start(postfix.port)
             gw_process, gw_log, gw_onion, new = gateway_and_alice(
                 root, testnet, dns, gw_smtp_port, proxy_out.port
             )
-            alice = run_box(new, verbose=True)
+            started.gw_process = gw_process
+            alice = started.alice = run_box(new, verbose=True)
+            or_ports = {node.or_port for node in testnet.nodes}
             scenario = Run(
-                capture,
+                started.capture,
                 postfix,
+                gw_dir,
+                gw_log,
+                alice,
+                or_ports,
                 proxy_out,
                 proxy_in,
-                gw_dir,
                 gw_onion,
                 gw_smtp_port,
                 gw_process,
-                gw_log,
-                alice,
-                {node.or_port for node in testnet.nodes},
             )
-            (scenario.alice_socks,) = listening_ports(_tor_pid(new.box_dir))
+            (scenario.alice_socks,) = listening_ports(tor_pid(new.box_dir))
             (scenario.alice_inbound,) = listening_ports(alice.process.pid) - {alice.submission_port}
-            (scenario.gw_socks,) = listening_ports(_tor_pid(gw_dir))
+            (scenario.gw_socks,) = listening_ports(tor_pid(gw_dir))
             (scenario.gw_onion_port,) = listening_ports(gw_process.pid) - {gw_smtp_port}
             send_out(scenario, "out-token", SUBJECT)
             send_out(scenario, "out-small", SUBJECT + "-out-small", SMALL)
@@ -524,96 +370,20 @@ def run(testnet: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]
             send_in(scenario, "in-large", SUBJECT + "-in-large", LARGE)
             gw_identity = load_identity(gw_dir / "keys" / "identity.key")
             hold_and_seize(scenario, gw_identity)
-            alice = scenario.alice
-            drops = capture.stop()
-            assert drops == 0, f"the loopback capture lost {drops} packets"
-            harness.end()  # see HarnessWarnings
+            started.alice = scenario.alice
+            started.captured()
             yield scenario
     finally:
-        capture.stop()
-        if alice is not None:
-            alice.stop()
-        if gw_process is not None:
-            stop_process(gw_process)
-        proxies.stop()
-        harness.end()
-        collect_quietly()
-
-
-# -- reading the captures --------------------------------------------------------------
-
-
-def date_in_window(raw: bytes, window: Window) -> bool:
-    parsed = email.message_from_bytes(raw, policy=email.policy.default)
-    date = email.utils.parsedate_to_datetime(str(parsed["Date"])).timestamp()
-    return window.start // 60 * 60 <= date <= window.end
-
-
-def message_id_host(raw: bytes) -> str:
-    parsed = email.message_from_bytes(raw, policy=email.policy.default)
-    return str(parsed["Message-ID"]).strip("<>").rpartition("@")[2]
-
-
-def names_more_than(raw: bytes, *known: str) -> bool:
-    """The client's host is there, or the Message-ID names a host beyond ``known``."""
-    return MSGID_HOST.encode() in raw or message_id_host(raw) not in known
-
-
-def received_beyond_first(raw: bytes) -> bool:
-    """Trace fields other than the one the storing server wrote about its own peer."""
-    parsed = email.message_from_bytes(raw, policy=email.policy.default)
-    return len(parsed.get_all("Received") or []) > 1 or "X-Originating-IP" in parsed
-
-
-def opened_by_gateway(run: Run, name: str) -> bytes:
-    """The message inside the sealed DATA the gateway's onion socket got, opened with the
-    gateway's key (the operator has it)."""
-    stream = one_stream(run, run.gw_onion_port, name)
-    identity = load_identity(run.gw_dir / "keys" / "identity.key")
-    data = data_of(stream)
-    return open_envelope(
-        decode_from_smtp(data), recipient=identity, sender_onion=run.alice.onion
-    ).message
-
-
-def log_text(lines: list[str], *, debug: bool) -> tuple[bytes, list[LogRecord]]:
-    found = [r for r in records(lines) if debug or r.level != "DEBUG"]
-    return "".join(r.text for r in found).encode(), found
+        started.stop(proxies.stop)
 
 
 # -- gateway-clearnet ------------------------------------------------------------------
 
 
 def test_gateway_mx_network_outbound(run: Run) -> None:
-    """Every byte between the gateway and Postfix while the token message went by."""
-    port = run.postfix.port
-    wire = both_ways(run, port, "out-token")
-    client = tls_stream(run, port, "out-token")
-    lengths = {len(tls_stream(run, port, n)) for n in ("out-small", "out-large")}
-    judge(
-        MATRIX_OUT,
-        Observer.GATEWAY_MX_NETWORK,
-        "the gateway <-> Postfix TCP stream (both ways)",
-        {
-            Item.SENDER_ADDRESS: has(wire, ALIAS, run.alice.address),
-            Item.RECIPIENT_ADDRESS: has(wire, BOB),
-            Item.SENDER_IP: Unchecked(LOOPBACK_IP),
-            Item.RECIPIENT_IP: Unchecked(LOOPBACK_IP),
-            Item.SUBJECT: has(wire, SUBJECT),
-            Item.BODY: has(wire, BODY),
-            Item.ATTACHMENT_NAMES: has(wire, ATTACHMENT),
-            Item.SIZE: lambda: len(lengths) > 1,
-            Item.SEND_TIME: sent_in(run, port, "out-token"),
-            Item.RELATION: has_all(wire, ALIAS, BOB),
-            Item.CLIENT_FINGERPRINT: has(wire, *FINGERPRINT),
-            Item.MESSAGE_ID_HOST: has(wire, run.alice.onion, MSGID_HOST),
-        },
-    )
-    # What does cross in clear, as the reasons say: the gateway's own name in EHLO before
-    # STARTTLS, and the MX host name (so the recipient's domain) in the TLS handshake's SNI.
-    head = client.partition(b"STARTTLS\r\n")[0]
-    assert head.startswith(f"EHLO {GW_DOMAIN}\r\n".encode()) and b"MAIL FROM" not in head
-    assert MX_NAME.encode() in client.partition(b"STARTTLS\r\n")[2]
+    """Every byte between the gateway and Postfix while the token message went by; what
+    crosses in clear: the gateway's EHLO before STARTTLS, the MX name in the SNI."""
+    judge_outbound_mx_network(MATRIX_OUT, run, OUT_SENDS)
 
 
 def test_stripping_starttls_outbound_gets_the_attacker_nothing(run: Run) -> None:
@@ -634,54 +404,22 @@ def test_clearnet_recipient_side(run: Run, observer: Observer) -> None:
         MATRIX_OUT,
         observer,
         "Postfix's stored copy and its log",
-        {
-            Item.SENDER_ADDRESS: has(stored, ALIAS),
-            Item.RECIPIENT_ADDRESS: has(stored, BOB),
-            Item.SENDER_IP: lambda: received_beyond_first(stored),
-            Item.RECIPIENT_IP: Unchecked("bob's mail client never connects in this test"),
-            Item.SUBJECT: has(stored, SUBJECT),
-            Item.BODY: has(stored, BODY),
-            Item.ATTACHMENT_NAMES: has(stored, ATTACHMENT),
-            Item.SIZE: lambda: len(small) != len(large),
-            Item.SEND_TIME: lambda: date_in_window(stored, run.windows["out-token"]),
-            Item.RELATION: has_all(stored, ALIAS, BOB),
-            Item.CLIENT_FINGERPRINT: has(seen, *FINGERPRINT),
-            Item.MESSAGE_ID_HOST: lambda: (
-                run.alice.onion.encode() in seen or names_more_than(stored, GW_DOMAIN)
-            ),
-        },
+        recipient_side_probes(run, "out-token", stored, seen, small, large),
     )
     assert b".onion" not in stored  # nothing in the stored copy names the box's onion
 
 
 def test_gateway_operator_outbound(run: Run) -> None:
     """The gateway's onion-side socket, the seal opened with its key, its DEBUG log."""
-    stream = one_stream(run, run.gw_onion_port, "out-token")
-    opened = opened_by_gateway(run, "out-token")
-    log, _ = log_text(run.gw_log, debug=True)
-    seen = stream + opened + log
-    sizes = {len(opened_by_gateway(run, n)) for n in ("out-small", "out-large")}
+    view = GatewayOperatorView.read(run, OUT_SENDS)
     judge(
         MATRIX_OUT,
         Observer.GATEWAY_OPERATOR,
         "the gateway's onion socket, the opened seal, its DEBUG log",
-        {
-            Item.SENDER_ADDRESS: has_all(stream, run.alice.address),
-            Item.RECIPIENT_ADDRESS: has(stream, BOB),
-            Item.SENDER_IP: lambda: received_beyond_first(opened) or b"Received:" in opened,
-            Item.RECIPIENT_IP: Unchecked(LOOPBACK_IP),
-            Item.SUBJECT: has(opened, SUBJECT),
-            Item.BODY: has(opened, BODY),
-            Item.ATTACHMENT_NAMES: has(opened, ATTACHMENT),
-            Item.SIZE: lambda: len(sizes) > 1,
-            Item.SEND_TIME: lambda: date_in_window(opened, run.windows["out-token"]),
-            Item.RELATION: has_all(stream, run.alice.address, BOB),
-            Item.CLIENT_FINGERPRINT: has(seen, *FINGERPRINT),
-            Item.MESSAGE_ID_HOST: lambda: names_more_than(opened, run.alice.onion, GW_DOMAIN),
-        },
+        gateway_operator_probes(run, view, "out-token"),
     )
     # Not a cell: the gateway's log names no address, alias or subject even at DEBUG.
-    assert not any(t.encode() in log for t in (BOB, ALIAS, run.alice.address, SUBJECT))
+    assert not any(t.encode() in view.log for t in (BOB, ALIAS, run.alice.address, SUBJECT))
 
 
 # -- clearnet-inbound ------------------------------------------------------------------
@@ -696,20 +434,8 @@ def test_gateway_mx_network_inbound(run: Run) -> None:
         MATRIX_IN,
         Observer.GATEWAY_MX_NETWORK,
         "the Postfix -> gateway stream, STARTTLS stripped on the way",
-        {
-            Item.SENDER_ADDRESS: has(wire, CAROL),
-            Item.RECIPIENT_ADDRESS: has(wire, ALIAS),
-            Item.SENDER_IP: lambda: bool(re.search(rb"^Received: .*127\.0\.0\.1", wire, re.M)),
-            Item.RECIPIENT_IP: Unchecked(LOOPBACK_IP),
-            Item.SUBJECT: has(wire, SUBJECT),
-            Item.BODY: has(wire, BODY),
-            Item.ATTACHMENT_NAMES: has(wire, ATTACHMENT),
-            Item.SIZE: lambda: len(lengths) > 1,
-            Item.SEND_TIME: sent_in(run, port, "in-token"),
-            Item.RELATION: has_all(wire, CAROL, ALIAS),
-            Item.CLIENT_FINGERPRINT: has(wire, *FINGERPRINT),
-            Item.MESSAGE_ID_HOST: has(wire, MSGID_HOST),
-        },
+        smtp_leg_probes(run, wire, lengths, port, "in-token", (CAROL,), ALIAS)
+        | {Item.SENDER_IP: lambda: bool(re.search(rb"^Received: .*127\.0\.0\.1", wire, re.M))},
     )
     # A passive observer of an honest session sees only TLS after STARTTLS.
     honest = tls_stream(run, port, "in-small")
@@ -802,38 +528,13 @@ def test_recipient_box_inbound(run: Run) -> None:
 # -- box-logs and box-seizure ------------------------------------------------------------
 
 
-def _log_probes(
-    run: Run, sender: tuple[str, ...], rcpt: tuple[str, ...], name: str, stored: bytes
-) -> dict[Item, Probe]:
-    """``sender`` and ``rcpt``: every form the address takes (box address, alias)."""
-    blob, log = log_text(run.alice_log, debug=False)
-    window = run.windows[name]
-    correspondent = rcpt[0] if run.alice.address in sender else sender[0]
-    return {
-        Item.SENDER_ADDRESS: has(blob, *sender),
-        Item.RECIPIENT_ADDRESS: has(blob, *rcpt),
-        Item.SENDER_IP: lambda: bool(IP_TRACE.search(blob)),
-        Item.RECIPIENT_IP: lambda: bool(IP_TRACE.search(blob)),
-        Item.SUBJECT: has(blob, SUBJECT),
-        Item.BODY: has(blob, BODY),
-        Item.ATTACHMENT_NAMES: has(blob, ATTACHMENT),
-        Item.SIZE: lambda: bool(re.search(rf"(?<![\d.]){len(stored)}(?![\d.])".encode(), blob)),
-        Item.SEND_TIME: lambda: any(
-            r.level == "INFO" and window.start - 1 <= r.at <= window.end for r in log
-        ),
-        Item.RELATION: has(blob, correspondent),
-        Item.CLIENT_FINGERPRINT: has(blob, *FINGERPRINT),
-        Item.MESSAGE_ID_HOST: has(blob, MSGID_HOST, message_id_host(stored)),
-    }
-
-
 def test_box_logs_outbound(run: Run) -> None:
     assert any(r.level == "DEBUG" for r in records(run.alice_log)), "not verbose?"
     judge(
         MATRIX_OUT,
         Observer.BOX_LOGS,
         "alice's stderr at INFO and above (run with --verbose)",
-        _log_probes(
+        box_log_probes(
             run, (run.alice.address, ALIAS), (BOB,), "out-token", run.postfix_copy["out-token"]
         ),
     )
@@ -844,7 +545,9 @@ def test_box_logs_inbound(run: Run) -> None:
         MATRIX_IN,
         Observer.BOX_LOGS,
         "alice's stderr at INFO and above (run with --verbose)",
-        _log_probes(run, (CAROL,), (ALIAS, run.alice.address), "in-token", run.maildir["in-token"]),
+        box_log_probes(
+            run, (CAROL,), (ALIAS, run.alice.address), "in-token", run.maildir["in-token"]
+        ),
     )
 
 
@@ -924,60 +627,13 @@ def test_gateway_seizure_reads_both_queues(run: Run) -> None:
 # -- the Tor links and the global view -----------------------------------------------------
 
 
-def tor_bytes(run: Run, ports: set[int] | None, names: tuple[str, ...]) -> bytes:
-    """Link bytes during ``names``: every ORPort link, or only those of ``ports``' tors."""
-
-    def on_link(sport: int, dport: int) -> bool:
-        if ports is None:
-            return sport in run.or_ports or dport in run.or_ports
-        return (sport in ports and dport in run.or_ports) or (
-            dport in ports and sport in run.or_ports
-        )
-
-    chunks: list[bytes] = []
-    for name in names:
-        w = run.windows[name]
-        chunks += [
-            s.payload for s in run.capture.between(w.start, w.end) if on_link(s.sport, s.dport)
-        ]
-    return b"".join(chunks)
-
-
-OUT_SENDS = ("out-token", "out-small", "out-large")
-IN_SENDS = ("in-token", "in-small", "in-large")
-
-
-def link_probes(
-    run: Run, links: bytes, sizes: set[int], send_port: int, name: str, sender: str, rcpt: str
-) -> dict[Item, Probe]:
-    return {
-        Item.SENDER_ADDRESS: has(links, sender, run.alice.onion),
-        Item.RECIPIENT_ADDRESS: has(links, rcpt),
-        Item.SENDER_IP: Unchecked(LOOPBACK_IP),
-        Item.RECIPIENT_IP: Unchecked(LOOPBACK_IP),
-        Item.SUBJECT: has(links, SUBJECT),
-        Item.BODY: has(links, BODY),
-        Item.ATTACHMENT_NAMES: has(links, ATTACHMENT),
-        Item.SIZE: lambda: len(sizes) > 1,
-        Item.SEND_TIME: sent_in(run, send_port, name),
-        Item.RELATION: Unchecked(
-            "a relation shows by correlating two ends' flows in time, not in bytes; the names "
-            "that would show it in clear are probed as the addresses"
-        ),
-        Item.CLIENT_FINGERPRINT: has(links, *FINGERPRINT),
-        Item.MESSAGE_ID_HOST: has(links, MSGID_HOST),
-    }
-
-
 @pytest.mark.parametrize(
     "observer", [Observer.SENDER_NETWORK, Observer.TOR_GUARD, Observer.TOR_RELAYS]
 )
 def test_tor_leg_outbound(run: Run, observer: Observer) -> None:
     """alice's tor's links (her network, her guard) or every ORPort link (the relays); sizes
     from the stream the circuit carries, read where it enters alice's tor."""
-    assert run.alice_links, "no connection of alice's tor to a relay"
-    links = tor_bytes(run, None if observer is Observer.TOR_RELAYS else run.alice_links, OUT_SENDS)
-    assert len(links) > 10_000, "too little Tor traffic captured to judge"
+    links = alice_tor_links(run, observer, OUT_SENDS)
     sizes = {len(one_stream(run, run.alice_socks, n)) for n in ("out-small", "out-large")}
     hop = one_stream(run, run.alice_socks, "out-token")
     assert run.alice.address.encode() in hop  # the capture reads the clear envelope there
@@ -1017,20 +673,8 @@ def test_sender_network_inbound(run: Run) -> None:
         MATRIX_IN,
         Observer.SENDER_NETWORK,
         "carol's client <-> Postfix stream",
-        {
-            Item.SENDER_ADDRESS: has(wire, CAROL),
-            Item.RECIPIENT_ADDRESS: has(wire, ALIAS),
-            Item.SENDER_IP: Unchecked(LOOPBACK_IP),
-            Item.RECIPIENT_IP: Unchecked(LOOPBACK_IP),
-            Item.SUBJECT: has(wire, SUBJECT),
-            Item.BODY: has(wire, BODY),
-            Item.ATTACHMENT_NAMES: has(wire, ATTACHMENT),
-            Item.SIZE: lambda: len(lengths) > 1,
-            Item.SEND_TIME: sent_in(run, port, "in-token"),
-            Item.RELATION: has_all(wire, CAROL, ALIAS),
-            Item.CLIENT_FINGERPRINT: has(wire, USER_AGENT, X_MAILER),
-            Item.MESSAGE_ID_HOST: has(wire, MSGID_HOST),
-        },
+        smtp_leg_probes(run, wire, lengths, port, "in-token", (CAROL,), ALIAS)
+        | {Item.CLIENT_FINGERPRINT: has(wire, USER_AGENT, X_MAILER)},
     )
 
 
