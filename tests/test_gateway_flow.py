@@ -22,7 +22,6 @@ from __future__ import annotations
 import asyncio
 import email
 import email.policy
-import os
 import secrets
 import subprocess
 import threading
@@ -61,6 +60,7 @@ from tests.box_process import (
 )
 from tests.dns_server import Zone, a, mx, running_dns, txt
 from tests.gateway_process import cli, gateway_init, start_registration
+from tests.gateway_wire import spawn_gateway
 from tests.postfix import Postfix, postfix_for_domain
 
 pytestmark = pytest.mark.tor
@@ -94,11 +94,6 @@ class World:
     client_tor: ClientTor
 
 
-def _drain(stream: Any, sink: list[str]) -> None:
-    for line in stream:
-        sink.append(line)
-
-
 def _gateway_config(
     testnet_dir: Path, smtp_port: int, dns: Any, postfix_port: int, tls: Path, cafile: Path
 ) -> str:
@@ -124,19 +119,6 @@ testnet = "{testnet_dir}"
 [delivery]
 retry_initial = 2.0
 """
-
-
-def _start_gateway(gw_dir: Path) -> tuple[subprocess.Popen[str], list[str]]:
-    process = subprocess.Popen(
-        cli("gateway.cli", "-v", "run", "--dir", str(gw_dir)),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
-    stderr: list[str] = []
-    threading.Thread(target=_drain, args=(process.stderr, stderr), daemon=True).start()
-    return process, stderr
 
 
 def _wait_gateway_ready(process: subprocess.Popen[str], stderr: list[str]) -> tuple[str, int]:
@@ -189,7 +171,7 @@ def world(testnet: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Wo
         (gw_dir / "gateway.toml").write_text(
             _gateway_config(testnet.directory, gw_smtp_port, dns, postfix.port, tls, cafile)
         )
-        gw_process, gw_stderr = _start_gateway(gw_dir)
+        gw_process, gw_stderr = spawn_gateway(gw_dir)
         new = create_box(
             root / "alice", "alice", testnet=testnet.directory, submission_port=0, retry_initial=2.0
         )

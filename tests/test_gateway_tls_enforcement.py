@@ -40,11 +40,11 @@ from onionmail.store.queue import QueueState, list_queue
 from tests.box_process import RunningBox, free_port, run_box, stop_process, submit
 from tests.dns_server import Zone, a, mx, running_dns, tlsa, txt
 from tests.gateway_process import gateway_init, start_registration
+from tests.gateway_wire import spawn_gateway
 from tests.mta_sts_server import PolicyResponse, PolicyServer, policy_text, running_policy_server
 from tests.postfix import Postfix, postfix_for_domain
 from tests.test_gateway_flow import (
     GW_DOMAIN,
-    _start_gateway,
     _wait_gateway_ready,
     postfix_messages,
     wait_postfix,
@@ -146,7 +146,7 @@ def world(testnet: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Wo
         (gw_dir / "gateway.toml").write_text(
             _config(testnet.directory, dns, postfix.port, policy_server.ca_file, policy_server.port)
         )
-        gw_process, gw_stderr = _start_gateway(gw_dir)
+        gw_process, gw_stderr = spawn_gateway(gw_dir)
         new = create_box(
             root / "alice", "alice", testnet=testnet.directory, submission_port=0, retry_initial=2.0
         )
