@@ -17,12 +17,15 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from onionmail.box.delivery import DeliveryAgent
+import pytest
+
+from onionmail.box.delivery import DeliveryAgent, sealed_time
 from onionmail.config.box import DeliverySection
+from onionmail.seal.envelope import decode_from_smtp, format_seal_keyword, open_envelope
 from onionmail.seal.identity import Identity
 from onionmail.smtp.server import SafeHandler
 from onionmail.store.maildir import Maildir
-from onionmail.store.queue import OutboundQueue, queue_key
+from onionmail.store.queue import OutboundQueue, QueuedMessage, queue_key
 
 DAY = 24 * 3600.0
 
@@ -250,3 +253,43 @@ async def test_the_queue_is_read_in_passes_not_once_per_attempt_or_submission(
     await run_until(agent, submit_while_running, timeout=60)
     # 650 due: passes of at most 256 (3), plus the first; none per attempt or per offer
     assert passes <= 6, passes
+
+
+@pytest.mark.parametrize(
+    ("created", "first_try", "rounding", "expected"),
+    [
+        (1_000_059.7, 0.0, 60, 1_000_020),  # queued at 16:40:59.7 -> 16:40:00 (1_000_020)
+        (1_000_059.7, 0.0, 1, 1_000_059),
+        (1_000_059.7, 1_003_725.0, 60, 1_003_680),  # held by a delay policy: the release
+        (1_000_059.7, 1_003_725.0, 3600, 1_000_800),
+    ],
+)
+def test_the_sealed_time_is_the_release_rounded_as_date_is(
+    created: float, first_try: float, rounding: int, expected: int
+) -> None:
+    entry = QueuedMessage(
+        "q", "p.onion", "a@x.onion", ("b@p.onion",), b"m", b"\0" * 16, created, first_try=first_try
+    )
+    assert sealed_time(entry, rounding) == expected
+
+
+def test_the_envelope_a_peer_opens_carries_the_rounded_time(tmp_path: Path) -> None:
+    """Sealed by the agent and opened with the recipient's key: ``created`` holds no seconds."""
+    import time
+
+    clock = Clock(time.time())
+    agent, queue, alice = make_agent(tmp_path, clock)
+    agent.date_rounding = 60
+    bob = Identity.generate()
+    entry = queue.enqueue(
+        bob.onion_address,
+        f"alice@{alice.onion_address}",
+        (f"bob@{bob.onion_address}",),
+        b"Subject: s\r\n\r\nhi\r\n",
+    )
+    challenge = b"\x01" * 16
+    params = format_seal_keyword(challenge).split(" ", 1)[1]
+    wire = agent._seal(entry, params, list(entry.recipients))
+    opened = open_envelope(decode_from_smtp(wire), recipient=bob, sender_onion=alice.onion_address)
+    assert opened.created == int(entry.created) // 60 * 60
+    assert opened.created % 60 == 0

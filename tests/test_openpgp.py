@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -117,6 +118,23 @@ def test_gpg_decrypts_the_box_message_and_finds_the_protected_header(
     assert 'hp="cipher"' in field(inner, "Content-Type")
     assert "Subject: ..." in [v.decode() for v in inner.get_all("HP-Outer")]
     assert inner.body == parse_message(ORIGINAL).body
+
+
+@pytest.mark.parametrize("hours_after_the_key", [2, -2], ids=["release", "before-the-key"])
+def test_the_signature_shows_the_time_the_box_chose_not_the_second_it_signed(
+    gpg: GpgHome, bob_key: PublicKey, hours_after_the_key: int
+) -> None:
+    """The box passes the release time rounded as Date is, and gpg reads that time back;
+    a time before the key was made becomes the key's own time (gpg refuses older)."""
+    key_made = datetime(2026, 3, 1, 8, 0, tzinfo=UTC)
+    box_key = BoxKey.generate(ALIAS, created=key_made)
+    gpg.import_key(box_key.public.armored())
+    release = key_made + timedelta(hours=hours_after_the_key)
+    wire = encrypt_message(ORIGINAL, box_key, [bob_key], signed_at=release)
+    result = gpg.run(["--decrypt"], wire, check=False)
+    assert result.returncode == 0, result.stderr.decode()
+    (validsig,) = [s for s in result.status if s.startswith("VALIDSIG ")]
+    assert int(validsig.split()[3]) == int(max(release, key_made).timestamp())
 
 
 def test_gpg_decrypts_for_an_rsa_recipient(tmp_path: Path) -> None:

@@ -16,11 +16,12 @@ import logging
 import os
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from onionmail.box.cover_traffic import CoverTraffic
-from onionmail.box.delivery import DeliveryAgent
+from onionmail.box.delivery import DeliveryAgent, sealed_time
 from onionmail.box.inbound import InboundHandler
 from onionmail.box.policy import route
 from onionmail.box.policy_gate import LeakKeeper, message_id_of
@@ -235,6 +236,7 @@ class Box:
             socks_address=lambda: self.tor.socks_address,
             socks_timeout=self.config.tor.socks_timeout,
             sender_maildir=self.maildir,
+            date_rounding=self.config.scrub.date_rounding,
         )
         self.agent.plain_refusal = self.leaks.refuse_plain
         self.agent.on_path = self._delivered
@@ -357,6 +359,9 @@ class Box:
                 mail_from=entry.mail_from,
                 recipients=entry.recipients,
                 destination=entry.destination,
+                signed_at=datetime.fromtimestamp(
+                    sealed_time(entry, self.config.scrub.date_rounding), UTC
+                ),
             )
         except OnionMailError as exc:  # an unusable key, a malformed message
             raise PermanentDeliveryError(

@@ -62,6 +62,15 @@ KEEP_IDLE = 20.0
 peer (:mod:`onionmail.smtp.client`); under the peers' idle timeout (the box's is 300 s)."""
 
 
+def sealed_time(entry: QueuedMessage, rounding: int) -> int:
+    """The ``created`` an envelope tells its recipient: when the message was let go (its
+    first try under a delay or batch policy, else when it was queued), rounded down to
+    ``rounding`` seconds as submission rounds ``Date``. The exact second, or the moment
+    the user pressed "send" under a delay policy, would tell more than the message does."""
+    release = max(entry.created, entry.first_try)
+    return int(release // rounding * rounding)
+
+
 @dataclass(frozen=True)
 class DeliveryReport:
     """What one successful delivery looked like (for the demo and tests)."""
@@ -86,6 +95,7 @@ class DeliveryAgent:
         socks_timeout: float,
         sender_maildir: Callable[[str], Maildir],
         clock: Callable[[], float] = time.time,
+        date_rounding: int = 1,
     ) -> None:
         self.queue = queue
         self.identity = identity
@@ -94,6 +104,8 @@ class DeliveryAgent:
         self.socks_timeout = socks_timeout
         self.sender_maildir = sender_maildir
         self.clock = clock
+        self.date_rounding = date_rounding
+        """Seconds the sealed ``created`` is rounded down to (``[scrub] date_rounding``)."""
         self._wake = asyncio.Event()
         self._in_flight: set[str] = set()
         self._tasks: set[asyncio.Task[None]] = set()
@@ -464,7 +476,7 @@ class DeliveryAgent:
             raise DeliveryError(f"peer's seal announcement is unusable: {exc}") from None
         content = SealedContent(
             envelope_id=entry.envelope_id,
-            created=int(entry.created),
+            created=sealed_time(entry, self.date_rounding),
             session_challenge=challenge,
             mail_from=entry.mail_from,
             recipients=tuple(accepted),

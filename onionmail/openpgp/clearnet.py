@@ -65,6 +65,7 @@ Logs name outcomes only, never addresses, subjects or keys.
 
 from __future__ import annotations
 
+import datetime
 import email.errors
 import email.header
 import email.utils
@@ -262,9 +263,16 @@ class ClearnetOpenPGP:
             return self._box_key
 
     def prepare(
-        self, message: bytes, *, mail_from: str, recipients: tuple[str, ...], destination: str
+        self,
+        message: bytes,
+        *,
+        mail_from: str,
+        recipients: tuple[str, ...],
+        destination: str,
+        signed_at: datetime.datetime | None = None,
     ) -> Outgoing:
-        """``message`` as it goes to the gateway ``destination`` (module docstring).
+        """``message`` as it goes to the gateway ``destination`` (module docstring);
+        ``signed_at`` is the time its OpenPGP signature shows.
 
         Encrypted when every recipient has a stored key. Raises
         :class:`OpenPGPError` when a stored key is unusable (never a silent
@@ -279,7 +287,9 @@ class ClearnetOpenPGP:
         stored = [self.peers.get(rcpt) for rcpt in recipients]
         if recipients and all(stored):
             keys = [peer.public_key() for peer in stored if peer is not None]
-            encrypted = encrypt_message(rewritten, box_key, keys, autocrypt=True)
+            encrypted = encrypt_message(
+                rewritten, box_key, keys, autocrypt=True, signed_at=signed_at
+            )
             log.debug("encrypted a message to %d OpenPGP key(s)", len(keys))
             return Outgoing(encrypted, True)
         parsed = parse_message(rewritten)

@@ -55,6 +55,7 @@ decrypts mail its gateway relayed before storing it, see
 from __future__ import annotations
 
 import base64
+import datetime
 import enum
 import logging
 import os
@@ -252,19 +253,30 @@ class BoxKey:
         return f"BoxKey(fingerprint={self.fingerprint})"
 
     @classmethod
-    def generate(cls, address: str) -> BoxKey:
-        """A new ed25519/cv25519 key with the single user id ``<address>``."""
+    def generate(cls, address: str, *, created: datetime.datetime | None = None) -> BoxKey:
+        """A new ed25519/cv25519 key with the single user id ``<address>``, made at
+        ``created`` (None: now)."""
         address = str(parse_mail_address(address))
         with _pgpy():
-            primary = pgpy.PGPKey.new(PubKeyAlgorithm.EdDSA, EllipticCurveOID.Ed25519)
+            primary = pgpy.PGPKey.new(
+                PubKeyAlgorithm.EdDSA, EllipticCurveOID.Ed25519, created=created
+            )
             primary.add_uid(pgpy.PGPUID.new(f"<{address}>"), **_uid_preferences())
-            subkey = pgpy.PGPKey.new(PubKeyAlgorithm.ECDH, EllipticCurveOID.Curve25519)
+            subkey = pgpy.PGPKey.new(
+                PubKeyAlgorithm.ECDH, EllipticCurveOID.Curve25519, created=created
+            )
             primary.add_subkey(subkey, usage=_ENCRYPT_FLAGS)
         return cls(primary)
 
     @property
     def fingerprint(self) -> str:
         return str(self._key.fingerprint).replace(" ", "")
+
+    @property
+    def created(self) -> datetime.datetime:
+        """When the key was made; no signature of it may be older."""
+        created: datetime.datetime = self._key.created
+        return created
 
     @property
     def addresses(self) -> tuple[str, ...]:
@@ -365,11 +377,19 @@ def ensure_box_key(path: Path, identity: Identity, address: str) -> BoxKey:
 # --- messages --------------------------------------------------------------------------------
 
 
-def sign_and_encrypt(data: bytes, signer: BoxKey, recipients: list[PublicKey]) -> str:
+def sign_and_encrypt(
+    data: bytes,
+    signer: BoxKey,
+    recipients: list[PublicKey],
+    *,
+    signed_at: datetime.datetime | None = None,
+) -> str:
     """ASCII-armored OpenPGP message of ``data``: signed by ``signer``, encrypted to each
     recipient and to ``signer`` itself (so the box can read its own sent mail).
 
-    One session key for all recipients; AES-256, SHA-512, binary literal data, no compression.
+    One session key for all recipients; AES-256, SHA-512, binary literal data, no
+    compression. ``signed_at`` is the signature's creation time (None: now); the box
+    passes the release time rounded as ``Date`` is, never the exact second.
     """
     if not recipients:
         raise OpenPGPError("no recipient key to encrypt to")
@@ -377,7 +397,9 @@ def sign_and_encrypt(data: bytes, signer: BoxKey, recipients: list[PublicKey]) -
         message = pgpy.PGPMessage.new(
             bytes(data), compression=CompressionAlgorithm.Uncompressed, format="b"
         )
-        message |= signer._key.sign(message, hash=_HASH)
+        if signed_at is not None:
+            signed_at = max(signed_at, signer.created)  # older than its key: no reader trusts it
+        message |= signer._key.sign(message, hash=_HASH, created=signed_at)
         session_key = _CIPHER.gen_key()
         encrypted = message
         for key in [*(r._key for r in recipients), signer._key.pubkey]:

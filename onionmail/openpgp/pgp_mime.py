@@ -50,6 +50,7 @@ Decisions:
 
 from __future__ import annotations
 
+import datetime
 import email.message
 import re
 import secrets
@@ -118,12 +119,18 @@ def _inner_part(original: Message, outer: list[tuple[str, bytes]]) -> bytes:
 
 
 def encrypt_message(
-    message: bytes, box_key: BoxKey, recipients: list[PublicKey], *, autocrypt: bool = True
+    message: bytes,
+    box_key: BoxKey,
+    recipients: list[PublicKey],
+    *,
+    autocrypt: bool = True,
+    signed_at: datetime.datetime | None = None,
 ) -> bytes:
     """The PGP/MIME form of ``message`` (CRLF line ends), signed and encrypted.
 
     Encrypted to every key in ``recipients`` and to the box's own key. With
-    ``autocrypt`` the outer header carries the box's ``Autocrypt:`` field.
+    ``autocrypt`` the outer header carries the box's ``Autocrypt:`` field;
+    ``signed_at`` is the signature's time (:func:`~onionmail.openpgp.keys.sign_and_encrypt`).
     """
     try:
         original = parse_message(message)
@@ -136,7 +143,8 @@ def encrypt_message(
             "gateway alias the key was made for"
         )
     outer_fields = _outer_fields(original)
-    armored = sign_and_encrypt(_inner_part(original, outer_fields), box_key, recipients)
+    inner = _inner_part(original, outer_fields)
+    armored = sign_and_encrypt(inner, box_key, recipients, signed_at=signed_at)
     boundary = b"om-" + secrets.token_hex(12).encode("ascii")
     fields = list(outer_fields)
     if autocrypt:
