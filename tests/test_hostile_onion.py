@@ -246,3 +246,10 @@ async def test_talk_cannot_hold_the_slots_against_mail(target: Target) -> None:
     assert replies.count("421 4.7.0 Idle session closed to make room; closing the connection") == 1
     timed_out = "421 4.4.2 No mail transaction completed in time; closing the connection"
     assert replies.count(timed_out) == SLOTS - 1, replies
+
+
+def test_a_box_whose_key_is_in_clear_says_so_at_start(target: Target) -> None:
+    """Test boxes are made with a clear key (create_box without a passphrase): ``run``
+    warns, once, before it serves."""
+    said = "".join(target.box.stderr_lines)
+    assert said.count("the identity key is stored in clear") == 1, said[-2000:]

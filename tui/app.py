@@ -21,8 +21,8 @@ from textual.logging import TextualHandler
 from textual.notifications import SeverityLevel
 
 from onionmail.box.api import BoxApi
+from onionmail.cli.passphrase import passphrase_for
 from onionmail.core.errors import OnionMailError
-from onionmail.seal.identity import read_passphrase_file
 from tui.screens.compose import ComposeScreen
 from tui.screens.help import HelpScreen
 from tui.screens.inbox import InboxScreen
@@ -113,7 +113,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        passphrase = read_passphrase_file(args.passphrase_file) if args.passphrase_file else None
+        key = Path(args.dir) / "keys" / "identity.key"
+        found = args.passphrase_file is not None or key.exists()
+        passphrase = passphrase_for(key, args.passphrase_file) if found else None
         api = BoxApi(args.dir, passphrase=passphrase)
     except OnionMailError as exc:  # before the UI starts: the terminal is still ours
         print(f"onionmail-tui: error: {exc}", file=sys.stderr)

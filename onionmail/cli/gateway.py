@@ -8,8 +8,8 @@ from pathlib import Path
 
 from onionmail.cli.common import Subcommands
 from onionmail.cli.common import progress as _progress
+from onionmail.cli.passphrase import open_identity
 from onionmail.config.box import load_config
-from onionmail.seal.identity import load_identity, read_passphrase_file
 
 
 def register(sub: Subcommands) -> None:
@@ -55,8 +55,7 @@ def cmd_gateway(args: argparse.Namespace) -> int:
 
     box_dir: Path = args.dir.absolute()
     config = load_config(box_dir)
-    passphrase = read_passphrase_file(args.passphrase_file) if args.passphrase_file else None
-    identity = load_identity(box_dir / "keys" / "identity.key", passphrase)
+    identity = open_identity(box_dir / "keys" / "identity.key", args.passphrase_file)
     options = tor_options_for(config.tor.testnet)
     local_part = args.name.lower() or config.box.local_parts[0]
     reply = asyncio.run(

@@ -13,12 +13,12 @@ import time
 from pathlib import Path
 
 from onionmail.cli.common import Subcommands
+from onionmail.cli.passphrase import new_passphrase, open_identity, replace_key_file
 from onionmail.config.box import load_config
 from onionmail.core.errors import OpenPGPError
 from onionmail.openpgp.autocrypt import PeerKeyStore
 from onionmail.openpgp.clearnet import open_box_key, peers_path
 from onionmail.openpgp.keys import parse_public_key
-from onionmail.seal.identity import load_identity, read_passphrase_file
 
 DESCRIPTION = """\
 OpenPGP keys for clearnet mail through a gateway. Mail to a correspondent
@@ -30,13 +30,14 @@ Autocrypt headers of received mail, or imported by hand (pinned).
   onionmail keys list --dir BOXDIR           addresses and fingerprints
   onionmail keys export --dir BOXDIR         the box's own public key, armored
   onionmail keys remove --dir BOXDIR ADDRESS forget a correspondent's key
+  onionmail keys passphrase --dir BOXDIR     set, change or remove the key's passphrase
 """
 
 
 def register(sub: Subcommands) -> None:
     p = sub.add_parser(
         "keys",
-        help="OpenPGP keys of clearnet correspondents (import, list, remove) and the box's own",
+        help="OpenPGP keys of correspondents and the box's own; the identity key's passphrase",
         description=DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -75,7 +76,22 @@ def register(sub: Subcommands) -> None:
         description="Forget the key stored for ADDRESS; mail to it is then sent plain.",
     )
     rem.add_argument("address", metavar="ADDRESS", help="the correspondent's address")
-    for action, name in ((imp, "import"), (lst, "list"), (exp, "export"), (rem, "remove")):
+    pwd = actions.add_parser(
+        "passphrase",
+        help="set, change or remove the passphrase of the box's identity key",
+        description=(
+            "Write the identity key again under a new passphrase, asked twice on the "
+            "terminal or read from --new-passphrase-file; --no-passphrase stores it in "
+            "clear. The current passphrase comes from --passphrase-file, systemd's "
+            "credential or the terminal. Nothing else changes: the keys derived from the "
+            "identity (queue, ledger, OpenPGP) stay as they are."
+        ),
+    )
+    pwd.add_argument("--passphrase-file", type=Path, metavar="FILE", help="the current passphrase")
+    pwd.add_argument("--new-passphrase-file", type=Path, metavar="FILE", help="the new passphrase")
+    pwd.add_argument("--no-passphrase", action="store_true", help="store the identity key in clear")
+    actions_and_names = ((imp, "import"), (lst, "list"), (exp, "export"), (rem, "remove"))
+    for action, name in (*actions_and_names, (pwd, "passphrase")):
         action.add_argument(
             "--dir", required=True, type=Path, metavar="BOXDIR", help="the box directory"
         )
@@ -95,8 +111,13 @@ def cmd_keys(args: argparse.Namespace) -> int:
             raise OpenPGPError("no key is stored for that address")
         print("removed")
         return 0
-    passphrase = read_passphrase_file(args.passphrase_file) if args.passphrase_file else None
-    identity = load_identity(box_dir / "keys" / "identity.key", passphrase)
+    key_path = box_dir / "keys" / "identity.key"
+    identity = open_identity(key_path, args.passphrase_file)
+    if args.keys_action == "passphrase":
+        new = new_passphrase(args.new_passphrase_file, no_passphrase=args.no_passphrase)
+        replace_key_file(identity, key_path, new)
+        print("the identity key is now " + ("encrypted" if new else "stored in clear"))
+        return 0
     key = open_box_key(box_dir, identity, [alias for _, alias in config.gateway.registrations])
     print(key.public.armored().rstrip("\n"))
     return 0

@@ -8,10 +8,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from onionmail.cli.common import Subcommands
+from onionmail.cli.passphrase import passphrase_for
 from onionmail.config.box import load_config
 from onionmail.core.errors import AddressError, ConfigError
 from onionmail.core.mail_address import parse_mail_address
-from onionmail.seal.identity import load_identity, read_passphrase_file
+from onionmail.seal.identity import load_identity
 
 if TYPE_CHECKING:
     from onionmail.box.policy_gate import LeakKeeper
@@ -45,7 +46,7 @@ def cmd_leaks(args: argparse.Namespace) -> int:
 
     box_dir: Path = args.dir.absolute()
     config = load_config(box_dir)
-    passphrase = read_passphrase_file(args.passphrase_file) if args.passphrase_file else None
+    passphrase = passphrase_for(box_dir / "keys" / "identity.key", args.passphrase_file)
     identity = load_identity(box_dir / "keys" / "identity.key", passphrase)
     keeper = LeakKeeper(config, identity.seed, key_encrypted=passphrase is not None)
     if args.to and args.message_id:

@@ -23,9 +23,10 @@ from onionmail.cli import leaks as cli_leaks
 from onionmail.cli import testnet as cli_testnet
 from onionmail.cli.common import Subcommands, run_command, stop_on_signals
 from onionmail.cli.common import progress as _progress
+from onionmail.cli.passphrase import CLEAR_KEY_WARNING, new_passphrase, open_identity
 from onionmail.config.box import load_config
 from onionmail.core.errors import ConfigError, OnionMailError
-from onionmail.seal.identity import Identity, load_identity, read_passphrase_file
+from onionmail.seal.identity import Identity, is_encrypted_identity
 from onionmail.store.lock import running_pid
 from onionmail.store.queue import list_queue, reschedule_queue
 
@@ -90,8 +91,9 @@ def _add_init(sub: Subcommands) -> None:
         description=(
             "Create a box in BOXDIR: generate its ed25519 identity (the onion address is derived "
             "from it), write onionmail.toml, and generate the submission password for the mail "
-            "client of local part NAME. With --passphrase-file the key is encrypted at rest "
-            "(argon2id + XSalsa20-Poly1305); without, it is stored 0600 in clear."
+            "client of local part NAME. The key is encrypted at rest (argon2id + "
+            "XSalsa20-Poly1305) with a passphrase asked on the terminal, or read from "
+            "--passphrase-file; --no-passphrase stores it 0600 in clear."
         ),
     )
     _box_dir_arg(p)
@@ -99,6 +101,11 @@ def _add_init(sub: Subcommands) -> None:
         "--name", default="postmaster", help="local part of the first address (default: postmaster)"
     )
     _passphrase_arg(p)
+    p.add_argument(
+        "--no-passphrase",
+        action="store_true",
+        help="store the identity key in clear (anyone who copies BOXDIR can then use it)",
+    )
     p.add_argument(
         "--testnet", type=Path, metavar="DIR", help="join the private Tor network in DIR"
     )
@@ -112,7 +119,7 @@ def _add_init(sub: Subcommands) -> None:
 
 
 def cmd_init(args: argparse.Namespace) -> int:
-    passphrase = read_passphrase_file(args.passphrase_file) if args.passphrase_file else None
+    passphrase = new_passphrase(args.passphrase_file, no_passphrase=args.no_passphrase)
     box = create_box(
         args.dir,
         args.name,
@@ -128,6 +135,8 @@ def cmd_init(args: argparse.Namespace) -> int:
     )
     print(f"  password in: {box.password_file} (0600; delete it once your mail client has it)")
     print(f"  key:         {'encrypted with your passphrase' if passphrase else 'not encrypted'}")
+    if passphrase is None:
+        _progress(CLEAR_KEY_WARNING)
     print(f"next: onionmail run --dir {box.box_dir}")
     return 0
 
@@ -148,8 +157,8 @@ def _add_run(sub: Subcommands) -> None:
 
 
 def load_box_identity(box_dir: Path, passphrase_file: Path | None) -> Identity:
-    passphrase = read_passphrase_file(passphrase_file) if passphrase_file else None
-    return load_identity(box_dir / "keys" / "identity.key", passphrase)
+    """The box's identity; its passphrase from the file, systemd or the terminal."""
+    return open_identity(box_dir / "keys" / "identity.key", passphrase_file)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -159,6 +168,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     box_dir: Path = args.dir.absolute()
     config = load_config(box_dir)
     identity = load_box_identity(box_dir, args.passphrase_file)
+    if not is_encrypted_identity(box_dir / "keys" / "identity.key"):
+        _progress(CLEAR_KEY_WARNING)
     options = tor_options_for(config.tor.testnet)
 
     async def serve() -> None:
