@@ -25,6 +25,7 @@ from gateway.registry import APPROVED, PENDING, Registry
 from onionmail.config.box import parse_config
 from onionmail.core.errors import ConfigError, EnvelopeError, RegistrationError, SealError
 from onionmail.gateway_link.protocol import (
+    INNER_CHALLENGE,
     REGISTRATION_LOCAL_PART,
     build_registration,
     open_from_gateway,
@@ -37,6 +38,7 @@ from onionmail.seal.envelope import (
     SEAL_KEYWORD,
     SealedContent,
     encode_for_smtp,
+    open_anonymous,
     parse_seal_keyword_params,
     seal,
 )
@@ -105,9 +107,8 @@ def test_registration_replies_are_read() -> None:
         parse_registration_reply("2.0.0 Delivered")
 
 
-def test_the_inner_envelope_opens_only_for_its_box_from_its_gateway() -> None:
+def test_the_inner_envelope_opens_for_its_box_and_not_with_the_gateway_s_key() -> None:
     blob = seal_for_box(
-        GATEWAY,
         BOX.onion_address,
         mail_from="carol@clear.test",
         recipients=(BOX_ADDRESS,),
@@ -117,16 +118,31 @@ def test_the_inner_envelope_opens_only_for_its_box_from_its_gateway() -> None:
         blob, box=BOX, gateway_onion=GATEWAY.onion_address, recipients=(BOX_ADDRESS,)
     )
     assert content.mail_from == "carol@clear.test" and content.message.endswith(b"hi\r\n")
+    for other in (GATEWAY, Identity.generate()):  # the sealer's own key opens nothing
+        with pytest.raises(SealError):
+            open_anonymous(blob, recipient=other)
+    with pytest.raises(EnvelopeError):
+        open_from_gateway(
+            blob, box=BOX, gateway_onion=GATEWAY.onion_address, recipients=("x@y.test",)
+        )
+
+
+def test_an_inner_envelope_from_a_gateway_s_static_key_still_opens() -> None:
+    """Gateways before the one-time key sealed from their own key; such mail may still wait
+    in a queue, and the box opens it from its configured gateway only."""
+    content = SealedContent(bytes(16), 1_800_000_000, INNER_CHALLENGE, "carol@clear.test",
+                            (BOX_ADDRESS,), b"Subject: old\r\n\r\nhi\r\n")  # fmt: skip
+    blob = seal(content, sender=GATEWAY, recipient_onion=BOX.onion_address)
+    opened = open_from_gateway(
+        blob, box=BOX, gateway_onion=GATEWAY.onion_address, recipients=(BOX_ADDRESS,)
+    )
+    assert opened.message.startswith(b"Subject: old")
     with pytest.raises(SealError):
         open_from_gateway(
             blob,
             box=BOX,
             gateway_onion=Identity.generate().onion_address,
             recipients=(BOX_ADDRESS,),
-        )
-    with pytest.raises(EnvelopeError):
-        open_from_gateway(
-            blob, box=BOX, gateway_onion=GATEWAY.onion_address, recipients=("x@y.test",)
         )
 
 

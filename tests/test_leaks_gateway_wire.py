@@ -62,16 +62,14 @@ from pathlib import Path
 from typing import Any
 
 import aiosmtplib
-import nacl.public
-import nacl.secret
 import pytest
 
-from onionmail.seal.envelope import HEADER, NONCE_SIZE
+from onionmail.core.errors import SealError
+from onionmail.seal.envelope import ANONYMOUS_MAGIC, open_anonymous
 from onionmail.seal.identity import (
     Identity,
     derive_subkey,
     load_identity,
-    x25519_public_key_for_onion,
 )
 from onionmail.store.queue import CLEAR_HEADER_MAGIC, queue_key
 from tests.box_process import free_port, run_box, stop_process, wait_for_mail
@@ -190,6 +188,8 @@ class Run(GatewayRun):
     gw_disk: bytes = b""
     gw_clearnet_queue: bytes = b""
     gw_box_queue_opened: bytes = b""
+    gw_box_queue_for_alice: bytes = b""
+    gw_box_queue_entries: list[bytes] = field(default_factory=list)
     stripped_out: bytes = b""
 
 
@@ -296,12 +296,19 @@ def hold_and_seize(run: Run, gw_identity: Identity) -> None:
     run.gw_clearnet_queue = b"\n".join(
         decrypt_queue(gw_queue / "clearnet", derive_subkey(seed, b"om-gw-clearnet"))
     )
-    box_key = x25519_public_key_for_onion(run.alice.onion)
+    alice_identity = load_identity(run.alice.new.box_dir / "keys" / "identity.key")
     for plain in decrypt_queue(gw_queue / "boxes", derive_subkey(seed, b"om-gw-boxes")):
         inner = plain.partition(b"\n")[2]
-        nonce = inner[len(HEADER) : len(HEADER) + NONCE_SIZE]
-        box = nacl.public.Box(gw_identity.x25519_private_key(), box_key)
-        run.gw_box_queue_opened += box.decrypt(inner[len(HEADER) + NONCE_SIZE :], nonce)
+        run.gw_box_queue_entries.append(inner)
+        for key in (gw_identity, alice_identity):  # what the gateway's own key opens, if any
+            try:
+                opened = open_anonymous(inner, recipient=key).message
+            except SealError:
+                continue
+            if key is gw_identity:
+                run.gw_box_queue_opened += opened
+            else:
+                run.gw_box_queue_for_alice += opened
     # alice again, with the gateway gone: her message waits in her own queue.
     alice = run_box(run.alice.new, verbose=True)
     run.alice = alice
@@ -610,18 +617,22 @@ def test_box_seizure_inbound(run: Run) -> None:
 # -- the gateway's disk ----------------------------------------------------------------
 
 
-def test_gateway_seizure_reads_both_queues(run: Run) -> None:
-    """Not a cell (the model has no gateway-seizure observer), but the prose's claim: a
-    stopped gateway without a passphrase on its key gives up what waits in its queues."""
+def test_gateway_seizure_reads_outgoing_mail_but_not_mail_held_for_a_box(run: Run) -> None:
+    """Not a cell (the model has no gateway-seizure observer), but the prose's claims: a
+    stopped gateway without a passphrase on its key gives up the clearnet mail waiting to
+    leave; the mail it holds for an offline box is sealed under a one-time key that
+    nothing on its disk opens."""
     raw = run.gw_disk
     for token in (SUBJECT + "-held-out", SUBJECT + "-held-in", BOB, CAROL):
         assert token.encode() not in raw, f"{token} in clear on the gateway's disk"
     # Outbound: the queue key derives from the seed on the same disk.
     assert (SUBJECT + "-held-out").encode() in run.gw_clearnet_queue
     assert BOB.encode() in run.gw_clearnet_queue and ALIAS.encode() in run.gw_clearnet_queue
-    # Inbound: "sealed to the box" is a crypto_box from the gateway's own key, which opens it.
-    assert (SUBJECT + "-held-in").encode() in run.gw_box_queue_opened
-    assert CAROL.encode() in run.gw_box_queue_opened
+    # Inbound: the queue layer opens, the envelope inside does not, but for alice's key.
+    assert run.gw_box_queue_entries and run.gw_box_queue_opened == b""
+    assert all(entry.startswith(ANONYMOUS_MAGIC) for entry in run.gw_box_queue_entries)
+    assert (SUBJECT + "-held-in").encode() in run.gw_box_queue_for_alice
+    assert CAROL.encode() in run.gw_box_queue_for_alice
 
 
 # -- the Tor links and the global view -----------------------------------------------------

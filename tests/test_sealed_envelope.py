@@ -27,6 +27,7 @@ from onionmail.core.errors import (
     SealError,
 )
 from onionmail.seal.envelope import (
+    ANONYMOUS_HEADER,
     ENVELOPE_OVERHEAD,
     ENVELOPE_VERSION,
     MAX_ENVELOPE_AGE,
@@ -36,9 +37,11 @@ from onionmail.seal.envelope import (
     decode_from_smtp,
     encode_for_smtp,
     format_seal_keyword,
+    open_anonymous,
     open_envelope,
     parse_seal_keyword_params,
     seal,
+    seal_anonymously,
     verify_binding,
 )
 from onionmail.seal.identity import Identity
@@ -565,3 +568,20 @@ def test_lying_length_fields_raise_only_envelope_errors(
         (bob_addr(),),
         message,
     )
+
+
+def test_an_anonymous_seal_opens_only_for_its_recipient_and_refuses_damage() -> None:
+    """The gateway's inner envelope: a one-time sender key, so the sealer cannot reopen it."""
+    content = make_content()
+    blob = seal_anonymously(content, recipient_onion=BOB.onion_address)
+    assert open_anonymous(blob, recipient=BOB) == content
+    for other in (ALICE, Identity.generate()):
+        with pytest.raises(SealError):
+            open_anonymous(blob, recipient=other)
+    flipped = bytearray(blob)
+    flipped[-1] ^= 1
+    with pytest.raises(SealError):
+        open_anonymous(bytes(flipped), recipient=BOB)
+    for malformed in (blob[:3], b"OMSE" + blob[4:], blob[: len(ANONYMOUS_HEADER) + 10]):
+        with pytest.raises(EnvelopeError):
+            open_anonymous(malformed, recipient=BOB)

@@ -167,10 +167,9 @@ def gateway_operator(s: Situation) -> Row:
 def _inbound_gateway(s: Situation) -> Row:
     clear = visible(
         "clearnet mail reaches it in clear (TLS ends at the gateway), so whoever runs it can "
-        "read the message on arrival; it seals the message to the box at once, so its queue "
-        "holds only ciphertext, but the seal is made with the gateway's own key, which opens "
-        "it again: whoever takes the gateway's disk, where that key lies (unencrypted without "
-        "a passphrase), reads what waits for the box"
+        "read the message on arrival; it seals the message to the box at once under a "
+        "one-time key, so what waits in its queue is ciphertext that nothing on its disk "
+        "opens, the gateway's own key included"
     )
     return {
         Item.SENDER_ADDRESS: visible("MAIL FROM and From arrive from the sender's provider"),

@@ -16,8 +16,8 @@
   (:func:`onionmail.gateway_link.protocol.seal_for_box`) in memory, and only the
   sealed bytes are queued. The plaintext is never written to disk nor
   logged: a seizure of the gateway's directory finds ciphertext for the
-  boxes (and the clearnet envelope, which the queue encrypts at rest with
-  the gateway's own key).
+  boxes, sealed under a one-time key that the gateway's own key does not
+  open (the queue around it names the box and the times).
 
 SPF/DKIM/DMARC verdicts: the hook :attr:`ClearnetInboundHandler.authenticate`
 is where ``gateway.inbound.auth.authentication_results(...)`` plugs in; the

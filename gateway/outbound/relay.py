@@ -82,9 +82,7 @@ def queue_for_boxes(
     outer_sender = f"{GATEWAY_SENDER_LOCAL_PART}@{identity.onion_address}"
     for onion, rcpts in by_onion.items():
         recipients = tuple(dict.fromkeys(rcpts))
-        inner = seal_for_box(
-            identity, onion, mail_from=mail_from, recipients=recipients, message=message
-        )
+        inner = seal_for_box(onion, mail_from=mail_from, recipients=recipients, message=message)
         ids.append(queue.enqueue(onion, outer_sender, recipients, inner).id)
     return ids
 

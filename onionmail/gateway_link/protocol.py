@@ -42,9 +42,10 @@ Clearnet mail for an alias is sealed to the box *the moment it arrives*, so
 the gateway's queue holds only ciphertext while the box is offline. A
 normal envelope cannot be made that early: it is bound to the EHLO
 challenge of the SMTP session that delivers it. So the gateway makes an
-*inner* envelope at arrival (:func:`seal_for_box`: the same format, from
-the gateway's key to the box's, with an all-zero challenge, the clearnet
-envelope sender and the box's recipients), queues it, and later sends it
+*inner* envelope at arrival (:func:`seal_for_box`: the same content, sealed
+to the box's key under a one-time key, so that the gateway's own key cannot
+open it again, with an all-zero challenge, the clearnet envelope sender and
+the box's recipients), queues it, and later sends it
 as the message of an ordinary, session-bound outer envelope from
 ``gateway@<gateway onion>``. The box opens both (:func:`open_from_gateway`)
 and accepts the inner one only from a gateway it has configured.
@@ -70,11 +71,13 @@ from onionmail.core.mail_address import is_valid_local_part, parse_mail_address
 from onionmail.message.header_claims import claimed_onions
 from onionmail.message.rfc5322 import Message, MessageFormatError, parse_message
 from onionmail.seal.envelope import (
+    ANONYMOUS_MAGIC,
     CHALLENGE_SIZE,
     MAGIC,
     SealedContent,
+    open_anonymous,
     open_envelope,
-    seal,
+    seal_anonymously,
 )
 from onionmail.seal.identity import Identity, verify_signature
 
@@ -251,7 +254,6 @@ def parse_registration_reply(text: str) -> RegistrationReply:
 
 
 def seal_for_box(
-    gateway: Identity,
     box_onion: str,
     *,
     mail_from: str,
@@ -259,7 +261,13 @@ def seal_for_box(
     message: bytes,
     now: float | None = None,
 ) -> bytes:
-    """Seal a clearnet message for the box at ``box_onion`` (raw bytes, not base64)."""
+    """Seal a clearnet message for the box at ``box_onion`` (raw bytes, not base64).
+
+    Under a one-time key (:func:`~onionmail.seal.envelope.seal_anonymously`):
+    once sealed, the gateway's own key does not open it, so nothing on the
+    gateway's disk reads the mail it keeps for an offline box. The gateway
+    is authenticated by the session-bound envelope the inner one travels in.
+    """
     content = SealedContent(
         envelope_id=secrets.token_bytes(16),
         created=int(time.time() if now is None else now),
@@ -268,22 +276,28 @@ def seal_for_box(
         recipients=recipients,
         message=message,
     )
-    return seal(content, sender=gateway, recipient_onion=box_onion)
+    return seal_anonymously(content, recipient_onion=box_onion)
 
 
 def open_from_gateway(
     blob: bytes, *, box: Identity, gateway_onion: str, recipients: tuple[str, ...]
 ) -> SealedContent:
-    """Open an inner envelope the gateway at ``gateway_onion`` sealed to ``box``.
+    """Open an inner envelope a gateway sealed to ``box``.
 
-    ``recipients`` are those of the outer envelope (the SMTP session): the
-    inner ones must be the same set. Raises
-    :class:`~onionmail.core.errors.EnvelopeError` (or its ``SealError``) when it
-    does not open or does not match.
+    The caller has opened the outer envelope, sealed by ``gateway_onion`` and
+    bound to the session. ``recipients`` are the session's: the inner ones
+    must be the same set. An inner envelope from the gateway's static key
+    (gateways before the one-time key) still opens, as long as such mail may
+    wait in a gateway's queue. Raises
+    :class:`~onionmail.core.errors.EnvelopeError` (or its ``SealError``) when
+    it does not open or does not match.
     """
-    if not blob.startswith(MAGIC):
+    if blob.startswith(ANONYMOUS_MAGIC):
+        content = open_anonymous(blob, recipient=box)
+    elif blob.startswith(MAGIC):
+        content = open_envelope(blob, recipient=box, sender_onion=gateway_onion)
+    else:
         raise EnvelopeError("mail from a gateway must hold a sealed inner envelope")
-    content = open_envelope(blob, recipient=box, sender_onion=gateway_onion)
     if content.session_challenge != INNER_CHALLENGE or content.cover:
         raise EnvelopeError("the inner envelope is not a gateway's")
     if {r.lower() for r in content.recipients} != {r.lower() for r in recipients}:

@@ -83,6 +83,7 @@ import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import nacl.bindings
 import nacl.exceptions
 import nacl.public
 import nacl.utils
@@ -190,6 +191,45 @@ def seal(content: SealedContent, *, sender: Identity, recipient_onion: str) -> b
     return HEADER + nonce + box.encrypt(plaintext, nonce).ciphertext
 
 
+ANONYMOUS_MAGIC = b"OMSA"
+ANONYMOUS_HEADER = ANONYMOUS_MAGIC + bytes([ENVELOPE_VERSION])
+
+
+def seal_anonymously(content: SealedContent, *, recipient_onion: str) -> bytes:
+    """Seal ``content`` to the box at ``recipient_onion`` under a one-time sender key.
+
+    libsodium's sealed box: once sealed, nothing but the recipient's key opens
+    it, not even the sealer's own. It proves nothing about who sealed it; the
+    layer around it must (a gateway's inner envelope travels inside the
+    gateway's session-bound envelope).
+    """
+    recipient_key = x25519_public_key_for_onion(recipient_onion)
+    plaintext = pad(ANONYMOUS_HEADER + bytes(recipient_key) + _encode_content(content))
+    if len(plaintext) + ENVELOPE_OVERHEAD > MAX_ENVELOPE_SIZE:
+        raise EnvelopeError(f"the sealed envelope would exceed {MAX_ENVELOPE_SIZE} bytes")
+    return ANONYMOUS_HEADER + nacl.public.SealedBox(recipient_key).encrypt(plaintext)
+
+
+def open_anonymous(envelope: bytes, *, recipient: Identity) -> SealedContent:
+    """Open an envelope :func:`seal_anonymously` sealed to ``recipient``.
+
+    :class:`EnvelopeError` if it is malformed, :class:`SealError` if it was not
+    sealed to this box; no other exception escapes.
+    """
+    if len(envelope) > MAX_ENVELOPE_SIZE:
+        raise EnvelopeError(f"the sealed envelope exceeds {MAX_ENVELOPE_SIZE} bytes")
+    if not envelope.startswith(ANONYMOUS_HEADER):
+        raise EnvelopeError("not an anonymously sealed onionmail envelope")
+    if len(envelope) < len(ANONYMOUS_HEADER) + nacl.bindings.crypto_box_SEALBYTES:
+        raise EnvelopeError("the sealed envelope is truncated")
+    unseal = nacl.public.SealedBox(recipient.x25519_private_key())
+    try:
+        plaintext = unseal.decrypt(envelope[len(ANONYMOUS_HEADER) :])
+    except nacl.exceptions.CryptoError:
+        raise SealError("the sealed envelope does not open with this box's key") from None
+    return _parse_plaintext(plaintext, bytes(recipient.x25519_public_key()), ANONYMOUS_HEADER)
+
+
 def _encode_content(content: SealedContent) -> bytes:
     parts = [
         content.envelope_id,
@@ -283,18 +323,18 @@ class _Reader:
         return bytes(self._data[self._pos :])
 
 
-def _parse_plaintext(plaintext: bytes, own_key: bytes) -> SealedContent:
+def _parse_plaintext(plaintext: bytes, own_key: bytes, header: bytes = HEADER) -> SealedContent:
     """The parsing boundary: only :class:`EnvelopeError` leaves it."""
     try:
-        return _parse_fields(_Reader(plaintext), own_key)
+        return _parse_fields(_Reader(plaintext), own_key, header)
     except EnvelopeError:
         raise
     except (ValueError, struct.error, OverflowError) as exc:
         raise EnvelopeError(f"the sealed content is malformed ({type(exc).__name__})") from None
 
 
-def _parse_fields(reader: _Reader, own_key: bytes) -> SealedContent:
-    if reader.take(len(HEADER)) != HEADER:
+def _parse_fields(reader: _Reader, own_key: bytes, header: bytes) -> SealedContent:
+    if reader.take(len(header)) != header:
         raise EnvelopeError("the sealed content's header disagrees with the envelope's")
     if not hmac.compare_digest(reader.take(_KEY_SIZE), own_key):
         raise SealError("the sealed envelope was sealed for another box")
