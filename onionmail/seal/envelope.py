@@ -1,77 +1,13 @@
 """The sealed envelope: the DATA payload between two onionmail boxes.
 
-When a peer's EHLO reply carries :data:`SEAL_KEYWORD`, the sending box does
-not send the RFC 5322 message in clear: it sends this envelope instead,
-base64-encoded (:func:`encode_for_smtp`). The binary layout is::
-
-    b"OMSE" | version (1 byte) | nonce (24 bytes) | crypto_box ciphertext
-
-and the plaintext inside the box (all integers big-endian)::
-
-    b"OMSE" | version              repeats the clear header, so it is authenticated
-    recipient X25519 key (32)      whom the sender sealed it for
-    envelope_id (16) | created (u64) | session_challenge (16)
-    mail_from (u16 length + UTF-8)
-    recipient count (u16), each (u16 length + UTF-8)
-    message (u32 length + bytes)
-    flags (1 byte): 0 = a message, 1 = cover traffic (a dummy); nothing else
-    zero padding up to a Padmé bucket (see :mod:`onionmail.seal.padding`)
-
-The flags byte came after version 1 was first deployed, without a version
-bump: an envelope sealed before it ends in zero padding right after the
-message, which reads as flags 0; a message sealed now carries flags 0, which
-an older receiver reads as its first padding byte. Only a dummy (flags 1)
-is refused by an older receiver ("padding is not zero"), and the sender then
-drops it silently, as it drops every failed dummy. Any other flags value is
-refused as non-zero padding.
-
-Threat model choices
---------------------
-
-**The seal proves the sender to the recipient, and to nobody else.**
-crypto_box (X25519 + XSalsa20-Poly1305) is authenticated with the shared key
-of the sender's and the recipient's X25519 keys, both derived from their
-onion addresses. Only the holder of the sender's key could have made a box
-that opens with the key derived from the claimed sender onion, so a spoofed
-``MAIL FROM`` fails (``SealError`` -> 5xx). But the recipient can compute
-the same shared key, so it could have made the envelope itself: a third
-party shown the envelope learns nothing about who wrote it (deniability, as
-with off-the-record messaging, and unlike a signature). Because the shared
-key is symmetric, the plaintext names the recipient's key: an envelope from
-Alice to Bob cannot be reflected back to Alice as if Bob had sent it.
-
-**Replays are refused, retries are delivered exactly once.** Two different
-numbers do two different jobs. The *session challenge* is 16 random bytes
-the receiver announces in its EHLO reply for one SMTP session; the sender
-seals it in, so an envelope captured on the wire (or lifted from a queue) and
-replayed in another session fails :func:`verify_binding`. The *envelope id*
-is chosen once per queued message and stays the same across retries: when a
-``250`` was lost and the sender retries in a new session with a fresh
-challenge, the receiver recognises the id (see
-:mod:`onionmail.store.replay_cache`) and acknowledges without storing twice. The
-``created`` time bounds how long the receiver must remember ids
-(:data:`MAX_ENVELOPE_AGE`). The SMTP sender and recipients are sealed too, so
-an envelope cannot be redirected to other recipients.
-
-**Padding hides the size, up to a bucket.** The ciphertext length reveals
-only the Padmé bucket of the plaintext: every message under about 4 KiB
-looks the same, and larger ones leak their order of magnitude plus a few
-bits (at most ~6 % overhead). It does not hide *that* mail was sent, when,
-or between which onions (Tor hides the network addresses, not the timing).
-The outer header (magic, version) and the nonce are in clear and carry no
-information about the content.
-
-**A dummy is a dummy only inside the seal.** Cover traffic
-(:mod:`onionmail.box.cover_traffic`) uses the same SMTP dialogue, the same
-sealing and the same padding as a message: its plaintext differs only in
-the flags byte, and its empty message lands in the 4096-byte floor bucket
-like any short mail. Nothing outside the seal (length, clear header, the
-``250`` reply; the SMTP envelope too, when the cover contact is given as the
-address the user writes to) tells the two apart. The receiving box learns it
-after opening the seal and drops the dummy, still recording its envelope id
-(:mod:`onionmail.store.replay_cache`) so that retries and replays meet the same
-answers as for a message. One difference remains: the ``250`` for a dummy
-comes without the Maildir write and its fsync, a few milliseconds sooner.
+When a peer's EHLO reply carries :data:`SEAL_KEYWORD`, the sending box sends
+this envelope instead of the message, base64-encoded
+(:func:`encode_for_smtp`): ``b"OMSE" | version | nonce | crypto_box
+ciphertext`` of the padded content, bound to the receiver's session
+challenge. :func:`seal_anonymously` is the gateway's inner variant under a
+one-time key. The layout, what each part proves and what version 1 does not
+give (forward secrecy, resistance to key-compromise impersonation):
+docs/sealed-envelope.md.
 """
 
 from __future__ import annotations
