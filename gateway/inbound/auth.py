@@ -1,71 +1,15 @@
-"""SPF, DKIM and DMARC for mail arriving at the gateway from the clearnet, as one
-``Authentication-Results`` header (RFC 8601).
+"""SPF, DKIM and DMARC of mail arriving from the clearnet, as one ``Authentication-Results``.
 
-The gateway's clearnet inbound SMTP handler calls :func:`authentication_results`
-once per message, before sealing it to the box, and prepends
-``Authentication-Results: <value>``. The box then knows what the gateway
-could verify, and the gateway learns nothing it did not already see: every
-DNS query goes to the gateway's own configured resolver, about the sender's
-domains only, never about the box or its alias.
-
-Why dnspython + dkimpy, not checkdmarc or pyspf:
-
-- **One resolver, one time limit.** Every lookup (SPF records and
-  mechanisms, DKIM keys, ``_dmarc``) goes through
-  :class:`~gateway.dns.GatewayResolver`, i.e. the one validating resolver
-  of :class:`~gateway.dns.ResolverConfig` with its timeout. pyspf and
-  checkdmarc each set up their own resolver (their own name servers,
-  caches and timeouts), which would be a second DNS stack and a second
-  path out of the gateway, with no place to plug the gateway's in.
-- **No new dependencies.** dnspython and dkimpy are already the gateway's
-  (docs/design.md). checkdmarc is a domain-auditing tool whose extra
-  dependencies (HTTP, public-suffix handling, report parsing) serve
-  checks this handler does not make; pyspf is untyped and synchronous, so
-  it would need a thread per message for its blocking DNS.
-- **Checks that fit this use.** The SPF evaluator (:mod:`gateway.inbound.spf`) and
-  the DMARC subset here are a few hundred lines, typed, async, and return
-  results instead of raising. DKIM itself (canonicalization, hashing, RSA
-  and Ed25519 signatures) is cryptography and stays with dkimpy.
-
-**Async** because the resolver is: the DNS lookups run on the event loop
-(SPF and the DKIM key lookups concurrently); the CPU-bound part, dkimpy's
-canonicalization and signature checks, runs in a worker thread
-(``asyncio.to_thread``) so a large message never stalls the loop. dkimpy's
-``dnsfunc`` is fed from keys fetched beforehand through the resolver, so it
-does no I/O of its own.
-
-DKIM: every ``DKIM-Signature`` up to :data:`MAX_DKIM_SIGNATURES` gets its
-own ``dkim=`` result with ``header.d``/``header.s``/``header.a`` (later ones
-are not verified: a hostile message could otherwise make the gateway do
-thousands of lookups). A malformed or expired signature, a missing,
-revoked or malformed key, or an RSA key under 1024 bits (RFC 8301) is
-``permerror``; a signature that does not verify (changed body or headers)
-is ``fail``; a key lookup that fails now is ``temperror``; no signature is
-``dkim=none``. dkimpy's own log lines (which name domains) go to DEBUG.
-
-DMARC (RFC 7489): the policy record is ``_dmarc.<RFC5322.From domain>``,
-else ``_dmarc.<organizational domain>``; exactly one ``v=DMARC1`` record
-must be found (none or several: ``dmarc=none``). DMARC passes when SPF
-passed for an aligned domain (the MAIL FROM domain, or the HELO name for a
-null reverse path) or a DKIM signature passed with an aligned ``d=``;
-``adkim``/``aspf`` choose strict (equal names) or relaxed (equal
-organizational domains) alignment. The policy that applies (``p=``, or
-``sp=`` when the record was found at the organizational domain) is
-reported, never enforced here: the SMTP handler decides what to do with a
-``fail``. When nothing aligned passed but an aligned check had a temporary
-DNS failure, the result is ``temperror`` (retry), not ``fail``. A message
-without exactly one From address, or a malformed record, is ``permerror``.
-
-**Organizational domains** (RFC 7489 3.2) come from the Public Suffix List
-as the maintained ``publicsuffixlist`` package ships it
-(:func:`registered_domain`): ``a.example.co.uk`` belongs to
-``example.co.uk``, so relaxed alignment never treats two domains under one
-multi-label suffix (``evil.co.uk`` and ``bank.co.uk``) as aligned. The list
-is updated with the package, through the lock; never fetched at run time.
-
-Nothing here raises on hostile input: every malformed record, name or
-message ends as a ``none``/``permerror`` result. Domains and addresses are
-never logged at INFO or above (only verdicts at DEBUG).
+The MX (:mod:`gateway.inbound.mx`) calls :func:`authentication_results` once
+per message, before sealing it to the box, and prepends the field (RFC
+8601): the box then knows what the gateway could verify. Every DNS query
+goes to the gateway's own validating resolver, about the sender's domains
+only, never about the box or its alias; the lookups run on the event loop
+(SPF and DKIM keys concurrently), dkimpy's CPU work in a worker thread.
+The verdict is recorded, never enforced here. Nothing raises on hostile
+input: a malformed record, name or message ends as ``none`` or
+``permerror``; domains and addresses are never logged above DEBUG. Why
+these checks are the project's own: docs/design.md, "Maintained libraries".
 """
 
 from __future__ import annotations

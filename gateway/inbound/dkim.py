@@ -1,8 +1,14 @@
-"""DKIM verification of clearnet mail (RFC 6376, RSA keys per RFC 8301), with dkimpy.
+"""DKIM verification of clearnet mail (RFC 6376; RSA keys per RFC 8301), with dkimpy.
 
-Keys are fetched through the gateway's resolver, never dkimpy's own; at
-most :data:`MAX_DKIM_SIGNATURES` signatures are tried per message, and
-every failure ends as a ``fail``, ``permerror`` or ``temperror`` result.
+Every ``DKIM-Signature`` up to :data:`MAX_DKIM_SIGNATURES` gets its own
+result with ``header.d``/``header.s``/``header.a`` (later ones are not
+verified: a hostile message could otherwise make the gateway do thousands
+of lookups). A malformed or expired signature, a missing, revoked or
+malformed key, or an RSA key under 1024 bits is ``permerror``; a signature
+that does not verify is ``fail``; a key lookup that fails now is
+``temperror``. Keys are fetched through the gateway's resolver and handed
+to dkimpy, which does no I/O of its own; its log lines (which name
+domains) go to DEBUG.
 """
 
 from __future__ import annotations

@@ -1,9 +1,15 @@
 """DMARC of clearnet mail (RFC 7489): the record, alignment, the verdict.
 
-The organizational domain is the registered domain by the Public Suffix
-List, as the maintained ``publicsuffixlist`` package ships it
-(:func:`registered_domain`), so ``evil.co.uk`` never aligns with
-``bank.co.uk``; the list comes with the package, never fetched at run time.
+The record is ``_dmarc.<From domain>``, else ``_dmarc.<organizational
+domain>``; exactly one ``v=DMARC1`` record must be found. DMARC passes when
+SPF passed for an aligned domain (MAIL FROM, or HELO for a null reverse
+path) or DKIM passed with an aligned ``d=``, strict or relaxed as
+``aspf``/``adkim`` say. The policy that applies is reported, never
+enforced; an aligned check that failed temporarily makes ``temperror``,
+not ``fail``. Organizational domains come from the Public Suffix List as
+the ``publicsuffixlist`` package ships it (:func:`registered_domain`), so
+``evil.co.uk`` never aligns with ``bank.co.uk``; the list is updated with
+the package, never fetched at run time.
 """
 
 from __future__ import annotations
