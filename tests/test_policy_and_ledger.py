@@ -166,3 +166,33 @@ def test_plain_peer_refused_by_policy_bounces_before_mail_from(tmp_path: Path) -
 
     asyncio.run(scenario())
     assert "MAIL" not in seen and "RCPT" not in seen
+
+
+@pytest.mark.parametrize("passphrase", [None, b"correct horse battery staple"])
+async def test_the_ledger_records_what_the_forecast_said_for_the_disk(
+    tmp_path: Path, passphrase: bytes | None
+) -> None:
+    """Regression: 'onionmail run' never told the box its key was encrypted, so the ledger
+    recorded box-seizure reading subject and body while 'leaks --to' predicted E. The box
+    now reads it from its key file; the record after sending agrees with the forecast."""
+    from onionmail.box.create import create_box
+    from onionmail.box.daemon import Box
+    from onionmail.config.box import load_config
+    from onionmail.seal.identity import load_identity
+    from onionmail.store.queue import QueuedMessage
+    from threat_model import Item, Observer
+
+    new = create_box(tmp_path / "alice", "alice", passphrase=passphrase, submission_port=0)
+    identity = load_identity(new.box_dir / "keys" / "identity.key", passphrase)
+    box = Box(load_config(new.box_dir), identity)  # as 'onionmail run' makes it
+    bob = Identity.generate().onion_address
+    rcpt = f"bob@{bob}"
+    forecast = box.leaks.predicted(rcpt)
+    message = b"Message-ID: <m1@x.onion>\r\nSubject: s\r\n\r\nhi\r\n"
+    entry = QueuedMessage("q1", bob, new.address, (rcpt,), message, bytes(16), 0.0)
+    await box.leaks.delivered(entry, sealed=True)
+    (recorded,) = box.leaks.find("m1@x.onion")
+    seized = (Observer.BOX_SEIZURE, Item.SUBJECT)
+    assert recorded.matrix.cell(*seized) == forecast.cell(*seized)
+    expected = "encrypted" if passphrase else "visible"
+    assert str(recorded.matrix.cell(*seized).visibility) == expected

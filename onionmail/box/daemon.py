@@ -35,7 +35,7 @@ from onionmail.gateway_link.protocol import mark_gateway_tls
 from onionmail.message.rfc5322 import MessageFormatError
 from onionmail.message.scrub import message_id_key
 from onionmail.openpgp.clearnet import ClearnetOpenPGP, split_for_gateway
-from onionmail.seal.identity import Identity
+from onionmail.seal.identity import Identity, is_encrypted_identity
 from onionmail.smtp.server import ConnectionLimit, server_port, start_smtp_server
 from onionmail.store.credentials import Credentials
 from onionmail.store.lock import BoxLock
@@ -81,8 +81,13 @@ class Box:
         *,
         testnet_options: dict[str, Any] | None = None,
         progress: Progress | None = None,
-        key_encrypted: bool = False,
+        key_encrypted: bool | None = None,
     ) -> None:
+        """``key_encrypted``: whether the identity key is passphrase-protected, which the
+        ledger records for someone who seizes the disk; None reads it from the key file."""
+        if key_encrypted is None:
+            key_file = config.box_dir / "keys" / "identity.key"
+            key_encrypted = key_file.exists() and is_encrypted_identity(key_file)
         self.config = config
         self.openpgp = ClearnetOpenPGP(config.box_dir, identity, config.gateway)
         self.leaks = LeakKeeper(
