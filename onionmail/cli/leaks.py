@@ -8,11 +8,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from onionmail.cli.common import Subcommands
-from onionmail.cli.passphrase import passphrase_for
+from onionmail.cli.passphrase import open_identity
 from onionmail.config.box import load_config
 from onionmail.core.errors import AddressError, ConfigError
 from onionmail.core.mail_address import parse_mail_address
-from onionmail.seal.identity import load_identity
+from onionmail.seal.identity import is_encrypted_identity
 
 if TYPE_CHECKING:
     from onionmail.box.policy_gate import LeakKeeper
@@ -46,9 +46,11 @@ def cmd_leaks(args: argparse.Namespace) -> int:
 
     box_dir: Path = args.dir.absolute()
     config = load_config(box_dir)
-    passphrase = passphrase_for(box_dir / "keys" / "identity.key", args.passphrase_file)
-    identity = load_identity(box_dir / "keys" / "identity.key", passphrase)
-    keeper = LeakKeeper(config, identity.seed, key_encrypted=passphrase is not None)
+    key = box_dir / "keys" / "identity.key"
+    identity = open_identity(key, args.passphrase_file)
+    # What the key file is, not whether a passphrase was given (one given for a clear
+    # key is ignored): the disk-seizure row must match the box's own ledger.
+    keeper = LeakKeeper(config, identity.seed, key_encrypted=is_encrypted_identity(key))
     if args.to and args.message_id:
         raise ConfigError("give either MESSAGE-ID or --to ADDRESS, not both")
     if args.to:
