@@ -29,7 +29,7 @@ from bench.padding_overhead import measure as padding_measure
 from onionmail.seal.envelope import (
     HEADER,
     SealedContent,
-    _encode_content,
+    encode_content,
     decode_from_smtp,
     encode_for_smtp,
     open_envelope,
@@ -68,7 +68,7 @@ def operations(size: int, alice: Identity, bob: Identity) -> dict[str, Callable[
     nonce = nacl.utils.random(nacl.public.Box.NONCE_SIZE)
     plain = content.message
     # what seal() pads: header, recipient key and the encoded content
-    unpadded = HEADER + bytes(bob.x25519_public_key()) + _encode_content(content)
+    unpadded = HEADER + bytes(bob.x25519_public_key()) + encode_content(content)
     raw_cipher = raw_box.encrypt(plain, nonce).ciphertext
     return {
         "seal": lambda: seal(content, sender=alice, recipient_onion=bob.onion_address),

@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -46,10 +47,11 @@ from gateway.outbound.relay import (
 )
 from gateway.outbound.smtp import SmtpTimeouts
 from gateway.outbound.tls_policy import TlsPolicy
-from gateway.registry import Registry
+from gateway.registry import BoxMailKeys, Registry
 from onionmail.box.delivery import DeliveryAgent
 from onionmail.core.files import ensure_private_dir
 from onionmail.seal.identity import Identity, derive_subkey
+from onionmail.seal.mail_key import MailKeyring
 from onionmail.smtp.server import server_port, start_smtp_server
 from onionmail.store.lock import BoxLock
 from onionmail.store.maildir import Maildir
@@ -66,6 +68,7 @@ class GatewayPaths:
     def __init__(self, root: Path) -> None:
         self.root = root
         self.identity = root / "keys" / "identity.key"
+        self.mail_keys = root / "keys" / "mail-keys"
         self.dkim = root / "keys" / "dkim"
         self.registrations = root / "registrations.json"
         self.clearnet_queue = root / "queue" / "clearnet"
@@ -120,6 +123,11 @@ class Gateway:
         self._dns: GatewayResolver | None = None
         self.tor = BoxTor(config.tor, self.paths.tor, testnet_options or {})
         self.registry = Registry(self.paths.registrations)
+        ensure_private_dir(self.paths.state)
+        ensure_private_dir(self.paths.mail_keys.parent)
+        self.mail_keys = MailKeyring.open(self.paths.mail_keys, identity)
+        """The gateway's own mail keys: its sessions with boxes use the handshake seal."""
+        self.box_mail_keys = BoxMailKeys(self.paths.state / "box-mail-keys.json")
         self.clearnet_queue = OutboundQueue(
             self.paths.clearnet_queue, derive_subkey(identity.seed, b"om-gw-clearnet")
         )
@@ -169,6 +177,8 @@ class Gateway:
             require_approval=self.config.gateway.require_approval,
             max_recipients=settings.max_recipients,
             keep_display_name=self.config.gateway.keep_display_name,
+            mail_keys=self.mail_keys,
+            box_mail_keys=self.box_mail_keys,
         )
         self.onion_server = await start_smtp_server(
             self.onion_handler,
@@ -235,7 +245,9 @@ class Gateway:
             socks_address=lambda: self.tor.socks_address,
             socks_timeout=self.config.tor.socks_timeout,
             sender_maildir=undeliverable_maildir(self.config.gateway_dir),
+            mail_keys=self.mail_keys,
         )
+        self.box_agent.on_peer_certificate = self._learn_box_key
         # A box that does not seal is no onionmail box: never hand it the inner envelope.
         self.box_agent.plain_refusal = lambda _rcpt: "the peer is not an onionmail box"
         resolver = self._resolver()
@@ -283,6 +295,7 @@ class Gateway:
             queue=self.box_queue,
             identity=self.identity,
             wake=wake,
+            mail_key_for=self._box_mail_key,
         )
 
     async def queue_clearnet(self, alias: str, recipients: list[str], message: bytes) -> list[str]:
@@ -300,6 +313,12 @@ class Gateway:
             self.clearnet_agent.wake()
         return ids
 
+    def _box_mail_key(self, onion: str) -> bytes | None:
+        return self.box_mail_keys.mail_key(onion, time.time())
+
+    def _learn_box_key(self, onion: str, certificate: bytes) -> None:
+        self.box_mail_keys.learn(onion, certificate, time.time())
+
     async def seal_and_queue(self, sender: str, boxes: list[str], message: bytes) -> list[str]:
         """Seal clearnet mail to its boxes, then queue the ciphertext (never the plaintext)."""
         ids = await asyncio.to_thread(
@@ -309,6 +328,7 @@ class Gateway:
             mail_from=sender,
             boxes=boxes,
             message=message,
+            mail_key_for=self._box_mail_key,
         )
         if self.box_agent is not None:
             self.box_agent.wake()

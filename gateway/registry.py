@@ -21,6 +21,7 @@ from __future__ import annotations
 import base64
 import fcntl
 import json
+import logging
 import os
 import time
 from collections.abc import Iterator
@@ -28,9 +29,12 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from onionmail.core.errors import RegistrationError
+from onionmail.core.errors import RegistrationError, SealError
 from onionmail.core.files import write_private_file
 from onionmail.gateway_link.protocol import RegistrationRequest
+from onionmail.seal.mail_key import MailKeyCertificate
+
+log = logging.getLogger(__name__)
 
 PENDING, APPROVED, DENIED = "pending", "approved", "denied"
 
@@ -148,3 +152,60 @@ class Registry:
 
 def _order(entry: Registration) -> tuple[float, str]:
     return (entry.requested, entry.alias)
+
+
+class BoxMailKeys:
+    """The mail key certificate each box last showed: ``GWDIR/state/box-mail-keys.json``.
+
+    Learned from the handshake seal of every session a box opens to the
+    gateway (its registration, its outbound mail) and from a box's greeting
+    when the gateway delivers to it. Clearnet mail for a box is sealed on
+    arrival to the key kept here (:func:`onionmail.gateway_link.protocol.seal_for_box`),
+    so nothing the gateway holds opens it, and neither does the box's tor.
+    Only certificates are kept (public, and re-checked on every use).
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._certificates: dict[str, str] | None = None
+
+    def _all(self) -> dict[str, str]:
+        if self._certificates is None:
+            try:
+                loaded = json.loads(self.path.read_bytes())
+                self._certificates = {str(k): str(v) for k, v in loaded.items()}
+            except FileNotFoundError:
+                self._certificates = {}
+            except (OSError, ValueError, AttributeError):
+                log.error("the box mail key file is unreadable; boxes will be relearned")
+                self._certificates = {}
+        return self._certificates
+
+    def learn(self, onion: str, certificate: bytes, now: float) -> None:
+        """Keep ``certificate`` for ``onion`` if it is valid and newer than the one kept."""
+        try:
+            new = MailKeyCertificate.verify(certificate, onion, now)
+        except SealError:
+            return
+        known = self._all()
+        old = self.certificate(onion, now)
+        if old is not None and (old.mail_key == new.mail_key and old.not_after >= new.not_after):
+            return
+        if old is not None and old.not_before > new.not_before:
+            return  # an older certificate shown late
+        known[onion.lower()] = base64.b64encode(certificate).decode("ascii")
+        write_private_file(self.path, json.dumps(known, indent=1).encode())
+
+    def certificate(self, onion: str, now: float) -> MailKeyCertificate | None:
+        raw = self._all().get(onion.lower())
+        if raw is None:
+            return None
+        try:
+            return MailKeyCertificate.verify(base64.b64decode(raw), onion, now)
+        except (SealError, ValueError):
+            return None
+
+    def mail_key(self, onion: str, now: float) -> bytes | None:
+        """The box's current mail key, or None (never seen, or its certificate expired)."""
+        found = self.certificate(onion, now)
+        return None if found is None else found.mail_key

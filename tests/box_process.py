@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import mailbox
 import os
@@ -21,6 +22,8 @@ import stem.control
 import stem.process
 
 from onionmail.box.create import NewBox, create_box
+from onionmail.tor.socks import open_tor_stream
+from tests.smtp_client import RawSMTP
 
 
 @dataclass
@@ -70,7 +73,7 @@ def start_box(
     attach_control_socket: Path | None = None,
     submission_port: int = 0,
     wrapper: list[str] | None = None,
-    settings: dict[str, int | float] | None = None,
+    settings: dict[str, int | float | bool] | None = None,
     verbose: bool = False,
 ) -> RunningBox:
     """Create a box and run it as ``onionmail run``; return once it printed its ports.
@@ -89,7 +92,8 @@ def start_box(
         section, key = dotted.split(".")
         head, header, rest = text.partition(f"\n[{section}]\n")
         commented = next(line for line in rest.splitlines() if line.startswith(f"# {key} = "))
-        text = head + header + rest.replace(commented, f"{key} = {value!r}", 1)
+        rendered = str(value).lower() if isinstance(value, bool) else repr(value)
+        text = head + header + rest.replace(commented, f"{key} = {rendered}", 1)
     if attach_control_socket is not None:
         launch_line = next(line for line in text.splitlines() if line.startswith("# mode ="))
         attach = f'mode = "attach"\ncontrol_socket = "{attach_control_socket}"'
@@ -266,3 +270,17 @@ def offline_tor(data_dir: Path, tor_cmd: str = "tor") -> Iterator[Any]:
         process.wait(timeout=30)
         if process.stdout is not None:
             process.stdout.close()
+
+
+async def onion_smtp(tor: ClientTor, onion: str) -> tuple[RawSMTP, str]:
+    """An SMTP session with ``onion``:25 through ``tor``: the client and the greeting."""
+    for attempt in range(5):  # a fresh circuit may fail once right after publication
+        try:
+            sock = await open_tor_stream("127.0.0.1", tor.socks_port, onion, 25, timeout=30)
+            break
+        except ConnectionError:
+            if attempt == 4:
+                raise
+    reader, writer = await asyncio.open_connection(sock=sock)
+    client = RawSMTP(reader, writer)
+    return client, await client.reply()

@@ -157,7 +157,7 @@ async def test_mixed_recipients_are_split_and_the_ledger_has_both_paths(world: W
     assert paths == [MailPath.GATEWAY_CLEARNET, MailPath.GATEWAY_CLEARNET_OPENPGP]
     # the agent reports the entry as queued; the box knows which form it sent
     for entry in entries[:2]:
-        await world.box._delivered(entry, sealed=True)
+        await world.box._delivered(entry, seal_version=2)
         assert entry.id not in world.box._encrypted
     states = sorted((e.path, e.state) for e in world.box.leaks.find(message_id))
     assert states == [

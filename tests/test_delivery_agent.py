@@ -289,7 +289,7 @@ def test_the_envelope_a_peer_opens_carries_the_rounded_time(tmp_path: Path) -> N
     )
     challenge = b"\x01" * 16
     params = format_seal_keyword(challenge).split(" ", 1)[1]
-    wire = agent._seal(entry, params, list(entry.recipients))
+    wire = agent._seal(entry, params, None, list(entry.recipients))
     opened = open_envelope(decode_from_smtp(wire), recipient=bob, sender_onion=alice.onion_address)
     assert opened.created == int(entry.created) // 60 * 60
     assert opened.created % 60 == 0

@@ -164,7 +164,7 @@ async def test_marked_only_when_every_recipient_is_allowed_and_the_ledger_says_s
     assert (MARK in sent.message) is allowed
     [queued] = world.box.leaks.find(f"m1@{world.box.onion}")
     assert _mx_network_sees_body(queued.matrix) is allowed
-    await world.box._delivered(entry, sealed=True)
+    await world.box._delivered(entry, seal_version=2)
     [delivered] = world.box.leaks.find(f"m1@{world.box.onion}")
     assert delivered.state == "delivered" and delivered.path is MailPath.GATEWAY_CLEARNET
     expected = leaks(

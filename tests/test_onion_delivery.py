@@ -30,11 +30,11 @@ from onionmail.seal.envelope import (
 )
 from onionmail.seal.identity import Identity, load_identity
 from onionmail.smtp.server import server_port, start_smtp_server
-from onionmail.tor.socks import open_tor_stream
 from onionmail.tor.testnet.network import client_tor_options
 from tests.box_process import (
     ClientTor,
     RunningBox,
+    onion_smtp,
     start_box,
     start_client_tor,
     submit,
@@ -127,16 +127,7 @@ def test_status_command_reports_the_running_box(boxes: dict[str, RunningBox]) ->
 
 async def onion_session(tor: ClientTor, onion: str) -> tuple[RawSMTP, str, str]:
     """Connect through the client tor to ``onion``:25; return client, banner, EHLO reply."""
-    for attempt in range(5):  # a fresh circuit may fail once right after publication
-        try:
-            sock = await open_tor_stream("127.0.0.1", tor.socks_port, onion, 25, timeout=30)
-            break
-        except ConnectionError:
-            if attempt == 4:
-                raise
-    reader, writer = await asyncio.open_connection(sock=sock)
-    client = RawSMTP(reader, writer)
-    banner = await client.reply()
+    client, banner = await onion_smtp(tor, onion)
     ehlo = await client.cmd("EHLO localhost")
     return client, banner, ehlo
 

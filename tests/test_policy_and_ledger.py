@@ -140,6 +140,7 @@ def test_ledger_keeps_no_sensitive_value_and_needs_the_key(tmp_path: Path) -> No
             "day",
             "state",
             "matrix",
+            "seal",
         }
     assert Ledger(tmp_path / "ledger", ledger_key(b"\x02" * 32)).find(message_id) == []
 
@@ -190,8 +191,9 @@ async def test_the_ledger_records_what_the_forecast_said_for_the_disk(
     forecast = box.leaks.predicted(rcpt)
     message = b"Message-ID: <m1@x.onion>\r\nSubject: s\r\n\r\nhi\r\n"
     entry = QueuedMessage("q1", bob, new.address, (rcpt,), message, bytes(16), 0.0)
-    await box.leaks.delivered(entry, sealed=True)
+    await box.leaks.delivered(entry, seal_version=2)
     (recorded,) = box.leaks.find("m1@x.onion")
+    assert recorded.seal == "v2"
     seized = (Observer.BOX_SEIZURE, Item.SUBJECT)
     assert recorded.matrix.cell(*seized) == forecast.cell(*seized)
     expected = "encrypted" if passphrase else "visible"

@@ -100,12 +100,16 @@ class LoopbackCapture:
         return [s for s in list(self.segments) if start <= s.at <= end]
 
     def to_port(self, port: int, start: float = 0.0, end: float = float("inf")) -> list[bytes]:
-        """The byte streams sent to ``port`` (one per client port), in sequence order."""
+        """The byte streams sent to ``port`` (one per client port), in sequence order.
+
+        Sequence numbers are taken relative to the first segment captured, modulo
+        2**32: a stream whose numbers wrap around is still put together in order.
+        """
         flows: dict[int, dict[int, bytes]] = {}
         for s in self.between(start, end):
             if s.dport == port and s.payload:
                 flows.setdefault(s.sport, {})[s.seq] = s.payload
-        return [b"".join(p for _, p in sorted(f.items())) for f in flows.values()]
+        return [_in_order(f) for f in flows.values()]
 
     def touching(
         self, ports: Iterable[int], start: float = 0.0, end: float = float("inf")
@@ -115,6 +119,11 @@ class LoopbackCapture:
         return b"".join(
             s.payload for s in self.between(start, end) if s.sport in wanted or s.dport in wanted
         )
+
+
+def _in_order(flow: dict[int, bytes]) -> bytes:
+    base = next(iter(flow))
+    return b"".join(flow[seq] for seq in sorted(flow, key=lambda seq: (seq - base) % 2**32))
 
 
 def _parse(frame: bytes, at: float) -> Segment | None:

@@ -30,7 +30,6 @@ from __future__ import annotations
 import asyncio
 import email.utils
 import logging
-import secrets
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -38,8 +37,8 @@ from typing import Any
 from gateway.errors import DkimError, SenderRewriteError
 from gateway.outbound.dkim_signing import DkimSigner
 from gateway.outbound.sender_rewrite import rewrite_sender
-from gateway.registry import APPROVED, DENIED, Registry
-from onionmail.box.inbound import open_sealed
+from gateway.registry import APPROVED, DENIED, BoxMailKeys, Registry
+from onionmail.box.inbound import announce_seals, open_sealed
 from onionmail.core.errors import (
     AddressError,
     RegistrationError,
@@ -54,9 +53,9 @@ from onionmail.gateway_link.protocol import (
 from onionmail.message.rfc5322 import MessageFormatError, parse_message
 from onionmail.seal.envelope import (
     SealedContent,
-    format_seal_keyword,
 )
 from onionmail.seal.identity import Identity
+from onionmail.seal.mail_key import MailKeyring
 from onionmail.smtp.server import SafeHandler
 from onionmail.store.replay_cache import ReplayCache
 
@@ -82,8 +81,14 @@ class GatewayOnionHandler(SafeHandler):
         require_approval: bool,
         max_recipients: int,
         keep_display_name: bool = True,
+        mail_keys: MailKeyring | None = None,
+        box_mail_keys: BoxMailKeys | None = None,
     ) -> None:
         self.identity = identity
+        self.mail_keys = mail_keys
+        """The gateway's own mail keys (the handshake seal); None: version 1 only."""
+        self.box_mail_keys = box_mail_keys
+        """Where the boxes' certified mail keys are learned, for sealing their inbound mail."""
         self.onion = identity.onion_address
         self.domain = domain.lower()
         self.registry = registry
@@ -101,9 +106,8 @@ class GatewayOnionHandler(SafeHandler):
         self, server: Any, session: Any, envelope: Any, hostname: str, responses: list[str]
     ) -> list[str]:
         session.host_name = hostname
-        challenge = secrets.token_bytes(16)
-        session.onionmail_challenge = challenge
-        return [*responses[:-1], f"250-{format_seal_keyword(challenge)}", responses[-1]]
+        seals = [f"250-{words}" for words in announce_seals(self.mail_keys, session)]
+        return [*responses[:-1], *seals, responses[-1]]
 
     async def handle_MAIL(
         self, server: Any, session: Any, envelope: Any, address: str, options: list[str]
@@ -170,9 +174,14 @@ class GatewayOnionHandler(SafeHandler):
         challenge = getattr(session, "onionmail_challenge", None)
         if challenge is None or not data.startswith(SEALED_MAGIC_B64):
             return "550 5.7.1 Mail to the gateway must be a sealed envelope (an onionmail box)"
-        content = await open_sealed(self.identity, envelope, data, challenge)
+        content = await open_sealed(self.identity, envelope, data, session)
         if isinstance(content, str):
             return content
+        if content.sender_certificate and self.box_mail_keys is not None:
+            onion = parse_mail_address(content.mail_from).domain
+            await asyncio.to_thread(
+                self.box_mail_keys.learn, onion, content.sender_certificate, time.time()
+            )
         if content.cover:
             return "550 5.7.1 The gateway takes no cover traffic"
         if envelope.rcpt_tos == [self.register_address]:

@@ -70,10 +70,13 @@ def queue_for_boxes(
     mail_from: str,
     boxes: list[str],
     message: bytes,
+    mail_key_for: Callable[[str], bytes | None] | None = None,
 ) -> list[str]:
     """Seal ``message`` to each box (grouped by onion) and queue only the ciphertext.
 
-    Blocking (sealing and fsync): call it in a worker thread.
+    ``mail_key_for(onion)``: the box's certified mail key as last seen
+    (:class:`gateway.registry.BoxMailKeys`). Blocking (sealing and fsync):
+    call it in a worker thread.
     """
     by_onion: dict[str, list[str]] = {}
     for box in boxes:
@@ -82,7 +85,13 @@ def queue_for_boxes(
     outer_sender = f"{GATEWAY_SENDER_LOCAL_PART}@{identity.onion_address}"
     for onion, rcpts in by_onion.items():
         recipients = tuple(dict.fromkeys(rcpts))
-        inner = seal_for_box(onion, mail_from=mail_from, recipients=recipients, message=message)
+        inner = seal_for_box(
+            onion,
+            mail_from=mail_from,
+            recipients=recipients,
+            message=message,
+            mail_key=None if mail_key_for is None else mail_key_for(onion),
+        )
         ids.append(queue.enqueue(onion, outer_sender, recipients, inner).id)
     return ids
 
@@ -103,8 +112,10 @@ class BounceToBox(Maildir):
         queue: OutboundQueue,
         identity: Identity,
         wake: Callable[[], None],
+        mail_key_for: Callable[[str], bytes | None] | None = None,
     ) -> None:
         self.path = queue.directory  # no Maildir of its own
+        self.mail_key_for = mail_key_for
         self.alias = alias
         self.registry = registry
         self.queue = queue
@@ -122,6 +133,7 @@ class BounceToBox(Maildir):
             mail_from="",
             boxes=[entry.box],
             message=message.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n"),
+            mail_key_for=self.mail_key_for,
         )
         self.wake()
         return self.path

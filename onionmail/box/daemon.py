@@ -36,6 +36,7 @@ from onionmail.message.rfc5322 import MessageFormatError
 from onionmail.message.scrub import message_id_key
 from onionmail.openpgp.clearnet import ClearnetOpenPGP, split_for_gateway
 from onionmail.seal.identity import Identity, is_encrypted_identity
+from onionmail.seal.mail_key import MailKeyring
 from onionmail.smtp.server import ConnectionLimit, server_port, start_smtp_server
 from onionmail.store.credentials import Credentials
 from onionmail.store.lock import BoxLock
@@ -49,6 +50,7 @@ log = logging.getLogger(__name__)
 Progress = Callable[[str], None]
 
 TOR_CHECK_INTERVAL = 1.0
+MAIL_KEY_UPKEEP_INTERVAL = 3600.0
 """Seconds between checks that the box's tor is alive."""
 TOR_RETRY_MIN, TOR_RETRY_MAX = 2.0, 60.0
 """Backoff (seconds) between attempts to bring a dead tor back."""
@@ -61,6 +63,7 @@ class BoxPaths:
         self.root = box_dir
         self.identity = box_dir / "keys" / "identity.key"
         self.credentials = box_dir / "keys" / "submission.json"
+        self.mail_keys = box_dir / "keys" / "mail-keys"
         self.queue = box_dir / "queue"
         self.mail = box_dir / "mail"
         self.tor = box_dir / "tor"
@@ -103,6 +106,10 @@ class Box:
         self.progress = progress or (lambda _msg: None)
         self.tor = BoxTor(config.tor, self.paths.tor, testnet_options or {})
         self.queue = OutboundQueue(self.paths.queue, queue_key(identity.seed))
+        ensure_private_dir(self.paths.mail_keys.parent)
+        self.mail_keys = MailKeyring.open(self.paths.mail_keys, identity)
+        """The key that opens mail (version 2 seal), certified by the onion key; a box
+        made before it gets one here."""
         self.replay_cache: ReplayCache | None = None
         self.inbound_server: asyncio.Server | None = None
         self.submission_server: asyncio.Server | None = None
@@ -120,6 +127,7 @@ class Box:
         self.timing = TimingPolicy(config.timing)
         self.cover: CoverTraffic | None = None
         self._cover_task: asyncio.Task[None] | None = None
+        self._key_task: asyncio.Task[None] | None = None
 
     @property
     def onion(self) -> str:
@@ -143,6 +151,7 @@ class Box:
             await asyncio.to_thread(self.maildir(part).clean_tmp, 0)
         ensure_private_dir(self.paths.state)
         self.replay_cache = ReplayCache(self.paths.state / "replay.sqlite")
+        await asyncio.to_thread(self._upkeep_mail_keys)
         await self._start_inbound()
         await self.tor.start(self._tor_progress)
         await self._write_status("publishing")
@@ -159,7 +168,25 @@ class Box:
         await self._start_submission()
         await self._write_status("running")
         self._supervisor = asyncio.create_task(self._supervise_tor())
+        self._key_task = asyncio.create_task(self._mail_key_upkeep())
         self.progress(f"box running: {self.onion}")
+
+    def _upkeep_mail_keys(self) -> None:
+        """Renew the mail key's certificate when due; erase retired keys whose time is up."""
+        now = time.time()
+        if self.mail_keys.renew_if_due(now=now):
+            log.info("renewed the mail key's certificate")
+        erased = self.mail_keys.erase_due(now=now)
+        if erased:
+            log.info("erased %d retired mail key(s)", erased)
+
+    async def _mail_key_upkeep(self) -> None:
+        while True:
+            await asyncio.sleep(MAIL_KEY_UPKEEP_INTERVAL)
+            try:
+                await asyncio.to_thread(self._upkeep_mail_keys)
+            except (OSError, OnionMailError) as exc:
+                log.error("mail key upkeep failed: %s", exc)
 
     async def flush(self) -> int:
         """Retry every queued message now; returns how many were waiting."""
@@ -207,6 +234,8 @@ class Box:
             require_seal_for_onion_senders=settings.require_seal_for_onion_senders,
             gateways=self.config.gateway.onions,
             max_message_size=settings.max_message_size,
+            mail_keys=self.mail_keys,
+            accept_v1=settings.accept_seal_v1,
         )
         self.inbound_handler.on_stored = self.leaks.received
         self.inbound_handler.on_gateway_stored = self.leaks.received_via_gateway
@@ -242,6 +271,7 @@ class Box:
             socks_timeout=self.config.tor.socks_timeout,
             sender_maildir=self.maildir,
             date_rounding=self.config.scrub.date_rounding,
+            mail_keys=self.mail_keys,
         )
         self.agent.plain_refusal = self.leaks.refuse_plain
         self.agent.on_path = self._delivered
@@ -398,10 +428,10 @@ class Box:
             ) from None
         return dataclasses.replace(entry, message=message)
 
-    async def _delivered(self, entry: QueuedMessage, sealed: bool) -> None:
+    async def _delivered(self, entry: QueuedMessage, seal_version: int) -> None:
         openpgp = entry.id in self._encrypted
         self._encrypted.discard(entry.id)
-        await self.leaks.delivered(entry, sealed, openpgp=openpgp)
+        await self.leaks.delivered(entry, seal_version, openpgp=openpgp)
 
     def route(self, rcpt: MailAddress) -> str | None:
         """The onion a message to ``rcpt`` goes to, or None (:func:`onionmail.box.policy.route`)."""
@@ -463,9 +493,10 @@ class Box:
     async def stop(self) -> None:
         if not self._lock.held:
             return  # never started (another run holds the box): touch nothing
-        if self._supervisor is not None:
-            self._supervisor.cancel()
-            await asyncio.gather(self._supervisor, return_exceptions=True)
+        for task in (self._supervisor, self._key_task):
+            if task is not None:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
         if self._cover_task is not None:
             self._cover_task.cancel()
             await asyncio.gather(self._cover_task, return_exceptions=True)

@@ -39,13 +39,17 @@ from onionmail.core.errors import DeliveryError, OnionMailError, PermanentDelive
 from onionmail.core.redaction import redact
 from onionmail.message.dsn import build_dsn
 from onionmail.seal.envelope import (
+    ENVELOPE_VERSION,
     SEAL_KEYWORD,
     SealedContent,
     encode_for_smtp,
     parse_seal_keyword_params,
     seal,
 )
+from onionmail.seal.handshake import SEAL2_KEYWORD, parse_announcement, seal_in_session
+from onionmail.seal.handshake import VERSION as HANDSHAKE_VERSION
 from onionmail.seal.identity import Identity
+from onionmail.seal.mail_key import MailKeyring
 from onionmail.smtp.client import PeerSession, ProtocolFailure
 from onionmail.store.maildir import Maildir
 from onionmail.store.queue import OutboundQueue, QueuedMessage, QueueState, scan_due
@@ -80,6 +84,8 @@ class DeliveryReport:
     sealed: bool
     seconds: float
     refused: tuple[str, ...] = ()
+    seal_version: int = 0
+    """0 plain, 1 the static-key seal (an older peer), 2 the handshake seal."""
 
 
 class DeliveryAgent:
@@ -96,9 +102,15 @@ class DeliveryAgent:
         sender_maildir: Callable[[str], Maildir],
         clock: Callable[[], float] = time.time,
         date_rounding: int = 1,
+        mail_keys: MailKeyring | None = None,
     ) -> None:
         self.queue = queue
         self.identity = identity
+        self.mail_keys = mail_keys
+        """This box's mail keys: a peer that offers the handshake seal gets it (else v1)."""
+        self.on_peer_certificate: Callable[[str, bytes], None] | None = None
+        """Called (in a worker thread) with a peer's onion and the mail key certificate
+        its greeting showed, checked (the gateway keeps the boxes' keys this way)."""
         self.settings = settings
         self.socks_address = socks_address
         self.socks_timeout = socks_timeout
@@ -113,8 +125,9 @@ class DeliveryAgent:
         self.on_delivered: Callable[[DeliveryReport], None] | None = None
         self.plain_refusal: Callable[[str], str | None] | None = None
         """The policy gate for a peer that turned out plain: a reason to refuse, or None."""
-        self.on_path: Callable[[QueuedMessage, bool], Awaitable[None]] | None = None
-        """Called with (message, sealed?) once a peer accepted it (the box's ledger)."""
+        self.on_path: Callable[[QueuedMessage, int], Awaitable[None]] | None = None
+        """Called with (message, seal version, 0 if plain) once a peer accepted it (the
+        box's ledger)."""
         self.prepare: Callable[[QueuedMessage], Awaitable[QueuedMessage]] | None = None
         """Turns a loaded message into the form it is sent in, at each attempt (the box's
         clearnet step: alias and OpenPGP); a PermanentDeliveryError bounces the message."""
@@ -259,7 +272,7 @@ class DeliveryAgent:
         try:
             if self.prepare is not None and not entry.cover:
                 sent = await self.prepare(entry)
-            sealed, refused = await self.deliver(sent)
+            seal_version, refused = await self.deliver(sent)
         except PermanentDeliveryError as exc:
             if entry.cover:  # a contact refusing dummies is misconfigured: say so
                 await self._drop_cover(entry, f"refused: {exc}", logging.WARNING)
@@ -277,18 +290,23 @@ class DeliveryAgent:
             await asyncio.to_thread(self.queue.remove, entry.id)
             return
         report = DeliveryReport(
-            entry.id, entry.destination, sealed, time.monotonic() - started, tuple(refused)
+            entry.id,
+            entry.destination,
+            seal_version > 0,
+            time.monotonic() - started,
+            tuple(refused),
+            seal_version,
         )
         log.info(
             "queue %s: delivered (%s) in %.2f s",
             entry.id,
-            "sealed" if sealed else "plain",
+            "sealed" if seal_version else "plain",
             report.seconds,
         )
         if refused:
             await self._bounce(entry, "recipient refused by the peer", only=tuple(refused))
         if self.on_path is not None:
-            await self.on_path(entry, sealed)
+            await self.on_path(entry, seal_version)
         await asyncio.to_thread(self.queue.remove, entry.id)
         self.reports.append(report)
         if self.on_delivered is not None:
@@ -339,8 +357,9 @@ class DeliveryAgent:
         if not only:
             await asyncio.to_thread(self.queue.remove, entry.id)
 
-    async def deliver(self, entry: QueuedMessage) -> tuple[bool, list[str]]:
-        """One attempt; returns (sealed?, recipients refused). Raises DeliveryError.
+    async def deliver(self, entry: QueuedMessage) -> tuple[int, list[str]]:
+        """One attempt; returns (seal version, 0 if plain; recipients refused).
+        Raises DeliveryError.
 
         On a session kept from an earlier message; if that one turns out to
         be gone (the peer timed it out) before the data went, on a new one.
@@ -377,7 +396,7 @@ class DeliveryAgent:
 
     async def _transaction(
         self, session: PeerSession, entry: QueuedMessage
-    ) -> tuple[bool, list[str]]:
+    ) -> tuple[int, list[str]]:
         try:
             result = await self._send(session, entry)
         except BaseException:
@@ -386,8 +405,11 @@ class DeliveryAgent:
         self._keep_idle(entry.destination, session)
         return result
 
-    async def _send(self, session: PeerSession, entry: QueuedMessage) -> tuple[bool, list[str]]:
+    async def _send(self, session: PeerSession, entry: QueuedMessage) -> tuple[int, list[str]]:
         params = session.extensions.get(SEAL_KEYWORD.upper())
+        handshake = session.extensions.get(SEAL2_KEYWORD.upper())
+        if self.mail_keys is None:
+            handshake = None  # a sender without mail keys seals as version 1
         if params is None and entry.cover:
             # A plain peer would store a dummy as mail: not even MAIL FROM.
             raise PermanentDeliveryError("the peer does not seal: no cover traffic to it")
@@ -411,7 +433,7 @@ class DeliveryAgent:
             if params is None:
                 return entry.message
             # crypto_box over up to tens of MB: off the event loop
-            return await asyncio.to_thread(self._seal, entry, params, list(accepted))
+            return await asyncio.to_thread(self._seal, entry, params, handshake, list(accepted))
 
         # Sealed for every recipient before the envelope goes, so that the
         # data can follow the pipelined MAIL/RCPT/DATA without a pause; sealed
@@ -424,7 +446,9 @@ class DeliveryAgent:
             mail_options=options,
             prepared=prepared,
         )
-        return params is not None, refused
+        if params is None:
+            return 0, refused
+        return (HANDSHAKE_VERSION if handshake is not None else ENVELOPE_VERSION), refused
 
     # -- sessions kept between messages ---------------------------------------------------
 
@@ -469,11 +493,21 @@ class DeliveryAgent:
         while (session := self._take_idle(destination)) is not None:
             session.close()
 
-    def _seal(self, entry: QueuedMessage, params: str, accepted: list[str]) -> bytes:
+    def _seal(
+        self, entry: QueuedMessage, params: str, handshake: str | None, accepted: list[str]
+    ) -> bytes:
+        """The envelope for this session: the handshake seal when the peer offers it."""
         try:
             challenge = parse_seal_keyword_params(params)
+            announcement = (
+                None
+                if handshake is None
+                else parse_announcement(handshake, entry.destination, self.clock())
+            )
         except OnionMailError as exc:
             raise DeliveryError(f"peer's seal announcement is unusable: {exc}") from None
+        if announcement is not None and self.on_peer_certificate is not None:
+            self.on_peer_certificate(entry.destination, announcement.certificate.encode())
         content = SealedContent(
             envelope_id=entry.envelope_id,
             created=sealed_time(entry, self.date_rounding),
@@ -483,5 +517,15 @@ class DeliveryAgent:
             message=entry.message,
             cover=entry.cover,
         )
-        envelope = seal(content, sender=self.identity, recipient_onion=entry.destination)
+        if announcement is not None and self.mail_keys is not None:
+            self.mail_keys.refresh()  # `onionmail keys rotate` ran meanwhile?
+            envelope = seal_in_session(
+                content,
+                keyring=self.mail_keys,
+                announcement=announcement,
+                sender_onion=self.identity.onion_address,
+                recipient_onion=entry.destination,
+            )
+        else:
+            envelope = seal(content, sender=self.identity, recipient_onion=entry.destination)
         return encode_for_smtp(envelope)

@@ -62,7 +62,11 @@ from onionmail.seal.envelope import (
     open_envelope,
     verify_binding,
 )
+from onionmail.seal.handshake import HEADER as V2_HEADER
+from onionmail.seal.handshake import SEAL2_KEYWORD, ReceiverSession, open_in_session
+from onionmail.seal.handshake import VERSION as HANDSHAKE_VERSION
 from onionmail.seal.identity import Identity
+from onionmail.seal.mail_key import MailKeyring
 from onionmail.smtp.server import NULL_SENDER, SafeHandler
 from onionmail.store.maildir import Maildir, new_message_name
 from onionmail.store.replay_cache import ReplayCache
@@ -73,22 +77,32 @@ SEALED_MAGIC_B64 = b"T01TR"  # base64 of the envelope magic b"OMSE" begins so
 
 
 async def open_sealed(
-    identity: Identity, envelope: Any, data: bytes, challenge: bytes
+    identity: Identity, envelope: Any, data: bytes, session: Any, *, accept_v1: bool = True
 ) -> SealedContent | str:
     """A sealed DATA opened for ``identity`` and held to its SMTP session, or the ``550``.
 
-    The seal must open with the key of the sender's onion (else the sender is
-    forged), and the sealed envelope must name the session's sender,
-    recipients and challenge, within the accepted time window. The box's
-    inbound server and the gateway's onion side both receive this way.
+    Version 2 (:mod:`onionmail.seal.handshake`) must complete the handshake
+    the session's greeting began, with a mail key certified by the sender's
+    onion; version 1 must open with the key of the sender's onion, and is
+    refused unless ``accept_v1``. Either way the sealed envelope must name
+    the session's sender, recipients and challenge, within the accepted time
+    window (else the sender is forged, or the envelope replayed or
+    redirected). The box's inbound server and the gateway's onion side both
+    receive this way.
     """
     try:
         sender = parse_mail_address(envelope.mail_from)
         sender.onion_public_key()
     except AddressError:
         return "550 5.7.1 A sealed envelope needs a .onion sender to verify"
+    challenge = getattr(session, "onionmail_challenge", None)
+    receiver = getattr(session, "onionmail_seal2", None)
     try:
-        content = await asyncio.to_thread(_open_envelope, identity, data, sender.domain)
+        if challenge is None:
+            raise EnvelopeError("no seal was announced in this session")
+        content = await asyncio.to_thread(
+            _open_envelope, identity, receiver, data, sender.domain, accept_v1
+        )
         verify_binding(
             content,
             mail_from=envelope.mail_from,
@@ -105,9 +119,48 @@ async def open_sealed(
     return content
 
 
-def _open_envelope(identity: Identity, data: bytes, sender_onion: str) -> SealedContent:
+def _open_envelope(
+    identity: Identity,
+    receiver: ReceiverSession | None,
+    data: bytes,
+    sender_onion: str,
+    accept_v1: bool,
+) -> SealedContent:
     """Decode and open a sealed DATA: both a pass over the whole message, in a worker thread."""
-    return open_envelope(decode_from_smtp(data), recipient=identity, sender_onion=sender_onion)
+    raw = decode_from_smtp(data)
+    if raw.startswith(V2_HEADER):
+        if receiver is None:
+            raise EnvelopeError("a version 2 seal needs the handshake this session did not offer")
+        return open_in_session(
+            raw,
+            session=receiver,
+            sender_onion=sender_onion,
+            recipient_onion=identity.onion_address,
+            now=time.time(),
+        )
+    if not accept_v1:
+        raise EnvelopeError(
+            "this box no longer accepts version 1 seals (no forward secrecy); "
+            "the sending box needs updating"
+        )
+    return open_envelope(raw, recipient=identity, sender_onion=sender_onion)
+
+
+def announce_seals(handler_keys: MailKeyring | None, session: Any) -> list[str]:
+    """The seal keywords for this session (the greeting's and EHLO's): version 2 first.
+
+    Makes the session's challenge and, with a keyring, its handshake state
+    (a fresh ephemeral key) once; later calls announce the same.
+    """
+    if getattr(session, "onionmail_challenge", None) is None:
+        session.onionmail_challenge = secrets.token_bytes(16)
+    words = [format_seal_keyword(session.onionmail_challenge)]
+    if handler_keys is not None:
+        if getattr(session, "onionmail_seal2", None) is None:
+            handler_keys.refresh()  # a rotation by `onionmail keys rotate` takes effect
+            session.onionmail_seal2 = ReceiverSession.start(handler_keys)
+        words.insert(0, f"{SEAL2_KEYWORD} {session.onionmail_seal2.announcement()}")
+    return words
 
 
 class InboundHandler(SafeHandler):
@@ -124,8 +177,13 @@ class InboundHandler(SafeHandler):
         require_seal_for_onion_senders: bool = True,
         gateways: frozenset[str] = frozenset(),
         max_message_size: int | None = None,
+        mail_keys: MailKeyring | None = None,
+        accept_v1: bool = True,
     ) -> None:
         self.identity = identity
+        self.mail_keys = mail_keys
+        """The box's mail keys: without them only version 1 seals are offered."""
+        self.accept_v1 = accept_v1
         self.onion = identity.onion_address
         self.local_parts = local_parts
         self.mail_root = mail_root
@@ -151,8 +209,9 @@ class InboundHandler(SafeHandler):
         self.delivered = 0
         self.cover_received = 0
         """Dummy envelopes (cover traffic) opened and dropped."""
-        self.on_stored: Callable[[str, bool], Awaitable[None]] | None = None
-        """Called with (Message-ID, sealed?) after a message is durable (the box's ledger)."""
+        self.on_stored: Callable[[str, int], Awaitable[None]] | None = None
+        """Called with (Message-ID, seal version: 0 unsealed, 1 or 2) after a message is
+        durable (the box's ledger)."""
 
     def maildir(self, local_part: str) -> Maildir:
         if local_part not in self._maildirs:
@@ -160,26 +219,22 @@ class InboundHandler(SafeHandler):
         return self._maildirs[local_part]
 
     def greeting(self, session: Any) -> str:
-        """The banner's last words: the session's seal challenge, announced at once.
+        """The banner's last words: the session's seals (challenge, handshake), at once.
 
-        A sender that sees it may pipeline EHLO, MAIL, RCPT and ``BDAT ... LAST``
+        A sender that sees them may pipeline EHLO, MAIL, RCPT and ``BDAT ... LAST``
         with the sealed envelope in one write (:mod:`onionmail.smtp.client`):
-        one round trip over the onion circuit instead of three. EHLO announces
-        the same challenge.
+        one round trip over the onion circuit instead of three, the handshake
+        included. EHLO announces the same.
         """
-        challenge = secrets.token_bytes(16)
-        session.onionmail_challenge = challenge
-        return f"{format_seal_keyword(challenge)} {EXPRESS}"
+        return " ".join([*announce_seals(self.mail_keys, session), EXPRESS])
 
     async def handle_EHLO(
         self, server: Any, session: Any, envelope: Any, hostname: str, responses: list[str]
     ) -> list[str]:
         session.host_name = hostname
-        challenge = getattr(session, "onionmail_challenge", None) or secrets.token_bytes(16)
-        session.onionmail_challenge = challenge
+        seals = [f"250-{words}" for words in announce_seals(self.mail_keys, session)]
         # PIPELINING (RFC 2920): commands are read and answered strictly in order.
-        seal_keyword = format_seal_keyword(challenge)
-        return [*responses[:-1], f"250-{seal_keyword}", "250-PIPELINING", responses[-1]]
+        return [*responses[:-1], *seals, "250-PIPELINING", responses[-1]]
 
     async def handle_MAIL(
         self, server: Any, session: Any, envelope: Any, address: str, options: list[str]
@@ -205,11 +260,13 @@ class InboundHandler(SafeHandler):
         data: bytes = envelope.original_content
         challenge = getattr(session, "onionmail_challenge", None)
         if challenge is not None and data.startswith(SEALED_MAGIC_B64):
-            return await self._receive_sealed(envelope, data, challenge)
+            return await self._receive_sealed(session, envelope, data)
         return await self._receive_plain(envelope, data)
 
-    async def _receive_sealed(self, envelope: Any, data: bytes, challenge: bytes) -> str:
-        content = await open_sealed(self.identity, envelope, data, challenge)
+    async def _receive_sealed(self, session: Any, envelope: Any, data: bytes) -> str:
+        content = await open_sealed(
+            self.identity, envelope, data, session, accept_v1=self.accept_v1
+        )
         if isinstance(content, str):
             return content
         sender = parse_mail_address(content.mail_from)
@@ -247,9 +304,19 @@ class InboundHandler(SafeHandler):
             _check_from_matches(message, sender)
         except MessageFormatError as exc:
             return f"554 5.6.0 Malformed message inside the envelope: {exc}"
-        result = "pass (sealed envelope opened with the sender's onion key)"
+        if content.seal_version == HANDSHAKE_VERSION:
+            result = "pass (sealed v2: a handshake with the mail key the sender's onion certifies)"
+        else:
+            result = "pass (sealed-v1: opened with the sender's onion key; no forward secrecy)"
         stored_as = await self._begin(content)
-        await self._deliver(message, envelope, sender=str(sender), result=result, name=stored_as)
+        await self._deliver(
+            message,
+            envelope,
+            sender=str(sender),
+            result=result,
+            name=stored_as,
+            seal_version=content.seal_version,
+        )
         await asyncio.to_thread(self.replay_cache.record, content.envelope_id, content.created)
         return "250 2.0.0 Delivered (sealed)"
 
@@ -263,6 +330,7 @@ class InboundHandler(SafeHandler):
                 box=self.identity,
                 gateway_onion=gateway.domain,
                 recipients=tuple(envelope.rcpt_tos),
+                mail_keys=self.mail_keys,
             )
             message = parse_message(inner.message)
             check_relayed_from(message, gateway.domain)
@@ -326,6 +394,7 @@ class InboundHandler(SafeHandler):
         sender: str,
         result: str,
         name: tuple[str, bool] | None = None,
+        seal_version: int = 0,
     ) -> None:
         message.remove("Return-Path")
         remove_results_claiming(message, self.onion)  # RFC 8601 5: only ours may say so
@@ -343,7 +412,7 @@ class InboundHandler(SafeHandler):
             if self.on_gateway_stored is not None:
                 await self.on_gateway_stored(message_id)
         elif self.on_stored is not None:
-            await self.on_stored(message_id, result.startswith("pass"))
+            await self.on_stored(message_id, seal_version)
 
 
 def _store_in(

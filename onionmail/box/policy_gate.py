@@ -42,6 +42,11 @@ def message_id_of(message: bytes) -> str:
 _leaks = functools.lru_cache(maxsize=128)(leaks)
 
 
+def seal_name(version: int) -> str:
+    """How the ledger and the TUI name a seal version: ``v2``, ``sealed-v1``, or none."""
+    return {0: "", 1: "sealed-v1", 2: "v2"}.get(version, f"v{version}")
+
+
 class LeakKeeper:
     """Policy and ledger for the box configured by ``config``."""
 
@@ -160,17 +165,28 @@ class LeakKeeper:
         enforced = self._starttls_enforced(path, recipients)
         await self._record(message_id, destination, "sent", path, "queued", enforced)
 
-    async def delivered(self, entry: QueuedMessage, sealed: bool, *, openpgp: bool = False) -> None:
-        """``openpgp``: it left the box encrypted (PGP/MIME through a gateway)."""
-        path = self._sent_path(entry.destination, sealed, openpgp)
+    async def delivered(
+        self, entry: QueuedMessage, seal_version: int, *, openpgp: bool = False
+    ) -> None:
+        """``seal_version``: 0 plain, 1 or 2; ``openpgp``: it left the box encrypted
+        (PGP/MIME through a gateway)."""
+        path = self._sent_path(entry.destination, seal_version > 0, openpgp)
         enforced = self._starttls_enforced(path, entry.recipients)
         await self._record(
-            message_id_of(entry.message), entry.destination, "sent", path, "delivered", enforced
+            message_id_of(entry.message),
+            entry.destination,
+            "sent",
+            path,
+            "delivered",
+            enforced,
+            seal=seal_name(seal_version),
         )
 
-    async def received(self, message_id: str, sealed: bool) -> None:
-        path = MailPath.ONION_SEALED if sealed else MailPath.ONION_PLAIN
-        await self._record(message_id.strip("<>"), "", "received", path, "stored")
+    async def received(self, message_id: str, seal_version: int) -> None:
+        path = MailPath.ONION_SEALED if seal_version else MailPath.ONION_PLAIN
+        await self._record(
+            message_id.strip("<>"), "", "received", path, "stored", seal=seal_name(seal_version)
+        )
 
     async def received_via_gateway(self, message_id: str) -> None:
         """Clearnet mail a configured gateway relayed (sealed to this box on arrival)."""
@@ -186,6 +202,7 @@ class LeakKeeper:
         path: MailPath,
         state: str,
         starttls_enforced: bool = True,
+        seal: str = "",
     ) -> None:
         # A message split for a gateway (OpenPGP for some recipients, plain for the
         # others) has one ledger entry per path, not one that the last write decides.
@@ -201,6 +218,7 @@ class LeakKeeper:
                     path, direction, destination, starttls_enforced=starttls_enforced
                 ),
                 state=state,
+                seal=seal,
             )
         except (OSError, ValueError) as exc:
             log.error("could not write the leak ledger: %s", type(exc).__name__)

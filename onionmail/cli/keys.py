@@ -19,6 +19,9 @@ from onionmail.core.errors import OpenPGPError
 from onionmail.openpgp.autocrypt import PeerKeyStore
 from onionmail.openpgp.clearnet import open_box_key, peers_path
 from onionmail.openpgp.keys import parse_public_key
+from onionmail.seal.envelope import MAX_ENVELOPE_AGE, mail_key_id
+from onionmail.seal.identity import Identity
+from onionmail.seal.mail_key import MailKeyring
 
 DESCRIPTION = """\
 OpenPGP keys for clearnet mail through a gateway. Mail to a correspondent
@@ -31,13 +34,14 @@ Autocrypt headers of received mail, or imported by hand (pinned).
   onionmail keys export --dir BOXDIR         the box's own public key, armored
   onionmail keys remove --dir BOXDIR ADDRESS forget a correspondent's key
   onionmail keys passphrase --dir BOXDIR     set, change or remove the key's passphrase
+  onionmail keys rotate --dir BOXDIR         a new mail key (the key that opens mail)
 """
 
 
 def register(sub: Subcommands) -> None:
     p = sub.add_parser(
         "keys",
-        help="OpenPGP keys of correspondents and the box's own; the identity key's passphrase",
+        help="OpenPGP keys of correspondents and the box's own; passphrase; mail key rotation",
         description=DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -90,8 +94,23 @@ def register(sub: Subcommands) -> None:
     pwd.add_argument("--passphrase-file", type=Path, metavar="FILE", help="the current passphrase")
     pwd.add_argument("--new-passphrase-file", type=Path, metavar="FILE", help="the new passphrase")
     pwd.add_argument("--no-passphrase", action="store_true", help="store the identity key in clear")
+    rot = actions.add_parser(
+        "rotate",
+        help="replace the mail key, the X25519 key that opens sealed mail",
+        description=(
+            "Make a new mail key and certify it with the onion key; the address does not "
+            "change. The old key is erased at once, or, when a gateway is configured, kept "
+            "for 7 days (mail the gateway sealed to it may still be queued there) and then "
+            "erased by the running box. A running box uses the new key from its next SMTP "
+            "session. The old key's certificate cannot be revoked: it stays valid until it "
+            "expires (at most 30 days), so after a theft, rotate and expect that window."
+        ),
+    )
+    rot.add_argument(
+        "--passphrase-file", type=Path, metavar="FILE", help="the identity's passphrase"
+    )
     actions_and_names = ((imp, "import"), (lst, "list"), (exp, "export"), (rem, "remove"))
-    for action, name in (*actions_and_names, (pwd, "passphrase")):
+    for action, name in (*actions_and_names, (pwd, "passphrase"), (rot, "rotate")):
         action.add_argument(
             "--dir", required=True, type=Path, metavar="BOXDIR", help="the box directory"
         )
@@ -118,8 +137,25 @@ def cmd_keys(args: argparse.Namespace) -> int:
         replace_key_file(identity, key_path, new)
         print("the identity key is now " + ("encrypted" if new else "stored in clear"))
         return 0
+    if args.keys_action == "rotate":
+        return _rotate(box_dir, identity, gateway=bool(config.gateway.onions))
     key = open_box_key(box_dir, identity, [alias for _, alias in config.gateway.registrations])
     print(key.public.armored().rstrip("\n"))
+    return 0
+
+
+def _rotate(box_dir: Path, identity: Identity, *, gateway: bool) -> int:
+    ring = MailKeyring.open(box_dir / "keys" / "mail-keys", identity)
+    old = ring.current.public
+    keep = MAX_ENVELOPE_AGE if gateway else 0
+    now = time.time()
+    ring.rotate(now=now, keep_old_for=keep)
+    print(f"new mail key {mail_key_id(ring.current.public).hex()}")
+    if keep:
+        until = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(now + keep))
+        print(f"the old key {mail_key_id(old).hex()} is kept until {until} (gateway mail)")
+    else:
+        print(f"the old key {mail_key_id(old).hex()} is erased")
     return 0
 
 

@@ -121,6 +121,11 @@ class InboundSection(SessionLimits):
     """Refuse unsealed mail whose MAIL FROM is a v3 .onion address: such a sender can be
     verified, so an unsealed claim is treated as forged. Plain peers with ordinary
     domains (OnionMX style) are still accepted, marked unverified."""
+    accept_seal_v1: bool = True
+    """Accept mail sealed with version 1 (boxes older than the handshake seal), marked
+    ``sealed-v1`` in the ledger and the TUI. Version 1 has no forward secrecy, and whoever
+    holds this box's onion key can forge such mail from any onion. ``false`` refuses it
+    with ``550``: the sending box must be updated. Version 2 is always accepted."""
 
 
 @dataclass(frozen=True)

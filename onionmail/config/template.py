@@ -55,6 +55,7 @@ port = {submission_port}
 # max_line_length = 1000
 # max_bad_commands = 20
 # require_seal_for_onion_senders = true
+# accept_seal_v1 = true      # older boxes' seal: no forward secrecy (marked sealed-v1)
 
 [tor]
 # mode = "launch"          # or "attach" with control_socket / control_port

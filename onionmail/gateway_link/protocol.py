@@ -58,6 +58,7 @@ import binascii
 import json
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from onionmail.core.errors import (
@@ -72,14 +73,19 @@ from onionmail.message.header_claims import claimed_onions
 from onionmail.message.rfc5322 import Message, MessageFormatError, parse_message
 from onionmail.seal.envelope import (
     ANONYMOUS_MAGIC,
+    ANONYMOUS_VERSION_2,
     CHALLENGE_SIZE,
     MAGIC,
     SealedContent,
+    mail_key_id,
     open_anonymous,
     open_envelope,
+    open_sealed_to_mail_key,
     seal_anonymously,
+    seal_to_mail_key,
 )
 from onionmail.seal.identity import Identity, verify_signature
+from onionmail.seal.mail_key import MailKeyring
 
 REGISTRATION_LOCAL_PART = "register"
 """``register@<gateway onion>`` takes registration requests."""
@@ -260,13 +266,19 @@ def seal_for_box(
     recipients: tuple[str, ...],
     message: bytes,
     now: float | None = None,
+    mail_key: bytes | None = None,
 ) -> bytes:
     """Seal a clearnet message for the box at ``box_onion`` (raw bytes, not base64).
 
-    Under a one-time key (:func:`~onionmail.seal.envelope.seal_anonymously`):
-    once sealed, the gateway's own key does not open it, so nothing on the
-    gateway's disk reads the mail it keeps for an offline box. The gateway
-    is authenticated by the session-bound envelope the inner one travels in.
+    Under a one-time key: once sealed, the gateway's own key does not open
+    it, so nothing on the gateway's disk reads the mail it keeps for an
+    offline box. The gateway is authenticated by the session-bound envelope
+    the inner one travels in. ``mail_key``: the box's certified mail key, as
+    the gateway last saw it (:func:`~onionmail.seal.envelope.seal_to_mail_key`);
+    without one (a box not seen since it registered with an older gateway)
+    the key derived from the onion address
+    (:func:`~onionmail.seal.envelope.seal_anonymously`), which the box's tor
+    also holds.
     """
     content = SealedContent(
         envelope_id=secrets.token_bytes(16),
@@ -276,11 +288,18 @@ def seal_for_box(
         recipients=recipients,
         message=message,
     )
+    if mail_key is not None:
+        return seal_to_mail_key(content, mail_key=mail_key)
     return seal_anonymously(content, recipient_onion=box_onion)
 
 
 def open_from_gateway(
-    blob: bytes, *, box: Identity, gateway_onion: str, recipients: tuple[str, ...]
+    blob: bytes,
+    *,
+    box: Identity,
+    gateway_onion: str,
+    recipients: tuple[str, ...],
+    mail_keys: MailKeyring | None = None,
 ) -> SealedContent:
     """Open an inner envelope a gateway sealed to ``box``.
 
@@ -292,7 +311,11 @@ def open_from_gateway(
     :class:`~onionmail.core.errors.EnvelopeError` (or its ``SealError``) when
     it does not open or does not match.
     """
-    if blob.startswith(ANONYMOUS_MAGIC):
+    if blob.startswith(ANONYMOUS_MAGIC + bytes([ANONYMOUS_VERSION_2])):
+        if mail_keys is None:
+            raise EnvelopeError("an inner envelope to a mail key needs the box's mail keys")
+        content = open_sealed_to_mail_key(blob, _key_lookup(mail_keys))
+    elif blob.startswith(ANONYMOUS_MAGIC):
         content = open_anonymous(blob, recipient=box)
     elif blob.startswith(MAGIC):
         content = open_envelope(blob, recipient=box, sender_onion=gateway_onion)
@@ -303,6 +326,18 @@ def open_from_gateway(
     if {r.lower() for r in content.recipients} != {r.lower() for r in recipients}:
         raise EnvelopeMismatchError("the inner envelope's recipients differ from RCPT TO")
     return content
+
+
+def _key_lookup(mail_keys: MailKeyring) -> Callable[[bytes], tuple[bytes, bytes] | None]:
+    def key_for(key_id: bytes) -> tuple[bytes, bytes] | None:
+        mail_keys.refresh()
+        for public in mail_keys.public_keys():
+            if mail_key_id(public) == key_id:
+                pair = mail_keys.key_for(public)
+                return None if pair is None else (pair.private, pair.public)
+        return None
+
+    return key_for
 
 
 def check_relayed_from(message: Message, gateway_onion: str) -> None:

@@ -14,10 +14,11 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import hmac
 import struct
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 
 import nacl.bindings
 import nacl.exceptions
@@ -81,6 +82,10 @@ class SealedContent:
     """The RFC 5322 message (empty in a dummy)."""
     cover: bool = False
     """Cover traffic: a dummy the receiving box drops once it has opened the seal."""
+    seal_version: int = field(default=ENVELOPE_VERSION, compare=False)
+    """Set by the opener, never sealed: 1, or 2 for the handshake seal (forward secret)."""
+    sender_certificate: bytes = field(default=b"", compare=False, repr=False)
+    """Set by the opener of a version 2 seal: the sender's mail key certificate."""
 
     def __post_init__(self) -> None:
         _check_size("envelope id", self.envelope_id, ENVELOPE_ID_SIZE)
@@ -119,7 +124,7 @@ def seal(content: SealedContent, *, sender: Identity, recipient_onion: str) -> b
     not a v3 onion host, :class:`EnvelopeError` if an address does not fit.
     """
     recipient_key = x25519_public_key_for_onion(recipient_onion)
-    plaintext = pad(HEADER + bytes(recipient_key) + _encode_content(content))
+    plaintext = pad(HEADER + bytes(recipient_key) + encode_content(content))
     if len(plaintext) + ENVELOPE_OVERHEAD > MAX_ENVELOPE_SIZE:
         raise EnvelopeError(f"the sealed envelope would exceed {MAX_ENVELOPE_SIZE} bytes")
     nonce = nacl.utils.random(NONCE_SIZE)
@@ -140,7 +145,7 @@ def seal_anonymously(content: SealedContent, *, recipient_onion: str) -> bytes:
     gateway's session-bound envelope).
     """
     recipient_key = x25519_public_key_for_onion(recipient_onion)
-    plaintext = pad(ANONYMOUS_HEADER + bytes(recipient_key) + _encode_content(content))
+    plaintext = pad(ANONYMOUS_HEADER + bytes(recipient_key) + encode_content(content))
     if len(plaintext) + ENVELOPE_OVERHEAD > MAX_ENVELOPE_SIZE:
         raise EnvelopeError(f"the sealed envelope would exceed {MAX_ENVELOPE_SIZE} bytes")
     return ANONYMOUS_HEADER + nacl.public.SealedBox(recipient_key).encrypt(plaintext)
@@ -163,10 +168,62 @@ def open_anonymous(envelope: bytes, *, recipient: Identity) -> SealedContent:
         plaintext = unseal.decrypt(envelope[len(ANONYMOUS_HEADER) :])
     except nacl.exceptions.CryptoError:
         raise SealError("the sealed envelope does not open with this box's key") from None
-    return _parse_plaintext(plaintext, bytes(recipient.x25519_public_key()), ANONYMOUS_HEADER)
+    return parse_content(plaintext, bytes(recipient.x25519_public_key()), ANONYMOUS_HEADER)
 
 
-def _encode_content(content: SealedContent) -> bytes:
+ANONYMOUS_VERSION_2 = 2
+KEY_ID_SIZE = 8
+
+
+def mail_key_id(mail_key: bytes) -> bytes:
+    """The 8 bytes naming a mail key in an anonymous envelope's clear header."""
+    return hashlib.blake2b(mail_key, digest_size=KEY_ID_SIZE, person=b"om-mail-key-id").digest()
+
+
+def seal_to_mail_key(content: SealedContent, *, mail_key: bytes) -> bytes:
+    """Seal ``content`` under a one-time sender key to a box's certified mail key.
+
+    The gateway's inner envelope, version 2: ``b"OMSA" | 2 | key id (8)``,
+    then libsodium's sealed box of the padded header and content. The key id
+    tells the box which of its mail keys (current or retired) opens it.
+    """
+    header = ANONYMOUS_MAGIC + bytes([ANONYMOUS_VERSION_2]) + mail_key_id(mail_key)
+    plaintext = pad(header + encode_content(content))
+    if len(plaintext) + len(header) + nacl.bindings.crypto_box_SEALBYTES > MAX_ENVELOPE_SIZE:
+        raise EnvelopeError(f"the sealed envelope would exceed {MAX_ENVELOPE_SIZE} bytes")
+    return header + nacl.public.SealedBox(nacl.public.PublicKey(mail_key)).encrypt(plaintext)
+
+
+def open_sealed_to_mail_key(
+    envelope: bytes, key_for: Callable[[bytes], tuple[bytes, bytes] | None]
+) -> SealedContent:
+    """Open a :func:`seal_to_mail_key` envelope; ``key_for(key id)`` gives (private, public).
+
+    :class:`EnvelopeError` if malformed, :class:`SealError` if no key of this
+    box opens it (sealed to another box, or to a key already erased).
+    """
+    size = len(ANONYMOUS_HEADER) + KEY_ID_SIZE
+    if len(envelope) > MAX_ENVELOPE_SIZE:
+        raise EnvelopeError(f"the sealed envelope exceeds {MAX_ENVELOPE_SIZE} bytes")
+    if envelope[: len(ANONYMOUS_MAGIC) + 1] != ANONYMOUS_MAGIC + bytes([ANONYMOUS_VERSION_2]):
+        raise EnvelopeError("not a version 2 anonymously sealed envelope")
+    if len(envelope) < size + nacl.bindings.crypto_box_SEALBYTES:
+        raise EnvelopeError("the sealed envelope is truncated")
+    header = envelope[:size]
+    pair = key_for(header[-KEY_ID_SIZE:])
+    if pair is None:
+        raise SealError("the envelope is sealed to a mail key this box does not hold")
+    private, public = pair
+    unseal = nacl.public.SealedBox(nacl.public.PrivateKey(private))
+    try:
+        plaintext = unseal.decrypt(envelope[size:])
+    except nacl.exceptions.CryptoError:
+        raise SealError("the sealed envelope does not open with this box's mail key") from None
+    return parse_content(plaintext, None, header)
+
+
+def encode_content(content: SealedContent) -> bytes:
+    """The sealed fields of ``content``, length-prefixed (the layout: docs/sealed-envelope.md)."""
     parts = [
         content.envelope_id,
         _U64.pack(content.created),
@@ -210,7 +267,7 @@ def open_envelope(envelope: bytes, *, recipient: Identity, sender_onion: str) ->
         plaintext = box.decrypt(ciphertext, nonce)
     except nacl.exceptions.CryptoError:
         raise SealError("the sealed envelope does not open with the sender's onion key") from None
-    return _parse_plaintext(plaintext, bytes(recipient.x25519_public_key()))
+    return parse_content(plaintext, bytes(recipient.x25519_public_key()))
 
 
 def _split_envelope(envelope: bytes) -> tuple[bytes, bytes]:
@@ -259,8 +316,12 @@ class _Reader:
         return bytes(self._data[self._pos :])
 
 
-def _parse_plaintext(plaintext: bytes, own_key: bytes, header: bytes = HEADER) -> SealedContent:
-    """The parsing boundary: only :class:`EnvelopeError` leaves it."""
+def parse_content(plaintext: bytes, own_key: bytes | None, header: bytes = HEADER) -> SealedContent:
+    """The parsing boundary: only :class:`EnvelopeError` leaves it.
+
+    ``own_key``: the recipient key a version 1 plaintext names after its header
+    (None for version 2, whose handshake binds both parties instead).
+    """
     try:
         return _parse_fields(_Reader(plaintext), own_key, header)
     except EnvelopeError:
@@ -269,10 +330,10 @@ def _parse_plaintext(plaintext: bytes, own_key: bytes, header: bytes = HEADER) -
         raise EnvelopeError(f"the sealed content is malformed ({type(exc).__name__})") from None
 
 
-def _parse_fields(reader: _Reader, own_key: bytes, header: bytes) -> SealedContent:
+def _parse_fields(reader: _Reader, own_key: bytes | None, header: bytes) -> SealedContent:
     if reader.take(len(header)) != header:
         raise EnvelopeError("the sealed content's header disagrees with the envelope's")
-    if not hmac.compare_digest(reader.take(_KEY_SIZE), own_key):
+    if own_key is not None and not hmac.compare_digest(reader.take(_KEY_SIZE), own_key):
         raise SealError("the sealed envelope was sealed for another box")
     envelope_id = reader.take(ENVELOPE_ID_SIZE)
     created = reader.uint(_U64)

@@ -36,6 +36,7 @@ from dataclasses import dataclass
 
 from onionmail.core.errors import DeliveryError, PermanentDeliveryError
 from onionmail.seal.envelope import EXPRESS, SEAL_KEYWORD
+from onionmail.seal.handshake import SEAL2_KEYWORD
 from onionmail.smtp.quickack import ack_now
 
 MAX_LINE = 2048
@@ -183,6 +184,9 @@ class PeerSession:
                 # An onionmail box: its challenge is here already, and it takes
                 # EHLO pipelined with the first transaction (send()).
                 session.extensions[SEAL_KEYWORD] = f"{words[-3]} {words[-2]}"
+                if len(words) >= 8 and words[-6] == SEAL2_KEYWORD:
+                    # and the first message of the handshake seal (onionmail.seal.handshake)
+                    session.extensions[SEAL2_KEYWORD] = words[-5]
                 session._deferred_ehlo = ehlo_name
                 return session
             session._write(f"EHLO {ehlo_name}\r\n".encode())

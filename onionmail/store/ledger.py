@@ -45,6 +45,9 @@ class LedgerEntry:
     day: str
     state: str
     matrix: LeakMatrix
+    seal: str = ""
+    """Which seal carried it on the Tor leg: ``v2`` (forward secret), ``sealed-v1``
+    (static keys: an older box), empty when unsealed or not yet sent."""
 
 
 class Ledger:
@@ -72,6 +75,7 @@ class Ledger:
         matrix: LeakMatrix,
         state: str,
         now: float | None = None,
+        seal: str = "",
     ) -> str:
         """Write (or update) the entry of a message for one destination; returns its name."""
         hashes = sorted({self._hash(m) for m in message_ids if m})
@@ -89,6 +93,7 @@ class Ledger:
             "day": day,
             "state": state,
             "matrix": matrix.to_json(),
+            "seal": seal,
         }
         write_private_file(path, json.dumps(data, indent=1).encode())
         return name
@@ -117,4 +122,12 @@ class Ledger:
     @staticmethod
     def _entry(name: str, raw: dict[str, Any]) -> LedgerEntry:
         matrix = LeakMatrix.from_json(raw["matrix"])
-        return LedgerEntry(name, raw["direction"], matrix.path, raw["day"], raw["state"], matrix)
+        return LedgerEntry(
+            name,
+            raw["direction"],
+            matrix.path,
+            raw["day"],
+            raw["state"],
+            matrix,
+            raw.get("seal", ""),
+        )
