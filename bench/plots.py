@@ -55,7 +55,8 @@ def plot_crypto(data: dict[str, Any], ax: Axes) -> None:
     rates = data["ops_per_s"]
     sizes = sorted(rates, key=int)
     groups = [_size(int(size)) for size in sizes]
-    names = ["seal", "open", "ref crypto_box encrypt"]
+    names = [n for n in ("seal", "open", "seal v2", "open v2", "ref crypto_box encrypt")
+             if n in rates[sizes[0]]]  # fmt: skip
     _bars(ax, groups, {name: [rates[s].get(name) for s in sizes] for name in names})
     ax.set_yscale("log")
     ax.set_ylabel("operations per second (log)")

@@ -4,11 +4,13 @@ Layout of ``GWDIR`` (directories 0700, files 0600)::
 
     gateway.toml           configuration (gateway.config)
     keys/identity.key      the gateway's ed25519 identity: its onion address
+    keys/mail-keys         its mail keys for the handshake seal (onionmail.seal.mail_key)
     keys/dkim/             DKIM keys (gateway.outbound.dkim_signing)
     registrations.json     aliases -> boxes (gateway.registry)
     queue/clearnet/        box -> clearnet, encrypted at rest
     queue/boxes/           clearnet -> box: sealed to the box (and encrypted at rest)
     state/replay.sqlite    envelope ids and registration nonces seen
+    state/box-mail-keys.json  each box's mail key certificate, as last seen (gateway.registry)
     undeliverable/         reports on box-bound mail that expired (no content)
     tor/                   the gateway's own tor, in launch mode
     run/box.lock           one running gateway per directory

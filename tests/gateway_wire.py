@@ -32,10 +32,12 @@ import trustme
 
 from onionmail.box.create import NewBox, create_box
 from onionmail.seal.envelope import decode_from_smtp, open_envelope
+from onionmail.seal.handshake import HEADER as HANDSHAKE_HEADER
 from onionmail.seal.identity import load_identity
 from tests.box_process import RunningBox, stop_process, submit_raw
 from tests.dns_server import DnsWorld, Zone, a, mx, running_dns
 from tests.gateway_process import cli, gateway_init, start_registration
+from tests.keylog import open_with_log
 from tests.leaks import (
     HarnessWarnings,
     LogRecord,
@@ -174,8 +176,12 @@ def _drain(stream: Any, sink: list[str]) -> None:
 
 
 def spawn_gateway(gw_dir: Path) -> tuple[subprocess.Popen[str], list[str]]:
+    """The gateway in ``gw_dir``, its sessions' keys logged to ``gw_dir/keylog``
+    (:mod:`tests.keylog`: what its operator could keep)."""
     process = subprocess.Popen(
-        cli("gateway.cli", "-v", "run", "--dir", str(gw_dir)),
+        cli(
+            "tests.keylog", str(gw_dir / "keylog"), "gateway.cli", "-v", "run", "--dir", str(gw_dir)
+        ),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -324,14 +330,20 @@ def received_beyond_first(raw: bytes) -> bool:
 
 
 def opened_by_gateway(run: GatewayRun, name: str) -> bytes:
-    """The message inside the sealed DATA the gateway's onion socket got, opened with the
-    gateway's key (the operator has it)."""
+    """The message inside the sealed DATA the gateway's onion socket got, opened as the
+    gateway opened it: with its mail key and the session's ephemeral key, which its
+    operator can keep (:mod:`tests.keylog`); a version 1 seal with its onion key."""
     stream = one_stream(run, run.gw_onion_port, name)
     identity = load_identity(run.gw_dir / "keys" / "identity.key")
-    data = data_of(stream)
-    return open_envelope(
-        decode_from_smtp(data), recipient=identity, sender_onion=run.alice.onion
-    ).message
+    envelope = decode_from_smtp(data_of(stream))
+    if envelope.startswith(HANDSHAKE_HEADER):
+        return open_with_log(
+            run.gw_dir / "keylog",
+            envelope,
+            sender=run.alice.onion,
+            recipient=identity.onion_address,
+        )
+    return open_envelope(envelope, recipient=identity, sender_onion=run.alice.onion).message
 
 
 def log_text(lines: list[str], *, debug: bool) -> tuple[bytes, list[LogRecord]]:

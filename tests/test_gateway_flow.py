@@ -22,7 +22,11 @@ from __future__ import annotations
 import asyncio
 import email
 import email.policy
+import json
+import os
 import secrets
+import shutil
+import stat
 import subprocess
 import threading
 import time
@@ -33,11 +37,14 @@ from typing import Any
 
 import aiosmtplib
 import dkim
+import nacl.exceptions
+import nacl.public
 import pytest
 import trustme
 
 from gateway.config import load_gateway_config
 from gateway.daemon import dkim_signer
+from onionmail.gateway_link.protocol import open_from_gateway
 from onionmail.seal.envelope import (
     SEAL_KEYWORD,
     SealedContent,
@@ -45,7 +52,9 @@ from onionmail.seal.envelope import (
     parse_seal_keyword_params,
     seal,
 )
-from onionmail.seal.identity import Identity
+from onionmail.seal.identity import Identity, derive_subkey, load_identity
+from onionmail.seal.mail_key import MailKeyring
+from onionmail.store.queue import OutboundQueue
 from onionmail.tor.socks import SocksError, open_tor_stream
 from onionmail.tor.testnet.network import client_tor_options
 from tests.box_process import (
@@ -542,3 +551,60 @@ def test_onion_side_refuses_unregistered_boxes_and_relaying(world: World) -> Non
     assert "own domain" in results[2][1]
     assert "forged sender" in results[3][1]
     assert "sealed envelope" in results[4][1]
+
+
+def test_a_gateway_disk_image_opens_none_of_the_mail_it_holds_for_a_box(world: World) -> None:
+    """Clearnet mail queued for an offline box, read from a copy of the gateway's directory
+    with every key in it (seed, queue key, mail keys), and with the key alice's tor holds:
+    nothing opens it; alice's mail key does. Last in the module: it stops alice's box."""
+    alice = world.alice
+    alice_identity = load_identity(alice.new.box_dir / "keys" / "identity.key")
+    learned = json.loads((world.gw_dir / "state" / "box-mail-keys.json").read_text())
+    assert alice.onion in learned  # from her registration (the handshake seal)
+    alice.stop()
+    subject, body = f"Queued{secrets.token_hex(6)}", f"QueuedBody{secrets.token_hex(6)}"
+    message = mail_from(f"carol@{CLEAR_DOMAIN}", f"alice@{GW_DOMAIN}", subject, body)
+    send_through_postfix(world, message, f"carol@{CLEAR_DOMAIN}", f"alice@{GW_DOMAIN}")
+    queue_dir = world.gw_dir / "queue" / "boxes"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not list(queue_dir.rglob("*.msg")):
+        time.sleep(0.5)
+    image = Path(  # the files a seized disk holds (tor's live sockets are no file)
+        shutil.copytree(world.gw_dir, world.gw_dir.parent / "gw-image", ignore=_sockets)
+    )
+    gw_identity = load_identity(image / "keys" / "identity.key")
+    queue = OutboundQueue(
+        image / "queue" / "boxes", derive_subkey(gw_identity.seed, b"om-gw-boxes")
+    )
+    inners = [queue.load(state.id).message for state in queue.states()]
+    assert inners, "the gateway queued nothing for the offline box"
+    gw_keys = MailKeyring.open(image / "keys" / "mail-keys", gw_identity)
+    everything_there = [
+        bytes(gw_identity.x25519_private_key()),
+        *(pair.private for pair in (gw_keys.current, *(r.pair for r in gw_keys.retired))),
+        bytes(alice_identity.x25519_private_key()),  # the key alice's tor holds
+    ]
+    for inner in inners:
+        assert inner.startswith(b"OMSA\x02") and subject.encode() not in inner
+        for key in everything_there:
+            with pytest.raises(nacl.exceptions.CryptoError):
+                nacl.public.SealedBox(nacl.public.PrivateKey(key)).decrypt(inner[13:])
+    for path in image.rglob("*"):
+        if path.is_file():
+            assert subject.encode() not in path.read_bytes(), path
+    alice_keys = MailKeyring.open(alice.new.box_dir / "keys" / "mail-keys", alice_identity)
+    opened = [
+        open_from_gateway(
+            inner,
+            box=alice_identity,
+            gateway_onion=world.gw_onion,
+            recipients=(alice.address,),
+            mail_keys=alice_keys,
+        )
+        for inner in inners
+    ]
+    assert any(subject.encode() in content.message for content in opened)
+
+
+def _sockets(directory: str, names: list[str]) -> list[str]:
+    return [n for n in names if stat.S_ISSOCK(os.lstat(os.path.join(directory, n)).st_mode)]

@@ -65,12 +65,18 @@ import aiosmtplib
 import pytest
 
 from onionmail.core.errors import SealError
-from onionmail.seal.envelope import ANONYMOUS_MAGIC, open_anonymous
+from onionmail.seal.envelope import (
+    ANONYMOUS_MAGIC,
+    mail_key_id,
+    open_anonymous,
+    open_sealed_to_mail_key,
+)
 from onionmail.seal.identity import (
     Identity,
     derive_subkey,
     load_identity,
 )
+from onionmail.seal.mail_key import MailKeyring
 from onionmail.store.queue import CLEAR_HEADER_MAGIC, queue_key
 from tests.box_process import free_port, run_box, stop_process, wait_for_mail
 from tests.gateway_wire import (
@@ -297,12 +303,19 @@ def hold_and_seize(run: Run, gw_identity: Identity) -> None:
         decrypt_queue(gw_queue / "clearnet", derive_subkey(seed, b"om-gw-clearnet"))
     )
     alice_identity = load_identity(run.alice.new.box_dir / "keys" / "identity.key")
+    keyrings = {
+        identity: MailKeyring.open(directory / "keys" / "mail-keys", identity)
+        for identity, directory in (
+            (gw_identity, run.gw_dir),
+            (alice_identity, run.alice.new.box_dir),
+        )
+    }
     for plain in decrypt_queue(gw_queue / "boxes", derive_subkey(seed, b"om-gw-boxes")):
         inner = plain.partition(b"\n")[2]
         run.gw_box_queue_entries.append(inner)
-        for key in (gw_identity, alice_identity):  # what the gateway's own key opens, if any
+        for key, ring in keyrings.items():  # what the gateway's own keys open, if any
             try:
-                opened = open_anonymous(inner, recipient=key).message
+                opened = _open_inner(inner, key, ring)
             except SealError:
                 continue
             if key is gw_identity:
@@ -620,8 +633,8 @@ def test_box_seizure_inbound(run: Run) -> None:
 def test_gateway_seizure_reads_outgoing_mail_but_not_mail_held_for_a_box(run: Run) -> None:
     """Not a cell (the model has no gateway-seizure observer), but the prose's claims: a
     stopped gateway without a passphrase on its key gives up the clearnet mail waiting to
-    leave; the mail it holds for an offline box is sealed under a one-time key that
-    nothing on its disk opens."""
+    leave; the mail it holds for an offline box is sealed under a one-time key to the
+    box's mail key: nothing on its disk opens it, nor does the key the box's tor holds."""
     raw = run.gw_disk
     for token in (SUBJECT + "-held-out", SUBJECT + "-held-in", BOB, CAROL):
         assert token.encode() not in raw, f"{token} in clear on the gateway's disk"
@@ -630,7 +643,8 @@ def test_gateway_seizure_reads_outgoing_mail_but_not_mail_held_for_a_box(run: Ru
     assert BOB.encode() in run.gw_clearnet_queue and ALIAS.encode() in run.gw_clearnet_queue
     # Inbound: the queue layer opens, the envelope inside does not, but for alice's key.
     assert run.gw_box_queue_entries and run.gw_box_queue_opened == b""
-    assert all(entry.startswith(ANONYMOUS_MAGIC) for entry in run.gw_box_queue_entries)
+    # sealed to alice's mail key (learned when she registered), not to her onion's key
+    assert all(entry.startswith(ANONYMOUS_MAGIC + b"\x02") for entry in run.gw_box_queue_entries)
     assert (SUBJECT + "-held-in").encode() in run.gw_box_queue_for_alice
     assert CAROL.encode() in run.gw_box_queue_for_alice
 
@@ -708,3 +722,17 @@ def test_global_passive(run: Run, path: MailPath) -> None:
         "every ORPort link and the clearnet legs",
         probes | {Item.SENDER_ADDRESS: has(wire, sender, ALIAS if outbound else CAROL)},
     )
+
+
+def _open_inner(inner: bytes, identity: Identity, ring: MailKeyring) -> bytes:
+    """An inner envelope opened with a box's keys: its mail keys, or (version 1) its onion's."""
+    if not inner.startswith(ANONYMOUS_MAGIC + b"\x02"):
+        return open_anonymous(inner, recipient=identity).message
+
+    def key_for(key_id: bytes) -> tuple[bytes, bytes] | None:
+        for pair in (ring.current, *(r.pair for r in ring.retired)):
+            if mail_key_id(pair.public) == key_id:
+                return pair.private, pair.public
+        return None
+
+    return open_sealed_to_mail_key(inner, key_for).message

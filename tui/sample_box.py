@@ -179,6 +179,7 @@ def _ledger_entries(box_dir: Path) -> None:
             matrix=keeper.matrix(path, "received"),
             state="stored",
             now=BASE_TIME,
+            seal="v2" if path is MailPath.ONION_SEALED else "",
         )
     keeper.ledger.record(
         message_ids=["sent-1@alice"],

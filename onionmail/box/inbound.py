@@ -5,13 +5,15 @@ else is ``550``: no relaying), and delivers to ``BOXDIR/mail/<local part>``.
 
 Two kinds of peer:
 
-* another onionmail box sees :data:`SEAL_KEYWORD` with a fresh challenge in
-  the EHLO reply and sends a sealed envelope as DATA. The seal must open
-  with the X25519 key derived from the MAIL FROM onion (else ``550``: a
-  forged sender), bind this session's challenge and the SMTP sender and
-  recipients (else ``550``: a replayed or redirected capture), and carry an
-  envelope id not delivered before (a retry after a lost ``250`` is
-  answered ``250`` and stored once);
+* another onionmail box sees the seal keywords in the greeting (the first
+  message of the handshake seal, a fresh challenge) and sends a sealed
+  envelope as DATA. The seal must complete the handshake with a mail key
+  the MAIL FROM onion certifies (or, version 1 from an older box, open
+  with the key derived from that onion) — else ``550``: a forged sender —
+  bind this session's challenge and the SMTP sender and recipients (else
+  ``550``: a replayed or redirected capture), and carry an envelope id not
+  delivered before (a retry after a lost ``250`` is answered ``250`` and
+  stored once);
 * a plain SMTP peer (a Postfix reaching the onion through tor, OnionMX
   style) sends an ordinary message. It is delivered marked unverified —
   except when it claims a ``.onion`` sender, which a real onionmail box

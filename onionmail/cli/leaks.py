@@ -23,7 +23,7 @@ def register(sub: Subcommands) -> None:
         "leaks",
         help="show which observer learns which metadata, per message or per recipient",
         description=(
-            "Without arguments: the ledger of sent and received messages (day, direction, "
+            "Without arguments: the ledger of sent and received messages (day, direction, seal, "
             "path; never addresses or subjects). With MESSAGE-ID: the leak matrix of that "
             "message (observers x metadata: visible, encrypted, padded, delayed, hidden). "
             "With --to ADDRESS: the matrix a message to ADDRESS would have now, and whether "
@@ -64,9 +64,9 @@ def cmd_leaks(args: argparse.Namespace) -> int:
     if not entries:
         print("the ledger is empty")
         return 0
-    print(f"{'day':10}  {'direction':9}  {'path':26}  state")
+    print(f"{'day':10}  {'direction':9}  {'path':26}  {'seal':9}  state")
     for e in entries:
-        print(f"{e.day:10}  {e.direction:9}  {e.path:26}  {e.state}")
+        print(f"{e.day:10}  {e.direction:9}  {e.path:26}  {e.seal or '-':9}  {e.state}")
     return 0
 
 

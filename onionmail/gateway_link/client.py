@@ -52,7 +52,9 @@ from onionmail.seal.envelope import (
     parse_seal_keyword_params,
     seal,
 )
+from onionmail.seal.handshake import SEAL2_KEYWORD, parse_announcement, seal_in_session
 from onionmail.seal.identity import Identity
+from onionmail.seal.mail_key import MailKeyring
 from onionmail.store.lock import running_pid
 from onionmail.tor.control import BoxTor
 from onionmail.tor.socks import open_tor_stream
@@ -180,7 +182,20 @@ async def _register_once(
             recipients=(rcpt,),
             message=request.to_bytes(),
         )
-        envelope = seal(content, sender=identity, recipient_onion=gateway_onion)
+        handshake = smtp.esmtp_extensions.get(SEAL2_KEYWORD.lower())
+        if handshake is not None:
+            # the handshake seal: the gateway learns the box's mail key certificate here
+            keyring = MailKeyring.open(config.box_dir / "keys" / "mail-keys", identity)
+            announcement = parse_announcement(handshake, gateway_onion, time.time())
+            envelope = seal_in_session(
+                content,
+                keyring=keyring,
+                announcement=announcement,
+                sender_onion=identity.onion_address,
+                recipient_onion=gateway_onion,
+            )
+        else:
+            envelope = seal(content, sender=identity, recipient_onion=gateway_onion)
         reply = await smtp.data(encode_for_smtp(envelope))
     except aiosmtplib.SMTPResponseException as exc:
         if 500 <= exc.code < 600:

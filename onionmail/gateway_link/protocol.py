@@ -43,9 +43,10 @@ the gateway's queue holds only ciphertext while the box is offline. A
 normal envelope cannot be made that early: it is bound to the EHLO
 challenge of the SMTP session that delivers it. So the gateway makes an
 *inner* envelope at arrival (:func:`seal_for_box`: the same content, sealed
-to the box's key under a one-time key, so that the gateway's own key cannot
-open it again, with an all-zero challenge, the clearnet envelope sender and
-the box's recipients), queues it, and later sends it
+to the box's certified mail key under a one-time key, so that neither the
+gateway's keys nor the box's tor can open it, with an all-zero challenge,
+the clearnet envelope sender and the box's recipients), queues it, and
+later sends it
 as the message of an ordinary, session-bound outer envelope from
 ``gateway@<gateway onion>``. The box opens both (:func:`open_from_gateway`)
 and accepts the inner one only from a gateway it has configured.

@@ -6,9 +6,10 @@ Everything is derived from the 32-byte seed:
   (:mod:`onionmail.core.onion_address`);
 * the 64-byte expanded secret key tor takes through ``ADD_ONION ED25519-V3:``
   (SHA-512 of the seed, first half clamped: tor's ``ed25519_secret_key_from_seed``);
-* an X25519 key pair for ``crypto_box``, by libsodium's birational map
+* an X25519 key pair, by libsodium's birational map
   (``crypto_sign_ed25519_sk_to_curve25519``), so a peer derives our X25519
-  public key from our address alone;
+  public key from our address alone: the key of the version 1 seal only
+  (mail is sealed to the certified mail key now, :mod:`onionmail.seal.mail_key`);
 * domain-separated signatures: :meth:`Identity.sign` signs
   ``b"onionmail-v1:" + context + b"\\0" + message``, never the bare message, so
   no signature made here can be replayed as another protocol's, or as ours

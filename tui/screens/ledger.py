@@ -12,6 +12,17 @@ from tui.screens.base import BoxScreen
 from tui.widgets.leak_matrix import LeakMatrixView
 from tui.widgets.plain import PlainStatic, PlainTable
 
+SEAL_NOTES = {
+    "v2": (
+        "seal v2: a handshake with ephemeral keys (forward secrecy); a stolen key of "
+        "either box neither opens it later nor could have forged it"
+    ),
+    "sealed-v1": (
+        "sealed-v1: an older box's seal between long-term keys: no forward secrecy, and "
+        "whoever holds the recipient's onion key could have forged its sender"
+    ),
+}
+
 
 class LedgerScreen(BoxScreen):
     DEFAULT_CSS = """
@@ -33,7 +44,7 @@ class LedgerScreen(BoxScreen):
 
     def on_mount(self) -> None:
         table = self.query_one(DataTable)
-        table.add_columns("day", "direction", "path", "state", "entry")
+        table.add_columns("day", "direction", "path", "seal", "state", "entry")
         table.focus()
         self.load()
 
@@ -49,7 +60,7 @@ class LedgerScreen(BoxScreen):
         table = self.query_one(DataTable)
         table.clear()
         for e in self.entries:
-            table.add_row(e.day, e.direction, str(e.path), e.state, e.name[:12])
+            table.add_row(e.day, e.direction, str(e.path), e.seal or "-", e.state, e.name[:12])
         if not self.api.ledger_available:
             text = "the ledger is locked: restart with --passphrase-file to read it"
         else:
@@ -68,4 +79,6 @@ class LedgerScreen(BoxScreen):
         detail.mount(
             PlainStatic(f"{entry.direction} on {entry.day}: path {entry.path}, {entry.state}")
         )
+        if entry.seal:
+            detail.mount(PlainStatic(SEAL_NOTES.get(entry.seal, entry.seal)))
         detail.mount(LeakMatrixView(entry.matrix))

@@ -103,6 +103,7 @@ class MessageScreen(BoxScreen):
             box.mount(
                 PlainStatic(
                     f"ledger: {entry.direction} {entry.day}, path {entry.path}, {entry.state}"
+                    + (f", {entry.seal}" if entry.seal else "")
                 )
             )
             box.mount(LeakMatrixView(entry.matrix))
