@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import email
+import email.message
 import email.policy
 import json
 import re
@@ -21,6 +22,8 @@ from typing import Any
 
 import pytest
 
+from onionmail.box.policy_gate import LeakKeeper
+from onionmail.config.box import load_config
 from onionmail.seal.envelope import (
     SEAL_KEYWORD,
     SealedContent,
@@ -38,10 +41,12 @@ from tests.box_process import (
     start_box,
     start_client_tor,
     submit,
+    submit_raw,
     wait_for_mail,
 )
 from tests.leaks import host_identity_in
 from tests.smtp_client import RawSMTP, code
+from threat_model import Item, Observer
 
 pytestmark = pytest.mark.tor
 
@@ -388,6 +393,42 @@ def test_box_output_names_no_peer_and_no_address(boxes: dict[str, RunningBox]) -
                 assert other.onion not in text
 
 
+def test_attachments_are_counted_in_both_ledgers_as_predicted(
+    boxes: dict[str, RunningBox],
+) -> None:
+    """A mail with two attachments, alice to bob over Tor: both ledgers count them, and
+    alice's record is the matrix ``leaks --to`` predicted for a message with attachments."""
+    alice, bob = boxes["alice"], boxes["bob"]
+    msg = email.message.EmailMessage(policy=email.policy.SMTP)
+    msg["From"], msg["To"], msg["Subject"] = alice.address, bob.address, "two files"
+    msg.set_content("see attached\n")
+    for name in ("report.pdf", "notes.txt"):
+        msg.add_attachment(
+            b"x" * 300, maintype="application", subtype="octet-stream", filename=name
+        )
+    count = len(wait_for_mail(bob.maildir, 0))
+    asyncio.run(submit_raw(alice, bob.address, msg.as_bytes()))
+    (stored,) = [m for m in wait_for_mail(bob.maildir, count + 1) if b"two files" in m]
+    message_id = str(email.message_from_bytes(stored)["Message-ID"]).strip("<>")  # as scrubbed
+    cells = {}
+    for box, direction in ((alice, "sent"), (bob, "received")):
+        identity = load_identity(box.new.box_dir / "keys" / "identity.key")
+        keeper = LeakKeeper(load_config(box.new.box_dir), identity.seed)
+        deadline = time.monotonic() + 30  # alice writes "delivered" right after the 250
+        while time.monotonic() < deadline:
+            entries = [e for e in keeper.find(message_id) if e.state != "queued"]
+            if entries:
+                break
+            time.sleep(0.2)
+        (entry,) = entries
+        assert entry.direction == direction and entry.seal == "v2"
+        cell = entry.matrix.cell(Observer.RECIPIENT_BOX, Item.ATTACHMENT_NAMES)
+        cells[direction] = str(cell.visibility)
+        if direction == "sent":
+            assert entry.matrix == keeper.predicted(bob.address, has_attachments=True)
+    assert cells == {"sent": "visible", "received": "visible"}
+
+
 def test_leak_ledger_records_the_path_of_every_message(boxes: dict[str, RunningBox]) -> None:
     """After the exchanges above: each box's ledger, and `leaks` per message and per recipient."""
     alice, bob = boxes["alice"], boxes["bob"]
@@ -404,10 +445,10 @@ def test_leak_ledger_records_the_path_of_every_message(boxes: dict[str, RunningB
         return subprocess.run([*command, *args], capture_output=True, text=True, timeout=30)
 
     listing = leaks_cli(alice).stdout
-    assert re.search(r"sent\s+onion-sealed\s+delivered", listing), listing
-    assert re.search(r"sent\s+onion-plain\s+delivered", listing), listing  # the plain peer
+    assert re.search(r"sent\s+onion-sealed\s+v2\s+delivered", listing), listing
+    assert re.search(r"sent\s+onion-plain\s+-\s+delivered", listing), listing  # the plain peer
     assert "@" not in listing and bob.onion not in listing
-    assert re.search(r"received\s+onion-sealed\s+stored", leaks_cli(bob).stdout)
+    assert re.search(r"received\s+onion-sealed\s+v2\s+stored", leaks_cli(bob).stdout)
 
     (hello,) = [m for m in wait_for_mail(bob.maildir, 1) if b"Subject: hello" in m]
     message_id = email.message_from_bytes(hello)["Message-ID"]

@@ -415,13 +415,13 @@ class BoxApi:
             address, self.config.onion_mx, sending.gateway if sending else None
         ).destination
 
-    def predict(self, recipient: str) -> Prediction:
+    def predict(self, recipient: str, *, has_attachments: bool = False) -> Prediction:
         """Path, leak matrix and the box's verdict for one recipient, before sending."""
-        return forecast.predict(self, recipient)
+        return forecast.predict(self, recipient, has_attachments=has_attachments)
 
-    def what_if(self, recipient: str) -> list[PathOption]:
+    def what_if(self, recipient: str, *, has_attachments: bool = False) -> list[PathOption]:
         """The paths a message to ``recipient`` could take, side by side."""
-        return forecast.what_if(self, recipient)
+        return forecast.what_if(self, recipient, has_attachments=has_attachments)
 
     def sending_gateway(self) -> GatewayRegistration | None:
         """The gateway clearnet mail goes through, as registered on disk, or None."""

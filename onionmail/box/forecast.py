@@ -57,15 +57,16 @@ def _route(api: BoxApi, address: MailAddress) -> tuple[Route, GatewayRegistratio
     return route(address, api.config.onion_mx, sending.gateway if sending else None), sending
 
 
-def predict(api: BoxApi, recipient: str) -> Prediction:
+def predict(api: BoxApi, recipient: str, *, has_attachments: bool = False) -> Prediction:
     """Path, leak matrix and the box's verdict for one recipient, before sending.
 
     The path is the box's own prediction (:meth:`LeakKeeper.predicted`): an
     ``[onion_mx]`` domain is an onion peer, not the gateway path.
+    ``has_attachments``: whether the message to send has any.
     """
     address = parse_mail_address(recipient)
     rcpt = str(address)
-    matrix = api.leak_keeper.predicted(rcpt)
+    matrix = api.leak_keeper.predicted(rcpt, has_attachments=has_attachments)
     refusal = api.leak_keeper.check_recipient(address)
     way, sending = _route(api, address)
     if refusal is None and way.destination is None:
@@ -84,7 +85,7 @@ def _route_words(address: MailAddress, way: Route, sending: GatewayRegistration 
     return f"sealed to the gateway {sending.gateway}, sent on as {sending.alias}"
 
 
-def what_if(api: BoxApi, recipient: str) -> list[PathOption]:
+def what_if(api: BoxApi, recipient: str, *, has_attachments: bool = False) -> list[PathOption]:
     """The paths a message to ``recipient`` could take, side by side.
 
     Which ones are available follows the route; the gateway is compared with
@@ -103,7 +104,7 @@ def what_if(api: BoxApi, recipient: str) -> list[PathOption]:
     key = "" if address.is_onion else api.fingerprint_for(rcpt)
 
     def option(label: str, path: MailPath, config: ModelConfig, ok: bool, note: str) -> PathOption:
-        matrix = leaks(path, MessageTraits(), config)
+        matrix = leaks(path, MessageTraits(has_attachments=has_attachments), config)
         is_expected = path == expected and config == base
         return PathOption(label, matrix, ok, note, keeper.refusal(rcpt, path), is_expected)
 

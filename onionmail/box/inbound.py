@@ -51,6 +51,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+from onionmail.box.policy_gate import message_traits
 from onionmail.core.errors import AddressError, EnvelopeError, ReplayError, SealError
 from onionmail.core.mail_address import MailAddress, parse_mail_address
 from onionmail.gateway_link.protocol import check_relayed_from, open_from_gateway
@@ -72,6 +73,7 @@ from onionmail.seal.mail_key import MailKeyring
 from onionmail.smtp.server import NULL_SENDER, SafeHandler
 from onionmail.store.maildir import Maildir, new_message_name
 from onionmail.store.replay_cache import ReplayCache
+from threat_model import MessageTraits
 
 log = logging.getLogger(__name__)
 
@@ -197,8 +199,9 @@ class InboundHandler(SafeHandler):
         mail, base64 and padding included, and so is larger)."""
         self.gateways = gateways
         """Onions of the configured gateways: their sealed mail may carry clearnet senders."""
-        self.on_gateway_stored: Callable[[str], Awaitable[None]] | None = None
-        """Called with the Message-ID after mail relayed by a gateway is durable (ledger)."""
+        self.on_gateway_stored: Callable[[str, MessageTraits], Awaitable[None]] | None = None
+        """Called with the Message-ID and the message's traits after mail relayed by a
+        gateway is durable (ledger)."""
         self.gateway_mail_filter: Callable[[bytes], bytes] | None = None
         """Run in a worker thread on mail a gateway relayed, before it is checked and
         stored (the box's OpenPGP step: Autocrypt, decryption); must not raise for
@@ -211,9 +214,9 @@ class InboundHandler(SafeHandler):
         self.delivered = 0
         self.cover_received = 0
         """Dummy envelopes (cover traffic) opened and dropped."""
-        self.on_stored: Callable[[str, int], Awaitable[None]] | None = None
-        """Called with (Message-ID, seal version: 0 unsealed, 1 or 2) after a message is
-        durable (the box's ledger)."""
+        self.on_stored: Callable[[str, int, MessageTraits], Awaitable[None]] | None = None
+        """Called with (Message-ID, seal version: 0 unsealed, 1 or 2, the message's traits)
+        after a message is durable (the box's ledger)."""
 
     def maildir(self, local_part: str) -> Maildir:
         if local_part not in self._maildirs:
@@ -406,21 +409,22 @@ class InboundHandler(SafeHandler):
         )
         message.prepend("Return-Path", f"<{sender}>".encode())
         folders = [self.maildir(rcpt.rsplit("@", 1)[0]) for rcpt in envelope.rcpt_tos]
-        await asyncio.to_thread(_store_in, folders, message, name)
+        traits = await asyncio.to_thread(_store_in, folders, message, name)
         self.delivered += 1
         log.info("delivered a message to %d local mailbox(es)", len(envelope.rcpt_tos))
         message_id = (message.get("Message-ID") or b"").decode("ascii", "replace").strip()
         if result.startswith("gateway"):
             if self.on_gateway_stored is not None:
-                await self.on_gateway_stored(message_id)
+                await self.on_gateway_stored(message_id, traits)
         elif self.on_stored is not None:
-            await self.on_stored(message_id, seal_version)
+            await self.on_stored(message_id, seal_version, traits)
 
 
 def _store_in(
     folders: list[Maildir], message: Message, name: tuple[str, bool] | None = None
-) -> None:
-    """Serialize once (LF line ends, a pass over the whole body) and store in each folder.
+) -> MessageTraits:
+    """Serialize once (LF line ends, a pass over the whole body) and store in each folder;
+    the message's traits for the ledger (:func:`message_traits`), in the same worker call.
 
     ``name``: (the file name, whether an interrupted attempt began with it);
     after such an attempt a folder that already holds the file is skipped, so
@@ -434,6 +438,7 @@ def _store_in(
             log.info("a retry found its message stored before a crash: not stored again")
             continue
         folder.deliver(stored, file_name)
+    return message_traits(message, "received")
 
 
 def _check_from_matches(message: Message, sender: MailAddress) -> None:

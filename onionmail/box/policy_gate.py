@@ -10,6 +10,8 @@ written, the mail still goes and the failure is logged.
 from __future__ import annotations
 
 import asyncio
+import email.parser
+import email.policy
 import functools
 import logging
 from collections.abc import Callable
@@ -19,7 +21,7 @@ from onionmail.box.timing import TimingPolicy
 from onionmail.config.box import Config
 from onionmail.core.errors import AddressError
 from onionmail.core.mail_address import MailAddress, parse_mail_address
-from onionmail.message.rfc5322 import MessageFormatError, parse_message
+from onionmail.message.rfc5322 import Message, MessageFormatError, parse_message
 from onionmail.openpgp.autocrypt import PeerKeyStore
 from onionmail.openpgp.clearnet import KnownKeys, peers_path
 from onionmail.store.ledger import Ledger, LedgerEntry, ledger_key
@@ -29,11 +31,53 @@ from threat_model import LeakMatrix, MailPath, MessageTraits, ModelConfig, Timin
 log = logging.getLogger(__name__)
 
 
-def message_id_of(message: bytes) -> str:
+def has_attachments(message: Message) -> bool:
+    """Whether a reader would see an attachment: a leaf part declared ``attachment`` or
+    naming a file (RFC 2183 ``filename``, or the older ``Content-Type`` ``name``).
+
+    A message that is not multipart is judged by its own fields, without parsing its
+    body (most mail, and the cost stays off the accept path); a multipart one is walked
+    part by part.
+    """
+    content_type = (message.get("Content-Type") or b"").decode("ascii", "replace").lower()
+    if not content_type.strip().startswith("multipart/"):
+        return _names_a_file(message.get("Content-Disposition"), content_type)
+    parsed = email.parser.BytesParser(policy=email.policy.compat32).parsebytes(message.to_bytes())
+    for part in parsed.walk():
+        if part.is_multipart():
+            continue
+        if part.get_content_disposition() == "attachment" or part.get_filename():
+            return True
+        if part.get_param("name") is not None:
+            return True
+    return False
+
+
+def _names_a_file(disposition: bytes | None, content_type: str) -> bool:
+    text = (disposition or b"").decode("ascii", "replace").lower()
+    return text.strip().startswith("attachment") or "filename" in text or "name=" in content_type
+
+
+def message_traits(message: bytes | Message, direction: str) -> MessageTraits:
+    """What the model needs to know about this message (:class:`MessageTraits`), from the
+    message itself: every field is derived here, none is left at its default."""
+    parsed = message if isinstance(message, Message) else _parsed(message)
+    return MessageTraits(
+        has_attachments=parsed is not None and has_attachments(parsed), direction=direction
+    )
+
+
+def _parsed(message: bytes) -> Message | None:
     try:
-        value = parse_message(message).get("Message-ID") or b""
+        return parse_message(message)
     except MessageFormatError:
-        return ""
+        return None
+
+
+def message_id_of(message: bytes | Message) -> str:
+    """The Message-ID without angle brackets, or ``""`` (none, or not a message)."""
+    parsed = message if isinstance(message, Message) else _parsed(message)
+    value = (parsed.get("Message-ID") if parsed is not None else None) or b""
     return value.decode("ascii", "replace").strip().strip("<>")
 
 
@@ -89,11 +133,18 @@ class LeakKeeper:
         recipient: str = "",
         *,
         starttls_enforced: bool = True,
+        traits: MessageTraits | None = None,
     ) -> LeakMatrix:
+        """``traits``: the message's (:func:`message_traits`); without a message, one with
+        no attachments in ``direction``."""
         config = self.model_config(
             recipient if direction == "sent" else "", starttls_enforced=starttls_enforced
         )
-        return _leaks(path, MessageTraits(direction=direction), config)
+        if traits is None:
+            traits = MessageTraits(direction=direction)
+        elif traits.direction != direction:
+            raise ValueError("the message's traits are for the other direction")
+        return _leaks(path, traits, config)
 
     def plaintext_allowed(self, recipients: tuple[str, ...] | list[str]) -> bool:
         """Whether ``[policy] plaintext_allowed`` covers every one of ``recipients``
@@ -125,11 +176,12 @@ class LeakKeeper:
         onion = self._onion_routed(recipient)
         return predicted_path(onion, openpgp_key=not onion and self.has_openpgp_key(recipient))
 
-    def predicted(self, recipient: str) -> LeakMatrix:
+    def predicted(self, recipient: str, *, has_attachments: bool = False) -> LeakMatrix:
         """What a message to ``recipient`` would leak, before sending (``leaks --to``)."""
         path = self.predicted_path(recipient)
         enforced = self._starttls_enforced(path, [recipient])
-        return self.matrix(path, recipient=recipient, starttls_enforced=enforced)
+        traits = MessageTraits(has_attachments=has_attachments, direction="sent")
+        return self.matrix(path, recipient=recipient, starttls_enforced=enforced, traits=traits)
 
     def refusal(self, recipient: str, path: MailPath) -> str | None:
         """Why the policy forbids ``path`` to ``recipient`` (rule and leak), or None."""
@@ -157,13 +209,14 @@ class LeakKeeper:
         *,
         openpgp: bool = False,
         recipients: tuple[str, ...] = (),
+        traits: MessageTraits | None = None,
     ) -> None:
-        """A message just queued, by its Message-ID (:func:`message_id_of`, worked out
-        where the message was stored, off the event loop). ``openpgp``: the entry is to
-        leave encrypted (the recipient's key is known)."""
+        """A message just queued, by its Message-ID and traits (:func:`message_id_of`,
+        :func:`message_traits`, worked out where the message was stored, off the event
+        loop). ``openpgp``: the entry is to leave encrypted (the recipient's key is known)."""
         path = self._sent_path(destination, True, openpgp)
         enforced = self._starttls_enforced(path, recipients)
-        await self._record(message_id, destination, "sent", path, "queued", enforced)
+        await self._record(message_id, destination, "sent", path, "queued", enforced, traits=traits)
 
     async def delivered(
         self, entry: QueuedMessage, seal_version: int, *, openpgp: bool = False
@@ -172,26 +225,43 @@ class LeakKeeper:
         (PGP/MIME through a gateway)."""
         path = self._sent_path(entry.destination, seal_version > 0, openpgp)
         enforced = self._starttls_enforced(path, entry.recipients)
+        parsed = await asyncio.to_thread(_parsed, entry.message)
         await self._record(
-            message_id_of(entry.message),
+            message_id_of(parsed) if parsed is not None else "",
             entry.destination,
             "sent",
             path,
             "delivered",
             enforced,
             seal=seal_name(seal_version),
+            traits=await asyncio.to_thread(message_traits, parsed or entry.message, "sent"),
         )
 
-    async def received(self, message_id: str, seal_version: int) -> None:
+    async def received(
+        self, message_id: str, seal_version: int, traits: MessageTraits | None = None
+    ) -> None:
         path = MailPath.ONION_SEALED if seal_version else MailPath.ONION_PLAIN
         await self._record(
-            message_id.strip("<>"), "", "received", path, "stored", seal=seal_name(seal_version)
+            message_id.strip("<>"),
+            "",
+            "received",
+            path,
+            "stored",
+            seal=seal_name(seal_version),
+            traits=traits,
         )
 
-    async def received_via_gateway(self, message_id: str) -> None:
+    async def received_via_gateway(
+        self, message_id: str, traits: MessageTraits | None = None
+    ) -> None:
         """Clearnet mail a configured gateway relayed (sealed to this box on arrival)."""
         await self._record(
-            message_id.strip("<>"), "", "received", MailPath.CLEARNET_INBOUND, "stored"
+            message_id.strip("<>"),
+            "",
+            "received",
+            MailPath.CLEARNET_INBOUND,
+            "stored",
+            traits=traits,
         )
 
     async def _record(
@@ -203,6 +273,7 @@ class LeakKeeper:
         state: str,
         starttls_enforced: bool = True,
         seal: str = "",
+        traits: MessageTraits | None = None,
     ) -> None:
         # A message split for a gateway (OpenPGP for some recipients, plain for the
         # others) has one ledger entry per path, not one that the last write decides.
@@ -215,7 +286,11 @@ class LeakKeeper:
                 destination=where,
                 direction=direction,
                 matrix=self.matrix(
-                    path, direction, destination, starttls_enforced=starttls_enforced
+                    path,
+                    direction,
+                    destination,
+                    starttls_enforced=starttls_enforced,
+                    traits=traits,
                 ),
                 state=state,
                 seal=seal,

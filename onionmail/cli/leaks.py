@@ -33,6 +33,11 @@ def register(sub: Subcommands) -> None:
     p.add_argument("--dir", required=True, type=Path, metavar="BOXDIR", help="the box directory")
     p.add_argument("message_id", nargs="?", metavar="MESSAGE-ID", help="a Message-ID")
     p.add_argument("--to", metavar="ADDRESS", help="predict for a recipient, before sending")
+    p.add_argument(
+        "--attachments",
+        action="store_true",
+        help="with --to: for a message with attachments (their names are metadata too)",
+    )
     p.add_argument("--reasons", action="store_true", help="list the reason for every cell")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument(
@@ -75,7 +80,7 @@ def _predict(keeper: LeakKeeper, args: argparse.Namespace) -> int:
         address = parse_mail_address(args.to)
     except AddressError as exc:
         raise ConfigError(f"--to: {exc}") from None
-    matrix = keeper.predicted(str(address))
+    matrix = keeper.predicted(str(address), has_attachments=args.attachments)
     refusal = keeper.check_recipient(address)
     config = keeper.config
     routed = config.onion_mx.onion_for(address.domain) or config.gateway.sending_gateway
