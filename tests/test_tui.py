@@ -36,7 +36,7 @@ from tui.screens.message import MessageScreen
 from tui.screens.onion_qr import OnionQrScreen
 from tui.screens.status import StatusScreen
 from tui.screens.what_if import WhatIfScreen
-from tui.widgets.leak_card import LeakCard
+from tui.widgets.leak_card import InvalidRecipientCard, LeakCard
 from tui.widgets.leak_matrix import LeakTable
 from tui.widgets.onion_qr import qr_modules
 
@@ -504,3 +504,56 @@ def test_every_text_widget_of_the_tui_is_a_plain_one() -> None:
                 if isinstance(func, ast.Name) and func.id in ("Static", "DataTable"):
                     found.append(f"{path.relative_to(root)}:{node.lineno}: {func.id}(...)")
     assert found == []
+
+
+async def test_typing_after_coming_back_to_compose_goes_on_where_it_was(box: Path) -> None:
+    """Leaving compose for another screen and coming back: the letters go on into the
+    field they went into before (here the subject), appended, never into a global key."""
+    app = app_for(box)
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await compose_to(pilot, app, "bob")
+        await pilot.press("tab", "tab", "h", "i", "escape", "i")
+        assert isinstance(app.screen, InboxScreen)
+        await pilot.press("c")
+        assert app.screen is screen
+        await pilot.press("l", "u")
+        await settled(pilot)
+        assert app.screen is screen
+        assert screen.query_one("#subject", Input).value == "hilu"
+        assert screen.query_one("#to", Input).value == "bob"
+
+
+async def test_an_invalid_onion_is_refused_in_its_card_with_a_sentence(box: Path) -> None:
+    app = app_for(box)
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await compose_to(pilot, app, "bob@abcdef.onion")
+        (card,) = screen.query(InvalidRecipientCard)
+        text = static_text(card)
+        assert "56 characters before .onion, this one has 6" in text
+        assert "Error(" not in text and "'" not in text  # a sentence, not a repr
+        assert "will not send" in static_text(screen.query_one("#verdict", Static))
+
+
+async def test_the_verdict_says_when_the_box_is_not_running(box: Path) -> None:
+    app = app_for(box)
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await compose_to(pilot, app, "bob")
+        verdict = static_text(screen.query_one("#verdict", Static))
+        assert verdict.startswith("the box is not running") and "ready" not in verdict
+        assert "BOXDIR" not in verdict and "--dir" in verdict
+
+
+async def test_an_empty_queue_says_so(box: Path) -> None:
+    BoxApi(box).cancel(QUEUE_ID)
+    app = app_for(box)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("u")
+        await settled(pilot)
+        assert static_text(app.screen.query_one("#queue-status", Static)) == "the queue is empty"
+
+
+async def test_what_if_never_stars_a_path_that_is_not_available(tmp_path: Path) -> None:
+    app = app_for(create_sample_box(tmp_path / "alice", gateway=False))
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await what_if_for(pilot, app, "dave@example.org")
+        assert not [o for o in screen.options if o.expected and not o.available]

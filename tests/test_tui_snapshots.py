@@ -26,7 +26,8 @@ Snap = Callable[..., bool]
 
 
 @pytest.fixture
-def app(tmp_path: Path) -> OnionMailApp:
+def app(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> OnionMailApp:
+    monkeypatch.chdir(tmp_path)  # hints name the box directory as typed: "alice"
     return OnionMailApp(BoxApi(create_sample_box(tmp_path / "alice")))
 
 

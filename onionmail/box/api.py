@@ -181,6 +181,11 @@ class BoxApi:
             raise ConfigError(f"{self.box_dir}/run/status.json: unreadable: {exc}") from None
         return data if isinstance(data, dict) else {}
 
+    @property
+    def running(self) -> bool:
+        """Whether ``onionmail run`` holds this box directory now."""
+        return running_pid(self.box_dir) is not None
+
     def status(self) -> BoxStatus:
         data = self._status_file()
         running = running_pid(self.box_dir) is not None

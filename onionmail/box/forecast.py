@@ -65,6 +65,8 @@ def predict(api: BoxApi, recipient: str, *, has_attachments: bool = False) -> Pr
     ``has_attachments``: whether the message to send has any.
     """
     address = parse_mail_address(recipient)
+    if address.is_onion:
+        address.onion_public_key()  # AddressError: a sentence on what is wrong with it
     rcpt = str(address)
     matrix = api.leak_keeper.predicted(rcpt, has_attachments=has_attachments)
     refusal = api.leak_keeper.check_recipient(address)
@@ -105,7 +107,7 @@ def what_if(api: BoxApi, recipient: str, *, has_attachments: bool = False) -> li
 
     def option(label: str, path: MailPath, config: ModelConfig, ok: bool, note: str) -> PathOption:
         matrix = leaks(path, MessageTraits(has_attachments=has_attachments), config)
-        is_expected = path == expected and config == base
+        is_expected = ok and path == expected and config == base  # never an unavailable path
         return PathOption(label, matrix, ok, note, keeper.refusal(rcpt, path), is_expected)
 
     if onion and not address.is_onion:

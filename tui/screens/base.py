@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar, cast
 
 from textual.screen import Screen
@@ -13,6 +14,17 @@ if TYPE_CHECKING:
     from tui.app import OnionMailApp
 
 T = TypeVar("T")
+
+
+def typed_dir(path: Path) -> str:
+    """``path`` as the user would type it in a hint: relative to the working directory
+    when it is below it, else from ``~`` when below the home directory, else absolute."""
+    for base, prefix in ((Path.cwd(), ""), (Path.home(), "~/")):
+        try:
+            return prefix + str(path.relative_to(base))
+        except ValueError:
+            continue
+    return str(path)
 
 
 class BoxScreen(Screen[None]):

@@ -9,7 +9,7 @@ before anything leaves.
 
 from __future__ import annotations
 
-from textual import work
+from textual import events, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
@@ -17,7 +17,7 @@ from textual.widgets import Footer, Header, Input, Label, Static, TextArea
 
 from onionmail.box.api import Contact, PathOption, Prediction
 from onionmail.core.errors import OnionMailError
-from tui.screens.base import BoxScreen
+from tui.screens.base import BoxScreen, typed_dir
 from tui.screens.contacts import ContactsScreen
 from tui.screens.what_if import WhatIfScreen
 from tui.widgets.leak_card import InvalidRecipientCard, LeakCard
@@ -50,6 +50,9 @@ class ComposeScreen(BoxScreen):
         self.contacts: list[Contact] = []
         self.predictions: list[Prediction] = []
         self._shown: tuple[str, ...] = ()
+        self.box_running = True
+        self._last_field: Input | TextArea | None = None
+        """Whether the box ran when the recipients were last checked (the verdict says so)."""
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -61,7 +64,8 @@ class ComposeScreen(BoxScreen):
             ):
                 with Horizontal(classes="field"):
                     yield Label(f"{name}:")
-                    yield Input(placeholder=placeholder, id=name.lower())
+                    # back in a field, the cursor goes to its end: nothing typed is replaced
+                    yield Input(placeholder=placeholder, id=name.lower(), select_on_focus=False)
             yield TextArea(id="body")
             yield PlainStatic("no recipient yet", id="verdict")
             yield VerticalScroll(id="cards")
@@ -70,6 +74,16 @@ class ComposeScreen(BoxScreen):
     def on_mount(self) -> None:
         self.query_one("#to", Input).focus()
         self.load_contacts()
+
+    def on_descendant_focus(self, event: events.DescendantFocus) -> None:
+        if isinstance(event.widget, (Input, TextArea)):
+            self._last_field = event.widget
+
+    def on_screen_resume(self) -> None:
+        """Back in compose (``c``, or from the address book or what-if): typing goes into
+        the field it went into before, never into the global keys (``l``, ``i``, ``u``)."""
+        if not isinstance(self.focused, (Input, TextArea)):
+            (self._last_field or self.query_one("#to", Input)).focus()
 
     @work(thread=True, exit_on_error=False)
     def load_contacts(self) -> None:
@@ -101,6 +115,7 @@ class ComposeScreen(BoxScreen):
     @work(thread=True, exclusive=True, exit_on_error=False, group="cards")
     def predict(self, recipients: tuple[str, ...]) -> None:
         found: list[Prediction | str] = []
+        self.box_running = self.api.running
         for rcpt in recipients:
             try:
                 found.append(self.api.predict(rcpt))
@@ -141,7 +156,12 @@ class ComposeScreen(BoxScreen):
         verdict = self.query_one("#verdict", Static)
         refusal = self.refusal()
         verdict.set_class(refusal is not None and bool(self.predictions), "refused")
-        if refusal is None:
+        if refusal is None and not self.box_running:
+            verdict.update(
+                "the box is not running: start it (onionmail run --dir "
+                f"{typed_dir(self.api.box_dir)}), then ctrl+s sends"
+            )
+        elif refusal is None:
             verdict.update("ready: ctrl+s sends through the box (scrubbed, padded, queued)")
         else:
             verdict.update(f"will not send — {refusal}")
@@ -175,7 +195,7 @@ class ComposeScreen(BoxScreen):
         except Exception as exc:  # shown to the user, not swallowed
             self.box_app.show_error(exc, "send")
             return
-        self.notify("queued by the box: see the queue (u)", title="sent")
+        self.notify("queued by the box: see the queue (u)", title="queued")
         for field in ("#to", "#cc", "#subject"):
             self.query_one(field, Input).value = ""
         self.query_one("#body", TextArea).text = ""

@@ -35,6 +35,7 @@ class QueueScreen(BoxScreen):
     def __init__(self) -> None:
         super().__init__()
         self.states: list[QueueState] = []
+        self._loaded = False
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -61,8 +62,9 @@ class QueueScreen(BoxScreen):
         self.fetch("read the queue", self.api.queue, self._show)
 
     def _show(self, states: list[QueueState]) -> None:
-        if states == self.states:
+        if self._loaded and states == self.states:
             return
+        self._loaded = True  # an empty queue read at first is shown as empty, not "reading"
         self.states = states
         table = self.query_one(DataTable)
         row = table.cursor_row

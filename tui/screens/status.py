@@ -11,7 +11,7 @@ from textual.binding import Binding
 from textual.widgets import Footer, Header, ProgressBar, Static
 
 from onionmail.box.api import BoxStatus, GatewayRegistration
-from tui.screens.base import BoxScreen
+from tui.screens.base import BoxScreen, typed_dir
 from tui.screens.onion_qr import OnionQrScreen
 from tui.widgets.plain import PlainStatic
 
@@ -19,13 +19,14 @@ REFRESH = 1.0
 """Seconds between re-reads of the box's status."""
 
 
-def status_table(s: BoxStatus) -> Table:
+def status_table(s: BoxStatus, box_dir: str = "BOXDIR") -> Table:
+    """``box_dir``: the directory as the user would type it, in the hint to start the box."""
     table = Table.grid(padding=(0, 2))
     table.add_column(style="bold")
     table.add_column()
     state = Text(s.state, "green" if s.running else "red")
     if not s.running:
-        state.append("  (start it: onionmail run --dir BOXDIR)", "grey50")
+        state.append(f"  (start it: onionmail run --dir {box_dir})", "grey50")
     table.add_row("box", state)
     table.add_row(
         "onion address",
@@ -100,7 +101,7 @@ class StatusScreen(BoxScreen):
             return
         self.current = status
         self.query_one(ProgressBar).update(progress=status.bootstrap_percent)
-        self.query_one("#status", Static).update(status_table(status))
+        self.query_one("#status", Static).update(status_table(status, typed_dir(self.api.box_dir)))
 
     def action_copy_onion(self) -> None:
         if self.current is not None:
