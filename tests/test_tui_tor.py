@@ -70,7 +70,7 @@ async def test_send_from_the_tui_is_queued_then_delivered_over_onion(
             await pilot.press("ctrl+s")
             await until(
                 pilot,
-                lambda: any(n.title == "sent" for n in shown),
+                lambda: any(n.title == "queued" for n in shown),
                 30,
                 f"the submission ({[n.message for n in shown]})",
             )
@@ -86,7 +86,8 @@ async def test_send_from_the_tui_is_queued_then_delivered_over_onion(
             await until(
                 pilot,
                 lambda: any(
-                    str(ledger.get_row_at(i)[3]) == "delivered" for i in range(ledger.row_count)
+                    [str(c) for c in ledger.get_row_at(i)[3:5]] == ["v2", "delivered"]
+                    for i in range(ledger.row_count)
                 ),
                 10,
                 "the ledger entry",
