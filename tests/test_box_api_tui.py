@@ -64,6 +64,24 @@ def test_openpgp_verdict_of_the_box_is_read(api: BoxApi) -> None:
     assert arrival.encryption == "OpenPGP"
 
 
+@pytest.mark.parametrize(
+    ("comment", "shown"),
+    [
+        ("sealed v2: a handshake with the mail key the sender's onion certifies", "sealed"),
+        ("sealed-v1: opened with the sender's onion key; no forward secrecy", "sealed-v1"),
+    ],
+)
+def test_a_version_1_seal_is_shown_as_such(api: BoxApi, comment: str, shown: str) -> None:
+    sender = f"bob@{api.onion}"  # any onion: the box's own result field is what counts
+    msg = parsed(
+        f"Return-Path: <{sender}>\n"
+        f"Authentication-Results: {api.onion}; onionmail=pass ({comment}) "
+        f"smtp.mailfrom={sender}\nFrom: {sender}\nSubject: x\n\nbody\n"
+    )
+    arrival = api.arrival(msg)
+    assert arrival.kind == ArrivalKind.SEALED and arrival.encryption == shown
+
+
 def test_a_not_decrypted_verdict_keeps_its_reason(api: BoxApi) -> None:
     msg = gateway_message(
         api.onion,

@@ -62,12 +62,16 @@ class Arrival:
     """
     openpgp: OpenPGPResult | None = None
     """The box's ``Onionmail-OpenPGP`` verdict, when the box decrypted the message."""
+    sealed_v1: bool = False
+    """Sealed by an older box with the static seal (no forward secrecy; whoever held this
+    box's onion key could have forged it): the box's result says ``sealed-v1``."""
 
     @property
     def encryption(self) -> str:
-        """``sealed``, ``OpenPGP`` (the box decrypted it), ``OpenPGP?`` (it did not), ``none``."""
+        """``sealed``, ``sealed-v1`` (an older box's seal), ``OpenPGP`` (the box decrypted
+        it), ``OpenPGP?`` (it did not), ``none``."""
         if self.kind == ArrivalKind.SEALED:
-            return "sealed"
+            return "sealed-v1" if self.sealed_v1 else "sealed"
         if self.openpgp is not None and self.openpgp.decrypted:
             return "OpenPGP"
         return "OpenPGP?" if self.encrypted else "none"
@@ -122,7 +126,8 @@ def read_arrival(msg: email.message.Message, onion: str) -> Arrival:
         rest = field.partition(";")[2]
         result = rest.strip().removeprefix("onionmail=").split(" ", 1)[0]
         if result == "pass":
-            return Arrival(ArrivalKind.SEALED, _names_only(msg, rest), True)
+            v1 = "(sealed-v1:" in rest
+            return Arrival(ArrivalKind.SEALED, _names_only(msg, rest), True, sealed_v1=v1)
         if result == "none":
             return Arrival(ArrivalKind.PLAIN, False, encrypted)
         if result == "gateway":

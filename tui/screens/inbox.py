@@ -33,11 +33,13 @@ MARKS = {
 
 ENCRYPTION = {
     "sealed": ("sealed", "green"),
+    "sealed-v1": ("sealed-v1", "yellow"),
     "OpenPGP": ("OpenPGP", "green"),
     "OpenPGP?": ("OpenPGP?", "yellow"),
     "none": ("clear", "yellow"),
 }
-"""The enc column: a sealed envelope, OpenPGP the box decrypted (or could not), or none."""
+"""The enc column: a sealed envelope (an older box's, without forward secrecy: sealed-v1),
+OpenPGP the box decrypted (or could not), or none."""
 
 
 def sender_cell(arrival: Arrival) -> Text:
@@ -84,7 +86,7 @@ class InboxScreen(BoxScreen):
     def on_mount(self) -> None:
         table = self.query_one("#messages", DataTable)
         table.add_column("", key="mark", width=1)
-        table.add_column("enc", key="enc", width=8)
+        table.add_column("enc", key="enc", width=9)
         table.add_column("sender", key="verified", width=10)
         table.add_column("date", key="date", width=16)
         table.add_column("from", key="from", width=30)
