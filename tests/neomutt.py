@@ -10,9 +10,13 @@ import time
 from pathlib import Path
 
 
-def neomutt_subjects(maildir: Path, work: Path, timeout: float = 30) -> list[str]:
-    """Open ``maildir`` in neomutt, copy every message to an mbox, return their Subjects."""
+def neomutt_subjects(
+    maildir: Path, work: Path, timeout: float = 30, pattern: str = "~A"
+) -> list[str]:
+    """Open ``maildir`` in neomutt, copy the messages ``pattern`` matches (all; ``~F``
+    flagged, ``~U`` unread, ``~R`` read) to an mbox, return their Subjects."""
     out = work / "copied.mbox"
+    out.unlink(missing_ok=True)
     rc = work / "neomuttrc"
     rc.write_text(
         "set wait_key=no\nset quit=yes\n"
@@ -20,7 +24,7 @@ def neomutt_subjects(maildir: Path, work: Path, timeout: float = 30) -> list[str
         f"set folder={work}\n"  # else neomutt first asks whether to create ~/Mail
         "set auto_tag=yes\nset header_cache=''\nset message_cachedir=''\n"
     )
-    keys = f'push "<tag-pattern>~A<enter><tag-prefix><copy-message>{out}<enter><exit>"'
+    keys = f'push "<tag-pattern>{pattern}<enter><tag-prefix><copy-message>{out}<enter><exit>"'
     pid, fd = pty.fork()
     if pid == 0:  # pragma: no cover - the child becomes neomutt
         os.environ.update({"TERM": "dumb", "HOME": str(work), "LINES": "40", "COLUMNS": "120"})

@@ -10,9 +10,10 @@ import pytest
 from rich.color import Color
 from textual.pilot import Pilot
 from textual.widget import Widget
-from textual.widgets import DataTable, Input, Markdown, Static
+from textual.widgets import DataTable, Input, Markdown, OptionList, Static
 
 from onionmail.box.api import BoxApi
+from tests.neomutt import neomutt_subjects
 from tests.tui_notifications import record_notifications
 from tui.app import OnionMailApp
 from tui.sample_box import (
@@ -557,3 +558,58 @@ async def test_what_if_never_stars_a_path_that_is_not_available(tmp_path: Path) 
     async with app.run_test(size=SIZE) as pilot:
         screen = await what_if_for(pilot, app, "dave@example.org")
         assert not [o for o in screen.options if o.expected and not o.available]
+
+
+async def test_flags_and_folders_are_maildir_s_and_neomutt_reads_them(
+    box: Path, tmp_path: Path
+) -> None:
+    """F flags "Keys", d moves "Newsletter" to the trash, opening "Hello Alice" reads it:
+    the files are renamed and moved as the Maildir specification says, the folder list
+    counts the unread, and a real neomutt sees the same flags and folders."""
+    app = app_for(box)
+    async with app.run_test(size=SIZE) as pilot:
+        table = app.screen.query_one("#messages", DataTable)
+        await wait_rows(pilot, table, 6)
+        await pilot.press("F", "down", "d")
+        await settled(pilot)
+        assert table.row_count == 5
+        assert [str(table.get_row_at(i)[5]) for i in range(2)] == ["⚑ Keys", "Hello Alice"]
+        assert table.get_row_at(1)[4].style == "bold"  # unread: bold
+        await pilot.press("enter")
+        await settled(pilot)
+        assert isinstance(app.screen, MessageScreen)
+        await pilot.press("escape")
+        await settled(pilot)
+        assert table.get_row_at(1)[4].style == ""  # read now
+        folders = app.screen.query_one("#folders", OptionList)
+        labels = [str(folders.get_option_at_index(i).prompt) for i in range(folders.option_count)]
+        assert labels == ["alice  4", "alice/.Trash  1"], labels  # 6 unread, 1 read, 1 gone
+    mail = box / "mail" / "alice"
+    read = [p.name for p in (mail / "cur").iterdir()]
+    assert sorted(name.rpartition(":2,")[2] for name in read) == ["F", "S"]
+    assert len(list((mail / ".Trash" / "new").iterdir())) == 1
+    work = tmp_path / "neomutt"
+    work.mkdir()
+    assert neomutt_subjects(mail, work, pattern="~F") == ["Keys"]
+    assert neomutt_subjects(mail, work, pattern="~R") == ["Hello Alice"]
+    assert neomutt_subjects(mail / ".Trash", work) == ["Newsletter"]
+
+
+async def test_undo_takes_back_a_delete_and_a_flag(box: Path) -> None:
+    app = app_for(box)
+    async with app.run_test(size=SIZE) as pilot:
+        table = app.screen.query_one("#messages", DataTable)
+        await wait_rows(pilot, table, 6)
+        await pilot.press("d")
+        await settled(pilot)
+        assert table.row_count == 5 and (box / "mail" / "alice" / ".Trash").is_dir()
+        await pilot.press("ctrl+z")
+        await wait_rows(pilot, table, 6)
+        assert not list((box / "mail" / "alice" / ".Trash" / "new").iterdir())
+        await pilot.press("N")  # read without opening it
+        await settled(pilot)
+        assert [p.name.rpartition(":2,")[2] for p in (box / "mail/alice/cur").iterdir()] == ["S"]
+        await pilot.press("N", "F", "ctrl+z")  # unread again, flagged, flag undone
+        await settled(pilot)
+    flags = [p.name.rpartition(":2,")[2] for p in (box / "mail/alice/cur").iterdir()]
+    assert flags == [""]

@@ -59,6 +59,7 @@ from onionmail.openpgp.clearnet import peers_path
 from onionmail.seal.identity import Identity, is_encrypted_identity, load_identity
 from onionmail.store.ledger import LedgerEntry
 from onionmail.store.lock import running_pid
+from onionmail.store.maildir import SEEN, flags_of, move_message, set_flags
 from onionmail.store.queue import QueueState, list_queue
 
 __all__ = [
@@ -278,6 +279,22 @@ class BoxApi:
         keys.sort(reverse=True)
         return [key for _, key in keys]
 
+    def unread(self, folder: str) -> int:
+        """Messages of ``folder`` without the seen flag (names only: no file is opened)."""
+        return sum(SEEN not in flags_of(key) for key in self.message_keys(folder))
+
+    def set_flags(self, folder: str, key: str, *, add: str = "", remove: str = "") -> str:
+        """Change a message's Maildir flags (``S`` seen, ``F`` flagged, ``R`` replied);
+        its new key. neomutt and Dovecot read the same flags."""
+        return set_flags(self._folder_path(folder), _checked(key), add=add, remove=remove)
+
+    def move(self, folder: str, key: str, to: str) -> str:
+        """Move a message to another folder of its mailbox (``alice/.Trash``, made if
+        missing); its key there."""
+        if to.partition("/")[0] != folder.partition("/")[0]:
+            raise AddressError("a message moves only between folders of one mailbox")
+        return move_message(self._folder_path(folder), _checked(key), self._folder_path(to))
+
     def summaries(self, folder: str, keys: list[str]) -> Iterator[MessageSummary]:
         """Header summaries of ``keys``; a message that vanished meanwhile is skipped."""
         root = self._folder_path(folder)
@@ -311,10 +328,8 @@ class BoxApi:
 
     def open_message(self, folder: str, key: str) -> MessageView:
         root = self._folder_path(folder)
-        if ".." in Path(key).parts:
-            raise AddressError(f"{key!r} is not a message of {folder}")
         try:
-            data = (root / key).read_bytes()
+            data = (root / _checked(key)).read_bytes()
         except FileNotFoundError:
             raise OnionMailError(
                 "this message is gone (moved or deleted by another mail client); reload the folder"
@@ -568,3 +583,11 @@ def _normalized(address: str) -> str:
 def _delivery_time(name: str) -> float:
     head = name.split(".", 1)[0]
     return float(head) if head.isdigit() else 0.0
+
+
+def _checked(key: str) -> str:
+    """A message key as the folder listing gives it: ``new/<name>`` or ``cur/<name>``."""
+    sub, _, name = key.partition("/")
+    if sub not in ("new", "cur") or not name or "/" in name or name.startswith("."):
+        raise AddressError("not a message of this folder")
+    return key

@@ -15,6 +15,7 @@ from typing import Any
 
 from onionmail.message.header_claims import SENDER_FIELDS, authserv_id, onions_named
 from onionmail.openpgp.pgp_mime import STATUS_FIELD
+from onionmail.store.maildir import SEEN, flags_of
 
 
 class ArrivalKind:
@@ -87,6 +88,15 @@ class MessageSummary:
     date: str
     message_id: str
     arrival: Arrival
+
+    @property
+    def flags(self) -> str:
+        """Maildir flags: ``S`` seen, ``R`` replied, ``F`` flagged, ``T`` trashed."""
+        return flags_of(self.key)
+
+    @property
+    def unread(self) -> bool:
+        return SEEN not in self.flags
 
 
 @dataclass(frozen=True)

@@ -93,3 +93,43 @@ class Maildir:
 def new_message_name() -> str:
     """A Maildir file name: ``<unix time>.<random>.onionmail`` (no host, no sender)."""
     return f"{int(time.time())}.{random_name()}.onionmail"
+
+
+# --- flags and moves (what a mail client does to stored mail) ------------------------
+
+SEEN, REPLIED, FLAGGED, TRASHED = "S", "R", "F", "T"
+INFO = ":2,"
+"""Where a message's flags start in its file name (the Maildir specification's info)."""
+
+
+def flags_of(key: str) -> str:
+    """The flags of the message at ``key`` (``new/<name>`` or ``cur/<name>:2,FS``)."""
+    name = key.rsplit("/", 1)[-1]
+    return name.partition(INFO)[2] if INFO in name else ""
+
+
+def set_flags(root: Path, key: str, *, add: str = "", remove: str = "") -> str:
+    """Add and remove flags of the message at ``root/key``; its new key.
+
+    A message gets its flags in ``cur/`` (a message in ``new/`` has not been
+    seen by any client yet), letters sorted as the specification wants, so
+    neomutt and Dovecot read the same state. One rename, atomic.
+    """
+    base = key.split("/", 1)[1].partition(INFO)[0]
+    flags = "".join(sorted((set(flags_of(key)) | set(add)) - set(remove)))
+    new_key = f"cur/{base}{INFO}{flags}"
+    if new_key != key:
+        os.rename(root / key, root / new_key)
+        fsync_dir(root / "cur")
+    return new_key
+
+
+def move_message(root: Path, key: str, destination: Path) -> str:
+    """Move the message at ``root/key`` into the Maildir ``destination`` (made if missing),
+    flags and name kept; its key there. One rename: both folders are under one mailbox."""
+    Maildir(destination)
+    target = destination / key
+    os.rename(root / key, target)
+    fsync_dir(target.parent)
+    fsync_dir((root / key).parent)
+    return key

@@ -19,6 +19,11 @@ HELP = """\
 | inbox | `↑` `↓` `enter` | choose and open a message |
 | inbox | `tab` | folders / messages |
 | inbox | `g` | reload the folder |
+| inbox | `d` | delete: move to the mailbox's `.Trash` folder |
+| inbox | `a` | archive: move to `.Archive` |
+| inbox | `N` | mark read / unread (opening a message reads it) |
+| inbox | `F` | flag / unflag |
+| inbox | `ctrl+z` | undo the last delete, archive or flag change |
 | message | `escape` | back |
 | compose | `ctrl+s` | send (refused here first if the policy would refuse) |
 | compose | `ctrl+w` | what-if: compare the paths for the first recipient |
@@ -30,9 +35,13 @@ HELP = """\
 | status | `y` | copy the onion address (OSC 52, the terminal's clipboard) |
 | status | `o` | the onion address as a QR code |
 
+Unread messages are **bold** and counted next to each folder; flags and folders
+are Maildir's own, so neomutt and Dovecot see the same.
+
 **Marks in the inbox**: `S` sealed onion (sender verified, encrypted end to end),
 `P` plain onion peer (not verified), `G` via gateway, `?` unknown (not delivered
-by this box over the network). **enc**: `sealed`, `OpenPGP` (decrypted by the box),
+by this box over the network). **enc**: `sealed`, `sealed-v1` (an older box's seal,
+without forward secrecy), `OpenPGP` (decrypted by the box),
 `OpenPGP?` (not decrypted), `clear`. **sender**: `verified` (onion), `signed`
 (OpenPGP signature by the known key), `bad sig`, `unverified`. **Leak colours**:
 red visible, green encrypted, yellow padded or delayed, grey hidden.

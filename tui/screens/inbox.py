@@ -3,9 +3,17 @@
 The folder listing is one directory scan; headers are then parsed in chunks
 in a thread and added as they come, so the first rows paint at once even in
 a Maildir of tens of thousands of messages.
+
+What a mail client does to stored mail is Maildir's own: flags in the file
+name (``S`` seen, ``F`` flagged), folders as Maildir++ subfolders
+(``.Trash``, ``.Archive``), so neomutt and Dovecot see the same state. Unread
+messages are bold and counted per folder; ``ctrl+z`` undoes the last delete,
+archive or flag change.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass, replace
 
 from rich.text import Text
 from textual import work
@@ -13,15 +21,31 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal
 from textual.widgets import DataTable, Footer, Header, OptionList, Static
+from textual.widgets.option_list import Option
 from textual.worker import get_current_worker
 
 from onionmail.box.api import Arrival, ArrivalKind, MessageSummary
+from onionmail.core.errors import OnionMailError
 from tui.screens.base import BoxScreen
 from tui.screens.message import MessageScreen
 from tui.widgets.plain import PlainStatic, PlainTable
 
 CHUNK = 200
 """Headers parsed per batch before the rows are handed to the UI."""
+TRASH, ARCHIVE = ".Trash", ".Archive"
+
+
+@dataclass(frozen=True)
+class Undo:
+    """How to take the last change back: the message's folder and key now, and where
+    (folder) or how (flags) it was before."""
+
+    folder: str
+    key: str
+    back_to: str = ""
+    flags_added: str = ""
+    flags_removed: str = ""
+
 
 MARKS = {
     ArrivalKind.SEALED: ("S", "bold green"),
@@ -53,6 +77,24 @@ def sender_cell(arrival: Arrival) -> Text:
     return Text("unverified", "grey50")
 
 
+def row_key(key: str) -> str:
+    """A message's row in the table: its file name without ``new/``, ``cur/`` and flags,
+    which stays the same when a flag changes."""
+    return key.rsplit("/", 1)[-1].partition(":2,")[0]
+
+
+def row_cells(s: MessageSummary) -> tuple[Text, ...]:
+    """A message's row: unread in bold, flagged with a mark before the subject."""
+    style = "bold" if s.unread else ""
+    flag = Text("⚑ ", "bold red") if "F" in s.flags else Text("")
+    return (
+        *arrival_cells(s.arrival),
+        Text(s.date, style),
+        Text(s.sender, style),
+        Text.assemble(flag, Text(s.subject, style)),
+    )
+
+
 def arrival_cells(arrival: Arrival) -> tuple[Text, Text, Text]:
     mark, style = MARKS[arrival.kind]
     label, enc_style = ENCRYPTION[arrival.encryption]
@@ -63,6 +105,11 @@ class InboxScreen(BoxScreen):
     BINDINGS = [
         Binding("g", "reload", "Reload"),
         Binding("enter", "open", "Open", show=False),
+        Binding("d", "trash", "Delete"),
+        Binding("a", "archive", "Archive"),
+        Binding("N", "toggle_read", "Read/unread"),
+        Binding("F", "toggle_flag", "Flag"),
+        Binding("ctrl+z", "undo", "Undo"),
     ]
     DEFAULT_CSS = """
     InboxScreen #folders { width: 22; border: round $panel; }
@@ -74,6 +121,7 @@ class InboxScreen(BoxScreen):
         super().__init__()
         self.folder = ""
         self.summaries: dict[str, MessageSummary] = {}
+        self.undo: Undo | None = None
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -94,20 +142,29 @@ class InboxScreen(BoxScreen):
         table.focus()
         self.load_folders()
 
-    @work(thread=True, exit_on_error=False)
-    def load_folders(self) -> None:
-        self.fetch("list the folders", self.api.folders, self._show_folders)
+    @work(thread=True, exit_on_error=False, group="folders")
+    def load_folders(self, keep: bool = False) -> None:
+        def listing() -> list[tuple[str, int]]:
+            return [(folder, self.api.unread(folder)) for folder in self.api.folders()]
 
-    def _show_folders(self, folders: list[str]) -> None:
+        self.fetch("list the folders", listing, lambda found: self._show_folders(found, keep))
+
+    def _show_folders(self, folders: list[tuple[str, int]], keep: bool = False) -> None:
         options = self.query_one("#folders", OptionList)
+        highlighted = options.highlighted
         options.clear_options()
-        options.add_options(folders)
-        if folders:
+        options.add_options(
+            Option(Text.assemble(name, (f"  {n}", "bold") if n else ""), id=name)
+            for name, n in folders
+        )
+        if keep and highlighted is not None and highlighted < len(folders):
+            options.highlighted = highlighted
+        elif folders:
             options.highlighted = 0
-            self.open_folder(folders[0])
+            self.open_folder(folders[0][0])
 
     def on_option_list_option_selected(self, event: OptionList.OptionSelected) -> None:
-        self.open_folder(str(event.option.prompt))
+        self.open_folder(str(event.option.id))
         self.query_one("#messages", DataTable).focus()
 
     def open_folder(self, folder: str) -> None:
@@ -138,10 +195,11 @@ class InboxScreen(BoxScreen):
             return
         table = self.query_one("#messages", DataTable)
         for s in batch:
-            if s.key in self.summaries:
+            row = row_key(s.key)
+            if row in self.summaries:
                 continue
-            self.summaries[s.key] = s
-            table.add_row(*arrival_cells(s.arrival), s.date, s.sender, s.subject, key=s.key)
+            self.summaries[row] = s
+            table.add_row(*row_cells(s), key=row)
         more = "" if done >= total else f" (reading headers {done}/{total})"
         self.query_one("#inbox-status", Static).update(
             f"{folder}: {total} message(s), newest first{more}  ·  "
@@ -153,13 +211,117 @@ class InboxScreen(BoxScreen):
             self.open_folder(self.folder)
 
     def action_open(self) -> None:
-        table = self.query_one("#messages", DataTable)
-        if table.row_count:
-            key = table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value
-            if key is not None:
-                self.app.push_screen(MessageScreen(self.summaries[key]))
+        key = self._selected()
+        if key is not None:
+            self._open(key)
 
     def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
         key = event.row_key.value
         if key is not None and key in self.summaries:
-            self.app.push_screen(MessageScreen(self.summaries[key]))
+            self._open(key)
+
+    def _open(self, key: str) -> None:
+        summary = self.summaries[key]
+        if summary.unread:  # read now, as every mail client marks it
+            summary = self._change(key, add="S", undoable=False) or summary
+        self.app.push_screen(MessageScreen(summary))
+
+    def _selected(self) -> str | None:
+        table = self.query_one("#messages", DataTable)
+        if not table.row_count:
+            return None
+        key = table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value
+        return key if key in self.summaries else None
+
+    # -- what a mail client does to a message ----------------------------------------------
+
+    def action_toggle_read(self) -> None:
+        key = self._selected()
+        if key is not None:
+            unread = self.summaries[key].unread
+            self._change(key, add="S" if unread else "", remove="" if unread else "S")
+
+    def action_toggle_flag(self) -> None:
+        key = self._selected()
+        if key is not None:
+            flagged = "F" in self.summaries[key].flags
+            self._change(key, add="" if flagged else "F", remove="F" if flagged else "")
+
+    def _change(
+        self, key: str, *, add: str = "", remove: str = "", undoable: bool = True
+    ) -> MessageSummary | None:
+        """Set flags on the message (a rename in its folder) and redraw its row."""
+        try:
+            new_key = self.api.set_flags(
+                self.folder, self.summaries[key].key, add=add, remove=remove
+            )
+        except (OSError, OnionMailError) as exc:
+            self.notify(f"could not change the message: {exc}", severity="error")
+            return None
+        old = self.summaries[key]
+        added = "".join(f for f in add if f not in old.flags)
+        removed = "".join(f for f in remove if f in old.flags)
+        summary = replace(old, key=new_key)
+        self.summaries[key] = summary  # rows are keyed by the name without flags
+        self._redraw(key, summary)
+        if undoable:
+            self.undo = Undo(self.folder, new_key, flags_added=added, flags_removed=removed)
+        self.load_folders(keep=True)
+        return summary
+
+    def _redraw(self, row: str, summary: MessageSummary) -> None:
+        table = self.query_one("#messages", DataTable)
+        cells = row_cells(summary)
+        for column, value in zip(("date", "from", "subject"), cells[3:], strict=True):
+            table.update_cell(row, column, value)
+
+    def action_trash(self) -> None:
+        if self.folder.endswith("/" + TRASH):
+            self.notify("already in the trash (neomutt or another client can empty it)")
+            return
+        self._move(self._folder_named(TRASH), "moved to the trash")
+
+    def action_archive(self) -> None:
+        self._move(self._folder_named(ARCHIVE), "archived")
+
+    def _folder_named(self, sub: str) -> str:
+        return f"{self.folder.partition('/')[0]}/{sub}"
+
+    def _move(self, to: str, said: str) -> None:
+        key = self._selected()
+        if key is None or to == self.folder:
+            return
+        try:
+            moved = self.api.move(self.folder, self.summaries[key].key, to)
+        except (OSError, OnionMailError) as exc:
+            self.notify(f"could not move the message: {exc}", severity="error")
+            return
+        table = self.query_one("#messages", DataTable)
+        index = table.get_row_index(key)
+        table.remove_row(key)
+        del self.summaries[key]
+        if table.row_count:
+            table.move_cursor(row=min(index, table.row_count - 1))
+        self.undo = Undo(to, moved, back_to=self.folder)
+        self.notify(f"{said} ({to}); ctrl+z undoes it")
+        self.load_folders(keep=True)
+
+    def action_undo(self) -> None:
+        undo, self.undo = self.undo, None
+        if undo is None:
+            self.notify("nothing to undo")
+            return
+        try:
+            if undo.back_to:
+                self.api.move(undo.folder, undo.key, undo.back_to)
+            else:
+                self.api.set_flags(
+                    undo.folder, undo.key, add=undo.flags_removed, remove=undo.flags_added
+                )
+        except (OSError, OnionMailError) as exc:
+            self.notify(f"could not undo: {exc}", severity="error")
+            return
+        self.notify("undone")
+        self.load_folders(keep=True)
+        if undo.back_to == self.folder or undo.folder == self.folder:
+            self.open_folder(self.folder)
