@@ -53,6 +53,7 @@ from onionmail.config.box import CONFIG_NAME, Config, load_config
 from onionmail.core.errors import AddressError, ConfigError, OnionMailError, QueueError
 from onionmail.core.files import ensure_private_dir, fsync_dir, write_private_file
 from onionmail.core.mail_address import MailAddress, parse_mail_address
+from onionmail.message.compose import Draft, build_message
 from onionmail.message.header_claims import authserv_id
 from onionmail.openpgp.autocrypt import PeerKeyStore
 from onionmail.openpgp.clearnet import peers_path
@@ -172,6 +173,11 @@ class BoxApi:
     @property
     def address(self) -> str:
         return f"{self.local_part}@{self.onion}"
+
+    def own_addresses(self) -> list[str]:
+        """This box's addresses and its gateway aliases (left out of a reply to all)."""
+        aliases = [reg.alias for reg in self.gateway_registrations({})]
+        return [f"{part}@{self.onion}" for part in self.config.box.local_parts] + aliases
 
     def _status_file(self) -> dict[str, Any]:
         try:
@@ -500,17 +506,10 @@ class BoxApi:
     # --- sending ------------------------------------------------------------------
 
     def build_message(
-        self, to: list[str], cc: list[str], subject: str, body: str
+        self, to: list[str], cc: list[str], subject: str, body: str, **thread: str
     ) -> email.message.EmailMessage:
-        msg = email.message.EmailMessage()
-        msg["From"] = self.address
-        msg["To"] = ", ".join(to)
-        if cc:
-            msg["Cc"] = ", ".join(cc)
-        msg["Subject"] = subject
-        msg["Date"] = email.utils.formatdate(usegmt=True)
-        msg.set_content(body)
-        return msg
+        """``thread``: ``in_reply_to`` and ``references`` of a reply (:mod:`compose`)."""
+        return build_message(self.address, Draft(tuple(to), tuple(cc), subject, body, **thread))
 
     async def send(
         self,
@@ -520,6 +519,7 @@ class BoxApi:
         body: str,
         *,
         password_file: Path | None = None,
+        **thread: str,
     ) -> None:
         """Submit to the running box; refuses first what the policy would refuse."""
         recipients = to + cc
@@ -531,7 +531,7 @@ class BoxApi:
                 raise AddressError(f"not sent to {rcpt}: {refusal}")
         host, port = self._submission_endpoint()
         password = self._password(password_file)
-        message = self.build_message(to, cc, subject, body)
+        message = self.build_message(to, cc, subject, body, **thread)
         try:
             await aiosmtplib.send(
                 message,

@@ -17,6 +17,7 @@ from textual.widgets import Footer, Header, Input, Label, Static, TextArea
 
 from onionmail.box.api import Contact, PathOption, Prediction
 from onionmail.core.errors import OnionMailError
+from onionmail.message.compose import Draft
 from tui.screens.base import BoxScreen, typed_dir
 from tui.screens.contacts import ContactsScreen
 from tui.screens.what_if import WhatIfScreen
@@ -52,6 +53,10 @@ class ComposeScreen(BoxScreen):
         self._shown: tuple[str, ...] = ()
         self.box_running = True
         self._last_field: Input | TextArea | None = None
+        self.thread: dict[str, str] = {}
+        """``in_reply_to`` and ``references`` of the reply being written, else empty."""
+        self.replied: tuple[str, str] | None = None
+        """(folder, key) of the message being answered: flagged replied once sent."""
         """Whether the box ran when the recipients were last checked (the verdict says so)."""
 
     def compose(self) -> ComposeResult:
@@ -74,6 +79,30 @@ class ComposeScreen(BoxScreen):
     def on_mount(self) -> None:
         self.query_one("#to", Input).focus()
         self.load_contacts()
+
+    def start(self, draft: Draft, replied: tuple[str, str] | None = None) -> None:
+        """Fill compose with ``draft`` (a reply or a forward), unless it holds a message
+        being written, which is never thrown away."""
+        fields = [self.query_one(f"#{name}", Input).value for name in ("to", "cc", "subject")]
+        if any(fields) or self.query_one("#body", TextArea).text.strip():
+            self.notify(
+                "compose holds an unsent message: send it or clear it first",
+                severity="warning",
+            )
+            return
+        self.query_one("#to", Input).value = ", ".join(draft.to)
+        self.query_one("#cc", Input).value = ", ".join(draft.cc)
+        self.query_one("#subject", Input).value = draft.subject
+        body = self.query_one("#body", TextArea)
+        body.text = draft.body
+        self.thread = {"in_reply_to": draft.in_reply_to, "references": draft.references}
+        self.thread = {k: v for k, v in self.thread.items() if v}
+        self.replied = replied
+        if draft.to:
+            body.focus()
+            body.move_cursor((0, 0))
+        else:
+            self.query_one("#to", Input).focus()
 
     def on_descendant_focus(self, event: events.DescendantFocus) -> None:
         if isinstance(event.widget, (Input, TextArea)):
@@ -191,14 +220,25 @@ class ComposeScreen(BoxScreen):
                 subject,
                 body,
                 password_file=self.box_app.password_file,
+                **self.thread,
             )
         except Exception as exc:  # shown to the user, not swallowed
             self.box_app.show_error(exc, "send")
             return
         self.notify("queued by the box: see the queue (u)", title="queued")
+        if self.replied is not None:
+            self.mark_replied(*self.replied)
+        self.thread, self.replied = {}, None
         for field in ("#to", "#cc", "#subject"):
             self.query_one(field, Input).value = ""
         self.query_one("#body", TextArea).text = ""
+
+    @work(thread=True, exit_on_error=False, group="replied")
+    def mark_replied(self, folder: str, key: str) -> None:
+        try:
+            self.api.set_flags(folder, key, add="R")
+        except (OSError, OnionMailError):
+            pass  # moved or read elsewhere meanwhile: the flag is a courtesy
 
     def action_what_if(self) -> None:
         recipients = self.recipients()

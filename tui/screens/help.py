@@ -25,6 +25,7 @@ HELP = """\
 | inbox | `F` | flag / unflag |
 | inbox | `ctrl+z` | undo the last delete, archive or flag change |
 | message | `escape` | back |
+| message | `r` / `g` `R` / `f` | reply / reply to all / forward (quoted, threaded) |
 | compose | `ctrl+s` | send (refused here first if the policy would refuse) |
 | compose | `ctrl+w` | what-if: compare the paths for the first recipient |
 | compose | `ctrl+b` | address book (petnames, known OpenPGP keys, your gateway aliases) |

@@ -10,8 +10,10 @@ from textual.containers import VerticalScroll
 from textual.widgets import Footer, Header, Static
 
 from onionmail.box.api import Arrival, ArrivalKind, MessageSummary, MessageView
+from onionmail.message.compose import Original, forward_draft, reply_draft
 from onionmail.store.ledger import LedgerEntry
 from tui.screens.base import BoxScreen
+from tui.screens.compose import ComposeScreen
 from tui.widgets.leak_matrix import LeakMatrixView
 from tui.widgets.plain import PlainStatic
 
@@ -35,7 +37,12 @@ def encryption_words(arrival: Arrival) -> str:
 
 
 class MessageScreen(BoxScreen):
-    BINDINGS = [Binding("escape", "app.pop_screen", "Back")]
+    BINDINGS = [
+        Binding("escape", "app.pop_screen", "Back"),
+        Binding("r", "answer('reply')", "Reply"),
+        Binding("R,g", "answer('all')", "Reply all"),
+        Binding("f", "answer('forward')", "Forward"),
+    ]
     DEFAULT_CSS = """
     MessageScreen #headers { padding: 0 1; background: $boost; height: auto; }
     MessageScreen #attachments { padding: 0 1; height: auto; color: $accent; }
@@ -46,6 +53,7 @@ class MessageScreen(BoxScreen):
     def __init__(self, summary: MessageSummary) -> None:
         super().__init__()
         self.summary = summary
+        self.view: MessageView | None = None
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -67,7 +75,25 @@ class MessageScreen(BoxScreen):
 
         self.fetch("open the message", read, lambda found: self._show(*found))
 
+    def action_answer(self, how: str) -> None:
+        """Reply, reply to all or forward: compose, filled in (quoted, threaded)."""
+        if self.view is None:
+            self.notify("the message is still loading", severity="warning")
+            return
+        original = Original(self.view.headers, self.view.body)
+        if how == "forward":
+            draft = forward_draft(original)
+        else:
+            draft = reply_draft(original, self.api.own_addresses(), everyone=how == "all")
+        replied = (self.summary.folder, self.summary.key) if how != "forward" else None
+        self.app.pop_screen()
+        self.app.switch_mode("compose")
+        compose = self.app.screen
+        if isinstance(compose, ComposeScreen):  # its fields exist once it is drawn
+            self.app.call_after_refresh(compose.start, draft, replied)
+
     def _show(self, view: MessageView, ledger: list[LedgerEntry]) -> None:
+        self.view = view
         head = Text()
         for name, value in view.headers:
             if name in SHOWN_HEADERS:

@@ -1,0 +1,114 @@
+"""Replies, replies to all and forwards (onionmail.message.compose), and the TUI's r/g/f.
+
+The drafts are checked field by field against RFC 5322 section 3.6.3
+(Reply-To before From; In-Reply-To and References for threading); the TUI
+tests open a message of the sample box and press the keys.
+"""
+
+from __future__ import annotations
+
+import email
+import email.policy
+from pathlib import Path
+
+from textual.widgets import DataTable, Input, TextArea
+
+from onionmail.box.api import BoxApi
+from onionmail.message.compose import Draft, Original, build_message, forward_draft, reply_draft
+from tests.test_tui import SIZE, app_for, settled, wait_rows
+from tui.sample_box import create_sample_box
+from tui.screens.compose import ComposeScreen
+from tui.screens.message import MessageScreen
+
+ME = "alice@me.onion"
+HEADERS = (
+    ("From", "Bob <bob@b.onion>"),
+    ("To", f"Alice <{ME}>, carol@c.onion"),
+    ("Cc", "dave@example.org, Bob <bob@b.onion>"),
+    ("Subject", "Lunch"),
+    ("Date", "Fri, 04 Dec 2026 12:00:00 +0000"),
+    ("Message-ID", "<m2@b.onion>"),
+    ("References", "<m0@c.onion> <m1@me.onion>"),
+)
+BODY = "Friday?\n\nBob\n"
+
+
+def test_a_reply_goes_to_the_sender_threaded_and_quoted() -> None:
+    draft = reply_draft(Original(HEADERS, BODY), [ME])
+    assert draft.to == ("bob@b.onion",) and draft.cc == ()
+    assert draft.subject == "Re: Lunch"
+    assert draft.in_reply_to == "<m2@b.onion>"
+    assert draft.references == "<m0@c.onion> <m1@me.onion> <m2@b.onion>"
+    assert draft.body == (
+        "\n\nOn Fri, 04 Dec 2026 12:00:00 +0000, Bob <bob@b.onion> wrote:\n> Friday?\n>\n> Bob\n"
+    )
+
+
+def test_reply_to_wins_and_re_is_not_doubled() -> None:
+    headers = (*HEADERS[:3], ("Subject", "RE: Lunch"), ("Reply-To", "list@l.onion"))
+    draft = reply_draft(Original(headers, BODY), [ME])
+    assert draft.to == ("list@l.onion",) and draft.subject == "RE: Lunch"
+    assert draft.in_reply_to == "" and draft.references == ""  # the original had no id
+
+
+def test_a_reply_to_all_copies_everyone_but_me_once() -> None:
+    draft = reply_draft(Original(HEADERS, BODY), [ME.upper()], everyone=True)
+    assert draft.to == ("bob@b.onion",)
+    assert draft.cc == ("carol@c.onion", "dave@example.org")
+
+
+def test_a_forward_quotes_the_original_inline() -> None:
+    draft = forward_draft(Original(HEADERS, BODY))
+    assert draft.to == () and draft.subject == "Fwd: Lunch" and not draft.in_reply_to
+    assert "From: Bob <bob@b.onion>\nDate: Fri, 04 Dec 2026" in draft.body
+    assert draft.body.rstrip().endswith("Friday?\n\nBob")
+
+
+def test_the_built_message_carries_the_thread_fields() -> None:
+    draft = reply_draft(Original(HEADERS, BODY), [ME])
+    parsed = email.message_from_bytes(
+        build_message(ME, draft).as_bytes(policy=email.policy.SMTP), policy=email.policy.default
+    )
+    assert parsed["In-Reply-To"] == "<m2@b.onion>"
+    assert parsed["References"] == "<m0@c.onion> <m1@me.onion> <m2@b.onion>"
+    assert parsed["To"] == "bob@b.onion"
+    assert parsed.get_content().replace("\r\n", "\n").startswith("\n\nOn Fri")
+    assert build_message(ME, Draft(("x@y.onion",), subject="s")).get("In-Reply-To") is None
+
+
+async def test_r_g_and_f_in_the_tui_fill_compose(tmp_path: Path) -> None:
+    box = create_sample_box(tmp_path / "alice")
+    app = app_for(box)
+    own = BoxApi(box).own_addresses()
+    async with app.run_test(size=SIZE) as pilot:
+        table = app.screen.query_one("#messages", DataTable)
+        await wait_rows(pilot, table, 6)
+        await pilot.press("down", "down", "enter")  # "Hello Alice", from bob's onion
+        await settled(pilot)
+        message = app.screen
+        assert isinstance(message, MessageScreen) and message.summary.subject == "Hello Alice"
+        await pilot.press("r")
+        await settled(pilot)
+        compose = app.screen
+        assert isinstance(compose, ComposeScreen)
+        to = compose.query_one("#to", Input).value
+        assert to.endswith(".onion") and to not in own
+        assert compose.query_one("#subject", Input).value == "Re: Hello Alice"
+        assert "\n> " in compose.query_one("#body", TextArea).text
+        assert compose.thread["in_reply_to"].startswith("<")
+        assert compose.replied is not None and compose.replied[0] == "alice"
+        # compose now holds a message: a second answer does not overwrite it
+        await pilot.press("escape", "i", "enter")
+        await settled(pilot)
+        await pilot.press("f")
+        await settled(pilot)
+        assert compose.query_one("#subject", Input).value == "Re: Hello Alice"
+        for name in ("to", "cc", "subject"):
+            compose.query_one(f"#{name}", Input).value = ""
+        compose.query_one("#body", TextArea).text = ""
+        await pilot.press("escape", "i", "enter")
+        await settled(pilot)
+        await pilot.press("f")
+        await settled(pilot)
+        assert compose.query_one("#subject", Input).value.startswith("Fwd: ")
+        assert compose.query_one("#to", Input).value == "" and not compose.thread
