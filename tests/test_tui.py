@@ -606,10 +606,73 @@ async def test_undo_takes_back_a_delete_and_a_flag(box: Path) -> None:
         await pilot.press("ctrl+z")
         await wait_rows(pilot, table, 6)
         assert not list((box / "mail" / "alice" / ".Trash" / "new").iterdir())
-        await pilot.press("N")  # read without opening it
+        await pilot.press("m")  # read without opening it
         await settled(pilot)
         assert [p.name.rpartition(":2,")[2] for p in (box / "mail/alice/cur").iterdir()] == ["S"]
-        await pilot.press("N", "F", "ctrl+z")  # unread again, flagged, flag undone
+        await pilot.press("m", "F", "ctrl+z")  # unread again, flagged, flag undone
         await settled(pilot)
     flags = [p.name.rpartition(":2,")[2] for p in (box / "mail/alice/cur").iterdir()]
     assert flags == [""]
+
+
+async def test_search_finds_in_fields_and_text_and_n_moves_through(box: Path) -> None:
+    """/ searches From, To, Cc, Subject and the text, also inside a quoted-printable body;
+    n and N go through the matches; j, k, gg and G move the cursor."""
+    mail = box / "mail" / "alice"
+    encoded = (
+        b"From: zed@example.org\nTo: alice@x.onion\nSubject: =?utf-8?q?Caf=C3=A9?=\n"
+        b"Content-Type: text/plain; charset=utf-8\nContent-Transfer-Encoding: quoted-printable\n"
+        b"\nthe secret word is cr=C3=A8me\n"
+    )
+    write_message(mail, 40, encoded)
+    app = app_for(box)
+    async with app.run_test(size=SIZE) as pilot:
+        table = app.screen.query_one("#messages", DataTable)
+        await wait_rows(pilot, table, 7)
+        await pilot.press("G")
+        assert table.cursor_row == 6
+        await pilot.press("k", "k")
+        assert table.cursor_row == 4
+        await pilot.press("g", "g")
+        assert table.cursor_row == 0
+        await pilot.press("j")
+        assert table.cursor_row == 1
+        await pilot.press("slash", *"crème", "enter")
+        await settled(pilot)
+        assert str(table.get_row_at(table.cursor_row)[5]) == "Café"
+        await pilot.press("slash", *"report", "enter")  # a subject and a body word
+        await settled(pilot)
+        screen = app.screen
+        assert isinstance(screen, InboxScreen) and len(screen.matches) >= 1
+        first = table.cursor_row
+        await pilot.press("n")
+        after = table.cursor_row
+        await pilot.press("N")
+        assert table.cursor_row == first and (after != first or len(screen.matches) == 1)
+        await pilot.press("slash", *"nowhere-at-all", "enter")
+        await settled(pilot)
+        status = static_text(screen.query_one("#inbox-status", Static))
+        assert "not found" in status
+
+
+async def test_new_mail_appears_by_itself_and_the_cursor_stays(box: Path) -> None:
+    mail = box / "mail" / "alice"
+    app = app_for(box)
+    async with app.run_test(size=SIZE) as pilot:
+        table = app.screen.query_one("#messages", DataTable)
+        await wait_rows(pilot, table, 6)
+        await pilot.press("down", "down")
+        chosen = str(table.get_row_at(table.cursor_row)[5])
+        write_message(mail, 50, _message("zed@example.org", "Arrived just now", 50, "", "hi"))
+        await wait_rows(pilot, table, 7)
+        assert str(table.get_row_at(0)[5]) == "Arrived just now"  # newest first
+        assert str(table.get_row_at(table.cursor_row)[5]) == chosen
+        # another client reads a message: the row is no longer bold
+        new = next((mail / "new").iterdir())
+        new.rename(mail / "cur" / f"{new.name}:2,S")
+        for _ in range(60):
+            await pilot.pause(0.1)
+            rows = [table.get_row_at(i) for i in range(table.row_count)]
+            if sum(r[4].style != "bold" for r in rows) == 1:
+                break
+        assert sum(r[4].style != "bold" for r in rows) == 1

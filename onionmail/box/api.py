@@ -60,7 +60,13 @@ from onionmail.openpgp.clearnet import peers_path
 from onionmail.seal.identity import Identity, is_encrypted_identity, load_identity
 from onionmail.store.ledger import LedgerEntry
 from onionmail.store.lock import running_pid
-from onionmail.store.maildir import SEEN, flags_of, move_message, set_flags
+from onionmail.store.maildir import (
+    SEEN,
+    checked_key,
+    flags_of,
+    move_message,
+    set_flags,
+)
 from onionmail.store.queue import QueueState, list_queue
 
 __all__ = [
@@ -261,7 +267,9 @@ class BoxApi:
                 )
         return found
 
-    def _folder_path(self, folder: str) -> Path:
+    def folder_path(self, folder: str) -> Path:
+        """The Maildir of ``folder`` (``alice``, ``alice/.Trash``); :class:`AddressError` if it
+        is not one of this box's."""
         part, _, sub = folder.partition("/")
         if part not in self.config.box.local_parts or "/" in sub or sub in (".", ".."):
             raise AddressError(f"{folder!r} is not a folder of this box")
@@ -272,7 +280,7 @@ class BoxApi:
 
         Only a directory listing: cheap even for tens of thousands of messages.
         """
-        root = self._folder_path(folder)
+        root = self.folder_path(folder)
         keys: list[tuple[float, str]] = []
         for sub in ("new", "cur"):
             try:
@@ -292,18 +300,18 @@ class BoxApi:
     def set_flags(self, folder: str, key: str, *, add: str = "", remove: str = "") -> str:
         """Change a message's Maildir flags (``S`` seen, ``F`` flagged, ``R`` replied);
         its new key. neomutt and Dovecot read the same flags."""
-        return set_flags(self._folder_path(folder), _checked(key), add=add, remove=remove)
+        return set_flags(self.folder_path(folder), checked_key(key), add=add, remove=remove)
 
     def move(self, folder: str, key: str, to: str) -> str:
         """Move a message to another folder of its mailbox (``alice/.Trash``, made if
         missing); its key there."""
         if to.partition("/")[0] != folder.partition("/")[0]:
             raise AddressError("a message moves only between folders of one mailbox")
-        return move_message(self._folder_path(folder), _checked(key), self._folder_path(to))
+        return move_message(self.folder_path(folder), checked_key(key), self.folder_path(to))
 
     def summaries(self, folder: str, keys: list[str]) -> Iterator[MessageSummary]:
         """Header summaries of ``keys``; a message that vanished meanwhile is skipped."""
-        root = self._folder_path(folder)
+        root = self.folder_path(folder)
         for key in keys:
             try:
                 with open(root / key, "rb") as handle:
@@ -333,9 +341,9 @@ class BoxApi:
         return read_arrival(msg, self.onion)
 
     def open_message(self, folder: str, key: str) -> MessageView:
-        root = self._folder_path(folder)
+        root = self.folder_path(folder)
         try:
-            data = (root / _checked(key)).read_bytes()
+            data = (root / checked_key(key)).read_bytes()
         except FileNotFoundError:
             raise OnionMailError(
                 "this message is gone (moved or deleted by another mail client); reload the folder"
@@ -583,11 +591,3 @@ def _normalized(address: str) -> str:
 def _delivery_time(name: str) -> float:
     head = name.split(".", 1)[0]
     return float(head) if head.isdigit() else 0.0
-
-
-def _checked(key: str) -> str:
-    """A message key as the folder listing gives it: ``new/<name>`` or ``cur/<name>``."""
-    sub, _, name = key.partition("/")
-    if sub not in ("new", "cur") or not name or "/" in name or name.startswith("."):
-        raise AddressError("not a message of this folder")
-    return key

@@ -18,6 +18,7 @@ import os
 import time
 from pathlib import Path
 
+from onionmail.core.errors import AddressError
 from onionmail.core.files import ensure_private_dir, fsync_dir, random_name, write_all
 
 SUBDIRS = ("tmp", "new", "cur")
@@ -133,3 +134,24 @@ def move_message(root: Path, key: str, destination: Path) -> str:
     fsync_dir(target.parent)
     fsync_dir((root / key).parent)
     return key
+
+
+def checked_key(key: str) -> str:
+    """``key`` if it names a message as a folder listing does (``new/<name>``,
+    ``cur/<name>``), else :class:`~onionmail.core.errors.AddressError`."""
+    sub, _, name = key.partition("/")
+    if sub not in ("new", "cur") or not name or "/" in name or name.startswith("."):
+        raise AddressError("not a message of this folder")
+    return key
+
+
+def folder_stamp(root: Path) -> tuple[int, int]:
+    """The modification times of ``new/`` and ``cur/``: a delivery, a move or a flag change
+    (all renames in or out of them) changes one, whoever made it. Two ``stat`` calls."""
+    stamps = []
+    for sub in ("new", "cur"):
+        try:
+            stamps.append(os.stat(root / sub).st_mtime_ns)
+        except FileNotFoundError:
+            stamps.append(0)
+    return stamps[0], stamps[1]

@@ -18,12 +18,14 @@ HELP = """\
 | anywhere | `ctrl+q` | quit |
 | inbox | `↑` `↓` `enter` | choose and open a message |
 | inbox | `tab` | folders / messages |
-| inbox | `g` | reload the folder |
+| inbox | `j` `k` `gg` `G` | down, up, first, last (also the arrows, `Home`, `End`) |
+| inbox | `/` then `n` `N` | search From, To, Cc, Subject and text; next, previous match |
 | inbox | `d` | delete: move to the mailbox's `.Trash` folder |
 | inbox | `a` | archive: move to `.Archive` |
-| inbox | `N` | mark read / unread (opening a message reads it) |
+| inbox | `m` | mark read / unread (opening a message reads it) |
 | inbox | `F` | flag / unflag |
 | inbox | `ctrl+z` | undo the last delete, archive or flag change |
+| inbox | `ctrl+r` | read the folder again (new mail appears by itself) |
 | message | `escape` | back |
 | message | `r` / `g` `R` / `f` | reply / reply to all / forward (quoted, threaded) |
 | compose | `ctrl+s` | send (refused here first if the policy would refuse) |

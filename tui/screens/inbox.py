@@ -13,6 +13,7 @@ archive or flag change.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, replace
 
 from rich.text import Text
@@ -26,12 +27,17 @@ from textual.worker import get_current_worker
 
 from onionmail.box.api import Arrival, ArrivalKind, MessageSummary
 from onionmail.core.errors import OnionMailError
+from onionmail.message.search import message_matches
+from onionmail.store.maildir import folder_stamp
 from tui.screens.base import BoxScreen
 from tui.screens.message import MessageScreen
+from tui.screens.search import SearchPrompt
 from tui.widgets.plain import PlainStatic, PlainTable
 
 CHUNK = 200
 """Headers parsed per batch before the rows are handed to the UI."""
+WATCH = 2.0
+"""Seconds between two looks at the folder for mail that arrived, left or changed flags."""
 TRASH, ARCHIVE = ".Trash", ".Archive"
 
 
@@ -103,13 +109,21 @@ def arrival_cells(arrival: Arrival) -> tuple[Text, Text, Text]:
 
 class InboxScreen(BoxScreen):
     BINDINGS = [
-        Binding("g", "reload", "Reload"),
+        Binding("ctrl+r", "reload", "Reload", show=False),
         Binding("enter", "open", "Open", show=False),
         Binding("d", "trash", "Delete"),
         Binding("a", "archive", "Archive"),
-        Binding("N", "toggle_read", "Read/unread"),
+        Binding("m", "toggle_read", "Read/unread"),
         Binding("F", "toggle_flag", "Flag"),
         Binding("ctrl+z", "undo", "Undo"),
+        Binding("slash", "search", "Search"),
+        Binding("n", "next_match(1)", "Next", show=False),
+        Binding("N", "next_match(-1)", "Previous", show=False),
+        Binding("j", "move(1)", "Down", show=False),
+        Binding("k", "move(-1)", "Up", show=False),
+        Binding("g", "top", "Top", show=False),
+        Binding("G,end", "bottom", "Bottom", show=False),
+        Binding("home", "top_now", "Top", show=False),
     ]
     DEFAULT_CSS = """
     InboxScreen #folders { width: 22; border: round $panel; }
@@ -122,6 +136,11 @@ class InboxScreen(BoxScreen):
         self.folder = ""
         self.summaries: dict[str, MessageSummary] = {}
         self.undo: Undo | None = None
+        self.matches: list[str] = []
+        """Rows the last search found, in folder order (``n``/``N`` move through them)."""
+        self.query_text = ""
+        self._stamp: tuple[int, int] | None = None
+        self._g_at = 0.0
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -141,6 +160,7 @@ class InboxScreen(BoxScreen):
         table.add_column("subject", key="subject")
         table.focus()
         self.load_folders()
+        self.set_interval(WATCH, self.look_for_changes)
 
     @work(thread=True, exit_on_error=False, group="folders")
     def load_folders(self, keep: bool = False) -> None:
@@ -167,8 +187,14 @@ class InboxScreen(BoxScreen):
         self.open_folder(str(event.option.id))
         self.query_one("#messages", DataTable).focus()
 
+    def _set_stamp(self, folder: str, stamp: tuple[int, int]) -> None:
+        if folder == self.folder:
+            self._stamp = stamp
+
     def open_folder(self, folder: str) -> None:
         self.folder = folder
+        self._stamp = None
+        self.matches = []
         self.summaries.clear()
         self.query_one("#messages", DataTable).clear()
         self.query_one("#inbox-status", Static).update(f"{folder}: loading…")
@@ -178,6 +204,8 @@ class InboxScreen(BoxScreen):
     def load_messages(self, folder: str) -> None:
         worker = get_current_worker()
         try:
+            stamp = folder_stamp(self.api.folder_path(folder))  # before the listing
+            self.app.call_from_thread(self._set_stamp, folder, stamp)
             keys = self.api.message_keys(folder)
             for start in range(0, len(keys), CHUNK):
                 if worker.is_cancelled:
@@ -190,6 +218,125 @@ class InboxScreen(BoxScreen):
         except Exception as exc:  # shown to the user, not swallowed
             self.fail(exc, f"read {folder}")
 
+    # -- new mail appears by itself --------------------------------------------------------
+
+    def look_for_changes(self) -> None:
+        if self.folder and self._stamp is not None:
+            self.check_folder(self.folder, self._stamp)
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="watch")
+    def check_folder(self, folder: str, seen: tuple[int, int]) -> None:
+        """Whether another client (or the box) changed the folder since it was read: two
+        ``stat`` calls every :data:`WATCH` seconds; only then the listing is read again."""
+        root = self.api.folder_path(folder)
+        stamp = folder_stamp(root)
+        if stamp == seen:
+            return
+        keys = self.api.message_keys(folder)
+        known = set(self.summaries)
+        fresh = list(self.api.summaries(folder, [k for k in keys if row_key(k) not in known]))
+        self.app.call_from_thread(self._merge, folder, stamp, keys, fresh)
+
+    def _merge(
+        self, folder: str, stamp: tuple[int, int], keys: list[str], fresh: list[MessageSummary]
+    ) -> None:
+        """Rows as the folder is now, newest first, the cursor kept on its message."""
+        if folder != self.folder:
+            return
+        self._stamp = stamp
+        table = self.query_one("#messages", DataTable)
+        current = self._selected()
+        by_row = {**self.summaries, **{row_key(s.key): s for s in fresh}}
+        rows: dict[str, MessageSummary] = {}
+        for key in keys:
+            found = by_row.get(row_key(key))
+            if found is not None:
+                rows[row_key(key)] = found if found.key == key else replace(found, key=key)
+        if rows == self.summaries:
+            return
+        self.summaries = rows
+        table.clear()
+        for row, summary in rows.items():
+            table.add_row(*row_cells(summary), key=row)
+        if current in rows:
+            table.move_cursor(row=table.get_row_index(current))
+        if fresh:
+            self.notify(f"{len(fresh)} new message(s) in {folder}")
+        self._status(folder, len(rows), len(rows))
+        self.load_folders(keep=True)
+
+    def _status(self, folder: str, done: int, total: int) -> None:
+        more = "" if done >= total else f" (reading headers {done}/{total})"
+        self.query_one("#inbox-status", Static).update(
+            f"{folder}: {total} message(s), newest first{more}  ·  "
+            "S sealed onion · P plain onion peer · G via gateway · ? unknown"
+        )
+
+    # -- moving around and searching -------------------------------------------------------
+
+    def action_move(self, step: int) -> None:
+        table = self.query_one("#messages", DataTable)
+        if table.row_count:
+            table.move_cursor(row=max(0, min(table.row_count - 1, table.cursor_row + step)))
+
+    def action_top(self) -> None:
+        """``gg``: the first message (one ``g`` waits for the second)."""
+        now = time.monotonic()
+        if now - self._g_at < 1.0:
+            self.action_top_now()
+            self._g_at = 0.0
+        else:
+            self._g_at = now
+
+    def action_top_now(self) -> None:
+        self.query_one("#messages", DataTable).move_cursor(row=0)
+
+    def action_bottom(self) -> None:
+        table = self.query_one("#messages", DataTable)
+        table.move_cursor(row=max(0, table.row_count - 1))
+
+    def action_search(self) -> None:
+        self.app.push_screen(SearchPrompt(self.query_text), self._search_for)
+
+    def _search_for(self, text: str | None) -> None:
+        if not text:
+            return
+        self.query_text = text
+        self.query_one("#inbox-status", Static).update(f"searching {self.folder} for {text!r}…")
+        self.search(self.folder, text, [s.key for s in self.summaries.values()])
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="search")
+    def search(self, folder: str, text: str, keys: list[str]) -> None:
+        root = self.api.folder_path(folder)
+        found = [row_key(key) for key in keys if message_matches(root / key, text)]
+        self.app.call_from_thread(self._found, folder, text, found)
+
+    def _found(self, folder: str, text: str, rows: list[str]) -> None:
+        if folder != self.folder:
+            return
+        self.matches = [row for row in rows if row in self.summaries]
+        status = self.query_one("#inbox-status", Static)
+        if not self.matches:
+            status.update(f"{text!r}: not found in {folder}")
+            return
+        status.update(f"{text!r}: {len(self.matches)} message(s); n next, N previous")
+        self.action_next_match(0)
+
+    def action_next_match(self, step: int) -> None:
+        if not self.matches:
+            self.notify("no search yet (/)", severity="warning")
+            return
+        table = self.query_one("#messages", DataTable)
+        rows = [table.get_row_index(row) for row in self.matches if row in self.summaries]
+        here = table.cursor_row
+        if step > 0:
+            target = next((r for r in rows if r > here), rows[0])
+        elif step < 0:
+            target = next((r for r in reversed(rows) if r < here), rows[-1])
+        else:
+            target = rows[0]
+        table.move_cursor(row=target)
+
     def _add_rows(self, folder: str, batch: list[MessageSummary], done: int, total: int) -> None:
         if folder != self.folder:
             return
@@ -200,11 +347,7 @@ class InboxScreen(BoxScreen):
                 continue
             self.summaries[row] = s
             table.add_row(*row_cells(s), key=row)
-        more = "" if done >= total else f" (reading headers {done}/{total})"
-        self.query_one("#inbox-status", Static).update(
-            f"{folder}: {total} message(s), newest first{more}  ·  "
-            "S sealed onion · P plain onion peer · G via gateway · ? unknown"
-        )
+        self._status(folder, done, total)
 
     def action_reload(self) -> None:
         if self.folder:
