@@ -676,3 +676,24 @@ async def test_new_mail_appears_by_itself_and_the_cursor_stays(box: Path) -> Non
             if sum(r[4].style != "bold" for r in rows) == 1:
                 break
         assert sum(r[4].style != "bold" for r in rows) == 1
+
+
+async def test_petnames_stand_for_onions_and_h_shows_every_field(box: Path) -> None:
+    app = app_for(box)
+    async with app.run_test(size=SIZE) as pilot:
+        table = app.screen.query_one("#messages", DataTable)
+        await wait_rows(pilot, table, 6)
+        await settled(pilot)
+        row = [str(c) for c in table.get_row_at(2)]
+        assert row[5] == "Hello Alice" and row[4] == "bob"  # the address book's petname
+        await pilot.press("down", "down", "enter")
+        await settled(pilot)
+        head = static_text(app.screen.query_one("#headers", Static))
+        assert "From: bob\n" in head and BOB_ADDRESS not in head
+        assert "Message-ID" not in head and "Authentication-Results" not in head
+        await pilot.press("h")
+        head = static_text(app.screen.query_one("#headers", Static))
+        assert BOB_ADDRESS in head and "Message-ID: " in head
+        assert "Authentication-Results: " in head
+        await pilot.press("h")
+        assert "Message-ID" not in static_text(app.screen.query_one("#headers", Static))

@@ -30,7 +30,7 @@ from onionmail.core.errors import OnionMailError
 from onionmail.message.search import message_matches
 from onionmail.store.maildir import folder_stamp
 from tui.screens.base import BoxScreen
-from tui.screens.message import MessageScreen
+from tui.screens.message import MessageScreen, petnamed
 from tui.screens.search import SearchPrompt
 from tui.widgets.plain import PlainStatic, PlainTable
 
@@ -89,14 +89,15 @@ def row_key(key: str) -> str:
     return key.rsplit("/", 1)[-1].partition(":2,")[0]
 
 
-def row_cells(s: MessageSummary) -> tuple[Text, ...]:
-    """A message's row: unread in bold, flagged with a mark before the subject."""
+def row_cells(s: MessageSummary, petnames: dict[str, str] | None = None) -> tuple[Text, ...]:
+    """A message's row: unread in bold, flagged with a mark before the subject, the sender
+    by its petname when the address book has it."""
     style = "bold" if s.unread else ""
     flag = Text("⚑ ", "bold red") if "F" in s.flags else Text("")
     return (
         *arrival_cells(s.arrival),
         Text(s.date, style),
-        Text(s.sender, style),
+        Text(petnamed(s.sender, petnames or {}), style),
         Text.assemble(flag, Text(s.subject, style)),
     )
 
@@ -136,6 +137,8 @@ class InboxScreen(BoxScreen):
         self.folder = ""
         self.summaries: dict[str, MessageSummary] = {}
         self.undo: Undo | None = None
+        self.petnames: dict[str, str] = {}
+        """Address (lower case) -> petname, from the address book, for the from column."""
         self.matches: list[str] = []
         """Rows the last search found, in folder order (``n``/``N`` move through them)."""
         self.query_text = ""
@@ -165,6 +168,7 @@ class InboxScreen(BoxScreen):
     @work(thread=True, exit_on_error=False, group="folders")
     def load_folders(self, keep: bool = False) -> None:
         def listing() -> list[tuple[str, int]]:
+            self.petnames = {c.address.lower(): c.petname for c in self.api.contacts()}
             return [(folder, self.api.unread(folder)) for folder in self.api.folders()]
 
         self.fetch("list the folders", listing, lambda found: self._show_folders(found, keep))
@@ -257,7 +261,7 @@ class InboxScreen(BoxScreen):
         self.summaries = rows
         table.clear()
         for row, summary in rows.items():
-            table.add_row(*row_cells(summary), key=row)
+            table.add_row(*row_cells(summary, self.petnames), key=row)
         if current in rows:
             table.move_cursor(row=table.get_row_index(current))
         if fresh:
@@ -346,7 +350,7 @@ class InboxScreen(BoxScreen):
             if row in self.summaries:
                 continue
             self.summaries[row] = s
-            table.add_row(*row_cells(s), key=row)
+            table.add_row(*row_cells(s, self.petnames), key=row)
         self._status(folder, done, total)
 
     def action_reload(self) -> None:
@@ -414,7 +418,7 @@ class InboxScreen(BoxScreen):
 
     def _redraw(self, row: str, summary: MessageSummary) -> None:
         table = self.query_one("#messages", DataTable)
-        cells = row_cells(summary)
+        cells = row_cells(summary, self.petnames)
         for column, value in zip(("date", "from", "subject"), cells[3:], strict=True):
             table.update_cell(row, column, value)
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import email.utils
+
 from rich.text import Text
 from textual import work
 from textual.app import ComposeResult
@@ -17,7 +19,18 @@ from tui.screens.compose import ComposeScreen
 from tui.widgets.leak_matrix import LeakMatrixView
 from tui.widgets.plain import PlainStatic
 
-SHOWN_HEADERS = ("From", "To", "Cc", "Date", "Subject", "Message-ID", "Authentication-Results")
+SHOWN_HEADERS = ("From", "To", "Cc", "Date", "Subject")
+"""The short set; ``h`` shows every field as it was stored."""
+ADDRESS_FIELDS = ("From", "To", "Cc")
+
+
+def petnamed(value: str, petnames: dict[str, str]) -> str:
+    """An address field with each address of the address book shown as its petname."""
+    shown = []
+    for name, address in email.utils.getaddresses([value]):
+        petname = petnames.get(address.lower())
+        shown.append(petname if petname else (f"{name} <{address}>" if name else address))
+    return ", ".join(shown) if shown else value
 
 
 def encryption_words(arrival: Arrival) -> str:
@@ -42,6 +55,7 @@ class MessageScreen(BoxScreen):
         Binding("r", "answer('reply')", "Reply"),
         Binding("R,g", "answer('all')", "Reply all"),
         Binding("f", "answer('forward')", "Forward"),
+        Binding("h", "toggle_headers", "All headers"),
     ]
     DEFAULT_CSS = """
     MessageScreen #headers { padding: 0 1; background: $boost; height: auto; }
@@ -54,6 +68,8 @@ class MessageScreen(BoxScreen):
         super().__init__()
         self.summary = summary
         self.view: MessageView | None = None
+        self.all_headers = False
+        self.petnames: dict[str, str] = {}
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -71,6 +87,7 @@ class MessageScreen(BoxScreen):
     def load(self) -> None:
         def read() -> tuple[MessageView, list[LedgerEntry]]:
             view = self.api.open_message(self.summary.folder, self.summary.key)
+            self.petnames = {c.address.lower(): c.petname for c in self.api.contacts()}
             return view, self.api.ledger_for(view.summary.message_id)
 
         self.fetch("open the message", read, lambda found: self._show(*found))
@@ -92,11 +109,18 @@ class MessageScreen(BoxScreen):
         if isinstance(compose, ComposeScreen):  # its fields exist once it is drawn
             self.app.call_after_refresh(compose.start, draft, replied)
 
-    def _show(self, view: MessageView, ledger: list[LedgerEntry]) -> None:
-        self.view = view
+    def action_toggle_headers(self) -> None:
+        self.all_headers = not self.all_headers
+        if self.view is not None:
+            self.query_one("#headers", Static).update(self._headers(self.view))
+
+    def _headers(self, view: MessageView) -> Text:
+        """The short set with petnames, or (``h``) every field as stored; then how it came."""
         head = Text()
         for name, value in view.headers:
-            if name in SHOWN_HEADERS:
+            if self.all_headers or name in SHOWN_HEADERS:
+                if not self.all_headers and name in ADDRESS_FIELDS:
+                    value = petnamed(value, self.petnames)
                 head.append(f"{name}: ", "bold")
                 head.append(f"{value}\n")
         a = view.summary.arrival
@@ -111,7 +135,11 @@ class MessageScreen(BoxScreen):
             head.append("not verified", "red")
         head.append(" · ")
         head.append(encryption_words(a), "green" if a.encrypted else "yellow")
-        self.query_one("#headers", Static).update(head)
+        return head
+
+    def _show(self, view: MessageView, ledger: list[LedgerEntry]) -> None:
+        self.view = view
+        self.query_one("#headers", Static).update(self._headers(view))
         if view.attachments:
             lines = [f"attachments ({len(view.attachments)}):"] + [
                 f"  📎 {x.filename}  {x.content_type}  {x.size} bytes" for x in view.attachments
