@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
 
@@ -697,3 +698,25 @@ async def test_petnames_stand_for_onions_and_h_shows_every_field(box: Path) -> N
         assert "Authentication-Results: " in head
         await pilot.press("h")
         assert "Message-ID" not in static_text(app.screen.query_one("#headers", Static))
+
+
+async def test_html_only_mail_is_shown_as_text_never_as_source(box: Path) -> None:
+    html = (
+        "<html><head><style>p {color: red}</style></head><body><h1>Sale</h1>"
+        "<p>Hello <b>Alice</b>, see <a href='https://example.org/x'>the offer</a>.</p>"
+        "<img src='https://tracker.example/p.gif' alt='logo'></body></html>"
+    )
+    msg = EmailMessage()
+    msg["From"], msg["To"], msg["Subject"] = "shop@example.org", "alice@x.onion", "HTML only"
+    msg.set_content(html, subtype="html")
+    write_message(box / "mail" / "alice", 60, msg.as_bytes())
+    app = app_for(box)
+    async with app.run_test(size=SIZE) as pilot:
+        table = app.screen.query_one("#messages", DataTable)
+        await wait_rows(pilot, table, 7)
+        await pilot.press("enter")
+        await settled(pilot)
+        body = static_text(app.screen.query_one("#body", Static))
+        assert "# Sale" in body and "Hello **Alice**" in body
+        assert "[the offer](https://example.org/x)" in body and "logo" in body
+        assert "<p>" not in body and "color: red" not in body and "tracker" not in body

@@ -55,6 +55,7 @@ from onionmail.core.files import ensure_private_dir, fsync_dir, write_private_fi
 from onionmail.core.mail_address import MailAddress, parse_mail_address
 from onionmail.message.compose import Draft, build_message
 from onionmail.message.header_claims import authserv_id
+from onionmail.message.reading import body_text
 from onionmail.openpgp.autocrypt import PeerKeyStore
 from onionmail.openpgp.clearnet import peers_path
 from onionmail.seal.identity import Identity, is_encrypted_identity, load_identity
@@ -358,13 +359,7 @@ class BoxApi:
             )
             for part in msg.iter_attachments()
         )
-        body_part = msg.get_body(preferencelist=("plain", "html"))
-        body = ""
-        if body_part is not None:
-            try:
-                body = str(body_part.get_content())
-            except (LookupError, ValueError):
-                body = "(the body's charset or encoding cannot be decoded)"
+        body = body_text(msg)  # HTML-only mail as readable text
         headers = tuple(
             (k, text(v))
             for k, v in msg.items()
