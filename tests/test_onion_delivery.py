@@ -108,6 +108,22 @@ def test_alice_to_bob_and_back_over_onion_services(boxes: dict[str, RunningBox])
     assert "onionmail=pass" in reply_parsed["Authentication-Results"]
 
 
+def test_what_alice_sent_is_filed_in_her_sent_folder_read(
+    boxes: dict[str, RunningBox],
+) -> None:
+    """[submission] keep_sent (the default): the copy is the message as it left (scrubbed,
+    the same Message-ID bob received), in .Sent/cur with the seen flag, for every client."""
+    alice, bob = boxes["alice"], boxes["bob"]
+    (received,) = [m for m in wait_for_mail(bob.maildir, 1) if b"Subject: hello" in m]
+    message_id = email.message_from_bytes(received)["Message-ID"]
+    sent = alice.maildir / ".Sent"
+    copies = [p for p in (sent / "cur").iterdir() if b"Subject: hello\n" in p.read_bytes()]
+    assert len(copies) == 1 and copies[0].name.endswith(":2,S")
+    copy = email.message_from_bytes(copies[0].read_bytes())
+    assert copy["Message-ID"] == message_id and copy["User-Agent"] is None
+    assert not list((sent / "new").iterdir())
+
+
 def test_status_command_reports_the_running_box(boxes: dict[str, RunningBox]) -> None:
     out = subprocess.run(
         [

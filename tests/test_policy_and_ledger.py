@@ -184,6 +184,8 @@ async def test_the_ledger_records_what_the_forecast_said_for_the_disk(
     from threat_model import Item, Observer
 
     new = create_box(tmp_path / "alice", "alice", passphrase=passphrase, submission_port=0)
+    config = new.box_dir / "onionmail.toml"  # no .Sent copy: the queue alone holds the mail
+    config.write_text(config.read_text().replace("# keep_sent = true", "keep_sent = false"))
     identity = load_identity(new.box_dir / "keys" / "identity.key", passphrase)
     box = Box(load_config(new.box_dir), identity)  # as 'onionmail run' makes it
     bob = Identity.generate().onion_address

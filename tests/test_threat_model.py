@@ -317,10 +317,21 @@ def test_box_logs_never_carry_addresses_or_content() -> None:
             assert matrix.cell(Observer.BOX_LOGS, item).visibility is expected, (path, item)
 
 
+def test_with_a_sent_copy_the_sending_box_s_disk_shows_the_message() -> None:
+    """[submission] keep_sent (the default): the .Sent copy lies in clear like received mail,
+    so the passphrase no longer hides a sent message from whoever takes the disk."""
+    for path, passphrase in itertools.product((*ONION_PATHS, *GATEWAY_PATHS), (True, False)):
+        matrix = leaks(path, WITH_ATTACHMENTS, ModelConfig(key_passphrase=passphrase))
+        for item in (*CONTENT, Item.RECIPIENT_ADDRESS, Item.RELATION, Item.SIZE):
+            cell = matrix.cell(Observer.BOX_SEIZURE, item)
+            assert cell.visibility is V and ".Sent" in cell.reason, (path, item)
+
+
 def test_seizure_of_the_sending_box_depends_on_the_passphrase() -> None:
+    """Without a sent copy (``keep_sent = false``) only the queue holds a sent message."""
     for path in (*ONION_PATHS, *GATEWAY_PATHS):
-        bare = leaks(path, WITH_ATTACHMENTS, ModelConfig(key_passphrase=False))
-        locked = leaks(path, WITH_ATTACHMENTS, ModelConfig(key_passphrase=True))
+        bare = leaks(path, WITH_ATTACHMENTS, ModelConfig(key_passphrase=False, sent_copy=False))
+        locked = leaks(path, WITH_ATTACHMENTS, ModelConfig(key_passphrase=True, sent_copy=False))
         for item in CONTENT:
             assert bare.cell(Observer.BOX_SEIZURE, item).visibility is V, (path, item)
             assert locked.cell(Observer.BOX_SEIZURE, item).visibility is E, (path, item)

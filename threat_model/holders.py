@@ -284,7 +284,15 @@ def box_seizure(s: Situation) -> Row:
     }
 
 
+SENT_COPY = (
+    "the box filed a copy in your .Sent folder, in clear for your mail clients like "
+    "received mail ([submission] keep_sent); a passphrase protects the key, not the Maildir"
+)
+
+
 def _seized_sender(s: Situation) -> Row:
+    if s.config.sent_copy:
+        return _seized_sent_copy(s)
     waits = (
         "while the message waits in the queue (until delivered: seconds, or longer under a "
         "delay or batch policy or while the peer is offline)"
@@ -344,6 +352,29 @@ def _seized_sender(s: Situation) -> Row:
         Item.RELATION: relation,
         Item.CLIENT_FINGERPRINT: s.fingerprint(
             Cell(queue.visibility, f"they are in the queued message: {queue.reason}")
+        ),
+        Item.MESSAGE_ID_HOST: hidden(
+            "it names your own onion: the box regenerated it as <random>@<your onion>"
+        ),
+    }
+
+
+def _seized_sent_copy(s: Situation) -> Row:
+    copy = visible(SENT_COPY)
+    return {
+        Item.SENDER_ADDRESS: copy,
+        Item.RECIPIENT_ADDRESS: copy,
+        Item.SENDER_IP: visible(PHYSICAL),
+        Item.RECIPIENT_IP: hidden(
+            "the box never learns it: it knew only "
+            + ("the gateway's onion" if s.gateway else "an onion")
+        ),
+        **content(copy),
+        Item.SIZE: visible("the copy in .Sent is the message itself"),
+        Item.SEND_TIME: visible("the copy's Date field and its file's times"),
+        Item.RELATION: copy,
+        Item.CLIENT_FINGERPRINT: s.fingerprint(
+            visible("they would be in the copy (it is the message as submitted)")
         ),
         Item.MESSAGE_ID_HOST: hidden(
             "it names your own onion: the box regenerated it as <random>@<your onion>"

@@ -167,6 +167,10 @@ class ModelConfig:
     """The identity key is encrypted with a passphrase (argon2id). The outbound queue is
     encrypted with a key derived from the identity seed, so only with a passphrase is a
     stopped box's queue unreadable to whoever takes its disk."""
+    sent_copy: bool = True
+    """The box files a copy of every message it sends in the sender's ``.Sent`` Maildir
+    folder (``[submission] keep_sent``), in clear like received mail: whoever takes the
+    disk reads it there, passphrase or not. False: no copy once delivered."""
 
     def __post_init__(self) -> None:
         try:

@@ -40,7 +40,7 @@ from onionmail.seal.mail_key import MailKeyring
 from onionmail.smtp.server import ConnectionLimit, server_port, start_smtp_server
 from onionmail.store.credentials import Credentials
 from onionmail.store.lock import BoxLock
-from onionmail.store.maildir import Maildir
+from onionmail.store.maildir import SEEN, Maildir, set_flags
 from onionmail.store.queue import OutboundQueue, QueuedMessage, list_queue, queue_key
 from onionmail.store.replay_cache import ReplayCache
 from onionmail.tor.control import BoxTor
@@ -362,6 +362,7 @@ class Box:
         traits = message_traits(parsed, "sent")
 
         async def then() -> None:
+            await asyncio.to_thread(self._file_sent, sender, message)
             for entry, openpgp in queued:
                 await self.leaks.queued(
                     message_id,
@@ -375,6 +376,20 @@ class Box:
                     self.agent.offer(entry.first_state())
 
         return Stored([entry.id for entry, _ in queued], then)
+
+    def _file_sent(self, sender: MailAddress, message: bytes) -> None:
+        """The copy in the sender's ``.Sent``, read (``[submission] keep_sent``), after the
+        ``250``: the queue holds the durable copy. A failure is logged; the mail still goes."""
+        if not self.config.submission.keep_sent:
+            return
+        if sender.local_part not in self.config.box.local_parts:
+            return
+        try:
+            folder = Maildir(self.paths.maildir(sender.local_part) / ".Sent")
+            path = folder.deliver(message.replace(b"\r\n", b"\n"))
+            set_flags(folder.path, f"new/{path.name}", add=SEEN)
+        except OSError as exc:
+            log.error("could not file the copy in .Sent: %s", exc.strerror)
 
     def _entries(self, onion: str, rcpts: list[str]) -> list[tuple[tuple[str, ...], bool]]:
         """Queue entries for one destination: ``(recipients, to be encrypted?)``.

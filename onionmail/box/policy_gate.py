@@ -124,6 +124,7 @@ class LeakKeeper:
             # Keeping any client field (User-Agent, X-Mozilla-*...) is a fingerprint again.
             scrubbing=not self.config.scrub.keep_headers,
             key_passphrase=self.key_encrypted,
+            sent_copy=self.config.submission.keep_sent,
         )
 
     def matrix(

@@ -90,6 +90,11 @@ class SubmissionSection(SessionLimits):
     """Unknown or refused commands (``5xx`` replies other than 550/552/553/554, such as
     a failed AUTH) tolerated per session; the next one gets ``421 4.7.0`` and the
     connection is closed."""
+    keep_sent: bool = True
+    """File a copy of every message the box accepts for sending in the sender's ``.Sent``
+    Maildir folder (read, as sent: scrubbed), where the TUI, neomutt and IMAP clients find
+    it. Like received mail it lies in clear on the box's disk; the ledger counts it.
+    ``false``: the box keeps no copy once the message is delivered."""
 
 
 @dataclass(frozen=True)

@@ -42,6 +42,7 @@ port = {submission_port}
 # max_connections = 10
 # max_line_length = 1000
 # max_bad_commands = 20
+# keep_sent = true          # a copy of sent mail in .Sent (in clear, like received mail)
 
 [inbound]
 # max_message_size = 26214400
