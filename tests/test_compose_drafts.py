@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import email
 import email.policy
+import os
 from pathlib import Path
 
 from textual.widgets import DataTable, Input, TextArea
@@ -18,7 +19,9 @@ from onionmail.message.compose import Draft, Original, build_message, forward_dr
 from tests.test_tui import SIZE, app_for, settled, wait_rows
 from tui.sample_box import create_sample_box
 from tui.screens.compose import ComposeScreen
+from tui.screens.inbox import InboxScreen
 from tui.screens.message import MessageScreen
+from tui.screens.unsent import UnsentPrompt
 
 ME = "alice@me.onion"
 HEADERS = (
@@ -112,3 +115,67 @@ async def test_r_g_and_f_in_the_tui_fill_compose(tmp_path: Path) -> None:
         await settled(pilot)
         assert compose.query_one("#subject", Input).value.startswith("Fwd: ")
         assert compose.query_one("#to", Input).value == "" and not compose.thread
+
+
+async def test_quitting_with_an_unsent_message_asks_and_saves_it_to_drafts(
+    tmp_path: Path,
+) -> None:
+    """ctrl+q with compose holding a message: escape stays, s files it in .Drafts (flags
+    draft and seen) and quits; e on the draft brings it back; sending trashes it."""
+    box = create_sample_box(tmp_path / "alice")
+    app = app_for(box)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("c", *"bob")
+        await settled(pilot)
+        compose = app.screen
+        assert isinstance(compose, ComposeScreen)
+        compose.query_one("#subject", Input).value = "Half written"
+        compose.query_one("#body", TextArea).text = "Dear Bob,\n"
+        await pilot.press("ctrl+q")
+        await settled(pilot)
+        assert isinstance(app.screen, UnsentPrompt)
+        await pilot.press("escape")  # stay: nothing lost
+        await settled(pilot)
+        assert app.is_running and compose.query_one("#subject", Input).value == "Half written"
+        await pilot.press("ctrl+q")
+        await settled(pilot)
+        await pilot.press("s")
+        await settled(pilot)
+    assert not app.is_running
+    drafts = box / "mail" / "alice" / ".Drafts" / "cur"
+    (saved,) = list(drafts.iterdir())
+    assert saved.name.endswith(":2,DS")
+    parsed = email.message_from_bytes(saved.read_bytes())
+    assert parsed["Subject"] == "Half written" and parsed.get_payload().startswith("Dear Bob")
+
+    app = app_for(box)
+    async with app.run_test(size=SIZE) as pilot:
+        inbox = app.screen
+        assert isinstance(inbox, InboxScreen)
+        await settled(pilot)
+        inbox.open_folder("alice/.Drafts")
+        table = inbox.query_one("#messages", DataTable)
+        await wait_rows(pilot, table, 1)
+        await pilot.press("enter")
+        await settled(pilot)
+        await pilot.press("e")
+        await settled(pilot)
+        compose = app.screen
+        assert isinstance(compose, ComposeScreen)
+        assert compose.query_one("#subject", Input).value == "Half written"
+        assert compose.query_one("#body", TextArea).text.startswith("Dear Bob")
+        assert compose.from_draft is not None
+        await pilot.press("ctrl+d")  # saved anew: the old copy goes to the trash
+        await settled(pilot)
+    assert len(list(drafts.iterdir())) == 1 and saved.name not in os.listdir(drafts)
+    assert len(list((box / "mail" / "alice" / ".Trash" / "cur").iterdir())) == 1
+
+
+async def test_quitting_with_an_empty_compose_does_not_ask(tmp_path: Path) -> None:
+    app = app_for(create_sample_box(tmp_path / "alice"))
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("c")
+        await settled(pilot)
+        await pilot.press("ctrl+q")
+        await settled(pilot)
+    assert not app.is_running

@@ -29,6 +29,7 @@ from tui.screens.inbox import InboxScreen
 from tui.screens.ledger import LedgerScreen
 from tui.screens.queue import QueueScreen
 from tui.screens.status import StatusScreen
+from tui.screens.unsent import UnsentPrompt
 
 
 class OnionMailApp(App[None]):
@@ -57,7 +58,25 @@ class OnionMailApp(App[None]):
         super().__init__()
         self.api = api
         self.password_file = password_file
+        self.compose_screen: ComposeScreen | None = None
         self.sub_title = api.address
+
+    async def action_quit(self) -> None:
+        """Quit; if compose holds an unsent message, ask first (Drafts, discard, stay)."""
+        compose = self.compose_screen  # registered when its mode was first opened
+        if compose is None or not compose.has_content():
+            self.exit()
+            return
+
+        def chosen(choice: str | None) -> None:
+            if choice == "save":
+                compose.action_save_draft()
+                if not compose.has_content():
+                    self.exit()
+            elif choice == "discard":
+                self.exit()
+
+        self.push_screen(UnsentPrompt(), chosen)
 
     def action_help(self) -> None:
         if not isinstance(self.screen, HelpScreen):

@@ -63,6 +63,7 @@ from onionmail.store.ledger import LedgerEntry
 from onionmail.store.lock import running_pid
 from onionmail.store.maildir import (
     SEEN,
+    Maildir,
     checked_key,
     flags_of,
     move_message,
@@ -309,6 +310,14 @@ class BoxApi:
         if to.partition("/")[0] != folder.partition("/")[0]:
             raise AddressError("a message moves only between folders of one mailbox")
         return move_message(self.folder_path(folder), checked_key(key), self.folder_path(to))
+
+    def save_draft(self, draft: Draft) -> str:
+        """File ``draft`` in ``<local part>/.Drafts`` (flags draft and seen); its folder."""
+        folder = f"{self.local_part}/.Drafts"
+        data = build_message(self.address, draft).as_bytes().replace(b"\r\n", b"\n")
+        path = Maildir(self.folder_path(folder)).deliver(data)
+        set_flags(self.folder_path(folder), f"new/{path.name}", add="DS")
+        return folder
 
     def summaries(self, folder: str, keys: list[str]) -> Iterator[MessageSummary]:
         """Header summaries of ``keys``; a message that vanished meanwhile is skipped."""

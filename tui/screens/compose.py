@@ -35,6 +35,7 @@ class ComposeScreen(BoxScreen):
         Binding("ctrl+w", "what_if", "What-if", priority=True),
         Binding("ctrl+b", "contacts", "Address book", priority=True),
         Binding("escape", "leave_fields", "Leave fields", show=False),
+        Binding("ctrl+d", "save_draft", "Save draft", priority=True),
     ]
     DEFAULT_CSS = """
     ComposeScreen .field { height: 3; }
@@ -57,6 +58,8 @@ class ComposeScreen(BoxScreen):
         """``in_reply_to`` and ``references`` of the reply being written, else empty."""
         self.replied: tuple[str, str] | None = None
         """(folder, key) of the message being answered: flagged replied once sent."""
+        self.from_draft: tuple[str, str] | None = None
+        """(folder, key) of the saved draft being edited: trashed once sent or saved anew."""
         """Whether the box ran when the recipients were last checked (the verdict says so)."""
 
     def compose(self) -> ComposeResult:
@@ -77,14 +80,62 @@ class ComposeScreen(BoxScreen):
         yield Footer()
 
     def on_mount(self) -> None:
+        self.box_app.compose_screen = self  # quitting asks first when it holds a message
         self.query_one("#to", Input).focus()
         self.load_contacts()
 
-    def start(self, draft: Draft, replied: tuple[str, str] | None = None) -> None:
-        """Fill compose with ``draft`` (a reply or a forward), unless it holds a message
-        being written, which is never thrown away."""
+    def has_content(self) -> bool:
         fields = [self.query_one(f"#{name}", Input).value for name in ("to", "cc", "subject")]
-        if any(fields) or self.query_one("#body", TextArea).text.strip():
+        return any(fields) or bool(self.query_one("#body", TextArea).text.strip())
+
+    def draft(self) -> Draft:
+        """What compose holds now."""
+        return Draft(
+            tuple(split_recipients(self.query_one("#to", Input).value)),
+            tuple(split_recipients(self.query_one("#cc", Input).value)),
+            self.query_one("#subject", Input).value,
+            self.query_one("#body", TextArea).text,
+            **self.thread,
+        )
+
+    def clear(self) -> None:
+        for field in ("#to", "#cc", "#subject"):
+            self.query_one(field, Input).value = ""
+        self.query_one("#body", TextArea).text = ""
+        self.thread, self.replied, self.from_draft = {}, None, None
+
+    def action_save_draft(self) -> None:
+        if not self.has_content():
+            self.notify("nothing to save", severity="warning")
+            return
+        try:
+            folder = self.api.save_draft(self.draft())
+        except (OSError, OnionMailError) as exc:
+            self.box_app.show_error(exc, "save the draft")
+            return
+        self._drop_edited_draft()
+        self.clear()
+        self.notify(f"saved in {folder}: open it there and press e to go on")
+
+    def _drop_edited_draft(self) -> None:
+        """The draft being edited was saved again or sent: the old copy goes to the trash."""
+        if self.from_draft is not None:
+            folder, key = self.from_draft
+            try:
+                self.api.move(folder, key, f"{folder.partition('/')[0]}/.Trash")
+            except (OSError, OnionMailError):
+                pass  # moved or deleted meanwhile by another client
+            self.from_draft = None
+
+    def start(
+        self,
+        draft: Draft,
+        replied: tuple[str, str] | None = None,
+        from_draft: tuple[str, str] | None = None,
+    ) -> None:
+        """Fill compose with ``draft`` (a reply, a forward, a saved draft), unless it holds
+        a message being written, which is never thrown away."""
+        if self.has_content():
             self.notify(
                 "compose holds an unsent message: send it or clear it first",
                 severity="warning",
@@ -98,6 +149,7 @@ class ComposeScreen(BoxScreen):
         self.thread = {"in_reply_to": draft.in_reply_to, "references": draft.references}
         self.thread = {k: v for k, v in self.thread.items() if v}
         self.replied = replied
+        self.from_draft = from_draft
         if draft.to:
             body.focus()
             body.move_cursor((0, 0))
@@ -228,10 +280,8 @@ class ComposeScreen(BoxScreen):
         self.notify("queued by the box: see the queue (u)", title="queued")
         if self.replied is not None:
             self.mark_replied(*self.replied)
-        self.thread, self.replied = {}, None
-        for field in ("#to", "#cc", "#subject"):
-            self.query_one(field, Input).value = ""
-        self.query_one("#body", TextArea).text = ""
+        self._drop_edited_draft()
+        self.clear()
 
     @work(thread=True, exit_on_error=False, group="replied")
     def mark_replied(self, folder: str, key: str) -> None:

@@ -15,7 +15,7 @@ HELP = """\
 |---|---|---|
 | anywhere | `i` `c` `u` `s` `l` | inbox, compose, queue, status, ledger |
 | anywhere | `?` / `F1` | this help |
-| anywhere | `ctrl+q` | quit |
+| anywhere | `ctrl+q` | quit (asks first if compose holds an unsent message) |
 | inbox | `↑` `↓` `enter` | choose and open a message |
 | inbox | `tab` | folders / messages |
 | inbox | `j` `k` `gg` `G` | down, up, first, last (also the arrows, `Home`, `End`) |
@@ -33,6 +33,7 @@ HELP = """\
 | compose | `ctrl+w` | what-if: compare the paths for the first recipient |
 | compose | `ctrl+b` | address book (petnames, known OpenPGP keys, your gateway aliases) |
 | compose | `escape` | leave the editor fields (then `i` etc. work) |
+| compose | `ctrl+d` | save to Drafts (`e` on a draft goes on with it) |
 | leak card | arrows | the reason of each observer × item cell |
 | queue | `r` / `R` | retry the selected / every message now |
 | queue | `x` | cancel the selected message (kept in queue/cancelled) |

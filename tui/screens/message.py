@@ -12,7 +12,7 @@ from textual.containers import VerticalScroll
 from textual.widgets import Footer, Header, Static
 
 from onionmail.box.api import Arrival, ArrivalKind, MessageSummary, MessageView
-from onionmail.message.compose import Original, forward_draft, reply_draft
+from onionmail.message.compose import Draft, Original, forward_draft, reply_draft
 from onionmail.store.ledger import LedgerEntry
 from tui.screens.base import BoxScreen
 from tui.screens.compose import ComposeScreen
@@ -56,6 +56,7 @@ class MessageScreen(BoxScreen):
         Binding("R,g", "answer('all')", "Reply all"),
         Binding("f", "answer('forward')", "Forward"),
         Binding("h", "toggle_headers", "All headers"),
+        Binding("e", "edit_draft", "Edit draft"),
     ]
     DEFAULT_CSS = """
     MessageScreen #headers { padding: 0 1; background: $boost; height: auto; }
@@ -103,11 +104,32 @@ class MessageScreen(BoxScreen):
         else:
             draft = reply_draft(original, self.api.own_addresses(), everyone=how == "all")
         replied = (self.summary.folder, self.summary.key) if how != "forward" else None
+        self._to_compose(draft, replied, None)
+
+    def action_edit_draft(self) -> None:
+        """A saved draft (in a ``.Drafts`` folder) back into compose, to go on with it."""
+        if self.view is None or not self.summary.folder.endswith("/.Drafts"):
+            self.notify("only a saved draft (Drafts folder) can be edited", severity="warning")
+            return
+        original = Original(self.view.headers, self.view.body)
+        draft = Draft(
+            tuple(original.addresses("To")),
+            tuple(original.addresses("Cc")),
+            original.get("Subject"),
+            self.view.body,
+            in_reply_to=original.get("In-Reply-To"),
+            references=original.get("References"),
+        )
+        self._to_compose(draft, None, (self.summary.folder, self.summary.key))
+
+    def _to_compose(
+        self, draft: Draft, replied: tuple[str, str] | None, from_draft: tuple[str, str] | None
+    ) -> None:
         self.app.pop_screen()
         self.app.switch_mode("compose")
         compose = self.app.screen
         if isinstance(compose, ComposeScreen):  # its fields exist once it is drawn
-            self.app.call_after_refresh(compose.start, draft, replied)
+            self.app.call_after_refresh(compose.start, draft, replied, from_draft)
 
     def action_toggle_headers(self) -> None:
         self.all_headers = not self.all_headers
