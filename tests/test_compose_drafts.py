@@ -179,3 +179,33 @@ async def test_quitting_with_an_empty_compose_does_not_ask(tmp_path: Path) -> No
         await pilot.press("ctrl+q")
         await settled(pilot)
     assert not app.is_running
+
+
+async def test_an_encrypted_key_is_opened_in_a_dialog(tmp_path: Path) -> None:
+    """No --passphrase-file: the TUI asks in a dialog; a wrong passphrase is said and asked
+    again, the right one opens the key and the ledger."""
+    from onionmail.box.create import create_box
+    from tui.app import OnionMailApp
+    from tui.screens.unlock import UnlockPrompt
+
+    new = create_box(tmp_path / "alice", "alice", passphrase=b"correct horse battery")
+    app = OnionMailApp(BoxApi(new.box_dir), ask_passphrase=True)
+    assert not app.api.ledger_available
+    async with app.run_test(size=SIZE) as pilot:
+        await settled(pilot)
+        assert isinstance(app.screen, UnlockPrompt)
+        await pilot.press(*"wrong one", "enter")
+        for _ in range(100):
+            await pilot.pause(0.1)
+            if "try again" in str(app.screen.query_one("#unlock-status").render()):
+                break
+        assert isinstance(app.screen, UnlockPrompt)
+        await pilot.press(*"correct horse battery", "enter")
+        for _ in range(100):
+            await pilot.pause(0.1)
+            if not isinstance(app.screen, UnlockPrompt):
+                break
+        assert app.api.ledger_available
+        await pilot.press("l")
+        await settled(pilot)
+        assert "locked" not in str(app.screen.query_one("#ledger-status").render())

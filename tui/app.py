@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -21,14 +22,16 @@ from textual.logging import TextualHandler
 from textual.notifications import SeverityLevel
 
 from onionmail.box.api import BoxApi
-from onionmail.cli.passphrase import passphrase_for
+from onionmail.cli.passphrase import CREDENTIAL, passphrase_for
 from onionmail.core.errors import OnionMailError
+from onionmail.seal.identity import is_encrypted_identity
 from tui.screens.compose import ComposeScreen
 from tui.screens.help import HelpScreen
 from tui.screens.inbox import InboxScreen
 from tui.screens.ledger import LedgerScreen
 from tui.screens.queue import QueueScreen
 from tui.screens.status import StatusScreen
+from tui.screens.unlock import UnlockPrompt
 from tui.screens.unsent import UnsentPrompt
 
 
@@ -54,12 +57,25 @@ class OnionMailApp(App[None]):
         Binding("ctrl+q", "quit", "Quit", priority=True),
     ]
 
-    def __init__(self, api: BoxApi, *, password_file: Path | None = None) -> None:
+    def __init__(
+        self, api: BoxApi, *, password_file: Path | None = None, ask_passphrase: bool = False
+    ) -> None:
         super().__init__()
         self.api = api
+        self.ask_passphrase = ask_passphrase
+        """Open the passphrase dialog at start (an encrypted key, no passphrase given)."""
         self.password_file = password_file
         self.compose_screen: ComposeScreen | None = None
         self.sub_title = api.address
+
+    def on_mount(self) -> None:
+        if self.ask_passphrase:
+            self.push_screen(UnlockPrompt(self.api), self._unlocked)
+
+    def _unlocked(self, opened: BoxApi | None) -> None:
+        if opened is not None:
+            self.api = opened  # every screen reads the API from the app
+            self.notify("the identity key is open: the ledger can be read")
 
     async def action_quit(self) -> None:
         """Quit; if compose holds an unsent message, ask first (Drafts, discard, stay)."""
@@ -129,17 +145,26 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _ask_in_the_ui(key: Path) -> bool:
+    """An encrypted key that no systemd credential opens: the passphrase dialog asks."""
+    if not is_encrypted_identity(key):
+        return False
+    credentials = os.environ.get("CREDENTIALS_DIRECTORY")
+    return not (credentials and (Path(credentials) / CREDENTIAL).is_file())
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         key = Path(args.dir) / "keys" / "identity.key"
         found = args.passphrase_file is not None or key.exists()
-        passphrase = passphrase_for(key, args.passphrase_file) if found else None
+        ask = found and args.passphrase_file is None and _ask_in_the_ui(key)
+        passphrase = passphrase_for(key, args.passphrase_file) if found and not ask else None
         api = BoxApi(args.dir, passphrase=passphrase)
     except OnionMailError as exc:  # before the UI starts: the terminal is still ours
         print(f"onionmail-tui: error: {exc}", file=sys.stderr)
         return 1
     logging.basicConfig(level=logging.WARNING, handlers=[TextualHandler()], force=True)
     logging.getLogger("mail.log").setLevel(logging.ERROR)
-    OnionMailApp(api, password_file=args.password_file).run()
+    OnionMailApp(api, password_file=args.password_file, ask_passphrase=ask).run()
     return 0
