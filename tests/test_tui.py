@@ -720,3 +720,21 @@ async def test_html_only_mail_is_shown_as_text_never_as_source(box: Path) -> Non
         assert "# Sale" in body and "Hello **Alice**" in body
         assert "[the offer](https://example.org/x)" in body and "logo" in body
         assert "<p>" not in body and "color: red" not in body and "tracker" not in body
+
+
+async def test_80x24_keeps_the_subject_and_a_wider_terminal_gets_every_column(
+    box: Path,
+) -> None:
+    app = app_for(box)
+    async with app.run_test(size=(80, 24)) as pilot:
+        table = app.screen.query_one("#messages", DataTable)
+        await wait_rows(pilot, table, 6)
+        assert [str(c.label) for c in table.columns.values()] == ["", "from", "subject"]
+        assert str(table.get_row_at(0)[2]) == "Keys"
+        region = table.region
+        assert region.width > 50  # the subject has room, the folder list narrowed
+        await pilot.press("down")
+        await pilot.resize_terminal(120, 40)
+        await settled(pilot)
+        assert len(table.columns) == 6 and str(table.get_row_at(1)[5]) == "Newsletter"
+        assert table.cursor_row == 1

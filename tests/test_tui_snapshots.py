@@ -1,4 +1,4 @@
-"""Snapshot tests of the TUI's main screens at 120x40 (pytest-textual-snapshot).
+"""Snapshot tests of the TUI's main screens at 120x40 and 80x24 (pytest-textual-snapshot).
 
 The sample box is deterministic (fixed identities, mail, queue and ledger),
 so the screens are too. After an intended change of a screen, review the
@@ -124,3 +124,20 @@ def test_onion_qr_code(snap_compare: Snap, app: OnionMailApp) -> None:
 
 def test_ledger(snap_compare: Snap, app: OnionMailApp) -> None:
     assert snap_compare(app, terminal_size=SIZE, run_before=keys("l", table="#entries", rows=3))
+
+
+SMALL = (80, 24)
+"""80x24 is a first-class size: the inbox keeps mark, sender and subject."""
+
+
+def test_inbox_80x24(snap_compare: Snap, app: OnionMailApp) -> None:
+    assert snap_compare(app, terminal_size=SMALL, run_before=keys())
+
+
+def test_message_80x24(snap_compare: Snap, app: OnionMailApp) -> None:
+    run = keys("down", "down", "down", "down", "enter")
+    assert snap_compare(app, terminal_size=SMALL, run_before=run)
+
+
+def test_compose_leak_card_80x24(snap_compare: Snap, app: OnionMailApp) -> None:
+    assert snap_compare(app, terminal_size=SMALL, run_before=compose_to("bob", "escape"))

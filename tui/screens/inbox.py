@@ -36,6 +36,17 @@ from tui.widgets.plain import PlainStatic, PlainTable
 
 CHUNK = 200
 """Headers parsed per batch before the rows are handed to the UI."""
+NARROW = 100
+"""Terminals narrower than this get the inbox's narrow layout (80x24 is first-class)."""
+COLUMNS: dict[str, tuple[str, int | None]] = {
+    "mark": ("", 1),
+    "enc": ("enc", 9),
+    "verified": ("sender", 10),
+    "date": ("date", 16),
+    "from": ("from", 30),
+    "subject": ("subject", None),
+}
+NARROW_COLUMNS = ("mark", "from", "subject")
 WATCH = 2.0
 """Seconds between two looks at the folder for mail that arrived, left or changed flags."""
 TRASH, ARCHIVE = ".Trash", ".Archive"
@@ -144,6 +155,7 @@ class InboxScreen(BoxScreen):
         self.query_text = ""
         self._stamp: tuple[int, int] | None = None
         self._g_at = 0.0
+        self._built_narrow = False
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -155,12 +167,7 @@ class InboxScreen(BoxScreen):
 
     def on_mount(self) -> None:
         table = self.query_one("#messages", DataTable)
-        table.add_column("", key="mark", width=1)
-        table.add_column("enc", key="enc", width=9)
-        table.add_column("sender", key="verified", width=10)
-        table.add_column("date", key="date", width=16)
-        table.add_column("from", key="from", width=30)
-        table.add_column("subject", key="subject")
+        self._add_columns(table)
         table.focus()
         self.load_folders()
         self.set_interval(WATCH, self.look_for_changes)
@@ -261,7 +268,7 @@ class InboxScreen(BoxScreen):
         self.summaries = rows
         table.clear()
         for row, summary in rows.items():
-            table.add_row(*row_cells(summary, self.petnames), key=row)
+            table.add_row(*self._cells(summary), key=row)
         if current in rows:
             table.move_cursor(row=table.get_row_index(current))
         if fresh:
@@ -350,7 +357,7 @@ class InboxScreen(BoxScreen):
             if row in self.summaries:
                 continue
             self.summaries[row] = s
-            table.add_row(*row_cells(s, self.petnames), key=row)
+            table.add_row(*self._cells(s), key=row)
         self._status(folder, done, total)
 
     def action_reload(self) -> None:
@@ -418,9 +425,42 @@ class InboxScreen(BoxScreen):
 
     def _redraw(self, row: str, summary: MessageSummary) -> None:
         table = self.query_one("#messages", DataTable)
-        cells = row_cells(summary, self.petnames)
-        for column, value in zip(("date", "from", "subject"), cells[3:], strict=True):
-            table.update_cell(row, column, value)
+        cells = dict(zip(COLUMNS, row_cells(summary, self.petnames), strict=True))
+        for column in ("date", "from", "subject"):
+            if column in table.columns:
+                table.update_cell(row, column, cells[column])
+
+    # -- the width of the terminal ------------------------------------------------------------
+
+    @property
+    def narrow(self) -> bool:
+        return self.app.size.width < NARROW
+
+    def _add_columns(self, table: DataTable[Text]) -> None:
+        """All columns, or at 80 columns the mark, the sender and the subject (the message
+        screen shows the rest); the folder list narrows too."""
+        shown = NARROW_COLUMNS if self.narrow else COLUMNS
+        for key in shown:
+            label, width = COLUMNS[key]
+            table.add_column(label, key=key, width=14 if self.narrow and key == "from" else width)
+        self.query_one("#folders", OptionList).styles.width = 16 if self.narrow else 22
+        self._built_narrow = self.narrow
+
+    def _cells(self, summary: MessageSummary) -> list[Text]:
+        cells = dict(zip(COLUMNS, row_cells(summary, self.petnames), strict=True))
+        return [cells[key] for key in (NARROW_COLUMNS if self._built_narrow else COLUMNS)]
+
+    def on_resize(self) -> None:
+        if self.narrow == self._built_narrow:
+            return
+        table = self.query_one("#messages", DataTable)
+        current = self._selected()
+        table.clear(columns=True)
+        self._add_columns(table)
+        for row, summary in self.summaries.items():
+            table.add_row(*self._cells(summary), key=row)
+        if current in self.summaries:
+            table.move_cursor(row=table.get_row_index(current))
 
     def action_trash(self) -> None:
         if self.folder.endswith("/" + TRASH):
