@@ -209,3 +209,45 @@ async def test_an_encrypted_key_is_opened_in_a_dialog(tmp_path: Path) -> None:
         await pilot.press("l")
         await settled(pilot)
         assert "locked" not in str(app.screen.query_one("#ledger-status").render())
+
+
+def test_attachments_are_saved_under_safe_names_and_never_overwrite(tmp_path: Path) -> None:
+    from email.message import EmailMessage
+
+    from onionmail.message.reading import save_attachments
+
+    msg = EmailMessage()
+    msg["Subject"] = "files"
+    msg.set_content("see attached")
+    for name, data in (
+        ("../../.bashrc", b"evil"),
+        ("report.pdf", b"%PDF one"),
+        ("report.pdf", b"%PDF two"),
+        ("", b"nameless"),
+    ):
+        msg.add_attachment(data, maintype="application", subtype="octet-stream", filename=name)
+    target = tmp_path / "out"
+    paths = save_attachments(msg.as_bytes(), target)
+    assert [p.name for p in paths] == ["bashrc", "report.pdf", "report (2).pdf", "attachment-4"]
+    assert all(p.parent == target for p in paths)
+    assert (target / "report (2).pdf").read_bytes() == b"%PDF two"
+    assert oct((target / "bashrc").stat().st_mode & 0o777) == "0o600"
+    assert not (tmp_path / ".bashrc").exists()
+
+
+async def test_s_saves_a_message_s_attachments_where_the_user_says(tmp_path: Path) -> None:
+    box = create_sample_box(tmp_path / "alice")
+    app = app_for(box)
+    async with app.run_test(size=SIZE) as pilot:
+        table = app.screen.query_one("#messages", DataTable)
+        await wait_rows(pilot, table, 6)
+        await pilot.press("down", "down", "down", "down", "enter")  # "The report"
+        await settled(pilot)
+        await pilot.press("s")
+        await settled(pilot)
+        answer = app.screen.query_one(Input)
+        answer.value = str(tmp_path / "saved")
+        await pilot.press("enter")
+        await settled(pilot)
+    saved = list((tmp_path / "saved").iterdir())
+    assert len(saved) == 1 and saved[0].stat().st_size > 0

@@ -1,4 +1,4 @@
-"""The text a reader sees in a message: its plain-text body, or its HTML made readable.
+"""What a reader gets from a message: its text (HTML made readable), its attachments saved.
 
 An HTML-only message is shown as text converted by html2text (links kept as
 ``[text](url)``, images as their alt text, no remote content fetched: the
@@ -8,6 +8,10 @@ converter only reads the markup), never as markup source.
 from __future__ import annotations
 
 import email.message
+import email.parser
+import email.policy
+import os
+from pathlib import Path
 
 import html2text
 
@@ -32,3 +36,35 @@ def body_text(msg: email.message.EmailMessage) -> str:
     except (LookupError, ValueError):
         return UNDECODABLE
     return html_as_text(content) if part.get_content_subtype() == "html" else content
+
+
+def safe_file_name(name: str, fallback: str) -> str:
+    """A sender's attachment name made safe to create in a directory of the user's: no
+    directory part, no control characters, not hidden, not empty."""
+    base = name.replace("\\", "/").rsplit("/", 1)[-1]
+    base = "".join(ch for ch in base if ch.isprintable()).strip().lstrip(".")
+    return base or fallback
+
+
+def save_attachments(raw: bytes, directory: Path) -> list[Path]:
+    """Write the attachments of the message ``raw`` into ``directory`` (made if missing),
+    0600, never over an existing file (`name (2).ext`); the paths written."""
+    msg = email.parser.BytesParser(policy=email.policy.default).parsebytes(raw)
+    assert isinstance(msg, email.message.EmailMessage)
+    directory.mkdir(parents=True, exist_ok=True)
+    written = []
+    for n, part in enumerate(msg.iter_attachments(), start=1):
+        payload = part.get_payload(decode=True)
+        data = payload if isinstance(payload, bytes) else b""
+        name = safe_file_name(part.get_filename() or "", f"attachment-{n}")
+        target = directory / name
+        stem, dot, ext = name.rpartition(".") if "." in name else (name, "", "")
+        copy = 2
+        while target.exists():
+            target = directory / (f"{stem} ({copy}){dot}{ext}" if dot else f"{name} ({copy})")
+            copy += 1
+        fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+        written.append(target)
+    return written

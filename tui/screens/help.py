@@ -27,6 +27,7 @@ HELP = """\
 | inbox | `ctrl+z` | undo the last delete, archive or flag change |
 | inbox | `ctrl+r` | read the folder again (new mail appears by itself) |
 | message | `escape` | back |
+| message | `s` | save its attachments in a directory you name (never over a file) |
 | message | `h` | every header field as stored (else From, To, Cc, Date, Subject) |
 | message | `r` / `g` `R` / `f` | reply / reply to all / forward (quoted, threaded) |
 | compose | `ctrl+s` | send (refused here first if the policy would refuse) |

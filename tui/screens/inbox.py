@@ -31,7 +31,7 @@ from onionmail.message.search import message_matches
 from onionmail.store.maildir import folder_stamp
 from tui.screens.base import BoxScreen
 from tui.screens.message import MessageScreen, petnamed
-from tui.screens.search import SearchPrompt
+from tui.screens.prompt import LinePrompt
 from tui.widgets.plain import PlainStatic, PlainTable
 
 CHUNK = 200
@@ -307,7 +307,9 @@ class InboxScreen(BoxScreen):
         table.move_cursor(row=max(0, table.row_count - 1))
 
     def action_search(self) -> None:
-        self.app.push_screen(SearchPrompt(self.query_text), self._search_for)
+        self.app.push_screen(
+            LinePrompt("search From, To, Cc, Subject and text", self.query_text), self._search_for
+        )
 
     def _search_for(self, text: str | None) -> None:
         if not text:

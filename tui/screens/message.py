@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import email.utils
+from pathlib import Path
 
 from rich.text import Text
 from textual import work
@@ -13,9 +14,11 @@ from textual.widgets import Footer, Header, Static
 
 from onionmail.box.api import Arrival, ArrivalKind, MessageSummary, MessageView
 from onionmail.message.compose import Draft, Original, forward_draft, reply_draft
+from onionmail.message.reading import save_attachments
 from onionmail.store.ledger import LedgerEntry
 from tui.screens.base import BoxScreen
 from tui.screens.compose import ComposeScreen
+from tui.screens.prompt import LinePrompt
 from tui.widgets.leak_matrix import LeakMatrixView
 from tui.widgets.plain import PlainStatic
 
@@ -57,6 +60,7 @@ class MessageScreen(BoxScreen):
         Binding("f", "answer('forward')", "Forward"),
         Binding("h", "toggle_headers", "All headers"),
         Binding("e", "edit_draft", "Edit draft"),
+        Binding("s", "save_attachments", "Save attachments"),
     ]
     DEFAULT_CSS = """
     MessageScreen #headers { padding: 0 1; background: $boost; height: auto; }
@@ -130,6 +134,31 @@ class MessageScreen(BoxScreen):
         compose = self.app.screen
         if isinstance(compose, ComposeScreen):  # its fields exist once it is drawn
             self.app.call_after_refresh(compose.start, draft, replied, from_draft)
+
+    def action_save_attachments(self) -> None:
+        if self.view is None or not self.view.attachments:
+            self.notify("this message has no attachments", severity="warning")
+            return
+        where = str(Path.home() / "Downloads")
+        self.app.push_screen(LinePrompt("save the attachments in", where), self._save_in)
+
+    def _save_in(self, directory: str | None) -> None:
+        if directory:
+            self.save(Path(directory).expanduser())
+
+    @work(thread=True, exit_on_error=False, group="save")
+    def save(self, directory: Path) -> None:
+        def write() -> list[Path]:
+            raw = (self.api.folder_path(self.summary.folder) / self.summary.key).read_bytes()
+            return save_attachments(raw, directory)
+
+        self.fetch(
+            "save the attachments",
+            write,
+            lambda paths: self.notify(
+                f"saved {len(paths)} file(s) in {directory}: " + ", ".join(p.name for p in paths)
+            ),
+        )
 
     def action_toggle_headers(self) -> None:
         self.all_headers = not self.all_headers

@@ -1,4 +1,7 @@
-"""The search prompt of the inbox (``/``): one line, Enter searches, Escape cancels."""
+"""A one-line question at the bottom of the screen: Enter answers, Escape cancels.
+
+The inbox's search (``/``) and the message screen's "save attachments to" use it.
+"""
 
 from __future__ import annotations
 
@@ -11,24 +14,25 @@ from textual.widgets import Input
 from tui.widgets.plain import PlainStatic
 
 
-class SearchPrompt(ModalScreen[str | None]):
-    """Asks for the words to find in From, To, Cc, Subject and the text of the folder."""
+class LinePrompt(ModalScreen[str | None]):
+    """Asks ``question``; dismissed with the answer (stripped), or None."""
 
     BINDINGS = [Binding("escape", "cancel", "Cancel")]
     DEFAULT_CSS = """
-    SearchPrompt { align: center bottom; }
-    SearchPrompt > Vertical {
+    LinePrompt { align: center bottom; }
+    LinePrompt > Vertical {
         width: 100%; height: 4; border-top: solid $primary; background: $surface;
     }
     """
 
-    def __init__(self, last: str = "") -> None:
+    def __init__(self, question: str, last: str = "") -> None:
         super().__init__()
+        self.question = question
         self.last = last
 
     def compose(self) -> ComposeResult:
         with Vertical():
-            yield PlainStatic("search From, To, Cc, Subject and text (Enter; Escape cancels):")
+            yield PlainStatic(f"{self.question} (Enter; Escape cancels):")
             yield Input(value=self.last, id="query", select_on_focus=True)
 
     def on_mount(self) -> None:
