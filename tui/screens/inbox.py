@@ -155,7 +155,8 @@ class InboxScreen(BoxScreen):
         self.query_text = ""
         self._stamp: tuple[int, int] | None = None
         self._g_at = 0.0
-        self._built_narrow = False
+        self._built_for = 0
+        self._counted = False
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -174,11 +175,22 @@ class InboxScreen(BoxScreen):
 
     @work(thread=True, exit_on_error=False, group="folders")
     def load_folders(self, keep: bool = False) -> None:
-        def listing() -> list[tuple[str, int]]:
-            self.petnames = {c.address.lower(): c.petname for c in self.api.contacts()}
-            return [(folder, self.api.unread(folder)) for folder in self.api.folders()]
+        """The folders at once; their unread counts after (each is a listing of the folder:
+        at start the first folder's messages come first)."""
 
-        self.fetch("list the folders", listing, lambda found: self._show_folders(found, keep))
+        def names() -> list[tuple[str, int]]:
+            if not keep:
+                self.petnames = {c.address.lower(): c.petname for c in self.api.contacts()}
+            return [(folder, 0) for folder in self.api.folders()]
+
+        if not keep:  # the counts follow once the first folder is read (_add_rows)
+            self.fetch("list the folders", names, self._show_folders)
+            return
+        self.fetch(
+            "count the unread messages",
+            lambda: [(folder, self.api.unread(folder)) for folder in self.api.folders()],
+            lambda found: self._show_folders(found, keep=True),
+        )
 
     def _show_folders(self, folders: list[tuple[str, int]], keep: bool = False) -> None:
         options = self.query_one("#folders", OptionList)
@@ -198,10 +210,6 @@ class InboxScreen(BoxScreen):
         self.open_folder(str(event.option.id))
         self.query_one("#messages", DataTable).focus()
 
-    def _set_stamp(self, folder: str, stamp: tuple[int, int]) -> None:
-        if folder == self.folder:
-            self._stamp = stamp
-
     def open_folder(self, folder: str) -> None:
         self.folder = folder
         self._stamp = None
@@ -215,17 +223,18 @@ class InboxScreen(BoxScreen):
     def load_messages(self, folder: str) -> None:
         worker = get_current_worker()
         try:
-            stamp = folder_stamp(self.api.folder_path(folder))  # before the listing
-            self.app.call_from_thread(self._set_stamp, folder, stamp)
+            # taken before the listing, handed over with the rows (no extra wait for the
+            # UI thread before the first ones)
+            stamp = folder_stamp(self.api.folder_path(folder))
             keys = self.api.message_keys(folder)
             for start in range(0, len(keys), CHUNK):
                 if worker.is_cancelled:
                     return
                 batch = list(self.api.summaries(folder, keys[start : start + CHUNK]))
                 done = min(start + CHUNK, len(keys))
-                self.app.call_from_thread(self._add_rows, folder, batch, done, len(keys))
+                self.app.call_from_thread(self._add_rows, folder, batch, done, len(keys), stamp)
             if not keys:
-                self.app.call_from_thread(self._add_rows, folder, [], 0, 0)
+                self.app.call_from_thread(self._add_rows, folder, [], 0, 0, stamp)
         except Exception as exc:  # shown to the user, not swallowed
             self.fail(exc, f"read {folder}")
 
@@ -350,9 +359,18 @@ class InboxScreen(BoxScreen):
             target = rows[0]
         table.move_cursor(row=target)
 
-    def _add_rows(self, folder: str, batch: list[MessageSummary], done: int, total: int) -> None:
+    def _add_rows(
+        self,
+        folder: str,
+        batch: list[MessageSummary],
+        done: int,
+        total: int,
+        stamp: tuple[int, int] | None = None,
+    ) -> None:
         if folder != self.folder:
             return
+        if stamp is not None and self._stamp is None:
+            self._stamp = stamp
         table = self.query_one("#messages", DataTable)
         for s in batch:
             row = row_key(s.key)
@@ -361,6 +379,9 @@ class InboxScreen(BoxScreen):
             self.summaries[row] = s
             table.add_row(*self._cells(s), key=row)
         self._status(folder, done, total)
+        if done >= total and not self._counted:
+            self._counted = True
+            self.load_folders(keep=True)  # the unread counts, once the folder is read
 
     def action_reload(self) -> None:
         if self.folder:
@@ -440,20 +461,26 @@ class InboxScreen(BoxScreen):
 
     def _add_columns(self, table: DataTable[Text]) -> None:
         """All columns, or at 80 columns the mark, the sender and the subject (the message
-        screen shows the rest); the folder list narrows too."""
+        screen shows the rest); the folder list narrows too. Every width is fixed, the
+        subject's to what is left: a table of 10,000 rows measures no cell."""
         shown = NARROW_COLUMNS if self.narrow else COLUMNS
+        folders = 16 if self.narrow else 22
+        widths = {key: COLUMNS[key][1] or 0 for key in shown}
+        if self.narrow:
+            widths["from"] = 14
+        used = folders + 2 + sum(w + 2 for w in widths.values()) + 2 + 2  # borders, scrollbar
+        widths["subject"] = max(20, self.app.size.width - used)
         for key in shown:
-            label, width = COLUMNS[key]
-            table.add_column(label, key=key, width=14 if self.narrow and key == "from" else width)
-        self.query_one("#folders", OptionList).styles.width = 16 if self.narrow else 22
-        self._built_narrow = self.narrow
+            table.add_column(COLUMNS[key][0], key=key, width=widths[key])
+        self.query_one("#folders", OptionList).styles.width = folders
+        self._built_for = self.app.size.width
 
     def _cells(self, summary: MessageSummary) -> list[Text]:
         cells = dict(zip(COLUMNS, row_cells(summary, self.petnames), strict=True))
-        return [cells[key] for key in (NARROW_COLUMNS if self._built_narrow else COLUMNS)]
+        return [cells[key] for key in (NARROW_COLUMNS if self._built_for < NARROW else COLUMNS)]
 
     def on_resize(self) -> None:
-        if self.narrow == self._built_narrow:
+        if self.app.size.width == self._built_for:
             return
         table = self.query_one("#messages", DataTable)
         current = self._selected()

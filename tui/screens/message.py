@@ -29,6 +29,8 @@ ADDRESS_FIELDS = ("From", "To", "Cc")
 
 def petnamed(value: str, petnames: dict[str, str]) -> str:
     """An address field with each address of the address book shown as its petname."""
+    if not petnames:
+        return value  # no address book: nothing to parse
     shown = []
     for name, address in email.utils.getaddresses([value]):
         petname = petnames.get(address.lower())
