@@ -427,16 +427,21 @@ async def test_status_shows_the_onion_address_as_a_qr_code(box: Path) -> None:
         assert isinstance(app.screen, StatusScreen)
 
 
+async def address_book(pilot: Pilot[Any], app: OnionMailApp) -> ContactsScreen:
+    await compose_to(pilot, app, "")
+    await pilot.press("ctrl+b")
+    await settled(pilot)
+    screen = app.screen
+    assert isinstance(screen, ContactsScreen)
+    return screen
+
+
 async def test_address_book_shows_keys_and_gateway_aliases(box: Path) -> None:
     """Petnames with the key the box holds for each address, every known OpenPGP key
     (address and fingerprint, read only) and this box's own gateway aliases."""
     app = app_for(box)
     async with app.run_test(size=SIZE) as pilot:
-        await compose_to(pilot, app, "")
-        await pilot.press("ctrl+b")
-        await settled(pilot)
-        screen = app.screen
-        assert isinstance(screen, ContactsScreen)
+        screen = await address_book(pilot, app)
         contacts = screen.query_one("#contacts", DataTable)
         rows = {
             str(r[0]): [str(cell) for cell in r]
@@ -738,3 +743,28 @@ async def test_80x24_keeps_the_subject_and_a_wider_terminal_gets_every_column(
         await settled(pilot)
         assert len(table.columns) == 6 and str(table.get_row_at(1)[5]) == "Newsletter"
         assert table.cursor_row == 1
+
+
+async def test_a_contact_is_renamed_readdressed_and_deleted(box: Path) -> None:
+    app = app_for(box)
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await address_book(pilot, app)
+        contacts = screen.query_one("#contacts", DataTable)
+        names = [str(contacts.get_row_at(i)[0]) for i in range(contacts.row_count)]
+        contacts.move_cursor(row=names.index("bob"))
+        await pilot.press("e")
+        assert screen.query_one("#address", Input).value == BOB_ADDRESS
+        screen.query_one("#petname", Input).value = "robert"
+        await pilot.press("enter")
+        await settled(pilot)
+        await settled(pilot)
+        book = {c.petname: c.address for c in BoxApi(box).contacts()}
+        assert book.get("robert") == BOB_ADDRESS and "bob" not in book
+        names = [str(contacts.get_row_at(i)[0]) for i in range(contacts.row_count)]
+        contacts.focus()
+        contacts.move_cursor(row=names.index("dave"))
+        await pilot.press("x")
+        await settled(pilot)
+        await settled(pilot)
+    assert "dave" not in {c.petname for c in BoxApi(box).contacts()}
+    assert "robert" in (box / "contacts.toml").read_text()

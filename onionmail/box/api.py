@@ -25,7 +25,6 @@ import json
 import os
 import signal
 import time
-import tomllib
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -59,6 +58,7 @@ from onionmail.message.reading import body_text
 from onionmail.openpgp.autocrypt import PeerKeyStore
 from onionmail.openpgp.clearnet import peers_path
 from onionmail.seal.identity import Identity, is_encrypted_identity, load_identity
+from onionmail.store.contacts import AddressBook
 from onionmail.store.ledger import LedgerEntry
 from onionmail.store.lock import running_pid
 from onionmail.store.maildir import (
@@ -92,7 +92,6 @@ HEADER_READ_LIMIT = 32 * 1024
 """Bytes read from each message to list it (headers only; the body is read on open)."""
 SUBMISSION_TIMEOUT = 60.0
 """Seconds a send through the submission server may take before it is reported as failed."""
-CONTACTS_NAME = "contacts.toml"
 
 
 @dataclass(frozen=True)
@@ -485,35 +484,18 @@ class BoxApi:
     # --- contacts -----------------------------------------------------------------
 
     def contacts(self) -> list[Contact]:
-        path = self.box_dir / CONTACTS_NAME
-        try:
-            raw = tomllib.loads(path.read_text())
-        except FileNotFoundError:
-            return []
-        except (OSError, ValueError) as exc:
-            raise ConfigError(f"{path}: unreadable address book: {exc}") from None
-        table = raw.get("contacts", {})
-        if not isinstance(table, dict):
-            raise ConfigError(f"{path}: [contacts] must be a table of petname = address")
         keys = {key.address: key.fingerprint for key in self.known_keys()}
-        found = []
-        for petname, address in sorted(table.items()):
-            if not isinstance(address, str):
-                raise ConfigError(f"{path}: contacts.{petname}: expected an address string")
-            found.append(Contact(petname, address, keys.get(_normalized(address), "")))
-        return found
+        return [
+            Contact(petname, address, keys.get(_normalized(address), ""))
+            for petname, address in AddressBook(self.box_dir).entries().items()
+        ]
 
-    def add_contact(self, petname: str, address: str) -> Contact:
-        petname = petname.strip()
-        if not petname or any(c in petname for c in '"\\\n'):
-            raise ConfigError("a petname needs at least one character and no quotes")
-        parsed = str(parse_mail_address(address))
-        known = {c.petname: c.address for c in self.contacts()}
-        known[petname] = parsed
-        lines = ["# onionmail address book: petname = address", "[contacts]"]
-        lines += [f'"{name}" = "{addr}"' for name, addr in sorted(known.items())]
-        write_private_file(self.box_dir / CONTACTS_NAME, ("\n".join(lines) + "\n").encode())
-        return Contact(petname, parsed)
+    def add_contact(self, petname: str, address: str, *, replacing: str = "") -> Contact:
+        """Add a contact, or change one (``replacing``: its petname until now)."""
+        return Contact(*AddressBook(self.box_dir).put(petname, address, replacing=replacing))
+
+    def remove_contact(self, petname: str) -> bool:
+        return AddressBook(self.box_dir).remove(petname)
 
     # --- sending ------------------------------------------------------------------
 

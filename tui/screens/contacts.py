@@ -50,9 +50,15 @@ def aliases_text(aliases: list[GatewayRegistration]) -> str:
 
 
 class ContactsScreen(ModalScreen[Contact | None]):
-    """Pick a contact (enter) or add one (petname + address, then Add)."""
+    """Pick a contact (enter), add one (petname + address, then Add or Enter), change one
+    (``e``: its petname and address go into the fields; Add saves the change) or delete
+    one (``x``)."""
 
-    BINDINGS = [Binding("escape", "close", "Close")]
+    BINDINGS = [
+        Binding("escape", "close", "Close"),
+        Binding("e", "edit", "Edit"),
+        Binding("x,delete", "delete", "Delete"),
+    ]
     DEFAULT_CSS = """
     ContactsScreen { align: center middle; }
     ContactsScreen > Vertical {
@@ -70,6 +76,8 @@ class ContactsScreen(ModalScreen[Contact | None]):
     def __init__(self) -> None:
         super().__init__()
         self.book = AddressBook([], [], [])
+        self.editing = ""
+        """The petname of the contact being changed (``e``), else empty."""
 
     @property
     def contacts(self) -> list[Contact]:
@@ -82,7 +90,10 @@ class ContactsScreen(ModalScreen[Contact | None]):
 
     def compose(self) -> ComposeResult:
         with Vertical():
-            yield PlainStatic("address book — enter picks a contact", classes="title")
+            yield PlainStatic(
+                "address book — enter picks a contact · e edits it · x deletes it",
+                classes="title",
+            )
             yield PlainTable(id="contacts", cursor_type="row")
             with Horizontal():
                 yield Input(placeholder="petname", id="petname")
@@ -134,12 +145,51 @@ class ContactsScreen(ModalScreen[Contact | None]):
             self.dismiss(self.contacts[event.cursor_row])
 
     def on_button_pressed(self, event: Button.Pressed) -> None:
-        self.add(self.query_one("#petname", Input).value, self.query_one("#address", Input).value)
+        self._save()
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        self._save()
+
+    def _save(self) -> None:
+        petname = self.query_one("#petname", Input).value
+        self.add(petname, self.query_one("#address", Input).value, self.editing)
+
+    def _selected(self) -> Contact | None:
+        table = self.query_one("#contacts", DataTable)
+        if table.has_focus and 0 <= table.cursor_row < len(self.contacts):
+            return self.contacts[table.cursor_row]
+        return None
+
+    def action_edit(self) -> None:
+        contact = self._selected()
+        if contact is None:
+            return
+        self.editing = contact.petname
+        self.query_one("#petname", Input).value = contact.petname
+        self.query_one("#address", Input).value = contact.address
+        self.query_one("#petname", Input).focus()
+
+    def action_delete(self) -> None:
+        contact = self._selected()
+        if contact is not None:
+            self.delete(contact.petname)
 
     @work(thread=True, exit_on_error=False, group="address-book-add")
-    def add(self, petname: str, address: str) -> None:
+    def delete(self, petname: str) -> None:
         try:
-            self.api.add_contact(petname, address)
+            self.api.remove_contact(petname)
+        except Exception as exc:  # shown to the user, not swallowed
+            self.app.call_from_thread(
+                self.notify, str(exc), title="contact not deleted", severity="error"
+            )
+            return
+        self.app.call_from_thread(self.notify, f"{petname} deleted from the address book")
+        self.app.call_from_thread(self.load)
+
+    @work(thread=True, exit_on_error=False, group="address-book-add")
+    def add(self, petname: str, address: str, replacing: str = "") -> None:
+        try:
+            self.api.add_contact(petname, address, replacing=replacing)
         except Exception as exc:  # shown to the user, not swallowed
             self.app.call_from_thread(
                 self.notify, str(exc), title="contact not added", severity="error"
@@ -148,8 +198,10 @@ class ContactsScreen(ModalScreen[Contact | None]):
         self.app.call_from_thread(self._added)
 
     def _added(self) -> None:
+        self.editing = ""
         self.query_one("#petname", Input).value = ""
         self.query_one("#address", Input).value = ""
+        self.query_one("#contacts", DataTable).focus()
         self.load()
 
     def action_close(self) -> None:

@@ -32,7 +32,7 @@ HELP = """\
 | message | `r` / `g` `R` / `f` | reply / reply to all / forward (quoted, threaded) |
 | compose | `ctrl+s` | send (refused here first if the policy would refuse) |
 | compose | `ctrl+w` | what-if: compare the paths for the first recipient |
-| compose | `ctrl+b` | address book (petnames, known OpenPGP keys, your gateway aliases) |
+| compose | `ctrl+b` | address book (petnames, OpenPGP keys, your aliases); `e` edits, `x` deletes |
 | compose | `escape` | leave the editor fields (then `i` etc. work) |
 | compose | `ctrl+d` | save to Drafts (`e` on a draft goes on with it) |
 | leak card | arrows | the reason of each observer × item cell |
