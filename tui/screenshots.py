@@ -8,6 +8,7 @@ screen with the leak card of an onion contact, and the what-if view.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sys
 import tempfile
 from pathlib import Path
@@ -23,7 +24,9 @@ SIZE = (120, 40)
 
 async def render(outdir: Path) -> list[Path]:
     written: list[Path] = []
-    with tempfile.TemporaryDirectory() as tmp:
+    outdir = outdir.absolute()
+    with tempfile.TemporaryDirectory() as tmp, contextlib.chdir(tmp):
+        # in the box's parent directory: hints name it as typed ("--dir alice")
         app = OnionMailApp(BoxApi(create_sample_box(Path(tmp) / "alice")))
         async with app.run_test(size=SIZE) as pilot:
             table = app.screen.query_one("#messages", DataTable)
