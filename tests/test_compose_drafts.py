@@ -12,11 +12,12 @@ import email.policy
 import os
 from pathlib import Path
 
+import pytest
 from textual.widgets import DataTable, Input, TextArea
 
 from onionmail.box.api import BoxApi
 from onionmail.message.compose import Draft, Original, build_message, forward_draft, reply_draft
-from tests.test_tui import SIZE, app_for, settled, wait_rows
+from tests.test_tui import SIZE, app_for, compose_to, settled, wait_rows
 from tui.sample_box import create_sample_box
 from tui.screens.compose import ComposeScreen
 from tui.screens.inbox import InboxScreen
@@ -125,10 +126,7 @@ async def test_quitting_with_an_unsent_message_asks_and_saves_it_to_drafts(
     box = create_sample_box(tmp_path / "alice")
     app = app_for(box)
     async with app.run_test(size=SIZE) as pilot:
-        await pilot.press("c", *"bob")
-        await settled(pilot)
-        compose = app.screen
-        assert isinstance(compose, ComposeScreen)
+        compose = await compose_to(pilot, app, "bob")
         compose.query_one("#subject", Input).value = "Half written"
         compose.query_one("#body", TextArea).text = "Dear Bob,\n"
         await pilot.press("ctrl+q")
@@ -251,3 +249,58 @@ async def test_s_saves_a_message_s_attachments_where_the_user_says(tmp_path: Pat
         await settled(pilot)
     saved = list((tmp_path / "saved").iterdir())
     assert len(saved) == 1 and saved[0].stat().st_size > 0
+
+
+def test_attached_files_become_mime_parts_and_a_missing_one_is_refused(tmp_path: Path) -> None:
+    from onionmail.message.compose import AttachmentError
+
+    (tmp_path / "report.pdf").write_bytes(b"%PDF-1.4 x")
+    (tmp_path / "notes").write_bytes(b"\x00\x01")
+    draft = Draft(
+        ("bob@b.onion",),
+        subject="files",
+        body="see attached",
+        attachments=(str(tmp_path / "report.pdf"), str(tmp_path / "notes")),
+    )
+    msg = build_message(ME, draft)
+    parts = [(p.get_filename(), p.get_content_type()) for p in msg.iter_attachments()]
+    assert parts == [("report.pdf", "application/pdf"), ("notes", "application/octet-stream")]
+    missing = Draft(("bob@b.onion",), attachments=(str(tmp_path / "gone.txt"),))
+    with pytest.raises(AttachmentError, match="cannot attach .*gone.txt"):
+        build_message(ME, missing)
+
+
+async def test_the_attach_field_completes_paths(tmp_path: Path) -> None:
+    from tui.screens.compose import PathSuggester
+
+    (tmp_path / "report.pdf").write_bytes(b"x")
+    (tmp_path / "docs").mkdir()
+    (tmp_path / ".hidden").write_bytes(b"x")
+    suggest = PathSuggester().get_suggestion
+    assert await suggest(f"{tmp_path}/re") == f"{tmp_path}/report.pdf"
+    assert await suggest(f"a.txt, {tmp_path}/do") == f"a.txt, {tmp_path}/docs/"
+    assert await suggest(f"{tmp_path}/") == f"{tmp_path}/docs/"  # dot files only when typed
+    assert await suggest(f"{tmp_path}/zz") is None and await suggest("") is None
+
+
+async def test_attachments_change_the_leak_card_before_sending(tmp_path: Path) -> None:
+    """A file in Attach: the cards are predicted again for a message with attachments (their
+    names are metadata too), as the ledger will record it."""
+    from threat_model import Item, Observer, Visibility
+
+    box = create_sample_box(tmp_path / "alice")
+    (tmp_path / "plan.pdf").write_bytes(b"%PDF")
+    app = app_for(box)
+    async with app.run_test(size=SIZE) as pilot:
+        compose = await compose_to(pilot, app, "bob")
+
+        def attachment_cell() -> Visibility:
+            (prediction,) = compose.predictions
+            return prediction.matrix.cell(Observer.RECIPIENT_BOX, Item.ATTACHMENT_NAMES).visibility
+
+        assert attachment_cell() is Visibility.HIDDEN
+        compose.query_one("#attach", Input).value = str(tmp_path / "plan.pdf")
+        await settled(pilot)
+        await settled(pilot)
+        assert attachment_cell() is Visibility.VISIBLE
+        assert compose.draft().attachments == (str(tmp_path / "plan.pdf"),)

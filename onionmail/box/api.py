@@ -500,10 +500,10 @@ class BoxApi:
     # --- sending ------------------------------------------------------------------
 
     def build_message(
-        self, to: list[str], cc: list[str], subject: str, body: str, **thread: str
+        self, to: list[str], cc: list[str], subject: str, body: str, **more: Any
     ) -> email.message.EmailMessage:
-        """``thread``: ``in_reply_to`` and ``references`` of a reply (:mod:`compose`)."""
-        return build_message(self.address, Draft(tuple(to), tuple(cc), subject, body, **thread))
+        """``more``: a reply's ``in_reply_to`` and ``references``, ``attachments``."""
+        return build_message(self.address, Draft(tuple(to), tuple(cc), subject, body, **more))
 
     async def send(
         self,
@@ -513,19 +513,20 @@ class BoxApi:
         body: str,
         *,
         password_file: Path | None = None,
-        **thread: str,
+        **more: Any,
     ) -> None:
         """Submit to the running box; refuses first what the policy would refuse."""
         recipients = to + cc
         if not recipients:
             raise AddressError("no recipient: fill in To")
+        attached = bool(more.get("attachments"))
         for rcpt in recipients:
-            refusal = self.predict(rcpt).refusal
+            refusal = self.predict(rcpt, has_attachments=attached).refusal
             if refusal is not None:
                 raise AddressError(f"not sent to {rcpt}: {refusal}")
         host, port = self._submission_endpoint()
         password = self._password(password_file)
-        message = self.build_message(to, cc, subject, body, **thread)
+        message = self.build_message(to, cc, subject, body, **more)
         try:
             await aiosmtplib.send(
                 message,

@@ -14,8 +14,12 @@ from __future__ import annotations
 
 import email.message
 import email.utils
+import mimetypes
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
+
+from onionmail.core.errors import OnionMailError
 
 QUOTE = "> "
 
@@ -30,6 +34,8 @@ class Draft:
     body: str = ""
     in_reply_to: str = ""
     references: str = ""
+    attachments: tuple[str, ...] = ()
+    """Paths of files to attach (read when the message is built)."""
 
 
 def build_message(sender: str, draft: Draft) -> email.message.EmailMessage:
@@ -46,7 +52,20 @@ def build_message(sender: str, draft: Draft) -> email.message.EmailMessage:
     if draft.references:
         msg["References"] = draft.references
     msg.set_content(draft.body)
+    for name in draft.attachments:
+        path = Path(name).expanduser()
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            raise AttachmentError(f"cannot attach {path}: {exc.strerror}") from None
+        kind, _ = mimetypes.guess_type(path.name)
+        maintype, _, subtype = (kind or "application/octet-stream").partition("/")
+        msg.add_attachment(data, maintype=maintype, subtype=subtype, filename=path.name)
     return msg
+
+
+class AttachmentError(OnionMailError):
+    """A file named for attachment cannot be read."""
 
 
 class Original:

@@ -9,10 +9,13 @@ before anything leaves.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from textual import events, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.suggester import Suggester
 from textual.widgets import Footer, Header, Input, Label, Static, TextArea
 
 from onionmail.box.api import Contact, PathOption, Prediction
@@ -27,6 +30,33 @@ from tui.widgets.plain import PlainStatic
 
 def split_recipients(text: str) -> list[str]:
     return [part.strip() for part in text.replace(";", ",").split(",") if part.strip()]
+
+
+class PathSuggester(Suggester):
+    """Completes the last comma-separated path of the Attach field to an existing file or
+    directory (the first in name order), as a shell's tab would."""
+
+    def __init__(self) -> None:
+        super().__init__(use_cache=False, case_sensitive=True)
+
+    async def get_suggestion(self, value: str) -> str | None:
+        head, comma, last = value.rpartition(",")
+        typed = last.lstrip()
+        if not typed:
+            return None
+        path = Path(typed).expanduser()
+        folder, stem = (path, "") if typed.endswith("/") else (path.parent, path.name)
+        try:
+            names = sorted(p.name for p in folder.iterdir() if p.name.startswith(stem))
+        except OSError:
+            return None
+        names = [n for n in names if not n.startswith(".") or stem.startswith(".")]
+        if not names or names[0] == stem:
+            return None
+        completed = typed[: len(typed) - len(stem)] + names[0]
+        if (folder / names[0]).is_dir():
+            completed += "/"
+        return f"{head}{comma}{last[: len(last) - len(typed)]}{completed}"
 
 
 class ComposeScreen(BoxScreen):
@@ -52,7 +82,9 @@ class ComposeScreen(BoxScreen):
         self.contacts: list[Contact] = []
         self.predictions: list[Prediction] = []
         self._shown: tuple[str, ...] = ()
+        self._shown_attached = False
         self.box_running = True
+        """Whether the box ran when the recipients were last checked (the verdict says so)."""
         self._last_field: Input | TextArea | None = None
         self.thread: dict[str, str] = {}
         """``in_reply_to`` and ``references`` of the reply being written, else empty."""
@@ -60,7 +92,6 @@ class ComposeScreen(BoxScreen):
         """(folder, key) of the message being answered: flagged replied once sent."""
         self.from_draft: tuple[str, str] | None = None
         """(folder, key) of the saved draft being edited: trashed once sent or saved anew."""
-        """Whether the box ran when the recipients were last checked (the verdict says so)."""
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -69,11 +100,17 @@ class ComposeScreen(BoxScreen):
                 ("To", "address or petname, comma separated"),
                 ("Cc", ""),
                 ("Subject", ""),
+                ("Attach", "files, comma separated (→ completes a path)"),
             ):
                 with Horizontal(classes="field"):
                     yield Label(f"{name}:")
                     # back in a field, the cursor goes to its end: nothing typed is replaced
-                    yield Input(placeholder=placeholder, id=name.lower(), select_on_focus=False)
+                    yield Input(
+                        placeholder=placeholder,
+                        id=name.lower(),
+                        select_on_focus=False,
+                        suggester=PathSuggester() if name == "Attach" else None,
+                    )
             yield TextArea(id="body")
             yield PlainStatic("no recipient yet", id="verdict")
             yield VerticalScroll(id="cards")
@@ -85,8 +122,14 @@ class ComposeScreen(BoxScreen):
         self.load_contacts()
 
     def has_content(self) -> bool:
-        fields = [self.query_one(f"#{name}", Input).value for name in ("to", "cc", "subject")]
+        names = ("to", "cc", "subject", "attach")
+        fields = [self.query_one(f"#{name}", Input).value for name in names]
         return any(fields) or bool(self.query_one("#body", TextArea).text.strip())
+
+    def attachments(self) -> tuple[str, ...]:
+        return tuple(
+            p.strip() for p in self.query_one("#attach", Input).value.split(",") if p.strip()
+        )
 
     def draft(self) -> Draft:
         """What compose holds now."""
@@ -95,11 +138,12 @@ class ComposeScreen(BoxScreen):
             tuple(split_recipients(self.query_one("#cc", Input).value)),
             self.query_one("#subject", Input).value,
             self.query_one("#body", TextArea).text,
+            attachments=self.attachments(),
             **self.thread,
         )
 
     def clear(self) -> None:
-        for field in ("#to", "#cc", "#subject"):
+        for field in ("#to", "#cc", "#subject", "#attach"):
             self.query_one(field, Input).value = ""
         self.query_one("#body", TextArea).text = ""
         self.thread, self.replied, self.from_draft = {}, None, None
@@ -184,33 +228,38 @@ class ComposeScreen(BoxScreen):
         return [self.resolve(r) for text in fields for r in split_recipients(text)]
 
     def on_input_changed(self, event: Input.Changed) -> None:
-        if event.input.id in ("to", "cc"):
+        if event.input.id in ("to", "cc", "attach"):
             self.refresh_cards()
 
     def refresh_cards(self) -> None:
+        """The leak cards for the recipients, for a message with or without attachments
+        (their names are metadata too): predicted again when either changes."""
         recipients = tuple(self.recipients())
-        if recipients == self._shown:
+        attached = bool(self.attachments())
+        if (recipients, attached) == (self._shown, self._shown_attached):
             return
-        self.predict(recipients)
+        self.predict(recipients, attached)
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="cards")
-    def predict(self, recipients: tuple[str, ...]) -> None:
+    def predict(self, recipients: tuple[str, ...], attached: bool = False) -> None:
         found: list[Prediction | str] = []
         self.box_running = self.api.running
         for rcpt in recipients:
             try:
-                found.append(self.api.predict(rcpt))
+                found.append(self.api.predict(rcpt, has_attachments=attached))
             except OnionMailError as exc:
                 found.append(f"{rcpt}: {exc}")
             except Exception as exc:  # shown to the user, not swallowed
                 self.fail(exc, f"predict the path to {rcpt}")
                 return
-        self.app.call_from_thread(self._show_cards, recipients, found)
+        self.app.call_from_thread(self._show_cards, recipients, found, attached)
 
-    def _show_cards(self, recipients: tuple[str, ...], found: list[Prediction | str]) -> None:
-        if recipients != tuple(self.recipients()):
+    def _show_cards(
+        self, recipients: tuple[str, ...], found: list[Prediction | str], attached: bool = False
+    ) -> None:
+        if recipients != tuple(self.recipients()) or attached != bool(self.attachments()):
             return  # typed on meanwhile: a newer prediction is coming
-        self._shown = recipients
+        self._shown, self._shown_attached = recipients, attached
         cards = self.query_one("#cards", VerticalScroll)
         cards.remove_children()
         self.predictions = [p for p in found if isinstance(p, Prediction)]
@@ -272,6 +321,7 @@ class ComposeScreen(BoxScreen):
                 subject,
                 body,
                 password_file=self.box_app.password_file,
+                attachments=self.attachments(),
                 **self.thread,
             )
         except Exception as exc:  # shown to the user, not swallowed

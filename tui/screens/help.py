@@ -34,6 +34,7 @@ HELP = """\
 | compose | `ctrl+w` | what-if: compare the paths for the first recipient |
 | compose | `ctrl+b` | address book (petnames, OpenPGP keys, your aliases); `e` edits, `x` deletes |
 | compose | `escape` | leave the editor fields (then `i` etc. work) |
+| compose | Attach field | files to attach, comma separated; `→` completes a path |
 | compose | `ctrl+d` | save to Drafts (`e` on a draft goes on with it) |
 | leak card | arrows | the reason of each observer × item cell |
 | queue | `r` / `R` | retry the selected / every message now |
