@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import mailbox
 import os
 import pty
 import select
@@ -10,11 +11,18 @@ import time
 from pathlib import Path
 
 
-def neomutt_subjects(
-    maildir: Path, work: Path, timeout: float = 30, pattern: str = "~A"
-) -> list[str]:
-    """Open ``maildir`` in neomutt, copy the messages ``pattern`` matches (all; ``~F``
-    flagged, ``~U`` unread, ``~R`` read) to an mbox, return their Subjects."""
+def neomutt_subjects(maildir: Path, work: Path, timeout: float = 30) -> list[str]:
+    """Open ``maildir`` in neomutt, copy every message to an mbox, return their Subjects."""
+    return [subject for subject, _ in _copied(maildir, work, timeout)]
+
+
+def neomutt_flags(maildir: Path, work: Path, timeout: float = 30) -> dict[str, set[str]]:
+    """Every message's Subject and the flags neomutt sees on it: it copies each one to an
+    mbox with ``Status`` (``R`` read) and ``X-Status`` (``A`` answered, ``F`` flagged)."""
+    return dict(_copied(maildir, work, timeout))
+
+
+def _copied(maildir: Path, work: Path, timeout: float) -> list[tuple[str, set[str]]]:
     out = work / "copied.mbox"
     out.unlink(missing_ok=True)
     rc = work / "neomuttrc"
@@ -24,7 +32,7 @@ def neomutt_subjects(
         f"set folder={work}\n"  # else neomutt first asks whether to create ~/Mail
         "set auto_tag=yes\nset header_cache=''\nset message_cachedir=''\n"
     )
-    keys = f'push "<tag-pattern>{pattern}<enter><tag-prefix><copy-message>{out}<enter><exit>"'
+    keys = f'push "<tag-pattern>~A<enter><tag-prefix><copy-message>{out}<enter><exit>"'
     pid, fd = pty.fork()
     if pid == 0:  # pragma: no cover - the child becomes neomutt
         os.environ.update({"TERM": "dumb", "HOME": str(work), "LINES": "40", "COLUMNS": "120"})
@@ -52,8 +60,16 @@ def neomutt_subjects(
         except (ProcessLookupError, ChildProcessError):
             pass
         os.close(fd)
-    text = out.read_text(errors="replace") if out.exists() else ""
-    return [line[len("Subject: ") :] for line in text.splitlines() if line.startswith("Subject: ")]
+    found: list[tuple[str, set[str]]] = []
+    if out.exists():
+        copied = mailbox.mbox(out, create=False)
+        try:
+            for msg in copied:
+                flags = set(str(msg.get("Status", ""))) | set(str(msg.get("X-Status", "")))
+                found.append((str(msg["Subject"]), flags - {"O"}))
+        finally:
+            copied.close()
+    return found
 
 
 def neomutt_available() -> bool:

@@ -14,7 +14,7 @@ from textual.widget import Widget
 from textual.widgets import DataTable, Input, Markdown, OptionList, Static
 
 from onionmail.box.api import BoxApi
-from tests.neomutt import neomutt_subjects
+from tests.neomutt import neomutt_flags, neomutt_subjects
 from tests.tui_notifications import record_notifications
 from tui.app import OnionMailApp
 from tui.sample_box import (
@@ -596,8 +596,13 @@ async def test_flags_and_folders_are_maildir_s_and_neomutt_reads_them(
     assert len(list((mail / ".Trash" / "new").iterdir())) == 1
     work = tmp_path / "neomutt"
     work.mkdir()
-    assert neomutt_subjects(mail, work, pattern="~F") == ["Keys"]
-    assert neomutt_subjects(mail, work, pattern="~R") == ["Hello Alice"]
+    # replied: the flag compose sets once a reply is queued (BoxApi.set_flags, add "R")
+    api = BoxApi(box)
+    (hello,) = [k for k in api.message_keys("alice") if k.endswith(":2,S")]
+    api.set_flags("alice", hello, add="R")
+    seen = neomutt_flags(mail, work)
+    assert seen["Keys"] == {"F"} and seen["Hello Alice"] == {"R", "A"}
+    assert seen["The report"] == set() and "Newsletter" not in seen
     assert neomutt_subjects(mail / ".Trash", work) == ["Newsletter"]
 
 
