@@ -24,7 +24,7 @@ from onionmail.box.cover_traffic import CoverTraffic
 from onionmail.box.delivery import DeliveryAgent, sealed_time
 from onionmail.box.inbound import InboundHandler
 from onionmail.box.policy import route
-from onionmail.box.policy_gate import LeakKeeper, message_id_of, message_traits
+from onionmail.box.policy_gate import LeakKeeper, ledger_facts
 from onionmail.box.submission import Stored, SubmissionHandler
 from onionmail.box.timing import TimingPolicy
 from onionmail.config.box import Config
@@ -32,7 +32,7 @@ from onionmail.core.errors import OnionMailError, PermanentDeliveryError
 from onionmail.core.files import ensure_private_dir, use_storage_threads, write_private_file
 from onionmail.core.mail_address import MailAddress
 from onionmail.gateway_link.protocol import mark_gateway_tls
-from onionmail.message.rfc5322 import Message, MessageFormatError, parse_message
+from onionmail.message.rfc5322 import MessageFormatError
 from onionmail.message.scrub import message_id_key
 from onionmail.openpgp.clearnet import ClearnetOpenPGP, split_for_gateway
 from onionmail.seal.identity import Identity, is_encrypted_identity
@@ -353,13 +353,7 @@ class Box:
                 except OSError as exc:
                     log.error("could not withdraw a queue entry: %s", exc.strerror)
             raise
-        parsed: Message | bytes = message  # parsed once for the Message-ID and the traits
-        try:
-            parsed = parse_message(message)
-        except MessageFormatError:
-            pass  # the ledger records it without an id, the queue takes it as it is
-        message_id = message_id_of(parsed)
-        traits = message_traits(parsed, "sent")
+        message_id, traits = ledger_facts(message, "sent")
 
         async def then() -> None:
             await asyncio.to_thread(self._file_sent, sender, message)

@@ -81,6 +81,16 @@ def message_id_of(message: bytes | Message) -> str:
     return value.decode("ascii", "replace").strip().strip("<>")
 
 
+def ledger_facts(message: bytes, direction: str) -> tuple[str, MessageTraits]:
+    """The Message-ID and the traits of ``message``, its fields parsed once (blocking:
+    call it from a worker thread). A message that does not parse has no id and no
+    attachments."""
+    parsed = _parsed(message)
+    if parsed is None:
+        return "", MessageTraits(direction=direction)
+    return message_id_of(parsed), message_traits(parsed, direction)
+
+
 # The matrix depends only on these three frozen values; asked for on every
 # RCPT, queueing and delivery, it is computed once per combination.
 _leaks = functools.lru_cache(maxsize=128)(leaks)
@@ -226,16 +236,16 @@ class LeakKeeper:
         (PGP/MIME through a gateway)."""
         path = self._sent_path(entry.destination, seal_version > 0, openpgp)
         enforced = self._starttls_enforced(path, entry.recipients)
-        parsed = await asyncio.to_thread(_parsed, entry.message)
+        message_id, traits = await asyncio.to_thread(ledger_facts, entry.message, "sent")
         await self._record(
-            message_id_of(parsed) if parsed is not None else "",
+            message_id,
             entry.destination,
             "sent",
             path,
             "delivered",
             enforced,
             seal=seal_name(seal_version),
-            traits=await asyncio.to_thread(message_traits, parsed or entry.message, "sent"),
+            traits=traits,
         )
 
     async def received(
