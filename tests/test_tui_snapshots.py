@@ -1,4 +1,4 @@
-"""Snapshot tests of the TUI's main screens at 120x40 and 80x24 (pytest-textual-snapshot).
+"""Snapshot tests of the TUI's main screens at 160x45 and 80x24 (pytest-textual-snapshot).
 
 The sample box is deterministic (fixed identities, mail, queue and ledger),
 so the screens are too. After an intended change of a screen, review the
@@ -17,9 +17,9 @@ from textual.widgets import DataTable, Input
 
 from onionmail.box.api import BoxApi
 from tui.app import OnionMailApp
-from tui.sample_box import create_sample_box
+from tui.sample_box import add_sample_thread, create_sample_box
 
-SIZE = (120, 40)
+SIZE = (160, 45)
 MESSAGES = 6
 """The sample box's inbox (four onion messages, two relayed by the gateway)."""
 Snap = Callable[..., bool]
@@ -64,6 +64,29 @@ def compose_to(recipients: str, *then: str) -> Callable[[Pilot[Any]], Awaitable[
 
 def test_inbox(snap_compare: Snap, app: OnionMailApp) -> None:
     assert snap_compare(app, terminal_size=SIZE, run_before=keys())
+
+
+@pytest.fixture
+def thread_app(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> OnionMailApp:
+    """The sample box with a conversation of three (:func:`add_sample_thread`)."""
+    monkeypatch.chdir(tmp_path)
+    box = create_sample_box(tmp_path / "alice")
+    add_sample_thread(box)
+    return OnionMailApp(BoxApi(box))
+
+
+def test_inbox_thread(snap_compare: Snap, thread_app: OnionMailApp) -> None:
+    """Each reply under what it answers, the thread where its newest message stands."""
+    assert snap_compare(thread_app, terminal_size=SIZE, run_before=thread_keys("down"))
+
+
+def thread_keys(*pressed: str) -> Callable[[Pilot[Any]], Awaitable[None]]:
+    async def run(pilot: Pilot[Any]) -> None:
+        await settle(pilot, "#messages", MESSAGES + 2)
+        await pilot.press(*pressed)
+        await settle(pilot)
+
+    return run
 
 
 def test_message(snap_compare: Snap, app: OnionMailApp) -> None:
@@ -132,6 +155,10 @@ SMALL = (80, 24)
 
 def test_inbox_80x24(snap_compare: Snap, app: OnionMailApp) -> None:
     assert snap_compare(app, terminal_size=SMALL, run_before=keys())
+
+
+def test_inbox_thread_folded_80x24(snap_compare: Snap, thread_app: OnionMailApp) -> None:
+    assert snap_compare(thread_app, terminal_size=SMALL, run_before=thread_keys("z"))
 
 
 def test_message_80x24(snap_compare: Snap, app: OnionMailApp) -> None:

@@ -8,6 +8,8 @@ itself would have written it; it is test data, never a real box.
 
 from __future__ import annotations
 
+import email
+import email.policy
 import json
 from email.message import EmailMessage
 from pathlib import Path
@@ -110,6 +112,26 @@ def sample_messages(onion: str, *, gateway: bool = True) -> list[bytes]:
             ),
         ]
     return messages
+
+
+def add_sample_thread(box_dir: Path) -> None:
+    """Two answers to Carol's "Meeting notes" in alice's inbox, the newest mail of the
+    folder: Bob's reply, then Carol's reply to Bob (a thread of three)."""
+    onion = ALICE.onion_address
+    sealed = f"{onion}; onionmail=pass (sealed envelope opened with the sender's onion key)"
+    first = f"<sample-1@{CAROL.onion_address}>"
+    second = f"<sample-7@{BOB.onion_address}>"
+    replies = [
+        (7, BOB_ADDRESS, "Thanks, I add the budget.\n", first, first),
+        (8, CAROL_ADDRESS, "Second reply: agreed.\n", second, f"{first} {second}"),
+    ]
+    for n, sender, body, parent, references in replies:
+        msg = email.message_from_bytes(
+            _message(sender, "Re: Meeting notes", n, sealed, body), policy=email.policy.default
+        )
+        msg["In-Reply-To"] = parent
+        msg["References"] = references
+        write_message(box_dir / "mail" / "alice", n, bytes(msg))
 
 
 def create_sample_box(

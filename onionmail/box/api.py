@@ -55,6 +55,7 @@ from onionmail.core.mail_address import MailAddress, parse_mail_address
 from onionmail.message.compose import Draft, build_message
 from onionmail.message.header_claims import authserv_id
 from onionmail.message.reading import body_text
+from onionmail.message.threads import referenced_ids
 from onionmail.openpgp.autocrypt import PeerKeyStore
 from onionmail.openpgp.clearnet import peers_path
 from onionmail.seal.identity import Identity, is_encrypted_identity, load_identity
@@ -343,6 +344,7 @@ class BoxApi:
             date=short_date(text(msg.get("Date"))),
             message_id=text(msg.get("Message-ID")).strip().strip("<>"),
             arrival=self.arrival(msg),
+            references=referenced_ids(text(msg.get("References")), text(msg.get("In-Reply-To"))),
         )
 
     def arrival(self, msg: email.message.Message) -> Arrival:

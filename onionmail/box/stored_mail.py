@@ -88,6 +88,9 @@ class MessageSummary:
     date: str
     message_id: str
     arrival: Arrival
+    references: tuple[str, ...] = ()
+    """The message ids it names (``References``, then ``In-Reply-To``), oldest first: what
+    it answers, for threads."""
 
     @property
     def flags(self) -> str:

@@ -75,7 +75,15 @@ class ComposeScreen(BoxScreen):
     ComposeScreen #cards { height: 1fr; }
     ComposeScreen #verdict { height: 1; padding: 0 1; }
     ComposeScreen #verdict.refused { color: $error; text-style: bold; }
+    ComposeScreen.short .field { height: 1; margin-bottom: 0; }
+    ComposeScreen.short .field Label { padding: 0 0 0 1; }
+    ComposeScreen.short .field Input { height: 1; border: none; padding: 0 1; background: $boost; }
+    ComposeScreen.short .field Input:focus { background: $primary 30%; }
+    ComposeScreen.short #body { height: 4; }
     """
+    SHORT = 30
+    """Terminals lower than this get one-line fields, so the leak card keeps half the screen
+    (at 80x24 too)."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -116,7 +124,11 @@ class ComposeScreen(BoxScreen):
             yield VerticalScroll(id="cards")
         yield Footer()
 
+    def on_resize(self) -> None:
+        self.set_class(self.app.size.height < self.SHORT, "short")
+
     def on_mount(self) -> None:
+        self.set_class(self.app.size.height < self.SHORT, "short")
         self.box_app.compose_screen = self  # quitting asks first when it holds a message
         self.query_one("#to", Input).focus()
         self.load_contacts()

@@ -25,6 +25,7 @@ HELP = """\
 | inbox | `m` | mark read / unread (opening a message reads it) |
 | inbox | `F` | flag / unflag |
 | inbox | `ctrl+z` | undo the last delete, archive or flag change |
+| inbox | `z` / `Z` / `T` | fold the thread (one line, `(+N)` hidden) / every thread / threads or flat |
 | inbox | `ctrl+r` | read the folder again (new mail appears by itself) |
 | message | `escape` | back |
 | message | `s` | save its attachments in a directory you name (never over a file) |

@@ -9,6 +9,11 @@ name (``S`` seen, ``F`` flagged), folders as Maildir++ subfolders
 (``.Trash``, ``.Archive``), so neomutt and Dovecot see the same state. Unread
 messages are bold and counted per folder; ``ctrl+z`` undoes the last delete,
 archive or flag change.
+
+Conversations are threads (:mod:`onionmail.message.threads`): a reply under
+what it answers, a thread where its newest message would stand; ``z`` folds
+the thread under the cursor into one line, ``Z`` every thread, ``T`` shows
+the folder flat.
 """
 
 from __future__ import annotations
@@ -25,13 +30,15 @@ from textual.widgets import DataTable, Footer, Header, OptionList, Static
 from textual.widgets.option_list import Option
 from textual.worker import get_current_worker
 
-from onionmail.box.api import Arrival, ArrivalKind, MessageSummary
+from onionmail.box.api import MessageSummary
 from onionmail.core.errors import OnionMailError
 from onionmail.message.search import message_matches
+from onionmail.message.threads import Line, Threadable, collapse, thread_lines
 from onionmail.store.maildir import folder_stamp
 from tui.screens.base import BoxScreen
-from tui.screens.message import MessageScreen, petnamed
+from tui.screens.message import MessageScreen
 from tui.screens.prompt import LinePrompt
+from tui.widgets.message_rows import row_cells, row_key
 from tui.widgets.plain import PlainStatic, PlainTable
 
 CHUNK = 200
@@ -64,61 +71,6 @@ class Undo:
     flags_removed: str = ""
 
 
-MARKS = {
-    ArrivalKind.SEALED: ("S", "bold green"),
-    ArrivalKind.PLAIN: ("P", "bold yellow"),
-    ArrivalKind.GATEWAY: ("G", "bold magenta"),
-    ArrivalKind.UNKNOWN: ("?", "grey50"),
-}
-
-
-ENCRYPTION = {
-    "sealed": ("sealed", "green"),
-    "sealed-v1": ("sealed-v1", "yellow"),
-    "OpenPGP": ("OpenPGP", "green"),
-    "OpenPGP?": ("OpenPGP?", "yellow"),
-    "none": ("clear", "yellow"),
-}
-"""The enc column: a sealed envelope (an older box's, without forward secrecy: sealed-v1),
-OpenPGP the box decrypted (or could not), or none."""
-
-
-def sender_cell(arrival: Arrival) -> Text:
-    if arrival.verified:
-        return Text("verified", "green")
-    pgp = arrival.openpgp
-    if pgp is not None and pgp.signed_by_sender:
-        return Text("signed", "green")
-    if pgp is not None and pgp.signature == "bad":
-        return Text("bad sig", "bold red")
-    return Text("unverified", "grey50")
-
-
-def row_key(key: str) -> str:
-    """A message's row in the table: its file name without ``new/``, ``cur/`` and flags,
-    which stays the same when a flag changes."""
-    return key.rsplit("/", 1)[-1].partition(":2,")[0]
-
-
-def row_cells(s: MessageSummary, petnames: dict[str, str] | None = None) -> tuple[Text, ...]:
-    """A message's row: unread in bold, flagged with a mark before the subject, the sender
-    by its petname when the address book has it."""
-    style = "bold" if s.unread else ""
-    flag = Text("⚑ ", "bold red") if "F" in s.flags else Text("")
-    return (
-        *arrival_cells(s.arrival),
-        Text(s.date, style),
-        Text(petnamed(s.sender, petnames or {}), style),
-        Text.assemble(flag, Text(s.subject, style)),
-    )
-
-
-def arrival_cells(arrival: Arrival) -> tuple[Text, Text, Text]:
-    mark, style = MARKS[arrival.kind]
-    label, enc_style = ENCRYPTION[arrival.encryption]
-    return Text(mark, style), Text(label, enc_style), sender_cell(arrival)
-
-
 class InboxScreen(BoxScreen):
     BINDINGS = [
         Binding("ctrl+r", "reload", "Reload", show=False),
@@ -136,6 +88,9 @@ class InboxScreen(BoxScreen):
         Binding("g", "top", "Top", show=False),
         Binding("G,end", "bottom", "Bottom", show=False),
         Binding("home", "top_now", "Top", show=False),
+        Binding("z", "fold", "Fold thread", show=False),
+        Binding("Z", "fold_all", "Fold all", show=False),
+        Binding("T", "toggle_threads", "Threads", show=False),
     ]
     DEFAULT_CSS = """
     InboxScreen #folders { width: 22; border: round $panel; }
@@ -153,6 +108,13 @@ class InboxScreen(BoxScreen):
         self.matches: list[str] = []
         """Rows the last search found, in folder order (``n``/``N`` move through them)."""
         self.query_text = ""
+        self.threaded = True
+        self.collapsed: set[str] = set()
+        """Folded threads, by their first message's row."""
+        self.lines: dict[str, Line] = {}
+        """The rows shown, each as its line of the threaded (or flat) folder."""
+        self.thread_of: dict[str, str] = {}
+        self.thread_size: dict[str, int] = {}
         self._stamp: tuple[int, int] | None = None
         self._g_at = 0.0
         self._built_for = 0
@@ -215,6 +177,8 @@ class InboxScreen(BoxScreen):
         self._stamp = None
         self.matches = []
         self.summaries.clear()
+        self.lines.clear()
+        self.collapsed.clear()
         self.query_one("#messages", DataTable).clear()
         self.query_one("#inbox-status", Static).update(f"{folder}: loading…")
         self.load_messages(folder)
@@ -275,11 +239,7 @@ class InboxScreen(BoxScreen):
         if rows == self.summaries:
             return
         self.summaries = rows
-        table.clear()
-        for row, summary in rows.items():
-            table.add_row(*self._cells(summary), key=row)
-        if current in rows:
-            table.move_cursor(row=table.get_row_index(current))
+        self._show_lines(current, table.cursor_row)
         if fresh:
             self.notify(f"{len(fresh)} new message(s) in {folder}")
         self._status(folder, len(rows), len(rows))
@@ -288,7 +248,8 @@ class InboxScreen(BoxScreen):
     def _status(self, folder: str, done: int, total: int) -> None:
         more = "" if done >= total else f" (reading headers {done}/{total})"
         self.query_one("#inbox-status", Static).update(
-            f"{folder}: {total} message(s), newest first{more}  ·  "
+            f"{folder}: {total} message(s), {'threads, ' if self.threaded else ''}"
+            f"newest first{more}  ·  "
             "S sealed onion · P plain onion peer · G via gateway · ? unknown"
         )
 
@@ -337,6 +298,10 @@ class InboxScreen(BoxScreen):
         if folder != self.folder:
             return
         self.matches = [row for row in rows if row in self.summaries]
+        folded = {self.thread_of.get(row, row) for row in self.matches} & self.collapsed
+        if folded:  # a match inside a folded thread unfolds it
+            self.collapsed -= folded
+            self._show_lines(self._selected(), 0)
         status = self.query_one("#inbox-status", Static)
         if not self.matches:
             status.update(f"{text!r}: not found in {folder}")
@@ -349,7 +314,9 @@ class InboxScreen(BoxScreen):
             self.notify("no search yet (/)", severity="warning")
             return
         table = self.query_one("#messages", DataTable)
-        rows = [table.get_row_index(row) for row in self.matches if row in self.summaries]
+        rows = sorted(table.get_row_index(row) for row in self.matches if row in self.lines)
+        if not rows:
+            return
         here = table.cursor_row
         if step > 0:
             target = next((r for r in rows if r > here), rows[0])
@@ -372,12 +339,15 @@ class InboxScreen(BoxScreen):
         if stamp is not None and self._stamp is None:
             self._stamp = stamp
         table = self.query_one("#messages", DataTable)
-        for s in batch:
-            row = row_key(s.key)
-            if row in self.summaries:
-                continue
-            self.summaries[row] = s
-            table.add_row(*self._cells(s), key=row)
+        fresh = [s for s in batch if row_key(s.key) not in self.summaries]
+        self.summaries.update((row_key(s.key), s) for s in fresh)
+        if done >= total and self.threaded:  # threads once every header is known
+            self._show_lines(self._selected(), 0)
+        else:  # a long folder shows its first rows at once, flat until it is read
+            for s in fresh:
+                row = row_key(s.key)
+                self.lines[row] = Line(row, row, 0)
+                table.add_row(*self._cells(s), key=row)
         self._status(folder, done, total)
         if done >= total and not self._counted:
             self._counted = True
@@ -448,10 +418,70 @@ class InboxScreen(BoxScreen):
 
     def _redraw(self, row: str, summary: MessageSummary) -> None:
         table = self.query_one("#messages", DataTable)
-        cells = dict(zip(COLUMNS, row_cells(summary, self.petnames), strict=True))
+        line = self.lines.get(row)
+        if line is not None and line.hidden:  # a folded thread: its boldness is the thread's
+            self._show_lines(row, table.cursor_row)
+            return
+        cells = dict(zip(COLUMNS, row_cells(summary, self.petnames, line), strict=True))
         for column in ("date", "from", "subject"):
             if column in table.columns:
                 table.update_cell(row, column, cells[column])
+
+    # -- threads ---------------------------------------------------------------------------
+
+    def _show_lines(self, keep: str | None, at: int) -> None:
+        """The table from the folder's messages, threaded (folded threads as one line) or
+        flat; the cursor on ``keep``, or the line of its folded thread, else on row ``at``."""
+        table = self.query_one("#messages", DataTable)
+        every = thread_lines(
+            [Threadable(row, s.message_id, s.references) for row, s in self.summaries.items()],
+            threaded=self.threaded,
+        )
+        self.thread_of = {line.row: line.thread for line in every}
+        self.thread_size = {line.thread: line.size for line in every}
+        if self.threaded:  # a thread gone (deleted, moved) is forgotten; flat keeps them
+            self.collapsed &= {thread for thread, size in self.thread_size.items() if size > 1}
+        unread = {line.thread for line in every if self.summaries[line.row].unread}
+        shown = collapse(every, self.collapsed)
+        self.lines = {line.row: line for line in shown}
+        table.clear()
+        for line in shown:
+            folded = line.thread in unread if line.hidden else None
+            table.add_row(*self._cells(self.summaries[line.row], line, folded), key=line.row)
+        target = keep if keep in self.lines else self.thread_of.get(keep or "")
+        if target is not None and target in self.lines:
+            table.move_cursor(row=table.get_row_index(target))
+        elif table.row_count:
+            table.move_cursor(row=max(0, min(at, table.row_count - 1)))
+
+    def action_fold(self) -> None:
+        """``z``: fold the thread under the cursor into one line, or unfold it."""
+        row = self._selected()
+        if row is None:
+            return
+        thread = self.thread_of.get(row, row)
+        if not self.threaded or self.thread_size.get(thread, 1) < 2:
+            self.notify("this message is not part of a thread")
+            return
+        self.collapsed ^= {thread}
+        self._show_lines(row, 0)
+
+    def action_fold_all(self) -> None:
+        """``Z``: fold every thread, or unfold them all when some are folded."""
+        if not self.threaded:
+            return
+        row = self._selected()
+        if self.collapsed:
+            self.collapsed.clear()
+        else:
+            self.collapsed = {t for t, size in self.thread_size.items() if size > 1}
+        self._show_lines(row, 0)
+
+    def action_toggle_threads(self) -> None:
+        """``T``: threads, or the folder flat, newest first."""
+        self.threaded = not self.threaded
+        self._show_lines(self._selected(), 0)
+        self.notify("threads" if self.threaded else "flat, newest first")
 
     # -- the width of the terminal ------------------------------------------------------------
 
@@ -475,8 +505,10 @@ class InboxScreen(BoxScreen):
         self.query_one("#folders", OptionList).styles.width = folders
         self._built_for = self.app.size.width
 
-    def _cells(self, summary: MessageSummary) -> list[Text]:
-        cells = dict(zip(COLUMNS, row_cells(summary, self.petnames), strict=True))
+    def _cells(
+        self, summary: MessageSummary, line: Line | None = None, unread: bool | None = None
+    ) -> list[Text]:
+        cells = dict(zip(COLUMNS, row_cells(summary, self.petnames, line, unread), strict=True))
         return [cells[key] for key in (NARROW_COLUMNS if self._built_for < NARROW else COLUMNS)]
 
     def on_resize(self) -> None:
@@ -486,10 +518,7 @@ class InboxScreen(BoxScreen):
         current = self._selected()
         table.clear(columns=True)
         self._add_columns(table)
-        for row, summary in self.summaries.items():
-            table.add_row(*self._cells(summary), key=row)
-        if current in self.summaries:
-            table.move_cursor(row=table.get_row_index(current))
+        self._show_lines(current, 0)
 
     def action_trash(self) -> None:
         if self.folder.endswith("/" + TRASH):
@@ -514,10 +543,8 @@ class InboxScreen(BoxScreen):
             return
         table = self.query_one("#messages", DataTable)
         index = table.get_row_index(key)
-        table.remove_row(key)
         del self.summaries[key]
-        if table.row_count:
-            table.move_cursor(row=min(index, table.row_count - 1))
+        self._show_lines(None, index)
         self.undo = Undo(to, moved, back_to=self.folder)
         self.notify(f"{said} ({to}); ctrl+z undoes it")
         self.load_folders(keep=True)

@@ -1,0 +1,74 @@
+"""An inbox row's cells: how a message arrived, whether it is read, flagged, and where it
+stands in its thread."""
+
+from __future__ import annotations
+
+from rich.text import Text
+
+from onionmail.box.api import Arrival, ArrivalKind, MessageSummary
+from onionmail.message.threads import Line
+from tui.screens.message import petnamed
+
+MARKS = {
+    ArrivalKind.SEALED: ("S", "bold green"),
+    ArrivalKind.PLAIN: ("P", "bold yellow"),
+    ArrivalKind.GATEWAY: ("G", "bold magenta"),
+    ArrivalKind.UNKNOWN: ("?", "grey50"),
+}
+
+
+ENCRYPTION = {
+    "sealed": ("sealed", "green"),
+    "sealed-v1": ("sealed-v1", "yellow"),
+    "OpenPGP": ("OpenPGP", "green"),
+    "OpenPGP?": ("OpenPGP?", "yellow"),
+    "none": ("clear", "yellow"),
+}
+"""The enc column: a sealed envelope (an older box's, without forward secrecy: sealed-v1),
+OpenPGP the box decrypted (or could not), or none."""
+
+
+def sender_cell(arrival: Arrival) -> Text:
+    if arrival.verified:
+        return Text("verified", "green")
+    pgp = arrival.openpgp
+    if pgp is not None and pgp.signed_by_sender:
+        return Text("signed", "green")
+    if pgp is not None and pgp.signature == "bad":
+        return Text("bad sig", "bold red")
+    return Text("unverified", "grey50")
+
+
+def row_key(key: str) -> str:
+    """A message's row in the table: its file name without ``new/``, ``cur/`` and flags,
+    which stays the same when a flag changes."""
+    return key.rsplit("/", 1)[-1].partition(":2,")[0]
+
+
+def row_cells(
+    s: MessageSummary,
+    petnames: dict[str, str] | None = None,
+    line: Line | None = None,
+    unread: bool | None = None,
+) -> tuple[Text, ...]:
+    """A message's row: unread in bold, flagged with a mark before the subject, the sender
+    by its petname when the address book has it; in a thread, a reply indented under
+    what it answers, and a folded thread with the number of messages it hides (bold when
+    one of them is unread: ``unread``)."""
+    style = "bold" if (s.unread if unread is None else unread) else ""
+    flag = Text("⚑ ", "bold red") if "F" in s.flags else Text("")
+    depth = min(line.depth, 6) if line is not None else 0
+    tree = Text("  " * (depth - 1) + "└ ", "grey50") if depth else Text("")
+    more = Text(f"  (+{line.hidden})", "cyan") if line is not None and line.hidden else Text("")
+    return (
+        *arrival_cells(s.arrival),
+        Text(s.date, style),
+        Text(petnamed(s.sender, petnames or {}), style),
+        Text.assemble(tree, flag, Text(s.subject, style), more),
+    )
+
+
+def arrival_cells(arrival: Arrival) -> tuple[Text, Text, Text]:
+    mark, style = MARKS[arrival.kind]
+    label, enc_style = ENCRYPTION[arrival.encryption]
+    return Text(mark, style), Text(label, enc_style), sender_cell(arrival)
