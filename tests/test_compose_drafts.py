@@ -11,13 +11,16 @@ import email
 import email.policy
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
+from textual.pilot import Pilot
 from textual.widgets import DataTable, Input, TextArea
 
 from onionmail.box.api import BoxApi
 from onionmail.message.compose import Draft, Original, build_message, forward_draft, reply_draft
 from tests.test_tui import SIZE, app_for, compose_to, settled, wait_rows
+from tests.tui_notifications import record_notifications
 from tui.sample_box import create_sample_box
 from tui.screens.compose import ComposeScreen
 from tui.screens.inbox import InboxScreen
@@ -233,14 +236,18 @@ def test_attachments_are_saved_under_safe_names_and_never_overwrite(tmp_path: Pa
     assert not (tmp_path / ".bashrc").exists()
 
 
+async def open_the_report(pilot: Pilot[Any]) -> None:
+    """The sample inbox's "The report", the message with an attachment, open."""
+    await wait_rows(pilot, pilot.app.screen.query_one("#messages", DataTable), 6)
+    await pilot.press("down", "down", "down", "down", "enter")
+    await settled(pilot)
+
+
 async def test_s_saves_a_message_s_attachments_where_the_user_says(tmp_path: Path) -> None:
     box = create_sample_box(tmp_path / "alice")
     app = app_for(box)
     async with app.run_test(size=SIZE) as pilot:
-        table = app.screen.query_one("#messages", DataTable)
-        await wait_rows(pilot, table, 6)
-        await pilot.press("down", "down", "down", "down", "enter")  # "The report"
-        await settled(pilot)
+        await open_the_report(pilot)
         await pilot.press("s")
         await settled(pilot)
         answer = app.screen.query_one(Input)
@@ -304,3 +311,39 @@ async def test_attachments_change_the_leak_card_before_sending(tmp_path: Path) -
         await settled(pilot)
         assert attachment_cell() is Visibility.VISIBLE
         assert compose.draft().attachments == (str(tmp_path / "plan.pdf"),)
+
+
+async def test_o_opens_an_attachment_with_the_desktop_handler(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The desktop's handler (here a stand-in ``xdg-open`` on PATH that copies what it is
+    given) gets the attachment from a private directory; without a desktop session the
+    TUI says so instead of running a handler in its own terminal."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    handed = tmp_path / "handed"
+    opener = bin_dir / "xdg-open"
+    opener.write_text(f'#!/bin/sh\ncp "$1" {handed}\necho "$1" > {handed}.path\n')
+    opener.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
+    box = create_sample_box(tmp_path / "alice")
+    app = app_for(box)
+    shown = record_notifications(app)
+    async with app.run_test(size=SIZE) as pilot:
+        await open_the_report(pilot)
+        monkeypatch.delenv("DISPLAY", raising=False)
+        await pilot.press("o")
+        await settled(pilot)
+        assert "no desktop handler here" in shown[-1].message
+        monkeypatch.setenv("DISPLAY", ":0")
+        await pilot.press("o")
+        await settled(pilot)
+        for _ in range(100):
+            if handed.with_suffix(".path").exists():
+                break
+            await pilot.pause(0.05)
+    assert handed.read_bytes() == b"%PDF-1.4 sample\n" * 40
+    given = Path(handed.with_suffix(".path").read_text().strip())
+    assert given.name == "report.pdf"
+    assert not given.parent.exists() or given.parent.stat().st_mode & 0o077 == 0

@@ -25,10 +25,11 @@ HELP = """\
 | inbox | `m` | mark read / unread (opening a message reads it) |
 | inbox | `F` | flag / unflag |
 | inbox | `ctrl+z` | undo the last delete, archive or flag change |
-| inbox | `z` / `Z` / `T` | fold the thread (one line, `(+N)` hidden) / every thread / threads or flat |
+| inbox | `z` `Z` `T` | fold a thread (`(+N)`: N more) / fold every thread / threads or flat |
 | inbox | `ctrl+r` | read the folder again (new mail appears by itself) |
 | message | `escape` | back |
 | message | `s` | save its attachments in a directory you name (never over a file) |
+| message | `o` | open an attachment with the desktop's handler (`xdg-open`) |
 | message | `h` | every header field as stored (else From, To, Cc, Date, Subject) |
 | message | `r` / `g` `R` / `f` | reply / reply to all / forward (quoted, threaded) |
 | compose | `ctrl+s` | send (refused here first if the policy would refuse) |

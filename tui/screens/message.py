@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
+import atexit
 import email.utils
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
 from pathlib import Path
 
 from rich.text import Text
@@ -25,6 +32,16 @@ from tui.widgets.plain import PlainStatic
 SHOWN_HEADERS = ("From", "To", "Cc", "Date", "Subject")
 """The short set; ``h`` shows every field as it was stored."""
 ADDRESS_FIELDS = ("From", "To", "Cc")
+
+
+def desktop_opener() -> str | None:
+    """The desktop's handler for a file: ``open`` on macOS, else ``xdg-open`` where a
+    desktop session has one (not on a server reached over ssh)."""
+    if sys.platform == "darwin":
+        return shutil.which("open")
+    if not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
+        return None
+    return shutil.which("xdg-open")
 
 
 def petnamed(value: str, petnames: dict[str, str]) -> str:
@@ -63,6 +80,7 @@ class MessageScreen(BoxScreen):
         Binding("h", "toggle_headers", "All headers"),
         Binding("e", "edit_draft", "Edit draft"),
         Binding("s", "save_attachments", "Save attachments"),
+        Binding("o", "open_attachment", "Open attachment"),
     ]
     DEFAULT_CSS = """
     MessageScreen #headers { padding: 0 1; background: $boost; height: auto; }
@@ -161,6 +179,53 @@ class MessageScreen(BoxScreen):
                 f"saved {len(paths)} file(s) in {directory}: " + ", ".join(p.name for p in paths)
             ),
         )
+
+    def action_open_attachment(self) -> None:
+        """``o``: an attachment opened by the desktop's handler (``xdg-open``), from a private
+        directory that is erased when the TUI ends; with several, which one is asked."""
+        if self.view is None or not self.view.attachments:
+            self.notify("this message has no attachments", severity="warning")
+            return
+        if desktop_opener() is None:
+            self.notify(
+                "no desktop handler here (xdg-open); s saves the attachments", severity="warning"
+            )
+            return
+        count = len(self.view.attachments)
+        if count == 1:
+            self.open_attachment(0)
+            return
+        names = ", ".join(f"{n} {a.filename}" for n, a in enumerate(self.view.attachments, 1))
+        self.app.push_screen(LinePrompt(f"open which one? {names}", "1"), self._open_number)
+
+    def _open_number(self, answer: str | None) -> None:
+        count = len(self.view.attachments) if self.view is not None else 0
+        if answer and answer.strip().isdigit() and 1 <= int(answer) <= count:
+            self.open_attachment(int(answer) - 1)
+        elif answer:
+            self.notify(f"no attachment {answer!r}: 1 to {count}", severity="warning")
+
+    @work(thread=True, exit_on_error=False, group="save")
+    def open_attachment(self, index: int) -> None:
+        def start() -> str:
+            raw = (self.api.folder_path(self.summary.folder) / self.summary.key).read_bytes()
+            path = save_attachments(raw, Path(tempfile.mkdtemp(prefix="onionmail-")))[index]
+            atexit.register(shutil.rmtree, path.parent, True)
+            opener = desktop_opener()
+            if opener is None:
+                raise FileNotFoundError("the desktop handler (xdg-open) is gone")
+            handler = subprocess.Popen(  # its own session: nothing reaches the TUI's terminal
+                [opener, str(path)],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+            # reaped when it ends, however long the viewer stays open; the TUI never waits
+            threading.Thread(target=handler.wait, daemon=True).start()
+            return path.name
+
+        self.fetch("open the attachment", start, lambda name: self.notify(f"opening {name}"))
 
     def action_toggle_headers(self) -> None:
         self.all_headers = not self.all_headers
