@@ -210,3 +210,38 @@ def test_a_sealed_message_naming_another_onion_is_not_shown_as_verified(
     but the reader would be shown alice, so the TUI must not say "verified"."""
     arrival = api.arrival(sealed_message(api.onion, from_field))
     assert arrival.kind == ArrivalKind.SEALED and not arrival.verified
+
+
+SUMMARY_HEADERS = [
+    b"Subject: =?utf-8?q?Caf=C3=A9?= and =?iso-8859-1?q?cr=E8me?=",
+    "Subject: Grüße aus Köln".encode(),  # raw UTF-8 (RFC 6532)
+    b"Subject: a subject folded\n over two lines",
+    b"Subject: =?utf-8?q?broken",
+    b'From: "Doe, Jane" <jane@example.org>',
+    b"From: =?utf-8?b?SsO2cmc=?= <joerg@example.org>",
+    b"References: <a@x>\n <b@x>\nIn-Reply-To: <b@x>",
+    b'Content-Type: multipart/encrypted; protocol="application/pgp-encrypted"; boundary=x',
+]
+
+
+@pytest.mark.parametrize("field", SUMMARY_HEADERS)
+def test_the_inbox_s_fast_header_reading_says_what_the_full_parse_says(
+    api: BoxApi, field: bytes
+) -> None:
+    """The inbox reads headers as decoded text only (PLAIN_TEXT, ~3x faster on a folder of
+    10,000); its summary of a message equals the one from email's full parse."""
+    from onionmail.box.stored_mail import PLAIN_TEXT
+
+    onion = ALICE.onion_address
+    head = (
+        f"Authentication-Results: {onion}; onionmail=none (plain SMTP peer)\n".encode()
+        + b"Date: Thu, 01 Jan 2026 10:00:00 +0000\nMessage-ID: <m@x>\n"
+        + (b"From: bob@example.org\n" if not field.startswith(b"From") else b"")
+        + field
+        + b"\n\n"
+    )
+    summaries = [
+        api._summary("alice", "new/x", email.parser.BytesHeaderParser(policy=p).parsebytes(head))
+        for p in (email.policy.default, PLAIN_TEXT)
+    ]
+    assert summaries[0] == summaries[1]

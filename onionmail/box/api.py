@@ -37,6 +37,7 @@ from onionmail.box.forecast import PathOption, Prediction
 from onionmail.box.policy import route
 from onionmail.box.policy_gate import LeakKeeper
 from onionmail.box.stored_mail import (
+    PLAIN_TEXT,
     Arrival,
     ArrivalKind,
     Attachment,
@@ -332,7 +333,7 @@ class BoxApi:
             yield self._summary(
                 folder,
                 key,
-                email.parser.BytesHeaderParser(policy=email.policy.default).parsebytes(head),
+                email.parser.BytesHeaderParser(policy=PLAIN_TEXT).parsebytes(head),
             )
 
     def _summary(self, folder: str, key: str, msg: email.message.Message) -> MessageSummary:

@@ -8,7 +8,9 @@ TUI shows: :class:`Arrival`, :class:`MessageSummary`, :class:`MessageView`.
 
 from __future__ import annotations
 
+import email.header
 import email.message
+import email.policy
 import email.utils
 from dataclasses import dataclass
 from typing import Any
@@ -200,6 +202,27 @@ def _names_only(msg: email.message.Message, results: str) -> bool:
         for value in msg.get_all(field) or []:
             named |= onions_named(str(value))
     return bool(sealer) and named <= {sealer.lower()}
+
+
+class PlainTextPolicy(email.policy.EmailPolicy):
+    """Header values as decoded text (encoded words decoded, raw UTF-8 read as UTF-8) with
+    no structure parsed: what a list of senders and subjects needs.
+
+    :data:`email.policy.default` parses each field it returns (addresses, parameters),
+    about half a millisecond a message; a folder of 10,000 pays that for nothing.
+    """
+
+    def header_fetch_parse(self, name: str, value: str) -> str:
+        if any("\udc80" <= c <= "\udcff" for c in value):  # raw 8-bit, kept as escapes
+            value = value.encode("ascii", "surrogateescape").decode("utf-8", "replace")
+        unfolded = "".join(value.splitlines())
+        try:
+            return str(email.header.make_header(email.header.decode_header(unfolded)))
+        except (ValueError, LookupError, UnicodeError):  # a broken encoded word: as written
+            return unfolded
+
+
+PLAIN_TEXT = PlainTextPolicy()
 
 
 def text(value: Any) -> str:

@@ -18,6 +18,7 @@ the folder flat.
 
 from __future__ import annotations
 
+import threading
 import time
 from dataclasses import dataclass, replace
 
@@ -43,6 +44,11 @@ from tui.widgets.plain import PlainStatic, PlainTable
 
 CHUNK = 200
 """Headers parsed per batch before the rows are handed to the UI."""
+FIRST_CHUNK = 60
+"""The first batch: a screenful (parsing a header costs about half a millisecond, so the
+first paint does not wait for rows nobody sees yet)."""
+PAINT_WAIT = 0.5
+"""Seconds the header reader waits at most for the first rows to be painted."""
 NARROW = 100
 """Terminals narrower than this get the inbox's narrow layout (80x24 is first-class)."""
 COLUMNS: dict[str, tuple[str, int | None]] = {
@@ -191,12 +197,16 @@ class InboxScreen(BoxScreen):
             # UI thread before the first ones)
             stamp = folder_stamp(self.api.folder_path(folder))
             keys = self.api.message_keys(folder)
-            for start in range(0, len(keys), CHUNK):
-                if worker.is_cancelled:
+            starts = [0, *range(FIRST_CHUNK, len(keys), CHUNK)]
+            for start, end in zip(starts, [*starts[1:], len(keys)], strict=True):
+                if worker.is_cancelled or start >= len(keys):
                     return
-                batch = list(self.api.summaries(folder, keys[start : start + CHUNK]))
-                done = min(start + CHUNK, len(keys))
-                self.app.call_from_thread(self._add_rows, folder, batch, done, len(keys), stamp)
+                batch = list(self.api.summaries(folder, keys[start:end]))
+                self.app.call_from_thread(self._add_rows, folder, batch, end, len(keys), stamp)
+                if start == 0:  # the first rows are painted before parsing more competes
+                    painted = threading.Event()  # with the UI thread for the interpreter
+                    self.app.call_from_thread(self.call_after_refresh, painted.set)
+                    painted.wait(PAINT_WAIT)
             if not keys:
                 self.app.call_from_thread(self._add_rows, folder, [], 0, 0, stamp)
         except Exception as exc:  # shown to the user, not swallowed

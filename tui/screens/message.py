@@ -79,8 +79,8 @@ class MessageScreen(BoxScreen):
         Binding("f", "answer('forward')", "Forward"),
         Binding("h", "toggle_headers", "All headers"),
         Binding("e", "edit_draft", "Edit draft"),
-        Binding("s", "save_attachments", "Save attachments"),
-        Binding("o", "open_attachment", "Open attachment"),
+        Binding("s", "save_attachments", "Save"),
+        Binding("o", "open_attachment", "Open"),
     ]
     DEFAULT_CSS = """
     MessageScreen #headers { padding: 0 1; background: $boost; height: auto; }
