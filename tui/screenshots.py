@@ -1,7 +1,8 @@
 """``python -m tui.screenshots OUTDIR``: SVG screenshots of the TUI for the README.
 
 Rendered by the app itself (textual's SVG export) from the deterministic
-sample box of :mod:`tui.sample_box`, at 120x40: the inbox, the compose
+sample box of :mod:`tui.sample_box` (with its three-message thread), at
+120x40: the inbox, the compose
 screen with the leak card of an onion contact, and the what-if view.
 """
 
@@ -17,7 +18,7 @@ from textual.widgets import DataTable, Input
 
 from onionmail.box.api import BoxApi
 from tui.app import OnionMailApp
-from tui.sample_box import create_sample_box
+from tui.sample_box import add_sample_thread, create_sample_box
 
 SIZE = (120, 40)
 
@@ -27,10 +28,12 @@ async def render(outdir: Path) -> list[Path]:
     outdir = outdir.absolute()
     with tempfile.TemporaryDirectory() as tmp, contextlib.chdir(tmp):
         # in the box's parent directory: hints name it as typed ("--dir alice")
-        app = OnionMailApp(BoxApi(create_sample_box(Path(tmp) / "alice")))
+        box = create_sample_box(Path(tmp) / "alice")
+        add_sample_thread(box)
+        app = OnionMailApp(BoxApi(box))
         async with app.run_test(size=SIZE) as pilot:
             table = app.screen.query_one("#messages", DataTable)
-            while table.row_count < 6:
+            while table.row_count < 8:
                 await pilot.pause(0.05)
             await pilot.pause(0.2)
 
