@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import mailbox
+import secrets
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -360,3 +361,51 @@ async def test_idle_peer_is_dropped(tmp_path: Path) -> None:
     await client.close()
     server.close()
     cache.close()
+
+
+async def test_relayed_mail_from_a_gateway_not_yet_read_is_deferred_then_stored(
+    tmp_path: Path,
+) -> None:
+    """The registration race: a gateway relays mail before the running box has read the
+    registration from its configuration. The box answers 450 (the gateway keeps the mail
+    and retries), reads its gateways again on the next try, and stores it: never the
+    permanent 554 about line ends it gave when it took the inner envelope for a message."""
+    from onionmail.gateway_link.protocol import GATEWAY_SENDER_LOCAL_PART, seal_for_box
+
+    bob, gateway = Identity.generate(), Identity.generate()
+    cache = ReplayCache(tmp_path / "replay.sqlite")
+    handler = inbound_handler(InboundHandler, bob, tmp_path / "mail", cache)
+    configured: frozenset[str] = frozenset()
+    handler.refresh_gateways = lambda: configured
+    rcpt = f"bob@{bob.onion_address}"
+    relay = f"{GATEWAY_SENDER_LOCAL_PART}@{gateway.onion_address}"
+
+    def relayed(challenge: bytes) -> bytes:
+        inner = seal_for_box(
+            bob.onion_address,
+            mail_from="carol@clear.example",
+            recipients=(rcpt,),
+            message=message_from("carol@clear.example", rcpt),
+        )
+        content = SealedContent(
+            envelope_id=secrets.token_bytes(16),
+            created=int(time.time()),
+            session_challenge=challenge,
+            mail_from=relay,
+            recipients=(rcpt,),
+            message=inner,
+        )
+        sealed = seal(content, sender=gateway, recipient_onion=bob.onion_address)
+        return encode_for_smtp(sealed)
+
+    async with serving(start_inbound(handler, data_size_limit=1024 * 1024, timeout=10)) as port:
+        reply, _ = await send_sealed(port, relay, rcpt, relayed)
+        assert reply.startswith("450 4.7.0"), reply
+        assert not (tmp_path / "mail" / "bob").exists()
+        configured = frozenset({gateway.onion_address})  # the registration, now written
+        reply, _ = await send_sealed(port, relay, rcpt, relayed)
+        assert code(reply) == 250, reply
+    cache.close()
+    (stored,) = mailbox.Maildir(tmp_path / "mail" / "bob", create=False)
+    assert "onionmail=gateway" in stored["Authentication-Results"]
+    assert stored["From"] == "carol@clear.example"

@@ -27,7 +27,7 @@ from onionmail.box.policy import route
 from onionmail.box.policy_gate import LeakKeeper, ledger_facts
 from onionmail.box.submission import Stored, SubmissionHandler
 from onionmail.box.timing import TimingPolicy
-from onionmail.config.box import Config
+from onionmail.config.box import Config, load_config
 from onionmail.core.errors import OnionMailError, PermanentDeliveryError
 from onionmail.core.files import ensure_private_dir, use_storage_threads, write_private_file
 from onionmail.core.mail_address import MailAddress
@@ -240,6 +240,8 @@ class Box:
         self.inbound_handler.on_stored = self.leaks.received
         self.inbound_handler.on_gateway_stored = self.leaks.received_via_gateway
         self.inbound_handler.gateway_mail_filter = self.openpgp.incoming
+        box_dir = self.config.box_dir
+        self.inbound_handler.refresh_gateways = lambda: load_config(box_dir).gateway.onions
         # Shared by both servers; inbound starts first (see start()).
         self.connections_total = ConnectionLimit(
             "all SMTP servers", self.config.box.max_connections_total

@@ -52,12 +52,23 @@ from pathlib import Path
 from typing import Any
 
 from onionmail.box.policy_gate import message_traits
-from onionmail.core.errors import AddressError, EnvelopeError, ReplayError, SealError
+from onionmail.core.errors import (
+    AddressError,
+    EnvelopeError,
+    OnionMailError,
+    ReplayError,
+    SealError,
+)
 from onionmail.core.mail_address import MailAddress, parse_mail_address
-from onionmail.gateway_link.protocol import check_relayed_from, open_from_gateway
+from onionmail.gateway_link.protocol import (
+    GATEWAY_SENDER_LOCAL_PART,
+    check_relayed_from,
+    open_from_gateway,
+)
 from onionmail.message.header_claims import claimed_onions, remove_results_claiming
 from onionmail.message.rfc5322 import Message, MessageFormatError, parse_message
 from onionmail.seal.envelope import (
+    ANONYMOUS_MAGIC,
     EXPRESS,
     SealedContent,
     decode_from_smtp,
@@ -199,6 +210,10 @@ class InboundHandler(SafeHandler):
         mail, base64 and padding included, and so is larger)."""
         self.gateways = gateways
         """Onions of the configured gateways: their sealed mail may carry clearnet senders."""
+        self.refresh_gateways: Callable[[], frozenset[str]] | None = None
+        """Reads the configured gateways again (blocking): called when a gateway this box
+        does not know sends relayed mail, as one does between a registration and the
+        restart that would have read it."""
         self.on_gateway_stored: Callable[[str, MessageTraits], Awaitable[None]] | None = None
         """Called with the Message-ID and the message's traits after mail relayed by a
         gateway is durable (ledger)."""
@@ -302,6 +317,12 @@ class InboundHandler(SafeHandler):
             self.cover_received += 1
             log.debug("a cover envelope: recorded against replays, dropped")
             return "250 2.0.0 Delivered (sealed)"
+        if sender.domain not in self.gateways and _relayed(sender, content):
+            if sender.domain not in await self._gateways_now():
+                # Temporary: the gateway keeps it and retries; a registration this box
+                # has not read yet is the likely cause, and a 5xx would lose the mail.
+                log.warning("relayed mail from a gateway this box has no registration with")
+                return "450 4.7.0 This box has no registration with your gateway (yet)"
         if sender.domain in self.gateways:
             return await self._store_from_gateway(envelope, content, sender)
         try:
@@ -324,6 +345,14 @@ class InboundHandler(SafeHandler):
         )
         await asyncio.to_thread(self.replay_cache.record, content.envelope_id, content.created)
         return "250 2.0.0 Delivered (sealed)"
+
+    async def _gateways_now(self) -> frozenset[str]:
+        if self.refresh_gateways is not None:
+            try:
+                self.gateways = await asyncio.to_thread(self.refresh_gateways)
+            except OnionMailError as exc:  # an edit in progress: the gateways as they were
+                log.warning("could not read the configured gateways again: %s", exc)
+        return self.gateways
 
     async def _store_from_gateway(
         self, envelope: Any, content: SealedContent, gateway: MailAddress
@@ -454,3 +483,11 @@ def _check_from_matches(message: Message, sender: MailAddress) -> None:
         raise MessageFormatError("the From field does not match the sealed sender")
     if claimed_onions(message) - {sender.domain}:
         raise MessageFormatError("a sender field names another .onion than the sealed sender")
+
+
+def _relayed(sender: MailAddress, content: SealedContent) -> bool:
+    """Whether ``content`` is what a gateway relays: from its ``gateway@`` sender, an
+    inner envelope sealed to this box (never a message in clear)."""
+    return sender.local_part == GATEWAY_SENDER_LOCAL_PART and content.message.startswith(
+        ANONYMOUS_MAGIC
+    )
