@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
+import signal
 import sys
 import time
 from collections.abc import Sequence
@@ -18,11 +20,13 @@ from pathlib import Path
 from gateway.config import CONFIG_NAME, load_gateway_config, render_gateway_config
 from gateway.errors import GatewayConfigError, GatewayError
 from gateway.registry import PENDING, Registry
+from onionmail.cli.common import flush_on_sigusr1, run_command, stop_on_signals
 from onionmail.cli.common import progress as _progress
-from onionmail.cli.common import run_command, stop_on_signals
 from onionmail.core.errors import OnionMailError
 from onionmail.core.files import ensure_private_dir, write_private_file
 from onionmail.seal.identity import Identity, load_identity, read_passphrase_file, save_identity
+from onionmail.store.lock import running_pid
+from onionmail.store.queue import list_queue, reschedule_queue
 
 DESCRIPTION = """\
 onionmail-gateway: the clearnet gateway of onionmail boxes.
@@ -44,6 +48,7 @@ typical use:
   onionmail-gateway run --dir ~/gw
   onionmail-gateway pending --dir ~/gw           registrations waiting for approval
   onionmail-gateway approve --dir ~/gw ALIAS
+  onionmail-gateway queue --dir ~/gw [flush]      what it holds; retry it all now
 """
 
 
@@ -116,6 +121,22 @@ def build_parser() -> argparse.ArgumentParser:
         _dir_arg(p)
         p.add_argument("alias", metavar="ALIAS", help="the alias (local part, or full address)")
         p.set_defaults(func=cmd_decide, approve=approve)
+
+    p = sub.add_parser(
+        "queue",
+        help="list the gateway's two queues, or retry them now (flush)",
+        description=(
+            "list (the default): every message the gateway holds, read without its key: "
+            "which queue (boxes: clearnet mail for a box; clearnet: a box's mail for the "
+            "clearnet), the destination (a box's onion, or a domain), tries, the next try "
+            "and the last error. No sender, recipient or subject is shown: the gateway keeps "
+            "those encrypted. flush: every message is due now, and a running gateway "
+            "retries them at once."
+        ),
+    )
+    _dir_arg(p)
+    p.add_argument("action", nargs="?", choices=("list", "flush"), default="list")
+    p.set_defaults(func=cmd_queue)
     return parser
 
 
@@ -164,6 +185,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     async def serve() -> None:
         gateway = Gateway(config, identity, testnet_options=options, progress=_progress)
         stop = stop_on_signals()
+        flush_on_sigusr1(gateway.flush)  # from 'onionmail-gateway queue flush'
         try:
             await gateway.start()
             print(f"onion: {gateway.onion}")
@@ -196,6 +218,37 @@ def cmd_decide(args: argparse.Namespace) -> int:
     alias = args.alias.lower().split("@", 1)[0]
     entry = Registry(config.gateway_dir / "registrations.json").decide(alias, approve=args.approve)
     print(f"{entry.alias}@{config.gateway.domain}: {entry.state}")
+    return 0
+
+
+QUEUES = ("boxes", "clearnet")
+"""``GWDIR/queue/<name>``: clearnet mail for boxes, and boxes' mail for the clearnet."""
+
+
+def cmd_queue(args: argparse.Namespace) -> int:
+    config = load_gateway_config(args.dir.absolute())
+    root = config.gateway_dir / "queue"
+    if args.action == "flush":
+        now = time.time()
+        count = sum(reschedule_queue(root / name, now) for name in QUEUES)
+        pid = running_pid(config.gateway_dir)
+        if pid is None or pid < 0:
+            print(f"{count} message(s) due now; the gateway is not running: they go when it does")
+            return 0
+        os.kill(pid, signal.SIGUSR1)
+        print(f"{count} message(s) due now; the running gateway (pid {pid}) is retrying them")
+        return 0
+    rows = [(name, state) for name in QUEUES for state in list_queue(root / name)]
+    if not rows:
+        print("both queues are empty")
+        return 0
+    now = time.time()
+    print(f"{'queue':8}  {'id':32}  {'destination':62}  tries  next try  last error")
+    for name, s in rows:
+        wait = max(0, int(s.next_try - now))
+        print(
+            f"{name:8}  {s.id:32}  {s.destination:62}  {s.attempts:5}  {wait:>6} s  {s.last_error}"
+        )
     return 0
 
 

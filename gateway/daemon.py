@@ -38,6 +38,7 @@ from gateway.config import GatewayConfig, mta_sts_connect_target
 from gateway.dns import GatewayResolver, ResolverConfig
 from gateway.inbound.auth import authentication_results
 from gateway.inbound.mx import AuthenticationResults, ClearnetInboundHandler, RateLimit
+from gateway.inbound.undeliverable import SenderReports
 from gateway.outbound.dkim_signing import DkimAlgorithm, DkimSigner, load_or_create_key
 from gateway.outbound.mta_sts import FetchConfig, MtaSts
 from gateway.outbound.onion_side import GatewayOnionHandler
@@ -143,6 +144,9 @@ class Gateway:
         self.smtp_handler: ClearnetInboundHandler | None = None
         self.box_agent: DeliveryAgent | None = None
         self.clearnet_agent: ClearnetAgent | None = None
+        self.signer: DkimSigner | None = None
+        self.sender_reports: SenderReports | None = None
+        """Reports of box-bound mail that failed for good, to its clearnet sender."""
         self._tasks: list[asyncio.Task[None]] = []
         self._lock = BoxLock(config.gateway_dir)
         self.onion_port = 0
@@ -159,6 +163,7 @@ class Gateway:
         ensure_private_dir(self.paths.state)
         self.replay_cache = ReplayCache(self.paths.state / "replay.sqlite")
         signer = await asyncio.to_thread(dkim_signer, self.config)
+        self.signer = signer
         await self._start_onion_side(signer)
         await self.tor.start(self.progress)
         await self.tor.publish(self.identity, self.onion_port, self.progress)
@@ -250,6 +255,13 @@ class Gateway:
             mail_keys=self.mail_keys,
         )
         self.box_agent.on_peer_certificate = self._learn_box_key
+        assert self.signer is not None  # made by start() before the agents
+        self.sender_reports = SenderReports(
+            domain=self.config.gateway.domain,
+            sign=self.signer.sign,
+            queue_report=lambda to, report: self.queue_clearnet("", [to], report),
+        )
+        self.box_agent.report_failure = self.sender_reports
         # A box that does not seal is no onionmail box: never hand it the inner envelope.
         self.box_agent.plain_refusal = lambda _rcpt: "the peer is not an onionmail box"
         resolver = self._resolver()
@@ -276,6 +288,7 @@ class Gateway:
             local_hostname=self.config.gateway.domain,
             mx_port=out.mx_port,
             allow_private_mx=out.allow_private_mx,
+            registry=self.registry,
             timeouts=SmtpTimeouts(
                 connect=out.connect_timeout, command=out.command_timeout, data=out.data_timeout
             ),
@@ -301,7 +314,8 @@ class Gateway:
         )
 
     async def queue_clearnet(self, alias: str, recipients: list[str], message: bytes) -> list[str]:
-        """Queue a signed message from ``alias`` durably, one entry per recipient domain."""
+        """Queue a signed message from ``alias`` durably, one entry per recipient domain
+        (``alias`` empty: a report, sent with a null reverse path)."""
         by_domain: dict[str, list[str]] = {}
         for rcpt in recipients:
             by_domain.setdefault(rcpt.rsplit("@", 1)[1], []).append(rcpt)
@@ -321,8 +335,11 @@ class Gateway:
     def _learn_box_key(self, onion: str, certificate: bytes) -> None:
         self.box_mail_keys.learn(onion, certificate, time.time())
 
-    async def seal_and_queue(self, sender: str, boxes: list[str], message: bytes) -> list[str]:
-        """Seal clearnet mail to its boxes, then queue the ciphertext (never the plaintext)."""
+    async def seal_and_queue(
+        self, sender: str, boxes: list[str], message: bytes, aliases: list[str]
+    ) -> list[str]:
+        """Seal clearnet mail to its boxes, then queue the ciphertext (never the plaintext)
+        with where a failure is reported: ``sender``, naming the ``aliases``."""
         ids = await asyncio.to_thread(
             queue_for_boxes,
             self.box_queue,
@@ -331,10 +348,19 @@ class Gateway:
             boxes=boxes,
             message=message,
             mail_key_for=self._box_mail_key,
+            aliases=aliases,
         )
         if self.box_agent is not None:
             self.box_agent.wake()
         return ids
+
+    async def flush(self) -> int:
+        """Retry every message of both queues now; returns how many were waiting."""
+        count = 0
+        for agent in (self.box_agent, self.clearnet_agent):
+            if agent is not None:
+                count += await agent.flush()
+        return count
 
     async def stop(self) -> None:
         if not self._lock.held:

@@ -44,7 +44,8 @@ import trustme
 
 from gateway.config import load_gateway_config
 from gateway.daemon import dkim_signer
-from onionmail.gateway_link.protocol import open_from_gateway
+from gateway.registry import Registry
+from onionmail.gateway_link.protocol import build_registration, open_from_gateway
 from onionmail.seal.envelope import (
     SEAL_KEYWORD,
     SealedContent,
@@ -201,7 +202,7 @@ def world(testnet: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Wo
             alice = run_box(new)
             tor_thread.join(90)
             assert tors, "the client tor did not start"
-            yield World(
+            world = World(
                 gw_dir,
                 gw_onion,
                 gw_smtp,
@@ -212,6 +213,8 @@ def world(testnet: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Wo
                 out + err,
                 tors[0],
             )
+            yield world
+            alice = world.alice  # a test may have started it again
         finally:
             if register.poll() is None:
                 register.kill()
@@ -380,16 +383,7 @@ def test_box_to_gateway_to_postfix_as_the_alias_dkim_signed_over_tls(world: Worl
     received = " ".join(str((parsed.get_all("Received") or [""])[0]).split())
     assert received.startswith(f"from {GW_DOMAIN} (") and "using TLSv1." in received
 
-    keys = {key.record_name: key.txt_record().encode() for key in dkim_signer(_config(world)).keys}
-
-    def dnsfunc(name: bytes, timeout: float = 5) -> bytes | None:
-        return keys.get(name.decode().rstrip("."))
-
-    checker = dkim.DKIM(stored)
-    count = sum(1 for name, _ in checker.headers if name.lower() == b"dkim-signature")
-    assert count == 2
-    for index in range(count):
-        assert checker.verify(idx=index, dnsfunc=dnsfunc), f"DKIM signature {index} fails"
+    assert_signed_by_the_gateway(world, stored)
     assert f"from=<alice@{GW_DOMAIN}>" in world.postfix.log.read_text()
     # Delivered means deleted: the gateway's clearnet queue is empty again.
     deadline = time.monotonic() + 10
@@ -401,6 +395,20 @@ def test_box_to_gateway_to_postfix_as_the_alias_dkim_signed_over_tls(world: Worl
 
 def _config(world: World) -> Any:
     return load_gateway_config(world.gw_dir)
+
+
+def assert_signed_by_the_gateway(world: World, stored: bytes) -> None:
+    """Both DKIM signatures (ed25519, RSA) of ``stored`` verify with the gateway's keys."""
+    keys = {key.record_name: key.txt_record().encode() for key in dkim_signer(_config(world)).keys}
+
+    def dnsfunc(name: bytes, timeout: float = 5) -> bytes | None:
+        return keys.get(name.decode().rstrip("."))
+
+    checker = dkim.DKIM(stored)
+    count = sum(1 for name, _ in checker.headers if name.lower() == b"dkim-signature")
+    assert count == 2
+    for index in range(count):
+        assert checker.verify(idx=index, dnsfunc=dnsfunc), f"DKIM signature {index} fails"
 
 
 def test_permanent_refusal_by_the_mx_bounces_back_to_the_box_sealed(world: World) -> None:
@@ -556,7 +564,8 @@ def test_onion_side_refuses_unregistered_boxes_and_relaying(world: World) -> Non
 def test_a_gateway_disk_image_opens_none_of_the_mail_it_holds_for_a_box(world: World) -> None:
     """Clearnet mail queued for an offline box, read from a copy of the gateway's directory
     with every key in it (seed, queue key, mail keys), and with the key alice's tor holds:
-    nothing opens it; alice's mail key does. Last in the module: it stops alice's box."""
+    nothing opens it; alice's mail key does. It stops alice's box (the next test starts
+    it again)."""
     alice = world.alice
     alice_identity = load_identity(alice.new.box_dir / "keys" / "identity.key")
     learned = json.loads((world.gw_dir / "state" / "box-mail-keys.json").read_text())
@@ -608,3 +617,69 @@ def test_a_gateway_disk_image_opens_none_of_the_mail_it_holds_for_a_box(world: W
 
 def _sockets(directory: str, names: list[str]) -> list[str]:
     return [n for n in names if stat.S_ISSOCK(os.lstat(os.path.join(directory, n)).st_mode)]
+
+
+def test_mail_held_for_a_box_that_was_down_arrives_once_it_is_back(world: World) -> None:
+    """The gateway said 250 for mail to a box that is down (the test before stopped
+    alice's): it keeps it, retrying, and the box gets it once it runs again. The
+    operator sees it waiting (``queue``) and can have it retried at once (``flush``)."""
+    alice = world.alice
+    assert alice.process.poll() is not None, "alice's box should be down"
+    token = f"HeldForAlice{secrets.token_hex(6)}"
+    message = mail_from(f"carol@{CLEAR_DOMAIN}", f"alice@{GW_DOMAIN}", token, "kept for her")
+    send_through_postfix(world, message, f"carol@{CLEAR_DOMAIN}", f"alice@{GW_DOMAIN}")
+    deadline = time.monotonic() + 90
+    listing = ""
+    while time.monotonic() < deadline:
+        listing = gateway(world, "queue")
+        tried = [line.split() for line in listing.splitlines() if alice.onion in line]
+        if any(row[0] == "boxes" and int(row[3]) >= 1 for row in tried):
+            break
+        time.sleep(1)
+    else:
+        raise AssertionError(f"no failed attempt for the box that is down:\n{listing}")
+    assert "carol" not in listing and token not in listing  # no sender, no subject
+    world.alice = run_box(alice.new)
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:  # the box's onion is republished meanwhile
+        assert "due now" in gateway(world, "queue", "flush")
+        try:
+            stored = wait_box_mail(world.alice, token, timeout=15)
+            break
+        except AssertionError:
+            continue
+    else:
+        raise AssertionError(
+            "the held mail never reached the box:\n" + "".join(world.gw_stderr[-30:])
+        )
+    assert email.message_from_bytes(stored, policy=email.policy.default)["Subject"] == token
+
+
+def test_a_box_refusing_for_good_gets_the_clearnet_sender_a_signed_report(world: World) -> None:
+    """A message the gateway accepted (250) ends in the box or in a report to its clearnet
+    sender: here the box refuses it for good (the alias names a local part the box does
+    not have), and the report reaches the sender's real Postfix mailbox, DKIM-signed,
+    from a null reverse path, naming the alias and never the box."""
+    alice = world.alice
+    identity = load_identity(alice.new.box_dir / "keys" / "identity.key")
+    registry = Registry(world.gw_dir / "registrations.json")  # as the operator's tools do
+    request = build_registration(identity, f"ghost@{alice.onion}", world.gw_onion, "ghost")
+    registry.request(request, require_approval=False)
+    token = f"ForGhost{secrets.token_hex(6)}"
+    message = mail_from(f"bob@{CLEAR_DOMAIN}", f"ghost@{GW_DOMAIN}", token, "nobody reads this")
+    send_through_postfix(world, message, f"bob@{CLEAR_DOMAIN}", f"ghost@{GW_DOMAIN}")
+    report = wait_postfix(
+        world.postfix,
+        f"Final-Recipient: rfc822; ghost@{GW_DOMAIN}",
+        timeout=120,
+        log="".join(world.gw_stderr[-30:]),
+    )
+    assert b".onion" not in report and token.encode() not in report
+    parsed = email.message_from_bytes(report, policy=email.policy.default)
+    assert parsed["To"] == f"bob@{CLEAR_DOMAIN}"
+    assert parsed["Return-Path"] == "<>"
+    assert parsed.get_content_type() == "multipart/report"
+    status = parsed.get_payload()[1].as_string()
+    assert "Action: failed" in status and "Status: 5.1.1" in status, status
+    assert_signed_by_the_gateway(world, report)
+    assert not list((world.gw_dir / "queue" / "boxes" / "active").glob("*.msg"))

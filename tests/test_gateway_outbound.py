@@ -574,3 +574,31 @@ async def test_an_mx_with_no_public_address_is_never_connected_to(
 )
 def test_which_mx_addresses_are_public(address: str, public: bool) -> None:
     assert is_public(address) is public
+
+
+async def test_mail_of_an_alias_withdrawn_after_it_was_queued_does_not_go_out(
+    postfix: Postfix, signer: DkimSigner, cafile: str, alias: str, tmp_path: Path
+) -> None:
+    """The registry is checked at each attempt, not only when the box handed the mail
+    over: the operator denies the alias while its mail waits, and it never leaves."""
+    from gateway.registry import Registry
+    from onionmail.gateway_link.protocol import build_registration
+
+    box, gateway = Identity.generate(), Identity.generate()
+    local = alias.split("@")[0]
+    registry = Registry(tmp_path / "registrations.json")
+    request = build_registration(box, f"alice@{box.onion_address}", gateway.onion_address, local)
+    registry.request(request, require_approval=False)
+    sender, signed = _marked(alias, signer, plaintext_allowed=False)
+    agent = _clearnet_agent(tmp_path, cafile, postfix.port)
+    agent.registry = registry
+    first = agent.queue.enqueue(CLEAR_DOMAIN, sender, (f"bob@{CLEAR_DOMAIN}",), signed)
+    second = agent.queue.enqueue(CLEAR_DOMAIN, sender, (f"bob@{CLEAR_DOMAIN}",), signed)
+    await agent.deliver(first)
+    await stored(postfix, local)
+    registry.decide(local, approve=False)
+    with pytest.raises(OnionPermanentDeliveryError, match="withdrawn this alias"):
+        await agent.deliver(second)
+    letters = mailbox.Maildir(postfix.maildir, create=False)
+    assert sum(local.encode() in m.as_bytes() for m in letters) == 1
+    assert postfix.log.read_text().count(f"from=<{alias}>") == 1

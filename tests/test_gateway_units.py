@@ -304,7 +304,9 @@ async def test_clearnet_side_seals_refuses_and_rate_limits(tmp_path: Path) -> No
     registry.request(request, require_approval=False)
     sealed: list[Any] = []
 
-    async def seal_and_queue(sender: str, boxes: list[str], message: bytes) -> list[str]:
+    async def seal_and_queue(
+        sender: str, boxes: list[str], message: bytes, aliases: list[str]
+    ) -> list[str]:
         sealed.append((sender, boxes, message))
         return ["q"]
 
@@ -362,3 +364,43 @@ def test_the_box_routes_onions_onion_mx_domains_and_the_rest_to_its_gateway(
     assert str(box.leaks.predicted("bob@clear.test").path) == "gateway-clearnet"
     without = Box(parse_config({}, tmp_path / "other" / "onionmail.toml"), BOX)
     assert without.route(parse_mail_address("bob@clear.test")) is None
+
+
+def test_a_report_to_a_clearnet_sender_names_the_alias_never_the_box(tmp_path: Path) -> None:
+    """What a clearnet sender reads when a box refused its mail for good: the alias it
+    wrote to, the box's reason with every onion address taken out, the status from that
+    reason, and nothing of the message (the gateway holds it only sealed)."""
+    import email
+    import email.policy
+
+    from gateway.inbound.undeliverable import report_for
+    from onionmail.store.queue import OutboundQueue
+
+    box = f"ghost@{BOX.onion_address}"
+    queue = OutboundQueue(tmp_path / "queue", bytes(32))
+    entry = queue.enqueue(
+        BOX.onion_address,
+        f"gateway@{GATEWAY.onion_address}",
+        (box,),
+        b"OMSA sealed bytes",
+        dsn_to="carol@clear.test",
+        dsn_names=(f"ghost@{DOMAIN}",),
+    )
+    loaded = queue.load(entry.id)
+    assert (loaded.dsn_to, loaded.dsn_names) == ("carol@clear.test", (f"ghost@{DOMAIN}",))
+    reason = (
+        f"the peer refused every recipient: 550 5.1.1 <{box}>: no such user at {BOX.onion_address}"
+    )
+    report = report_for(loaded, reason, (box,), domain=DOMAIN)
+    assert b".onion" not in report and b"OMSA" not in report
+    assert b"\r\n" in report and b"\n" not in report.replace(b"\r\n", b"")
+    msg = email.message_from_bytes(report, policy=email.policy.default)
+    assert msg["To"] == "carol@clear.test"
+    assert msg["From"] == f"Mail Delivery System <mailer-daemon@{DOMAIN}>"
+    assert msg.get_content_type() == "multipart/report"
+    parts = [part.get_content_type() for part in msg.iter_parts()]
+    assert parts == ["text/plain", "message/delivery-status"]  # nothing quoted
+    status = msg.get_payload()[1].as_string()
+    assert f"Final-Recipient: rfc822; ghost@{DOMAIN}" in status
+    assert "Status: 5.1.1" in status
+    assert f"Reporting-MTA: dns; {DOMAIN}" in status

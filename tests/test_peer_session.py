@@ -333,3 +333,40 @@ async def test_express_with_a_refused_recipient_reseals_for_the_accepted_one(
     (key,) = store.keys()
     assert store.get_message(key)["Subject"] == "two"
     assert b"onionmail=pass" in store.get_bytes(key)
+
+
+async def test_every_recipient_refused_is_reported_in_the_peer_s_words() -> None:
+    """A bounce for an all-recipients refusal carries the peer's reason and status (a
+    gateway's "550 5.7.1 ..."), not a generic sentence with 5.0.0."""
+    from onionmail.core.errors import PermanentDeliveryError
+    from onionmail.message.dsn import build_dsn
+
+    async def refusing(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"220 peer ESMTP\r\n")
+        await reader.readuntil(b"\r\n")  # EHLO
+        writer.write(b"250-peer\r\n250 PIPELINING\r\n")
+        for _ in range(3):  # MAIL, RCPT, DATA in one write
+            await reader.readuntil(b"\r\n")
+        writer.write(
+            b"250 ok\r\n550 5.7.1 this gateway refuses mail to that domain\r\n"
+            b"554 5.5.1 no valid recipients\r\n"
+        )
+        while line := await reader.readline():  # RSET, QUIT
+            writer.write(b"221 bye\r\n" if line.startswith(b"QUIT") else b"250 ok\r\n")
+
+    async with scripted_server(refusing) as port:
+        sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+        session = await PeerSession.open(sock, ehlo_name="localhost", timeout=5)
+
+        async def never(accepted: tuple[str, ...]) -> bytes:
+            raise AssertionError("no data for nobody")
+
+        with pytest.raises(PermanentDeliveryError) as refused:
+            await asyncio.wait_for(session.send("a@x.test", ("b@y.test",), never), 10)
+        session.close()
+    reason = str(refused.value)
+    assert "550 5.7.1 this gateway refuses mail to that domain" in reason
+    dsn = build_dsn(
+        box_onion="x.test", sender="a@x.test", recipients=("b@y.test",), original=b"", reason=reason
+    )
+    assert b"Status: 5.7.1" in dsn and b"refuses mail to that domain" in dsn

@@ -42,8 +42,9 @@ from onionmail.smtp.server import NULL_SENDER, SafeHandler
 
 log = logging.getLogger(__name__)
 
-# seal_and_queue(clearnet sender, box addresses, message) -> queue ids; seals before writing
-SealAndQueue = Callable[[str, list[str], bytes], Awaitable[list[str]]]
+# seal_and_queue(clearnet sender, box addresses, message, the aliases as addressed, one per
+# box address) -> queue ids; seals before writing
+SealAndQueue = Callable[[str, list[str], bytes, list[str]], Awaitable[list[str]]]
 
 AuthenticationResults = Callable[[Any, Any, bytes], Awaitable[bytes | None]]
 """Hook: (session, envelope, message) -> an ``Authentication-Results`` field value, or None.
@@ -148,7 +149,8 @@ class ClearnetInboundHandler(SafeHandler):
                 return "451 4.3.0 A recipient changed meanwhile; try again later"
             boxes.append(entry.box)
         sender = "" if envelope.mail_from == NULL_SENDER else envelope.mail_from
-        ids = await self.seal_and_queue(sender, boxes, message.to_bytes())
+        aliases = [str(rcpt) for rcpt in envelope.rcpt_tos]
+        ids = await self.seal_and_queue(sender, boxes, message.to_bytes(), aliases)
         self.accepted += 1
         log.info("accepted a clearnet message for %d box(es), sealed", len(ids))
         return "250 2.0.0 OK, sealed for the recipient"

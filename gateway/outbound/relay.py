@@ -21,15 +21,16 @@ and jitter, bounce after ``[delivery] max_lifetime``):
 Bounces of clearnet mail go back to the box: :class:`BounceToBox` takes the
 agent's delivery status notification (it looks like a Maildir to the
 agent), seals it to the box registered for the alias and queues it in
-``queue/boxes``. Bounces of box-bound mail (a box unreachable for the whole
-lifetime) cannot go anywhere useful — the clearnet sender's address is in
-the sealed part the gateway may still read, but answering would confirm the
-alias to spammers — so the report is kept in ``GWDIR/undeliverable`` for the
-operator; it quotes no content (the message is ciphertext).
+``queue/boxes``. Box-bound mail that fails for good (the box refused it, or
+stayed unreachable for the whole lifetime) is reported to its clearnet
+sender (:mod:`gateway.inbound.undeliverable`: the aliases, never the box,
+no content; DKIM-signed, null reverse path); only mail that had no sender to
+report to leaves a note without content in ``GWDIR/undeliverable``.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable
 from pathlib import Path
@@ -46,7 +47,7 @@ from gateway.errors import (
 )
 from gateway.outbound.smtp import SmtpTimeouts, deliver
 from gateway.outbound.tls_policy import DEFAULT_PREFERENCE, RecipientTlsPreference, TlsPolicy
-from gateway.registry import Registry
+from gateway.registry import APPROVED, Registry
 from onionmail.box.delivery import DeliveryAgent
 from onionmail.config.box import DeliverySection
 from onionmail.core.errors import DeliveryError, PermanentDeliveryError
@@ -71,8 +72,12 @@ def queue_for_boxes(
     boxes: list[str],
     message: bytes,
     mail_key_for: Callable[[str], bytes | None] | None = None,
+    aliases: list[str] | None = None,
 ) -> list[str]:
     """Seal ``message`` to each box (grouped by onion) and queue only the ciphertext.
+
+    ``aliases``: the addresses the clearnet sender used, one per box address; with
+    them a failure is reported to ``mail_from`` naming those (never the box).
 
     ``mail_key_for(onion)``: the box's certified mail key as last seen
     (:class:`gateway.registry.BoxMailKeys`). Blocking (sealing and fsync):
@@ -82,6 +87,7 @@ def queue_for_boxes(
     for box in boxes:
         by_onion.setdefault(box.rsplit("@", 1)[1], []).append(box)
     ids = []
+    alias_of = dict(zip(boxes, aliases, strict=True)) if aliases is not None else {}
     outer_sender = f"{GATEWAY_SENDER_LOCAL_PART}@{identity.onion_address}"
     for onion, rcpts in by_onion.items():
         recipients = tuple(dict.fromkeys(rcpts))
@@ -92,7 +98,16 @@ def queue_for_boxes(
             message=message,
             mail_key=None if mail_key_for is None else mail_key_for(onion),
         )
-        ids.append(queue.enqueue(onion, outer_sender, recipients, inner).id)
+        names = tuple(alias_of[r] for r in recipients) if alias_of else ()
+        entry = queue.enqueue(
+            onion,
+            outer_sender,
+            recipients,
+            inner,
+            dsn_to=mail_from if names else "",
+            dsn_names=names,
+        )
+        ids.append(entry.id)
     return ids
 
 
@@ -123,6 +138,9 @@ class BounceToBox(Maildir):
         self.wake = wake
 
     def deliver(self, message: bytes, name: str | None = None) -> Path:
+        if not self.alias:  # a report to a clearnet sender failed: reports are not answered
+            log.warning("a report to a clearnet sender could not be delivered; dropped")
+            return self.path
         entry = self.registry.get(self.alias)
         if entry is None:
             log.warning("a bounce for an alias that no longer exists was dropped")
@@ -155,6 +173,7 @@ class ClearnetAgent(DeliveryAgent):
         mx_port: int = 25,
         timeouts: SmtpTimeouts | None = None,
         allow_private_mx: bool = False,
+        registry: Registry | None = None,
     ) -> None:
         super().__init__(
             queue=queue,
@@ -170,6 +189,9 @@ class ClearnetAgent(DeliveryAgent):
         self.mx_port = mx_port
         self.timeouts = timeouts or SmtpTimeouts()
         self.allow_private_mx = allow_private_mx
+        self.registry = registry
+        """Checked at each attempt: mail of an alias denied or removed since it was queued
+        does not go out."""
         self.transport_security: dict[str, str] = {}
         """Queue id -> how the last delivery went (``tls-authenticated`` ...), for tests."""
 
@@ -180,6 +202,13 @@ class ClearnetAgent(DeliveryAgent):
         it leaves; ``plaintext-allowed`` relaxes the default TLS requirement (never
         DANE or MTA-STS) for this message only.
         """
+        if self.registry is not None and entry.mail_from:
+            alias = entry.mail_from.rsplit("@", 1)[0]
+            registration = await asyncio.to_thread(self.registry.get, alias)
+            if registration is None or registration.state != APPROVED:
+                raise PermanentDeliveryError(
+                    "the gateway's operator has withdrawn this alias; the message was not sent"
+                )
         try:
             message, plaintext_allowed = take_gateway_tls_mark(entry.message)
         except MessageFormatError as exc:

@@ -131,6 +131,12 @@ class DeliveryAgent:
         self.prepare: Callable[[QueuedMessage], Awaitable[QueuedMessage]] | None = None
         """Turns a loaded message into the form it is sent in, at each attempt (the box's
         clearnet step: alias and OpenPGP); a PermanentDeliveryError bounces the message."""
+        self.report_failure: (
+            Callable[[QueuedMessage, str, tuple[str, ...]], Awaitable[bool]] | None
+        ) = None
+        """Reports a message (or some of its recipients) that failed for good in its own
+        way, True if it did (a gateway's report to a clearnet sender); else, or when it
+        returns False, the report goes to ``sender_maildir``."""
         self._stopping = False
         self._isolation: dict[str, str] = {}
         self._idle: dict[str, list[PeerSession]] = {}
@@ -345,6 +351,10 @@ class DeliveryAgent:
 
     async def _bounce(self, entry: QueuedMessage, reason: str, only: tuple[str, ...] = ()) -> None:
         recipients = only or entry.recipients
+        if self.report_failure is not None and await self.report_failure(entry, reason, recipients):
+            if not only:
+                await asyncio.to_thread(self.queue.remove, entry.id)
+            return
         dsn = build_dsn(
             box_onion=self.identity.onion_address,
             sender=entry.mail_from,

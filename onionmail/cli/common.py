@@ -8,7 +8,7 @@ import logging
 import signal
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from typing import Any, Protocol
 
 from onionmail.core.redaction import RedactingFormatter
@@ -66,6 +66,19 @@ def run_command(
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)
         return 130
+
+
+def flush_on_sigusr1(flush: Callable[[], Coroutine[Any, Any, int]]) -> None:
+    """Run ``flush`` (retry the queue now) on each SIGUSR1, as ``queue flush`` asks (the
+    handler holds the running flushes)."""
+    flushes: set[asyncio.Task[int]] = set()
+
+    def start() -> None:
+        task = asyncio.create_task(flush())
+        flushes.add(task)
+        task.add_done_callback(flushes.discard)
+
+    asyncio.get_running_loop().add_signal_handler(signal.SIGUSR1, start)
 
 
 def stop_on_signals() -> asyncio.Event:

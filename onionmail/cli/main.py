@@ -21,7 +21,7 @@ from onionmail.cli import gateway as cli_gateway
 from onionmail.cli import keys as cli_keys
 from onionmail.cli import leaks as cli_leaks
 from onionmail.cli import testnet as cli_testnet
-from onionmail.cli.common import Subcommands, run_command, stop_on_signals
+from onionmail.cli.common import Subcommands, flush_on_sigusr1, run_command, stop_on_signals
 from onionmail.cli.common import progress as _progress
 from onionmail.cli.passphrase import CLEAR_KEY_WARNING, new_passphrase, open_identity
 from onionmail.config.box import load_config
@@ -175,14 +175,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     async def serve() -> None:
         box = Box(config, identity, testnet_options=options, progress=_progress)
         stop = stop_on_signals()
-        flushes: set[asyncio.Task[int]] = set()
-
-        def flush() -> None:  # SIGUSR1, from 'onionmail queue flush'
-            task = asyncio.create_task(box.flush())
-            flushes.add(task)
-            task.add_done_callback(flushes.discard)
-
-        asyncio.get_running_loop().add_signal_handler(signal.SIGUSR1, flush)
+        flush_on_sigusr1(box.flush)  # from 'onionmail queue flush'
         try:
             await box.start()
             status = box.status()

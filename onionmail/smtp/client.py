@@ -83,6 +83,12 @@ def sort_recipients(
     return accepted, refused, None
 
 
+def every_recipient_refused(replies: list[Reply]) -> PermanentDeliveryError:
+    """The failure when the peer refused every recipient, in the peer's own words (its
+    first refusal: the report's status and reason come from it)."""
+    return PermanentDeliveryError(f"the peer refused every recipient: {replies[0]}")
+
+
 def failure_for(reply: Reply, what: str) -> DeliveryError:
     """The delivery error for a negative reply: 5xx permanent, anything else temporary.
 
@@ -260,7 +266,7 @@ class PeerSession:
             raise DeliveryError(f"peer answered {failed} to RCPT TO")
         if not accepted:
             await self._reset_after(data_reply)
-            raise PermanentDeliveryError("the peer refused every recipient")
+            raise every_recipient_refused(rcpt_replies)
         if data_reply is None:
             self._write(b"DATA\r\n")
             data_reply = await self.reply()
@@ -316,7 +322,7 @@ class PeerSession:
         if failed is not None:
             raise DeliveryError(f"peer answered {failed} to RCPT TO")
         if not accepted:
-            raise PermanentDeliveryError("the peer refused every recipient")
+            raise every_recipient_refused(rcpt_replies)
         if answered < len(chunks):
             raise failure_for(final, "a chunk of data")
         if refused:

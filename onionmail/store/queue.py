@@ -89,6 +89,12 @@ class QueuedMessage:
     """A dummy envelope (cover traffic): never bounced, dropped when it fails."""
     first_try: float = 0.0
     """When the timing policy let it go first (0: at once); the state of a never-tried entry."""
+    dsn_to: str = ""
+    """Where a failure is reported when not to ``mail_from``'s own Maildir: the clearnet
+    sender of mail a gateway relays to a box (kept encrypted, like the envelope)."""
+    dsn_names: tuple[str, ...] = ()
+    """The recipients as ``dsn_to`` addressed them (a gateway's aliases), one per
+    recipient in order: a report names those, never the box behind them."""
 
     def first_state(self) -> QueueState:
         """Its state as :meth:`OutboundQueue.enqueue` left it (never tried yet)."""
@@ -161,6 +167,8 @@ class OutboundQueue:
         *,
         next_try: float | None = None,
         cover: bool = False,
+        dsn_to: str = "",
+        dsn_names: tuple[str, ...] = (),
     ) -> QueuedMessage:
         """Store a message durably; once this returns, ``250`` may be sent.
 
@@ -179,13 +187,17 @@ class OutboundQueue:
             created=time.time(),
             cover=cover,
             first_try=next_try or 0.0,
+            dsn_to=dsn_to,
+            dsn_names=dsn_names,
         )
         clear = _clear_header(entry)
-        secret = {
+        secret: dict[str, Any] = {
             "mail_from": entry.mail_from,
             "recipients": list(entry.recipients),
             "envelope_id": entry.envelope_id.hex(),
         }
+        if dsn_to or dsn_names:
+            secret.update(dsn_to=dsn_to, dsn_names=list(dsn_names))
         chunks = self._seal(clear, json.dumps(secret, separators=_COMPACT).encode(), message)
         name = f"{entry.id}.msg"
         tmp, final = self._tmp / name, self._active / name
@@ -252,6 +264,8 @@ class OutboundQueue:
                 created=float(header["created"]),
                 cover=header.get("cover") is True,
                 first_try=float(header.get("first_try", 0.0)),
+                dsn_to=str(header.get("dsn_to", "")),
+                dsn_names=tuple(str(n) for n in header.get("dsn_names", ())),
             )
         except (ValueError, KeyError, TypeError, AttributeError):
             raise QueueError(0, f"queue entry {queue_id}: unreadable header (damaged?)") from None
