@@ -249,10 +249,12 @@ class BoxApi:
                 changed = (self.box_dir / CONFIG_NAME).stat().st_mtime > started
             except FileNotFoundError:
                 changed = False
-        return [
-            GatewayRegistration(onion, alias, n == 0, changed)
-            for n, (onion, alias) in enumerate(config.gateway.registrations)
+        sending = config.gateway.sending_gateway
+        found = [
+            GatewayRegistration(onion, alias, onion == sending, changed)
+            for onion, alias in config.gateway.registrations
         ]
+        return sorted(found, key=lambda registration: not registration.sends_clearnet)
 
     # --- Maildir ------------------------------------------------------------------
 
@@ -466,7 +468,7 @@ class BoxApi:
     def sending_gateway(self) -> GatewayRegistration | None:
         """The gateway clearnet mail goes through, as registered on disk, or None."""
         gateways = self.gateway_registrations({})
-        return gateways[0] if gateways else None
+        return gateways[0] if gateways and gateways[0].sends_clearnet else None
 
     # --- OpenPGP keys -------------------------------------------------------------
 

@@ -234,6 +234,10 @@ def cmd_status(args: argparse.Namespace) -> int:
         if status.get("tor_restarts"):
             print(f"tor restarts: {status['tor_restarts']} since the box started")
     print(f"queue:       {status['queue_length']} message(s)")
+    gateway = load_config(box_dir).gateway
+    for onion, alias in gateway.registrations:
+        role = "sends clearnet mail" if onion == gateway.sending_gateway else "receives only"
+        print(f"gateway:     {alias} at {onion} ({role})")
     return 0 if running else 3
 
 

@@ -31,6 +31,7 @@ from typing import Any
 import aiosmtplib
 
 from onionmail.config.box import CONFIG_NAME, Config, load_config
+from onionmail.config.gateway import SENDING_KEY
 from onionmail.core.errors import (
     ConfigError,
     DeliveryError,
@@ -209,6 +210,7 @@ async def _register_once(
 
 
 _GATEWAY_HEADER = re.compile(r"^\s*\[gateway\]\s*(#.*)?$")
+_TABLE_HEADER = re.compile(r"^\s*\[")
 
 
 def record_registration(box_dir: Path, gateway_onion: str, alias_address: str) -> None:
@@ -216,19 +218,52 @@ def record_registration(box_dir: Path, gateway_onion: str, alias_address: str) -
 
     A line for the same gateway is replaced; otherwise the entry goes right
     under the ``[gateway]`` header (added at the end when missing). The
-    result is validated, and the old file kept, if it does not load.
+    sending gateway does not change: with a second gateway, the first one is
+    written as ``sending`` if nothing was. The result is validated, and the
+    old file kept, if it does not load.
     """
+    before = load_config(box_dir).gateway
+    entries = [f'"{gateway_onion}" = "{alias_address}"']
+    others = {onion for onion, _ in before.registrations} - {gateway_onion}
+    if others and not before.sending and before.sending_gateway is not None:
+        entries.append(f'{SENDING_KEY} = "{before.sending_gateway}"')
+    _rewrite_gateway_table(box_dir, f'"{gateway_onion}"', entries)
+
+
+def use_gateway(box_dir: Path, gateway_onion: str) -> str:
+    """Make ``gateway_onion`` (one of ``[gateway]``) the one clearnet mail goes through;
+    returns its alias. :class:`ConfigError` when the box is not registered there."""
+    gateway_onion = gateway_onion.strip().lower()
+    alias = load_config(box_dir).gateway.alias_at(gateway_onion)
+    if not alias:
+        raise ConfigError(
+            f"{box_dir / CONFIG_NAME}: [gateway] has no {gateway_onion}: register with it first "
+            "(onionmail gateway register)"
+        )
+    _rewrite_gateway_table(box_dir, SENDING_KEY, [f'{SENDING_KEY} = "{gateway_onion}"'])
+    return alias
+
+
+def _rewrite_gateway_table(box_dir: Path, key: str, entries: list[str]) -> None:
+    """Replace the lines of ``[gateway]`` starting with ``key`` (and any ``sending``
+    line ``entries`` brings) by ``entries``, under the header; validated, or undone."""
     path = box_dir / CONFIG_NAME
     old = path.read_text(encoding="utf-8")
-    entry = f'"{gateway_onion}" = "{alias_address}"'
-    lines = old.splitlines()
-    kept = [line for line in lines if not line.strip().startswith(f'"{gateway_onion}"')]
-    for n, line in enumerate(kept):
-        if _GATEWAY_HEADER.match(line):
-            kept.insert(n + 1, entry)
-            break
+    replaced = {key, *(entry.split(" =", 1)[0] for entry in entries)}
+    kept: list[str] = []
+    header = -1
+    inside = False
+    for line in old.splitlines():
+        if _TABLE_HEADER.match(line):
+            inside = bool(_GATEWAY_HEADER.match(line))
+            header = len(kept) if inside else header
+        elif inside and line.strip().split(" =", 1)[0].strip() in replaced:
+            continue
+        kept.append(line)
+    if header >= 0:
+        kept[header + 1 : header + 1] = entries
     else:
-        kept += ["", "[gateway]", entry]
+        kept += ["", "[gateway]", *entries]
     write_private_file(path, ("\n".join(kept) + "\n").encode())
     try:
         load_config(box_dir)
