@@ -44,10 +44,11 @@ box encrypted it with OpenPGP), sizes and times. It never learns a box's IP
 address, and keeps clearnet mail for a box only as ciphertext for that box.
 
 typical use:
-  onionmail-gateway init --dir ~/gw --domain gw.example [--require-approval]
+  onionmail-gateway init --dir ~/gw --domain gw.example [--open-registration]
   onionmail-gateway run --dir ~/gw
   onionmail-gateway pending --dir ~/gw           registrations waiting for approval
-  onionmail-gateway approve --dir ~/gw ALIAS
+  onionmail-gateway approve|deny --dir ~/gw ALIAS
+  onionmail-gateway list|remove|rename --dir ~/gw [ALIAS [NEW]]
   onionmail-gateway queue --dir ~/gw [flush]      what it holds; retry it all now
 """
 
@@ -80,7 +81,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--require-approval",
         action="store_true",
-        help="new registrations wait for 'onionmail-gateway approve'",
+        help="new registrations wait for 'onionmail-gateway approve' (the default)",
+    )
+    p.add_argument(
+        "--open-registration",
+        action="store_true",
+        help=(
+            "approve every registration at once: any Tor user gets an alias and can send "
+            "DKIM-signed mail from the domain (within the sending limits of [onion])"
+        ),
     )
     p.add_argument("--testnet", type=Path, metavar="DIR", help="join the private Tor network")
     p.add_argument("--passphrase-file", type=Path, metavar="FILE", help="encrypt the key")
@@ -123,6 +132,34 @@ def build_parser() -> argparse.ArgumentParser:
         p.set_defaults(func=cmd_decide, approve=approve)
 
     p = sub.add_parser(
+        "remove",
+        help="forget a registration (a denied one too): the alias may be asked for again",
+        description=(
+            "Forget the registration of ALIAS, whatever its state. Mail to it is refused "
+            "(550 5.1.1) and mail from it already queued does not go out; the alias and the "
+            "box may register again. To keep an alias from ever being asked for again, deny "
+            "it instead."
+        ),
+    )
+    _dir_arg(p)
+    p.add_argument("alias", metavar="ALIAS", help="the alias (local part, or full address)")
+    p.set_defaults(func=cmd_remove)
+
+    p = sub.add_parser(
+        "rename",
+        help="give a registration another (free) alias",
+        description=(
+            "Move the registration of ALIAS to NEW (same box, same state). Mail to ALIAS is "
+            "refused from then on, mail from the box goes out from NEW; its user should "
+            "register again with --alias NEW so the box's configuration says so too."
+        ),
+    )
+    _dir_arg(p)
+    p.add_argument("alias", metavar="ALIAS", help="the alias now (local part, or full address)")
+    p.add_argument("new", metavar="NEW", help="the new alias (a local part)")
+    p.set_defaults(func=cmd_rename)
+
+    p = sub.add_parser(
         "queue",
         help="list the gateway's two queues, or retry them now (flush)",
         description=(
@@ -152,8 +189,10 @@ def cmd_init(args: argparse.Namespace) -> int:
         raise GatewayConfigError(f"{gw_dir / CONFIG_NAME}: a gateway already exists here")
     ensure_private_dir(gw_dir)
     testnet = str(args.testnet.absolute()) if args.testnet else ""
+    if args.open_registration and args.require_approval:
+        raise GatewayConfigError("--open-registration and --require-approval contradict")
     text = render_gateway_config(
-        args.domain.lower(), require_approval=args.require_approval, testnet=testnet
+        args.domain.lower(), require_approval=not args.open_registration, testnet=testnet
     )
     write_private_file(gw_dir / CONFIG_NAME, text.encode())
     config = load_gateway_config(gw_dir)  # validates the domain
@@ -210,6 +249,24 @@ def cmd_list(args: argparse.Namespace) -> int:
     for e in entries:
         when = time.strftime("%Y-%m-%d %H:%M", time.gmtime(e.requested))
         print(f"{e.alias}@{config.gateway.domain}  {e.state:8}  {when} UTC  {e.box}")
+    return 0
+
+
+def cmd_remove(args: argparse.Namespace) -> int:
+    config = load_gateway_config(args.dir.absolute())
+    alias = args.alias.lower().split("@", 1)[0]
+    Registry(config.gateway_dir / "registrations.json").remove(alias)
+    print(f"{alias}@{config.gateway.domain}: removed")
+    return 0
+
+
+def cmd_rename(args: argparse.Namespace) -> int:
+    config = load_gateway_config(args.dir.absolute())
+    alias = args.alias.lower().split("@", 1)[0]
+    registry = Registry(config.gateway_dir / "registrations.json")
+    entry = registry.rename(alias, args.new.lower().split("@", 1)[0])
+    domain = config.gateway.domain
+    print(f"{alias}@{domain} -> {entry.alias}@{domain} ({entry.state})")
     return 0
 
 

@@ -30,8 +30,13 @@ class GatewaySettings:
     domain: str = ""
     """The mail domain of the aliases (``alice@<domain>``); its MX must point at [smtp],
     its DKIM records at the keys ``onionmail-gateway init`` printed."""
-    require_approval: bool = False
-    """New registrations wait for ``onionmail-gateway approve`` before the alias works."""
+    require_approval: bool = True
+    """New registrations wait for ``onionmail-gateway approve`` before the alias works.
+    Off, any Tor user gets an alias at once and can send DKIM-signed mail from the domain
+    (within the sending limits of [onion])."""
+    max_aliases_per_box: int = 3
+    """Most aliases one box (one onion key: each of its local parts may ask for one) may
+    hold here, pending ones included."""
     dkim_selector: str = "gw1"
     """Prefix of the DKIM selectors: ``<selector>-ed25519`` and ``<selector>-rsa``."""
     keep_display_name: bool = True
@@ -80,6 +85,14 @@ class OnionSettings(SessionLimits):
     """Seconds a box may stay silent."""
     data_timeout: float = 1800.0
     """Seconds a whole DATA transfer may take."""
+    alias_messages_per_hour: int = 100
+    """Messages one alias may send in any hour; past it ``450 4.7.1`` (the box retries)."""
+    alias_recipients_per_day: int = 500
+    """Recipients one alias may send to in any 24 hours (each RCPT counts)."""
+    box_messages_per_hour: int = 200
+    """Messages one box (one onion, all its aliases together) may send in any hour."""
+    box_recipients_per_day: int = 1000
+    """Recipients one box may send to in any 24 hours."""
 
 
 @dataclass(frozen=True)
@@ -198,6 +211,16 @@ def _check(config: GatewayConfig) -> None:
         for key in ("timeout", "data_timeout", "transaction_timeout", "max_session_time"):
             if getattr(settings, key) <= 0:
                 raise GatewayConfigError(f"{p}: [{section}] {key}: must be positive")
+    for key in (
+        "alias_messages_per_hour",
+        "alias_recipients_per_day",
+        "box_messages_per_hour",
+        "box_recipients_per_day",
+    ):
+        if getattr(config.onion, key) < 1:
+            raise GatewayConfigError(f"{p}: [onion] {key}: at least 1")
+    if config.gateway.max_aliases_per_box < 1:
+        raise GatewayConfigError(f"{p}: [gateway] max_aliases_per_box: at least 1")
     if config.smtp.rate_limit < 1 or config.smtp.rate_window <= 0:
         raise GatewayConfigError(f"{p}: [smtp] rate_limit: at least 1 per positive rate_window")
     resolver = config.dns.resolver
@@ -244,7 +267,8 @@ def render_gateway_config(domain: str, *, require_approval: bool, testnet: str =
 
 [gateway]
 domain = "{domain}"
-require_approval = {"true" if require_approval else "false"}
+require_approval = {"true" if require_approval else "false"}  # false: any Tor user gets an alias
+# max_aliases_per_box = 3
 # dkim_selector = "gw1"        # publishes gw1-ed25519._domainkey and gw1-rsa._domainkey
 # keep_display_name = true
 
@@ -265,6 +289,10 @@ require_approval = {"true" if require_approval else "false"}
 # max_message_size = 26214400
 # max_recipients = 50
 # max_connections = 50
+# alias_messages_per_hour = 100   # sending limits; past them 450 4.7.1 (the box retries)
+# alias_recipients_per_day = 500
+# box_messages_per_hour = 200     # one box, all its aliases
+# box_recipients_per_day = 1000
 
 [dns]                          # a validating resolver, on loopback
 # resolver = "127.0.0.1"       # loopback only (its AD bit is trusted)

@@ -48,6 +48,7 @@ from gateway.outbound.relay import (
     queue_for_boxes,
     undeliverable_maildir,
 )
+from gateway.outbound.sending_limits import SendingLimits
 from gateway.outbound.smtp import SmtpTimeouts
 from gateway.outbound.tls_policy import TlsPolicy
 from gateway.registry import BoxMailKeys, Registry
@@ -186,6 +187,13 @@ class Gateway:
             keep_display_name=self.config.gateway.keep_display_name,
             mail_keys=self.mail_keys,
             box_mail_keys=self.box_mail_keys,
+            limits=SendingLimits(
+                alias_messages_per_hour=settings.alias_messages_per_hour,
+                alias_recipients_per_day=settings.alias_recipients_per_day,
+                box_messages_per_hour=settings.box_messages_per_hour,
+                box_recipients_per_day=settings.box_recipients_per_day,
+            ),
+            max_aliases_per_box=self.config.gateway.max_aliases_per_box,
         )
         self.onion_server = await start_smtp_server(
             self.onion_handler,

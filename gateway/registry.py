@@ -31,7 +31,7 @@ from pathlib import Path
 
 from onionmail.core.errors import RegistrationError, SealError
 from onionmail.core.files import write_private_file
-from onionmail.gateway_link.protocol import RegistrationRequest
+from onionmail.gateway_link.protocol import RegistrationRequest, check_alias
 from onionmail.seal.mail_key import MailKeyCertificate
 
 log = logging.getLogger(__name__)
@@ -104,11 +104,14 @@ class Registry:
     def all(self) -> list[Registration]:
         return sorted(self._load().values(), key=_order)
 
-    def request(self, request: RegistrationRequest, *, require_approval: bool) -> Registration:
+    def request(
+        self, request: RegistrationRequest, *, require_approval: bool, max_per_box: int = 3
+    ) -> Registration:
         """Record a verified request; the (new or existing) registration.
 
         Raises :class:`RegistrationError` when the alias is another box's, the
-        box already has another alias here, or the alias was denied.
+        box address already has another alias here, the box (its onion: all its
+        local parts) holds ``max_per_box`` aliases already, or the alias was denied.
         """
         with self._locked() as entries:
             existing = entries.get(request.alias)
@@ -121,6 +124,12 @@ class Registry:
             other = next((e for e in entries.values() if e.box == request.box), None)
             if other is not None:
                 raise RegistrationError(f"this box already has the alias {other.alias!r} here")
+            onion = request.box.rpartition("@")[2]
+            held = sum(1 for e in entries.values() if e.box.rpartition("@")[2] == onion)
+            if held >= max_per_box:
+                raise RegistrationError(
+                    f"this box holds {held} aliases here already, the most this gateway allows"
+                )
             entry = Registration(
                 alias=request.alias,
                 box=request.box,
@@ -148,6 +157,30 @@ class Registry:
             )
             entries[decided.alias] = decided
             return decided
+
+    def remove(self, alias: str) -> Registration:
+        """Forget ``alias`` (a denied one too): it may be asked for again, by any box."""
+        with self._locked() as entries:
+            existing = entries.pop(alias.lower(), None)
+            if existing is None:
+                raise RegistrationError(f"no registration for the alias {alias!r}")
+            return existing
+
+    def rename(self, alias: str, new_alias: str) -> Registration:
+        """Give the registration of ``alias`` the free alias ``new_alias`` (same box,
+        same state; the box's signed request stays, and names the old alias)."""
+        new_alias = new_alias.lower()
+        with self._locked() as entries:
+            existing = entries.get(alias.lower())
+            if existing is None:
+                raise RegistrationError(f"no registration for the alias {alias!r}")
+            if new_alias in entries:
+                raise RegistrationError(f"the alias {new_alias!r} is taken")
+            check_alias(new_alias)
+            renamed = Registration(**{**asdict(existing), "alias": new_alias})
+            del entries[existing.alias]
+            entries[new_alias] = renamed
+            return renamed
 
 
 def _order(entry: Registration) -> tuple[float, str]:

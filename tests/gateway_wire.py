@@ -152,6 +152,7 @@ def _gateway_toml(run_dir: Path, testnet: Any, dns: Any, smtp_port: int, mx_port
     return f"""
 [gateway]
 domain = "{GW_DOMAIN}"
+require_approval = false
 [smtp]
 port = {smtp_port}
 tls_cert = "{tls / "chain.pem"}"

@@ -111,6 +111,7 @@ def _config(testnet_dir: Path, dns: Any, postfix_port: int, cafile: Path, sts_po
     return f"""
 [gateway]
 domain = "{GW_DOMAIN}"
+require_approval = false
 [smtp]
 port = {free_port()}
 [dns]

@@ -16,11 +16,13 @@ from typing import Any
 import aiosmtplib
 import pytest
 
-from gateway.config import parse_gateway_config
+from gateway.cli import main as gateway_cli
+from gateway.config import load_gateway_config, parse_gateway_config
 from gateway.errors import GatewayConfigError
 from gateway.inbound.mx import ClearnetInboundHandler, RateLimit
 from gateway.outbound.dkim_signing import DkimAlgorithm, DkimSigner, load_or_create_key
 from gateway.outbound.onion_side import GatewayOnionHandler
+from gateway.outbound.sending_limits import SendingLimits
 from gateway.registry import APPROVED, PENDING, Registry
 from onionmail.config.box import parse_config
 from onionmail.core.errors import ConfigError, EnvelopeError, RegistrationError, SealError
@@ -233,6 +235,12 @@ async def onion_side(tmp_path: Path) -> AsyncIterator[tuple[int, Registry, list[
             queue_clearnet=queue_clearnet,
             require_approval=True,
             max_recipients=5,
+            limits=SendingLimits(
+                alias_messages_per_hour=2,
+                alias_recipients_per_day=3,
+                box_messages_per_hour=100,
+                box_recipients_per_day=100,
+            ),
         )
         server = await start_smtp_server(handler, "127.0.0.1", 0, hostname=GATEWAY.onion_address)
         try:
@@ -293,6 +301,90 @@ async def test_register_then_relay_after_approval(
     assert alias == f"alice@{DOMAIN}" and rcpts == ["bob@clear.test"]
     assert signed.startswith(b"DKIM-Signature:") and b"From: Alice <alice@gw.test>" in signed
     assert BOX.onion_address.encode() not in signed
+
+
+async def test_a_box_past_its_sending_limits_gets_450_and_nothing_is_queued(
+    onion_side: tuple[int, Registry, list[Any]],
+) -> None:
+    """Over a real socket, sealed: the third message of an hour from an alias (limit 2),
+    and a message to more recipients than the alias has left today (limit 3), are
+    deferred with 450 4.7.1 naming the limit; nothing of them is queued."""
+    port, registry, queued = onion_side
+    registry.request(
+        build_registration(BOX, BOX_ADDRESS, GATEWAY.onion_address, "alice"),
+        require_approval=False,
+    )
+    message = f"From: {BOX_ADDRESS}\r\nTo: bob@clear.test\r\nSubject: s\r\n\r\nhi\r\n".encode()
+    for _ in range(2):
+        code, text = await sealed_session(port, BOX, BOX_ADDRESS, ["bob@clear.test"], message)
+        assert code == 250, text
+    code, text = await sealed_session(port, BOX, BOX_ADDRESS, ["bob@clear.test"], message)
+    assert code == 450 and text.startswith("4.7.1 Sending limit reached: at most 2 messages")
+    assert len(queued) == 2
+    other = Identity.generate()
+    address = f"carol@{other.onion_address}"
+    registry.request(
+        build_registration(other, address, GATEWAY.onion_address, "carol"), require_approval=False
+    )
+    rcpts = [f"r{n}@clear.test" for n in range(4)]
+    body = f"From: {address}\r\nTo: r0@clear.test\r\nSubject: s\r\n\r\nhi\r\n".encode()
+    code, text = await sealed_session(port, other, address, rcpts, body)
+    assert code == 450 and "at most 3 recipients a day from this alias" in text
+    code, text = await sealed_session(port, other, address, rcpts[:3], body)
+    assert code == 250, text  # within the limit: the refusal counted nothing
+    assert len(queued) == 3
+
+
+def test_sending_limits_slide_and_a_box_counts_all_its_aliases() -> None:
+    now = [1000.0]
+    limits = SendingLimits(
+        alias_messages_per_hour=10,
+        alias_recipients_per_day=50,
+        box_messages_per_hour=3,
+        box_recipients_per_day=5,
+        clock=lambda: now[0],
+    )
+    assert limits.take("alice", "box1", 1) is None
+    assert limits.take("bob", "box1", 1) is None
+    assert limits.take("carol", "box1", 1) is None
+    refused = limits.take("dave", "box1", 1)  # a fourth alias of the same box
+    assert refused is not None and "3 messages an hour from this box" in refused
+    assert limits.take("erin", "box2", 1) is None  # another box is not held back
+    now[0] += 3601  # an hour later the messages slide out; the day's recipients do not
+    assert limits.take("alice", "box1", 2) is None
+    refused = limits.take("alice", "box1", 1)
+    assert refused is not None and "5 recipients a day from this box" in refused
+    now[0] += 86400
+    assert limits.take("alice", "box1", 5) is None
+
+
+def test_registry_caps_aliases_per_box_and_removes_and_renames(tmp_path: Path) -> None:
+    gw = tmp_path / "gw"
+    assert gateway_cli(["init", "--dir", str(gw), "--domain", DOMAIN]) == 0
+    registry = Registry(gw / "registrations.json")
+    for n in range(2):
+        address = f"u{n}@{BOX.onion_address}"
+        request = build_registration(BOX, address, GATEWAY.onion_address, f"a{n}")
+        registry.request(request, require_approval=False, max_per_box=2)
+    third = build_registration(BOX, f"u2@{BOX.onion_address}", GATEWAY.onion_address, "a2")
+    with pytest.raises(RegistrationError, match="holds 2 aliases here already"):
+        registry.request(third, require_approval=False, max_per_box=2)
+    assert gateway_cli(["rename", "--dir", str(gw), "a0", "Zed"]) == 0
+    renamed = registry.get("zed")
+    assert renamed is not None and renamed.box == f"u0@{BOX.onion_address}"
+    assert registry.get("a0") is None
+    assert gateway_cli(["rename", "--dir", str(gw), "zed", "a1"]) == 1  # taken
+    assert gateway_cli(["remove", "--dir", str(gw), "zed"]) == 0
+    assert registry.get("zed") is None
+    assert registry.request(third, require_approval=False, max_per_box=2).alias == "a2"
+
+
+def test_a_new_gateway_requires_approval_unless_opened_explicitly(tmp_path: Path) -> None:
+    assert gateway_cli(["init", "--dir", str(tmp_path / "a"), "--domain", DOMAIN]) == 0
+    assert load_gateway_config(tmp_path / "a").gateway.require_approval is True
+    opened = ["init", "--dir", str(tmp_path / "b"), "--domain", DOMAIN, "--open-registration"]
+    assert gateway_cli(opened) == 0
+    assert load_gateway_config(tmp_path / "b").gateway.require_approval is False
 
 
 # --- the clearnet handler -------------------------------------------------------------------

@@ -37,6 +37,7 @@ from typing import Any
 from gateway.errors import DkimError, SenderRewriteError
 from gateway.outbound.dkim_signing import DkimSigner
 from gateway.outbound.sender_rewrite import rewrite_sender
+from gateway.outbound.sending_limits import SendingLimits
 from gateway.registry import APPROVED, DENIED, BoxMailKeys, Registry
 from onionmail.box.inbound import announce_seals, open_sealed
 from onionmail.core.errors import (
@@ -83,6 +84,8 @@ class GatewayOnionHandler(SafeHandler):
         keep_display_name: bool = True,
         mail_keys: MailKeyring | None = None,
         box_mail_keys: BoxMailKeys | None = None,
+        limits: SendingLimits | None = None,
+        max_aliases_per_box: int = 3,
     ) -> None:
         self.identity = identity
         self.mail_keys = mail_keys
@@ -98,6 +101,9 @@ class GatewayOnionHandler(SafeHandler):
         self.require_approval = require_approval
         self.max_recipients = max_recipients
         self.keep_display_name = keep_display_name
+        self.limits = limits
+        """Messages and recipients per alias and per box (:mod:`.sending_limits`)."""
+        self.max_aliases_per_box = max_aliases_per_box
         self.register_address = f"{REGISTRATION_LOCAL_PART}@{self.onion}"
         self.relayed = 0
         self.registrations = 0
@@ -202,7 +208,10 @@ class GatewayOnionHandler(SafeHandler):
                 raise RegistrationError("this request was seen before (replayed)")
             await asyncio.to_thread(self.replay_cache.record, request.nonce, request.time)
             entry = await asyncio.to_thread(
-                self.registry.request, request, require_approval=self.require_approval
+                self.registry.request,
+                request,
+                require_approval=self.require_approval,
+                max_per_box=self.max_aliases_per_box,
             )
         except RegistrationError as exc:
             log.warning("refused a registration: %s", type(exc).__name__)  # never the alias
@@ -231,6 +240,11 @@ class GatewayOnionHandler(SafeHandler):
         except DkimError as exc:
             log.error("DKIM signing failed: %s", exc)
             return "451 4.3.0 The gateway could not sign the message; try again later"
+        if self.limits is not None:
+            refusal = self.limits.take(entry.alias, sender.domain, len(content.recipients))
+            if refusal is not None:
+                log.warning("a box reached a sending limit; its message is deferred")
+                return refusal
         ids = await self.queue_clearnet(rewritten.envelope_sender, list(content.recipients), signed)
         await asyncio.to_thread(self.replay_cache.record, content.envelope_id, content.created)
         self.relayed += 1
