@@ -34,6 +34,10 @@ class GatewaySettings:
     """New registrations wait for ``onionmail-gateway approve`` before the alias works.
     Off, any Tor user gets an alias at once and can send DKIM-signed mail from the domain
     (within the sending limits of [onion])."""
+    operator_forward: str = ""
+    """Where mail to postmaster@, abuse@, hostmaster@ and security@ the domain goes (RFC
+    5321, RFC 2142): empty keeps it in ``GWDIR/operator``, a Maildir (``neomutt -f``);
+    an address gets each message attached to a DKIM-signed note from postmaster@."""
     max_aliases_per_box: int = 3
     """Most aliases one box (one onion key: each of its local parts may ask for one) may
     hold here, pending ones included."""
@@ -219,6 +223,17 @@ def _check(config: GatewayConfig) -> None:
     ):
         if getattr(config.onion, key) < 1:
             raise GatewayConfigError(f"{p}: [onion] {key}: at least 1")
+    if config.gateway.operator_forward:
+        try:
+            parse_mail_address(config.gateway.operator_forward)
+        except AddressError:
+            raise GatewayConfigError(
+                f"{p}: [gateway] operator_forward: expected a mail address"
+            ) from None
+        if config.gateway.operator_forward.lower().endswith("@" + config.gateway.domain):
+            raise GatewayConfigError(
+                f"{p}: [gateway] operator_forward: an address outside {config.gateway.domain}"
+            )
     if config.gateway.max_aliases_per_box < 1:
         raise GatewayConfigError(f"{p}: [gateway] max_aliases_per_box: at least 1")
     if config.smtp.rate_limit < 1 or config.smtp.rate_window <= 0:
@@ -268,6 +283,7 @@ def render_gateway_config(domain: str, *, require_approval: bool, testnet: str =
 [gateway]
 domain = "{domain}"
 require_approval = {"true" if require_approval else "false"}  # false: any Tor user gets an alias
+# operator_forward = ""         # postmaster@/abuse@... mail: empty keeps it in GWDIR/operator
 # max_aliases_per_box = 3
 # dkim_selector = "gw1"        # publishes gw1-ed25519._domainkey and gw1-rsa._domainkey
 # keep_display_name = true

@@ -11,7 +11,8 @@ Layout of ``GWDIR`` (directories 0700, files 0600)::
     queue/boxes/           clearnet -> box: sealed to the box (and encrypted at rest)
     state/replay.sqlite    envelope ids and registration nonces seen
     state/box-mail-keys.json  each box's mail key certificate, as last seen (gateway.registry)
-    undeliverable/         reports on box-bound mail that expired (no content)
+    undeliverable/         notes on box-bound mail nobody could be told about (no content)
+    operator/              mail for postmaster@, abuse@... (a Maildir), unless forwarded
     tor/                   the gateway's own tor, in launch mode
     run/box.lock           one running gateway per directory
 
@@ -38,6 +39,7 @@ from gateway.config import GatewayConfig, mta_sts_connect_target
 from gateway.dns import GatewayResolver, ResolverConfig
 from gateway.inbound.auth import authentication_results
 from gateway.inbound.mx import AuthenticationResults, ClearnetInboundHandler, RateLimit
+from gateway.inbound.operator_mail import forward_note
 from gateway.inbound.undeliverable import SenderReports
 from gateway.outbound.dkim_signing import DkimAlgorithm, DkimSigner, load_or_create_key
 from gateway.outbound.mta_sts import FetchConfig, MtaSts
@@ -79,6 +81,7 @@ class GatewayPaths:
         self.box_queue = root / "queue" / "boxes"
         self.state = root / "state"
         self.tor = root / "tor"
+        self.operator = root / "operator"
 
 
 def dkim_signer(config: GatewayConfig) -> DkimSigner:
@@ -215,6 +218,7 @@ class Gateway:
             max_recipients=settings.max_recipients,
             rate_limit=RateLimit(settings.rate_limit, settings.rate_window),
             authenticate=self.authenticate or self._authentication_results,
+            operator_mail=self._operator_mail,
         )
         self.smtp_server = await start_smtp_server(
             self.smtp_handler,
@@ -227,6 +231,20 @@ class Gateway:
             **settings.listener_options(),
         )
         self.smtp_port = server_port(self.smtp_server)
+
+    async def _operator_mail(self, message: bytes, recipients: list[str]) -> None:
+        """Mail for postmaster@, abuse@...: kept in ``GWDIR/operator``, or forwarded
+        (:mod:`gateway.inbound.operator_mail`); durable before the ``250``."""
+        forward = self.config.gateway.operator_forward
+        if not forward:
+            folder = Maildir(self.paths.operator)
+            await asyncio.to_thread(folder.deliver, message.replace(b"\r\n", b"\n"))
+            return
+        assert self.signer is not None  # made by start() before the servers
+        note = forward_note(
+            message, domain=self.config.gateway.domain, to=forward, recipients=recipients
+        )
+        await self.queue_clearnet("", [forward], await asyncio.to_thread(self.signer.sign, note))
 
     async def _authentication_results(self, session: Any, envelope: Any, data: bytes) -> bytes:
         """SPF, DKIM and DMARC of a clearnet message, checked through the gateway's resolver.

@@ -71,6 +71,7 @@ from tests.box_process import (
 from tests.dns_server import Zone, a, mx, running_dns, txt
 from tests.gateway_process import cli, gateway_init, start_registration
 from tests.gateway_wire import spawn_gateway
+from tests.neomutt import neomutt_subjects
 from tests.postfix import Postfix, postfix_for_domain
 
 pytestmark = pytest.mark.tor
@@ -683,3 +684,26 @@ def test_a_box_refusing_for_good_gets_the_clearnet_sender_a_signed_report(world:
     assert "Action: failed" in status and "Status: 5.1.1" in status, status
     assert_signed_by_the_gateway(world, report)
     assert not list((world.gw_dir / "queue" / "boxes" / "active").glob("*.msg"))
+
+
+def test_abuse_reports_reach_the_operator_s_maildir(world: World) -> None:
+    """Another mail operator writes to abuse@ the gateway's domain through its real
+    Postfix: the report is kept in GWDIR/operator, a Maildir a real client reads."""
+    token = f"AbuseReport{secrets.token_hex(6)}"
+    report = mail_from(f"bob@{CLEAR_DOMAIN}", f"abuse@{GW_DOMAIN}", token, "spam from an alias")
+    send_through_postfix(world, report, f"bob@{CLEAR_DOMAIN}", f"abuse@{GW_DOMAIN}")
+    folder = world.gw_dir / "operator"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        found = [p for p in (folder / "new").glob("*") if token.encode() in p.read_bytes()]
+        if found:
+            break
+        time.sleep(0.3)
+    else:
+        raise AssertionError("the report never reached the operator's Maildir")
+    work = world.gw_dir.parent / "neomutt-operator"
+    work.mkdir(exist_ok=True)
+    assert token in neomutt_subjects(folder, work)
+    stored = email.message_from_bytes(found[0].read_bytes(), policy=email.policy.default)
+    verdicts = [str(v) for v in stored.get_all("Authentication-Results", [])]
+    assert any(v.startswith(f"{GW_DOMAIN};") and "spf=pass" in v for v in verdicts)

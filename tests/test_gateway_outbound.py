@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import email
+import email.policy
 import email.utils
 import hashlib
 import logging
@@ -602,3 +603,32 @@ async def test_mail_of_an_alias_withdrawn_after_it_was_queued_does_not_go_out(
     letters = mailbox.Maildir(postfix.maildir, create=False)
     assert sum(local.encode() in m.as_bytes() for m in letters) == 1
     assert postfix.log.read_text().count(f"from=<{alias}>") == 1
+
+
+async def test_operator_mail_forwarded_arrives_attached_signed_from_a_null_sender(
+    postfix: Postfix, signer: DkimSigner, cafile: str, tmp_path: Path
+) -> None:
+    """[gateway] operator_forward: the message for abuse@ is attached to a note from
+    postmaster@ the gateway's domain, DKIM-signed, sent with MAIL FROM:<> (never
+    bounced back to the reporter); the real Postfix stores it for its user."""
+    from gateway.inbound.operator_mail import forward_note
+
+    token = f"Report{secrets.token_hex(6)}"
+    original = (
+        f"From: someone@else.test\r\nTo: abuse@{GATEWAY_DOMAIN}\r\nSubject: {token}\r\n"
+        "\r\nYour alias sent spam.\r\n"
+    ).encode()
+    note = forward_note(
+        original, domain=GATEWAY_DOMAIN, to=f"bob@{CLEAR_DOMAIN}", recipients=["abuse@gw"]
+    )
+    agent = _clearnet_agent(tmp_path, cafile, postfix.port)
+    entry = agent.queue.enqueue(CLEAR_DOMAIN, "", (f"bob@{CLEAR_DOMAIN}",), signer.sign(note))
+    await agent.deliver(entry)
+    data = await stored(postfix, token)
+    assert verify_all(data, signer)
+    parsed = email.message_from_bytes(data, policy=email.policy.default)
+    assert parsed["Return-Path"] == "<>"
+    assert parsed["From"] == f"Gateway postmaster <postmaster@{GATEWAY_DOMAIN}>"
+    (attached,) = [p for p in parsed.iter_attachments() if p.get_content_type() == "message/rfc822"]
+    inner = attached.get_content()
+    assert inner["Subject"] == token and "Your alias sent spam." in inner.get_content()

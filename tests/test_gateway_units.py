@@ -435,6 +435,65 @@ async def test_clearnet_side_seals_refuses_and_rate_limits(tmp_path: Path) -> No
         server.close()
 
 
+async def test_postmaster_and_abuse_reach_the_operator_and_other_roles_do_not(
+    tmp_path: Path,
+) -> None:
+    """RFC 5321 4.5.1: Postmaster, with or without the domain, in any case; RFC 2142:
+    abuse@. A message for an alias and for abuse@ goes to both; root@ stays refused."""
+    registry = Registry(tmp_path / "registrations.json")
+    registry.request(
+        build_registration(BOX, BOX_ADDRESS, GATEWAY.onion_address, "alice"),
+        require_approval=False,
+    )
+    sealed: list[Any] = []
+    operator: list[tuple[bytes, list[str]]] = []
+
+    async def seal_and_queue(
+        sender: str, boxes: list[str], message: bytes, aliases: list[str]
+    ) -> list[str]:
+        sealed.append((boxes, aliases))
+        return ["q"]
+
+    async def operator_mail(message: bytes, recipients: list[str]) -> None:
+        operator.append((message, recipients))
+
+    handler = ClearnetInboundHandler(
+        domain=DOMAIN,
+        registry=registry,
+        seal_and_queue=seal_and_queue,
+        max_recipients=5,
+        rate_limit=RateLimit(10, 60),
+        operator_mail=operator_mail,
+    )
+    server = await start_smtp_server(handler, "127.0.0.1", 0, hostname=DOMAIN)
+    message = b"From: carol@clear.test\r\nSubject: spam report\r\n\r\nbody\r\n"
+    try:
+        smtp = aiosmtplib.SMTP(
+            hostname="127.0.0.1", port=server_port(server), local_hostname="c.test", timeout=10
+        )
+        await smtp.connect()
+        assert (await smtp.execute_command(b"MAIL", b"FROM:<carol@clear.test>")).code == 250
+        for rcpt, code in [
+            ("Postmaster", 250),
+            (f"root@{DOMAIN}", 550),
+            (f"mailer-daemon@{DOMAIN}", 550),
+            ("postmaster@elsewhere.test", 550),
+        ]:
+            response = await smtp.execute_command(b"RCPT", f"TO:<{rcpt}>".encode())
+            assert response.code == code, (rcpt, response)
+        assert (await smtp.data(message)).code == 250
+        assert operator == [(message, [f"postmaster@{DOMAIN}"])] and not sealed
+        assert (await smtp.execute_command(b"MAIL", b"FROM:<carol@clear.test>")).code == 250
+        for rcpt in (f"ABUSE@{DOMAIN}", f"alice@{DOMAIN}"):
+            assert (await smtp.execute_command(b"RCPT", f"TO:<{rcpt}>".encode())).code == 250
+        assert (await smtp.data(message)).code == 250
+        assert operator[-1][1] == [f"abuse@{DOMAIN}"]
+        assert sealed == [([BOX_ADDRESS], [f"alice@{DOMAIN}"])]
+        await smtp.quit()
+    finally:
+        server.close()
+
+
 def test_the_box_routes_onions_onion_mx_domains_and_the_rest_to_its_gateway(
     tmp_path: Path,
 ) -> None:

@@ -35,6 +35,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from gateway.inbound.operator_mail import operator_address
 from gateway.registry import APPROVED, Registry
 from onionmail.message.header_claims import claimed_onions, remove_results_claiming
 from onionmail.message.rfc5322 import MessageFormatError, parse_message
@@ -45,6 +46,9 @@ log = logging.getLogger(__name__)
 # seal_and_queue(clearnet sender, box addresses, message, the aliases as addressed, one per
 # box address) -> queue ids; seals before writing
 SealAndQueue = Callable[[str, list[str], bytes, list[str]], Awaitable[list[str]]]
+
+OperatorMail = Callable[[bytes, list[str]], Awaitable[None]]
+"""Hook: (message, operator addresses it was sent to) -> kept or forwarded, durably."""
 
 AuthenticationResults = Callable[[Any, Any, bytes], Awaitable[bytes | None]]
 """Hook: (session, envelope, message) -> an ``Authentication-Results`` field value, or None.
@@ -88,8 +92,12 @@ class ClearnetInboundHandler(SafeHandler):
         max_recipients: int,
         rate_limit: RateLimit,
         authenticate: AuthenticationResults | None = None,
+        operator_mail: OperatorMail | None = None,
     ) -> None:
         self.domain = domain.lower()
+        self.operator_mail = operator_mail
+        """Where mail for postmaster@, abuse@... goes (:mod:`.operator_mail`); None:
+        refused like any unknown address."""
         self.registry = registry
         self.seal_and_queue = seal_and_queue
         self.max_recipients = max_recipients
@@ -110,6 +118,13 @@ class ClearnetInboundHandler(SafeHandler):
     async def handle_RCPT(
         self, server: Any, session: Any, envelope: Any, address: str, options: list[str]
     ) -> str:
+        operator = operator_address(address, self.domain)
+        if operator is not None and self.operator_mail is not None:
+            if len(envelope.rcpt_tos) >= self.max_recipients:
+                return f"452 4.5.3 Too many recipients (at most {self.max_recipients} per message)"
+            if operator not in envelope.rcpt_tos:
+                envelope.rcpt_tos.append(operator)
+            return "250 2.1.5 OK"
         rcpt = self.next_recipient(envelope, address, self.max_recipients)
         if isinstance(rcpt, str):
             return rcpt
@@ -143,13 +158,19 @@ class ClearnetInboundHandler(SafeHandler):
             if verdict is not None:
                 message.prepend("Authentication-Results", verdict)
         boxes: list[str] = []
-        for rcpt in envelope.rcpt_tos:
+        operator = [r for r in envelope.rcpt_tos if operator_address(r, self.domain) == r]
+        aliases = [str(r) for r in envelope.rcpt_tos if r not in operator]
+        for rcpt in aliases:
             entry = await asyncio.to_thread(self.registry.get, rcpt.split("@", 1)[0])
             if entry is None or entry.state != APPROVED:  # changed since RCPT
                 return "451 4.3.0 A recipient changed meanwhile; try again later"
             boxes.append(entry.box)
+        if operator and self.operator_mail is not None:
+            await self.operator_mail(message.to_bytes(), operator)
+            log.info("accepted a clearnet message for the operator")
+        if not boxes:
+            return "250 2.0.0 OK, for the gateway's operator"
         sender = "" if envelope.mail_from == NULL_SENDER else envelope.mail_from
-        aliases = [str(rcpt) for rcpt in envelope.rcpt_tos]
         ids = await self.seal_and_queue(sender, boxes, message.to_bytes(), aliases)
         self.accepted += 1
         log.info("accepted a clearnet message for %d box(es), sealed", len(ids))
