@@ -73,6 +73,13 @@ class SmtpSettings(SessionLimits):
     """Messages one client address may send per rate_window; then ``450 4.7.1``."""
     rate_window: float = 3600.0
     """Seconds of the sliding window of rate_limit."""
+    rate_allow: tuple[str, ...] = ()
+    """Client addresses or networks (``192.0.2.0/24``) exempt from rate_limit: your own
+    relays in front of the gateway, say. Refusals are logged with the client's IP."""
+    enforce_dmarc: bool = True
+    """Honour the DMARC policy of the From domain for mail that fails it: ``p=reject`` is
+    refused at DATA with ``550 5.7.1``, ``p=quarantine`` is delivered marked and the box
+    files it in Junk. Off: the verdict is only recorded for the box."""
 
 
 @dataclass(frozen=True)
@@ -238,6 +245,13 @@ def _check(config: GatewayConfig) -> None:
         raise GatewayConfigError(f"{p}: [gateway] max_aliases_per_box: at least 1")
     if config.smtp.rate_limit < 1 or config.smtp.rate_window <= 0:
         raise GatewayConfigError(f"{p}: [smtp] rate_limit: at least 1 per positive rate_window")
+    for network in config.smtp.rate_allow:
+        try:
+            ipaddress.ip_network(network, strict=False)
+        except ValueError:
+            raise GatewayConfigError(
+                f"{p}: [smtp] rate_allow: {network!r} is not an IP address or network"
+            ) from None
     resolver = config.dns.resolver
     try:
         loopback = ipaddress.ip_address(resolver).is_loopback
@@ -300,6 +314,8 @@ require_approval = {"true" if require_approval else "false"}  # false: any Tor u
 # data_timeout = 1800.0
 # rate_limit = 60              # messages per client address per rate_window
 # rate_window = 3600.0
+# rate_allow = []              # addresses/networks exempt from rate_limit (your own relays)
+# enforce_dmarc = true         # p=reject refused (550), p=quarantine to the box's Junk
 
 [onion]                        # the boxes' side, behind the gateway's onion
 # max_message_size = 26214400

@@ -37,8 +37,9 @@ from typing import Any
 
 from gateway.config import GatewayConfig, mta_sts_connect_target
 from gateway.dns import GatewayResolver, ResolverConfig
-from gateway.inbound.auth import authentication_results
-from gateway.inbound.mx import AuthenticationResults, ClearnetInboundHandler, RateLimit
+from gateway.inbound.auth import check_message
+from gateway.inbound.dmarc import DmarcVerdict
+from gateway.inbound.mx import AuthenticationResults, ClearnetInboundHandler, RateLimit, Verdict
 from gateway.inbound.operator_mail import forward_note
 from gateway.inbound.undeliverable import SenderReports
 from gateway.outbound.dkim_signing import DkimAlgorithm, DkimSigner, load_or_create_key
@@ -216,7 +217,10 @@ class Gateway:
             registry=self.registry,
             seal_and_queue=self.seal_and_queue,
             max_recipients=settings.max_recipients,
-            rate_limit=RateLimit(settings.rate_limit, settings.rate_window),
+            rate_limit=RateLimit(
+                settings.rate_limit, settings.rate_window, allow=settings.rate_allow
+            ),
+            enforce_dmarc=settings.enforce_dmarc,
             authenticate=self.authenticate or self._authentication_results,
             operator_mail=self._operator_mail,
         )
@@ -246,15 +250,15 @@ class Gateway:
         )
         await self.queue_clearnet("", [forward], await asyncio.to_thread(self.signer.sign, note))
 
-    async def _authentication_results(self, session: Any, envelope: Any, data: bytes) -> bytes:
+    async def _authentication_results(self, session: Any, envelope: Any, data: bytes) -> Verdict:
         """SPF, DKIM and DMARC of a clearnet message, checked through the gateway's resolver.
 
-        Recorded, not enforced (the box's user decides what to trust); the
-        header goes inside the seal with the message.
+        The header goes inside the seal with the message; the DMARC policy of a message
+        that fails it is acted on by the MX (``[smtp] enforce_dmarc``).
         """
         peer = getattr(session, "peer", None)
         client_ip = peer[0] if isinstance(peer, tuple) and peer else ""
-        value = await authentication_results(
+        results = await check_message(
             authserv_id=self.config.gateway.domain,
             client_ip=str(client_ip),
             helo=str(getattr(session, "host_name", "") or ""),
@@ -262,7 +266,9 @@ class Gateway:
             message=data,
             resolver=self._resolver(),
         )
-        return value.encode("utf-8", "surrogateescape")
+        dmarc = results.dmarc
+        failed = (dmarc.applied_policy or "") if dmarc.verdict == DmarcVerdict.FAIL else ""
+        return Verdict(results.header_value().encode("utf-8", "surrogateescape"), failed)
 
     def _resolver(self) -> GatewayResolver:
         if self._dns is None:

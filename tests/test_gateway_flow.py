@@ -79,6 +79,8 @@ pytestmark = pytest.mark.tor
 GW_DOMAIN = "gw.test"
 CLEAR_DOMAIN = "clear.test"
 MX_NAME = "mx.clear.test"
+QUARANTINE_DOMAIN = "quarantine.test"
+"""Publishes DMARC p=quarantine, and nothing that would let mail from it pass."""
 ZONES = [
     Zone(
         CLEAR_DOMAIN,
@@ -88,7 +90,8 @@ ZONES = [
             txt("@", "v=spf1 ip4:127.0.0.1 -all"),  # the Postfix that sends for it
             txt("_dmarc", "v=DMARC1; p=reject"),
         ],
-    )
+    ),
+    Zone(QUARANTINE_DOMAIN, [txt("_dmarc", "v=DMARC1; p=quarantine")]),
 ]
 
 
@@ -707,3 +710,52 @@ def test_abuse_reports_reach_the_operator_s_maildir(world: World) -> None:
     stored = email.message_from_bytes(found[0].read_bytes(), policy=email.policy.default)
     verdicts = [str(v) for v in stored.get_all("Authentication-Results", [])]
     assert any(v.startswith(f"{GW_DOMAIN};") and "spf=pass" in v for v in verdicts)
+
+
+def test_dmarc_reject_is_refused_and_quarantine_lands_in_the_box_s_junk(world: World) -> None:
+    """The From domain's DMARC, through the real resolver: a message claiming clear.test
+    (p=reject) sent from another envelope domain fails it and is refused at DATA, before
+    any 250; one claiming quarantine.test (p=quarantine) is delivered, sealed, and the
+    box files it in alice/.Junk, where a real neomutt reads it."""
+
+    async def send(claimed: str, token: str) -> tuple[int, str]:
+        message = mail_from(f"ceo@{claimed}", f"alice@{GW_DOMAIN}", token, "pay this invoice")
+        smtp = aiosmtplib.SMTP(
+            hostname="127.0.0.1",
+            port=world.gw_smtp_port,
+            local_hostname="forger.test",
+            start_tls=False,
+        )
+        await smtp.connect(timeout=30)
+        try:
+            await smtp.mail("billing@forger.test")
+            await smtp.rcpt(f"alice@{GW_DOMAIN}")
+            try:
+                reply = await smtp.data(message)
+            except aiosmtplib.SMTPResponseException as exc:
+                return exc.code, exc.message
+            return reply.code, reply.message
+        finally:
+            smtp.close()
+
+    rejected = f"Rejected{secrets.token_hex(6)}"
+    code, text = asyncio.run(send(CLEAR_DOMAIN, rejected))
+    assert code == 550 and text.startswith("5.7.1") and "DMARC" in text, (code, text)
+    quarantined = f"Quarantined{secrets.token_hex(6)}"
+    code, text = asyncio.run(send(QUARANTINE_DOMAIN, quarantined))
+    assert code == 250, (code, text)
+    junk = world.alice.maildir / ".Junk"
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        if junk.is_dir() and any(
+            quarantined.encode() in p.read_bytes() for p in junk.rglob("*") if p.is_file()
+        ):
+            break
+        time.sleep(0.3)
+    else:
+        raise AssertionError("the quarantined message never reached alice/.Junk")
+    work = world.gw_dir.parent / "neomutt-junk"
+    work.mkdir(exist_ok=True)
+    assert quarantined in neomutt_subjects(junk, work)
+    inbox = [p.read_bytes() for p in world.alice.maildir.glob("*/*") if p.is_file()]
+    assert not any(quarantined.encode() in data or rejected.encode() in data for data in inbox)

@@ -7,6 +7,7 @@ onion, the box, Postfix as MX) is in ``tests/test_gateway_flow.py``.
 
 from __future__ import annotations
 
+import logging
 import secrets
 import time
 from collections.abc import AsyncIterator
@@ -390,7 +391,9 @@ def test_a_new_gateway_requires_approval_unless_opened_explicitly(tmp_path: Path
 # --- the clearnet handler -------------------------------------------------------------------
 
 
-async def test_clearnet_side_seals_refuses_and_rate_limits(tmp_path: Path) -> None:
+async def test_clearnet_side_seals_refuses_and_rate_limits(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     registry = Registry(tmp_path / "registrations.json")
     request = build_registration(BOX, BOX_ADDRESS, GATEWAY.onion_address, "alice")
     registry.request(request, require_approval=False)
@@ -426,13 +429,111 @@ async def test_clearnet_side_seals_refuses_and_rate_limits(tmp_path: Path) -> No
             assert response.code == code, rcpt
         assert (await smtp.data(message)).code == 250
         assert sealed == [("carol@clear.test", [BOX_ADDRESS], message)]
-        await smtp.rset()
+        for _ in range(5):  # aborted transactions are not messages: they do not count
+            assert (await smtp.execute_command(b"MAIL", b"FROM:<carol@clear.test>")).code == 250
+            await smtp.rset()
         assert (await smtp.execute_command(b"MAIL", b"FROM:<carol@clear.test>")).code == 250
-        await smtp.rset()
-        assert (await smtp.execute_command(b"MAIL", b"FROM:<carol@clear.test>")).code == 450
+        assert (await smtp.execute_command(b"RCPT", f"TO:<alice@{DOMAIN}>".encode())).code == 250
+        assert (await smtp.data(message)).code == 250  # the second message of the window
+        with caplog.at_level(logging.WARNING, logger="gateway.inbound.mx"):
+            refused = await smtp.execute_command(b"MAIL", b"FROM:<carol@clear.test>")
+        assert refused.code == 450 and refused.message.startswith("4.7.1")
+        (logged,) = [r.getMessage() for r in caplog.records if "rate limit" in r.getMessage()]
+        assert "127.0.0.1" in logged and "carol" not in logged  # the IP, never an address
         await smtp.quit()
     finally:
         server.close()
+
+
+@pytest.mark.parametrize(
+    ("failed", "enforce", "code", "marked"),
+    [
+        ("", True, 250, False),
+        ("none", True, 250, False),
+        ("quarantine", True, 250, True),
+        ("reject", True, 550, False),
+        ("reject", False, 250, False),
+    ],
+)
+async def test_dmarc_policy_of_a_failing_message_is_acted_on_and_never_forged(
+    tmp_path: Path, failed: str, enforce: bool, code: int, marked: bool
+) -> None:
+    """The MX's part of DMARC enforcement (the verdict itself comes from the real DNS in
+    test_gateway_flow): what each failed policy does, and a sender's own
+    Onionmail-Quarantine field never reaches the box."""
+    from gateway.inbound.mx import Verdict
+    from onionmail.gateway_link.protocol import QUARANTINE_FIELD
+
+    sealed: list[bytes] = []
+
+    async def seal_and_queue(
+        sender: str, boxes: list[str], message: bytes, aliases: list[str]
+    ) -> list[str]:
+        sealed.append(message)
+        return ["q"]
+
+    async def authenticate(session: Any, envelope: Any, data: bytes) -> Verdict:
+        return Verdict(f"{DOMAIN}; dmarc=fail".encode(), failed)
+
+    handler = alice_mx(tmp_path, seal_and_queue, authenticate=authenticate, enforce_dmarc=enforce)
+    server = await start_smtp_server(handler, "127.0.0.1", 0, hostname=DOMAIN)
+    message = (
+        f"From: ceo@clear.test\r\n{QUARANTINE_FIELD}: forged by the sender\r\n"
+        "Subject: s\r\n\r\nbody\r\n"
+    ).encode()
+    try:
+        reply = await aiosmtplib.send(
+            message,
+            sender="x@clear.test",
+            recipients=[f"alice@{DOMAIN}"],
+            hostname="127.0.0.1",
+            port=server_port(server),
+            start_tls=False,
+        )
+        got = reply[1] and 250
+    except aiosmtplib.SMTPDataError as exc:
+        got = exc.code
+    finally:
+        server.close()
+    assert got == code
+    assert len(sealed) == (0 if code == 550 else 1)
+    for data in sealed:
+        assert b"forged by the sender" not in data
+        assert (QUARANTINE_FIELD.encode() in data) is marked
+
+
+def test_rate_limit_slides_and_spares_the_allowed_networks() -> None:
+    now = [0.0]
+    limit = RateLimit(2, 60, clock=lambda: now[0], allow=("192.0.2.0/24", "::1"))
+    for _ in range(2):
+        assert limit.allow("203.0.113.9")
+        limit.record("203.0.113.9")
+    assert not limit.allow("203.0.113.9")
+    now[0] = 30.0
+    assert not limit.allow("203.0.113.9")
+    now[0] = 61.0  # both events slid out of the window
+    assert limit.allow("203.0.113.9")
+    for _ in range(10):  # an operator's own relay is never limited
+        limit.record("192.0.2.25")
+        limit.record("::1")
+    assert limit.allow("192.0.2.25") and limit.allow("::1")
+
+
+def alice_mx(tmp_path: Path, seal_and_queue: Any, **hooks: Any) -> ClearnetInboundHandler:
+    """The clearnet MX of DOMAIN with alias alice approved (five recipients, 10 a minute)."""
+    registry = Registry(tmp_path / "registrations.json")
+    registry.request(
+        build_registration(BOX, BOX_ADDRESS, GATEWAY.onion_address, "alice"),
+        require_approval=False,
+    )
+    return ClearnetInboundHandler(
+        domain=DOMAIN,
+        registry=registry,
+        seal_and_queue=seal_and_queue,
+        max_recipients=5,
+        rate_limit=RateLimit(10, 60),
+        **hooks,
+    )
 
 
 async def test_postmaster_and_abuse_reach_the_operator_and_other_roles_do_not(
@@ -440,11 +541,6 @@ async def test_postmaster_and_abuse_reach_the_operator_and_other_roles_do_not(
 ) -> None:
     """RFC 5321 4.5.1: Postmaster, with or without the domain, in any case; RFC 2142:
     abuse@. A message for an alias and for abuse@ goes to both; root@ stays refused."""
-    registry = Registry(tmp_path / "registrations.json")
-    registry.request(
-        build_registration(BOX, BOX_ADDRESS, GATEWAY.onion_address, "alice"),
-        require_approval=False,
-    )
     sealed: list[Any] = []
     operator: list[tuple[bytes, list[str]]] = []
 
@@ -457,14 +553,7 @@ async def test_postmaster_and_abuse_reach_the_operator_and_other_roles_do_not(
     async def operator_mail(message: bytes, recipients: list[str]) -> None:
         operator.append((message, recipients))
 
-    handler = ClearnetInboundHandler(
-        domain=DOMAIN,
-        registry=registry,
-        seal_and_queue=seal_and_queue,
-        max_recipients=5,
-        rate_limit=RateLimit(10, 60),
-        operator_mail=operator_mail,
-    )
+    handler = alice_mx(tmp_path, seal_and_queue, operator_mail=operator_mail)
     server = await start_smtp_server(handler, "127.0.0.1", 0, hostname=DOMAIN)
     message = b"From: carol@clear.test\r\nSubject: spam report\r\n\r\nbody\r\n"
     try:

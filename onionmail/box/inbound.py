@@ -62,6 +62,7 @@ from onionmail.core.errors import (
 from onionmail.core.mail_address import MailAddress, parse_mail_address
 from onionmail.gateway_link.protocol import (
     GATEWAY_SENDER_LOCAL_PART,
+    QUARANTINE_FIELD,
     check_relayed_from,
     open_from_gateway,
 )
@@ -87,6 +88,9 @@ from onionmail.store.replay_cache import ReplayCache
 from threat_model import MessageTraits
 
 log = logging.getLogger(__name__)
+
+JUNK = ".Junk"
+"""The Maildir++ folder of a local part that quarantined mail goes to."""
 
 SEALED_MAGIC_B64 = b"T01TR"  # base64 of the envelope magic b"OMSE" begins so
 
@@ -383,8 +387,9 @@ class InboundHandler(SafeHandler):
             "the clearnet sender is not verified by this box)"
         )
         stored_as = await self._begin(content)
+        junk = message.get(QUARANTINE_FIELD) is not None  # the gateway's, inside its seal
         await self._deliver(
-            message, envelope, sender=inner.mail_from, result=result, name=stored_as
+            message, envelope, sender=inner.mail_from, result=result, name=stored_as, junk=junk
         )
         await asyncio.to_thread(self.replay_cache.record, content.envelope_id, content.created)
         return "250 2.0.0 Delivered (sealed, via gateway)"
@@ -429,7 +434,10 @@ class InboundHandler(SafeHandler):
         result: str,
         name: tuple[str, bool] | None = None,
         seal_version: int = 0,
+        junk: bool = False,
     ) -> None:
+        """Store ``message`` for the envelope's recipients (in their ``.Junk`` folder when
+        ``junk``: mail a gateway marked for quarantine)."""
         message.remove("Return-Path")
         remove_results_claiming(message, self.onion)  # RFC 8601 5: only ours may say so
         mailfrom = f" smtp.mailfrom={sender}" if sender else ""
@@ -437,7 +445,8 @@ class InboundHandler(SafeHandler):
             "Authentication-Results", f"{self.onion}; onionmail={result}{mailfrom}".encode()
         )
         message.prepend("Return-Path", f"<{sender}>".encode())
-        folders = [self.maildir(rcpt.rsplit("@", 1)[0]) for rcpt in envelope.rcpt_tos]
+        folder = "/" + JUNK if junk else ""
+        folders = [self.maildir(rcpt.rsplit("@", 1)[0] + folder) for rcpt in envelope.rcpt_tos]
         traits = await asyncio.to_thread(_store_in, folders, message, name)
         self.delivered += 1
         log.info("delivered a message to %d local mailbox(es)", len(envelope.rcpt_tos))

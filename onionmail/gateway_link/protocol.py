@@ -92,6 +92,10 @@ REGISTRATION_LOCAL_PART = "register"
 """``register@<gateway onion>`` takes registration requests."""
 GATEWAY_SENDER_LOCAL_PART = "gateway"
 """The gateway delivers to boxes as ``gateway@<gateway onion>``."""
+QUARANTINE_FIELD = "Onionmail-Quarantine"
+"""Written by the gateway, inside the seal, on clearnet mail whose From domain asks for
+quarantine (DMARC ``p=quarantine``) and which fails it; the box files such mail in its
+Junk folder. The gateway removes any copy a clearnet sender wrote."""
 REGISTRATION_CONTEXT = b"onionmail gateway registration v1"
 """Signature context (domain separation) of a registration request."""
 REGISTRATION_VERSION = 1
