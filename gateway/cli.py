@@ -50,6 +50,7 @@ typical use:
   onionmail-gateway approve|deny --dir ~/gw ALIAS
   onionmail-gateway list|remove|rename --dir ~/gw [ALIAS [NEW]]
   onionmail-gateway queue --dir ~/gw [flush]      what it holds; retry it all now
+  onionmail-gateway dns-records|check-dns --dir ~/gw   the domain's records; are they right?
 """
 
 
@@ -158,6 +159,32 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("alias", metavar="ALIAS", help="the alias now (local part, or full address)")
     p.add_argument("new", metavar="NEW", help="the new alias (a local part)")
     p.set_defaults(func=cmd_rename)
+
+    p = sub.add_parser(
+        "dns-records",
+        help="print every DNS record the domain needs (MX, SPF, DKIM, DMARC, MTA-STS, TLSA...)",
+        description=(
+            "Print, in zone-file syntax, every record the gateway's domain needs, made from "
+            "gateway.toml and the gateway's keys: MX, the MX host's A/AAAA ([gateway] "
+            "public_addresses), SPF, both DKIM keys, DMARC (p=reject, strict alignment), "
+            "MTA-STS (record and the policy file to serve), TLSRPT, TLSA for DANE (from "
+            "[smtp] tls_cert), and the PTR records to ask the address's host for."
+        ),
+    )
+    _dir_arg(p)
+    p.set_defaults(func=cmd_dns_records)
+
+    p = sub.add_parser(
+        "check-dns",
+        help="check the domain's DNS records through the gateway's resolver",
+        description=(
+            "Ask the gateway's validating resolver ([dns]) for every record dns-records "
+            "prints, check that SPF lets each public address send for the domain, and say "
+            "what is missing or wrong. Exit status 1 when something is."
+        ),
+    )
+    _dir_arg(p)
+    p.set_defaults(func=cmd_check_dns)
 
     p = sub.add_parser(
         "queue",
@@ -276,6 +303,33 @@ def cmd_decide(args: argparse.Namespace) -> int:
     entry = Registry(config.gateway_dir / "registrations.json").decide(alias, approve=args.approve)
     print(f"{entry.alias}@{config.gateway.domain}: {entry.state}")
     return 0
+
+
+def cmd_dns_records(args: argparse.Namespace) -> int:
+    from gateway.daemon import dkim_signer
+    from gateway.dns_records import render
+
+    config = load_gateway_config(args.dir.absolute())
+    print(render(config, dkim_signer(config)), end="")
+    return 0
+
+
+def cmd_check_dns(args: argparse.Namespace) -> int:
+    from gateway.daemon import dkim_signer
+    from gateway.dns import GatewayResolver, ResolverConfig
+    from gateway.dns_records import check_records
+
+    config = load_gateway_config(args.dir.absolute())
+    dns = config.dns
+    resolver = GatewayResolver(ResolverConfig(dns.resolver, dns.port, dns.timeout))
+    findings = asyncio.run(check_records(config, dkim_signer(config), resolver))
+    for finding in findings:
+        mark = "ok     " if finding.ok else "MISSING" if "missing" in finding.detail else "WRONG  "
+        print(f"{mark}  {finding.what}" + (f": {finding.detail}" if finding.detail else ""))
+    bad = [f for f in findings if not f.ok]
+    print(f"{len(findings) - len(bad)} of {len(findings)} in order" + ("" if not bad else
+          f"; fix the {len(bad)} above and run check-dns again"))  # fmt: skip
+    return 1 if bad else 0
 
 
 QUEUES = ("boxes", "clearnet")

@@ -34,6 +34,12 @@ class GatewaySettings:
     """New registrations wait for ``onionmail-gateway approve`` before the alias works.
     Off, any Tor user gets an alias at once and can send DKIM-signed mail from the domain
     (within the sending limits of [onion])."""
+    mx_host: str = ""
+    """The host name of this server as the domain's MX names it (its A/AAAA, PTR, TLS
+    certificate and TLSA record); empty: ``mail.<domain>``. See ``dns-records``."""
+    public_addresses: tuple[str, ...] = ()
+    """The public IPv4/IPv6 addresses clearnet servers reach the MX at, and the gateway
+    sends from: for ``dns-records`` (A/AAAA, SPF, PTR) and ``check-dns``."""
     operator_forward: str = ""
     """Where mail to postmaster@, abuse@, hostmaster@ and security@ the domain goes (RFC
     5321, RFC 2142): empty keeps it in ``GWDIR/operator``, a Maildir (``neomutt -f``);
@@ -230,6 +236,13 @@ def _check(config: GatewayConfig) -> None:
     ):
         if getattr(config.onion, key) < 1:
             raise GatewayConfigError(f"{p}: [onion] {key}: at least 1")
+    for address in config.gateway.public_addresses:
+        try:
+            ipaddress.ip_address(address)
+        except ValueError:
+            raise GatewayConfigError(
+                f"{p}: [gateway] public_addresses: {address!r} is not an IP address"
+            ) from None
     if config.gateway.operator_forward:
         try:
             parse_mail_address(config.gateway.operator_forward)
@@ -297,6 +310,8 @@ def render_gateway_config(domain: str, *, require_approval: bool, testnet: str =
 [gateway]
 domain = "{domain}"
 require_approval = {"true" if require_approval else "false"}  # false: any Tor user gets an alias
+# mx_host = ""                 # this server's name in the MX record; empty: mail.<domain>
+# public_addresses = []        # its public IPv4/IPv6: for dns-records and check-dns
 # operator_forward = ""         # postmaster@/abuse@... mail: empty keeps it in GWDIR/operator
 # max_aliases_per_box = 3
 # dkim_selector = "gw1"        # publishes gw1-ed25519._domainkey and gw1-rsa._domainkey

@@ -309,6 +309,8 @@ def _unbound_conf(
         '    module-config: "validator iterator"',
     ]
     for zone in zones:
+        if zone.origin.endswith(".arpa."):  # reverse zones Unbound answers itself by default
+            lines.append(f'    local-zone: "{zone.origin}" nodefault')
         if zone.security is Security.INSECURE:
             lines.append(f'    domain-insecure: "{zone.origin}"')
         elif zone.origin in anchors:
@@ -388,13 +390,24 @@ def _knot_key_anchor(response: dns.message.Message, origin: str) -> str:
     raise DnsTestError(f"Knot published no key-signing DNSKEY for {origin}")
 
 
+DOCUMENTATION_REVERSE_ZONES = frozenset(
+    {"2.0.192.in-addr.arpa.", "100.51.198.in-addr.arpa.", "113.0.203.in-addr.arpa."}
+)
+"""Reverse zones of the IPv4 documentation ranges (RFC 5737): no real name lives there."""
+
+
 @contextmanager
 def running_dns(zones: Sequence[Zone], directory: Path) -> Iterator[DnsWorld]:
     """Knot serving ``zones`` and a validating Unbound in front of it, for a ``with`` block."""
     require_dns_tools()
     names = [zone.origin for zone in zones]
-    if len(set(names)) != len(names) or not all(n.endswith(".test.") for n in names):
-        raise DnsTestError("zone names must be distinct and end in .test")
+    if len(set(names)) != len(names) or not all(
+        n.endswith(".test.") or n in DOCUMENTATION_REVERSE_ZONES for n in names
+    ):
+        raise DnsTestError(
+            "zone names must be distinct and end in .test (or be a documentation range's "
+            "reverse zone)"
+        )
     directory.mkdir(parents=True, exist_ok=True)
     os.chmod(directory, 0o700)
     (directory / "knot-db").mkdir(exist_ok=True)
