@@ -132,59 +132,53 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("alias", metavar="ALIAS", help="the alias (local part, or full address)")
         p.set_defaults(func=cmd_decide, approve=approve)
 
-    p = sub.add_parser(
-        "remove",
-        help="forget a registration (a denied one too): the alias may be asked for again",
-        description=(
+    alias_arg = ("alias", "the alias (local part, or full address)")
+    for name, func, helptext, description, positional in (
+        (
+            "remove",
+            cmd_remove,
+            "forget a registration (a denied one too): the alias may be asked for again",
             "Forget the registration of ALIAS, whatever its state. Mail to it is refused "
             "(550 5.1.1) and mail from it already queued does not go out; the alias and the "
             "box may register again. To keep an alias from ever being asked for again, deny "
-            "it instead."
+            "it instead.",
+            [alias_arg],
         ),
-    )
-    _dir_arg(p)
-    p.add_argument("alias", metavar="ALIAS", help="the alias (local part, or full address)")
-    p.set_defaults(func=cmd_remove)
-
-    p = sub.add_parser(
-        "rename",
-        help="give a registration another (free) alias",
-        description=(
+        (
+            "rename",
+            cmd_rename,
+            "give a registration another (free) alias",
             "Move the registration of ALIAS to NEW (same box, same state). Mail to ALIAS is "
             "refused from then on, mail from the box goes out from NEW; its user should "
-            "register again with --alias NEW so the box's configuration says so too."
+            "register again with --alias NEW so the box's configuration says so too.",
+            [alias_arg, ("new", "the new alias (a local part)")],
         ),
-    )
-    _dir_arg(p)
-    p.add_argument("alias", metavar="ALIAS", help="the alias now (local part, or full address)")
-    p.add_argument("new", metavar="NEW", help="the new alias (a local part)")
-    p.set_defaults(func=cmd_rename)
-
-    p = sub.add_parser(
-        "dns-records",
-        help="print every DNS record the domain needs (MX, SPF, DKIM, DMARC, MTA-STS, TLSA...)",
-        description=(
+        (
+            "dns-records",
+            cmd_dns_records,
+            "print every DNS record the domain needs (MX, SPF, DKIM, DMARC, MTA-STS, TLSA...)",
             "Print, in zone-file syntax, every record the gateway's domain needs, made from "
             "gateway.toml and the gateway's keys: MX, the MX host's A/AAAA ([gateway] "
             "public_addresses), SPF, both DKIM keys, DMARC (p=reject, strict alignment), "
             "MTA-STS (record and the policy file to serve), TLSRPT, TLSA for DANE (from "
-            "[smtp] tls_cert), and the PTR records to ask the address's host for."
+            "[smtp] tls_cert), and the PTR records to ask the address's host for.",
+            [],
         ),
-    )
-    _dir_arg(p)
-    p.set_defaults(func=cmd_dns_records)
-
-    p = sub.add_parser(
-        "check-dns",
-        help="check the domain's DNS records through the gateway's resolver",
-        description=(
+        (
+            "check-dns",
+            cmd_check_dns,
+            "check the domain's DNS records through the gateway's resolver",
             "Ask the gateway's validating resolver ([dns]) for every record dns-records "
             "prints, check that SPF lets each public address send for the domain, and say "
-            "what is missing or wrong. Exit status 1 when something is."
+            "what is missing or wrong. Exit status 1 when something is.",
+            [],
         ),
-    )
-    _dir_arg(p)
-    p.set_defaults(func=cmd_check_dns)
+    ):
+        p = sub.add_parser(name, help=helptext, description=description)
+        _dir_arg(p)
+        for argument, argument_help in positional:
+            p.add_argument(argument, metavar=argument.upper(), help=argument_help)
+        p.set_defaults(func=func)
 
     p = sub.add_parser(
         "queue",
