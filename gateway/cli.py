@@ -20,10 +20,11 @@ from pathlib import Path
 from gateway.config import CONFIG_NAME, load_gateway_config, render_gateway_config
 from gateway.errors import GatewayConfigError, GatewayError
 from gateway.registry import PENDING, Registry
-from onionmail.cli.common import flush_on_sigusr1, run_command, stop_on_signals
+from onionmail.cli.common import flush_on_sigusr1, program, run_command, stop_on_signals
 from onionmail.cli.common import progress as _progress
 from onionmail.core.errors import OnionMailError
 from onionmail.core.files import ensure_private_dir, write_private_file
+from onionmail.core.systemd import notify, service_unit, unit_command
 from onionmail.seal.identity import Identity, load_identity, read_passphrase_file, save_identity
 from onionmail.store.lock import running_pid
 from onionmail.store.queue import list_queue, reschedule_queue
@@ -181,6 +182,23 @@ def build_parser() -> argparse.ArgumentParser:
         p.set_defaults(func=func)
 
     p = sub.add_parser(
+        "systemd-unit",
+        help="print a hardened systemd unit that runs this gateway",
+        description=(
+            "Print a systemd service (Type=notify: started once the gateway takes mail) "
+            "that runs this gateway as USER with the file system read-only but GWDIR, no "
+            "new privileges and no capability but binding port 25. Install it as "
+            "/etc/systemd/system/onionmail-gateway.service, create the user (useradd "
+            "--system USER; chown -R USER GWDIR), then systemctl enable --now "
+            "onionmail-gateway."
+        ),
+    )
+    _dir_arg(p)
+    p.add_argument("--user", default="onionmail-gw", help="the system user (onionmail-gw)")
+    p.add_argument("--passphrase-file", type=Path, metavar="FILE", help="the key's passphrase")
+    p.set_defaults(func=cmd_systemd_unit)
+
+    p = sub.add_parser(
         "queue",
         help="list the gateway's two queues, or retry them now (flush)",
         description=(
@@ -250,8 +268,10 @@ def cmd_run(args: argparse.Namespace) -> int:
             await gateway.start()
             print(f"onion: {gateway.onion}")
             print(f"smtp: {config.smtp.host}:{gateway.smtp_port}", flush=True)
+            notify("READY=1")  # Type=notify: started once it takes mail
             await stop.wait()
             _progress("stopping")
+            notify("STOPPING=1")
         finally:
             await gateway.stop()
 
@@ -296,6 +316,23 @@ def cmd_decide(args: argparse.Namespace) -> int:
     alias = args.alias.lower().split("@", 1)[0]
     entry = Registry(config.gateway_dir / "registrations.json").decide(alias, approve=args.approve)
     print(f"{entry.alias}@{config.gateway.domain}: {entry.state}")
+    return 0
+
+
+def cmd_systemd_unit(args: argparse.Namespace) -> int:
+    config = load_gateway_config(args.dir.absolute())
+    base = program("onionmail-gateway", "gateway.cli")
+    command = unit_command(base, config.gateway_dir, args.passphrase_file)
+    print(
+        service_unit(
+            description=f"onionmail clearnet gateway for {config.gateway.domain}",
+            exec_start=command,
+            directory=config.gateway_dir,
+            user=args.user,
+            bind_port_25=True,
+        ),
+        end="",
+    )
     return 0
 
 

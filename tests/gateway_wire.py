@@ -176,9 +176,11 @@ def _drain(stream: Any, sink: list[str]) -> None:
         sink.append(line)
 
 
-def spawn_gateway(gw_dir: Path) -> tuple[subprocess.Popen[str], list[str]]:
+def spawn_gateway(
+    gw_dir: Path, env: dict[str, str] | None = None
+) -> tuple[subprocess.Popen[str], list[str]]:
     """The gateway in ``gw_dir``, its sessions' keys logged to ``gw_dir/keylog``
-    (:mod:`tests.keylog`: what its operator could keep)."""
+    (:mod:`tests.keylog`: what its operator could keep); ``env`` added to its environment."""
     process = subprocess.Popen(
         cli(
             "tests.keylog", str(gw_dir / "keylog"), "gateway.cli", "-v", "run", "--dir", str(gw_dir)
@@ -186,7 +188,7 @@ def spawn_gateway(gw_dir: Path) -> tuple[subprocess.Popen[str], list[str]]:
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
     )
     log: list[str] = []
     threading.Thread(target=_drain, args=(process.stderr, log), daemon=True).start()

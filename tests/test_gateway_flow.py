@@ -26,6 +26,7 @@ import json
 import os
 import secrets
 import shutil
+import socket
 import stat
 import subprocess
 import threading
@@ -106,6 +107,8 @@ class World:
     alice: RunningBox
     register_output: str
     client_tor: ClientTor
+    notify: socket.socket
+    """Where the gateway's sd_notify datagrams arrive (its ``$NOTIFY_SOCKET``)."""
 
 
 def _gateway_config(
@@ -185,7 +188,9 @@ def world(testnet: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Wo
         (gw_dir / "gateway.toml").write_text(
             _gateway_config(testnet.directory, gw_smtp_port, dns, postfix.port, tls, cafile)
         )
-        gw_process, gw_stderr = spawn_gateway(gw_dir)
+        notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        notify.bind(str(root / "notify"))
+        gw_process, gw_stderr = spawn_gateway(gw_dir, {"NOTIFY_SOCKET": str(root / "notify")})
         new = create_box(
             root / "alice", "alice", testnet=testnet.directory, submission_port=0, retry_initial=2.0
         )
@@ -216,6 +221,7 @@ def world(testnet: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Wo
                 alice,
                 out + err,
                 tors[0],
+                notify,
             )
             yield world
             alice = world.alice  # a test may have started it again
@@ -229,6 +235,7 @@ def world(testnet: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Wo
             for tor in tors:
                 tor.stop()
             stop_process(gw_process)
+            notify.close()
 
 
 # --- helpers ----------------------------------------------------------------------------
@@ -371,6 +378,13 @@ def test_registration_is_pending_until_approved_and_mail_is_refused_meanwhile(
 
     assert "approved" in gateway(world, "approve", "alice")
     assert gateway(world, "pending").strip() == "no pending registrations"
+
+
+def test_the_gateway_told_systemd_it_was_ready_once_it_took_mail(world: World) -> None:
+    """``Type=notify``: READY=1 arrives at $NOTIFY_SOCKET; the gateway sends it after its
+    last listener (the clearnet port) is open."""
+    world.notify.settimeout(10)
+    assert world.notify.recv(4096) == b"READY=1"
 
 
 def test_box_to_gateway_to_postfix_as_the_alias_dkim_signed_over_tls(world: World) -> None:

@@ -9,6 +9,7 @@ import signal
 import sys
 import time
 from collections.abc import Callable, Coroutine, Sequence
+from pathlib import Path
 from typing import Any, Protocol
 
 from onionmail.core.redaction import RedactingFormatter
@@ -66,6 +67,15 @@ def run_command(
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)
         return 130
+
+
+def program(script: str, module: str) -> list[str]:
+    """How to start ``script`` (a console script of this package) again from elsewhere:
+    its absolute path when installed next to this interpreter, else ``python -m module``."""
+    installed = Path(sys.executable).parent / script
+    if installed.is_file():
+        return [str(installed)]
+    return [sys.executable, "-m", module]
 
 
 def flush_on_sigusr1(flush: Callable[[], Coroutine[Any, Any, int]]) -> None:

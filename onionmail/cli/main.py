@@ -20,12 +20,14 @@ from onionmail.box.create import create_box
 from onionmail.cli import gateway as cli_gateway
 from onionmail.cli import keys as cli_keys
 from onionmail.cli import leaks as cli_leaks
+from onionmail.cli import service as cli_service
 from onionmail.cli import testnet as cli_testnet
 from onionmail.cli.common import Subcommands, flush_on_sigusr1, run_command, stop_on_signals
 from onionmail.cli.common import progress as _progress
 from onionmail.cli.passphrase import CLEAR_KEY_WARNING, new_passphrase, open_identity
 from onionmail.config.box import load_config
 from onionmail.core.errors import ConfigError, OnionMailError
+from onionmail.core.systemd import notify
 from onionmail.seal.identity import Identity, is_encrypted_identity
 from onionmail.store.lock import running_pid
 from onionmail.store.queue import list_queue, reschedule_queue
@@ -66,6 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
     cli_gateway.register(sub)
     cli_keys.register(sub)
     cli_testnet.register(sub)
+    cli_service.register(sub)
     _add_demo(sub)
     _add_tui(sub)
     return parser
@@ -182,8 +185,10 @@ def cmd_run(args: argparse.Namespace) -> int:
             print(f"onion:      {box.onion}")
             print(f"addresses:  {', '.join(status['addresses'])}")
             print(f"submission: {status['submission']}", flush=True)
+            notify("READY=1")  # Type=notify: started once it takes mail
             await stop.wait()
             _progress("stopping")
+            notify("STOPPING=1")
         finally:
             await box.stop()
 
