@@ -10,13 +10,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
+import json
 import os
 import signal
+import subprocess
 import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from gateway.acme import LETS_ENCRYPT, certbot_command, install, renew_command
 from gateway.config import CONFIG_NAME, load_gateway_config, render_gateway_config
 from gateway.errors import GatewayConfigError, GatewayError
 from gateway.registry import PENDING, Registry
@@ -24,7 +28,7 @@ from onionmail.cli.common import flush_on_sigusr1, program, run_command, stop_on
 from onionmail.cli.common import progress as _progress
 from onionmail.core.errors import OnionMailError
 from onionmail.core.files import ensure_private_dir, write_private_file
-from onionmail.core.systemd import notify, service_unit, unit_command
+from onionmail.core.systemd import claim_notify_socket, notify, service_unit, unit_command
 from onionmail.seal.identity import Identity, load_identity, read_passphrase_file, save_identity
 from onionmail.store.lock import running_pid
 from onionmail.store.queue import list_queue, reschedule_queue
@@ -50,6 +54,7 @@ typical use:
   onionmail-gateway pending --dir ~/gw           registrations waiting for approval
   onionmail-gateway approve|deny --dir ~/gw ALIAS
   onionmail-gateway list|remove|rename --dir ~/gw [ALIAS [NEW]]
+  onionmail-gateway status --dir ~/gw            running? aliases, queues, operator mail
   onionmail-gateway queue --dir ~/gw [flush]      what it holds; retry it all now
   onionmail-gateway dns-records|check-dns --dir ~/gw   the domain's records; are they right?
 """
@@ -182,6 +187,53 @@ def build_parser() -> argparse.ArgumentParser:
         p.set_defaults(func=func)
 
     p = sub.add_parser(
+        "certificate",
+        help="get (or --renew) the MX's certificate from an ACME CA with certbot",
+        description=(
+            "Run certbot (Debian's package) for the MX host name ([gateway] mx_host) and "
+            "any --name: certonly --standalone answers the http-01 challenge on "
+            "--http-01-port (80: the CA connects to that port of the name's address), state "
+            "in GWDIR/acme. Once issued, install-certificate copies chain and key to "
+            "GWDIR/tls, names them in [smtp] the first time, and makes a running gateway "
+            "load them (SIGHUP: no session dropped). --renew renews what is due: run it "
+            "daily. Needs root for port 80, like certbot."
+        ),
+    )
+    _dir_arg(p)
+    p.add_argument("--email", help="the operator's address, for the CA's notices (required)")
+    p.add_argument("--server", default=LETS_ENCRYPT, help="the ACME directory URL")
+    p.add_argument("--http-01-port", type=int, default=80, help="where certbot listens (80)")
+    p.add_argument("--name", action="append", default=[], help="another name to include")
+    p.add_argument("--renew", action="store_true", help="renew the certificate when due")
+    p.add_argument("--force-renewal", action="store_true", help="renew now, due or not")
+    p.set_defaults(func=cmd_certificate)
+
+    for name, func, helptext in (
+        (
+            "install-certificate",
+            cmd_install_certificate,
+            "certbot's deploy hook: install a new certificate and make the gateway load it",
+        ),
+        ("reload", cmd_reload, "make a running gateway load its certificate again (SIGHUP)"),
+    ):
+        p = sub.add_parser(name, help=helptext, description=helptext.capitalize() + ".")
+        _dir_arg(p)
+        p.set_defaults(func=func)
+
+    p = sub.add_parser(
+        "status",
+        help="whether the gateway runs, its onion and ports, aliases, queues, operator mail",
+        description=(
+            "Whether a gateway runs in GWDIR (and since when), its onion, clearnet port and "
+            "metrics endpoint, the aliases by state, both queues (messages, oldest), mail "
+            "waiting for the operator and notes on undeliverable mail. Exit status 3 when "
+            "it is not running. Read without the gateway's key: no addresses are shown."
+        ),
+    )
+    _dir_arg(p)
+    p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser(
         "systemd-unit",
         help="print a hardened systemd unit that runs this gateway",
         description=(
@@ -260,13 +312,19 @@ def cmd_run(args: argparse.Namespace) -> int:
     identity = load_identity(GatewayPaths(gw_dir).identity, passphrase)
     options = tor_options_for(config.tor.testnet)
 
+    claim_notify_socket()  # before tor is launched with this environment
+
     async def serve() -> None:
         gateway = Gateway(config, identity, testnet_options=options, progress=_progress)
         stop = stop_on_signals()
         flush_on_sigusr1(gateway.flush)  # from 'onionmail-gateway queue flush'
+        # a renewed certificate (install-certificate, reload)
+        asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, gateway.reload_tls)
         try:
             await gateway.start()
             print(f"onion: {gateway.onion}")
+            if gateway.metrics_url:
+                print(f"metrics: {gateway.metrics_url}")
             print(f"smtp: {config.smtp.host}:{gateway.smtp_port}", flush=True)
             notify("READY=1")  # Type=notify: started once it takes mail
             await stop.wait()
@@ -319,6 +377,83 @@ def cmd_decide(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_certificate(args: argparse.Namespace) -> int:
+    config = load_gateway_config(args.dir.absolute())
+    if args.renew or args.force_renewal:
+        command = renew_command(config, force=args.force_renewal)
+    else:
+        if not args.email:
+            raise GatewayConfigError("onionmail-gateway certificate: --email is required")
+        hook = [*program("onionmail-gateway", "gateway.cli"), "install-certificate"]
+        command = certbot_command(
+            config,
+            email=args.email,
+            server=args.server,
+            http_port=args.http_01_port,
+            names=args.name,
+            deploy_hook=[*hook, "--dir", str(config.gateway_dir)],
+        )
+    _progress(f"running {' '.join(command[:2])} (its output follows)")
+    return subprocess.run(command, check=False).returncode
+
+
+def cmd_install_certificate(args: argparse.Namespace) -> int:
+    gw_dir: Path = args.dir.absolute()
+    lineage = os.environ.get("RENEWED_LINEAGE", "")
+    if not lineage:
+        raise GatewayConfigError(
+            "install-certificate runs as certbot's deploy hook ($RENEWED_LINEAGE is not set)"
+        )
+    cert, _key = install(gw_dir, Path(lineage))
+    print(f"installed {cert}")
+    return cmd_reload(args)
+
+
+def cmd_reload(args: argparse.Namespace) -> int:
+    pid = running_pid(args.dir.absolute())
+    if pid is None or pid < 0:
+        print("the gateway is not running: it loads the certificate when it starts")
+        return 0
+    os.kill(pid, signal.SIGHUP)
+    print(f"the running gateway (pid {pid}) loads its certificate again")
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    config = load_gateway_config(args.dir.absolute())
+    root = config.gateway_dir
+    pid = running_pid(root)
+    running = pid is not None and pid > 0
+    try:
+        status = json.loads((root / "run" / "status.json").read_text()) if running else {}
+    except (OSError, ValueError):
+        status = {}
+    since = status.get("started_at")
+    started = time.strftime(" since %Y-%m-%d %H:%M UTC", time.gmtime(since)) if since else ""
+    print(f"gateway:    {root} ({config.gateway.domain})")
+    print(f"state:      {f'running (pid {pid}){started}' if running else 'not running'}")
+    if status:
+        print(f"onion:      {status.get('onion', '?')}")
+        print(f"smtp:       {status.get('smtp', '?')}")
+        print(f"metrics:    {status.get('metrics') or 'off ([metrics] listen)'}")
+    states = collections.Counter(e.state for e in Registry(root / "registrations.json").all())
+    approval = "required" if config.gateway.require_approval else "open (no approval)"
+    print(
+        f"aliases:    {states['approved']} approved, {states['pending']} pending, "
+        f"{states['denied']} denied; registration {approval}"
+    )
+    now = time.time()
+    for name in QUEUES:
+        held = list_queue(root / "queue" / name)
+        oldest = f", oldest {int((now - min(s.created for s in held)) // 60)} min" if held else ""
+        print(f"queue:      {name} {len(held)} message(s){oldest}")
+    operator = len(list((root / "operator" / "new").glob("*")))
+    notes = len(list((root / "undeliverable" / "new").glob("*")))
+    print(f"operator:   {operator} new message(s) in {root / 'operator'}")
+    print(f"undeliverable: {notes} note(s) in {root / 'undeliverable'}")
+    return 0 if running else 3
+
+
 def cmd_systemd_unit(args: argparse.Namespace) -> int:
     config = load_gateway_config(args.dir.absolute())
     base = program("onionmail-gateway", "gateway.cli")
@@ -330,6 +465,7 @@ def cmd_systemd_unit(args: argparse.Namespace) -> int:
             directory=config.gateway_dir,
             user=args.user,
             bind_port_25=True,
+            reloads=True,  # SIGHUP: a renewed certificate
         ),
         end="",
     )

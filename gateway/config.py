@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway.errors import GatewayConfigError
+from gateway.metrics import parse_listen
 from onionmail.config.box import DeliverySection, TorSection, build_sections, read_toml
 from onionmail.config.sections import SessionLimits
 from onionmail.core.errors import AddressError, ConfigError
@@ -158,6 +159,15 @@ class OutboundSettings:
 
 
 @dataclass(frozen=True)
+class MetricsSettings:
+    """[metrics]: the Prometheus endpoint (gateway.metrics)."""
+
+    listen: str = ""
+    """``HOST:PORT`` on loopback (``127.0.0.1:9464``) where ``/metrics`` is served;
+    empty: no endpoint. Counts and queue depths only, never an address."""
+
+
+@dataclass(frozen=True)
 class GatewayConfig:
     """The whole configuration of one gateway."""
 
@@ -169,6 +179,7 @@ class GatewayConfig:
     outbound: OutboundSettings = field(default_factory=OutboundSettings)
     tor: TorSection = field(default_factory=TorSection)
     delivery: DeliverySection = field(default_factory=DeliverySection)
+    metrics: MetricsSettings = field(default_factory=MetricsSettings)
 
     @property
     def gateway_dir(self) -> Path:
@@ -183,6 +194,7 @@ _SECTIONS: dict[str, type[Any]] = {
     "outbound": OutboundSettings,
     "tor": TorSection,
     "delivery": DeliverySection,
+    "metrics": MetricsSettings,
 }
 
 
@@ -254,6 +266,14 @@ def _check(config: GatewayConfig) -> None:
             raise GatewayConfigError(
                 f"{p}: [gateway] operator_forward: an address outside {config.gateway.domain}"
             )
+    if config.metrics.listen:
+        try:
+            parse_listen(config.metrics.listen)
+        except ValueError:
+            raise GatewayConfigError(
+                f"{p}: [metrics] listen: expected HOST:PORT with a loopback host "
+                "(127.0.0.1:9464): the endpoint is for a collector on this machine"
+            ) from None
     if config.gateway.max_aliases_per_box < 1:
         raise GatewayConfigError(f"{p}: [gateway] max_aliases_per_box: at least 1")
     if config.smtp.rate_limit < 1 or config.smtp.rate_window <= 0:
@@ -357,6 +377,9 @@ require_approval = {"true" if require_approval else "false"}  # false: any Tor u
 [tor]
 # mode = "launch"              # or "attach" with control_socket / control_port
 {testnet_line}
+
+[metrics]
+# listen = ""                  # "127.0.0.1:9464": Prometheus /metrics (loopback only)
 
 [delivery]
 # retry_initial = 30.0

@@ -28,6 +28,7 @@ with its limits and anonymous banner.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import ssl
 import time
@@ -35,13 +36,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from gateway.config import GatewayConfig, mta_sts_connect_target
+from gateway.config import GatewayConfig, load_gateway_config, mta_sts_connect_target
 from gateway.dns import GatewayResolver, ResolverConfig
 from gateway.inbound.auth import check_message
 from gateway.inbound.dmarc import DmarcVerdict
 from gateway.inbound.mx import AuthenticationResults, ClearnetInboundHandler, RateLimit, Verdict
 from gateway.inbound.operator_mail import forward_note
 from gateway.inbound.undeliverable import SenderReports
+from gateway.metrics import serve_metrics
 from gateway.outbound.dkim_signing import DkimAlgorithm, DkimSigner, load_or_create_key
 from gateway.outbound.mta_sts import FetchConfig, MtaSts
 from gateway.outbound.onion_side import GatewayOnionHandler
@@ -56,7 +58,7 @@ from gateway.outbound.smtp import SmtpTimeouts
 from gateway.outbound.tls_policy import TlsPolicy
 from gateway.registry import BoxMailKeys, Registry
 from onionmail.box.delivery import DeliveryAgent
-from onionmail.core.files import ensure_private_dir
+from onionmail.core.files import ensure_private_dir, write_private_file
 from onionmail.seal.identity import Identity, derive_subkey
 from onionmail.seal.mail_key import MailKeyring
 from onionmail.smtp.server import server_port, start_smtp_server
@@ -156,6 +158,10 @@ class Gateway:
         self._lock = BoxLock(config.gateway_dir)
         self.onion_port = 0
         self.smtp_port = 0
+        self.metrics_url = ""
+        self.tls_context: ssl.SSLContext | None = None
+        """The clearnet server's STARTTLS context: :meth:`reload_tls` loads a new
+        certificate into it (SIGHUP), for the next handshake."""
 
     @property
     def onion(self) -> str:
@@ -174,7 +180,19 @@ class Gateway:
         await self.tor.publish(self.identity, self.onion_port, self.progress)
         self._start_agents()
         await self._start_clearnet_side()
+        if self.config.metrics.listen:
+            host, port = serve_metrics(self, self.config.metrics.listen)
+            self.metrics_url = f"http://{host}:{port}/metrics"
+        self._write_status()
         self.progress(f"gateway running: {self.onion} for {self.config.gateway.domain}")
+
+    def _write_status(self) -> None:
+        """``run/status.json``: what ``onionmail-gateway status`` shows of a running gateway."""
+        smtp = f"{self.config.smtp.host}:{self.smtp_port}"
+        status: dict[str, object] = {"onion": self.onion, "smtp": smtp, "started_at": time.time()}
+        status["metrics"] = self.metrics_url
+        ensure_private_dir(self.paths.root / "run")
+        write_private_file(self.paths.root / "run" / "status.json", json.dumps(status).encode())
 
     async def _start_onion_side(self, signer: DkimSigner) -> None:
         assert self.replay_cache is not None
@@ -210,8 +228,25 @@ class Gateway:
         )
         self.onion_port = server_port(self.onion_server)
 
+    def reload_tls(self) -> bool:
+        """Load ``[smtp] tls_cert``/``tls_key`` again into the context the server uses
+        (a renewed certificate): sessions in progress go on, the next STARTTLS gets it.
+        False, and the old certificate kept, when the files do not load."""
+        smtp = load_gateway_config(self.config.gateway_dir).smtp
+        if self.tls_context is None or not smtp.tls_cert:
+            log.warning("no STARTTLS configured when the gateway started: restart it to offer TLS")
+            return False
+        try:
+            self.tls_context.load_cert_chain(smtp.tls_cert, smtp.tls_key)
+        except (OSError, ssl.SSLError) as exc:
+            log.error("the certificate did not load (%s); the old one stays", exc)
+            return False
+        log.info("certificate reloaded for STARTTLS")
+        return True
+
     async def _start_clearnet_side(self) -> None:
         settings = self.config.smtp
+        self.tls_context = _tls_context(self.config)
         self.smtp_handler = ClearnetInboundHandler(
             domain=self.config.gateway.domain,
             registry=self.registry,
@@ -231,7 +266,7 @@ class Gateway:
             name="gateway smtp",
             hostname=self.config.gateway.domain,
             data_size_limit=settings.max_message_size,
-            tls_context=_tls_context(self.config),
+            tls_context=self.tls_context,
             **settings.listener_options(),
         )
         self.smtp_port = server_port(self.smtp_server)

@@ -31,6 +31,7 @@ import stat
 import subprocess
 import threading
 import time
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -135,6 +136,8 @@ allow_private_mx = true
 testnet = "{testnet_dir}"
 [delivery]
 retry_initial = 2.0
+[metrics]
+listen = "127.0.0.1:0"
 """
 
 
@@ -700,7 +703,12 @@ def test_a_box_refusing_for_good_gets_the_clearnet_sender_a_signed_report(world:
     status = parsed.get_payload()[1].as_string()
     assert "Action: failed" in status and "Status: 5.1.1" in status, status
     assert_signed_by_the_gateway(world, report)
-    assert not list((world.gw_dir / "queue" / "boxes" / "active").glob("*.msg"))
+    # reported means done: the refused message leaves the queue (right after its report)
+    active = world.gw_dir / "queue" / "boxes" / "active"
+    deadline = time.monotonic() + 30
+    while list(active.glob("*.msg")) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not list(active.glob("*.msg")), gateway(world, "queue")
 
 
 def test_abuse_reports_reach_the_operator_s_maildir(world: World) -> None:
@@ -773,3 +781,38 @@ def test_dmarc_reject_is_refused_and_quarantine_lands_in_the_box_s_junk(world: W
     assert quarantined in neomutt_subjects(junk, work)
     inbox = [p.read_bytes() for p in world.alice.maildir.glob("*/*") if p.is_file()]
     assert not any(quarantined.encode() in data or rejected.encode() in data for data in inbox)
+
+
+def test_status_and_metrics_tell_the_operator_what_happened_and_name_nobody(
+    world: World,
+) -> None:
+    """After the module's mail (last in it): ``status`` says the gateway runs and counts
+    aliases and queues; the Prometheus endpoint on loopback counts what was accepted,
+    refused by reason and delivered by TLS mode, and no label or value names an alias,
+    an address or a domain."""
+    status = gateway(world, "status")
+    assert "state:      running (pid" in status
+    assert f"onion:      {world.gw_onion}" in status
+    assert "aliases:    2 approved, 0 pending, 0 denied; registration required" in status
+    assert "queue:      boxes 0 message(s)" in status
+    assert "operator:   1 new message(s)" in status
+    url = json.loads((world.gw_dir / "run" / "status.json").read_text())["metrics"]
+    assert url.startswith("http://127.0.0.1:") and f"metrics:    {url}" in status
+    with urllib.request.urlopen(url, timeout=10) as response:
+        text = response.read().decode()
+    values = {
+        line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith("onionmail_gateway_")
+    }
+    assert values["onionmail_gateway_clearnet_accepted_total"] >= 4
+    assert values['onionmail_gateway_refused_total{reason="dmarc_reject",side="clearnet"}'] == 1
+    assert values['onionmail_gateway_refused_total{reason="not_approved",side="onion"}'] >= 1
+    assert values["onionmail_gateway_relayed_total"] >= 1
+    tls = [k for k in values if k.startswith("onionmail_gateway_clearnet_deliveries_total")]
+    assert tls and all('tls="' in k for k in tls), tls
+    assert values["onionmail_gateway_sender_reports_total"] >= 1
+    assert values['onionmail_gateway_aliases{state="approved"}'] == 2
+    assert values['onionmail_gateway_queue_messages{queue="boxes"}'] == 0
+    for secret in ("@", GW_DOMAIN, CLEAR_DOMAIN, "alice", "ghost", ".onion"):
+        assert secret not in text, secret

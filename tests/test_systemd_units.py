@@ -99,3 +99,27 @@ def test_notify_sends_one_datagram_to_the_socket_systemd_names(
         monkeypatch.setenv("NOTIFY_SOCKET", "@onionmail-test-" + tmp_path.name)
         assert notify("STOPPING=1") is True
         assert listener.recv(100) == b"STOPPING=1"
+
+
+def test_the_notify_socket_is_claimed_so_children_such_as_tor_never_see_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """tor, launched by a box or gateway, would otherwise inherit $NOTIFY_SOCKET and send
+    systemd its own MAINPID and READY (the real gateway's test caught it doing so)."""
+    from onionmail.core import systemd
+
+    monkeypatch.setattr(systemd, "_claimed", None)
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as listener:
+        listener.bind(str(tmp_path / "notify"))
+        listener.settimeout(5)
+        monkeypatch.setenv("NOTIFY_SOCKET", str(tmp_path / "notify"))
+        systemd.claim_notify_socket()
+        child = subprocess.run(
+            [sys.executable, "-c", "import os; print(os.environ.get('NOTIFY_SOCKET', ''))"],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        assert child.stdout.strip() == ""
+        assert notify("READY=1") is True
+        assert listener.recv(100) == b"READY=1"

@@ -46,6 +46,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from gateway.inbound.operator_mail import operator_address
+from gateway.metrics import Refusals
 from gateway.registry import APPROVED, Registry
 from onionmail.gateway_link.protocol import QUARANTINE_FIELD
 from onionmail.message.header_claims import claimed_onions, remove_results_claiming
@@ -150,6 +151,8 @@ class ClearnetInboundHandler(SafeHandler):
         self.authenticate = authenticate
         """The SPF/DKIM/DMARC hook (see :data:`AuthenticationResults`); None: no verdict."""
         self.enforce_dmarc = enforce_dmarc
+        self.refused = Refusals()
+        """Refusals by reason, for the metrics."""
         self.accepted = 0
 
     async def handle_MAIL(
@@ -163,7 +166,9 @@ class ClearnetInboundHandler(SafeHandler):
                 self.rate_limit.limit,
                 self.rate_limit.window,
             )
-            return "450 4.7.1 Too much mail from your address; try again later"
+            return self.refused(
+                "rate_limit", "450 4.7.1 Too much mail from your address; try again later"
+            )
         return self.accept_sender(envelope, address, options)
 
     async def handle_RCPT(
@@ -180,10 +185,10 @@ class ClearnetInboundHandler(SafeHandler):
         if isinstance(rcpt, str):
             return rcpt
         if rcpt.domain != self.domain:
-            return "550 5.7.1 Relaying denied"
+            return self.refused("relay_denied", "550 5.7.1 Relaying denied")
         entry = await asyncio.to_thread(self.registry.get, rcpt.local_part)
         if entry is None or entry.state != APPROVED:
-            return "550 5.1.1 No such user here"
+            return self.refused("unknown_recipient", "550 5.1.1 No such user here")
         return self.add_recipient(envelope, rcpt)
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
@@ -194,14 +199,15 @@ class ClearnetInboundHandler(SafeHandler):
         try:
             message = parse_message(data)
         except MessageFormatError as exc:
-            return f"554 5.6.0 Malformed message: {exc}"
+            return self.refused("malformed", f"554 5.6.0 Malformed message: {exc}")
         if claimed_onions(message):
             # The box refuses relayed mail whose From or Sender shows an onion
             # (check_relayed_from). Said here, before the 250, the sending server
             # bounces it to its author; said by the box, after it, nobody would.
-            return (
+            return self.refused(
+                "onion_sender",
                 "550 5.7.1 Mail from the clearnet may not name a .onion sender in From "
-                "or Sender: that claim cannot be verified and is refused"
+                "or Sender: that claim cannot be verified and is refused",
             )
         remove_results_claiming(message, self.domain)  # RFC 8601 5: only ours may say so
         message.remove(QUARANTINE_FIELD)  # only the gateway may say so
@@ -239,9 +245,10 @@ class ClearnetInboundHandler(SafeHandler):
             return None
         if failed_policy == "reject":
             log.info("refused a clearnet message that fails its domain's DMARC (p=reject)")
-            return (
+            return self.refused(
+                "dmarc_reject",
                 "550 5.7.1 Refused: the message fails the DMARC policy of its From domain, "
-                "which asks for rejection"
+                "which asks for rejection",
             )
         message.prepend(QUARANTINE_FIELD, b"dmarc (the From domain asks for quarantine)")
         return None

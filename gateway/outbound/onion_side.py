@@ -35,6 +35,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from gateway.errors import DkimError, SenderRewriteError
+from gateway.metrics import Refusals
 from gateway.outbound.dkim_signing import DkimSigner
 from gateway.outbound.sender_rewrite import rewrite_sender
 from gateway.outbound.sending_limits import SendingLimits
@@ -107,6 +108,8 @@ class GatewayOnionHandler(SafeHandler):
         self.register_address = f"{REGISTRATION_LOCAL_PART}@{self.onion}"
         self.relayed = 0
         self.registrations = 0
+        self.refused = Refusals()
+        """Refusals by reason, for the metrics."""
 
     async def handle_EHLO(
         self, server: Any, session: Any, envelope: Any, hostname: str, responses: list[str]
@@ -122,15 +125,16 @@ class GatewayOnionHandler(SafeHandler):
             sender = parse_mail_address(address)
             sender.onion_public_key()
         except AddressError:
-            return (
+            return self.refused(
+                "not_a_box",
                 "550 5.7.1 Only onionmail boxes send through this gateway (a .onion sender "
-                "that seals its mail); clearnet mail goes to the gateway's MX"
+                "that seals its mail); clearnet mail goes to the gateway's MX",
             )
         # A pending or denied box is told at once (the reply reaches its user's
         # bounce); an unknown one may go on, to register.
         refusal = await asyncio.to_thread(self._sender_refusal, str(sender))
         if refusal is not None and "not registered" not in refusal:
-            return refusal
+            return self.refused("not_approved", refusal)
         return self.accept_sender(envelope, str(sender), options)
 
     async def handle_RCPT(
@@ -149,14 +153,17 @@ class GatewayOnionHandler(SafeHandler):
             return alone
         refusal = await asyncio.to_thread(self._sender_refusal, envelope.mail_from)
         if refusal is not None:
-            return refusal
+            return self.refused("not_approved", refusal)
         if rcpt.is_onion:
-            return (
+            return self.refused(
+                "onion_recipient",
                 "550 5.7.1 The gateway relays only to clearnet addresses; "
-                "send to .onion addresses directly"
+                "send to .onion addresses directly",
             )
         if rcpt.domain == self.domain or rcpt.domain.endswith("." + self.domain):
-            return "550 5.7.1 Mail to this gateway's own domain is not relayed"
+            return self.refused(
+                "own_domain", "550 5.7.1 Mail to this gateway's own domain is not relayed"
+            )
         return self.add_recipient(envelope, rcpt)
 
     def _sender_refusal(self, box: str) -> str | None:
@@ -179,7 +186,10 @@ class GatewayOnionHandler(SafeHandler):
         data: bytes = envelope.original_content
         challenge = getattr(session, "onionmail_challenge", None)
         if challenge is None or not data.startswith(SEALED_MAGIC_B64):
-            return "550 5.7.1 Mail to the gateway must be a sealed envelope (an onionmail box)"
+            return self.refused(
+                "not_sealed",
+                "550 5.7.1 Mail to the gateway must be a sealed envelope (an onionmail box)",
+            )
         content = await open_sealed(self.identity, envelope, data, session)
         if isinstance(content, str):
             return content
@@ -215,7 +225,7 @@ class GatewayOnionHandler(SafeHandler):
             )
         except RegistrationError as exc:
             log.warning("refused a registration: %s", type(exc).__name__)  # never the alias
-            return f"550 5.7.1 Registration refused: {exc}"
+            return self.refused("registration", f"550 5.7.1 Registration refused: {exc}")
         self.registrations += 1
         log.info("registration recorded (%s)", entry.state)
         state = "registered" if entry.state == APPROVED else "pending"
@@ -236,7 +246,7 @@ class GatewayOnionHandler(SafeHandler):
             )
             signed = await asyncio.to_thread(self.signer.sign, rewritten.message)
         except (SenderRewriteError, MessageFormatError) as exc:
-            return f"554 5.6.0 The message cannot be relayed: {exc}"
+            return self.refused("malformed", f"554 5.6.0 The message cannot be relayed: {exc}")
         except DkimError as exc:
             log.error("DKIM signing failed: %s", exc)
             return "451 4.3.0 The gateway could not sign the message; try again later"
@@ -244,7 +254,7 @@ class GatewayOnionHandler(SafeHandler):
             refusal = self.limits.take(entry.alias, sender.domain, len(content.recipients))
             if refusal is not None:
                 log.warning("a box reached a sending limit; its message is deferred")
-                return refusal
+                return self.refused("sending_limit", refusal)
         ids = await self.queue_clearnet(rewritten.envelope_sender, list(content.recipients), signed)
         await asyncio.to_thread(self.replay_cache.record, content.envelope_id, content.created)
         self.relayed += 1

@@ -31,6 +31,7 @@ report to leaves a note without content in ``GWDIR/undeliverable``.
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 from collections.abc import Callable
 from pathlib import Path
@@ -194,6 +195,8 @@ class ClearnetAgent(DeliveryAgent):
         does not go out."""
         self.transport_security: dict[str, str] = {}
         """Queue id -> how the last delivery went (``tls-authenticated`` ...), for tests."""
+        self.deliveries_by_tls: collections.Counter[str] = collections.Counter()
+        """Deliveries by how the session was protected, for the metrics."""
 
     async def deliver(self, entry: QueuedMessage) -> tuple[bool, list[str]]:
         """One attempt; returns (False, recipients refused for good). Raises DeliveryError.
@@ -254,12 +257,17 @@ class ClearnetAgent(DeliveryAgent):
                     last = str(exc)
                     continue
                 self.transport_security[entry.id] = result.transport_security
+                while len(self.transport_security) > KEEP_RECENT:  # a long-running gateway
+                    del self.transport_security[next(iter(self.transport_security))]
+                self.deliveries_by_tls[result.transport_security] += 1
                 return False, list(result.refused)
         if refused_private and last == "no MX host had an address":
             raise PermanentDeliveryError(NOT_PUBLIC)
         raise DeliveryError(last)
 
 
+KEEP_RECENT = 1000
+"""Deliveries whose transport security :attr:`ClearnetAgent.transport_security` remembers."""
 NOT_PUBLIC = "the domain's mail hosts have no public address; the gateway connects to no other"
 
 

@@ -27,7 +27,7 @@ from onionmail.cli.common import progress as _progress
 from onionmail.cli.passphrase import CLEAR_KEY_WARNING, new_passphrase, open_identity
 from onionmail.config.box import load_config
 from onionmail.core.errors import ConfigError, OnionMailError
-from onionmail.core.systemd import notify
+from onionmail.core.systemd import claim_notify_socket, notify
 from onionmail.seal.identity import Identity, is_encrypted_identity
 from onionmail.store.lock import running_pid
 from onionmail.store.queue import list_queue, reschedule_queue
@@ -174,6 +174,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     if not is_encrypted_identity(box_dir / "keys" / "identity.key"):
         _progress(CLEAR_KEY_WARNING)
     options = tor_options_for(config.tor.testnet)
+
+    claim_notify_socket()  # before tor is launched with this environment
 
     async def serve() -> None:
         box = Box(config, identity, testnet_options=options, progress=_progress)

@@ -22,11 +22,21 @@ import os
 import socket
 from pathlib import Path
 
+_claimed: str | None = None
+
+
+def claim_notify_socket() -> None:
+    """Take ``$NOTIFY_SOCKET`` out of the environment, for :func:`notify` alone: the tor a
+    box or gateway launches would inherit it and tell systemd things of its own."""
+    global _claimed
+    if _claimed is None:
+        _claimed = os.environ.pop("NOTIFY_SOCKET", "")
+
 
 def notify(state: str) -> bool:
     """Send ``state`` (``READY=1``, ``STOPPING=1``, ``STATUS=...``) to systemd; False when
     not started by systemd with ``Type=notify`` (no ``$NOTIFY_SOCKET``) or on failure."""
-    address = os.environ.get("NOTIFY_SOCKET", "")
+    address = _claimed if _claimed is not None else os.environ.get("NOTIFY_SOCKET", "")
     if not address or address[0] not in "/@":
         return False
     target = "\0" + address[1:] if address[0] == "@" else address
@@ -45,12 +55,14 @@ def service_unit(
     directory: Path,
     user: str,
     bind_port_25: bool,
+    reloads: bool = False,
 ) -> str:
     """The text of a hardened ``Type=notify`` service for ``exec_start``, which writes only
     in ``directory``."""
     capabilities = "CAP_NET_BIND_SERVICE" if bind_port_25 else ""
     home = "read-only" if str(directory).startswith(("/home/", "/root/")) else "yes"
     command = " ".join(_quoted(part) for part in exec_start)
+    reload = "ExecReload=/bin/kill -HUP $MAINPID\n" if reloads else ""
     return f"""[Unit]
 Description={description}
 Documentation=man:systemd.exec(5)
@@ -61,7 +73,7 @@ Wants=network-online.target
 Type=notify
 NotifyAccess=main
 ExecStart={command}
-User={user}
+{reload}User={user}
 Group={user}
 Restart=on-failure
 RestartSec=10
