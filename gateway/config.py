@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 from gateway.errors import GatewayConfigError
-from gateway.metrics import parse_listen
 from onionmail.config.box import DeliverySection, TorSection, build_sections, read_toml
 from onionmail.config.sections import SessionLimits
 from onionmail.core.errors import AddressError, ConfigError
@@ -386,3 +385,13 @@ require_approval = {"true" if require_approval else "false"}  # false: any Tor u
 # retry_max = 3600.0
 # max_lifetime = 432000.0
 """
+
+
+def parse_listen(listen: str) -> tuple[str, int]:
+    """``HOST:PORT`` (``[::1]:PORT`` for IPv6) -> (host, port); ValueError unless the host
+    is a loopback address and the port a port."""
+    host, _, port = listen.rpartition(":")
+    host = host.strip("[]")
+    if not ipaddress.ip_address(host).is_loopback or not port.isdigit() or int(port) > 65535:
+        raise ValueError(listen)
+    return host, int(port)

@@ -26,7 +26,6 @@ can become a label (a metrics endpoint is an observer too).
 from __future__ import annotations
 
 import collections
-import ipaddress
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -34,19 +33,10 @@ from prometheus_client import CollectorRegistry, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from gateway.config import parse_listen
+
 if TYPE_CHECKING:
     from gateway.daemon import Gateway
-
-
-class Refusals:
-    """Replies that refused something, counted by reason; call it with the reply."""
-
-    def __init__(self) -> None:
-        self.counts: collections.Counter[str] = collections.Counter()
-
-    def __call__(self, reason: str, reply: str) -> str:
-        self.counts[reason] += 1
-        return reply
 
 
 class GatewayCollector(Collector):
@@ -111,13 +101,3 @@ def serve_metrics(gateway: Gateway, listen: str) -> tuple[str, int]:
     registry.register(GatewayCollector(gateway))
     server, _thread = start_http_server(port, addr=host, registry=registry)
     return host, int(server.server_address[1])
-
-
-def parse_listen(listen: str) -> tuple[str, int]:
-    """``HOST:PORT`` (``[::1]:PORT`` for IPv6) -> (host, port); ValueError unless the host
-    is a loopback address and the port a port."""
-    host, _, port = listen.rpartition(":")
-    host = host.strip("[]")
-    if not ipaddress.ip_address(host).is_loopback or not port.isdigit() or int(port) > 65535:
-        raise ValueError(listen)
-    return host, int(port)

@@ -45,8 +45,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
+from gateway.counters import Refusals
 from gateway.inbound.operator_mail import operator_address
-from gateway.metrics import Refusals
 from gateway.registry import APPROVED, Registry
 from onionmail.gateway_link.protocol import QUARANTINE_FIELD
 from onionmail.message.header_claims import claimed_onions, remove_results_claiming

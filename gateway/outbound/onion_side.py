@@ -34,8 +34,8 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from gateway.counters import Refusals
 from gateway.errors import DkimError, SenderRewriteError
-from gateway.metrics import Refusals
 from gateway.outbound.dkim_signing import DkimSigner
 from gateway.outbound.sender_rewrite import rewrite_sender
 from gateway.outbound.sending_limits import SendingLimits

@@ -39,6 +39,7 @@ from onionmail.store.maildir import folder_stamp
 from tui.screens.base import BoxScreen
 from tui.screens.message import MessageScreen
 from tui.screens.prompt import LinePrompt
+from tui.widgets.folder_watch import FolderWatch
 from tui.widgets.message_rows import row_cells, row_key
 from tui.widgets.plain import PlainStatic, PlainTable
 
@@ -60,8 +61,10 @@ COLUMNS: dict[str, tuple[str, int | None]] = {
     "subject": ("subject", None),
 }
 NARROW_COLUMNS = ("mark", "from", "subject")
-WATCH = 2.0
-"""Seconds between two looks at the folder for mail that arrived, left or changed flags."""
+WATCH = 5.0
+"""Seconds between two looks at the folder (two ``stat`` calls) for mail that arrived, left
+or changed flags, besides the file system's own notifications (:meth:`watch_folder`): the
+fallback where those do not exist (a network file system)."""
 TRASH, ARCHIVE = ".Trash", ".Archive"
 
 
@@ -122,6 +125,7 @@ class InboxScreen(BoxScreen):
         self.thread_of: dict[str, str] = {}
         self.thread_size: dict[str, int] = {}
         self._stamp: tuple[int, int] | None = None
+        self._watch = FolderWatch()
         self._g_at = 0.0
         self._built_for = 0
         self._counted = False
@@ -188,6 +192,7 @@ class InboxScreen(BoxScreen):
         self.query_one("#messages", DataTable).clear()
         self.query_one("#inbox-status", Static).update(f"{folder}: loading…")
         self.load_messages(folder)
+        self.watch_folder(folder)
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="inbox")
     def load_messages(self, folder: str) -> None:
@@ -217,6 +222,17 @@ class InboxScreen(BoxScreen):
     def look_for_changes(self) -> None:
         if self.folder and self._stamp is not None:
             self.check_folder(self.folder, self._stamp)
+
+    def watch_folder(self, folder: str) -> None:
+        """Look at the folder the moment a file lands in, leaves or is renamed in its
+        ``new/`` or ``cur/`` (inotify, through watchfiles), not only every :data:`WATCH`
+        seconds, until another folder is opened or the screen goes."""
+        self._watch.start(
+            self.api.folder_path(folder), lambda: self.app.call_from_thread(self.look_for_changes)
+        )
+
+    def on_unmount(self) -> None:
+        self._watch.stop()
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="watch")
     def check_folder(self, folder: str, seen: tuple[int, int]) -> None:
