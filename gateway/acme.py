@@ -63,8 +63,12 @@ def certbot_command(
 
 
 def renew_command(config: GatewayConfig, *, force: bool = False) -> list[str]:
-    """``certbot renew`` of the gateway's certificate (the server, port and hook as issued)."""
-    extra = ["--force-renewal"] if force else []
+    """``certbot renew`` of the gateway's certificate (the server, port and hook as issued).
+
+    From a timer (no terminal) certbot first sleeps a random while, up to 8 minutes, so
+    that renewals do not all hit the CA at once; a forced renewal is the operator's own
+    request and goes at once."""
+    extra = ["--force-renewal", "--no-random-sleep-on-renew"] if force else []
     return [
         _certbot(), "renew", "--non-interactive", "--cert-name", CERT_NAME,
         *extra, *acme_dirs(config.gateway_dir),

@@ -115,6 +115,15 @@ async def _renew_while_a_session_is_open(
     gw_dir: Path, pebble: Pebble, port: int, root: Path
 ) -> None:
     first, session = await starttls_serial(port, root)
+    try:
+        await _renew_and_deliver(gw_dir, pebble, port, root, first, session)
+    finally:
+        session.close()
+
+
+async def _renew_and_deliver(
+    gw_dir: Path, pebble: Pebble, port: int, root: Path, first: int, session: aiosmtplib.SMTP
+) -> None:
     renewed = await asyncio.to_thread(certificate, gw_dir, pebble, "--force-renewal")
     assert renewed.returncode == 0, renewed.stdout + renewed.stderr
     assert "the running gateway" in renewed.stdout + renewed.stderr
@@ -122,7 +131,7 @@ async def _renew_while_a_session_is_open(
     second = first
     while second == first and time.monotonic() < deadline:
         second, other = await starttls_serial(port, root)
-        other.close()
+        await other.quit()
         await asyncio.sleep(0.2)
     assert second != first, "the new certificate was not offered"
     # the session from before the renewal goes on: a message for the operator goes through

@@ -1,0 +1,87 @@
+"""The TUI's search (``/``) over a 10,000-message folder, against ``grep -rlF`` on the same files.
+
+Run on demand (not by pytest)::
+
+    .venv/bin/python -m bench.search [--messages 10000] [--repeats 7] [--json FILE]
+
+The time measured is the inbox's own search: every message of the folder
+read and matched (:func:`onionmail.message.search.message_matches`: From,
+To, Cc, Subject and the text, encoded fields and bodies decoded) for a word
+that only the oldest message holds, so no message is skipped. The
+reference is ``grep -rlF`` for the same word over the same files (raw bytes
+only: it decodes nothing). Runs are interleaved after one warm-up of each,
+so both read from the page cache.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from bench.tui_start import fill
+from onionmail.box.api import BoxApi
+from onionmail.box.create import create_box
+from onionmail.message.search import message_matches
+
+WORD = "Message number 00000"
+"""The subject of the oldest message: the search must read every file to be sure."""
+
+
+def search_once(api: BoxApi) -> float:
+    root = api.folder_path("alice")
+    started = time.perf_counter()
+    found = [key for key in api.message_keys("alice") if message_matches(root / key, WORD)]
+    elapsed = time.perf_counter() - started
+    assert len(found) == 1, found
+    return elapsed
+
+
+def grep_once(maildir: Path) -> float:
+    started = time.perf_counter()
+    result = subprocess.run(
+        ["grep", "-rlF", WORD, str(maildir / "cur")], capture_output=True, check=True
+    )
+    elapsed = time.perf_counter() - started
+    assert len(result.stdout.splitlines()) == 1
+    return elapsed
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--messages", type=int, default=10_000)
+    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--json", type=Path, default=Path(__file__).with_name("search.json"))
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        box = create_box(Path(tmp) / "box", "alice", submission_port=0).box_dir
+        maildir = box / "mail" / "alice"
+        fill(maildir, args.messages)
+        api = BoxApi(box)
+        search_once(api)  # warm-up: page cache, bytecode
+        grep_once(maildir)
+        results: dict[str, list[float]] = {"onionmail search": [], "grep -rlF": []}
+        for _ in range(args.repeats):
+            results["onionmail search"].append(search_once(api))
+            results["grep -rlF"].append(grep_once(maildir))
+    print(f"search of one folder, {args.messages} messages, {args.repeats} runs")
+    print(f"{'program':17} {'median s':>9} {'min s':>7} {'max s':>7}")
+    summary = {}
+    for name, times in results.items():
+        row = {"median": statistics.median(times), "min": min(times), "max": max(times)}
+        summary[name] = {**row, "runs": times}
+        print(f"{name:17} {row['median']:9.3f} {row['min']:7.3f} {row['max']:7.3f}")
+    ratio = summary["onionmail search"]["median"] / summary["grep -rlF"]["median"]
+    print(f"ratio (median): {ratio:.2f}x grep")
+    args.json.write_text(json.dumps({"messages": args.messages, "results": summary}, indent=1))
+    print(f"written: {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
