@@ -585,13 +585,13 @@ def test_onion_side_refuses_unregistered_boxes_and_relaying(world: World) -> Non
 def test_a_gateway_disk_image_opens_none_of_the_mail_it_holds_for_a_box(world: World) -> None:
     """Clearnet mail queued for an offline box, read from a copy of the gateway's directory
     with every key in it (seed, queue key, mail keys), and with the key alice's tor holds:
-    nothing opens it; alice's mail key does. It kills alice's box (the next test starts
+    nothing opens it; alice's mail key does. It stops alice's box (the next test starts
     it again)."""
     alice = world.alice
     alice_identity = load_identity(alice.new.box_dir / "keys" / "identity.key")
     learned = json.loads((world.gw_dir / "state" / "box-mail-keys.json").read_text())
     assert alice.onion in learned  # from her registration (the handshake seal)
-    alice.kill()  # SIGKILL, as a crash: the next test has the gateway deliver once it is back
+    alice.stop()  # the next test has the gateway deliver once it is back
     subject, body = f"Queued{secrets.token_hex(6)}", f"QueuedBody{secrets.token_hex(6)}"
     message = mail_from(f"carol@{CLEAR_DOMAIN}", f"alice@{GW_DOMAIN}", subject, body)
     send_through_postfix(world, message, f"carol@{CLEAR_DOMAIN}", f"alice@{GW_DOMAIN}")
@@ -641,7 +641,7 @@ def _sockets(directory: str, names: list[str]) -> list[str]:
 
 
 def test_mail_held_for_a_box_that_was_down_arrives_once_it_is_back(world: World) -> None:
-    """The gateway said 250 for mail to a box that is down (the test before killed
+    """The gateway said 250 for mail to a box that is down (the test before stopped
     alice's): it keeps it, retrying, and the box gets it once it runs again. The
     operator sees it waiting (``queue``) and can have it retried at once (``flush``)."""
     alice = world.alice
