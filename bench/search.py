@@ -17,13 +17,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+from bench.common import print_table
+from bench.common import summary as summarise
 from bench.tui_start import fill
 from onionmail.box.api import BoxApi
 from onionmail.box.create import create_box
@@ -69,13 +70,15 @@ def main() -> int:
         for _ in range(args.repeats):
             results["onionmail search"].append(search_once(api))
             results["grep -rlF"].append(grep_once(maildir))
-    print(f"search of one folder, {args.messages} messages, {args.repeats} runs")
-    print(f"{'program':17} {'median s':>9} {'min s':>7} {'max s':>7}")
-    summary = {}
-    for name, times in results.items():
-        row = {"median": statistics.median(times), "min": min(times), "max": max(times)}
-        summary[name] = {**row, "runs": times}
-        print(f"{name:17} {row['median']:9.3f} {row['min']:7.3f} {row['max']:7.3f}")
+    summary = {name: summarise(times) for name, times in results.items()}
+    print_table(
+        f"search of one folder, {args.messages} messages, {args.repeats} runs",
+        ["program", "median s", "min s", "max s"],
+        [
+            [name, *(f"{row[k]:.3f}" for k in ("median", "min", "max"))]
+            for name, row in summary.items()
+        ],
+    )
     ratio = summary["onionmail search"]["median"] / summary["grep -rlF"]["median"]
     print(f"ratio (median): {ratio:.2f}x grep")
     args.json.write_text(json.dumps({"messages": args.messages, "results": summary}, indent=1))

@@ -247,13 +247,8 @@ def _check(config: GatewayConfig) -> None:
     ):
         if getattr(config.onion, key) < 1:
             raise GatewayConfigError(f"{p}: [onion] {key}: at least 1")
-    for address in config.gateway.public_addresses:
-        try:
-            ipaddress.ip_address(address)
-        except ValueError:
-            raise GatewayConfigError(
-                f"{p}: [gateway] public_addresses: {address!r} is not an IP address"
-            ) from None
+    _check_each(config.gateway.public_addresses, ipaddress.ip_address,
+                f"{p}: [gateway] public_addresses", "an IP address")  # fmt: skip
     if config.gateway.operator_forward:
         try:
             parse_mail_address(config.gateway.operator_forward)
@@ -277,13 +272,8 @@ def _check(config: GatewayConfig) -> None:
         raise GatewayConfigError(f"{p}: [gateway] max_aliases_per_box: at least 1")
     if config.smtp.rate_limit < 1 or config.smtp.rate_window <= 0:
         raise GatewayConfigError(f"{p}: [smtp] rate_limit: at least 1 per positive rate_window")
-    for network in config.smtp.rate_allow:
-        try:
-            ipaddress.ip_network(network, strict=False)
-        except ValueError:
-            raise GatewayConfigError(
-                f"{p}: [smtp] rate_allow: {network!r} is not an IP address or network"
-            ) from None
+    _check_each(config.smtp.rate_allow, lambda text: ipaddress.ip_network(text, strict=False),
+                f"{p}: [smtp] rate_allow", "an IP address or network")  # fmt: skip
     resolver = config.dns.resolver
     try:
         loopback = ipaddress.ip_address(resolver).is_loopback
@@ -306,6 +296,15 @@ def _check(config: GatewayConfig) -> None:
     d = config.delivery
     if not 0 < d.retry_initial <= d.retry_max or d.max_lifetime <= 0:
         raise GatewayConfigError(f"{p}: [delivery] retry_initial: positive, <= retry_max")
+
+
+def _check_each(values: tuple[str, ...], parse: Any, where: str, expected: str) -> None:
+    """Each of ``values`` parses with ``parse``, else an error naming ``where``."""
+    for value in values:
+        try:
+            parse(value)
+        except ValueError:
+            raise GatewayConfigError(f"{where}: {value!r} is not {expected}") from None
 
 
 def mta_sts_connect_target(entry: str) -> tuple[str, tuple[str, int]] | None:
