@@ -12,7 +12,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -75,13 +75,15 @@ def start_box(
     wrapper: list[str] | None = None,
     settings: dict[str, int | float | bool] | None = None,
     verbose: bool = False,
+    prepare: Callable[[NewBox], None] | None = None,
 ) -> RunningBox:
     """Create a box and run it as ``onionmail run``; return once it printed its ports.
 
     With ``attach_control_socket`` the box attaches to that running tor instead
     of launching its own; ``wrapper`` goes to :func:`run_box`. ``settings`` sets
     keys the generated config leaves commented out (``{"delivery.smtp_timeout": 30}``);
-    ``verbose`` goes to :func:`run_box`.
+    ``verbose`` goes to :func:`run_box`; ``prepare`` is called with the new box before it
+    runs (``onionmail device add``, say).
     """
     new = create_box(
         root / name, name, testnet=testnet_dir, submission_port=submission_port, retry_initial=2.0
@@ -99,6 +101,8 @@ def start_box(
         attach = f'mode = "attach"\ncontrol_socket = "{attach_control_socket}"'
         text = text.replace(launch_line, attach)
     config.write_text(text)
+    if prepare is not None:
+        prepare(new)
     return run_box(new, timeout, wrapper=wrapper, verbose=verbose)
 
 

@@ -11,18 +11,29 @@ import time
 from pathlib import Path
 
 
-def neomutt_subjects(maildir: Path, work: Path, timeout: float = 30) -> list[str]:
-    """Open ``maildir`` in neomutt, copy every message to an mbox, return their Subjects."""
-    return [subject for subject, _ in _copied(maildir, work, timeout)]
+def neomutt_subjects(
+    maildir: Path | str,
+    work: Path,
+    timeout: float = 30,
+    *,
+    wrapper: list[str] | None = None,
+    settings: str = "",
+) -> list[str]:
+    """Open ``maildir`` (a Maildir, or a folder URL such as ``imap://user@host/INBOX``) in
+    neomutt, copy every message to an mbox, return their Subjects. ``wrapper`` goes before
+    the command (``["torsocks"]``); ``settings`` are more neomuttrc lines."""
+    return [s for s, _ in _copied(maildir, work, timeout, wrapper or [], settings)]
 
 
 def neomutt_flags(maildir: Path, work: Path, timeout: float = 30) -> dict[str, set[str]]:
     """Every message's Subject and the flags neomutt sees on it: it copies each one to an
     mbox with ``Status`` (``R`` read) and ``X-Status`` (``A`` answered, ``F`` flagged)."""
-    return dict(_copied(maildir, work, timeout))
+    return dict(_copied(maildir, work, timeout, [], ""))
 
 
-def _copied(maildir: Path, work: Path, timeout: float) -> list[tuple[str, set[str]]]:
+def _copied(
+    maildir: Path | str, work: Path, timeout: float, wrapper: list[str], settings: str
+) -> list[tuple[str, set[str]]]:
     out = work / "copied.mbox"
     out.unlink(missing_ok=True)
     rc = work / "neomuttrc"
@@ -30,13 +41,14 @@ def _copied(maildir: Path, work: Path, timeout: float) -> list[tuple[str, set[st
         "set wait_key=no\nset quit=yes\n"
         "set mbox_type=mbox\nset confirmappend=no\nset confirmcreate=no\n"
         f"set folder={work}\n"  # else neomutt first asks whether to create ~/Mail
-        "set auto_tag=yes\nset header_cache=''\nset message_cachedir=''\n"
+        "set auto_tag=yes\nset header_cache=''\nset message_cachedir=''\n" + settings
     )
     keys = f'push "<tag-pattern>~A<enter><tag-prefix><copy-message>{out}<enter><exit>"'
     pid, fd = pty.fork()
     if pid == 0:  # pragma: no cover - the child becomes neomutt
         os.environ.update({"TERM": "dumb", "HOME": str(work), "LINES": "40", "COLUMNS": "120"})
-        os.execvp("neomutt", ["neomutt", "-n", "-F", str(rc), "-R", "-f", str(maildir), "-e", keys])
+        command = ["neomutt", "-n", "-F", str(rc), "-R", "-f", str(maildir), "-e", keys]
+        os.execvp([*wrapper, *command][0], [*wrapper, *command])
     deadline = time.monotonic() + timeout
     try:
         while time.monotonic() < deadline:

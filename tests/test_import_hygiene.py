@@ -54,7 +54,19 @@ ONIONMAIL_LAYERS: dict[str, set[str]] = {
     "openpgp": {"core", "config", "seal", "message"},
     "tor": {"core", "config", "seal"},
     "gateway_link": {"core", "config", "seal", "message", "store", "tor"},
-    "box": {"core", "config", "seal", "message", "openpgp", "store", "tor", "smtp", "gateway_link"},
+    "devices": {"core", "config", "seal", "tor"},
+    "box": {
+        "core",
+        "config",
+        "seal",
+        "message",
+        "openpgp",
+        "store",
+        "tor",
+        "smtp",
+        "gateway_link",
+        "devices",
+    },
     "cli": {
         "core",
         "config",
@@ -66,6 +78,7 @@ ONIONMAIL_LAYERS: dict[str, set[str]] = {
         "tor.testnet",
         "smtp",
         "gateway_link",
+        "devices",
         "box",
     },
 }

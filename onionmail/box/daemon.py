@@ -31,6 +31,7 @@ from onionmail.config.box import Config, load_config
 from onionmail.core.errors import OnionMailError, PermanentDeliveryError
 from onionmail.core.files import ensure_private_dir, use_storage_threads, write_private_file
 from onionmail.core.mail_address import MailAddress
+from onionmail.devices.access import DeviceAccess
 from onionmail.gateway_link.protocol import mark_gateway_tls
 from onionmail.message.rfc5322 import MessageFormatError
 from onionmail.message.scrub import message_id_key
@@ -128,6 +129,8 @@ class Box:
         self.cover: CoverTraffic | None = None
         self._cover_task: asyncio.Task[None] | None = None
         self._key_task: asyncio.Task[None] | None = None
+        self.devices = DeviceAccess(config.box_dir, identity.seed, config.devices, self.tor)
+        """The owner's devices: Dovecot and the device onion (onionmail.devices)."""
 
     @property
     def onion(self) -> str:
@@ -166,6 +169,7 @@ class Box:
         self._start_agent()
         self._start_cover()
         await self._start_submission()
+        await self.devices.start(self.submission_port)
         await self._write_status("running")
         self._supervisor = asyncio.create_task(self._supervise_tor())
         self._key_task = asyncio.create_task(self._mail_key_upkeep())
@@ -216,9 +220,16 @@ class Box:
                 continue
             delay = TOR_RETRY_MIN
             self.tor_restarts += 1
+            await self.devices.refresh()
             await self._write_status("running")
             self.progress("tor is back; retrying the queue")
             await self.flush()
+
+    async def reload_devices(self) -> None:
+        """On SIGHUP (``onionmail device add/revoke``): apply the device list, then say so
+        in the status, which the command waits for."""
+        await self.devices.refresh()
+        await self._write_status(self.state)
 
     def _tor_progress(self, message: str) -> None:
         self.progress(message)
@@ -286,6 +297,7 @@ class Box:
             onion=self.onion,
             local_parts=self.config.box.local_parts,
             credentials=Credentials(self.paths.credentials),
+            device_passwords=self.devices.check_password,
             store=self.store_submission,
             max_recipients=settings.max_recipients,
             check_recipient=self.leaks.check_recipient,
@@ -499,6 +511,7 @@ class Box:
             "queue_length": len(list_queue(self.paths.queue)),
             "started_at": self.started_at,
             "tor_restarts": self.tor_restarts,
+            "devices": self.devices.status(),
         }
 
     async def _write_status(self, state: str) -> None:
@@ -534,6 +547,7 @@ class Box:
             self.inbound_server.close()
         if self.inbound_handler is not None:
             await self.inbound_handler.drain()  # stored and recorded before the cache closes
+        await self.devices.stop()
         await self.tor.stop()
         if self.replay_cache is not None:
             self.replay_cache.close()

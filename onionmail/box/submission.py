@@ -64,6 +64,7 @@ class SubmissionHandler(SafeHandler):
         local_parts: tuple[str, ...],
         credentials: Credentials,
         store: Store,
+        device_passwords: Callable[[str, bytes], bool] | None = None,
         max_recipients: int,
         check_recipient: Callable[[MailAddress], str | None] | None = None,
         route: Callable[[MailAddress], str | None] | None = None,
@@ -73,6 +74,8 @@ class SubmissionHandler(SafeHandler):
         self.onion = onion
         self.local_parts = local_parts
         self.credentials = credentials
+        self.device_passwords = device_passwords
+        """Also accepted: a device's password, for the local part it reads (onionmail.devices)."""
         self.store = store
         self.max_recipients = max_recipients
         self.check_recipient = check_recipient
@@ -93,7 +96,12 @@ class SubmissionHandler(SafeHandler):
         user = auth_data.login.decode("utf-8", errors="replace").lower()
         if user.endswith("@" + self.onion):
             user = user.rsplit("@", 1)[0]
-        ok = user in self.local_parts and self.credentials.check(user, auth_data.password)
+        password = auth_data.password
+        devices = self.device_passwords
+        ok = user in self.local_parts and (
+            self.credentials.check(user, password)
+            or (devices is not None and devices(user, password))
+        )
         if ok:
             session.onionmail_user = user
         log.info("submission AUTH %s", "accepted" if ok else "refused")

@@ -79,16 +79,20 @@ def program(script: str, module: str) -> list[str]:
 
 
 def flush_on_sigusr1(flush: Callable[[], Coroutine[Any, Any, int]]) -> None:
-    """Run ``flush`` (retry the queue now) on each SIGUSR1, as ``queue flush`` asks (the
-    handler holds the running flushes)."""
-    flushes: set[asyncio.Task[int]] = set()
+    """Run ``flush`` (retry the queue now) on each SIGUSR1, as ``queue flush`` asks."""
+    run_on_signal(signal.SIGUSR1, flush)
+
+
+def run_on_signal(sig: signal.Signals, job: Callable[[], Coroutine[Any, Any, Any]]) -> None:
+    """Start ``job`` on the event loop at each ``sig`` (the handler holds the running jobs)."""
+    running: set[asyncio.Task[Any]] = set()
 
     def start() -> None:
-        task = asyncio.create_task(flush())
-        flushes.add(task)
-        task.add_done_callback(flushes.discard)
+        task = asyncio.create_task(job())
+        running.add(task)
+        task.add_done_callback(running.discard)
 
-    asyncio.get_running_loop().add_signal_handler(signal.SIGUSR1, start)
+    asyncio.get_running_loop().add_signal_handler(sig, start)
 
 
 def stop_on_signals() -> asyncio.Event:

@@ -17,12 +17,19 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from onionmail.box.create import create_box
+from onionmail.cli import devices as cli_devices
 from onionmail.cli import gateway as cli_gateway
 from onionmail.cli import keys as cli_keys
 from onionmail.cli import leaks as cli_leaks
 from onionmail.cli import service as cli_service
 from onionmail.cli import testnet as cli_testnet
-from onionmail.cli.common import Subcommands, flush_on_sigusr1, run_command, stop_on_signals
+from onionmail.cli.common import (
+    Subcommands,
+    flush_on_sigusr1,
+    run_command,
+    run_on_signal,
+    stop_on_signals,
+)
 from onionmail.cli.common import progress as _progress
 from onionmail.cli.passphrase import CLEAR_KEY_WARNING, new_passphrase, open_identity
 from onionmail.config.box import load_config
@@ -67,6 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
     cli_leaks.register(sub)
     cli_gateway.register(sub)
     cli_keys.register(sub)
+    cli_devices.register(sub)
     cli_testnet.register(sub)
     cli_service.register(sub)
     _add_demo(sub)
@@ -181,6 +189,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         box = Box(config, identity, testnet_options=options, progress=_progress)
         stop = stop_on_signals()
         flush_on_sigusr1(box.flush)  # from 'onionmail queue flush'
+        run_on_signal(signal.SIGHUP, box.reload_devices)  # from 'onionmail device add/revoke'
         try:
             await box.start()
             status = box.status()

@@ -28,6 +28,7 @@ from onionmail.config.sections import (
     BoxSection,
     ContactTiming,
     DeliverySection,
+    DevicesSection,
     InboundSection,
     PolicySection,
     ScrubSection,
@@ -62,6 +63,7 @@ __all__ = [
     "POLICY_RULES",
     "PolicySection",
     "ScrubSection",
+    "DevicesSection",
     "SubmissionSection",
     "TIMING_MODES",
     "TimingSection",
@@ -89,6 +91,7 @@ class Config:
     policy: PolicySection = field(default_factory=PolicySection)
     timing: TimingSection = field(default_factory=TimingSection)
     scrub: ScrubSection = field(default_factory=ScrubSection)
+    devices: DevicesSection = field(default_factory=DevicesSection)
     gateway: GatewaySection = field(default_factory=GatewaySection)
     onion_mx: OnionMxSection = field(default_factory=OnionMxSection)
 
@@ -147,6 +150,7 @@ _SECTIONS: dict[str, type[Any]] = {
     "delivery": DeliverySection,
     "policy": PolicySection,
     "scrub": ScrubSection,
+    "devices": DevicesSection,
 }
 
 
@@ -280,6 +284,8 @@ def _check_semantics(config: Config) -> None:
             raise ConfigError(f"{p}: [tor] {key}: must be positive")
     _check_onion_defences(config.tor, p)
     _check_scrub(config.scrub, p)
+    if not 0 <= config.devices.local_imap_port <= 65535:
+        raise ConfigError(f"{p}: [devices] local_imap_port: expected 0 (off) or a port")
     d = config.delivery
     if not 0 < d.retry_initial <= d.retry_max:
         raise ConfigError(f"{p}: [delivery] retry_initial: must be positive and <= retry_max")

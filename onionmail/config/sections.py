@@ -309,3 +309,19 @@ class ScrubSection:
     """Client fields removed by default that you want to send anyway (``User-Agent``,
     to tell recipients your client): names, or a client prefix such as ``X-Mozilla-*``.
     Trace fields cannot be kept; for Content-Language use remove_content_language."""
+
+
+@dataclass(frozen=True)
+class DevicesSection:
+    """[devices]: the owner's phones and laptops (``onionmail device add``).
+
+    Devices reach the box through a second onion service, with v3 client
+    authorization, that carries IMAP (port 143, the box's private Dovecot) and
+    submission (port 587). It is published only while at least one device exists.
+    """
+
+    local_imap_port: int = 0
+    """A loopback port where the same IMAP also listens, for a mail client on the box's
+    own machine (Dovecot on 127.0.0.1, plain, the devices' passwords). 0: off."""
+    dovecot: str = ""
+    """The dovecot binary; empty: ``dovecot`` on PATH, else Debian's /usr/sbin/dovecot."""

@@ -97,6 +97,11 @@ port = {submission_port}
 # extra_remove_headers = []       # e.g. ["X-Priority", "X-Corp-*"]
 # keep_headers = []               # e.g. ["User-Agent"]
 
+[devices]
+# Phones and laptops: 'onionmail device add NAME' (docs: "Read mail on your phone").
+# local_imap_port = 0             # also IMAP on 127.0.0.1 at this port; 0: off
+# dovecot = ""                    # the dovecot binary; empty: PATH, then /usr/sbin
+
 [gateway]
 # Clearnet gateways this box registered with ('onionmail gateway register' adds them),
 # one line each, the first one sends clearnet mail:  "<gateway onion>.onion"="alias@gw.example"

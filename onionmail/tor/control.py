@@ -206,6 +206,8 @@ class BoxTor:
         """After tor died or was restarted under the box: start (or re-attach) and republish."""
         await self.stop()
         self.published = False
+        self.device_service_id = None
+        self._device_keys = ()
         self.bootstrap_percent = 0
         self.bootstrap_summary = "restarting"
         await self.start(progress)
@@ -242,16 +244,81 @@ class BoxTor:
         so the command is sent with ``msg`` and the wait for publication is
         done here the way stem does it (listen to HS_DESC before ADD_ONION).
         """
+        return self._add_and_wait(lambda: self._add_onion(key_blob, target))
+
+    def _add_and_wait(self, add: Callable[[], str]) -> str:
+        """Run ``add`` (an ADD_ONION, returning the service id), then wait for an upload."""
         deadline = time.monotonic() + self.settings.publish_timeout
         events: queue.Queue[Any] = queue.Queue()
         listener = events.put
         self.controller.add_event_listener(listener, stem.control.EventType.HS_DESC)
         try:
-            service_id = self._add_onion(key_blob, target)
+            service_id = add()
             self._await_upload(events, service_id, deadline)
         finally:
             self.controller.remove_event_listener(listener)
         return service_id
+
+    device_service_id: str | None = None
+    """The device onion's service id while it is published."""
+    _device_keys: tuple[str, ...] = ()
+
+    def _close_rendezvous(self, service_id: str) -> None:
+        """Close the onion's open rendezvous circuits (blocking).
+
+        DEL_ONION leaves them open so that streams in flight can finish, and a new
+        stream on one reaches the onion added again with the same key: a revoked
+        device holding a circuit would keep its access. Every device's sessions are
+        cut; the devices still authorized reconnect through the new descriptor.
+        """
+        for circuit in self.controller.get_circuits():
+            if circuit.purpose == "HS_SERVICE_REND" and circuit.rend_query == service_id:
+                self.controller.close_circuit(circuit.id)
+
+    async def publish_devices(
+        self, identity: Identity, ports: dict[int, str], client_keys: list[str]
+    ) -> None:
+        """Publish the device onion with exactly ``client_keys`` authorized, replacing the
+        one published before; with no key, only remove it.
+
+        v3 client authorization: the descriptor is encrypted to each authorized x25519
+        key, so a tor without one cannot even learn the introduction points. tor cannot
+        change the clients of a running onion, so a change removes the onion and adds it
+        again: its introduction points are new, its open circuits closed, and a device
+        whose key was dropped can neither read the new descriptor nor use the old one.
+        """
+        try:
+            service_id = await asyncio.to_thread(
+                self._publish_devices, identity.tor_key_blob(), ports, client_keys
+            )
+        except (stem.ControllerError, stem.SocketError) as exc:
+            raise TorError(f"tor refused to create the device onion: {exc}") from None
+        if service_id is not None and f"{service_id}.onion" != identity.onion_address:
+            raise TorError("tor derived a different onion address from the device key")
+
+    def _publish_devices(
+        self, key_blob: str, ports: dict[int, str], client_keys: list[str]
+    ) -> str | None:
+        dropped = bool(set(self._device_keys) - set(client_keys))
+        self._device_keys = tuple(client_keys)
+        if self.device_service_id is not None:
+            self.controller.msg(f"DEL_ONION {self.device_service_id}")
+            if dropped:
+                self._close_rendezvous(self.device_service_id)
+            self.device_service_id = None
+        if not client_keys:
+            return None
+        command = device_onion_command(key_blob, ports, client_keys, self.settings)
+
+        def add() -> str:
+            reply = self.controller.msg(command)
+            if not reply.is_ok():
+                raise TorError(f"tor refused to create the device onion: {reply}")
+            stem.response.convert("ADD_ONION", reply)
+            return str(reply.service_id)
+
+        self.device_service_id = self._add_and_wait(add)
+        return self.device_service_id
 
     def _add_onion(self, key_blob: str, target: str) -> str:
         pow_defenses = self.settings.pow_defenses
@@ -348,6 +415,23 @@ def add_onion_command(
         words.append(f"PoWQueueRate={settings.pow_queue_rate}")
         words.append(f"PoWQueueBurst={settings.pow_queue_burst}")
     words.append(f"Port={ONION_VIRTUAL_PORT},{target}")
+    return " ".join(words)
+
+
+def device_onion_command(
+    key_blob: str, ports: dict[int, str], client_keys: list[str], settings: TorSection
+) -> str:
+    """The ADD_ONION line of the device onion: client authorization for each of
+    ``client_keys`` (x25519, base32), ``ports`` (virtual port -> ``127.0.0.1:port`` or
+    ``unix:/path``), the streams-per-circuit cap of [tor]. It carries the secret key."""
+    flags = ["V3Auth"]
+    words = [f"ADD_ONION ED25519-V3:{key_blob}"]
+    if settings.max_streams_per_circuit:
+        flags.append("MaxStreamsCloseCircuit")
+        words.append(f"MaxStreams={settings.max_streams_per_circuit}")
+    words.insert(1, "Flags=" + ",".join(flags))
+    words += [f"Port={virtual},{target}" for virtual, target in sorted(ports.items())]
+    words += [f"ClientAuthV3={key}" for key in client_keys]
     return " ".join(words)
 
 
