@@ -54,7 +54,7 @@ ONIONMAIL_LAYERS: dict[str, set[str]] = {
     "openpgp": {"core", "config", "seal", "message"},
     "tor": {"core", "config", "seal"},
     "gateway_link": {"core", "config", "seal", "message", "store", "tor"},
-    "devices": {"core", "config", "seal", "tor"},
+    "devices": {"core", "config", "seal", "store", "tor"},
     "box": {
         "core",
         "config",

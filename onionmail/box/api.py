@@ -53,6 +53,7 @@ from onionmail.config.box import CONFIG_NAME, Config, load_config
 from onionmail.core.errors import AddressError, ConfigError, OnionMailError, QueueError
 from onionmail.core.files import ensure_private_dir, fsync_dir, write_private_file
 from onionmail.core.mail_address import MailAddress, parse_mail_address
+from onionmail.devices.manage import DeviceManager
 from onionmail.message.compose import Draft, build_message
 from onionmail.message.header_claims import authserv_id
 from onionmail.message.reading import body_text
@@ -153,6 +154,10 @@ class BoxStatus:
     policy_rules: tuple[str, ...]
     gateways: tuple[GatewayRegistration, ...] = ()
     """The ``[gateway]`` registrations, the sending gateway first."""
+    devices: tuple[str, ...] = ()
+    """The names of the owner's devices (``onionmail device list``)."""
+    devices_problem: str = ""
+    """Why devices cannot connect to the running box, or empty."""
 
 
 class BoxApi:
@@ -170,6 +175,8 @@ class BoxApi:
         self.leak_keeper = LeakKeeper(
             self.config, seed, key_encrypted=is_encrypted_identity(key_path)
         )
+        self.devices = DeviceManager(self.box_dir, self.config.box.local_parts, self.identity)
+        """The owner's phones and laptops (``onionmail device``)."""
 
     # --- identity and status -------------------------------------------------------
 
@@ -229,6 +236,10 @@ class BoxApi:
             padding="Padmé buckets, 4096-byte floor (always on for sealed envelopes)",
             policy_rules=self.config.policy.rules,
             gateways=tuple(self.gateway_registrations(data if running else {})),
+            devices=tuple(d.name for d in self.devices.devices()),
+            devices_problem=str((data.get("devices") or {}).get("problem") or "")
+            if running
+            else "",
         )
 
     def gateway_registrations(

@@ -10,20 +10,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import signal
-import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 from onionmail.cli.common import Subcommands
 from onionmail.cli.common import progress as _progress
 from onionmail.cli.passphrase import open_identity
 from onionmail.config.box import load_config
-from onionmail.core.errors import ConfigError
-from onionmail.devices.registry import DeviceRegistry, device_onion_identity
-from onionmail.devices.setup import setup_text
+from onionmail.devices.manage import DeviceManager
 from onionmail.store.lock import running_pid
 
 DESCRIPTION = """\
@@ -93,28 +88,27 @@ def register(sub: Subcommands) -> None:
     rev.set_defaults(func=cmd_revoke)
 
 
-def cmd_add(args: argparse.Namespace) -> int:
+def _manager(args: argparse.Namespace, *, unlock: bool = False) -> DeviceManager:
     box_dir: Path = args.dir.absolute()
     config = load_config(box_dir)
-    local_parts = config.box.local_parts
-    user = args.user or local_parts[0]
-    if user not in local_parts:
-        raise ConfigError(
-            f"--user {user}: the box hosts {', '.join(local_parts)} ([box] local_parts)"
-        )
-    identity = open_identity(box_dir / "keys" / "identity.key", args.passphrase_file)
-    device_onion = device_onion_identity(identity.seed).onion_address
-    new = DeviceRegistry(box_dir).add(args.name, user)
-    print(setup_text(new, device_onion, identity.onion_address, qr=not args.no_qr), end="")
-    _tell_running_box(box_dir, lambda names: args.name in names)
+    identity = None
+    if unlock:
+        identity = open_identity(box_dir / "keys" / "identity.key", args.passphrase_file)
+    return DeviceManager(box_dir, config.box.local_parts, identity)
+
+
+def cmd_add(args: argparse.Namespace) -> int:
+    manager = _manager(args, unlock=True)
+    sheet = manager.add(args.name, args.user)
+    print(sheet.text(qr=not args.no_qr), end="")
+    _confirm(manager, lambda names: args.name in names)
     return 0
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    box_dir: Path = args.dir.absolute()
-    load_config(box_dir)
-    devices = DeviceRegistry(box_dir).devices()
-    status = _device_status(box_dir) if running_pid(box_dir) is not None else {}
+    manager = _manager(args)
+    devices = manager.devices()
+    status = manager.status()
     if args.json:
         listed = [{"name": d.name, "user": d.local_part, "created": d.created} for d in devices]
         print(json.dumps({"devices": listed, **status}, indent=1))
@@ -133,40 +127,23 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_revoke(args: argparse.Namespace) -> int:
-    box_dir: Path = args.dir.absolute()
-    load_config(box_dir)
-    DeviceRegistry(box_dir).revoke(args.name)
+    manager = _manager(args)
+    manager.revoke(args.name)
     print(f"device {args.name} revoked: its key and password no longer work")
-    _tell_running_box(box_dir, lambda names: args.name not in names)
+    _confirm(manager, lambda names: args.name not in names)
     return 0
 
 
-def _device_status(box_dir: Path) -> dict[str, Any]:
-    try:
-        status = json.loads((box_dir / "run" / "status.json").read_text())
-    except (OSError, ValueError):
-        return {}
-    devices = status.get("devices")
-    return devices if isinstance(devices, dict) else {}
-
-
-def _tell_running_box(box_dir: Path, applied: Any) -> None:
-    """SIGHUP to a running box, then wait until its status shows the change."""
-    pid = running_pid(box_dir)
-    if pid is None:
+def _confirm(manager: DeviceManager, applied: Callable[[list[str]], bool]) -> None:
+    """Wait until a running box applied the change, saying so on stderr."""
+    if running_pid(manager.box_dir) is None:
         _progress("the box is not running; it applies this when it starts")
         return
-    before = _device_status(box_dir).get("generation", 0)
-    os.kill(pid, signal.SIGHUP)
     _progress("the running box is republishing its device onion")
-    deadline = time.monotonic() + CONFIRM_TIMEOUT
-    while time.monotonic() < deadline:
-        status = _device_status(box_dir)
-        if status.get("generation", 0) > before and applied(status.get("devices", [])):
-            if status.get("problem"):
-                _progress(f"the box applied it, but devices cannot connect: {status['problem']}")
-            else:
-                _progress("done: the running box applied it")
-            return
-        time.sleep(0.2)
-    _progress(f"the box did not confirm within {CONFIRM_TIMEOUT:g} s; see its log")
+    status = manager.wait_applied(applied, CONFIRM_TIMEOUT)
+    if not status:
+        _progress(f"the box did not confirm within {CONFIRM_TIMEOUT:g} s; see its log")
+    elif status.get("problem"):
+        _progress(f"the box applied it, but devices cannot connect: {status['problem']}")
+    else:
+        _progress("done: the running box applied it")

@@ -1,5 +1,6 @@
 """Status: tor bootstrap, the onion address (``y`` copies it, ``o`` shows it as a QR code),
-the inbound onion, the gateway registrations, timing and padding."""
+the inbound onion, the gateway registrations, the devices (``a`` adds one and shows its
+QR code once), timing and padding."""
 
 from __future__ import annotations
 
@@ -11,8 +12,11 @@ from textual.binding import Binding
 from textual.widgets import Footer, Header, ProgressBar, Static
 
 from onionmail.box.api import BoxStatus, GatewayRegistration
+from onionmail.devices.manage import DeviceSheet
 from tui.screens.base import BoxScreen, typed_dir
+from tui.screens.device_sheet import DeviceSheetScreen
 from tui.screens.onion_qr import OnionQrScreen
+from tui.screens.prompt import LinePrompt
 from tui.widgets.plain import PlainStatic
 
 REFRESH = 1.0
@@ -44,6 +48,7 @@ def status_table(s: BoxStatus, box_dir: str = "BOXDIR") -> Table:
         inbound.append(f"  ({s.tor_restarts} tor restart(s))")
     table.add_row("inbound onion", inbound)
     table.add_row("gateways", gateways_text(s.gateways))
+    table.add_row("devices", devices_text(s))
     table.add_row("timing", s.timing)
     table.add_row("padding", s.padding)
     table.add_row("policy rules", ", ".join(s.policy_rules) or "none")
@@ -68,10 +73,22 @@ def gateways_text(gateways: tuple[GatewayRegistration, ...]) -> Text:
     return text
 
 
+def devices_text(s: BoxStatus) -> Text:
+    if not s.devices:
+        text = Text("none: a adds a phone or laptop (IMAP over an onion)", "grey50")
+    else:
+        text = Text(", ".join(s.devices), "bold")
+        text.append("  a adds one · onionmail device revoke removes one", "grey50")
+    if s.devices_problem:
+        text.append(f"\n{s.devices_problem}", "red")
+    return text
+
+
 class StatusScreen(BoxScreen):
     BINDINGS = [
         Binding("y", "copy_onion", "Copy onion"),
         Binding("o", "show_qr", "QR code"),
+        Binding("a", "add_device", "Add device"),
     ]
     DEFAULT_CSS = """
     StatusScreen #status { padding: 1 2; height: auto; }
@@ -111,3 +128,18 @@ class StatusScreen(BoxScreen):
     def action_show_qr(self) -> None:
         if self.current is not None and self.current.onion:
             self.app.push_screen(OnionQrScreen(self.current.onion))
+
+    def action_add_device(self) -> None:
+        self.app.push_screen(LinePrompt("name of the new device, e.g. phone"), self._add_device)
+
+    def _add_device(self, name: str | None) -> None:
+        if name:
+            self.add_device(name)
+
+    @work(thread=True, exit_on_error=False, group="devices")
+    def add_device(self, name: str) -> None:
+        self.fetch(f"add the device {name}", lambda: self.api.devices.add(name), self._sheet)
+
+    def _sheet(self, sheet: DeviceSheet) -> None:
+        self.app.push_screen(DeviceSheetScreen(sheet))
+        self.load()
