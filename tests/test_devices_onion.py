@@ -14,11 +14,12 @@ from __future__ import annotations
 import asyncio
 import email
 import imaplib
+import secrets
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -47,6 +48,9 @@ from tests.device_clients import (
     socks_socket,
 )
 from tests.neomutt import neomutt_subjects
+from tests.wire_capture import LoopbackCapture, connections_to
+from threat_model import Visibility
+from threat_model.devices import DeviceItem, DeviceLeg, DeviceObserver, device_leaks
 
 pytestmark = pytest.mark.tor
 
@@ -229,6 +233,72 @@ def test_neomutt_reads_the_inbox_over_torsocks(world: World) -> None:
         settings=settings,
     )
     assert sorted(subjects) == ["over the onion", "second"]
+
+
+def test_the_device_network_and_guard_see_what_the_model_says(world: World) -> None:
+    """The phone's tor's links to the relays, captured while it reads and sends, hold none
+    of what the model calls encrypted; the SOCKS hop, before tor, holds all of it (so the
+    probes can see). The box's logs (its stderr and Dovecot's) hold none of it either."""
+    marker = "wire-" + secrets.token_hex(8)
+    or_ports = {node.or_port for node in world.testnet.nodes}
+    capture = LoopbackCapture().start()
+    try:
+        start = time.time()
+        asyncio.run(submit(world.bob, world.alice.address, f"{marker} in", f"{marker} body\n"))
+        wait_for_mail(world.alice.maildir, 3)
+        imap = phone_imap(world)
+        imap.login("alice", world.phone.password)
+        imap.select("INBOX")
+        imap.fetch("1:*", "(RFC822)")
+        imap.logout()
+        smtp = OnionSMTP(
+            lambda: connect_retrying(world.phone_tor.socks_port, world.phone.onion, 587)
+        )
+        smtp.login("alice", world.phone.password)
+        smtp.sendmail(
+            world.alice.address,
+            [world.bob.address],
+            f"To: {world.bob.address}\r\nSubject: {marker} out\r\n\r\n{marker}\r\n",
+        )
+        smtp.quit()
+        links = connections_to(world.phone_tor.process.pid, or_ports)
+        time.sleep(0.3)
+        end = time.time()
+    finally:
+        dropped = capture.stop()
+    assert dropped == 0
+    on_links = b"".join(
+        seg.payload
+        for seg in capture.between(start, end)
+        if (seg.sport in links and seg.dport in or_ports)
+        or (seg.dport in links and seg.sport in or_ports)
+    )
+    socks_hop = capture.touching({world.phone_tor.socks_port}, start, end)
+    host = world.phone.onion.removesuffix(".onion").encode()
+    probes: dict[DeviceItem, Callable[[bytes], bool]] = {
+        DeviceItem.MAIL: lambda data: marker.encode() in data,
+        DeviceItem.CREDENTIALS: lambda data: world.phone.password.encode() in data,
+        DeviceItem.DEVICE_ONION: lambda data: host in data,
+    }
+    assert len(on_links) > 10_000, "the capture holds the device's Tor links"
+    for item, probe in probes.items():
+        assert probe(socks_hop), f"{item}: the probe finds it before tor's encryption"
+    logs = "".join(world.alice.stderr_lines).encode()
+    dovecot_log = world.alice.new.box_dir / "devices" / "dovecot" / "dovecot.log"
+    logs += dovecot_log.read_bytes() if dovecot_log.exists() else b""
+    captures = {
+        DeviceObserver.DEVICE_NETWORK: on_links,
+        DeviceObserver.TOR_GUARD: on_links,
+        DeviceObserver.BOX_LOGS: logs,
+    }
+    for leg in DeviceLeg:
+        cells = device_leaks(leg)
+        for observer, data in captures.items():
+            for item, probe in probes.items():
+                cell = cells[observer, item]
+                shown = cell.visibility is Visibility.VISIBLE
+                assert probe(data) == shown, f"{leg} {observer} {item}: {cell.reason}"
+    assert b"Login" not in logs  # activity: logins are not logged
 
 
 def test_a_tor_without_the_key_cannot_fetch_the_descriptor(world: World) -> None:

@@ -154,7 +154,9 @@ def render_config(paths: DovecotPaths, devices: list[Device], local_imap_port: i
 def write_config(paths: DovecotPaths, devices: list[Device], local_imap_port: int) -> None:
     """The configuration and one passwd file per device (the argon2id hashes), 0600."""
     ensure_private_dir(paths.root)
-    ensure_private_dir(paths.run)
+    # Dovecot wants its base_dir world-readable (its parent, BOXDIR/devices, is 0700).
+    paths.run.mkdir(mode=0o755, exist_ok=True)
+    paths.run.chmod(0o755)
     for stale in paths.root.glob("*.passwd"):
         if stale.stem not in {d.name for d in devices}:
             stale.unlink()
