@@ -16,7 +16,7 @@ from onionmail.core.systemd import notify
 from tests.gateway_process import gateway_init
 
 EXPOSURE_AT_MOST = 2.0
-"""systemd-analyze security's "exposure" (0 best, 10 worst); measured 1.4 (box) and 1.7
+"""systemd-analyze security's "exposure" (0 best, 10 worst); measured 1.3 (box) and 1.7
 (gateway, which binds port 25) with systemd 252."""
 
 

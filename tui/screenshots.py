@@ -3,7 +3,8 @@
 Rendered by the app itself (textual's SVG export) from the deterministic
 sample box of :mod:`tui.sample_box` (with its three-message thread), at
 120x40: the inbox, the compose
-screen with the leak card of an onion contact, and the what-if view.
+screen with the leak card of an onion contact, and the what-if view; and at 100x62 the
+sheet of a device added from the status screen (the sample box's, made for the picture).
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ from tui.app import OnionMailApp
 from tui.sample_box import add_sample_thread, create_sample_box
 
 SIZE = (120, 40)
+DEVICE_SIZE = (100, 62)
+"""The device sheet: its QR code and the settings under it, whole."""
 
 
 async def render(outdir: Path) -> list[Path]:
@@ -57,6 +60,20 @@ async def render(outdir: Path) -> list[Path]:
             await pilot.press("down", "down", "down", "down", "down", "right")
             await pilot.pause(0.3)
             shot("what-if", "onionmail-tui: what-if")
+        app = OnionMailApp(BoxApi(box))
+        async with app.run_test(size=DEVICE_SIZE) as pilot:
+            await pilot.press("s")
+            await app.workers.wait_for_complete()
+            await pilot.press("a")
+            await pilot.pause(0.1)
+            app.screen.query_one(Input).value = "phone"
+            await pilot.press("enter")
+            await pilot.pause(0.3)
+            await app.workers.wait_for_complete()
+            await pilot.pause(0.2)
+            path = outdir / "device.svg"
+            path.write_text(app.export_screenshot(title="onionmail-tui: a new device"))
+            written.append(path)
     return written
 
 

@@ -249,6 +249,13 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(f"onion svc:   {'published' if tor.get('published') else 'not published'}")
         if status.get("tor_restarts"):
             print(f"tor restarts: {status['tor_restarts']} since the box started")
+        devices = status.get("devices") or {}
+        if devices.get("devices") or devices.get("problem"):
+            onion = "published" if devices.get("device_onion_published") else "not published"
+            names = ", ".join(devices.get("devices", [])) or "none"
+            print(f"devices:     {names} (device onion {onion})")
+            if devices.get("problem"):
+                print(f"             cannot connect: {devices['problem']}")
     print(f"queue:       {status['queue_length']} message(s)")
     gateway = load_config(box_dir).gateway
     for onion, alias in gateway.registrations:

@@ -40,6 +40,8 @@ def cmd_systemd_unit(args: argparse.Namespace) -> int:
             directory=box_dir,
             user=args.user,
             bind_port_25=False,
+            reloads=True,  # SIGHUP: the device list changed (onionmail device add/revoke)
+            allow_setuid=True,
         ),
         end="",
     )

@@ -56,6 +56,7 @@ def service_unit(
     user: str,
     bind_port_25: bool,
     reloads: bool = False,
+    allow_setuid: bool = False,
 ) -> str:
     """The text of a hardened ``Type=notify`` service for ``exec_start``, which writes only
     in ``directory``."""
@@ -63,6 +64,13 @@ def service_unit(
     home = "read-only" if str(directory).startswith(("/home/", "/root/")) else "yes"
     command = " ".join(_quoted(part) for part in exec_start)
     reload = "ExecReload=/bin/kill -HUP $MAINPID\n" if reloads else ""
+    allowed = (
+        "# Dovecot (the box's devices) checks it cannot regain root: setuid() to its own uid\n"
+        "# must succeed. Without capabilities no other uid can be taken.\n"
+        "SystemCallFilter=setuid\n"
+        if allow_setuid
+        else ""
+    )
     return f"""[Unit]
 Description={description}
 Documentation=man:systemd.exec(5)
@@ -108,7 +116,7 @@ PrivateUsers={"no" if bind_port_25 else "yes"}
 SystemCallArchitectures=native
 SystemCallFilter=@system-service
 SystemCallFilter=~@privileged
-SystemCallErrorNumber=EPERM
+{allowed}SystemCallErrorNumber=EPERM
 DevicePolicy=closed
 KeyringMode=private
 
