@@ -55,6 +55,7 @@ ONIONMAIL_LAYERS: dict[str, set[str]] = {
     "tor": {"core", "config", "seal"},
     "gateway_link": {"core", "config", "seal", "message", "store", "tor"},
     "devices": {"core", "config", "seal", "store", "tor"},
+    "admission": {"core", "config", "seal", "store"},
     "box": {
         "core",
         "config",
@@ -66,6 +67,7 @@ ONIONMAIL_LAYERS: dict[str, set[str]] = {
         "smtp",
         "gateway_link",
         "devices",
+        "admission",
     },
     "cli": {
         "core",
@@ -79,6 +81,7 @@ ONIONMAIL_LAYERS: dict[str, set[str]] = {
         "smtp",
         "gateway_link",
         "devices",
+        "admission",
         "box",
     },
 }

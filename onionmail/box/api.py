@@ -32,6 +32,7 @@ from typing import Any
 
 import aiosmtplib
 
+from onionmail.admission.requests import Requests
 from onionmail.box import forecast
 from onionmail.box.forecast import PathOption, Prediction
 from onionmail.box.policy import route
@@ -176,7 +177,9 @@ class BoxApi:
             self.config, seed, key_encrypted=is_encrypted_identity(key_path)
         )
         self.devices = DeviceManager(self.box_dir, self.config.box.local_parts, self.identity)
-        """The owner's phones and laptops (``onionmail device``)."""
+        self.requests = Requests(self.box_dir, self.config.box.local_parts)
+        """The owner's phones and laptops (``onionmail device``); ``requests``: strangers'
+        mail in Requests (accept, block, ignore)."""
 
     # --- identity and status -------------------------------------------------------
 

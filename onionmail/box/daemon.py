@@ -20,6 +20,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from onionmail.admission.gate import Admission
+from onionmail.admission.senders import SenderBook, sender_key
 from onionmail.box.cover_traffic import CoverTraffic
 from onionmail.box.delivery import DeliveryAgent, sealed_time
 from onionmail.box.inbound import InboundHandler
@@ -112,6 +114,8 @@ class Box:
         """The key that opens mail (version 2 seal), certified by the onion key; a box
         made before it gets one here."""
         self.replay_cache: ReplayCache | None = None
+        self.senders: SenderBook | None = None
+        """Contacts written to or accepted, blocked senders, strangers' counts."""
         self.inbound_server: asyncio.Server | None = None
         self.submission_server: asyncio.Server | None = None
         self.agent: DeliveryAgent | None = None
@@ -253,6 +257,13 @@ class Box:
         self.inbound_handler.gateway_mail_filter = self.openpgp.incoming
         box_dir = self.config.box_dir
         self.inbound_handler.refresh_gateways = lambda: load_config(box_dir).gateway.onions
+        self.senders = SenderBook(self.paths.state / "senders.sqlite")
+        self.inbound_handler.admission = Admission(
+            settings,
+            box_dir,
+            self.senders,
+            refuse_strangers="never-from-strangers" in self.config.policy.rules,
+        )
         # Shared by both servers; inbound starts first (see start()).
         self.connections_total = ConnectionLimit(
             "all SMTP servers", self.config.box.max_connections_total
@@ -368,6 +379,9 @@ class Box:
                     log.error("could not withdraw a queue entry: %s", exc.strerror)
             raise
         message_id, traits = ledger_facts(message, "sent")
+        for rcpt in recipients:  # written to: a contact, whose mail goes to INBOX
+            if self.senders is not None:
+                self.senders.know(sender_key(rcpt), "wrote-to")
 
         async def then() -> None:
             await asyncio.to_thread(self._file_sent, sender, message)
@@ -551,6 +565,8 @@ class Box:
         await self.tor.stop()
         if self.replay_cache is not None:
             self.replay_cache.close()
+        if self.senders is not None:
+            self.senders.close()
         await self._write_status("stopped")
         self._lock.release()
 

@@ -34,6 +34,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+from onionmail.admission.stamps import PAID, RCPT_PARAM, StampCost, make_stamp
 from onionmail.config.box import DeliverySection
 from onionmail.core.errors import DeliveryError, OnionMailError, PermanentDeliveryError, QueueError
 from onionmail.core.redaction import redact
@@ -64,6 +65,10 @@ SCAN_BATCH = 256
 KEEP_IDLE = 20.0
 """Seconds a session stays open after its last message, for the next one to the same
 peer (:mod:`onionmail.smtp.client`); under the peers' idle timeout (the box's is 300 s)."""
+
+
+STAMPING = "computing proof of work: the recipient's box does not know this one yet"
+"""The queue's note while a stamp is made (shown by ``onionmail queue`` and the TUI)."""
 
 
 def sealed_time(entry: QueuedMessage, rounding: int) -> int:
@@ -139,6 +144,8 @@ class DeliveryAgent:
         returns False, the report goes to ``sender_maildir``."""
         self._stopping = False
         self._isolation: dict[str, str] = {}
+        self.stamp_costs: dict[str, StampCost] = {}
+        """Destinations that asked this box for proof of work, and their cost."""
         self._idle: dict[str, list[PeerSession]] = {}
         """Sessions kept open after a delivery, by destination (at most MAX_PARALLEL each)."""
         self._expiry: dict[int, asyncio.TimerHandle] = {}
@@ -287,6 +294,16 @@ class DeliveryAgent:
             await self._bounce(entry, str(exc))
             return
         except DeliveryError as exc:
+            cost = None if entry.cover else StampCost.from_text(str(exc))
+            if cost is not None and self.stamp_costs.get(entry.destination) != cost:
+                # A stranger to that box: pay its proof of work and try again at once.
+                self.stamp_costs[entry.destination] = cost
+                log.info("queue %s: the recipient asks for proof of work; computing it", entry.id)
+                state = await asyncio.to_thread(
+                    self.queue.record_failure, state, STAMPING, self.clock()
+                )
+                await self._attempt(state)
+                return
             await self._retry_or_bounce(entry, state, str(exc))
             return
         if entry.cover:
@@ -449,13 +466,18 @@ class DeliveryAgent:
         # data can follow the pipelined MAIL/RCPT/DATA without a pause; sealed
         # again only if the peer refused some of them.
         prepared = await payload_for(entry.recipients)
+        stamps = await self._stamps(entry, params)
         refused = await session.send(
             entry.mail_from,
             entry.recipients,
             payload_for,
             mail_options=options,
             prepared=prepared,
+            rcpt_options=stamps,
         )
+        if stamps and not any(PAID in r.text for r in session.rcpt_replies):
+            # the recipient's box knows this one now (accepted, or written to): no more stamps
+            self.stamp_costs.pop(entry.destination, None)
         if params is None:
             return 0, refused
         return (HANDSHAKE_VERSION if handshake is not None else ENVELOPE_VERSION), refused
@@ -502,6 +524,25 @@ class DeliveryAgent:
         self._isolation.pop(destination, None)
         while (session := self._take_idle(destination)) is not None:
             session.close()
+
+    async def _stamps(self, entry: QueuedMessage, params: str | None) -> dict[str, tuple[str, ...]]:
+        """``POW=`` stamps for this session when the destination asked this box for them
+        (a ``450 4.7.0`` naming the cost): one per recipient, in a worker thread."""
+        cost = self.stamp_costs.get(entry.destination)
+        if cost is None or params is None or entry.cover:
+            return {}
+        challenge = parse_seal_keyword_params(params)
+
+        def make_all() -> dict[str, tuple[str, ...]]:
+            return {
+                rcpt: (
+                    f"{RCPT_PARAM}="
+                    + make_stamp(cost, recipient=rcpt, sender=entry.mail_from, challenge=challenge),
+                )
+                for rcpt in entry.recipients
+            }
+
+        return await asyncio.to_thread(make_all)
 
     def _seal(
         self, entry: QueuedMessage, params: str, handshake: str | None, accepted: list[str]

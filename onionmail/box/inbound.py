@@ -51,6 +51,8 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+from onionmail.admission.gate import Admission
+from onionmail.admission.stamps import RCPT_PARAM
 from onionmail.box.policy_gate import message_traits
 from onionmail.core.errors import (
     AddressError,
@@ -185,6 +187,9 @@ def announce_seals(handler_keys: MailKeyring | None, session: Any) -> list[str]:
 class InboundHandler(SafeHandler):
     """aiosmtpd hooks of the inbound onion server."""
 
+    RCPT_PARAMETERS = frozenset({RCPT_PARAM})
+    """``POW=<stamp>``: a stranger's proof of work (:mod:`onionmail.admission.stamps`)."""
+
     def __init__(
         self,
         *,
@@ -233,6 +238,8 @@ class InboundHandler(SafeHandler):
         self.delivered = 0
         self.cover_received = 0
         """Dummy envelopes (cover traffic) opened and dropped."""
+        self.admission: Admission | None = None
+        """Who may write and where it lands (contacts, Requests, stamps, limits)."""
         self.on_stored: Callable[[str, int, MessageTraits], Awaitable[None]] | None = None
         """Called with (Message-ID, seal version: 0 unsealed, 1 or 2, the message's traits)
         after a message is durable (the box's ledger)."""
@@ -257,6 +264,8 @@ class InboundHandler(SafeHandler):
     ) -> list[str]:
         session.host_name = hostname
         seals = [f"250-{words}" for words in announce_seals(self.mail_keys, session)]
+        if self.admission is not None and self.admission.cost.bits:
+            seals.append(f"250-{self.admission.cost.announcement()}")
         # PIPELINING (RFC 2920): commands are read and answered strictly in order.
         return [*responses[:-1], *seals, "250-PIPELINING", responses[-1]]
 
@@ -275,6 +284,23 @@ class InboundHandler(SafeHandler):
             return "550 5.7.1 Relaying denied: this box accepts mail only for its own onion"
         if rcpt.local_part not in self.local_parts:
             return "550 5.1.1 No such mailbox here"
+        if self.admission is not None:
+            stamp = next(
+                (o.partition("=")[2].lower() for o in options if o.startswith(RCPT_PARAM + "=")),
+                None,
+            )
+            refusal = await asyncio.to_thread(
+                self.admission.at_rcpt,
+                envelope.mail_from,
+                str(rcpt),
+                stamp,
+                getattr(session, "onionmail_challenge", None),
+            )
+            if refusal is not None and not refusal.startswith("2"):
+                return refusal
+            if refusal is not None:  # taken, and the sender told its stamp paid
+                self.add_recipient(envelope, rcpt)
+                return refusal
         return self.add_recipient(envelope, rcpt)
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
@@ -339,6 +365,7 @@ class InboundHandler(SafeHandler):
         else:
             result = "pass (sealed-v1: opened with the sender's onion key; no forward secrecy)"
         stored_as = await self._begin(content)
+        folder = await self._folder_for(str(sender))
         await self._deliver(
             message,
             envelope,
@@ -346,6 +373,7 @@ class InboundHandler(SafeHandler):
             result=result,
             name=stored_as,
             seal_version=content.seal_version,
+            folder=folder,
         )
         await asyncio.to_thread(self.replay_cache.record, content.envelope_id, content.created)
         return "250 2.0.0 Delivered (sealed)"
@@ -386,10 +414,14 @@ class InboundHandler(SafeHandler):
             f"gateway (clearnet mail relayed by {gateway.domain}; "
             "the clearnet sender is not verified by this box)"
         )
+        refusal, folder = await self._admit_at_data(inner.mail_from)
+        if refusal is not None:
+            return refusal
+        if message.get(QUARANTINE_FIELD) is not None:  # the gateway's, inside its seal
+            folder = JUNK
         stored_as = await self._begin(content)
-        junk = message.get(QUARANTINE_FIELD) is not None  # the gateway's, inside its seal
         await self._deliver(
-            message, envelope, sender=inner.mail_from, result=result, name=stored_as, junk=junk
+            message, envelope, sender=inner.mail_from, result=result, name=stored_as, folder=folder
         )
         await asyncio.to_thread(self.replay_cache.record, content.envelope_id, content.created)
         return "250 2.0.0 Delivered (sealed, via gateway)"
@@ -414,9 +446,23 @@ class InboundHandler(SafeHandler):
                 "550 5.7.1 An unsealed message may not name a .onion sender in From or "
                 "Sender: that claim cannot be verified and is refused"
             )
+        refusal, folder = await self._admit_at_data(sender)
+        if refusal is not None:
+            return refusal
         result = "none (plain SMTP peer; sender not verified)"
-        await self._deliver(message, envelope, sender=sender, result=result)
+        await self._deliver(message, envelope, sender=sender, result=result, folder=folder)
         return "250 2.0.0 Delivered"
+
+    async def _folder_for(self, sender: str) -> str:
+        if self.admission is None:
+            return ""
+        return await asyncio.to_thread(self.admission.folder_for, sender)
+
+    async def _admit_at_data(self, sender: str) -> tuple[str | None, str]:
+        """A sender known only at DATA (gateway, plain peer): refusal, or the folder."""
+        if self.admission is None:
+            return None, ""
+        return await asyncio.to_thread(self.admission.at_data, sender)
 
     async def _begin(self, content: SealedContent) -> tuple[str, bool]:
         """The Maildir name this envelope is stored under, and whether an attempt that
@@ -434,10 +480,10 @@ class InboundHandler(SafeHandler):
         result: str,
         name: tuple[str, bool] | None = None,
         seal_version: int = 0,
-        junk: bool = False,
+        folder: str = "",
     ) -> None:
-        """Store ``message`` for the envelope's recipients (in their ``.Junk`` folder when
-        ``junk``: mail a gateway marked for quarantine)."""
+        """Store ``message`` for the envelope's recipients, in their INBOX or ``folder``
+        (``.Requests``: a stranger's; ``.Junk``: mail a gateway marked for quarantine)."""
         message.remove("Return-Path")
         remove_results_claiming(message, self.onion)  # RFC 8601 5: only ours may say so
         mailfrom = f" smtp.mailfrom={sender}" if sender else ""
@@ -445,9 +491,11 @@ class InboundHandler(SafeHandler):
             "Authentication-Results", f"{self.onion}; onionmail={result}{mailfrom}".encode()
         )
         message.prepend("Return-Path", f"<{sender}>".encode())
-        folder = "/" + JUNK if junk else ""
-        folders = [self.maildir(rcpt.rsplit("@", 1)[0] + folder) for rcpt in envelope.rcpt_tos]
+        sub = "/" + folder if folder else ""
+        folders = [self.maildir(rcpt.rsplit("@", 1)[0] + sub) for rcpt in envelope.rcpt_tos]
         traits = await asyncio.to_thread(_store_in, folders, message, name)
+        if self.admission is not None:
+            await asyncio.to_thread(self.admission.stored, sender)
         self.delivered += 1
         log.info("delivered a message to %d local mailbox(es)", len(envelope.rcpt_tos))
         message_id = (message.get("Message-ID") or b"").decode("ascii", "replace").strip()

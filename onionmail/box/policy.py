@@ -18,6 +18,10 @@ Rules:
     may see the subject in clear.
 ``require-padding``
     no observer on the network may learn the exact message size.
+``never-from-strangers``
+    the inbound side's rule, not a send's: in ``[policy] rules`` it refuses mail
+    from senders the box does not know (``550 5.7.1``), whatever ``[inbound]
+    strangers`` says (:mod:`onionmail.admission.gate`). A send never breaks it.
 """
 
 from __future__ import annotations
@@ -77,11 +81,16 @@ def _require_padding(matrix: LeakMatrix) -> str | None:
     return None
 
 
+def _inbound_only(matrix: LeakMatrix) -> str | None:
+    return None
+
+
 RULES: dict[str, Callable[[LeakMatrix], str | None]] = {
     "never-clearnet": _never_clearnet,
     "require-sealed": _require_sealed,
     "never-plaintext-subject": _never_plaintext_subject,
     "require-padding": _require_padding,
+    "never-from-strangers": _inbound_only,
 }
 
 

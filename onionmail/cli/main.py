@@ -21,6 +21,7 @@ from onionmail.cli import devices as cli_devices
 from onionmail.cli import gateway as cli_gateway
 from onionmail.cli import keys as cli_keys
 from onionmail.cli import leaks as cli_leaks
+from onionmail.cli import requests as cli_requests
 from onionmail.cli import service as cli_service
 from onionmail.cli import testnet as cli_testnet
 from onionmail.cli.common import (
@@ -75,6 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
     cli_gateway.register(sub)
     cli_keys.register(sub)
     cli_devices.register(sub)
+    cli_requests.register(sub)
     cli_testnet.register(sub)
     cli_service.register(sub)
     _add_demo(sub)

@@ -284,6 +284,7 @@ def _check_semantics(config: Config) -> None:
             raise ConfigError(f"{p}: [tor] {key}: must be positive")
     _check_onion_defences(config.tor, p)
     _check_scrub(config.scrub, p)
+    _check_strangers(config.inbound, p)
     if not 0 <= config.devices.local_imap_port <= 65535:
         raise ConfigError(f"{p}: [devices] local_imap_port: expected 0 (off) or a port")
     d = config.delivery
@@ -291,6 +292,18 @@ def _check_semantics(config: Config) -> None:
         raise ConfigError(f"{p}: [delivery] retry_initial: must be positive and <= retry_max")
     if d.max_lifetime <= 0 or d.smtp_timeout <= 0:
         raise ConfigError(f"{p}: [delivery] max_lifetime: must be positive")
+
+
+def _check_strangers(inbound: InboundSection, p: Path) -> None:
+    if inbound.strangers not in ("requests", "inbox", "refuse"):
+        raise ConfigError(f"{p}: [inbound] strangers: expected 'requests', 'inbox' or 'refuse'")
+    if not 0 <= inbound.pow_bits <= 20:
+        raise ConfigError(f"{p}: [inbound] pow_bits: expected 0 (no stamp) to 20")
+    if not 8 <= inbound.pow_memory_kib <= 256 * 1024:
+        raise ConfigError(f"{p}: [inbound] pow_memory_kib: expected 8 to 262144 (KiB)")
+    for key in ("stranger_messages_per_hour", "strangers_messages_per_hour"):
+        if getattr(inbound, key) < 0:
+            raise ConfigError(f"{p}: [inbound] {key}: expected 0 (no limit) or more")
 
 
 def _check_onion_defences(tor: TorSection, p: Path) -> None:

@@ -131,6 +131,23 @@ class InboundSection(SessionLimits):
     ``sealed-v1`` in the ledger and the TUI. Version 1 has no forward secrecy, and whoever
     holds this box's onion key can forge such mail from any onion. ``false`` refuses it
     with ``550``: the sending box must be updated. Version 2 is always accepted."""
+    strangers: str = "requests"
+    """Mail from senders the box does not know (not in the address book, never written
+    to, never accepted): ``requests`` puts it in the ``Requests`` folder, ``inbox`` in
+    INBOX, ``refuse`` refuses it (``550 5.7.1``). Contacts' mail always goes to INBOX."""
+    pow_bits: int = 9
+    """Proof of work a stranger's onion mail must carry: a stamp with this many zero
+    bits of argon2id (about 2**bits evaluations; 9 is around a second of one core). 0: no
+    stamp. A missing or wrong stamp gets ``450 4.7.0`` with the cost, and an onionmail
+    box makes one and retries. At most 20."""
+    pow_memory_kib: int = 8192
+    """Memory of each argon2id evaluation of a stamp, in KiB (at least 8)."""
+    stranger_messages_per_hour: int = 10
+    """Most messages one stranger (an onion, or a clearnet address) may send per hour;
+    the next gets ``450 4.7.1``. 0: no limit. Counted on disk: a restart keeps it."""
+    strangers_messages_per_hour: int = 200
+    """Most messages all strangers together may send per hour (``450 4.7.1`` past it),
+    so a flood of fresh onions cannot fill the disk. 0: no limit."""
 
 
 @dataclass(frozen=True)
@@ -194,7 +211,13 @@ class DeliverySection:
     """Seconds a message may stay queued before it is bounced to its sender."""
 
 
-POLICY_RULES = ("never-clearnet", "require-sealed", "never-plaintext-subject", "require-padding")
+POLICY_RULES = (
+    "never-clearnet",
+    "require-sealed",
+    "never-plaintext-subject",
+    "require-padding",
+    "never-from-strangers",
+)
 """The rule names :mod:`onionmail.box.policy` implements."""
 
 
@@ -205,7 +228,9 @@ class PolicySection:
     rules: tuple[str, ...] = ()
     """Rules for every recipient: ``never-clearnet``, ``require-sealed``,
     ``never-plaintext-subject``, ``require-padding``. None by default: onion mail
-    is sealed anyway, and plain onion peers (OnionMX style) stay reachable."""
+    is sealed anyway, and plain onion peers (OnionMX style) stay reachable. And one for
+    mail coming in: ``never-from-strangers`` refuses mail from senders the box does not
+    know, as ``[inbound] strangers = "refuse"`` does."""
     contacts: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     """More rules per recipient, keyed by address or by onion (all its addresses):
     ``[policy.contacts]`` then ``"bob@<onion>.onion" = ["require-sealed"]``."""

@@ -57,6 +57,11 @@ port = {submission_port}
 # max_bad_commands = 20
 # require_seal_for_onion_senders = true
 # accept_seal_v1 = true      # older boxes' seal: no forward secrecy (marked sealed-v1)
+# strangers = "requests"     # senders the box does not know: "requests", "inbox", "refuse"
+# pow_bits = 9               # a stranger's stamp: argon2id zero bits (about 1 s); 0: none
+# pow_memory_kib = 8192
+# stranger_messages_per_hour = 10     # from one sender the box does not know
+# strangers_messages_per_hour = 200   # from all of them together
 
 [tor]
 # mode = "launch"          # or "attach" with control_socket / control_port
@@ -76,7 +81,8 @@ port = {submission_port}
 # max_lifetime = 432000.0
 
 [policy]
-# rules = []   # never-clearnet, require-sealed, never-plaintext-subject, require-padding
+# rules = []   # never-clearnet, require-sealed, never-plaintext-subject, require-padding,
+#              # never-from-strangers (mail in: only contacts may write)
 # More rules per contact: a [policy.contacts] table whose keys are addresses or
 # onions and whose values are lists of rules (README, "Configuration").
 # plaintext_allowed = []   # clearnet addresses or domains the gateway may send to

@@ -31,7 +31,7 @@ import asyncio
 import re
 import socket
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 
 from onionmail.core.errors import DeliveryError, PermanentDeliveryError
@@ -165,6 +165,8 @@ class PeerSession:
         self.messages = 0
         self._deferred_ehlo: str | None = None
         """EHLO name still to send, with the first transaction (a peer that said EXPRESS)."""
+        self.rcpt_replies: list[Reply] = []
+        """The replies to the last transaction's RCPTs."""
         self.data_sent = False
         """Whether the current transaction's data went out (a failure after it
         may still have delivered: never retried on another session at once)."""
@@ -224,6 +226,7 @@ class PeerSession:
         *,
         mail_options: tuple[str, ...] = (),
         prepared: bytes | None = None,
+        rcpt_options: Mapping[str, tuple[str, ...]] | None = None,
     ) -> list[str]:
         """One transaction; returns the recipients the peer refused (5xx).
 
@@ -235,7 +238,10 @@ class PeerSession:
         """
         self.data_sent = False
         mail = f"MAIL FROM:<{mail_from}>{''.join(' ' + o for o in mail_options)}\r\n"
-        rcpts = [f"RCPT TO:<{r}>\r\n" for r in recipients]
+        extra = rcpt_options or {}
+        rcpts = [
+            f"RCPT TO:<{r}>{''.join(' ' + o for o in extra.get(r, ()))}\r\n" for r in recipients
+        ]
         if prepared is not None and (
             self._deferred_ehlo or (self.supports("PIPELINING") and self.supports("CHUNKING"))
         ):
@@ -245,14 +251,14 @@ class PeerSession:
         if self.supports("PIPELINING"):
             self._write((mail + "".join(rcpts) + "DATA\r\n").encode())
             mail_reply = await self.reply()
-            rcpt_replies = [await self.reply() for _ in rcpts]
+            rcpt_replies = self.rcpt_replies = [await self.reply() for _ in rcpts]
             data_reply = await self.reply()
         else:
             self._write(mail.encode())
             mail_reply = await self.reply()
             if not mail_reply.positive:
                 raise failure_for(mail_reply, "MAIL FROM")
-            rcpt_replies = []
+            rcpt_replies = self.rcpt_replies = []
             for line in rcpts:
                 self._write(line.encode())
                 rcpt_replies.append(await self.reply())
@@ -309,7 +315,7 @@ class PeerSession:
         if ehlo_name:
             self._read_ehlo(await self.reply())
         mail_reply = await self.reply()
-        rcpt_replies = [await self.reply() for _ in rcpts]
+        rcpt_replies = self.rcpt_replies = [await self.reply() for _ in rcpts]
         answered = 0
         while answered < len(chunks):
             final = await self.reply()

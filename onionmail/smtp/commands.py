@@ -264,7 +264,7 @@ class Commands(asyncio.BufferedProtocol):
         if params is None:
             self._push(syntax)
             return
-        if params:
+        if set(params) - self._listener.rcpt_parameters:
             self._push("555 RCPT TO parameters not recognized or not implemented")
             return
         if "RCPT" in self._listener.hooks:

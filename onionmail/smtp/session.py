@@ -118,6 +118,8 @@ class Listener:
         self.handler = handler
         self.chunking = chunking
         """Announce CHUNKING and take BDAT (RFC 3030); opt-in, aiosmtpd had neither."""
+        self.rcpt_parameters: frozenset[str] = frozenset(getattr(handler, "RCPT_PARAMETERS", ()))
+        """RCPT TO parameters the handler takes (``POW``, a stamp); others get ``555``."""
         self.greeting: Callable[[Session], str] | None = getattr(handler, "greeting", None)
         """The handler's words after the banner's ident, per session (the seal challenge)."""
         self.hooks: dict[str, Callable[..., Any]] = {

@@ -36,9 +36,9 @@ from onionmail.core.errors import OnionMailError
 from onionmail.message.search import message_matches
 from onionmail.message.threads import Line, Threadable, collapse, thread_lines
 from onionmail.store.maildir import folder_stamp
-from tui.screens.base import BoxScreen
 from tui.screens.message import MessageScreen
 from tui.screens.prompt import LinePrompt
+from tui.screens.request_keys import RequestKeys
 from tui.widgets.folder_watch import FolderWatch
 from tui.widgets.message_rows import row_cells, row_key
 from tui.widgets.plain import PlainStatic, PlainTable
@@ -80,7 +80,7 @@ class Undo:
     flags_removed: str = ""
 
 
-class InboxScreen(BoxScreen):
+class InboxScreen(RequestKeys):
     BINDINGS = [
         Binding("ctrl+r", "reload", "Reload", show=False),
         Binding("enter", "open", "Open", show=False),
