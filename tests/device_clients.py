@@ -102,7 +102,7 @@ class OnionSMTP(smtplib.SMTP):
 
 def idle_until_exists(imap: imaplib.IMAP4, timeout: float) -> tuple[bytes, float]:
     """IMAP IDLE (RFC 2177) until an ``EXISTS`` update: the line and when it came."""
-    tag = imap._new_tag()
+    tag = b"IDLE1"  # our own tag: imaplib has no IDLE before Python 3.14
     imap.send(tag + b" IDLE\r\n")
     if not imap.readline().startswith(b"+"):
         raise AssertionError("the server refused IDLE")

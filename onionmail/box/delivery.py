@@ -532,6 +532,7 @@ class DeliveryAgent:
         if cost is None or params is None or entry.cover:
             return {}
         challenge = parse_seal_keyword_params(params)
+        log.info("queue %s: making %d proof-of-work stamp(s)", entry.id, len(entry.recipients))
 
         def make_all() -> dict[str, tuple[str, ...]]:
             return {

@@ -51,7 +51,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from onionmail.admission.gate import Admission
+from onionmail.admission.gate import REQUESTS, Admission
 from onionmail.admission.stamps import RCPT_PARAM
 from onionmail.box.policy_gate import message_traits
 from onionmail.core.errors import (
@@ -223,7 +223,7 @@ class InboundHandler(SafeHandler):
         """Reads the configured gateways again (blocking): called when a gateway this box
         does not know sends relayed mail, as one does between a registration and the
         restart that would have read it."""
-        self.on_gateway_stored: Callable[[str, MessageTraits], Awaitable[None]] | None = None
+        self.on_gateway_stored: Callable[[str, MessageTraits, str], Awaitable[None]] | None = None
         """Called with the Message-ID and the message's traits after mail relayed by a
         gateway is durable (ledger)."""
         self.gateway_mail_filter: Callable[[bytes], bytes] | None = None
@@ -240,7 +240,7 @@ class InboundHandler(SafeHandler):
         """Dummy envelopes (cover traffic) opened and dropped."""
         self.admission: Admission | None = None
         """Who may write and where it lands (contacts, Requests, stamps, limits)."""
-        self.on_stored: Callable[[str, int, MessageTraits], Awaitable[None]] | None = None
+        self.on_stored: Callable[[str, int, MessageTraits, str], Awaitable[None]] | None = None
         """Called with (Message-ID, seal version: 0 unsealed, 1 or 2, the message's traits)
         after a message is durable (the box's ledger)."""
 
@@ -499,11 +499,12 @@ class InboundHandler(SafeHandler):
         self.delivered += 1
         log.info("delivered a message to %d local mailbox(es)", len(envelope.rcpt_tos))
         message_id = (message.get("Message-ID") or b"").decode("ascii", "replace").strip()
+        state = "request" if folder == REQUESTS else "stored"  # the ledger: a stranger's
         if result.startswith("gateway"):
             if self.on_gateway_stored is not None:
-                await self.on_gateway_stored(message_id, traits)
+                await self.on_gateway_stored(message_id, traits, state)
         elif self.on_stored is not None:
-            await self.on_stored(message_id, seal_version, traits)
+            await self.on_stored(message_id, seal_version, traits, state)
 
 
 def _store_in(

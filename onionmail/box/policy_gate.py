@@ -249,21 +249,27 @@ class LeakKeeper:
         )
 
     async def received(
-        self, message_id: str, seal_version: int, traits: MessageTraits | None = None
+        self,
+        message_id: str,
+        seal_version: int,
+        traits: MessageTraits | None = None,
+        state: str = "stored",
     ) -> None:
+        """A message stored in a Maildir; ``state`` "request" when it went to Requests (a
+        stranger's: it learned that this box is online and takes its mail)."""
         path = MailPath.ONION_SEALED if seal_version else MailPath.ONION_PLAIN
         await self._record(
             message_id.strip("<>"),
             "",
             "received",
             path,
-            "stored",
+            state,
             seal=seal_name(seal_version),
             traits=traits,
         )
 
     async def received_via_gateway(
-        self, message_id: str, traits: MessageTraits | None = None
+        self, message_id: str, traits: MessageTraits | None = None, state: str = "stored"
     ) -> None:
         """Clearnet mail a configured gateway relayed (sealed to this box on arrival)."""
         await self._record(
@@ -271,7 +277,7 @@ class LeakKeeper:
             "",
             "received",
             MailPath.CLEARNET_INBOUND,
-            "stored",
+            state,
             traits=traits,
         )
 
