@@ -24,6 +24,7 @@ from gateway.acme import LETS_ENCRYPT, certbot_command, install, renew_command
 from gateway.config import CONFIG_NAME, load_gateway_config, render_gateway_config
 from gateway.errors import GatewayConfigError, GatewayError
 from gateway.registry import PENDING, Registry
+from gateway.storage import open_database
 from onionmail.cli.common import flush_on_sigusr1, program, run_command, stop_on_signals
 from onionmail.cli.common import progress as _progress
 from onionmail.core.errors import OnionMailError
@@ -339,7 +340,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_list(args: argparse.Namespace) -> int:
     config = load_gateway_config(args.dir.absolute())
-    entries = Registry(config.gateway_dir / "registrations.json").all()
+    entries = Registry(open_database(config)).all()
     if args.only_pending:
         entries = [e for e in entries if e.state == PENDING]
     if not entries:
@@ -354,7 +355,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 def cmd_remove(args: argparse.Namespace) -> int:
     config = load_gateway_config(args.dir.absolute())
     alias = args.alias.lower().split("@", 1)[0]
-    Registry(config.gateway_dir / "registrations.json").remove(alias)
+    Registry(open_database(config)).remove(alias)
     print(f"{alias}@{config.gateway.domain}: removed")
     return 0
 
@@ -362,7 +363,7 @@ def cmd_remove(args: argparse.Namespace) -> int:
 def cmd_rename(args: argparse.Namespace) -> int:
     config = load_gateway_config(args.dir.absolute())
     alias = args.alias.lower().split("@", 1)[0]
-    registry = Registry(config.gateway_dir / "registrations.json")
+    registry = Registry(open_database(config))
     entry = registry.rename(alias, args.new.lower().split("@", 1)[0])
     domain = config.gateway.domain
     print(f"{alias}@{domain} -> {entry.alias}@{domain} ({entry.state})")
@@ -372,7 +373,7 @@ def cmd_rename(args: argparse.Namespace) -> int:
 def cmd_decide(args: argparse.Namespace) -> int:
     config = load_gateway_config(args.dir.absolute())
     alias = args.alias.lower().split("@", 1)[0]
-    entry = Registry(config.gateway_dir / "registrations.json").decide(alias, approve=args.approve)
+    entry = Registry(open_database(config)).decide(alias, approve=args.approve)
     print(f"{entry.alias}@{config.gateway.domain}: {entry.state}")
     return 0
 
@@ -436,7 +437,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(f"onion:      {status.get('onion', '?')}")
         print(f"smtp:       {status.get('smtp', '?')}")
         print(f"metrics:    {status.get('metrics') or 'off ([metrics] listen)'}")
-    states = collections.Counter(e.state for e in Registry(root / "registrations.json").all())
+    states = collections.Counter(e.state for e in Registry(open_database(config)).all())
     approval = "required" if config.gateway.require_approval else "open (no approval)"
     print(
         f"aliases:    {states['approved']} approved, {states['pending']} pending, "

@@ -167,6 +167,16 @@ class MetricsSettings:
 
 
 @dataclass(frozen=True)
+class StorageSettings:
+    """[storage]: where registrations and the sending limits' counters live."""
+
+    url: str = ""
+    """Empty: SQLite in ``GWDIR/state/gateway.sqlite`` (one instance). ``postgresql://
+    user@host/db`` (libpq's URL, a password in ``~/.pgpass`` or the URL): PostgreSQL,
+    shared by several instances of the gateway (docs/scale-out.md)."""
+
+
+@dataclass(frozen=True)
 class GatewayConfig:
     """The whole configuration of one gateway."""
 
@@ -179,6 +189,7 @@ class GatewayConfig:
     tor: TorSection = field(default_factory=TorSection)
     delivery: DeliverySection = field(default_factory=DeliverySection)
     metrics: MetricsSettings = field(default_factory=MetricsSettings)
+    storage: StorageSettings = field(default_factory=StorageSettings)
 
     @property
     def gateway_dir(self) -> Path:
@@ -194,6 +205,7 @@ _SECTIONS: dict[str, type[Any]] = {
     "tor": TorSection,
     "delivery": DeliverySection,
     "metrics": MetricsSettings,
+    "storage": StorageSettings,
 }
 
 
@@ -260,6 +272,10 @@ def _check(config: GatewayConfig) -> None:
             raise GatewayConfigError(
                 f"{p}: [gateway] operator_forward: an address outside {config.gateway.domain}"
             )
+    if config.storage.url and not config.storage.url.startswith(("postgresql://", "postgres://")):
+        raise GatewayConfigError(
+            f"{p}: [storage] url: expected empty (SQLite) or postgresql://user@host/db"
+        )
     if config.metrics.listen:
         try:
             parse_listen(config.metrics.listen)
@@ -378,6 +394,9 @@ require_approval = {"true" if require_approval else "false"}  # false: any Tor u
 
 [metrics]
 # listen = ""                  # "127.0.0.1:9464": Prometheus /metrics (loopback only)
+
+[storage]
+# url = ""                     # empty: SQLite in state/; "postgresql://user@host/db" to share
 
 [delivery]
 # retry_initial = 30.0

@@ -6,10 +6,11 @@ Layout of ``GWDIR`` (directories 0700, files 0600)::
     keys/identity.key      the gateway's ed25519 identity: its onion address
     keys/mail-keys         its mail keys for the handshake seal (onionmail.seal.mail_key)
     keys/dkim/             DKIM keys (gateway.outbound.dkim_signing)
-    registrations.json     aliases -> boxes (gateway.registry)
+    state/gateway.sqlite   aliases -> boxes, sending-limit counters, envelope ids and
+                           registration nonces seen (gateway.storage; or the PostgreSQL
+                           database of [storage] url)
     queue/clearnet/        box -> clearnet, encrypted at rest
     queue/boxes/           clearnet -> box: sealed to the box (and encrypted at rest)
-    state/replay.sqlite    envelope ids and registration nonces seen
     state/box-mail-keys.json  each box's mail key certificate, as last seen (gateway.registry)
     undeliverable/         notes on box-bound mail nobody could be told about (no content)
     operator/              mail for postmaster@, abuse@... (a Maildir), unless forwarded
@@ -57,15 +58,16 @@ from gateway.outbound.sending_limits import SendingLimits
 from gateway.outbound.smtp import SmtpTimeouts
 from gateway.outbound.tls_policy import TlsPolicy
 from gateway.registry import BoxMailKeys, Registry
+from gateway.storage import StoredReplay, open_database
 from onionmail.box.delivery import DeliveryAgent
 from onionmail.core.files import ensure_private_dir, write_private_file
+from onionmail.seal.envelope import MAX_ENVELOPE_AGE
 from onionmail.seal.identity import Identity, derive_subkey
 from onionmail.seal.mail_key import MailKeyring
 from onionmail.smtp.server import server_port, start_smtp_server
 from onionmail.store.lock import BoxLock
 from onionmail.store.maildir import Maildir
 from onionmail.store.queue import OutboundQueue
-from onionmail.store.replay_cache import ReplayCache
 from onionmail.tor.control import BoxTor
 
 log = logging.getLogger(__name__)
@@ -79,7 +81,6 @@ class GatewayPaths:
         self.identity = root / "keys" / "identity.key"
         self.mail_keys = root / "keys" / "mail-keys"
         self.dkim = root / "keys" / "dkim"
-        self.registrations = root / "registrations.json"
         self.clearnet_queue = root / "queue" / "clearnet"
         self.box_queue = root / "queue" / "boxes"
         self.state = root / "state"
@@ -132,7 +133,8 @@ class Gateway:
         """SPF/DKIM/DMARC hook of the clearnet server (None: gateway.inbound.auth's checks)."""
         self._dns: GatewayResolver | None = None
         self.tor = BoxTor(config.tor, self.paths.tor, testnet_options or {})
-        self.registry = Registry(self.paths.registrations)
+        self.db = open_database(config)
+        self.registry = Registry(self.db)
         ensure_private_dir(self.paths.state)
         ensure_private_dir(self.paths.mail_keys.parent)
         self.mail_keys = MailKeyring.open(self.paths.mail_keys, identity)
@@ -144,7 +146,7 @@ class Gateway:
         self.box_queue = OutboundQueue(
             self.paths.box_queue, derive_subkey(identity.seed, b"om-gw-boxes")
         )
-        self.replay_cache: ReplayCache | None = None
+        self.replay_cache: StoredReplay | None = None
         self.onion_server: asyncio.Server | None = None
         self.smtp_server: asyncio.Server | None = None
         self.onion_handler: GatewayOnionHandler | None = None
@@ -172,7 +174,7 @@ class Gateway:
         for queue in (self.clearnet_queue, self.box_queue):
             await asyncio.to_thread(queue.recover)
         ensure_private_dir(self.paths.state)
-        self.replay_cache = ReplayCache(self.paths.state / "replay.sqlite")
+        self.replay_cache = StoredReplay(self.db, MAX_ENVELOPE_AGE)
         signer = await asyncio.to_thread(dkim_signer, self.config)
         self.signer = signer
         await self._start_onion_side(signer)
@@ -214,6 +216,7 @@ class Gateway:
                 alias_recipients_per_day=settings.alias_recipients_per_day,
                 box_messages_per_hour=settings.box_messages_per_hour,
                 box_recipients_per_day=settings.box_recipients_per_day,
+                db=self.db,
             ),
             max_aliases_per_box=self.config.gateway.max_aliases_per_box,
         )
@@ -447,4 +450,5 @@ class Gateway:
         await self.tor.stop()
         if self.replay_cache is not None:
             self.replay_cache.close()
+        await asyncio.to_thread(self.db.close)
         self._lock.release()

@@ -1,10 +1,11 @@
-"""Which box owns which alias: ``GWDIR/registrations.json`` (0600).
+"""Which box owns which alias: the ``registrations`` table of :mod:`gateway.storage`.
 
-One JSON file rewritten atomically (write, fsync, rename) under an
-exclusive ``flock`` of ``registrations.lock``, because two processes change
-it: the running gateway (new requests) and ``onionmail-gateway
-approve|deny`` (decisions). The gateway re-reads the file when it changed
-on disk, so a decision takes effect without a restart.
+Two kinds of process change it: a running gateway instance (new requests)
+and ``onionmail-gateway approve|deny|remove|rename`` (decisions), and with
+PostgreSQL several instances at once; every change runs in an exclusive
+transaction, so the rules below hold across all of them, and a decision
+takes effect at the next lookup, without a restart. A lookup is one indexed
+query (by alias, or by box address).
 
 Each entry keeps the box's signed request (its bytes and the signature):
 the operator can show later which box asked for an alias, and anyone can
@@ -19,16 +20,14 @@ the operator removes it.
 from __future__ import annotations
 
 import base64
-import fcntl
 import json
 import logging
-import os
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+from gateway.storage import Cursor, Database
 from onionmail.core.errors import RegistrationError, SealError
 from onionmail.core.files import write_private_file
 from onionmail.gateway_link.protocol import RegistrationRequest, check_alias
@@ -54,55 +53,40 @@ class Registration:
     """Base64 of the box's ed25519 signature over ``request``."""
 
 
+_COLUMNS = "alias, box, state, requested, decided, request, signature"
+
+
+def _row(row: tuple[Any, ...]) -> Registration:
+    alias, box, state, requested, decided, request, signature = row
+    return Registration(
+        str(alias), str(box), str(state), float(requested), float(decided), str(request),
+        str(signature),
+    )  # fmt: skip
+
+
+def _one(db: Cursor, where: str, value: str) -> Registration | None:
+    rows = db.execute(f"SELECT {_COLUMNS} FROM registrations WHERE {where} = ?", (value,))
+    return _row(rows[0]) if rows else None
+
+
 class Registry:
-    """The registrations of one gateway (blocking file I/O; call from a thread when hot)."""
+    """The registrations of one gateway (blocking database calls: from a thread when hot)."""
 
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._lock_path = path.with_name(path.name + ".lock")
-        self._entries: dict[str, Registration] = {}
-        self._seen: tuple[int, int] | None = None
-
-    def _stamp(self) -> tuple[int, int] | None:
-        try:
-            info = self.path.stat()
-        except FileNotFoundError:
-            return None
-        return (info.st_mtime_ns, info.st_size)
-
-    def _load(self) -> dict[str, Registration]:
-        stamp = self._stamp()
-        if stamp != self._seen:
-            if stamp is None:
-                self._entries = {}
-            else:
-                data = json.loads(self.path.read_text(encoding="utf-8"))
-                self._entries = {e["alias"]: Registration(**e) for e in data["registrations"]}
-            self._seen = stamp
-        return self._entries
-
-    @contextmanager
-    def _locked(self) -> Iterator[dict[str, Registration]]:
-        fd = os.open(self._lock_path, os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            entries = dict(self._load())
-            yield entries
-            data = {"registrations": [asdict(e) for e in sorted(entries.values(), key=_order)]}
-            write_private_file(self.path, json.dumps(data, indent=1).encode())
-            self._entries, self._seen = entries, self._stamp()
-        finally:
-            os.close(fd)
+    def __init__(self, db: Database) -> None:
+        self.db = db
 
     def get(self, alias: str) -> Registration | None:
-        return self._load().get(alias.lower())
+        with self.db.transaction() as db:
+            return _one(db, "alias", alias.lower())
 
     def by_box(self, box: str) -> Registration | None:
-        box = box.lower()
-        return next((e for e in self._load().values() if e.box == box), None)
+        with self.db.transaction() as db:
+            return _one(db, "box", box.lower())
 
     def all(self) -> list[Registration]:
-        return sorted(self._load().values(), key=_order)
+        with self.db.transaction() as db:
+            rows = db.execute(f"SELECT {_COLUMNS} FROM registrations")
+        return sorted((_row(r) for r in rows), key=_order)
 
     def request(
         self, request: RegistrationRequest, *, require_approval: bool, max_per_box: int = 3
@@ -113,20 +97,20 @@ class Registry:
         box address already has another alias here, the box (its onion: all its
         local parts) holds ``max_per_box`` aliases already, or the alias was denied.
         """
-        with self._locked() as entries:
-            existing = entries.get(request.alias)
+        with self.db.transaction(exclusive=True) as db:
+            existing = _one(db, "alias", request.alias)
             if existing is not None and existing.box != request.box:
                 raise RegistrationError("this alias is taken")
             if existing is not None:
                 if existing.state == DENIED:
                     raise RegistrationError("the gateway's operator denied this alias")
                 return existing
-            other = next((e for e in entries.values() if e.box == request.box), None)
+            other = _one(db, "box", request.box)
             if other is not None:
                 raise RegistrationError(f"this box already has the alias {other.alias!r} here")
             onion = request.box.rpartition("@")[2]
-            held = sum(1 for e in entries.values() if e.box.rpartition("@")[2] == onion)
-            if held >= max_per_box:
+            ((held,),) = db.execute("SELECT COUNT(*) FROM registrations WHERE onion = ?", (onion,))
+            if int(held) >= max_per_box:
                 raise RegistrationError(
                     f"this box holds {held} aliases here already, the most this gateway allows"
                 )
@@ -139,48 +123,53 @@ class Registry:
                 request=request.signed_bytes().decode(),
                 signature=base64.b64encode(request.signature).decode("ascii"),
             )
-            entries[entry.alias] = entry
+            db.execute(
+                f"INSERT INTO registrations ({_COLUMNS}, onion) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    entry.alias, entry.box, entry.state, entry.requested, entry.decided,
+                    entry.request, entry.signature, onion,
+                ),
+            )  # fmt: skip
             return entry
 
     def decide(self, alias: str, *, approve: bool) -> Registration:
         """Approve or deny ``alias``; raises :class:`RegistrationError` if there is none."""
-        with self._locked() as entries:
-            existing = entries.get(alias.lower())
-            if existing is None:
-                raise RegistrationError(f"no registration for the alias {alias!r}")
-            decided = Registration(
-                **{
-                    **asdict(existing),
-                    "state": APPROVED if approve else DENIED,
-                    "decided": time.time(),
-                }
+        with self.db.transaction(exclusive=True) as db:
+            existing = self._existing(db, alias)
+            state, now = (APPROVED if approve else DENIED), time.time()
+            db.execute(
+                "UPDATE registrations SET state = ?, decided = ? WHERE alias = ?",
+                (state, now, existing.alias),
             )
-            entries[decided.alias] = decided
-            return decided
+            return Registration(**{**existing.__dict__, "state": state, "decided": now})
 
     def remove(self, alias: str) -> Registration:
         """Forget ``alias`` (a denied one too): it may be asked for again, by any box."""
-        with self._locked() as entries:
-            existing = entries.pop(alias.lower(), None)
-            if existing is None:
-                raise RegistrationError(f"no registration for the alias {alias!r}")
+        with self.db.transaction(exclusive=True) as db:
+            existing = self._existing(db, alias)
+            db.execute("DELETE FROM registrations WHERE alias = ?", (existing.alias,))
             return existing
 
     def rename(self, alias: str, new_alias: str) -> Registration:
         """Give the registration of ``alias`` the free alias ``new_alias`` (same box,
         same state; the box's signed request stays, and names the old alias)."""
         new_alias = new_alias.lower()
-        with self._locked() as entries:
-            existing = entries.get(alias.lower())
-            if existing is None:
-                raise RegistrationError(f"no registration for the alias {alias!r}")
-            if new_alias in entries:
+        with self.db.transaction(exclusive=True) as db:
+            existing = self._existing(db, alias)
+            if _one(db, "alias", new_alias) is not None:
                 raise RegistrationError(f"the alias {new_alias!r} is taken")
             check_alias(new_alias)
-            renamed = Registration(**{**asdict(existing), "alias": new_alias})
-            del entries[existing.alias]
-            entries[new_alias] = renamed
-            return renamed
+            db.execute(
+                "UPDATE registrations SET alias = ? WHERE alias = ?", (new_alias, existing.alias)
+            )
+            return Registration(**{**existing.__dict__, "alias": new_alias})
+
+    @staticmethod
+    def _existing(db: Cursor, alias: str) -> Registration:
+        existing = _one(db, "alias", alias.lower())
+        if existing is None:
+            raise RegistrationError(f"no registration for the alias {alias!r}")
+        return existing
 
 
 def _order(entry: Registration) -> tuple[float, str]:

@@ -26,6 +26,32 @@ from onionmail.tor.socks import open_tor_stream
 from tests.smtp_client import RawSMTP
 
 
+def take_strangers(box_dir: Path) -> None:
+    """Mail from boxes this one does not know goes to INBOX, without a stamp.
+
+    Boxes in tests that are not about strangers (tests/test_admission*.py are) write
+    to each other without having met: by default their mail would wait in Requests
+    behind a proof of work. This is the box's own setting (``[inbound] strangers =
+    "inbox"``, ``pow_bits = 0``), written into its config, not a test-only path.
+    """
+    config = box_dir / "onionmail.toml"
+    text = config.read_text()
+    for line, setting in (
+        ('# strangers = "requests"', 'strangers = "inbox"'),
+        ("# pow_bits = 9", "pow_bits = 0"),
+    ):
+        assert line in text, line
+        text = text.replace(line, setting, 1)
+    config.write_text(text)
+
+
+def create_test_box(box_dir: Path, local_part: str, **options: Any) -> NewBox:
+    """:func:`create_box` for tests: a box that takes strangers' mail (:func:`take_strangers`)."""
+    new = create_box(box_dir, local_part, **options)
+    take_strangers(new.box_dir)
+    return new
+
+
 @dataclass
 class RunningBox:
     """An ``onionmail run`` process and what it printed."""
@@ -76,6 +102,7 @@ def start_box(
     settings: dict[str, int | float | bool] | None = None,
     verbose: bool = False,
     prepare: Callable[[NewBox], None] | None = None,
+    strangers_to_inbox: bool = True,
 ) -> RunningBox:
     """Create a box and run it as ``onionmail run``; return once it printed its ports.
 
@@ -83,11 +110,15 @@ def start_box(
     of launching its own; ``wrapper`` goes to :func:`run_box`. ``settings`` sets
     keys the generated config leaves commented out (``{"delivery.smtp_timeout": 30}``);
     ``verbose`` goes to :func:`run_box`; ``prepare`` is called with the new box before it
-    runs (``onionmail device add``, say).
+    runs (``onionmail device add``, say). ``strangers_to_inbox``: :func:`take_strangers`
+    (False for a box that holds strangers' mail in Requests behind a stamp, the default
+    of a real box).
     """
     new = create_box(
         root / name, name, testnet=testnet_dir, submission_port=submission_port, retry_initial=2.0
     )
+    if strangers_to_inbox:
+        take_strangers(new.box_dir)
     config = new.box_dir / "onionmail.toml"
     text = config.read_text()
     for dotted, value in (settings or {}).items():

@@ -30,11 +30,11 @@ from typing import Any
 
 import trustme
 
-from onionmail.box.create import NewBox, create_box
+from onionmail.box.create import NewBox
 from onionmail.seal.envelope import decode_from_smtp, open_envelope
 from onionmail.seal.handshake import HEADER as HANDSHAKE_HEADER
 from onionmail.seal.identity import load_identity
-from tests.box_process import RunningBox, stop_process, submit_raw
+from tests.box_process import RunningBox, create_test_box, stop_process, submit_raw
 from tests.dns_server import DnsWorld, Zone, a, mx, running_dns
 from tests.gateway_process import cli, gateway_init, start_registration
 from tests.keylog import open_with_log
@@ -252,7 +252,7 @@ def gateway_and_alice(
     (gw_dir / "gateway.toml").write_text(_gateway_toml(root, testnet, dns, smtp_port, mx_port))
     gw_process, gw_log = spawn_gateway(gw_dir)
     try:
-        new = create_box(root / "alice", "alice", testnet=testnet.directory, submission_port=0)
+        new = create_test_box(root / "alice", "alice", testnet=testnet.directory, submission_port=0)
         register = start_registration(new.box_dir, gw_onion)
         try:
             wait_gateway(gw_process, gw_log)

@@ -62,6 +62,7 @@ def world(testnet: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Wo
             "inbound.pow_bits": COST.bits,
             "inbound.strangers_messages_per_hour": 1000,
         },
+        strangers_to_inbox=False,  # a real box's default: Requests, behind a stamp
     )
     started: list[Any] = [alice]
     try:

@@ -20,7 +20,6 @@ from pathlib import Path
 
 import pytest
 
-from onionmail.box.create import create_box
 from onionmail.box.daemon import Box
 from onionmail.box.delivery import DeliveryAgent
 from onionmail.cli.main import main
@@ -36,6 +35,7 @@ from onionmail.openpgp.pgp_mime import STATUS_FIELD, decrypt_message, encrypt_me
 from onionmail.seal.identity import Identity
 from onionmail.store.maildir import Maildir
 from onionmail.store.queue import OutboundQueue, QueuedMessage, queue_key
+from tests.box_process import create_test_box
 from threat_model import MailPath
 
 GW_ONION = Identity.generate().onion_address
@@ -55,7 +55,7 @@ class World:
 
 @pytest.fixture
 def world(tmp_path: Path) -> Iterator[World]:
-    new = create_box(tmp_path / "alice", "alice", submission_port=0)
+    new = create_test_box(tmp_path / "alice", "alice", submission_port=0)
     record_registration(new.box_dir, GW_ONION, ALIAS)
     with open(new.box_dir / "onionmail.toml", "a") as config:
         config.write(

@@ -20,11 +20,10 @@ from typing import Any
 
 import pytest
 
-from onionmail.box.create import create_box
 from onionmail.config.box import CONFIG_NAME
 from onionmail.seal.identity import Identity
 from onionmail.store.queue import list_queue
-from tests.box_process import RunningBox, run_box, start_box, submit, wait_for_mail
+from tests.box_process import RunningBox, create_test_box, run_box, start_box, submit, wait_for_mail
 
 pytestmark = pytest.mark.tor
 
@@ -69,7 +68,7 @@ def queue_listing(box: RunningBox) -> str:
 
 
 def start_carol(root: Path, testnet: Any, bob: RunningBox) -> RunningBox:
-    new = create_box(
+    new = create_test_box(
         root / "carol", "carol", testnet=testnet.directory, submission_port=0, retry_initial=2.0
     )
     config = new.box_dir / CONFIG_NAME

@@ -15,11 +15,11 @@ from pathlib import Path
 import pytest
 
 from onionmail.box.api import BoxApi
-from onionmail.box.create import create_box
 from onionmail.config.box import load_config
 from onionmail.core.errors import ConfigError
 from onionmail.gateway_link.client import record_registration, use_gateway
 from onionmail.seal.identity import Identity
+from tests.box_process import create_test_box
 from tui.screens.status import gateways_text
 
 FIRST, SECOND = Identity.generate().onion_address, Identity.generate().onion_address
@@ -36,7 +36,7 @@ def onionmail(*args: str) -> subprocess.CompletedProcess[str]:
 
 @pytest.fixture
 def box(tmp_path: Path) -> Path:
-    box_dir = create_box(tmp_path / "alice", "alice").box_dir
+    box_dir = create_test_box(tmp_path / "alice", "alice").box_dir
     record_registration(box_dir, FIRST, "alice@one.example")
     return box_dir
 

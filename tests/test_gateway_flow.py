@@ -47,6 +47,7 @@ import trustme
 from gateway.config import load_gateway_config
 from gateway.daemon import dkim_signer
 from gateway.registry import Registry
+from gateway.storage import Database
 from onionmail.gateway_link.protocol import build_registration, open_from_gateway
 from onionmail.seal.envelope import (
     SEAL_KEYWORD,
@@ -63,6 +64,7 @@ from onionmail.tor.testnet.network import client_tor_options
 from tests.box_process import (
     ClientTor,
     RunningBox,
+    create_test_box,
     free_port,
     run_box,
     start_client_tor,
@@ -160,7 +162,6 @@ def _wait_gateway_ready(process: subprocess.Popen[str], stderr: list[str]) -> tu
 
 @pytest.fixture(scope="module")
 def world(testnet: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
-    from onionmail.box.create import create_box
 
     root = tmp_path_factory.mktemp("gw-world")
     ca = trustme.CA()
@@ -194,7 +195,7 @@ def world(testnet: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Wo
         notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         notify.bind(str(root / "notify"))
         gw_process, gw_stderr = spawn_gateway(gw_dir, {"NOTIFY_SOCKET": str(root / "notify")})
-        new = create_box(
+        new = create_test_box(
             root / "alice", "alice", testnet=testnet.directory, submission_port=0, retry_initial=2.0
         )
         # Registered while the gateway is still starting: the command waits for it.
@@ -683,7 +684,7 @@ def test_a_box_refusing_for_good_gets_the_clearnet_sender_a_signed_report(world:
     from a null reverse path, naming the alias and never the box."""
     alice = world.alice
     identity = load_identity(alice.new.box_dir / "keys" / "identity.key")
-    registry = Registry(world.gw_dir / "registrations.json")  # as the operator's tools do
+    registry = Registry(Database("", world.gw_dir / "state"))  # as the operator's tools do
     request = build_registration(identity, f"ghost@{alice.onion}", world.gw_onion, "ghost")
     registry.request(request, require_approval=False)
     token = f"ForGhost{secrets.token_hex(6)}"

@@ -583,11 +583,12 @@ async def test_mail_of_an_alias_withdrawn_after_it_was_queued_does_not_go_out(
     """The registry is checked at each attempt, not only when the box handed the mail
     over: the operator denies the alias while its mail waits, and it never leaves."""
     from gateway.registry import Registry
+    from gateway.storage import Database
     from onionmail.gateway_link.protocol import build_registration
 
     box, gateway = Identity.generate(), Identity.generate()
     local = alias.split("@")[0]
-    registry = Registry(tmp_path / "registrations.json")
+    registry = Registry(Database("", tmp_path / "state"))
     request = build_registration(box, f"alice@{box.onion_address}", gateway.onion_address, local)
     registry.request(request, require_approval=False)
     sender, signed = _marked(alias, signer, plaintext_allowed=False)

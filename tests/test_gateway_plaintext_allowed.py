@@ -17,7 +17,6 @@ from pathlib import Path
 
 import pytest
 
-from onionmail.box.create import create_box
 from onionmail.box.daemon import Box
 from onionmail.config.box import CONFIG_NAME, load_config, parse_config, render_config
 from onionmail.core.errors import ConfigError
@@ -31,6 +30,7 @@ from onionmail.gateway_link.protocol import (
 from onionmail.message.rfc5322 import parse_message
 from onionmail.seal.identity import Identity
 from onionmail.store.queue import QueuedMessage
+from tests.box_process import create_test_box
 from threat_model import (
     Item,
     LeakMatrix,
@@ -123,7 +123,7 @@ class World:
 
 @pytest.fixture
 def world(tmp_path: Path) -> Iterator[World]:
-    new = create_box(tmp_path / "alice", "alice", submission_port=0)
+    new = create_test_box(tmp_path / "alice", "alice", submission_port=0)
     record_registration(new.box_dir, GW_ONION, ALIAS)
     path = new.box_dir / CONFIG_NAME
     text = path.read_text().replace(

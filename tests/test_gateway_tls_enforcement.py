@@ -37,7 +37,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from onionmail.store.queue import QueueState, list_queue
-from tests.box_process import RunningBox, free_port, run_box, stop_process, submit
+from tests.box_process import RunningBox, create_test_box, free_port, run_box, stop_process, submit
 from tests.dns_server import Zone, a, mx, running_dns, tlsa, txt
 from tests.gateway_process import gateway_init, start_registration
 from tests.gateway_wire import spawn_gateway
@@ -131,7 +131,6 @@ retry_initial = 2.0
 
 @pytest.fixture(scope="module")
 def world(testnet: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
-    from onionmail.box.create import create_box
 
     root = tmp_path_factory.mktemp("gw-tls")
     gw_dir = root / "gateway"
@@ -148,7 +147,7 @@ def world(testnet: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Wo
             _config(testnet.directory, dns, postfix.port, policy_server.ca_file, policy_server.port)
         )
         gw_process, gw_stderr = spawn_gateway(gw_dir)
-        new = create_box(
+        new = create_test_box(
             root / "alice", "alice", testnet=testnet.directory, submission_port=0, retry_initial=2.0
         )
         register = start_registration(new.box_dir, gw_onion)

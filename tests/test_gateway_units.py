@@ -25,6 +25,7 @@ from gateway.outbound.dkim_signing import DkimAlgorithm, DkimSigner, load_or_cre
 from gateway.outbound.onion_side import GatewayOnionHandler
 from gateway.outbound.sending_limits import SendingLimits
 from gateway.registry import APPROVED, PENDING, Registry
+from gateway.storage import Database
 from onionmail.config.box import parse_config
 from onionmail.core.errors import ConfigError, EnvelopeError, RegistrationError, SealError
 from onionmail.gateway_link.protocol import (
@@ -153,7 +154,7 @@ def test_an_inner_envelope_from_a_gateway_s_static_key_still_opens() -> None:
 
 
 def test_registry_keeps_one_alias_per_box_and_one_box_per_alias(tmp_path: Path) -> None:
-    registry = Registry(tmp_path / "registrations.json")
+    registry = Registry(Database("", tmp_path / "state"))
     request = build_registration(BOX, BOX_ADDRESS, GATEWAY.onion_address, "alice")
     assert registry.request(request, require_approval=True).state == PENDING
     assert registry.request(request, require_approval=True).state == PENDING  # asked again
@@ -165,10 +166,10 @@ def test_registry_keeps_one_alias_per_box_and_one_box_per_alias(tmp_path: Path) 
     with pytest.raises(RegistrationError, match="already has"):
         registry.request(second, require_approval=False)
     # Another process (the CLI) decides; this instance sees it without a restart.
-    Registry(tmp_path / "registrations.json").decide("alice", approve=True)
+    Registry(Database("", tmp_path / "state")).decide("alice", approve=True)
     entry = registry.get("alice")
     assert entry is not None and entry.state == APPROVED
-    assert (tmp_path / "registrations.json").stat().st_mode & 0o777 == 0o600
+    assert (tmp_path / "state" / "gateway.sqlite").stat().st_mode & 0o777 == 0o600
 
 
 def test_gateway_config_errors_name_file_and_key(tmp_path: Path) -> None:
@@ -215,7 +216,7 @@ def test_box_gateway_and_onion_mx_sections(tmp_path: Path) -> None:
 
 @pytest.fixture
 async def onion_side(tmp_path: Path) -> AsyncIterator[tuple[int, Registry, list[Any]]]:
-    registry = Registry(tmp_path / "registrations.json")
+    registry = Registry(Database("", tmp_path / "state"))
     queued: list[Any] = []
 
     async def queue_clearnet(alias: str, rcpts: list[str], message: bytes) -> list[str]:
@@ -362,7 +363,7 @@ def test_sending_limits_slide_and_a_box_counts_all_its_aliases() -> None:
 def test_registry_caps_aliases_per_box_and_removes_and_renames(tmp_path: Path) -> None:
     gw = tmp_path / "gw"
     assert gateway_cli(["init", "--dir", str(gw), "--domain", DOMAIN]) == 0
-    registry = Registry(gw / "registrations.json")
+    registry = Registry(Database("", gw / "state"))
     for n in range(2):
         address = f"u{n}@{BOX.onion_address}"
         request = build_registration(BOX, address, GATEWAY.onion_address, f"a{n}")
@@ -394,7 +395,7 @@ def test_a_new_gateway_requires_approval_unless_opened_explicitly(tmp_path: Path
 async def test_clearnet_side_seals_refuses_and_rate_limits(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    registry = Registry(tmp_path / "registrations.json")
+    registry = Registry(Database("", tmp_path / "state"))
     request = build_registration(BOX, BOX_ADDRESS, GATEWAY.onion_address, "alice")
     registry.request(request, require_approval=False)
     sealed: list[Any] = []
@@ -521,7 +522,7 @@ def test_rate_limit_slides_and_spares_the_allowed_networks() -> None:
 
 def alice_mx(tmp_path: Path, seal_and_queue: Any, **hooks: Any) -> ClearnetInboundHandler:
     """The clearnet MX of DOMAIN with alias alice approved (five recipients, 10 a minute)."""
-    registry = Registry(tmp_path / "registrations.json")
+    registry = Registry(Database("", tmp_path / "state"))
     registry.request(
         build_registration(BOX, BOX_ADDRESS, GATEWAY.onion_address, "alice"),
         require_approval=False,

@@ -468,12 +468,12 @@ def test_gateway_operator_inbound(run: Run) -> None:
     stream = one_stream(run, run.gw_smtp_port, "in-token")
     data = data_of(stream)
     log, _ = log_text(run.gw_log, debug=True)
-    registry = (run.gw_dir / "registrations.json").read_bytes()
+    registry = (run.gw_dir / "state" / "gateway.sqlite").read_bytes()
     lengths = {len(tls_stream(run, run.gw_smtp_port, n)) for n in ("in-small", "in-large")}
     judge(
         MATRIX_IN,
         Observer.GATEWAY_OPERATOR,
-        "the gateway's clearnet socket, registrations.json, its DEBUG log",
+        "the gateway's clearnet socket, its registrations (state/gateway.sqlite), its DEBUG log",
         {
             Item.SENDER_ADDRESS: has(stream, CAROL),
             Item.RECIPIENT_ADDRESS: has(stream, ALIAS),

@@ -44,12 +44,17 @@ from typing import Any
 
 import pytest
 
-from onionmail.box.create import create_box
 from onionmail.seal.identity import Identity, load_identity
 from onionmail.smtp.server import server_port, start_smtp_server
 from onionmail.store.queue import CLEAR_HEADER_MAGIC, queue_key
 from onionmail.tor.testnet.network import client_tor_options
-from tests.box_process import RunningBox, start_client_tor, submit_raw, wait_for_mail
+from tests.box_process import (
+    RunningBox,
+    create_test_box,
+    start_client_tor,
+    submit_raw,
+    wait_for_mail,
+)
 from tests.leaks import (
     LogRecord,
     Probe,
@@ -253,7 +258,7 @@ def run(testnet: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]
     started: list[RunningBox] = []
     try:
         alice = run_verbose_box(
-            create_box(
+            create_test_box(
                 root / "alice",
                 "alice",
                 testnet=testnet.directory,
@@ -263,7 +268,7 @@ def run(testnet: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]
         )
         started.append(alice)
         bob = run_verbose_box(
-            create_box(
+            create_test_box(
                 root / "bob", "bob", testnet=testnet.directory, submission_port=0, retry_initial=2.0
             )
         )

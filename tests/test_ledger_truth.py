@@ -17,12 +17,12 @@ from pathlib import Path
 import pytest
 
 from onionmail.box.api import BoxApi
-from onionmail.box.create import create_box
 from onionmail.box.daemon import Box
 from onionmail.box.policy_gate import message_traits
 from onionmail.config.box import load_config
 from onionmail.seal.identity import Identity, load_identity
 from onionmail.store.queue import QueuedMessage
+from tests.box_process import create_test_box
 from threat_model import Item, MailPath, MessageTraits, Observer, Visibility
 
 GATEWAY = Identity.generate().onion_address
@@ -86,7 +86,7 @@ def test_each_trait_is_derived_from_the_message(
 @pytest.fixture
 def box(tmp_path: Path) -> Box:
     """A real box directory with a gateway registered, as ``onionmail run`` opens it."""
-    new = create_box(tmp_path / "alice", "alice", submission_port=0)
+    new = create_test_box(tmp_path / "alice", "alice", submission_port=0)
     config = new.box_dir / "onionmail.toml"
     config.write_text(
         config.read_text().replace("[gateway]\n", f'[gateway]\n"{GATEWAY}" = "alice@gw.test"\n', 1)

@@ -18,12 +18,12 @@ from typing import Any
 
 import pytest
 
-from onionmail.box.create import create_box
 from onionmail.box.daemon import Box, _encoded_size
 from onionmail.config.box import CONFIG_NAME, load_config
 from onionmail.seal.identity import Identity, load_identity
 from onionmail.smtp.server import ConnectionLimit, SafeHandler, server_port, start_smtp_server
 from onionmail.store.replay_cache import ReplayCache
+from tests.box_process import create_test_box
 from tests.leaks import host_identity_in
 from tests.loopback_servers import auth_plain_token, stop
 from tests.smtp_client import RawSMTP, code
@@ -107,7 +107,7 @@ async def box_servers(tmp_path: Path) -> AsyncIterator[ServerFactory]:
     async def start(
         total: int = 5, submission: int = 3, inbound: int = 3, timeout: float = 10.0
     ) -> BoxServers:
-        new = create_box(tmp_path / "box", "alice", submission_port=0)
+        new = create_test_box(tmp_path / "box", "alice", submission_port=0)
         text = LIMITS_TOML.format(
             total=total, submission=submission, inbound=inbound, timeout=timeout
         )

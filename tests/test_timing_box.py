@@ -12,19 +12,20 @@ import sys
 import time
 from pathlib import Path
 
-from onionmail.box.create import NewBox, create_box
+from onionmail.box.create import NewBox
 from onionmail.box.daemon import Box
 from onionmail.config.box import CONFIG_NAME, load_config
 from onionmail.core.mail_address import MailAddress, parse_mail_address
 from onionmail.seal.identity import Identity
 from onionmail.store.queue import list_queue
+from tests.box_process import create_test_box
 
 BOB = Identity.generate().onion_address
 CAROL = Identity.generate().onion_address
 
 
 def box_with(tmp_path: Path, timing: str) -> tuple[Box, NewBox]:
-    new = create_box(tmp_path / "alice", "alice", submission_port=0)
+    new = create_test_box(tmp_path / "alice", "alice", submission_port=0)
     config = new.box_dir / CONFIG_NAME
     config.write_text(config.read_text().replace("\n[timing]\n", "\n" + timing, 1))
     return Box(load_config(new.box_dir), new.identity), new

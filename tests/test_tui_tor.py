@@ -20,8 +20,8 @@ from textual.pilot import Pilot
 from textual.widgets import DataTable, Input, TextArea
 
 from onionmail.box.api import BoxApi
-from onionmail.box.create import NewBox, create_box
-from tests.box_process import RunningBox, run_box, start_box, wait_for_mail
+from onionmail.box.create import NewBox
+from tests.box_process import RunningBox, create_test_box, run_box, start_box, wait_for_mail
 from tests.tui_notifications import record_notifications
 from tui.app import OnionMailApp
 from tui.screens.compose import ComposeScreen
@@ -34,7 +34,7 @@ SIZE = (120, 40)
 @pytest.fixture
 def alice_and_bob(testnet: Any, tmp_path: Path) -> Iterator[tuple[RunningBox, NewBox]]:
     alice = start_box(tmp_path, "alice", testnet.directory)
-    bob = create_box(tmp_path / "bob", "bob", testnet=testnet.directory, retry_initial=2.0)
+    bob = create_test_box(tmp_path / "bob", "bob", testnet=testnet.directory, retry_initial=2.0)
     try:
         yield alice, bob
     finally:

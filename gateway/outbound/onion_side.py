@@ -40,6 +40,7 @@ from gateway.outbound.dkim_signing import DkimSigner
 from gateway.outbound.sender_rewrite import rewrite_sender
 from gateway.outbound.sending_limits import SendingLimits
 from gateway.registry import APPROVED, DENIED, BoxMailKeys, Registry
+from gateway.storage import StoredReplay
 from onionmail.box.inbound import announce_seals, open_sealed
 from onionmail.core.errors import (
     AddressError,
@@ -77,7 +78,7 @@ class GatewayOnionHandler(SafeHandler):
         identity: Identity,
         domain: str,
         registry: Registry,
-        replay_cache: ReplayCache,
+        replay_cache: ReplayCache | StoredReplay,
         signer: DkimSigner,
         queue_clearnet: QueueClearnet,
         require_approval: bool,
@@ -251,7 +252,9 @@ class GatewayOnionHandler(SafeHandler):
             log.error("DKIM signing failed: %s", exc)
             return "451 4.3.0 The gateway could not sign the message; try again later"
         if self.limits is not None:
-            refusal = self.limits.take(entry.alias, sender.domain, len(content.recipients))
+            refusal = await asyncio.to_thread(
+                self.limits.take, entry.alias, sender.domain, len(content.recipients)
+            )
             if refusal is not None:
                 log.warning("a box reached a sending limit; its message is deferred")
                 return self.refused("sending_limit", refusal)

@@ -10,9 +10,13 @@ naming the limit, after the seal is opened (a forged sender cannot use up
 another box's quota); the box keeps it and retries with backoff, so nothing
 is lost, it only waits.
 
-The counters live in memory: a restart forgets them (at worst one more
-window of mail). The box's identity is its onion; the alias is the
-registration's.
+The counters live in the gateway's database (:mod:`gateway.storage`) when
+it is given one: every instance sharing a PostgreSQL counts into the same
+windows, so a limit of N holds whichever instance a message reaches, and a
+restart forgets nothing. Check and count are one exclusive transaction, in
+minute buckets of the wall clock. Without a database (tests of the logic
+alone) they live in memory. The box's identity is its onion; the alias is
+the registration's.
 """
 
 from __future__ import annotations
@@ -22,7 +26,11 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from gateway.storage import Database
+
 HOUR, DAY = 3600.0, 86400.0
+BUCKET = 60
+"""Seconds of one stored counter bucket: a window ends to within a minute."""
 
 
 class SlidingWindow:
@@ -72,7 +80,10 @@ class SendingLimits:
         box_messages_per_hour: int,
         box_recipients_per_day: int,
         clock: Callable[[], float] = time.monotonic,
+        db: Database | None = None,
     ) -> None:
+        self.db = db
+        """The shared counters; None: in memory, with ``clock``."""
         self.limits = (
             Limit("messages an hour from this alias", alias_messages_per_hour, False, False,
                   SlidingWindow(HOUR, clock)),
@@ -86,16 +97,47 @@ class SendingLimits:
 
     def take(self, alias: str, box_onion: str, recipients: int) -> str | None:
         """None, with the message counted, or the ``450`` reply of the first limit that
-        the message would pass (nothing counted then)."""
+        the message would pass (nothing counted then). Blocking with a database."""
+        if self.db is not None:
+            return self._take_stored(self.db, alias, box_onion, recipients)
         for limit in self.limits:
             key = box_onion if limit.per_box else alias
             amount = recipients if limit.counts_recipients else 1
             if limit.window.total(key) + amount > limit.limit:
-                return (
-                    f"450 4.7.1 Sending limit reached: at most {limit.limit} {limit.what}; "
-                    "the box keeps the message and tries again later"
-                )
+                return _refusal(limit)
         for limit in self.limits:
             key = box_onion if limit.per_box else alias
             limit.window.add(key, recipients if limit.counts_recipients else 1)
         return None
+
+    def _take_stored(self, db: Database, alias: str, box_onion: str, recipients: int) -> str | None:
+        now = int(time.time())
+        with db.transaction(exclusive=True) as cur:
+            for limit in self.limits:
+                key = box_onion if limit.per_box else alias
+                amount = recipients if limit.counts_recipients else 1
+                since = (now - int(limit.window.window)) // BUCKET
+                ((used,),) = cur.execute(
+                    "SELECT COALESCE(SUM(amount), 0) FROM counters "
+                    "WHERE name = ? AND key = ? AND bucket > ?",
+                    (limit.what, key, since),
+                )
+                if int(used) + amount > limit.limit:
+                    return _refusal(limit)
+            for limit in self.limits:
+                key = box_onion if limit.per_box else alias
+                cur.execute(
+                    "INSERT INTO counters (name, key, bucket, amount) VALUES (?, ?, ?, ?) "
+                    "ON CONFLICT (name, key, bucket) DO UPDATE "
+                    "SET amount = counters.amount + excluded.amount",
+                    (limit.what, key, now // BUCKET, recipients if limit.counts_recipients else 1),
+                )
+            cur.execute("DELETE FROM counters WHERE bucket < ?", ((now - int(DAY)) // BUCKET - 1,))
+        return None
+
+
+def _refusal(limit: Limit) -> str:
+    return (
+        f"450 4.7.1 Sending limit reached: at most {limit.limit} {limit.what}; "
+        "the box keeps the message and tries again later"
+    )

@@ -28,6 +28,7 @@ from onionmail.box.daemon import Box
 from onionmail.box.delivery import DeliveryReport
 from onionmail.config.box import load_config
 from onionmail.core.errors import OnionMailError
+from onionmail.store.contacts import AddressBook
 from onionmail.tor.testnet.network import client_tor_options, start_testnet, stop_testnet
 
 
@@ -88,6 +89,10 @@ async def _with_network(root: Path, network: Path) -> int:
         create_box(root / name, name, testnet=network, submission_port=0, retry_initial=2.0)
         for name in ("alice", "bob")
     )
+    # They have exchanged addresses: each is in the other's address book, so their mail
+    # lands in INBOX, not in Requests behind a proof of work (a stranger's).
+    AddressBook(alice_new.box_dir).put("bob", bob_new.address)
+    AddressBook(bob_new.box_dir).put("alice", alice_new.address)
     boxes = {
         name: Box(
             load_config(new.box_dir),
