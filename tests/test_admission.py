@@ -22,6 +22,7 @@ from onionmail.admission.senders import SenderBook
 from onionmail.admission.stamps import StampCost, check_stamp, make_stamp
 from onionmail.box.inbound import InboundHandler
 from onionmail.config.sections import InboundSection
+from onionmail.seal.envelope import SealedContent, encode_for_smtp, seal
 from onionmail.seal.identity import Identity
 from onionmail.store.contacts import AddressBook
 from onionmail.store.replay_cache import ReplayCache
@@ -245,3 +246,69 @@ async def test_strangers_refused(box: Box) -> None:
 async def test_strangers_to_inbox_without_stamps(box: Box) -> None:
     assert code((await send(box, Identity.generate()))[1]) == 250
     assert len(box.folder()) == 1 and box.folder(".Requests") == []
+
+
+async def test_gateway_mail_is_sorted_by_its_clearnet_sender(box: Box) -> None:
+    """A configured gateway pays no stamp; what it relays lands by the clearnet sender:
+    a stranger's in Requests, a contact's in INBOX, a blocked address's refused."""
+    from onionmail.gateway_link.protocol import GATEWAY_SENDER_LOCAL_PART, seal_for_box
+
+    gateway = Identity.generate()
+    box.handler.gateways = frozenset({gateway.onion_address})
+    relay = f"{GATEWAY_SENDER_LOCAL_PART}@{gateway.onion_address}"
+
+    async def relay_from(sender: str) -> str:
+        client, challenge = await open_session(box.port)
+        try:
+            assert code(await client.cmd(f"MAIL FROM:<{relay}>")) == 250
+            assert code(await client.cmd(f"RCPT TO:<{box.address}>")) == 250  # no stamp asked
+            assert code(await client.cmd("DATA")) == 354
+            inner = seal_for_box(
+                box.bob.onion_address,
+                mail_from=sender,
+                recipients=(box.address,),
+                message=f"From: {sender}\r\nSubject: hi\r\n\r\nhello\r\n".encode(),
+            )
+            content = SealedContent(
+                envelope_id=time.time_ns().to_bytes(16, "big"),
+                created=int(time.time()),
+                session_challenge=challenge,
+                mail_from=relay,
+                recipients=(box.address,),
+                message=inner,
+            )
+            sealed = seal(content, sender=gateway, recipient_onion=box.bob.onion_address)
+            return await client.cmd(encode_for_smtp(sealed) + b".\r\n")
+        finally:
+            await client.close()
+
+    assert code(await relay_from("carol@clear.example")) == 250
+    assert len(box.folder(".Requests")) == 1 and box.folder() == []
+    AddressBook(box.root).put("dave", "dave@clear.example")
+    assert code(await relay_from("Dave@Clear.example")) == 250
+    assert len(box.folder()) == 1
+    box.senders.block("eve@clear.example")
+    assert (await relay_from("eve@clear.example")).startswith("550 5.7.1")
+
+
+def test_the_policy_rule_never_from_strangers_refuses_them(tmp_path: Path) -> None:
+    from onionmail.box.create import create_box
+    from onionmail.config.box import load_config
+
+    new = create_box(tmp_path / "box", "alice")
+    config_path = new.box_dir / "onionmail.toml"
+    text = config_path.read_text().replace("# rules = []", 'rules = ["never-from-strangers"]', 1)
+    config_path.write_text(text)
+    config = load_config(new.box_dir)
+    senders = SenderBook(tmp_path / "senders.sqlite")
+    admission = Admission(
+        config.inbound,
+        new.box_dir,
+        senders,
+        refuse_strangers="never-from-strangers" in config.policy.rules,
+    )
+    stranger = f"x@{Identity.generate().onion_address}"
+    assert admission.at_rcpt(stranger, new.address, None, None) == (
+        "550 5.7.1 This box takes mail only from its contacts"
+    )
+    senders.close()

@@ -31,7 +31,7 @@ from onionmail.core.errors import ConfigError
 from onionmail.devices.access import DeviceAccess
 from onionmail.devices.dovecot import DevicesUnavailable, Dovecot, DovecotPaths, render_config
 from onionmail.devices.registry import DeviceRegistry, device_onion_identity
-from onionmail.store.maildir import Maildir
+from onionmail.store.maildir import Maildir, set_flags
 from onionmail.tor.control import BoxTor
 from tests.box_process import free_port
 from tests.device_clients import AS_USER
@@ -206,6 +206,14 @@ def test_dovecot_serves_the_maildir_and_keeps_its_files_out_of_it(
     assert sorted(p.name for p in inbox.iterdir()) == ["cur", "new", "tmp"]
     (name,) = [p.name for p in (inbox / "cur").iterdir()]
     assert name.endswith(":2,F")
+    # The other way: read in the TUI (BoxApi.set_flags renames the file), seen over IMAP.
+    set_flags(inbox, f"cur/{name}", add="S")
+    imap = imaplib.IMAP4("127.0.0.1", port)
+    imap.login("alice", phone.password)
+    imap.select("INBOX")
+    _, flags = imap.fetch("1", "(FLAGS)")
+    imap.logout()
+    assert b"\\Seen" in flags[0] and b"\\Flagged" in flags[0]  # type: ignore[operator]
 
 
 def test_a_revoked_password_stops_working_after_the_reload(

@@ -284,7 +284,9 @@ class InboundHandler(SafeHandler):
             return "550 5.7.1 Relaying denied: this box accepts mail only for its own onion"
         if rcpt.local_part not in self.local_parts:
             return "550 5.1.1 No such mailbox here"
-        if self.admission is not None:
+        sender_onion = envelope.mail_from.rpartition("@")[2].lower()
+        if self.admission is not None and sender_onion not in self.gateways:
+            # (a configured gateway's mail is sorted at DATA, by its clearnet sender)
             stamp = next(
                 (o.partition("=")[2].lower() for o in options if o.startswith(RCPT_PARAM + "=")),
                 None,
