@@ -55,7 +55,7 @@ def stamp_costs(count: int) -> tuple[list[float], list[float]]:
 
 async def serve(directory: Path) -> None:
     from onionmail.admission.gate import Admission
-    from onionmail.admission.senders import SenderBook
+    from onionmail.admission.senders import SenderBook, senders_key
     from onionmail.box.inbound import InboundHandler
     from onionmail.config.sections import InboundSection
     from onionmail.core.files import use_storage_threads
@@ -68,7 +68,7 @@ async def serve(directory: Path) -> None:
     bob, contact = Identity.generate(), Identity.generate()
     AddressBook(directory).put("contact", f"c@{contact.onion_address}")
     cache = ReplayCache(directory / "replay.sqlite")
-    senders = SenderBook(directory / "senders.sqlite")
+    senders = SenderBook(directory / "senders.sqlite", senders_key(bob.seed))
     handler = InboundHandler(
         identity=bob,
         local_parts=("bob",),

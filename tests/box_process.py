@@ -27,7 +27,7 @@ from tests.smtp_client import RawSMTP
 
 
 def take_strangers(box_dir: Path) -> None:
-    """Mail from boxes this one does not know goes to INBOX, without a stamp.
+    """Mail from boxes this one does not know goes to INBOX, without a stamp or a limit.
 
     Boxes in tests that are not about strangers (tests/test_admission*.py are) write
     to each other without having met: by default their mail would wait in Requests
@@ -39,6 +39,8 @@ def take_strangers(box_dir: Path) -> None:
     for line, setting in (
         ('# strangers = "requests"', 'strangers = "inbox"'),
         ("# pow_bits = 9", "pow_bits = 0"),
+        ("# stranger_messages_per_hour = 10", "stranger_messages_per_hour = 0"),
+        ("# strangers_messages_per_hour = 200", "strangers_messages_per_hour = 0"),
     ):
         assert line in text, line
         text = text.replace(line, setting, 1)

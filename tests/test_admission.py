@@ -18,7 +18,7 @@ import pytest
 
 from onionmail.admission.gate import Admission
 from onionmail.admission.requests import Requests
-from onionmail.admission.senders import SenderBook
+from onionmail.admission.senders import SenderBook, senders_key
 from onionmail.admission.stamps import StampCost, check_stamp, make_stamp
 from onionmail.box.inbound import InboundHandler
 from onionmail.config.sections import InboundSection
@@ -31,6 +31,7 @@ from tests.smtp_client import RawSMTP, code
 from tests.test_inbound_server import open_session, sealed_data
 
 CHEAP = StampCost(bits=4, memory_kib=64, passes=1)
+KEY = b"\x05" * 32
 
 
 @dataclass
@@ -61,7 +62,7 @@ def settings(**changes: object) -> InboundSection:
 async def box(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator[Box]:
     bob = Identity.generate()
     cache = ReplayCache(tmp_path / "replay.sqlite")
-    senders = SenderBook(tmp_path / "state" / "senders.sqlite")
+    senders = SenderBook(tmp_path / "state" / "senders.sqlite", senders_key(bob.seed))
     handler = inbound_handler(InboundHandler, bob, tmp_path / "mail", cache)
     marker = request.node.get_closest_marker("inbound")
     handler.admission = Admission(settings(**(marker.kwargs if marker else {})), tmp_path, senders)
@@ -123,15 +124,16 @@ def test_an_announced_cost_is_read_back_and_bounded() -> None:
 
 def test_the_sender_book_survives_a_restart(tmp_path: Path) -> None:
     path = tmp_path / "senders.sqlite"
-    book = SenderBook(path)
+    book = SenderBook(path, KEY)
     book.know("a.onion", "wrote-to")
     book.block("b.onion")
     book.record(["c.onion", "c.onion", "*strangers"])
     book.close()
-    again = SenderBook(path)
+    again = SenderBook(path, KEY)
     assert again.is_known("a.onion") and again.is_blocked("b.onion")
     assert again.count("c.onion") == 2 and again.count("*strangers") == 1
     assert path.stat().st_mode & 0o777 == 0o600
+    assert b"a.onion" not in path.read_bytes()  # keyed hashes only
     again.close()
 
 
@@ -191,7 +193,7 @@ async def test_accept_moves_the_requests_and_later_mail_goes_to_inbox(box: Box) 
     dave = Identity.generate()
     for _ in range(2):
         assert code((await send(box, dave, make=True))[1]) == 250
-    requests = Requests(box.root, ("bob", "postmaster"))
+    requests = Requests(box.root, ("bob", "postmaster"), box.bob.seed)
     (first, second) = requests.pending("bob")
     assert first.sender == f"alice@{dave.onion_address}"
     assert requests.accept("bob", first.sender) == 2
@@ -204,7 +206,7 @@ async def test_accept_moves_the_requests_and_later_mail_goes_to_inbox(box: Box) 
 async def test_block_refuses_at_rcpt_and_deletes_the_requests(box: Box) -> None:
     eve = Identity.generate()
     assert code((await send(box, eve, make=True))[1]) == 250
-    requests = Requests(box.root, ("bob", "postmaster"))
+    requests = Requests(box.root, ("bob", "postmaster"), box.bob.seed)
     assert requests.block("bob", f"alice@{eve.onion_address}") == 1
     assert box.folder(".Requests") == []
     rcpt, _ = await send(box, eve, make=True)
@@ -217,7 +219,7 @@ async def test_ignore_deletes_one_request(box: Box) -> None:
     frank = Identity.generate()
     for _ in range(2):
         await send(box, frank, make=True)
-    requests = Requests(box.root, ("bob", "postmaster"))
+    requests = Requests(box.root, ("bob", "postmaster"), box.bob.seed)
     requests.ignore("bob", requests.pending("bob")[0].key)
     assert len(box.folder(".Requests")) == 1
 
@@ -300,7 +302,7 @@ def test_the_policy_rule_never_from_strangers_refuses_them(tmp_path: Path) -> No
     text = config_path.read_text().replace("# rules = []", 'rules = ["never-from-strangers"]', 1)
     config_path.write_text(text)
     config = load_config(new.box_dir)
-    senders = SenderBook(tmp_path / "senders.sqlite")
+    senders = SenderBook(tmp_path / "senders.sqlite", KEY)
     admission = Admission(
         config.inbound,
         new.box_dir,

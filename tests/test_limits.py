@@ -93,6 +93,8 @@ max_connections = {inbound}
 max_bad_commands = 3
 max_line_length = 1000
 timeout = {timeout}
+strangers = "inbox"
+pow_bits = 0
 """
 
 ServerFactory = Callable[..., Awaitable[BoxServers]]
@@ -129,6 +131,9 @@ async def box_servers(tmp_path: Path) -> AsyncIterator[ServerFactory]:
                 await stop(server)
     for cache in caches:
         cache.close()
+    for box in started:
+        if box.senders is not None:
+            box.senders.close()
 
 
 SERVERS = ["inbound", "submission"]

@@ -88,7 +88,7 @@ async def test_accept_block_and_ignore_in_the_requests_folder(tmp_path: Path) ->
         await pilot.press("B")
         await settled(pilot)
         await wait_rows(pilot, table, 1)
-        assert BoxApi(box).requests.blocked() == ["eve@e.example"]
+        assert BoxApi(box).requests.blocked_count() == 1
         await pilot.press("I")
         await settled(pilot)
         await wait_rows(pilot, table, 0)

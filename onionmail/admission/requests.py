@@ -26,8 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from onionmail.admission.gate import REQUESTS
-from onionmail.admission.senders import SenderBook, sender_key
-from onionmail.core.errors import ConfigError
+from onionmail.admission.senders import SenderBook, sender_key, senders_key
+from onionmail.core.errors import ConfigError, IdentityError
 from onionmail.core.files import fsync_dir
 from onionmail.store.contacts import AddressBook
 from onionmail.store.maildir import Maildir
@@ -55,12 +55,17 @@ def _sender_and_subject(path: Path) -> tuple[str, str]:
 class Requests:
     """The ``Requests`` folders of one box and the sender book they feed."""
 
-    def __init__(self, box_dir: Path, local_parts: tuple[str, ...]) -> None:
+    def __init__(self, box_dir: Path, local_parts: tuple[str, ...], seed: bytes | None) -> None:
+        """``seed``: the box's (the sender book keeps keyed hashes); None while the key is
+        locked, when only :meth:`pending` and :meth:`ignore` work."""
         self.box_dir = box_dir
         self.local_parts = local_parts
+        self.seed = seed
 
     def _senders(self) -> SenderBook:
-        return SenderBook(self.box_dir / "state" / "senders.sqlite")
+        if self.seed is None:
+            raise IdentityError("unlock the box's key first: the sender book needs it")
+        return SenderBook(self.box_dir / "state" / "senders.sqlite", senders_key(self.seed))
 
     def folder(self, local_part: str) -> Path:
         if local_part not in self.local_parts:
@@ -131,10 +136,10 @@ class Requests:
         finally:
             senders.close()
 
-    def blocked(self) -> list[str]:
+    def blocked_count(self) -> int:
         senders = self._senders()
         try:
-            return senders.blocked()
+            return senders.blocked_count()
         finally:
             senders.close()
 

@@ -11,11 +11,15 @@
 
 A sender is keyed by its onion for onion mail (a box is one party, whatever
 the local part) and by its whole address, lower case, for clearnet mail a
-gateway relays.
+gateway relays. The file holds only a keyed hash of each (BLAKE2b, with a key
+derived from the box's seed, as the ledger does): whoever takes the disk does
+not read there whom the owner writes to; with the key (the seed, which a
+passphrase protects) a guessed address can be checked, no more.
 """
 
 from __future__ import annotations
 
+import hashlib
 import sqlite3
 import threading
 import time
@@ -24,6 +28,7 @@ from pathlib import Path
 from onionmail.core.errors import OnionMailError
 from onionmail.core.files import ensure_private_dir
 from onionmail.core.mail_address import MailAddress
+from onionmail.seal.identity import derive_subkey
 
 STRANGERS = "*strangers"
 """The counter of all strangers' mail together."""
@@ -37,6 +42,11 @@ CREATE TABLE IF NOT EXISTS counts (
     key TEXT NOT NULL, hour INTEGER NOT NULL, n INTEGER NOT NULL, PRIMARY KEY (key, hour)
 );
 """
+
+
+def senders_key(seed: bytes) -> bytes:
+    """The key of the sender book's hashes, from the box's seed."""
+    return derive_subkey(seed, b"om-senders-v1")
 
 
 class SenderBookError(OnionMailError, OSError):
@@ -53,8 +63,9 @@ def sender_key(address: MailAddress | str) -> str:
 class SenderBook:
     """Known, blocked and counted senders of one box (calls from worker threads)."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, key: bytes) -> None:
         self.path = path
+        self._key = key
         self._lock = threading.Lock()
         try:
             ensure_private_dir(path.parent)
@@ -67,6 +78,9 @@ class SenderBook:
         except (sqlite3.Error, OSError) as exc:
             raise SenderBookError(f"{path}: cannot open the sender book: {exc}") from None
 
+    def _h(self, key: str) -> str:
+        return hashlib.blake2b(key.encode(), key=self._key, digest_size=16).hexdigest()
+
     def _run(self, sql: str, *args: object) -> list[tuple[object, ...]]:
         with self._lock:
             try:
@@ -75,10 +89,11 @@ class SenderBook:
                 raise SenderBookError(f"{self.path}: {exc}") from None
 
     def is_known(self, key: str) -> bool:
-        return bool(self._run("SELECT 1 FROM known WHERE key = ?", key))
+        return bool(self._run("SELECT 1 FROM known WHERE key = ?", self._h(key)))
 
     def know(self, key: str, why: str) -> None:
         """Make ``key`` a contact ("wrote-to", "accepted"); unblocks it."""
+        key = self._h(key)
         self._run("DELETE FROM blocked WHERE key = ?", key)
         self._run(
             "INSERT INTO known (key, why, since) VALUES (?, ?, ?) ON CONFLICT (key) DO NOTHING",
@@ -87,13 +102,14 @@ class SenderBook:
             int(time.time()),
         )
 
-    def known(self) -> dict[str, str]:
-        return {str(k): str(w) for k, w in self._run("SELECT key, why FROM known ORDER BY key")}
+    def known_count(self) -> int:
+        return int(str(self._run("SELECT COUNT(*) FROM known")[0][0]))
 
     def is_blocked(self, key: str) -> bool:
-        return bool(self._run("SELECT 1 FROM blocked WHERE key = ?", key))
+        return bool(self._run("SELECT 1 FROM blocked WHERE key = ?", self._h(key)))
 
     def block(self, key: str) -> None:
+        key = self._h(key)
         self._run("DELETE FROM known WHERE key = ?", key)
         self._run(
             "INSERT INTO blocked (key, since) VALUES (?, ?) ON CONFLICT (key) DO NOTHING",
@@ -103,18 +119,21 @@ class SenderBook:
 
     def unblock(self, key: str) -> bool:
         before = self.is_blocked(key)
-        self._run("DELETE FROM blocked WHERE key = ?", key)
+        self._run("DELETE FROM blocked WHERE key = ?", self._h(key))
         return before
 
-    def blocked(self) -> list[str]:
-        return [str(k) for (k,) in self._run("SELECT key FROM blocked ORDER BY key")]
+    def blocked_count(self) -> int:
+        """How many senders are blocked (only their hashes are kept)."""
+        return int(str(self._run("SELECT COUNT(*) FROM blocked")[0][0]))
 
     def count(self, key: str, now: float | None = None) -> int:
         """Messages accepted from ``key`` in the last hour (this hour and the part of the
         last one that a sliding hour still covers, weighted)."""
         now = time.time() if now is None else now
         hour, into = divmod(int(now), HOUR)
-        rows = self._run("SELECT hour, n FROM counts WHERE key = ? AND hour >= ?", key, hour - 1)
+        rows = self._run(
+            "SELECT hour, n FROM counts WHERE key = ? AND hour >= ?", self._h(key), hour - 1
+        )
         by_hour = {int(str(h)): int(str(n)) for h, n in rows}
         current = by_hour.get(hour, 0)
         previous = by_hour.get(hour - 1, 0)
@@ -127,7 +146,7 @@ class SenderBook:
             self._run(
                 "INSERT INTO counts (key, hour, n) VALUES (?, ?, 1) "
                 "ON CONFLICT (key, hour) DO UPDATE SET n = n + 1",
-                key,
+                self._h(key),
                 hour,
             )
         self._run("DELETE FROM counts WHERE hour < ?", hour - KEEP_HOURS)

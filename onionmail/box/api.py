@@ -176,10 +176,9 @@ class BoxApi:
         self.leak_keeper = LeakKeeper(
             self.config, seed, key_encrypted=is_encrypted_identity(key_path)
         )
-        self.devices = DeviceManager(self.box_dir, self.config.box.local_parts, self.identity)
-        self.requests = Requests(self.box_dir, self.config.box.local_parts)
-        """The owner's phones and laptops (``onionmail device``); ``requests``: strangers'
-        mail in Requests (accept, block, ignore)."""
+        parts = self.config.box.local_parts  # devices: phones, laptops; requests: strangers
+        self.devices = DeviceManager(self.box_dir, parts, self.identity)
+        self.requests = Requests(self.box_dir, parts, self.identity.seed if self.identity else None)
 
     # --- identity and status -------------------------------------------------------
 

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from onionmail.admission.gate import Admission
-from onionmail.admission.senders import SenderBook, sender_key
+from onionmail.admission.senders import SenderBook, sender_key, senders_key
 from onionmail.box.cover_traffic import CoverTraffic
 from onionmail.box.delivery import DeliveryAgent, sealed_time
 from onionmail.box.inbound import InboundHandler
@@ -115,6 +115,7 @@ class Box:
         made before it gets one here."""
         self.replay_cache: ReplayCache | None = None
         self.senders: SenderBook | None = None
+        self._written_to: set[str] = set()
         """Contacts written to or accepted, blocked senders, strangers' counts."""
         self.inbound_server: asyncio.Server | None = None
         self.submission_server: asyncio.Server | None = None
@@ -257,7 +258,9 @@ class Box:
         self.inbound_handler.gateway_mail_filter = self.openpgp.incoming
         box_dir = self.config.box_dir
         self.inbound_handler.refresh_gateways = lambda: load_config(box_dir).gateway.onions
-        self.senders = SenderBook(self.paths.state / "senders.sqlite")
+        self.senders = SenderBook(
+            self.paths.state / "senders.sqlite", senders_key(self.identity.seed)
+        )
         self.inbound_handler.admission = Admission(
             settings,
             box_dir,
@@ -380,8 +383,10 @@ class Box:
             raise
         message_id, traits = ledger_facts(message, "sent")
         for rcpt in recipients:  # written to: a contact, whose mail goes to INBOX
-            if self.senders is not None:
-                self.senders.know(sender_key(rcpt), "wrote-to")
+            key = sender_key(rcpt)
+            if self.senders is not None and key not in self._written_to:
+                self.senders.know(key, "wrote-to")  # once per run: it is a disk write
+                self._written_to.add(key)
 
         async def then() -> None:
             await asyncio.to_thread(self._file_sent, sender, message)

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from onionmail.admission.requests import Requests
 from onionmail.cli.common import Subcommands
+from onionmail.cli.passphrase import open_identity
 from onionmail.config.box import load_config
 
 DESCRIPTION = """\
@@ -25,7 +26,7 @@ paid a proof of work. Decide here, or in the TUI's Requests folder.
   onionmail requests accept --dir BOXDIR ADDRESS        a contact now: mail to INBOX
   onionmail requests block --dir BOXDIR ADDRESS         refused from now on, mail deleted
   onionmail requests ignore --dir BOXDIR KEY            delete one message (cur/NAME)
-  onionmail requests blocked --dir BOXDIR               the blocked senders
+  onionmail requests blocked --dir BOXDIR               how many are blocked
   onionmail requests unblock --dir BOXDIR ADDRESS
 """
 
@@ -43,7 +44,7 @@ def register(sub: Subcommands) -> None:
         ("accept", "make a sender a contact and move its mail to INBOX", "ADDRESS"),
         ("block", "refuse a sender from now on (by onion) and delete its mail", "ADDRESS"),
         ("ignore", "delete one message from Requests", "KEY"),
-        ("blocked", "the blocked senders", None),
+        ("blocked", "how many senders are blocked (their addresses are not kept)", None),
         ("unblock", "take a sender off the blocked list (it is a stranger again)", "ADDRESS"),
     ]
     for name, help_text, arg in specs:
@@ -54,13 +55,19 @@ def register(sub: Subcommands) -> None:
         action.add_argument(
             "--user", metavar="LOCAL_PART", help="whose Requests (default: the box's first)"
         )
+        action.add_argument(
+            "--passphrase-file", type=Path, metavar="FILE", help="passphrase of the identity key"
+        )
         action.set_defaults(func=cmd_requests, action=name)
 
 
 def cmd_requests(args: argparse.Namespace) -> int:
     box_dir: Path = args.dir.absolute()
     local_parts = load_config(box_dir).box.local_parts
-    requests = Requests(box_dir, local_parts)
+    seed = None
+    if args.action not in ("list", "ignore"):  # the sender book keeps keyed hashes
+        seed = open_identity(box_dir / "keys" / "identity.key", args.passphrase_file).seed
+    requests = Requests(box_dir, local_parts, seed)
     user = args.user or local_parts[0]
     if args.action == "list":
         pending = requests.pending(user)
@@ -78,8 +85,8 @@ def cmd_requests(args: argparse.Namespace) -> int:
         requests.ignore(user, args.target)
         print("deleted")
     elif args.action == "blocked":
-        for key in requests.blocked():
-            print(key)
+        count = requests.blocked_count()
+        print(f"{count} blocked sender(s); only keyed hashes are kept: unblock takes an address")
     elif args.action == "unblock":
         state = "unblocked" if requests.unblock(args.target) else "was not blocked"
         print(f"{args.target}: {state}")
