@@ -6,3 +6,6 @@ pays, ``requests`` is what the owner does with a request (accept, block,
 ignore). Imports :mod:`onionmail.core`, :mod:`onionmail.config`,
 :mod:`onionmail.seal` and :mod:`onionmail.store`.
 """
+
+REQUESTS = ".Requests"
+"""The Maildir++ folder of strangers' mail (``Requests`` in IMAP, the TUI and neomutt)."""

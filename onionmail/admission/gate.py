@@ -28,6 +28,7 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
+from onionmail.admission import REQUESTS
 from onionmail.admission.senders import STRANGERS, SenderBook, sender_key
 from onionmail.admission.stamps import PAID, StampCost, check_stamp
 from onionmail.config.box import InboundSection
@@ -35,9 +36,6 @@ from onionmail.core.errors import ConfigError
 from onionmail.store.contacts import AddressBook
 
 log = logging.getLogger(__name__)
-
-REQUESTS = ".Requests"
-"""The Maildir++ folder of strangers' mail (``Requests`` in IMAP, the TUI and neomutt)."""
 
 
 class Admission:

@@ -25,7 +25,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from onionmail.admission.gate import REQUESTS
+from onionmail.admission import REQUESTS
 from onionmail.admission.senders import SenderBook, sender_key, senders_key
 from onionmail.core.errors import ConfigError, IdentityError
 from onionmail.core.files import fsync_dir

@@ -51,7 +51,8 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from onionmail.admission.gate import REQUESTS, Admission
+from onionmail.admission import REQUESTS
+from onionmail.admission.gate import Admission
 from onionmail.admission.stamps import RCPT_PARAM
 from onionmail.box.policy_gate import message_traits
 from onionmail.core.errors import (

@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from onionmail.config.box import DevicesSection
 from onionmail.core.errors import OnionMailError
@@ -31,12 +31,12 @@ from onionmail.devices.registry import (
     check_password,
     device_onion_identity,
 )
-from onionmail.tor.control import BoxTor
+from onionmail.devices.setup import IMAP_PORT, SUBMISSION_PORT
+
+if TYPE_CHECKING:  # the box passes its own; importing stem here would slow the TUI's start
+    from onionmail.tor.control import BoxTor
 
 log = logging.getLogger(__name__)
-
-IMAP_PORT = 143
-SUBMISSION_PORT = 587
 
 
 class DeviceAccess:

@@ -10,15 +10,18 @@ from __future__ import annotations
 
 import io
 
-import segno
-
-from onionmail.devices.access import IMAP_PORT, SUBMISSION_PORT
 from onionmail.devices.registry import NewDevice
+
+IMAP_PORT = 143
+SUBMISSION_PORT = 587
+"""The device onion's virtual ports (onionmail.devices.access publishes them)."""
 
 
 def qr_lines(data: str) -> str:
     """``data`` as a QR code in half blocks (dark modules drawn light-on-dark terminals
     read as a negative; phones scan both)."""
+    import segno  # only when a code is drawn: the TUI's start need not load it
+
     out = io.StringIO()
     segno.make(data, error="l", micro=False).terminal(out=out, compact=True, border=2)
     return out.getvalue()

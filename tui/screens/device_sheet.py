@@ -6,6 +6,8 @@ neither the key's private half nor the password is kept anywhere.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from rich.text import Text
 from textual import work
 from textual.app import ComposeResult
@@ -14,9 +16,11 @@ from textual.containers import VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Static
 
-from onionmail.devices.manage import DeviceSheet
 from tui.widgets.onion_qr import qr_text
 from tui.widgets.plain import PlainStatic
+
+if TYPE_CHECKING:
+    from onionmail.devices.manage import DeviceSheet
 
 
 class DeviceSheetScreen(ModalScreen[None]):

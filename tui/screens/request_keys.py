@@ -8,14 +8,16 @@ the one message. The keys show in the footer only in a Requests folder.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from textual.binding import Binding
 
-from onionmail.admission.gate import REQUESTS
-from onionmail.admission.requests import Request
+from onionmail.admission import REQUESTS
 from onionmail.core.errors import OnionMailError
 from tui.screens.base import BoxScreen
+
+if TYPE_CHECKING:
+    from onionmail.admission.requests import Request
 
 ACTIONS = ("accept_sender", "block_sender", "ignore_request")
 

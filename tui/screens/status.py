@@ -4,6 +4,8 @@ QR code once), timing and padding."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from rich.table import Table
 from rich.text import Text
 from textual import work
@@ -12,12 +14,14 @@ from textual.binding import Binding
 from textual.widgets import Footer, Header, ProgressBar, Static
 
 from onionmail.box.api import BoxStatus, GatewayRegistration
-from onionmail.devices.manage import DeviceSheet
 from tui.screens.base import BoxScreen, typed_dir
 from tui.screens.device_sheet import DeviceSheetScreen
 from tui.screens.onion_qr import OnionQrScreen
 from tui.screens.prompt import LinePrompt
 from tui.widgets.plain import PlainStatic
+
+if TYPE_CHECKING:
+    from onionmail.devices.manage import DeviceSheet
 
 REFRESH = 1.0
 """Seconds between re-reads of the box's status."""
