@@ -102,28 +102,31 @@ async def contact_load(port: int, bob_seed: str, contact_seed: str, count: int) 
 
     bob, contact = Identity(bytes.fromhex(bob_seed)), Identity(bytes.fromhex(contact_seed))
     rcpt, mail_from = f"bob@{bob.onion_address}", f"c@{contact.onion_address}"
-    sock = socket.create_connection(("127.0.0.1", port))
-    session = await PeerSession.open(sock, ehlo_name="localhost", timeout=60)
-    challenge = parse_seal_keyword_params(session.extensions[SEAL_KEYWORD])
     body = b"x" * 5000
     start = time.perf_counter()
-    for n in range(count):
-        content = SealedContent(
-            envelope_id=time.time_ns().to_bytes(16, "big"),
-            created=int(time.time()),
-            session_challenge=challenge,
-            mail_from=mail_from,
-            recipients=(rcpt,),
-            message=f"From: {mail_from}\r\nSubject: {n}\r\n\r\n".encode() + body,
-        )
-        data = encode_for_smtp(seal(content, sender=contact, recipient_onion=bob.onion_address))
+    sent = 0
+    while sent < count:  # a session per 100 messages: the listener caps commands per session
+        sock = socket.create_connection(("127.0.0.1", port))
+        session = await PeerSession.open(sock, ehlo_name="localhost", timeout=60)
+        challenge = parse_seal_keyword_params(session.extensions[SEAL_KEYWORD])
+        for _ in range(min(100, count - sent)):
+            content = SealedContent(
+                envelope_id=time.time_ns().to_bytes(16, "big"),
+                created=int(time.time()),
+                session_challenge=challenge,
+                mail_from=mail_from,
+                recipients=(rcpt,),
+                message=f"From: {mail_from}\r\nSubject: {sent}\r\n\r\n".encode() + body,
+            )
+            data = encode_for_smtp(seal(content, sender=contact, recipient_onion=bob.onion_address))
 
-        async def payload(accepted: tuple[str, ...], data: bytes = data) -> bytes:
-            return data
+            async def payload(accepted: tuple[str, ...], data: bytes = data) -> bytes:
+                return data
 
-        await session.send(mail_from, (rcpt,), payload, prepared=data)
+            await session.send(mail_from, (rcpt,), payload, prepared=data)
+            sent += 1
+        await session.quit()
     elapsed = time.perf_counter() - start
-    await session.quit()
     return count / elapsed
 
 

@@ -162,18 +162,18 @@ class Database:
         )  # fmt: skip
         with self.transaction(exclusive=True) as db:
             db.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER PRIMARY KEY)")
-            done = {int(v) for (v,) in db.execute("SELECT version FROM schema_version")}
-        version = max(done, default=0)
+        version = 0
         for file in files:
             number = int(file.name.split("_", 1)[0])
-            if number in done:
-                continue
             statements = [s.strip() for s in file.read_text().split(";") if s.strip()]
+            # Checked again under the lock: instances starting together apply each once.
             with self.transaction(exclusive=True) as db:
-                for statement in statements:
-                    db.execute(statement)
-                db.execute("INSERT INTO schema_version (version) VALUES (?)", (number,))
-            log.info("storage: schema migrated to version %d (%s)", number, self.engine)
+                done = db.execute("SELECT 1 FROM schema_version WHERE version = ?", (number,))
+                if not done:
+                    for statement in statements:
+                        db.execute(statement)
+                    db.execute("INSERT INTO schema_version (version) VALUES (?)", (number,))
+                    log.info("storage: schema migrated to version %d (%s)", number, self.engine)
             version = number
         return version
 

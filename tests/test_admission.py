@@ -54,7 +54,9 @@ class Box:
 
 
 def settings(**changes: object) -> InboundSection:
-    base = InboundSection(pow_bits=CHEAP.bits, pow_memory_kib=CHEAP.memory_kib)
+    base = InboundSection(
+        pow_bits=CHEAP.bits, pow_memory_kib=CHEAP.memory_kib, stranger_refusal_delay=0.0
+    )
     return dataclasses.replace(base, **changes)  # type: ignore[arg-type]
 
 
@@ -314,3 +316,15 @@ def test_the_policy_rule_never_from_strangers_refuses_them(tmp_path: Path) -> No
         "550 5.7.1 This box takes mail only from its contacts"
     )
     senders.close()
+
+
+@pytest.mark.inbound(stranger_refusal_delay=0.5)
+async def test_a_refused_stranger_waits_for_its_answer_a_contact_does_not(box: Box) -> None:
+    start = time.monotonic()
+    rcpt, _ = await send(box, Identity.generate())
+    assert rcpt.startswith("450 4.7.0") and time.monotonic() - start >= 0.5
+    carol = Identity.generate()
+    AddressBook(box.root).put("carol", f"carol@{carol.onion_address}")
+    start = time.monotonic()
+    assert code((await send(box, carol))[1]) == 250
+    assert time.monotonic() - start < 0.5

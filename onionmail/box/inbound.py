@@ -300,6 +300,8 @@ class InboundHandler(SafeHandler):
                 getattr(session, "onionmail_challenge", None),
             )
             if refusal is not None and not refusal.startswith("2"):
+                # A refused stranger waits: a flood of RCPTs costs it time, not our CPU.
+                await asyncio.sleep(self.admission.settings.stranger_refusal_delay)
                 return refusal
             if refusal is not None:  # taken, and the sender told its stamp paid
                 self.add_recipient(envelope, rcpt)

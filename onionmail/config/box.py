@@ -304,6 +304,8 @@ def _check_strangers(inbound: InboundSection, p: Path) -> None:
     for key in ("stranger_messages_per_hour", "strangers_messages_per_hour"):
         if getattr(inbound, key) < 0:
             raise ConfigError(f"{p}: [inbound] {key}: expected 0 (no limit) or more")
+    if not 0 <= inbound.stranger_refusal_delay <= 60:
+        raise ConfigError(f"{p}: [inbound] stranger_refusal_delay: expected 0 to 60 seconds")
 
 
 def _check_onion_defences(tor: TorSection, p: Path) -> None:

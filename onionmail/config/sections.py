@@ -148,6 +148,11 @@ class InboundSection(SessionLimits):
     strangers_messages_per_hour: int = 200
     """Most messages all strangers together may send per hour (``450 4.7.1`` past it),
     so a flood of fresh onions cannot fill the disk. 0: no limit."""
+    stranger_refusal_delay: float = 1.0
+    """Seconds a stranger's refused RCPT waits for its answer (a stamp wanted, a limit,
+    a block): a flood of stamp-less RCPTs then costs the flooder time, one answer per
+    second per session, instead of costing the box the CPU its contacts' mail needs.
+    The session's other commands are not slowed."""
 
 
 @dataclass(frozen=True)

@@ -62,6 +62,7 @@ port = {submission_port}
 # pow_memory_kib = 8192
 # stranger_messages_per_hour = 10     # from one sender the box does not know
 # strangers_messages_per_hour = 200   # from all of them together
+# stranger_refusal_delay = 1.0        # seconds before a stranger's refused RCPT is answered
 
 [tor]
 # mode = "launch"          # or "attach" with control_socket / control_port
