@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from onionmail.message.header_claims import SENDER_FIELDS, authserv_id, onions_named
-from onionmail.openpgp.pgp_mime import STATUS_FIELD
+from onionmail.openpgp import STATUS_FIELD
 from onionmail.store.maildir import SEEN, flags_of
 
 

@@ -5,3 +5,7 @@
 outgoing and decrypting incoming gateway mail). Imports :mod:`onionmail.core`,
 :mod:`onionmail.config`, :mod:`onionmail.seal` and :mod:`onionmail.message`.
 """
+
+STATUS_FIELD = "Onionmail-OpenPGP"
+"""The field that says what the box's OpenPGP step did with a gateway-relayed message
+(``pgp_mime`` writes it, the TUI reads it): here, so that reading it loads no pgpy."""

@@ -51,13 +51,15 @@ import time
 from dataclasses import asdict, dataclass
 from email.utils import getaddresses, parsedate_to_datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from onionmail.core.errors import AddressError, KeyMismatchError, OpenPGPError
 from onionmail.core.files import ensure_private_dir, write_private_file
 from onionmail.core.mail_address import parse_mail_address
 from onionmail.message.rfc5322 import MessageFormatError, parse_message
-from onionmail.openpgp.keys import PublicKey, parse_public_key
+
+if TYPE_CHECKING:  # keys loads pgpy, which the inbox and the box's start do not need
+    from onionmail.openpgp.keys import PublicKey
 
 log = logging.getLogger(__name__)
 
@@ -177,6 +179,8 @@ class PeerKey:
         return f"PeerKey(<address>, fingerprint={self.fingerprint}, source={self.source.value})"
 
     def public_key(self) -> PublicKey:
+        from onionmail.openpgp.keys import parse_public_key
+
         return parse_public_key(self.keydata)
 
 
@@ -292,6 +296,8 @@ class PeerKeyStore:
         :class:`KeyMismatchError` if no self-signed user id of the key is
         ``address``; :class:`OpenPGPError` if the key is unusable.
         """
+        from onionmail.openpgp.keys import parse_public_key
+
         address = str(parse_mail_address(address))
         key = parse_public_key(armored)
         check_key_names(key, address)
@@ -415,6 +421,8 @@ def _update(
         return AutocryptResult(Outcome.SEEN, "no Autocrypt header", peers[sender])
     if old is not None and effective <= old.autocrypt_timestamp:
         return AutocryptResult(Outcome.SEEN, "an older message than the stored key's", old)
+    from onionmail.openpgp.keys import parse_public_key
+
     try:
         key = parse_public_key(header.keydata)
         check_key_names(key, sender)

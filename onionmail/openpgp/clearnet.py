@@ -76,15 +76,18 @@ import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from onionmail.config.gateway import GatewaySection
 from onionmail.core.errors import AddressError, OnionMailError, OpenPGPError
 from onionmail.core.mail_address import parse_mail_address
 from onionmail.message.rfc5322 import MessageFormatError, parse_message
+from onionmail.openpgp import STATUS_FIELD
 from onionmail.openpgp.autocrypt import PeerKeyStore, format_autocrypt_header
-from onionmail.openpgp.keys import BoxKey, PublicKey, ensure_box_key, load_box_key
-from onionmail.openpgp.pgp_mime import STATUS_FIELD, decrypt_message, encrypt_message, is_pgp_mime
 from onionmail.seal.identity import Identity
+
+if TYPE_CHECKING:  # both load pgpy: imported where mail needs them, not at the box's start
+    from onionmail.openpgp.keys import BoxKey, PublicKey
 
 log = logging.getLogger(__name__)
 
@@ -107,6 +110,8 @@ def peers_path(box_dir: Path) -> Path:
 
 def open_box_key(box_dir: Path, identity: Identity, aliases: Iterable[str]) -> BoxKey:
     """The box's key, created on first use, with a user id for each of ``aliases``."""
+    from onionmail.openpgp.keys import ensure_box_key, load_box_key
+
     path = box_key_path(box_dir)
     key: BoxKey | None = None
     for alias in aliases:
@@ -286,6 +291,8 @@ class ClearnetOpenPGP:
         box_key = self.box_key()
         stored = [self.peers.get(rcpt) for rcpt in recipients]
         if recipients and all(stored):
+            from onionmail.openpgp.pgp_mime import encrypt_message
+
             keys = [peer.public_key() for peer in stored if peer is not None]
             encrypted = encrypt_message(
                 rewritten, box_key, keys, autocrypt=True, signed_at=signed_at
@@ -306,6 +313,8 @@ class ClearnetOpenPGP:
             log.debug("autocrypt on incoming mail: %s", result.outcome.value)
         except (OpenPGPError, OSError) as exc:
             log.warning("could not update the OpenPGP key store: %s", type(exc).__name__)
+        from onionmail.openpgp.pgp_mime import decrypt_message, is_pgp_mime
+
         try:
             if not is_pgp_mime(message):
                 return with_status(message, "none (not encrypted)")

@@ -59,6 +59,7 @@ from dataclasses import dataclass
 
 from onionmail.core.errors import DecryptionError, KeyMismatchError, OpenPGPError
 from onionmail.message.rfc5322 import Message, MessageFormatError, parse_message, unfold
+from onionmail.openpgp import STATUS_FIELD
 from onionmail.openpgp.autocrypt import format_autocrypt_header, single_address
 from onionmail.openpgp.keys import (
     BoxKey,
@@ -76,7 +77,6 @@ OUTER_FIELDS = frozenset(
 )
 #: Outer fields a decrypted message keeps: the relays' trace, never content.
 TRACE_FIELDS = frozenset(("return-path", "received", "delivered-to", "authentication-results"))
-STATUS_FIELD = "Onionmail-OpenPGP"
 #: Never copied into the protected part.
 _NOT_INSIDE = frozenset(
     ("bcc", "mime-version", "received", "return-path", "hp-outer", STATUS_FIELD.lower())

@@ -9,7 +9,6 @@ error correction level L (an onion address fits version 4: 33 modules).
 
 from __future__ import annotations
 
-import segno
 from rich.style import Style
 from rich.text import Text
 
@@ -26,6 +25,8 @@ _STYLES = {
 
 def qr_modules(data: str, *, border: int = QUIET_ZONE) -> list[list[bool]]:
     """The symbol's modules, row by row, quiet zone included (True = dark)."""
+    import segno  # when a code is drawn, not at the TUI's start
+
     code = segno.make(data, error="l", micro=False)
     return [[bool(m) for m in row] for row in code.matrix_iter(scale=1, border=border)]
 
