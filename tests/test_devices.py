@@ -29,7 +29,15 @@ from onionmail.config.box import load_config
 from onionmail.config.sections import TorSection
 from onionmail.core.errors import ConfigError
 from onionmail.devices.access import DeviceAccess
-from onionmail.devices.dovecot import DevicesUnavailable, Dovecot, DovecotPaths, render_config
+from onionmail.devices.dovecot import (
+    DevicesUnavailable,
+    Dovecot,
+    DovecotPaths,
+    dovecot_version,
+    find_dovecot,
+    render_config,
+    write_config,
+)
 from onionmail.devices.registry import DeviceRegistry, device_onion_identity
 from onionmail.store.maildir import Maildir, set_flags
 from onionmail.tor.control import BoxTor
@@ -87,17 +95,36 @@ def test_a_damaged_list_names_the_file(tmp_path: Path) -> None:
         registry.devices()
 
 
-def test_the_config_has_one_passdb_per_device_and_no_tcp_port_by_default(tmp_path: Path) -> None:
+@pytest.mark.parametrize("version", [(2, 3), (2, 4)])
+def test_the_config_has_one_passdb_per_device_and_no_tcp_port_by_default(
+    tmp_path: Path, version: tuple[int, int]
+) -> None:
     registry = DeviceRegistry(tmp_path)
     registry.add("phone", "alice")
     registry.add("laptop", "alice")
     paths = DovecotPaths(tmp_path)
-    text = render_config(paths, registry.devices(), 0)
+    text = render_config(paths, registry.devices(), 0, version)
     assert text.count("driver = passwd-file") == 2
     assert f"{paths.root}/laptop.passwd" in text and f"{paths.root}/phone.passwd" in text
     assert "    port = 0\n" in text  # no IMAP on TCP unless [devices] local_imap_port
     assert f"unix_listener {paths.onion_socket.name}" in text
     assert "ssl = no" in text and "info_log_path = /dev/null" in text
+    # Dovecot 2.4 (Debian 13) renamed the settings; 2.3 (Debian 12) keeps the old ones.
+    assert ("dovecot_config_version = 2.4.0" in text) == (version >= (2, 4))
+    assert ("mail_location = maildir:" in text) == (version < (2, 4))
+
+
+def test_the_installed_dovecot_reads_the_config(tmp_path: Path) -> None:
+    registry = DeviceRegistry(tmp_path)
+    registry.add("phone", "alice")
+    binary = find_dovecot()
+    paths = DovecotPaths(tmp_path)
+    write_config(paths, registry.devices(), 1143, dovecot_version(binary))
+    parsed = subprocess.run(
+        ["doveconf", "-n", "-c", str(paths.config)], capture_output=True, text=True, timeout=30
+    )
+    assert parsed.returncode == 0, parsed.stderr
+    assert "passwd-file" in parsed.stdout and "1143" in parsed.stdout
 
 
 def test_as_root_dovecot_is_refused_with_the_reason(

@@ -42,6 +42,7 @@ import pwd
 import shutil
 import signal
 import socket
+import subprocess
 import time
 from pathlib import Path
 
@@ -88,12 +89,34 @@ class DovecotPaths:
         return self.root / f"{device.name}.passwd"
 
 
-def render_config(paths: DovecotPaths, devices: list[Device], local_imap_port: int) -> str:
-    """dovecot.conf for this box: one passdb per device, rootless, no user name in the log."""
+def dovecot_version(binary: str) -> tuple[int, int]:
+    """``(major, minor)`` of the dovecot ``binary`` (Debian 12 has 2.3, Debian 13 2.4)."""
+    try:
+        out = subprocess.run(
+            [binary, "--version"], capture_output=True, text=True, timeout=10, check=True
+        ).stdout
+        major, minor = out.split(".")[:2]
+        return int(major), int(minor)
+    except (OSError, subprocess.SubprocessError, ValueError) as exc:
+        raise DevicesUnavailable(f"cannot tell the version of {binary}: {exc}") from None
+
+
+def render_config(
+    paths: DovecotPaths, devices: list[Device], local_imap_port: int, version: tuple[int, int]
+) -> str:
+    """dovecot.conf for this box: one passdb per device, rootless, no user name in the log.
+
+    Dovecot 2.4 renamed much of the configuration (``mail_location`` became
+    ``mail_driver`` and ``mail_path``, ``%n`` became ``%{user | username}``, named
+    passdbs...): both forms are written here, by ``version``.
+    """
     user = pwd.getpwuid(os.getuid()).pw_name
     group = grp.getgrgid(os.getgid()).gr_name
     uid, gid = os.getuid(), os.getgid()
-    lines = [
+    new = version >= (2, 4)
+    name = "%{user | username}" if new else "%n"
+    lines = ["dovecot_config_version = 2.4.0", "dovecot_storage_version = 2.4.0"] if new else []
+    lines += [
         "# Written by onionmail at each start of the box; changes here are lost.",
         f"base_dir = {paths.run}",
         f"state_dir = {paths.root / 'state'}",
@@ -103,7 +126,7 @@ def render_config(paths: DovecotPaths, devices: list[Device], local_imap_port: i
         "listen = 127.0.0.1",
         "ssl = no",
         "auth_mechanisms = plain login",
-        "disable_plaintext_auth = no",
+        "auth_allow_cleartext = yes" if new else "disable_plaintext_auth = no",
         f"default_login_user = {user}",
         f"default_internal_user = {user}",
         f"default_internal_group = {group}",
@@ -111,25 +134,52 @@ def render_config(paths: DovecotPaths, devices: list[Device], local_imap_port: i
         f"last_valid_uid = {uid}",
         f"first_valid_gid = {gid}",
         f"last_valid_gid = {gid}",
-        f"mail_location = maildir:{paths.mail}/%n"
-        f":INDEX={paths.root}/index/%n:CONTROL={paths.root}/control/%n",
-        "login_log_format_elements = method=%m %c",
-        'mail_log_prefix = "%s(%p): "',
-        "mailbox_idle_check_interval = 1 secs",
-        "auth_cache_size = 0",
     ]
-    for device in devices:
+    if new:
         lines += [
-            "passdb {",
-            "  driver = passwd-file",
-            f"  args = scheme=ARGON2ID username_format=%n {paths.passwd_file(device)}",
+            "mail_driver = maildir",
+            f"mail_path = {paths.mail}/{name}",
+            f"mail_index_path = {paths.root}/index/{name}",
+            f"mail_control_path = {paths.root}/control/{name}",
+            "namespace inbox {",
+            "  inbox = yes",
             "}",
+            "login_log_format_elements = method=%{mechanism} %{secured}",
+            'mail_log_prefix = "%{service}(%{process:pid}): "',
+            "mailbox_idle_check_interval = 1s",
         ]
+    else:
+        lines += [
+            f"mail_location = maildir:{paths.mail}/%n"
+            f":INDEX={paths.root}/index/%n:CONTROL={paths.root}/control/%n",
+            "login_log_format_elements = method=%m %c",
+            'mail_log_prefix = "%s(%p): "',
+            "mailbox_idle_check_interval = 1 secs",
+        ]
+    lines.append("auth_cache_size = 0")
+    for n, device in enumerate(devices):
+        if new:
+            lines += [
+                f"passdb device{n} {{",
+                "  driver = passwd-file",
+                f"  passwd_file_path = {paths.passwd_file(device)}",
+                "  default_password_scheme = ARGON2ID",
+                f"  auth_username_format = {name}",
+                "}",
+            ]
+        else:
+            lines += [
+                "passdb {",
+                "  driver = passwd-file",
+                f"  args = scheme=ARGON2ID username_format=%n {paths.passwd_file(device)}",
+                "}",
+            ]
+    home = f"{paths.root}/home/{name}"
+    if new:
+        lines += ["userdb static {", "  fields {", f"    home = {home}", "  }", "}"]
+    else:
+        lines += ["userdb {", "  driver = static", f"  args = home={home}", "}"]
     lines += [
-        "userdb {",
-        "  driver = static",
-        f"  args = home={paths.root}/home/%n",
-        "}",
         "service anvil {",
         "  chroot =",
         "}",
@@ -139,7 +189,7 @@ def render_config(paths: DovecotPaths, devices: list[Device], local_imap_port: i
         "    mode = 0600",
         "  }",
         "  inet_listener imap {",
-        "    address = 127.0.0.1",
+        f"    {'listen' if new else 'address'} = 127.0.0.1",
         f"    port = {local_imap_port}",
         "  }",
         "  inet_listener imaps {",
@@ -151,7 +201,9 @@ def render_config(paths: DovecotPaths, devices: list[Device], local_imap_port: i
     return "\n".join(lines)
 
 
-def write_config(paths: DovecotPaths, devices: list[Device], local_imap_port: int) -> None:
+def write_config(
+    paths: DovecotPaths, devices: list[Device], local_imap_port: int, version: tuple[int, int]
+) -> None:
     """The configuration and one passwd file per device (the argon2id hashes), 0600."""
     ensure_private_dir(paths.root)
     # Dovecot wants its base_dir world-readable (its parent, BOXDIR/devices, is 0700).
@@ -164,7 +216,9 @@ def write_config(paths: DovecotPaths, devices: list[Device], local_imap_port: in
         line = f"{device.local_part}:{{ARGON2ID}}{device.password_hash}\n"
         write_private_file(paths.passwd_file(device), line.encode(), durable=False)
     write_private_file(
-        paths.config, render_config(paths, devices, local_imap_port).encode(), durable=False
+        paths.config,
+        render_config(paths, devices, local_imap_port, version).encode(),
+        durable=False,
     )
 
 
@@ -181,6 +235,7 @@ class Dovecot:
         self.binary = binary
         self.local_imap_port = local_imap_port
         self.process: asyncio.subprocess.Process | None = None
+        self.version: tuple[int, int] = (2, 3)
 
     def check(self) -> str:
         """The binary to run, or :class:`DevicesUnavailable` saying why there is none."""
@@ -199,7 +254,8 @@ class Dovecot:
     async def start(self, devices: list[Device]) -> None:
         """Write the configuration, start ``dovecot -F``, wait until IMAP answers."""
         binary = self.check()
-        write_config(self.paths, devices, self.local_imap_port)
+        self.version = await asyncio.to_thread(dovecot_version, binary)
+        write_config(self.paths, devices, self.local_imap_port, self.version)
         self._stop_stale()
         self.paths.onion_socket.unlink(missing_ok=True)
         self.process = await asyncio.create_subprocess_exec(
@@ -217,7 +273,7 @@ class Dovecot:
 
     async def reload(self, devices: list[Device]) -> None:
         """New passwd files and passdbs, then SIGHUP: Dovecot rereads them, sessions stay."""
-        write_config(self.paths, devices, self.local_imap_port)
+        write_config(self.paths, devices, self.local_imap_port, self.version)
         if self.process is not None and self.process.returncode is None:
             self.process.send_signal(signal.SIGHUP)
 
