@@ -17,11 +17,17 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TypeVar
 
 from gateway.acme import LETS_ENCRYPT, certbot_command, install, renew_command
-from gateway.config import CONFIG_NAME, load_gateway_config, render_gateway_config
+from gateway.config import (
+    CONFIG_NAME,
+    GatewayConfig,
+    load_gateway_config,
+    render_gateway_config,
+)
 from gateway.errors import GatewayConfigError, GatewayError
 from gateway.registry import PENDING, Registry
 from gateway.storage import open_database
@@ -338,9 +344,21 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+T = TypeVar("T")
+
+
+def with_registry(config: GatewayConfig, act: Callable[[Registry], T]) -> T:
+    """``act`` on the gateway's registry, its database closed after."""
+    db = open_database(config)
+    try:
+        return act(Registry(db))
+    finally:
+        db.close()
+
+
 def cmd_list(args: argparse.Namespace) -> int:
     config = load_gateway_config(args.dir.absolute())
-    entries = Registry(open_database(config)).all()
+    entries = with_registry(config, Registry.all)
     if args.only_pending:
         entries = [e for e in entries if e.state == PENDING]
     if not entries:
@@ -355,7 +373,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 def cmd_remove(args: argparse.Namespace) -> int:
     config = load_gateway_config(args.dir.absolute())
     alias = args.alias.lower().split("@", 1)[0]
-    Registry(open_database(config)).remove(alias)
+    with_registry(config, lambda registry: registry.remove(alias))
     print(f"{alias}@{config.gateway.domain}: removed")
     return 0
 
@@ -363,8 +381,8 @@ def cmd_remove(args: argparse.Namespace) -> int:
 def cmd_rename(args: argparse.Namespace) -> int:
     config = load_gateway_config(args.dir.absolute())
     alias = args.alias.lower().split("@", 1)[0]
-    registry = Registry(open_database(config))
-    entry = registry.rename(alias, args.new.lower().split("@", 1)[0])
+    new = args.new.lower().split("@", 1)[0]
+    entry = with_registry(config, lambda registry: registry.rename(alias, new))
     domain = config.gateway.domain
     print(f"{alias}@{domain} -> {entry.alias}@{domain} ({entry.state})")
     return 0
@@ -373,7 +391,7 @@ def cmd_rename(args: argparse.Namespace) -> int:
 def cmd_decide(args: argparse.Namespace) -> int:
     config = load_gateway_config(args.dir.absolute())
     alias = args.alias.lower().split("@", 1)[0]
-    entry = Registry(open_database(config)).decide(alias, approve=args.approve)
+    entry = with_registry(config, lambda registry: registry.decide(alias, approve=args.approve))
     print(f"{entry.alias}@{config.gateway.domain}: {entry.state}")
     return 0
 
@@ -437,7 +455,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(f"onion:      {status.get('onion', '?')}")
         print(f"smtp:       {status.get('smtp', '?')}")
         print(f"metrics:    {status.get('metrics') or 'off ([metrics] listen)'}")
-    states = collections.Counter(e.state for e in Registry(open_database(config)).all())
+    states = collections.Counter(e.state for e in with_registry(config, Registry.all))
     approval = "required" if config.gateway.require_approval else "open (no approval)"
     print(
         f"aliases:    {states['approved']} approved, {states['pending']} pending, "

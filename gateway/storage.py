@@ -177,6 +177,14 @@ class Database:
             version = number
         return version
 
+    def __del__(self) -> None:
+        # A Database dropped without close() (a short-lived one in a command or a
+        # test) closes its connections rather than leaving them to the collector.
+        try:
+            self.close()
+        except Exception:
+            pass
+
     def close(self) -> None:
         if self.engine == "sqlite":
             with self._lock:

@@ -154,3 +154,11 @@ class SenderBook:
     def close(self) -> None:
         with self._lock:
             self._conn.close()
+
+    def __del__(self) -> None:
+        # Dropped without close() (a command's, a test's): close rather than leave the
+        # connection to the collector, which Python 3.13 warns about.
+        try:
+            self._conn.close()
+        except Exception:  # noqa: BLE001, S110 - nothing may escape __del__
+            pass
