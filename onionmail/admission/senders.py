@@ -160,5 +160,5 @@ class SenderBook:
         # connection to the collector, which Python 3.13 warns about.
         try:
             self._conn.close()
-        except Exception:  # noqa: BLE001, S110 - nothing may escape __del__
+        except Exception:  # nothing may escape __del__
             pass
