@@ -8,6 +8,7 @@ retrying, is tests/test_admission_onion.py.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import time
 from collections.abc import AsyncIterator
@@ -328,3 +329,58 @@ async def test_a_refused_stranger_waits_for_its_answer_a_contact_does_not(box: B
     start = time.monotonic()
     assert code((await send(box, carol))[1]) == 250
     assert time.monotonic() - start < 0.5
+
+
+async def test_the_sending_box_pays_and_its_queue_says_so_meanwhile(
+    box: Box, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The delivery agent against the real inbound server (loopback instead of tor): a
+    450 naming the cost, the queue's note while stamps are made, then delivery."""
+    import socket
+
+    import onionmail.box.delivery as delivery
+    from onionmail.config.box import DeliverySection
+    from onionmail.store.maildir import Maildir
+    from onionmail.store.queue import OutboundQueue, queue_key
+
+    alice = Identity.generate()
+    queue = OutboundQueue(tmp_path / "alice-queue", queue_key(alice.seed))
+    agent = delivery.DeliveryAgent(
+        queue=queue,
+        identity=alice,
+        settings=DeliverySection(retry_initial=30.0),
+        socks_address=lambda: ("127.0.0.1", 9),
+        socks_timeout=5,
+        sender_maildir=lambda part: Maildir(tmp_path / "alice-mail" / part),
+    )
+
+    async def connect_directly(destination: str) -> socket.socket:
+        return socket.create_connection(("127.0.0.1", box.port), timeout=5)
+
+    agent.connect = connect_directly  # type: ignore[method-assign]
+    notes: list[str] = []
+
+    def watched_make_stamp(*args: object, **kwargs: object) -> str:
+        notes.extend(state.last_error for state in queue.states())
+        return make_stamp(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(delivery, "make_stamp", watched_make_stamp)
+    sender = f"alice@{alice.onion_address}"
+    queue.enqueue(
+        box.bob.onion_address,
+        sender,
+        (box.address,),
+        f"From: {sender}\r\nTo: {box.address}\r\nSubject: hi\r\n\r\nhello\r\n".encode(),
+    )
+    task = asyncio.create_task(agent.run())
+    try:
+        async with asyncio.timeout(30):
+            while queue.states():
+                await asyncio.sleep(0.05)
+    finally:
+        await agent.stop()
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    assert notes == [delivery.STAMPING]  # what `onionmail queue` and the TUI show meanwhile
+    assert agent.stamp_costs[box.bob.onion_address] == CHEAP
+    assert len(box.folder(".Requests")) == 1
