@@ -95,6 +95,8 @@ class Database:
                 path.chmod(0o600)
             self._sqlite.execute("PRAGMA synchronous=FULL")
             self._sqlite.execute("PRAGMA busy_timeout=10000")
+        self.opened = True
+        """Whether there is something to close (``__init__`` got that far)."""
         self.migrate()
 
     @staticmethod
@@ -180,10 +182,8 @@ class Database:
     def __del__(self) -> None:
         # A Database dropped without close() (a short-lived one in a command or a
         # test) closes its connections rather than leaving them to the collector.
-        try:
+        if self.__dict__.get("opened"):
             self.close()
-        except Exception:
-            pass
 
     def close(self) -> None:
         if self.engine == "sqlite":

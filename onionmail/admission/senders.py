@@ -158,7 +158,6 @@ class SenderBook:
     def __del__(self) -> None:
         # Dropped without close() (a command's, a test's): close rather than leave the
         # connection to the collector, which Python 3.13 warns about.
-        try:
-            self._conn.close()
-        except Exception:  # nothing may escape __del__
-            pass
+        conn = self.__dict__.get("_conn")
+        if conn is not None:
+            conn.close()
