@@ -7,11 +7,11 @@ Layout of ``GWDIR`` (directories 0700, files 0600)::
     keys/mail-keys         its mail keys for the handshake seal (onionmail.seal.mail_key)
     keys/dkim/             DKIM keys (gateway.outbound.dkim_signing)
     state/gateway.sqlite   aliases -> boxes, sending-limit counters, envelope ids and
-                           registration nonces seen (gateway.storage; or the PostgreSQL
-                           database of [storage] url)
+                           registration nonces seen, each box's mail key certificate as
+                           last seen (gateway.storage; or the PostgreSQL database of
+                           [storage] url)
     queue/clearnet/        box -> clearnet, encrypted at rest
     queue/boxes/           clearnet -> box: sealed to the box (and encrypted at rest)
-    state/box-mail-keys.json  each box's mail key certificate, as last seen (gateway.registry)
     undeliverable/         notes on box-bound mail nobody could be told about (no content)
     operator/              mail for postmaster@, abuse@... (a Maildir), unless forwarded
     tor/                   the gateway's own tor, in launch mode
@@ -57,7 +57,7 @@ from gateway.outbound.relay import (
 from gateway.outbound.sending_limits import SendingLimits
 from gateway.outbound.smtp import SmtpTimeouts
 from gateway.outbound.tls_policy import TlsPolicy
-from gateway.registry import BoxMailKeys, Registry
+from gateway.registry import BoxMailKeys, Registry, import_box_mail_keys_json
 from gateway.storage import StoredReplay, open_database
 from onionmail.box.delivery import DeliveryAgent
 from onionmail.core.files import ensure_private_dir, write_private_file
@@ -139,7 +139,8 @@ class Gateway:
         ensure_private_dir(self.paths.mail_keys.parent)
         self.mail_keys = MailKeyring.open(self.paths.mail_keys, identity)
         """The gateway's own mail keys: its sessions with boxes use the handshake seal."""
-        self.box_mail_keys = BoxMailKeys(self.paths.state / "box-mail-keys.json")
+        self.box_mail_keys = BoxMailKeys(self.db)
+        import_box_mail_keys_json(self.box_mail_keys, self.paths.state / "box-mail-keys.json")
         self.clearnet_queue = OutboundQueue(
             self.paths.clearnet_queue, derive_subkey(identity.seed, b"om-gw-clearnet")
         )

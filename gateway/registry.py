@@ -20,6 +20,7 @@ the operator removes it.
 from __future__ import annotations
 
 import base64
+import binascii
 import json
 import logging
 import time
@@ -29,7 +30,6 @@ from typing import Any
 
 from gateway.storage import Cursor, Database
 from onionmail.core.errors import RegistrationError, SealError
-from onionmail.core.files import write_private_file
 from onionmail.gateway_link.protocol import RegistrationRequest, check_alias
 from onionmail.seal.mail_key import MailKeyCertificate
 
@@ -177,31 +177,21 @@ def _order(entry: Registration) -> tuple[float, str]:
 
 
 class BoxMailKeys:
-    """The mail key certificate each box last showed: ``GWDIR/state/box-mail-keys.json``.
+    """The mail key certificate each box last showed: the ``box_mail_keys`` table.
 
     Learned from the handshake seal of every session a box opens to the
     gateway (its registration, its outbound mail) and from a box's greeting
     when the gateway delivers to it. Clearnet mail for a box is sealed on
     arrival to the key kept here (:func:`onionmail.gateway_link.protocol.seal_for_box`),
     so nothing the gateway holds opens it, and neither does the box's tor.
-    Only certificates are kept (public, and re-checked on every use).
+    Only certificates are kept (public, and re-checked on every use). The
+    table is shared: a key a box showed one instance seals what another
+    instance accepts for it. A ``box-mail-keys.json`` of an older gateway is
+    moved in at the first start (:func:`import_box_mail_keys_json`).
     """
 
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._certificates: dict[str, str] | None = None
-
-    def _all(self) -> dict[str, str]:
-        if self._certificates is None:
-            try:
-                loaded = json.loads(self.path.read_bytes())
-                self._certificates = {str(k): str(v) for k, v in loaded.items()}
-            except FileNotFoundError:
-                self._certificates = {}
-            except (OSError, ValueError, AttributeError):
-                log.error("the box mail key file is unreadable; boxes will be relearned")
-                self._certificates = {}
-        return self._certificates
+    def __init__(self, db: Database) -> None:
+        self.db = db
 
     def learn(self, onion: str, certificate: bytes, now: float) -> None:
         """Keep ``certificate`` for ``onion`` if it is valid and newer than the one kept."""
@@ -209,21 +199,30 @@ class BoxMailKeys:
             new = MailKeyCertificate.verify(certificate, onion, now)
         except SealError:
             return
-        known = self._all()
         old = self.certificate(onion, now)
         if old is not None and (old.mail_key == new.mail_key and old.not_after >= new.not_after):
             return
-        if old is not None and old.not_before > new.not_before:
-            return  # an older certificate shown late
-        known[onion.lower()] = base64.b64encode(certificate).decode("ascii")
-        write_private_file(self.path, json.dumps(known, indent=1).encode())
+        encoded = base64.b64encode(certificate).decode("ascii")
+        with self.db.transaction() as cur:
+            # An older certificate shown late never replaces a newer one, whichever
+            # instance saw which first.
+            cur.execute(
+                "INSERT INTO box_mail_keys (onion, certificate, not_before) VALUES (?, ?, ?) "
+                "ON CONFLICT (onion) DO UPDATE SET certificate = excluded.certificate, "
+                "not_before = excluded.not_before "
+                "WHERE box_mail_keys.not_before <= excluded.not_before",
+                (onion.lower(), encoded, int(new.not_before)),
+            )
 
     def certificate(self, onion: str, now: float) -> MailKeyCertificate | None:
-        raw = self._all().get(onion.lower())
-        if raw is None:
+        with self.db.transaction() as cur:
+            rows = cur.execute(
+                "SELECT certificate FROM box_mail_keys WHERE onion = ?", (onion.lower(),)
+            )
+        if not rows:
             return None
         try:
-            return MailKeyCertificate.verify(base64.b64decode(raw), onion, now)
+            return MailKeyCertificate.verify(base64.b64decode(rows[0][0]), onion, now)
         except (SealError, ValueError):
             return None
 
@@ -231,3 +230,24 @@ class BoxMailKeys:
         """The box's current mail key, or None (never seen, or its certificate expired)."""
         found = self.certificate(onion, now)
         return None if found is None else found.mail_key
+
+
+def import_box_mail_keys_json(keys: BoxMailKeys, path: Path) -> int:
+    """Move an older gateway's ``state/box-mail-keys.json`` into the table once; how many.
+
+    The file is renamed ``box-mail-keys.json.imported`` afterwards; each
+    certificate is checked as it is learned (an expired one is dropped).
+    """
+    if not path.exists():
+        return 0
+    try:
+        loaded = json.loads(path.read_bytes())
+        entries = {str(k): base64.b64decode(str(v)) for k, v in loaded.items()}
+    except (OSError, ValueError, AttributeError, binascii.Error):
+        log.error("the box mail key file is unreadable; boxes will be relearned")
+        entries = {}
+    now = time.time()
+    for onion, certificate in entries.items():
+        keys.learn(onion, certificate, now)
+    path.rename(path.with_name(path.name + ".imported"))
+    return len(entries)

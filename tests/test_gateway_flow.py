@@ -27,12 +27,14 @@ import os
 import secrets
 import shutil
 import socket
+import sqlite3
 import stat
 import subprocess
 import threading
 import time
 import urllib.request
 from collections.abc import Iterator
+from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -590,7 +592,8 @@ def test_a_gateway_disk_image_opens_none_of_the_mail_it_holds_for_a_box(world: W
     it again)."""
     alice = world.alice
     alice_identity = load_identity(alice.new.box_dir / "keys" / "identity.key")
-    learned = json.loads((world.gw_dir / "state" / "box-mail-keys.json").read_text())
+    with closing(sqlite3.connect(world.gw_dir / "state" / "gateway.sqlite")) as db:
+        learned = {row[0] for row in db.execute("SELECT onion FROM box_mail_keys")}
     assert alice.onion in learned  # from her registration (the handshake seal)
     alice.stop()  # the next test has the gateway deliver once it is back
     subject, body = f"Queued{secrets.token_hex(6)}", f"QueuedBody{secrets.token_hex(6)}"

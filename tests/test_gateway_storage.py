@@ -8,6 +8,7 @@ processes have.
 
 from __future__ import annotations
 
+import base64
 import json
 import threading
 import time
@@ -18,11 +19,19 @@ from pathlib import Path
 import pytest
 
 from gateway.outbound.sending_limits import SendingLimits
-from gateway.registry import APPROVED, DENIED, PENDING, Registry
+from gateway.registry import (
+    APPROVED,
+    DENIED,
+    PENDING,
+    BoxMailKeys,
+    Registry,
+    import_box_mail_keys_json,
+)
 from gateway.storage import Database, StoredReplay, import_registrations_json
 from onionmail.core.errors import RegistrationError
 from onionmail.gateway_link.protocol import RegistrationRequest, build_registration
 from onionmail.seal.identity import Identity
+from onionmail.seal.mail_key import MailKeyCertificate
 from tests.postgres import PrivatePostgres, private_postgres
 
 GATEWAY = Identity.generate().onion_address
@@ -64,10 +73,10 @@ def request_for(
 
 def test_the_schema_is_migrated_once(opener: Opener) -> None:
     first = opener()
-    assert first.migrate() == 2
+    assert first.migrate() == 3
     with first.transaction() as db:
-        assert sorted(db.execute("SELECT version FROM schema_version")) == [(1,), (2,)]
-    assert opener().migrate() == 2  # a second instance finds it done
+        assert sorted(db.execute("SELECT version FROM schema_version")) == [(1,), (2,), (3,)]
+    assert opener().migrate() == 3  # a second instance finds it done
 
 
 def test_registry_rules_hold_on_both_engines(opener: Opener) -> None:
@@ -170,3 +179,35 @@ def test_an_envelope_seen_by_one_instance_is_seen_by_all(opener: Opener) -> None
     new = b"\x02" * 16
     later.record(new, int(time.time()) + 7200)  # its first record prunes past the window
     assert not one.seen(envelope) and later.seen(new)
+
+
+def test_a_box_mail_key_one_instance_saw_seals_at_every_instance(opener: Opener) -> None:
+    """Clearnet mail for a box is sealed to the mail key the box last showed any instance;
+    a certificate older than the one kept (shown late, elsewhere) never replaces it."""
+    box = Identity.generate()
+    now = time.time()
+    one, two = BoxMailKeys(opener()), BoxMailKeys(opener())
+    assert two.mail_key(box.onion_address, now) is None
+    old_key, new_key = b"\x01" * 32, b"\x02" * 32
+    old = MailKeyCertificate.issue(box, old_key, now - 3 * 86400).encode()
+    new = MailKeyCertificate.issue(box, new_key, now).encode()
+    one.learn(box.onion_address, old, now)
+    assert two.mail_key(box.onion_address, now) == old_key
+    two.learn(box.onion_address, new, now)
+    one.learn(box.onion_address, old, now)  # the older one again, at the other instance
+    assert one.mail_key(box.onion_address, now) == new_key
+    forged = MailKeyCertificate.issue(Identity.generate(), b"\x03" * 32, now).encode()
+    one.learn(box.onion_address, forged, now)  # not signed by the box: ignored
+    assert two.mail_key(box.onion_address, now) == new_key
+
+
+def test_an_older_box_mail_keys_json_is_moved_in_once(tmp_path: Path, opener: Opener) -> None:
+    box = Identity.generate()
+    certificate = MailKeyCertificate.issue(box, b"\x04" * 32, time.time()).encode()
+    old = tmp_path / "box-mail-keys.json"
+    old.write_text(json.dumps({box.onion_address: base64.b64encode(certificate).decode()}))
+    keys = BoxMailKeys(opener())
+    assert import_box_mail_keys_json(keys, old) == 1
+    assert not old.exists() and (tmp_path / "box-mail-keys.json.imported").exists()
+    assert import_box_mail_keys_json(keys, old) == 0
+    assert keys.mail_key(box.onion_address, time.time()) == b"\x04" * 32
