@@ -5,7 +5,7 @@
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
-APT_PACKAGES := tor torsocks neomutt dovecot-imapd postgresql swaks strace knot unbound gnupg procps systemd certbot pebble
+APT_PACKAGES := tor torsocks neomutt dovecot-imapd postgresql onionbalance swaks strace knot unbound gnupg procps systemd certbot pebble
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: demo test docs lint deps system-deps venv clean bench bench-full bench-deps postfix-deps \

@@ -272,7 +272,41 @@ def build_parser() -> argparse.ArgumentParser:
     _dir_arg(p)
     p.add_argument("action", nargs="?", choices=("list", "flush"), default="list")
     p.set_defaults(func=cmd_queue)
+
+    p = sub.add_parser(
+        "onionbalance-config",
+        help="write Onionbalance's configuration and key for instances behind this onion",
+        description=(
+            "Several instances behind the gateway's onion (docs/scale-out.md): write OUT/"
+            "config.yaml naming each INSTANCE's own onion ('onionmail-gateway status' on an "
+            "instance with [onion] onionbalance_instance prints it) and OUT/gateway.key, the "
+            "gateway's identity in tor's key format, which Onionbalance signs the gateway's "
+            "descriptor with. Both 0600: the key is the gateway's identity. Then: "
+            "onionbalance -c OUT/config.yaml -s TOR_CONTROL_SOCKET."
+        ),
+    )
+    _dir_arg(p)
+    p.add_argument(
+        "--instance", action="append", required=True, metavar="ADDRESS", help="a backend onion"
+    )
+    p.add_argument("--out", required=True, type=Path, metavar="OUT", help="where to write")
+    p.add_argument("--passphrase-file", type=Path, metavar="FILE", help="the key's passphrase")
+    p.set_defaults(func=cmd_onionbalance_config)
     return parser
+
+
+def cmd_onionbalance_config(args: argparse.Namespace) -> int:
+    from gateway.balance import write_onionbalance_config
+    from gateway.daemon import GatewayPaths
+
+    gw_dir: Path = args.dir.absolute()
+    load_gateway_config(gw_dir)
+    passphrase = read_passphrase_file(args.passphrase_file) if args.passphrase_file else None
+    identity = load_identity(GatewayPaths(gw_dir).identity, passphrase)
+    config = write_onionbalance_config(identity, args.instance, args.out.absolute())
+    print(f"frontend onion: {identity.onion_address}")
+    print(f"wrote {config} and {config.parent / 'gateway.key'} (the gateway's key: keep it 0600)")
+    return 0
 
 
 def _dir_arg(p: argparse.ArgumentParser) -> None:
@@ -330,6 +364,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         try:
             await gateway.start()
             print(f"onion: {gateway.onion}")
+            if gateway.instance_onion:
+                print(f"instance onion: {gateway.instance_onion}")
             if gateway.metrics_url:
                 print(f"metrics: {gateway.metrics_url}")
             print(f"smtp: {config.smtp.host}:{gateway.smtp_port}", flush=True)
@@ -453,6 +489,8 @@ def cmd_status(args: argparse.Namespace) -> int:
     print(f"state:      {f'running (pid {pid}){started}' if running else 'not running'}")
     if status:
         print(f"onion:      {status.get('onion', '?')}")
+        if status.get("instance_onion"):
+            print(f"instance:   {status['instance_onion']} (an Onionbalance backend)")
         print(f"smtp:       {status.get('smtp', '?')}")
         print(f"metrics:    {status.get('metrics') or 'off ([metrics] listen)'}")
     states = collections.Counter(e.state for e in with_registry(config, Registry.all))

@@ -110,6 +110,11 @@ class OnionSettings(SessionLimits):
     """Messages one box (one onion, all its aliases together) may send in any hour."""
     box_recipients_per_day: int = 1000
     """Recipients one box may send to in any 24 hours."""
+    onionbalance_instance: bool = False
+    """Run as one of several instances behind the gateway's onion, published by Onionbalance:
+    this instance publishes a backend onion of its own (key in ``GWDIR/instance``) and
+    answers for the gateway's; every instance holds the same ``keys/`` and [storage] url.
+    See docs/scale-out.md and ``onionmail-gateway onionbalance-config``."""
 
 
 @dataclass(frozen=True)

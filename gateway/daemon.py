@@ -15,6 +15,7 @@ Layout of ``GWDIR`` (directories 0700, files 0600)::
     undeliverable/         notes on box-bound mail nobody could be told about (no content)
     operator/              mail for postmaster@, abuse@... (a Maildir), unless forwarded
     tor/                   the gateway's own tor, in launch mode
+    instance/              an Onionbalance backend's own onion key ([onion] onionbalance_instance)
     run/box.lock           one running gateway per directory
 
 Start-up follows the box's order (:mod:`onionmail.box.daemon`): queues recovered,
@@ -85,6 +86,7 @@ class GatewayPaths:
         self.box_queue = root / "queue" / "boxes"
         self.state = root / "state"
         self.tor = root / "tor"
+        self.instance = root / "instance"
         self.operator = root / "operator"
 
 
@@ -160,6 +162,8 @@ class Gateway:
         self._tasks: list[asyncio.Task[None]] = []
         self._lock = BoxLock(config.gateway_dir)
         self.onion_port = 0
+        self.instance_onion = ""
+        """This instance's own onion when it is an Onionbalance backend (else empty)."""
         self.smtp_port = 0
         self.metrics_url = ""
         self.tls_context: ssl.SSLContext | None = None
@@ -180,7 +184,13 @@ class Gateway:
         self.signer = signer
         await self._start_onion_side(signer)
         await self.tor.start(self.progress)
-        await self.tor.publish(self.identity, self.onion_port, self.progress)
+        if self.config.onion.onionbalance_instance:
+            self.instance_onion = await self.tor.publish_instance(
+                self.paths.instance, self.onion, self.onion_port, self.progress
+            )
+            self.progress(f"instance onion: {self.instance_onion}")
+        else:
+            await self.tor.publish(self.identity, self.onion_port, self.progress)
         self._start_agents()
         await self._start_clearnet_side()
         if self.config.metrics.listen:
@@ -194,6 +204,8 @@ class Gateway:
         smtp = f"{self.config.smtp.host}:{self.smtp_port}"
         status: dict[str, object] = {"onion": self.onion, "smtp": smtp, "started_at": time.time()}
         status["metrics"] = self.metrics_url
+        if self.instance_onion:
+            status["instance_onion"] = self.instance_onion
         ensure_private_dir(self.paths.root / "run")
         write_private_file(self.paths.root / "run" / "status.json", json.dumps(status).encode())
 

@@ -195,16 +195,21 @@ def spawn_gateway(
     return process, log
 
 
-def wait_gateway(process: subprocess.Popen[str], log: list[str]) -> None:
-    """Until the gateway printed its clearnet port (the last thing it starts)."""
+def wait_gateway(
+    process: subprocess.Popen[str], log: list[str], timeout: float = 90
+) -> dict[str, str]:
+    """Until the gateway printed its clearnet port (the last thing it starts); what it
+    printed (``onion``, ``instance onion``, ``metrics``, ``smtp``: their values)."""
     assert process.stdout is not None
-    deadline = time.monotonic() + 90
+    printed: dict[str, str] = {}
+    deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         key, _, value = process.stdout.readline().partition(":")
         if not key:
             break
+        printed[key] = value.strip()
         if key == "smtp":
-            return
+            return printed
     stop_process(process)
     raise AssertionError("the gateway did not start:\n" + "".join(log[-30:]))
 

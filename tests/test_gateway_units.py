@@ -645,3 +645,22 @@ def test_a_report_to_a_clearnet_sender_names_the_alias_never_the_box(tmp_path: P
     assert f"Final-Recipient: rfc822; ghost@{DOMAIN}" in status
     assert "Status: 5.1.1" in status
     assert f"Reporting-MTA: dns; {DOMAIN}" in status
+
+
+def test_onionbalance_config_names_the_instances_and_carries_the_key_in_tor_s_form(
+    tmp_path: Path,
+) -> None:
+    from gateway.balance import TOR_SECRET_KEY_HEADER, write_onionbalance_config
+
+    gateway = Identity.generate()
+    backends = [Identity.generate().onion_address for _ in range(2)]
+    config = write_onionbalance_config(gateway, [backends[0], backends[1].upper()], tmp_path / "ob")
+    text = config.read_text()
+    assert all(f"address: {b}" in text for b in backends) and "key: gateway.key" in text
+    key = (tmp_path / "ob" / "gateway.key").read_bytes()
+    assert key == TOR_SECRET_KEY_HEADER + gateway.tor_expanded_key() and len(key) == 96
+    assert (tmp_path / "ob" / "gateway.key").stat().st_mode & 0o777 == 0o600
+    with pytest.raises(GatewayConfigError, match="the gateway's own onion"):
+        write_onionbalance_config(gateway, [gateway.onion_address], tmp_path / "x")
+    with pytest.raises(GatewayConfigError, match="not a v3 onion address"):
+        write_onionbalance_config(gateway, ["example.onion"], tmp_path / "x")

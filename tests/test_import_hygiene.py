@@ -153,6 +153,7 @@ GATEWAY_LAYERS: dict[str, set[str]] = {
     "dns": {"errors"},
     "dns_records": {"config", "dns", "errors", "inbound", "outbound"},
     "acme": {"config", "errors"},
+    "balance": {"errors"},
     "metrics": {"config", "daemon"},
     "errors": set(),
     "registry": {"storage"},

@@ -40,7 +40,7 @@ import stem.response
 
 from onionmail.config.box import TorSection
 from onionmail.core.errors import TorError, TorTimeoutError
-from onionmail.core.files import ensure_private_dir
+from onionmail.core.files import ensure_private_dir, write_private_file
 from onionmail.seal.identity import Identity
 
 log = logging.getLogger(__name__)
@@ -257,6 +257,61 @@ class BoxTor:
             self._await_upload(events, service_id, deadline)
         finally:
             self.controller.remove_event_listener(listener)
+        return service_id
+
+    async def publish_instance(
+        self,
+        service_dir: Path,
+        master_onion: str,
+        target_port: int,
+        progress: Progress | None = None,
+    ) -> str:
+        """Publish this process as one Onionbalance backend of ``master_onion``; its address.
+
+        Clients reach ``master_onion``, whose descriptor Onionbalance makes from the
+        introduction points of every backend; each backend is an ordinary onion of its
+        own (key in ``service_dir``, made by tor at the first start, kept across
+        restarts) that also answers introductions made to the master's descriptor.
+        That needs ``HiddenServiceOnionbalanceInstance`` and the ``ob_config`` file
+        naming the master, which only tor's configuration carries (ADD_ONION has no
+        such flag), so the service is set with SETCONF. The defences of [tor] apply as
+        to :meth:`publish`.
+        """
+        say = progress or (lambda _msg: None)
+        say("publishing the onion service (an Onionbalance instance)")
+        ensure_private_dir(service_dir)
+        write_private_file(
+            service_dir / "ob_config", f"MasterOnionAddress {master_onion}\n".encode()
+        )
+        try:
+            service_id = await asyncio.to_thread(self._publish_instance, service_dir, target_port)
+        except (stem.ControllerError, stem.SocketError) as exc:
+            raise TorError(f"tor refused to create the onion service: {exc}") from None
+        self.published = True
+        say("onion service published")
+        return f"{service_id}.onion"
+
+    def _publish_instance(self, service_dir: Path, target_port: int) -> str:
+        options: list[tuple[str, str]] = [
+            ("HiddenServiceDir", str(service_dir)),
+            ("HiddenServicePort", f"{ONION_VIRTUAL_PORT} 127.0.0.1:{target_port}"),
+            ("HiddenServiceOnionbalanceInstance", "1"),
+        ]
+        if self.settings.max_streams_per_circuit:
+            options.append(("HiddenServiceMaxStreams", str(self.settings.max_streams_per_circuit)))
+            options.append(("HiddenServiceMaxStreamsCloseCircuit", "1"))
+        if self.settings.pow_defenses:
+            options.append(("HiddenServicePoWDefensesEnabled", "1"))
+            options.append(("HiddenServicePoWQueueRate", str(self.settings.pow_queue_rate)))
+            options.append(("HiddenServicePoWQueueBurst", str(self.settings.pow_queue_burst)))
+
+        def add() -> str:
+            self.controller.set_options(options)
+            hostname = (service_dir / "hostname").read_text().strip()
+            return hostname.removesuffix(".onion")
+
+        service_id = self._add_and_wait(add)
+        self.pow_defenses = self.settings.pow_defenses
         return service_id
 
     device_service_id: str | None = None
