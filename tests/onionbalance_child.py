@@ -30,35 +30,49 @@ from __future__ import annotations
 import sys
 
 import onionbalance.manager
-from onionbalance.hs_v3 import consensus, hashring, params
+from onionbalance.hs_v3 import consensus, hashring, params, tor_node
 from onionbalance.hs_v3 import onionbalance as ob_main
 
 
 def for_voting_interval(interval: int) -> None:
-    """Onionbalance's testnet time arithmetic for a network voting every ``interval`` s."""
+    """Onionbalance's testnet time arithmetic for a network voting every ``interval`` s.
+
+    Only public methods are replaced (those that use the period and the offset).
+    """
+    import stem.util
+
     c = consensus.Consensus
+    length, offset = (24 * interval) // 60, (12 * interval) // 60  # minutes
 
     def testnet() -> bool:
         return bool(ob_main.my_onionbalance.is_testnet)
 
-    srv_phase, period, start_run, previous_run = (
-        c._get_srv_phase_duration,
+    period, period_num, next_start, start_run, previous_run = (
         c.get_time_period_length,
+        c.get_time_period_num,
+        c.get_start_time_of_next_time_period,
         c.get_start_time_of_current_srv_run,
         c.get_start_time_of_previous_srv_run,
     )
 
-    def phase_minutes(self):  # type: ignore[no-untyped-def]
-        return (12 * interval) // 60 if testnet() else srv_phase(self)
-
     def period_minutes(self):  # type: ignore[no-untyped-def]
-        return (24 * interval) // 60 if testnet() else period(self)
+        return length if testnet() else period(self)
+
+    def time_period_num(self, valid_after=None):  # type: ignore[no-untyped-def]
+        if not testnet():
+            return period_num(self, valid_after)
+        if not valid_after:
+            valid_after = stem.util.datetime_to_unix(self.consensus.valid_after)
+        return int((valid_after // 60 - offset) // length)
+
+    def start_of_next_period(self, valid_after=None):  # type: ignore[no-untyped-def]
+        if not testnet():
+            return next_start(self, valid_after)
+        return (self.get_next_time_period_num(valid_after) * length + offset) * 60
 
     def start_of_run(self):  # type: ignore[no-untyped-def]
         if not testnet():
             return start_run(self)
-        import stem.util
-
         valid_after = stem.util.datetime_to_unix(self.consensus.valid_after)
         elapsed = ((valid_after // interval) % 24) * interval
         return int(valid_after - elapsed)
@@ -68,17 +82,29 @@ def for_voting_interval(interval: int) -> None:
             return previous_run(self)
         return start_of_run(self) - 24 * interval
 
-    c._get_srv_phase_duration = phase_minutes
     c.get_time_period_length = period_minutes
+    c.get_time_period_num = time_period_num
+    c.get_start_time_of_next_time_period = start_of_next_period
     c.get_start_time_of_current_srv_run = start_of_run
     c.get_start_time_of_previous_srv_run = start_of_previous_run
     params.INITIAL_CALLBACK_DELAY = 3
     search = hashring.get_responsible_hsdirs
 
+    def hsdirs(is_first_descriptor: bool) -> list[str]:
+        srv, time_period = hashring.get_srv_and_time_period(is_first_descriptor)
+        found = []
+        for node in ob_main.my_onionbalance.consensus.nodes:
+            try:
+                node.get_hsdir_index(srv, time_period)
+            except (tor_node.NoEd25519Identity, tor_node.NoHSDir):
+                continue
+            found.append(node.get_hex_fingerprint())
+        return found
+
     def responsible(blinded_key, is_first_descriptor):  # type: ignore[no-untyped-def]
-        ring = hashring._get_hash_ring_for_descriptor(is_first_descriptor)
-        if ring and len(ring) <= params.HSDIR_SPREAD_STORE:
-            return [node.get_hex_fingerprint() for node in ring.values()]
+        every = hsdirs(is_first_descriptor)
+        if len(every) <= params.HSDIR_SPREAD_STORE:
+            return every
         return search(blinded_key, is_first_descriptor)
 
     hashring.get_responsible_hsdirs = responsible
