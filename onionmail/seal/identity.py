@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import hashlib
 import logging
 import os
@@ -103,12 +104,12 @@ class Identity:
     def _signing_key(self) -> nacl.signing.SigningKey:
         return nacl.signing.SigningKey(self.seed)
 
-    @property
+    @functools.cached_property
     def public_key(self) -> bytes:
-        """The ed25519 public key (32 bytes)."""
+        """The ed25519 public key (32 bytes); derived once (each message asks for it)."""
         return bytes(self._signing_key().verify_key)
 
-    @property
+    @functools.cached_property
     def onion_address(self) -> str:
         """The v3 onion host name of this identity, ``<56 chars>.onion``."""
         return encode_onion_address(self.public_key)
