@@ -33,7 +33,7 @@ from textual.worker import get_current_worker
 
 from onionmail.box.api import MessageSummary
 from onionmail.core.errors import OnionMailError
-from onionmail.message.search import message_matches
+from onionmail.message.search import matching
 from onionmail.message.threads import Line, Threadable, collapse, thread_lines
 from onionmail.store.maildir import folder_stamp
 from tui.screens.message import MessageScreen
@@ -316,8 +316,7 @@ class InboxScreen(RequestKeys):
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="search")
     def search(self, folder: str, text: str, keys: list[str]) -> None:
-        root = self.api.folder_path(folder)
-        found = [row_key(key) for key in keys if message_matches(root / key, text)]
+        found = [row_key(key) for key in matching(self.api.folder_path(folder), keys, text)]
         self.app.call_from_thread(self._found, folder, text, found)
 
     def _found(self, folder: str, text: str, rows: list[str]) -> None:
