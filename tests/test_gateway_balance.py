@@ -178,6 +178,8 @@ def start_balancer(
 
 @pytest.fixture(scope="module")
 def world(testnet: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
+    found = subprocess.run([SYSTEM_PYTHON, "-c", "import onionbalance"], capture_output=True)
+    assert found.returncode == 0, "Debian's onionbalance is not installed (make system-deps)"
     root = tmp_path_factory.mktemp("gw-balance")
     ca = trustme.CA()
     cafile = root / "ca.pem"
