@@ -47,7 +47,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench.common import add_arguments, free_port, print_table, ratio, summary, write_results
+from bench.common import (
+    add_arguments,
+    free_port,
+    print_table,
+    ratio,
+    run_and_report,
+    summary,
+)
 
 PASSWORD = "bench password, loopback only"
 SIZES = (5 * 1024, 100 * 1024)
@@ -512,10 +519,7 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger("mail.log").setLevel(logging.ERROR)
         asyncio.run(serve(args.serve))
         return 0
-    data = run(args)
-    report(data)
-    write_results(args.json, "accept", data)
-    return 0
+    return run_and_report(args, "accept", run, report)
 
 
 if __name__ == "__main__":

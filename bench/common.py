@@ -82,6 +82,19 @@ def free_port() -> int:
         return port
 
 
+def run_and_report(
+    args: argparse.Namespace,
+    name: str,
+    run: Callable[[argparse.Namespace], dict[str, Any]],
+    report: Callable[[dict[str, Any]], None],
+) -> int:
+    """The end of every benchmark's ``main``: measure, print the tables, merge the JSON."""
+    data = run(args)
+    report(data)
+    write_results(args.json, name, data)
+    return 0
+
+
 def timed_main(
     argv: list[str] | None,
     name: str,
@@ -93,8 +106,4 @@ def timed_main(
     parser = argparse.ArgumentParser(description=(doc or name).splitlines()[0])
     add_arguments(parser, repeats=5)
     parser.add_argument("--budget", type=float, default=0.0, help="seconds per run (1; quick 0.2)")
-    args = parser.parse_args(argv)
-    data = run(args)
-    report(data)
-    write_results(args.json, name, data)
-    return 0
+    return run_and_report(parser.parse_args(argv), name, run, report)

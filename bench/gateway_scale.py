@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.accept import Target, smtp_source_load
-from bench.common import add_arguments, free_port, print_table, write_results
+from bench.common import add_arguments, free_port, print_table, run_and_report
 
 DOMAIN = "gw.test"
 SENDER = "bob@clear.test"
@@ -199,10 +199,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.serve:
         asyncio.run(serve(args.serve))
         return 0
-    data = run(args)
-    report(data)
-    write_results(args.json, "gateway_scale", data)
-    return 0
+    return run_and_report(args, "gateway_scale", run, report)
 
 
 if __name__ == "__main__":

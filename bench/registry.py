@@ -26,7 +26,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from bench.common import add_arguments, percentile, print_table, write_results
+from bench.common import add_arguments, percentile, print_table, run_and_report
 
 
 def fill(url: str, state: Path, count: int) -> list[str]:
@@ -161,10 +161,7 @@ def main(argv: list[str] | None = None) -> int:
         done, elapsed = register_for(args.register[0], int(args.register[1]))
         print(done, elapsed)
         return 0
-    data = run(args)
-    report(data)
-    write_results(args.json, "registry", data)
-    return 0
+    return run_and_report(args, "registry", run, report)
 
 
 if __name__ == "__main__":

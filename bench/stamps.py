@@ -29,7 +29,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.common import add_arguments, percentile, print_table, ratio, summary, write_results
+from bench.common import (
+    add_arguments,
+    percentile,
+    print_table,
+    ratio,
+    run_and_report,
+    summary,
+)
 
 FLOOD_SESSIONS = 10
 
@@ -252,10 +259,7 @@ def main(argv: list[str] | None = None) -> int:
         port, onion, seconds = args.flood
         print(asyncio.run(flood(int(port), onion, float(seconds))))
         return 0
-    data = run(args)
-    report(data)
-    write_results(args.json, "stamps", data)
-    return 0
+    return run_and_report(args, "stamps", run, report)
 
 
 if __name__ == "__main__":
