@@ -308,6 +308,12 @@ def _check(config: GatewayConfig) -> None:
         )
     if config.tor.mode not in ("launch", "attach"):
         raise GatewayConfigError(f"{p}: [tor] mode: expected 'launch' or 'attach'")
+    if config.onion.onionbalance_instance and config.tor.mode == "attach":
+        # SETCONF HiddenServiceDir replaces every onion service the attached tor has.
+        raise GatewayConfigError(
+            f"{p}: [onion] onionbalance_instance: needs a tor of the gateway's own "
+            "([tor] mode = 'launch'); an attached tor's other onion services would be replaced"
+        )
     for entry in config.outbound.mta_sts_connect_to:
         if mta_sts_connect_target(entry) is None:
             raise GatewayConfigError(

@@ -664,3 +664,15 @@ def test_onionbalance_config_names_the_instances_and_carries_the_key_in_tor_s_fo
         write_onionbalance_config(gateway, [gateway.onion_address], tmp_path / "x")
     with pytest.raises(GatewayConfigError, match="not a v3 onion address"):
         write_onionbalance_config(gateway, ["example.onion"], tmp_path / "x")
+
+
+def test_an_onionbalance_instance_refuses_an_attached_tor(tmp_path: Path) -> None:
+    raw = {
+        "gateway": {"domain": "gw.test"},
+        "onion": {"onionbalance_instance": True},
+        "tor": {"mode": "attach"},
+    }
+    with pytest.raises(GatewayConfigError, match=r"\[onion\] onionbalance_instance: needs a tor"):
+        parse_gateway_config(raw, tmp_path / "gateway.toml")
+    raw["tor"] = {"mode": "launch"}
+    assert parse_gateway_config(raw, tmp_path / "gateway.toml").onion.onionbalance_instance
