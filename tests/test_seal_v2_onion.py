@@ -158,11 +158,12 @@ def test_boxes_seal_with_the_handshake_and_a_capture_does_not_open_with_static_k
     raw = _find(bob.maildir, "FsSubject")
     assert "onionmail=pass (sealed v2:" in _results(raw)
     bob_keys = Stolen(bob)
-    (entry,) = [
-        e
-        for e in Ledger(bob.new.box_dir / "ledger", ledger_key(bob_keys.identity.seed)).entries()
-        if e.direction == "received"
-    ]
+    ledger = Ledger(bob.new.box_dir / "ledger", ledger_key(bob_keys.identity.seed))
+    deadline = time.monotonic() + 10  # written once the message is durable, right after it
+    while not (received := [e for e in ledger.entries() if e.direction == "received"]):
+        assert time.monotonic() < deadline, "bob's ledger never recorded the message"
+        time.sleep(0.05)
+    (entry,) = received
     assert entry.seal == "v2"
     time.sleep(1)  # the last segments reach the capture
     streams = [s for s in world["capture"].to_port(world["inbound"], started) if b"BDAT" in s]
