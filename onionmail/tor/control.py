@@ -279,19 +279,21 @@ class BoxTor:
         """
         say = progress or (lambda _msg: None)
         say("publishing the onion service (an Onionbalance instance)")
-        ensure_private_dir(service_dir)
-        write_private_file(
-            service_dir / "ob_config", f"MasterOnionAddress {master_onion}\n".encode()
-        )
         try:
-            service_id = await asyncio.to_thread(self._publish_instance, service_dir, target_port)
+            service_id = await asyncio.to_thread(
+                self._publish_instance, service_dir, master_onion, target_port
+            )
         except (stem.ControllerError, stem.SocketError) as exc:
             raise TorError(f"tor refused to create the onion service: {exc}") from None
         self.published = True
         say("onion service published")
         return f"{service_id}.onion"
 
-    def _publish_instance(self, service_dir: Path, target_port: int) -> str:
+    def _publish_instance(self, service_dir: Path, master_onion: str, target_port: int) -> str:
+        ensure_private_dir(service_dir)  # blocking file work: here, in the worker thread
+        write_private_file(
+            service_dir / "ob_config", f"MasterOnionAddress {master_onion}\n".encode()
+        )
         options: list[tuple[str, str]] = [
             ("HiddenServiceDir", str(service_dir)),
             ("HiddenServicePort", f"{ONION_VIRTUAL_PORT} 127.0.0.1:{target_port}"),
