@@ -433,6 +433,18 @@ class SMTPProtocol(Commands):
 
     def _start(self, coro: Coroutine[Any, Any, None]) -> None:
         """Run ``coro`` as the session's task; one that finished at once is answered here."""
+        previous = self._task
+        if previous is not None and previous.done():
+            # A BDAT or DATA command's task is done but its callback has not run yet,
+            # and the data it announced has all arrived (its end starts the message's
+            # task): this one is the session's task now. Left to run, that callback
+            # would forget the new task, and a command pipelined behind the data
+            # would be run while the message is still being stored.
+            previous.remove_done_callback(self._task_done)
+            self._task = None
+            if not self._settle(previous):
+                coro.close()
+                return
         task = _command_task(self._loop, coro)
         if task.done():  # eager (Python 3.12+): no await suspended, no loop round trip
             self._settle(task)
@@ -441,6 +453,8 @@ class SMTPProtocol(Commands):
         task.add_done_callback(self._task_done)
 
     def _task_done(self, task: asyncio.Task[None]) -> None:
+        if task is not self._task:
+            return  # superseded and settled in _start
         self._task = None
         if self._settle(task) and not self._closing and self._task is None:
             self._last = self._loop.time()
