@@ -717,3 +717,46 @@ async def test_a_comment_after_the_path_is_refused(start: Start) -> None:
     reply = await client.cmd("MAIL FROM: <a.b@c.test>  (a comment) SIZE=1")
     assert reply.startswith("501 Syntax: MAIL FROM: <address>"), reply
     assert code(await client.cmd("MAIL FROM:<a.b@c.test> SIZE=1")) == 250
+
+
+class WritesOnRcpt(Recorder):
+    """Makes the client send its next bytes from inside the server's RCPT hook."""
+
+    def __init__(self) -> None:
+        super().__init__(store_delay=0.05)
+        self.then: Callable[[], None] | None = None
+
+    async def handle_RCPT(
+        self, server: Any, session: Any, envelope: Any, address: str, options: list[str]
+    ) -> str:
+        envelope.rcpt_tos.append(address)
+        then, self.then = self.then, None
+        if then is not None:
+            asyncio.get_running_loop().call_soon(then)
+        return "250 2.1.5 OK"
+
+
+async def test_a_transaction_pipelined_behind_bdat_last_waits_for_the_message(
+    start: Start,
+) -> None:
+    """Regression (Python 3.11, where a command's task starts a loop turn later): the
+    chunk of a ``BDAT n LAST`` and the next transaction arrive in the very turn its
+    BDAT command's task finished, before that task was settled; the late settling
+    forgot the message's own task, and the next MAIL ran while the message was
+    being stored ("503 nested MAIL"). The client's second write is timed from the
+    server's RCPT hook to land in exactly that turn. The delivery agent pipelines
+    whole transactions like this to a box.
+    """
+    handler = WritesOnRcpt()
+    client, _ = await RawSMTP.connect(await start(handler, chunking=True))
+    client.writer.write(b"EHLO client.test\r\n")
+    assert code(await client.reply()) == 250
+    first, second = b"Subject: 1\r\n\r\none\r\n", b"Subject: 2\r\n\r\ntwo\r\n"
+    envelope = b"MAIL FROM:<a@example.org>\r\nRCPT TO:<b@example.org>\r\n"
+    handler.then = lambda: client.writer.write(
+        first + envelope + b"BDAT %d LAST\r\n" % len(second) + second
+    )
+    client.writer.write(envelope + b"BDAT %d LAST\r\n" % len(first))
+    replies = await read_replies(client, 6)
+    assert [code(r) for r in replies] == [250] * 6, replies
+    assert handler.messages == [first, second]
