@@ -197,7 +197,7 @@ async def test_a_backlog_stays_on_disk_not_in_memory(tmp_path: Path) -> None:
     """Regression: one waiting task per due message made memory grow with the backlog."""
     import time
 
-    from onionmail.box.delivery import MAX_PARALLEL
+    from onionmail.box.delivery import MAX_IN_FLIGHT
 
     clock = Clock(time.time())
     agent, queue, alice = make_agent(tmp_path, clock)
@@ -212,7 +212,7 @@ async def test_a_backlog_stays_on_disk_not_in_memory(tmp_path: Path) -> None:
         return all(state.attempts >= 1 for state in queue.states())
 
     await run_until(agent, all_tried, timeout=20)
-    assert 1 <= most <= MAX_PARALLEL
+    assert 1 <= most <= MAX_IN_FLIGHT
 
 
 async def test_the_queue_is_read_in_passes_not_once_per_attempt_or_submission(

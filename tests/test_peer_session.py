@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 
+from onionmail.box.delivery import DeliveryAgent
 from onionmail.box.inbound import InboundHandler
 from onionmail.seal.identity import Identity
 from onionmail.smtp.client import (
@@ -30,6 +31,7 @@ from onionmail.smtp.client import (
     bdat_chunks,
     data_block,
 )
+from onionmail.store.queue import OutboundQueue
 from onionmail.store.replay_cache import ReplayCache
 from tests.loopback_servers import inbound_handler, serving, start_inbound
 from tests.test_delivery_agent import Clock, make_agent
@@ -167,6 +169,33 @@ class CountingInbound(InboundHandler):
         return await super().handle_EHLO(server, session, envelope, hostname, responses)
 
 
+def box_and_agent(
+    tmp_path: Path,
+) -> tuple[Identity, ReplayCache, CountingInbound, DeliveryAgent, OutboundQueue]:
+    """Bob's inbound handler (counting EHLOs, from 0) and alice's agent on the real clock."""
+    bob = Identity.generate()
+    cache = ReplayCache(tmp_path / "replay.sqlite")
+    handler = inbound_handler(CountingInbound, bob, tmp_path / "bob", cache)
+    CountingInbound.ehlos = 0
+    agent, queue, _alice = make_agent(tmp_path, Clock(time.time()))
+    agent.clock = time.time
+    return bob, cache, handler, agent, queue
+
+
+async def drained(queue: OutboundQueue, seconds: float) -> None:
+    deadline = time.monotonic() + seconds
+    while queue.states():
+        assert time.monotonic() < deadline, queue.states()
+        await asyncio.sleep(0.02)
+
+
+def sealed_subjects(tmp_path: Path) -> list[str]:
+    """The subjects in bob's Maildir, sorted; every message there must have come sealed."""
+    store = mailbox.Maildir(tmp_path / "bob" / "bob", create=False)
+    assert all(b"onionmail=pass" in store.get_bytes(k) for k in store.keys())
+    return sorted(store.get_message(k)["Subject"] for k in store.keys())
+
+
 @pytest.mark.parametrize("idle_timeout", [30.0, 0.6], ids=["kept", "peer-closed-it"])
 async def test_sealed_messages_reuse_one_session_and_survive_the_peer_closing_it(
     tmp_path: Path, idle_timeout: float
@@ -177,13 +206,9 @@ async def test_sealed_messages_reuse_one_session_and_survive_the_peer_closing_it
     timeout shorter than the pause after the first message, the kept session
     is found closed: a new one carries the second, and the third reuses it.
     """
-    bob = Identity.generate()
-    cache = ReplayCache(tmp_path / "replay.sqlite")
-    handler = inbound_handler(CountingInbound, bob, tmp_path / "bob", cache)
-    CountingInbound.ehlos = 0
-    agent, queue, alice = make_agent(tmp_path, Clock(time.time()))
-    agent.clock = time.time
-    sender, rcpt = f"alice@{alice.onion_address}", f"bob@{bob.onion_address}"
+    bob, cache, handler, agent, queue = box_and_agent(tmp_path)
+    sender, rcpt = agent.identity.onion_address, f"bob@{bob.onion_address}"
+    sender = f"alice@{sender}"
     server = start_inbound(handler, data_size_limit=1 << 20, timeout=idle_timeout)
     async with serving(server) as port:
 
@@ -196,10 +221,7 @@ async def test_sealed_messages_reuse_one_session_and_survive_the_peer_closing_it
             for n in range(3):
                 queue.enqueue(bob.onion_address, sender, (rcpt,), message(sender, rcpt, f"m{n}"))
                 agent.wake()
-                deadline = time.monotonic() + 20
-                while queue.states():
-                    assert time.monotonic() < deadline, queue.states()
-                    await asyncio.sleep(0.02)
+                await drained(queue, 20)
                 if n == 0 and idle_timeout < 1:
                     await asyncio.sleep(idle_timeout + 0.5)  # the peer drops the idle session
         finally:
@@ -207,10 +229,7 @@ async def test_sealed_messages_reuse_one_session_and_survive_the_peer_closing_it
             running.cancel()
             await asyncio.gather(running, return_exceptions=True)
     cache.close()
-    store = mailbox.Maildir(tmp_path / "bob" / "bob", create=False)
-    subjects = sorted(store.get_message(k)["Subject"] for k in store.keys())
-    assert subjects == ["m0", "m1", "m2"]
-    assert all(b"onionmail=pass" in store.get_bytes(k) for k in store.keys())
+    assert sealed_subjects(tmp_path) == ["m0", "m1", "m2"]
     assert CountingInbound.ehlos == (1 if idle_timeout > 1 else 2)
 
 
@@ -370,3 +389,55 @@ async def test_every_recipient_refused_is_reported_in_the_peer_s_words() -> None
         box_onion="x.test", sender="a@x.test", recipients=("b@y.test",), original=b"", reason=reason
     )
     assert b"Status: 5.7.1" in dsn and b"refuses mail to that domain" in dsn
+
+
+async def test_a_burst_to_one_box_is_pipelined_on_a_few_sessions(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """60 sealed messages due at once for one box: more in flight than sessions open.
+
+    The agent opens at most MAX_SESSIONS sessions (EHLOs counted at the box)
+    and carries several transactions on each before their replies are back
+    (seen by the client: a session with more than one pending); one message
+    larger than SMALL_MESSAGE goes too, in a slot below MAX_PARALLEL. Every
+    message is stored once and sealed.
+    """
+    from onionmail.box.delivery import SMALL_MESSAGE
+    from onionmail.smtp import client as smtp_client
+    from onionmail.smtp.peer_pool import MAX_SESSIONS
+
+    bob, cache, handler, agent, queue = box_and_agent(tmp_path)
+    sender, rcpt = agent.identity.onion_address, f"bob@{bob.onion_address}"
+    sender = f"alice@{sender}"
+    for n in range(60):
+        queue.enqueue(bob.onion_address, sender, (rcpt,), message(sender, rcpt, f"m{n}"))
+    large = message(sender, rcpt, "large") + b"y" * (SMALL_MESSAGE + 1) + b"\r\n"
+    queue.enqueue(bob.onion_address, sender, (rcpt,), large)
+    most_pending = 0
+    sending = smtp_client.PeerSession._send_in_one_write
+
+    async def watched(session: PeerSession, *args: Any) -> tuple[list[str], bool]:
+        nonlocal most_pending
+        result = sending(session, *args)
+        most_pending = max(most_pending, session.pending + 1)
+        return await result
+
+    server = start_inbound(handler, data_size_limit=1 << 20)
+    async with serving(server) as port:
+
+        async def connect_directly(destination: str) -> socket.socket:
+            return socket.create_connection(("127.0.0.1", port), timeout=5)
+
+        agent.connect = connect_directly  # type: ignore[method-assign]
+        monkeypatch.setattr(smtp_client.PeerSession, "_send_in_one_write", watched)
+        running = asyncio.create_task(agent.run())
+        try:
+            await drained(queue, 30)
+        finally:
+            await agent.stop()
+            running.cancel()
+            await asyncio.gather(running, return_exceptions=True)
+    cache.close()
+    assert sealed_subjects(tmp_path) == sorted([f"m{n}" for n in range(60)] + ["large"])
+    assert 1 <= CountingInbound.ehlos <= MAX_SESSIONS
+    assert most_pending > 1

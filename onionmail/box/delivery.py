@@ -11,8 +11,11 @@ as ``localhost`` (the EHLO name says nothing about this machine); then
 * otherwise send the scrubbed message as ordinary SMTP (a plain onion peer).
 
 MAIL, RCPT and DATA are pipelined where the peer announces PIPELINING, and
-the session stays open :data:`KEEP_IDLE` seconds for the next message
+the session stays open
+:data:`~onionmail.smtp.peer_pool.KEEP_IDLE` seconds for the next message
 (:mod:`onionmail.smtp.client`: round trips are what an onion delivery costs).
+Many messages to one peer share its sessions, several transactions in
+flight on each where the peer allows (:mod:`onionmail.smtp.peer_pool`).
 
 Outcomes: ``2xx`` removes the message from the queue; a tor or network
 failure, a timeout or ``4xx`` schedules a retry (exponential backoff with
@@ -52,6 +55,7 @@ from onionmail.seal.handshake import VERSION as HANDSHAKE_VERSION
 from onionmail.seal.identity import Identity
 from onionmail.seal.mail_key import MailKeyring
 from onionmail.smtp.client import PeerSession, ProtocolFailure
+from onionmail.smtp.peer_pool import PeerSessions
 from onionmail.store.maildir import Maildir
 from onionmail.store.queue import OutboundQueue, QueuedMessage, QueueState, scan_due
 from onionmail.tor.socks import new_isolation_token, open_tor_stream
@@ -60,11 +64,15 @@ log = logging.getLogger(__name__)
 
 EHLO_NAME = "localhost"
 MAX_PARALLEL = 8
+"""Messages of any size being delivered at once (each is in memory while it is)."""
+MAX_IN_FLIGHT = 32
+"""Messages being delivered at once, counting those past :data:`MAX_PARALLEL`, which
+must be small (:data:`SMALL_MESSAGE`): what pipelining to one peer needs in flight,
+while the memory a backlog of large messages takes stays bounded."""
+SMALL_MESSAGE = 256 * 1024
+"""Queue file size up to which a message may take one of the slots past MAX_PARALLEL."""
 SCAN_BATCH = 256
 """Due entries one pass over the queue hands the agent, at most."""
-KEEP_IDLE = 20.0
-"""Seconds a session stays open after its last message, for the next one to the same
-peer (:mod:`onionmail.smtp.client`); under the peers' idle timeout (the box's is 300 s)."""
 
 
 STAMPING = "computing proof of work: the recipient's box does not know this one yet"
@@ -146,10 +154,9 @@ class DeliveryAgent:
         self._isolation: dict[str, str] = {}
         self.stamp_costs: dict[str, StampCost] = {}
         """Destinations that asked this box for proof of work, and their cost."""
-        self._idle: dict[str, list[PeerSession]] = {}
-        """Sessions kept open after a delivery, by destination (at most MAX_PARALLEL each)."""
-        self._expiry: dict[int, asyncio.TimerHandle] = {}
-        self._quitting: set[asyncio.Task[None]] = set()
+        self.sessions = PeerSessions(self._open_session)
+        self._large: set[str] = set()
+        """Due messages too large for the slots past MAX_PARALLEL: they wait for one below."""
         self._due: list[QueueState] = []
         """Due entries from the last pass over the queue (or offered), not yet started."""
         self._more_due = False
@@ -202,6 +209,7 @@ class DeliveryAgent:
         this loop.
         """
         self._stopping = False
+        self.sessions.closing = False
         self._rescan = True
         while not self._stopping:
             self._wake.clear()
@@ -228,10 +236,21 @@ class DeliveryAgent:
                 for state in offered:
                     if state.id not in seen:
                         self.offer(state)
-            while self._due and len(self._in_flight) < MAX_PARALLEL:
-                state = self._due.pop(0)
+            while self._due and len(self._in_flight) < MAX_IN_FLIGHT:
+                small_only = len(self._in_flight) >= MAX_PARALLEL
+                index = next(
+                    (
+                        i
+                        for i, s in enumerate(self._due)
+                        if not small_only or s.id not in self._large
+                    ),
+                    None,
+                )
+                if index is None:
+                    break  # only large messages are due: they wait for a slot below MAX_PARALLEL
+                state = self._due.pop(index)
                 if state.id not in self._in_flight:
-                    self._start(state)
+                    self._start(state, small_only)
             wait = 3600.0 if self._next_due is None else max(0.05, self._next_due - self.clock())
             # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a
             # cancellation that races with the event being set (gh-86296),
@@ -242,11 +261,11 @@ class DeliveryAgent:
             except TimeoutError:
                 pass
 
-    def _start(self, state: QueueState) -> None:
+    def _start(self, state: QueueState, small_only: bool = False) -> None:
         if self._stopping:
             return
         self._in_flight.add(state.id)
-        task = asyncio.create_task(self._attempt(state))
+        task = asyncio.create_task(self._attempt(state, small_only))
         self._tasks.add(task)
 
         def done(task: asyncio.Task[None]) -> None:
@@ -265,12 +284,17 @@ class DeliveryAgent:
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        for destination in list(self._idle):
-            while (session := self._take_idle(destination)) is not None:
-                self._quit_later(session)
-        await asyncio.gather(*self._quitting, return_exceptions=True)
+        await self.sessions.close_all()
 
-    async def _attempt(self, state: QueueState) -> None:
+    async def _attempt(self, state: QueueState, small_only: bool = False) -> None:
+        if small_only:
+            size = await asyncio.to_thread(self.queue.size, state.id)
+            if size > SMALL_MESSAGE:
+                self._large.add(state.id)
+                self._due.insert(0, state)  # for a slot below MAX_PARALLEL
+                return
+        else:
+            self._large.discard(state.id)
         try:
             entry = await asyncio.to_thread(self.queue.load, state.id)
         except QueueError as exc:
@@ -302,7 +326,7 @@ class DeliveryAgent:
                 state = await asyncio.to_thread(
                     self.queue.record_failure, state, STAMPING, self.clock()
                 )
-                await self._attempt(state)
+                await self._attempt(state, small_only)
                 return
             await self._retry_or_bounce(entry, state, str(exc))
             return
@@ -388,22 +412,28 @@ class DeliveryAgent:
         """One attempt; returns (seal version, 0 if plain; recipients refused).
         Raises DeliveryError.
 
-        On a session kept from an earlier message; if that one turns out to
-        be gone (the peer timed it out) before the data went, on a new one.
+        On a session kept from an earlier message or shared with messages in
+        flight (:class:`~onionmail.smtp.peer_pool.PeerSessions`); if that
+        one turns out to be gone (the peer timed it out, another transaction on
+        it broke it), on a new one.
         """
-        session = self._take_idle(entry.destination)
-        if session is not None:
-            try:
-                return await self._transaction(session, entry)
-            except ProtocolFailure:
-                # Data that went out before the session broke may have been stored:
-                # sent again at once only when sealed (the peer drops the duplicate).
-                sealed = SEAL_KEYWORD in session.extensions
-                if session.data_sent and not sealed:
-                    raise
-                log.debug("a kept session was gone; opening a new one")
-        session = await self._open_session(entry.destination)
-        return await self._transaction(session, entry)
+        session, kept = await self.sessions.take(entry.destination)
+        try:
+            return await self._transaction(session, entry)
+        except ProtocolFailure:
+            # Data that went out before the session broke may have been stored:
+            # sent again at once only when sealed (the peer drops the duplicate).
+            sealed = SEAL_KEYWORD in session.extensions
+            if not kept or (session.data_sent and not sealed):
+                raise
+            log.debug("a kept or shared session was gone; opening a new one")
+        finally:
+            self.sessions.release(entry.destination, session)
+        session = await self.sessions.open(entry.destination)
+        try:
+            return await self._transaction(session, entry)
+        finally:
+            self.sessions.release(entry.destination, session)
 
     async def _open_session(self, destination: str) -> PeerSession:
         sock = await self.connect(destination)
@@ -425,12 +455,14 @@ class DeliveryAgent:
         self, session: PeerSession, entry: QueuedMessage
     ) -> tuple[int, list[str]]:
         try:
-            result = await self._send(session, entry)
-        except BaseException:
-            session.close()
+            return await self._send(session, entry)
+        except BaseException as exc:
+            # A refusal read in full leaves a pipelining session in step for the
+            # transactions that share it; anything else ends the session.
+            in_step = isinstance(exc, DeliveryError) and not isinstance(exc, ProtocolFailure)
+            if not (in_step and session.pipelines and session.usable):
+                session.close()
             raise
-        self._keep_idle(entry.destination, session)
-        return result
 
     async def _send(self, session: PeerSession, entry: QueuedMessage) -> tuple[int, list[str]]:
         params = session.extensions.get(SEAL_KEYWORD.upper())
@@ -482,39 +514,6 @@ class DeliveryAgent:
             return 0, refused
         return (HANDSHAKE_VERSION if handshake is not None else ENVELOPE_VERSION), refused
 
-    # -- sessions kept between messages ---------------------------------------------------
-
-    def _take_idle(self, destination: str) -> PeerSession | None:
-        kept = self._idle.get(destination, [])
-        while kept:
-            session = kept.pop()
-            self._expiry.pop(id(session)).cancel()
-            if session.usable:
-                return session
-            session.close()
-        return None
-
-    def _keep_idle(self, destination: str, session: PeerSession) -> None:
-        kept = self._idle.setdefault(destination, [])
-        if self._stopping or len(kept) >= MAX_PARALLEL or not session.usable:
-            self._quit_later(session)
-            return
-        kept.append(session)
-        loop = asyncio.get_running_loop()
-        self._expiry[id(session)] = loop.call_later(KEEP_IDLE, self._expire, destination, session)
-
-    def _expire(self, destination: str, session: PeerSession) -> None:
-        self._expiry.pop(id(session), None)
-        kept = self._idle.get(destination, [])
-        if session in kept:
-            kept.remove(session)
-        self._quit_later(session)
-
-    def _quit_later(self, session: PeerSession) -> None:
-        task = asyncio.create_task(session.quit())
-        self._quitting.add(task)
-        task.add_done_callback(self._quitting.discard)
-
     def forget_peer(self, destination: str) -> None:
         """Close the sessions kept for ``destination`` and drop its circuit.
 
@@ -522,8 +521,7 @@ class DeliveryAgent:
         case; also what a failed attempt does).
         """
         self._isolation.pop(destination, None)
-        while (session := self._take_idle(destination)) is not None:
-            session.close()
+        self.sessions.forget(destination)
 
     async def _stamps(self, entry: QueuedMessage, params: str | None) -> dict[str, tuple[str, ...]]:
         """``POW=`` stamps for this session when the destination asked this box for them

@@ -8,11 +8,17 @@ about seven; the raw reference (open a stream, send the bytes, read them
 back) takes two. Here:
 
 * a session stays open after its message (the delivery agent keeps it for
-  :data:`onionmail.box.delivery.KEEP_IDLE` seconds), so the next message to the
+  :data:`onionmail.smtp.peer_pool.KEEP_IDLE` seconds), so the next message to the
   same peer skips the stream set-up, the greeting and EHLO;
 * with a peer that announces ``PIPELINING`` (RFC 2920), MAIL, every RCPT and
   DATA go in one write and their replies are read together: one round trip
-  for the envelope, one for the data.
+  for the envelope, one for the data;
+* with a peer that also announces ``CHUNKING`` (RFC 3030), or an onionmail
+  box, the whole transaction is one write, and the next transaction may be
+  written before this one's replies are back (:attr:`PeerSession.pipelines`):
+  a session carries several messages per round trip, so the rate of a
+  stream of messages to one peer is not one message per round trip and
+  session.
 
 aiosmtplib (the project's SMTP client elsewhere) reads one reply per command
 it sent and drops replies that arrive together, so it cannot pipeline; this
@@ -170,6 +176,12 @@ class PeerSession:
         self.data_sent = False
         """Whether the current transaction's data went out (a failure after it
         may still have delivered: never retried on another session at once)."""
+        self.pending = 0
+        """Transactions written whose replies are not all read (more than one: pipelined)."""
+        self._express = False
+        self._turn: asyncio.Future[None] | None = None
+        """Done when the last transaction written has read its replies: the next one's turn."""
+        self._broken: str | None = None
 
     @classmethod
     async def open(cls, sock: socket.socket, *, ehlo_name: str, timeout: float) -> PeerSession:
@@ -196,6 +208,7 @@ class PeerSession:
                     # and the first message of the handshake seal (onionmail.seal.handshake)
                     session.extensions[SEAL2_KEYWORD] = words[-5]
                 session._deferred_ehlo = ehlo_name
+                session._express = True
                 return session
             session._write(f"EHLO {ehlo_name}\r\n".encode())
             session._read_ehlo(await session.reply())
@@ -213,7 +226,13 @@ class PeerSession:
 
     @property
     def usable(self) -> bool:
-        return not self._writer.is_closing() and not self._reader.at_eof()
+        return self._broken is None and not self._writer.is_closing() and not self._reader.at_eof()
+
+    @property
+    def pipelines(self) -> bool:
+        """Whether a transaction may be written while earlier ones wait for their replies:
+        each is one write (BDAT), so the replies come back in the order written."""
+        return self._express or (self.supports("PIPELINING") and self.supports("CHUNKING"))
 
     def supports(self, keyword: str) -> bool:
         return keyword.upper() in self.extensions
@@ -242,12 +261,21 @@ class PeerSession:
         rcpts = [
             f"RCPT TO:<{r}>{''.join(' ' + o for o in extra.get(r, ()))}\r\n" for r in recipients
         ]
-        if prepared is not None and (
-            self._deferred_ehlo or (self.supports("PIPELINING") and self.supports("CHUNKING"))
-        ):
-            return await self._send_in_one_write(
-                mail, rcpts, recipients, payload_for, mail_options, prepared
-            )
+        if self.pipelines:
+            if prepared is None:
+                prepared = await payload_for(recipients)
+            refused, again = await self._send_in_one_write(mail, rcpts, recipients, prepared)
+            if again:
+                # The data named every recipient and the peer refused it (a box: the
+                # sealed recipients must be those it accepted): sent again for the
+                # accepted ones, as a transaction of its own, after any pipelined
+                # meanwhile (this one's turn is over).
+                taken = tuple(r for r in recipients if r not in refused)
+                lines = [line for line, r in zip(rcpts, recipients, strict=True) if r in taken]
+                await self._send_in_one_write(mail, lines, taken, await payload_for(taken))
+            return refused
+        if self.pending:
+            raise ProtocolFailure("a transaction is still pending on this session")
         if self.supports("PIPELINING"):
             self._write((mail + "".join(rcpts) + "DATA\r\n").encode())
             mail_reply = await self.reply()
@@ -292,36 +320,52 @@ class PeerSession:
         return refused
 
     async def _send_in_one_write(
-        self,
-        mail: str,
-        rcpts: list[str],
-        recipients: tuple[str, ...],
-        payload_for: Callable[[tuple[str, ...]], Awaitable[bytes]],
-        mail_options: tuple[str, ...],
-        prepared: bytes,
-    ) -> list[str]:
+        self, mail: str, rcpts: list[str], recipients: tuple[str, ...], prepared: bytes
+    ) -> tuple[list[str], bool]:
         """The whole transaction in one write: [EHLO,] MAIL, RCPT..., BDAT chunks + data.
 
         One round trip (:func:`bdat_chunks`: a few ``BDAT n``, then ``BDAT n
-        LAST``). If the peer refuses some recipients, the prepared (sealed for
-        all) data fails there, and the accepted ones get a second transaction
-        with data made for them.
+        LAST``). Written at once, even while earlier transactions of this
+        session wait for their replies; its own replies are read when theirs
+        have been. Returns the recipients refused while others were accepted,
+        and whether the data must go again for those: when the peer refused
+        it (a box refuses data sealed for a recipient it did not accept; a
+        plain MTA stores it for the accepted ones). A failure leaves the session out of step
+        for the transactions written after this one: it is marked broken
+        (they fail as :class:`ProtocolFailure` and are sent again elsewhere).
         """
+        if not self.usable:
+            raise ProtocolFailure(self._broken or "the session is closed")
         ehlo_name, self._deferred_ehlo = self._deferred_ehlo, None
         chunks = bdat_chunks(chunk_body(prepared))
         head = (f"EHLO {ehlo_name}\r\n" if ehlo_name else "") + mail + "".join(rcpts)
         self.data_sent = True
         self._write(head.encode() + b"".join(chunks))
-        if ehlo_name:
-            self._read_ehlo(await self.reply())
-        mail_reply = await self.reply()
-        rcpt_replies = self.rcpt_replies = [await self.reply() for _ in rcpts]
-        answered = 0
-        while answered < len(chunks):
-            final = await self.reply()
-            answered += 1
-            if not final.positive:
-                break  # the chunks after it were not read as data: the session is done
+        before, mine = self._turn, asyncio.get_running_loop().create_future()
+        self._turn = mine
+        self.pending += 1
+        try:
+            if before is not None:
+                await asyncio.shield(before)  # cancelled here, the one before is not
+            if self._broken is not None:
+                raise ProtocolFailure(self._broken)
+            if ehlo_name:
+                self._read_ehlo(await self.reply())
+            mail_reply = await self.reply()
+            rcpt_replies = [await self.reply() for _ in rcpts]
+            finals = [await self.reply() for _ in chunks]  # a refused chunk is answered too
+        except BaseException as exc:
+            self._broken = self._broken or f"SMTP with the peer failed: {exc}"
+            raise
+        finally:
+            self.pending -= 1
+            if not mine.done():
+                mine.set_result(None)
+            if self._turn is mine:
+                self._turn = None
+        # Set here, after the last await: the caller reads it before any other
+        # transaction of this session can finish.
+        self.rcpt_replies = rcpt_replies
         if not mail_reply.positive:
             raise failure_for(mail_reply, "MAIL FROM")
         accepted, refused, failed = sort_recipients(recipients, rcpt_replies)
@@ -329,19 +373,15 @@ class PeerSession:
             raise DeliveryError(f"peer answered {failed} to RCPT TO")
         if not accepted:
             raise every_recipient_refused(rcpt_replies)
-        if answered < len(chunks):
-            raise failure_for(final, "a chunk of data")
-        if refused:
-            # The data named every recipient; send it again for those accepted.
-            self.data_sent = False
-            mail_from = mail[len("MAIL FROM:<") : mail.index(">")]
-            await self.send(mail_from, tuple(accepted), payload_for, mail_options=mail_options)
-            return refused
-        if not final.positive:
-            raise failure_for(final, "the end of data")
+        for number, final in enumerate(finals, 1):
+            if not final.positive:
+                if refused and number == len(finals):
+                    self.data_sent = False
+                    return refused, True
+                raise failure_for(final, "a chunk of data")
         self.messages += 1
         self.last_used = time.monotonic()
-        return refused
+        return refused, False
 
     async def _reset_after(self, data_reply: Reply | None) -> None:
         # A pipelined DATA that the peer accepted (354) despite a failed
@@ -363,6 +403,7 @@ class PeerSession:
             self.close()
 
     def close(self) -> None:
+        self._broken = self._broken or "the session was closed"
         self._writer.close()
 
     def _write(self, data: bytes) -> None:

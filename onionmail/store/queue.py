@@ -241,6 +241,13 @@ class OutboundQueue:
                 0, f"queue entry {queue_id}: does not decrypt (damaged, altered or another key?)"
             ) from None
 
+    def size(self, queue_id: str) -> int:
+        """The entry's file size in bytes (about the message's; 0 if it is gone)."""
+        try:
+            return (self._active / f"{queue_id}.msg").stat().st_size
+        except FileNotFoundError:
+            return 0
+
     def load(self, queue_id: str) -> QueuedMessage:
         """The whole entry, decrypted; :class:`QueueError` if it cannot be."""
         path = self._active / f"{queue_id}.msg"
