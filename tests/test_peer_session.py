@@ -391,6 +391,47 @@ async def test_every_recipient_refused_is_reported_in_the_peer_s_words() -> None
     assert b"Status: 5.7.1" in dsn and b"refuses mail to that domain" in dsn
 
 
+async def test_a_plain_mta_that_stored_for_the_accepted_recipient_gets_it_once() -> None:
+    """A plain peer with PIPELINING and CHUNKING refuses one of two recipients and stores
+    the data for the other (as Postfix does): the message is not sent a second time.
+
+    Regression: the client sent it again for the accepted recipient whenever one
+    was refused, which only a box (it refuses data sealed for a recipient it did
+    not take) needs; the MTA delivered it twice.
+    """
+    transactions: list[bytes] = []
+
+    async def chunking_peer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"220 peer ESMTP\r\n")
+        await reader.readuntil(b"\r\n")  # EHLO
+        writer.write(b"250-peer\r\n250-PIPELINING\r\n250 CHUNKING\r\n")
+        while line := await reader.readline():
+            if line.startswith(b"MAIL"):
+                transactions.append(line)
+                writer.write(b"250 ok\r\n")
+            elif line.startswith(b"RCPT"):
+                writer.write(b"550 no such user\r\n" if b"c@" in line else b"250 ok\r\n")
+            elif line.startswith(b"BDAT"):
+                await reader.readexactly(int(line.split()[1]))
+                writer.write(b"250 stored\r\n")
+            else:
+                writer.write(b"221 bye\r\n")
+
+    async with scripted_server(chunking_peer) as port:
+        sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+        session = await PeerSession.open(sock, ehlo_name="localhost", timeout=5)
+
+        async def again(accepted: tuple[str, ...]) -> bytes:
+            return b"made again\r\n"
+
+        refused = await asyncio.wait_for(
+            session.send("a@x.test", ("b@y.test", "c@y.test"), again, prepared=b"body\r\n"), 10
+        )
+        await session.quit()
+    assert refused == ["c@y.test"]
+    assert len(transactions) == 1
+
+
 async def test_a_burst_to_one_box_is_pipelined_on_a_few_sessions(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
