@@ -3,8 +3,11 @@
 Run: ``.venv/bin/python -m bench.onion [--quick] [--latency N] [--throughput N] [--json FILE]``.
 
 Starts the private network (``onionmail.tor.testnet.network``: 3 authorities, 3 relays on
-127.0.0.1) and two real boxes, alice and bob (:class:`onionmail.box.daemon.Box`
-in this process, each with its own tor, as ``onionmail demo`` does).
+127.0.0.1) and two real boxes, each with its own tor: alice
+(:class:`onionmail.box.daemon.Box` in this process, so that a cold sample can drop
+her sessions) and bob, the recipient, as its own process (``onionmail run``), as
+a recipient's box runs on another machine: the two boxes do not share one
+interpreter (since 2026-12-06).
 
 Latency: alice's mail client (aiosmtplib, AUTH) submits a 5 KB message; the
 clock runs from the submission's ``250`` to the moment the message's file
@@ -29,10 +32,10 @@ them back; cold = new SOCKS credentials (new circuit) and a new stream, warm =
 the stream of the previous sample, kept open, as the box keeps its session
 (like for like: the box's warm sample opens no stream either).
 
-Throughput: N messages of 5 KB (2,000; quick 200) submitted by 4 client
-sessions; messages/s from the first submission to the last file in bob's
-Maildir. Reference: the same number of wire bytes streamed through one
-onion stream to the echo server, expressed as messages/s.
+Throughput: N messages of 5 KB (2,000; quick 200, made before the clock starts)
+submitted by 4 client sessions; messages/s from the first submission to the
+last file in bob's Maildir. Reference: the same number of wire bytes streamed
+through one onion stream to the echo server, expressed as messages/s.
 """
 
 from __future__ import annotations
@@ -42,7 +45,10 @@ import asyncio
 import email.message
 import logging
 import os
+import signal
 import socket
+import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -56,8 +62,9 @@ import stem.response
 from bench.common import add_arguments, percentile, print_table, ratio, write_results
 from bench.padding_overhead import measure as padding_measure
 from onionmail.box.create import NewBox, create_box
-from onionmail.box.daemon import Box
+from onionmail.box.daemon import Box, BoxPaths
 from onionmail.config.box import load_config
+from onionmail.config.sections import TorSection
 from onionmail.seal.identity import Identity
 from onionmail.store.contacts import AddressBook
 from onionmail.tor.control import ONION_VIRTUAL_PORT, add_onion_command
@@ -117,15 +124,54 @@ async def wait_count(folder: Path, target: int, poll: float = POLL) -> float:
     return time.perf_counter()
 
 
+class Recipient:
+    """Bob's box, run as its own process (``onionmail run``) until :meth:`stop`."""
+
+    def __init__(self, new: NewBox) -> None:
+        self.new = new
+        self.onion = new.identity.onion_address
+        self.paths = BoxPaths(new.box_dir)
+        self.tor_settings: TorSection = load_config(new.box_dir).tor
+        self.log = new.box_dir.parent / "bob.log"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    async def start(self) -> None:
+        with open(self.log, "wb") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "onionmail.cli", "run", "--dir", str(self.new.box_dir)],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        deadline = time.monotonic() + TIMEOUT
+        while b"submission:" not in self.log.read_bytes():  # printed once it takes mail
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"bob's box did not start:\n{self.log.read_text()}")
+            await asyncio.sleep(0.2)
+
+    def control(self) -> Any:
+        """A controller of bob's tor (its control socket; cookie authentication)."""
+        controller = stem.control.Controller.from_socket_file(str(self.paths.tor / "control.sock"))
+        controller.authenticate()
+        return controller
+
+    async def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            await asyncio.to_thread(self.process.wait, 60)
+
+
 class Bench:
-    def __init__(self, alice: Box, alice_new: NewBox, bob: Box, bob_new: NewBox) -> None:
-        self.alice, self.alice_new, self.bob, self.bob_new = alice, alice_new, bob, bob_new
+    def __init__(self, alice: Box, alice_new: NewBox, bob: Recipient) -> None:
+        self.alice, self.alice_new, self.bob = alice, alice_new, bob
         self.inbox = bob.paths.maildir("bob") / "new"
         self.sent = 0
 
-    async def submit(self, client: aiosmtplib.SMTP | None = None) -> float:
+    async def submit(self, client: aiosmtplib.SMTP | None = None, raw: bytes = b"") -> float:
         self.sent += 1
-        msg = make_message(self.alice_new.address, self.bob_new.address, self.sent)
+        if client is not None and raw:
+            await client.sendmail(self.alice_new.address, [self.bob.new.address], raw)
+            return time.perf_counter()
+        msg = make_message(self.alice_new.address, self.bob.new.address, self.sent)
         if client is None:
             await aiosmtplib.send(
                 msg,
@@ -158,6 +204,11 @@ class Bench:
 
     async def throughput(self, count: int, sessions: int = 4) -> float:
         before = count_new(self.inbox)
+        made = [
+            make_message(self.alice_new.address, self.bob.new.address, self.sent + n + 1)
+            for n in range(count)
+        ]
+        messages = [m.as_bytes() for m in made]  # made before the clock starts
         start = time.perf_counter()
         per = [count // sessions + (1 if i < count % sessions else 0) for i in range(sessions)]
 
@@ -175,7 +226,7 @@ class Bench:
                 async with client:
                     await client.login(self.alice_new.local_part, self.alice_new.password)
                     for _ in range(min(n, PER_CONNECTION)):
-                        await self.submit(client)
+                        await self.submit(client, messages.pop())
                 n -= PER_CONNECTION
 
         await asyncio.gather(*(session(n) for n in per))
@@ -197,11 +248,12 @@ class _NoDelayEcho(_EchoHandler):
 class EchoOnion:
     """An echo server behind an ephemeral onion of bob's tor, reached through alice's tor."""
 
-    def __init__(self, alice: Box, bob: Box) -> None:
+    def __init__(self, alice: Box, bob: Recipient) -> None:
         self.alice, self.bob = alice, bob
         self.server = _EchoServer(("127.0.0.1", 0), _NoDelayEcho)
         self.thread = threading.Thread(target=self.server.serve_forever, args=(0.1,), daemon=True)
         self.onion = ""
+        self.controller: Any = None
         self.token = new_isolation_token()
         self.kept: socket.socket | None = None
         """The stream of the last sample, open for the next warm one."""
@@ -213,13 +265,19 @@ class EchoOnion:
         # Published the way bob's box publishes its own onion (the same ADD_ONION
         # defences: MaxStreams, proof-of-work when bob's tor has it), so the
         # reference pays what a client of bob's onion pays to reach it.
-        line = add_onion_command(
+        self.controller = await asyncio.to_thread(self.bob.control)
+        key, target = (
             Identity.generate().tor_key_blob(),
             f"127.0.0.1:{self.server.server_address[1]}",
-            self.bob.tor.settings,
-            pow_defenses=bool(self.bob.tor.pow_defenses),
         )
-        reply = await asyncio.to_thread(self.bob.tor.controller.msg, line)
+        settings = self.bob.tor_settings
+        reply = None
+        for pow_defenses in dict.fromkeys((bool(settings.pow_defenses), False)):
+            line = add_onion_command(key, target, settings, pow_defenses=pow_defenses)
+            reply = await asyncio.to_thread(self.controller.msg, line)
+            if reply.is_ok():
+                break  # (an older tor refuses the proof-of-work keywords: without, as bob)
+        assert reply is not None
         if not reply.is_ok():
             raise RuntimeError(f"tor refused the echo onion: {reply}")
         stem.response.convert("ADD_ONION", reply)
@@ -242,6 +300,8 @@ class EchoOnion:
 
     def stop(self) -> None:
         self.drop_kept()
+        if self.controller is not None:
+            self.controller.close()
         self.server.shutdown()
         self.thread.join()
         self.server.server_close()
@@ -322,20 +382,18 @@ async def measure(root: Path, args: argparse.Namespace) -> dict[str, Any]:
         # land in Requests, which is not what this measures (bench.stamps does).
         AddressBook(news["alice"].box_dir).put("bob", news["bob"].address)
         AddressBook(news["bob"].box_dir).put("alice", news["alice"].address)
-        boxes = {
-            name: Box(load_config(new.box_dir), new.identity, testnet_options=options)
-            for name, new in news.items()
-        }
-        await asyncio.gather(*(box.start() for box in boxes.values()))
-        echo = EchoOnion(boxes["alice"], boxes["bob"])
+        alice = Box(
+            load_config(news["alice"].box_dir), news["alice"].identity, testnet_options=options
+        )
+        bob = Recipient(news["bob"])
+        echo = EchoOnion(alice, bob)
         try:
+            await asyncio.gather(alice.start(), bob.start())
             say("boxes running; publishing the echo onion")
             await echo.start()
-            bench = Bench(boxes["alice"], news["alice"], boxes["bob"], news["bob"])
+            bench = Bench(alice, news["alice"], bob)
             await bench.one_latency(cold=True)  # the first delivery fetches bob's descriptor
-            wire = int(
-                padding_measure(SIZE, boxes["alice"].identity, boxes["bob"].identity)["wire_bytes"]
-            )
+            wire = int(padding_measure(SIZE, alice.identity, news["bob"].identity)["wire_bytes"])
             lat: dict[str, list[float]] = {
                 k: [] for k in ("box cold", "box warm", "raw cold", "raw warm")
             }
@@ -362,7 +420,7 @@ async def measure(root: Path, args: argparse.Namespace) -> dict[str, Any]:
             raw_rate = bulk_n / raw_seconds
         finally:
             echo.stop()
-            await asyncio.gather(*(box.stop() for box in boxes.values()))
+            await asyncio.gather(alice.stop(), bob.stop())
     finally:
         await asyncio.to_thread(stop_testnet, network)
         say("private Tor network stopped")
