@@ -56,6 +56,8 @@ class Ledger:
     def __init__(self, directory: Path, key: bytes) -> None:
         self.directory = directory
         self._key = key
+        self._made = False
+        """Whether the directory was made (once per run, not at every record)."""
 
     def _hash(self, text: str) -> str:
         digest = nacl.hash.blake2b(
@@ -80,11 +82,15 @@ class Ledger:
         """Write (or update) the entry of a message for one destination; returns its name."""
         hashes = sorted({self._hash(m) for m in message_ids if m})
         name = self._hash(f"{hashes[0] if hashes else ''}|{destination}")
-        ensure_private_dir(self.directory)
+        if not self._made:
+            ensure_private_dir(self.directory)
+            self._made = True
         path = self.directory / f"{name}.json"
         known: list[str] = []
-        if path.exists():
+        try:
             known = json.loads(path.read_bytes()).get("ids", [])
+        except FileNotFoundError:
+            pass  # the message's first entry for this destination
         day = time.strftime("%Y-%m-%d", time.gmtime(time.time() if now is None else now))
         data: dict[str, Any] = {
             "ids": sorted(set(known) | set(hashes)),
@@ -97,7 +103,12 @@ class Ledger:
         }
         # Compact: with ``indent`` json falls back from its C encoder to the pure-Python
         # one, which was the largest share of the ledger's cost per message.
-        write_private_file(path, json.dumps(data, separators=(",", ":")).encode())
+        encoded = json.dumps(data, separators=(",", ":")).encode()
+        try:
+            write_private_file(path, encoded)
+        except FileNotFoundError:  # the directory was removed while the box ran
+            ensure_private_dir(self.directory)
+            write_private_file(path, encoded)
         return name
 
     def find(self, message_id: str) -> list[LedgerEntry]:
