@@ -16,6 +16,7 @@ from onionmail.store import queue as outbound_queue
 from onionmail.store.queue import (
     CLEAR_HEADER_MAGIC,
     OutboundQueue,
+    count_queue,
     list_queue,
     queue_key,
     reschedule_queue,
@@ -35,6 +36,18 @@ def test_enqueue_load_remove(tmp_path: Path) -> None:
     assert (state.id, state.destination, state.attempts) == (entry.id, "peer.onion", 0)
     queue.remove(entry.id)
     assert queue.states() == []
+
+
+def test_count_and_size_read_the_queue_without_the_key(tmp_path: Path) -> None:
+    queue = OutboundQueue(tmp_path / "q", KEY)
+    mail = queue.enqueue("peer.onion", "a@x.onion", ("b@peer.onion",), MESSAGE)
+    queue.enqueue("peer.onion", "a@x.onion", ("b@peer.onion",), MESSAGE + b"more\r\n")
+    queue.enqueue("peer.onion", "a@x.onion", ("b@peer.onion",), b"", cover=True)
+    assert count_queue(tmp_path / "q") == 2  # the dummy is not mail
+    assert count_queue(tmp_path / "elsewhere") == 0
+    assert len(MESSAGE) < queue.size(mail.id) < len(MESSAGE) + 512
+    queue.remove(mail.id)
+    assert queue.size(mail.id) == 0  # gone: nothing to hold in memory
 
 
 def test_message_is_ciphertext_at_rest_and_private(tmp_path: Path) -> None:

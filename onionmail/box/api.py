@@ -73,7 +73,7 @@ from onionmail.store.maildir import (
     move_message,
     set_flags,
 )
-from onionmail.store.queue import QueueState, list_queue
+from onionmail.store.queue import QueueState, count_queue, list_queue
 
 __all__ = [
     "Arrival",
@@ -233,7 +233,7 @@ class BoxApi:
             bootstrap_summary=str(tor.get("bootstrap_summary", "")),
             published=bool(tor.get("published", False)),
             tor_restarts=int(data.get("tor_restarts", 0)) if running else 0,
-            queue_length=len(list_queue(self.box_dir / "queue")),
+            queue_length=count_queue(self.box_dir / "queue"),
             timing=timing_text,
             padding="Padmé buckets, 4096-byte floor (always on for sealed envelopes)",
             policy_rules=self.config.policy.rules,

@@ -44,7 +44,7 @@ from onionmail.smtp.server import ConnectionLimit, server_port, start_smtp_serve
 from onionmail.store.credentials import Credentials
 from onionmail.store.lock import BoxLock
 from onionmail.store.maildir import SEEN, Maildir, set_flags
-from onionmail.store.queue import OutboundQueue, QueuedMessage, list_queue, queue_key
+from onionmail.store.queue import OutboundQueue, QueuedMessage, count_queue, queue_key
 from onionmail.store.replay_cache import ReplayCache
 from onionmail.tor.control import BoxTor
 
@@ -527,7 +527,7 @@ class Box:
             "addresses": [self.address(p) for p in self.config.box.local_parts],
             "submission": f"{self.config.submission.host}:{self.submission_port}",
             "tor": self.tor.status(),
-            "queue_length": len(list_queue(self.paths.queue)),
+            "queue_length": count_queue(self.paths.queue),
             "started_at": self.started_at,
             "tor_restarts": self.tor_restarts,
             "devices": self.devices.status(),

@@ -38,7 +38,7 @@ from onionmail.core.errors import ConfigError, OnionMailError
 from onionmail.core.systemd import claim_notify_socket, notify
 from onionmail.seal.identity import Identity, is_encrypted_identity
 from onionmail.store.lock import running_pid
-from onionmail.store.queue import list_queue, reschedule_queue
+from onionmail.store.queue import count_queue, list_queue, reschedule_queue
 
 DESCRIPTION = """\
 onionmail: a personal mail box that delivers box-to-box over Tor onion services.
@@ -232,7 +232,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         raise ConfigError(f"{status_path}: unreadable status: {exc}") from None
     running = running_pid(box_dir) is not None
     status["running"] = running
-    status["queue_length"] = len(list_queue(box_dir / "queue"))
+    status["queue_length"] = count_queue(box_dir / "queue")
     if args.json:
         print(json.dumps(status, indent=1))
         return 0 if running else 3
