@@ -98,6 +98,11 @@ def test_file_is_private(tmp_path: Path) -> None:
     path = directory / "replay.sqlite"
     with open_cache(path) as cache:
         cache.record(eid(1), int(NOW))
+        # the write-ahead log and its index, while open: the database's mode too
+        files = {p.name: stat.S_IMODE(p.stat().st_mode) for p in directory.iterdir()}
+        assert files == {
+            name: 0o600 for name in ("replay.sqlite", "replay.sqlite-wal", "replay.sqlite-shm")
+        }
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert stat.S_IMODE(directory.stat().st_mode) == 0o700
 

@@ -16,9 +16,14 @@ remembered any longer. Entries are pruned when the cache opens, on every
 :meth:`record`, and on demand with :meth:`prune`.
 
 Storage is SQLite with ``synchronous=FULL`` (a recorded id survives a crash
-or power loss once :meth:`record` returns), rollback journal, file 0600 in a
-0700 directory. Calls come from ``asyncio.to_thread`` workers: one connection
-shared under a lock.
+or power loss once :meth:`record` returns), file 0600 in a 0700 directory
+(SQLite gives its ``-wal`` and ``-shm`` files the database file's mode).
+Write-ahead log, not a rollback journal: a commit is one append and one
+fsync of the log instead of a journal file created, fsynced and deleted
+around two writes of the database; with two commits per message received,
+the rollback journal was the largest part of the inbound server's work
+(bench/onion.py). Calls come from ``asyncio.to_thread`` workers: one
+connection shared under a lock.
 """
 
 from __future__ import annotations
@@ -181,7 +186,7 @@ def _connect(path: Path) -> sqlite3.Connection:
     os.chmod(path, 0o600)
     conn = sqlite3.connect(path, check_same_thread=False)
     try:
-        conn.execute("PRAGMA journal_mode=DELETE")
+        conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=FULL")
         conn.executescript(_SCHEMA)
     except BaseException:
