@@ -311,6 +311,7 @@ class LeakKeeper:
                 ),
                 state=state,
                 seal=seal,
+                durable=state != "queued",  # a forecast, rewritten once sent
             )
         except (OSError, ValueError) as exc:
             log.error("could not write the leak ledger: %s", type(exc).__name__)

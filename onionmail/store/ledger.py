@@ -11,7 +11,9 @@ the key, which a passphrase protects.
 
 A sent message is recorded at submission with the path it is expected to
 take, under the Message-ID the box gave it; the delivery agent rewrites the
-entry with the path it really took.
+entry with the path it really took. That first entry is a forecast and is
+not fsynced (a crash may lose it; the message is not sent yet); every
+entry of what was sent or received is durable before the call returns.
 """
 
 from __future__ import annotations
@@ -78,8 +80,10 @@ class Ledger:
         state: str,
         now: float | None = None,
         seal: str = "",
+        durable: bool = True,
     ) -> str:
-        """Write (or update) the entry of a message for one destination; returns its name."""
+        """Write (or update) the entry of a message for one destination; returns its name.
+        ``durable=False`` for a forecast (the module's docstring)."""
         hashes = sorted({self._hash(m) for m in message_ids if m})
         name = self._hash(f"{hashes[0] if hashes else ''}|{destination}")
         if not self._made:
@@ -105,10 +109,10 @@ class Ledger:
         # one, which was the largest share of the ledger's cost per message.
         encoded = json.dumps(data, separators=(",", ":")).encode()
         try:
-            write_private_file(path, encoded)
+            write_private_file(path, encoded, durable=durable)
         except FileNotFoundError:  # the directory was removed while the box ran
             ensure_private_dir(self.directory)
-            write_private_file(path, encoded)
+            write_private_file(path, encoded, durable=durable)
         return name
 
     def find(self, message_id: str) -> list[LedgerEntry]:
