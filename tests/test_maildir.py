@@ -25,6 +25,16 @@ def test_delivered_message_is_readable_by_stdlib_mailbox(tmp_path: Path) -> None
     assert not list((tmp_path / "alice" / "tmp").iterdir())
 
 
+def test_a_copy_filed_as_seen_goes_straight_to_cur_with_the_flag(tmp_path: Path) -> None:
+    box = Maildir(tmp_path / "Sent")
+    path = box.deliver(b"Subject: mine\n\nsent\n", seen=True)
+    assert path.parent.name == "cur" and path.name.endswith(":2,S")
+    assert [p for sub in ("new", "tmp") for p in (tmp_path / "Sent" / sub).iterdir()] == []
+    (key,) = mailbox.Maildir(tmp_path / "Sent", create=False).keys()
+    message = mailbox.Maildir(tmp_path / "Sent", create=False)[key]
+    assert message["Subject"] == "mine" and message.get_flags() == "S"
+
+
 def test_permissions_and_names_leak_nothing(tmp_path: Path) -> None:
     folder = Maildir(tmp_path / "alice")
     path = folder.deliver(b"Subject: x\n\n")

@@ -138,7 +138,7 @@ class BounceToBox(Maildir):
         self.identity = identity
         self.wake = wake
 
-    def deliver(self, message: bytes, name: str | None = None) -> Path:
+    def deliver(self, message: bytes, name: str | None = None, *, seen: bool = False) -> Path:
         if not self.alias:  # a report to a clearnet sender failed: reports are not answered
             log.warning("a report to a clearnet sender could not be delivered; dropped")
             return self.path

@@ -43,7 +43,7 @@ from onionmail.seal.mail_key import MailKeyring
 from onionmail.smtp.server import ConnectionLimit, server_port, start_smtp_server
 from onionmail.store.credentials import Credentials
 from onionmail.store.lock import BoxLock
-from onionmail.store.maildir import SEEN, Maildir, set_flags
+from onionmail.store.maildir import Maildir
 from onionmail.store.queue import OutboundQueue, QueuedMessage, count_queue, queue_key
 from onionmail.store.replay_cache import ReplayCache
 from onionmail.tor.control import BoxTor
@@ -116,6 +116,8 @@ class Box:
         self.replay_cache: ReplayCache | None = None
         self.senders: SenderBook | None = None
         self._written_to: set[str] = set()
+        self._sent: dict[str, Maildir] = {}
+        """Each local part's .Sent folder, made once per run."""
         """Contacts written to or accepted, blocked senders, strangers' counts."""
         self.inbound_server: asyncio.Server | None = None
         self.submission_server: asyncio.Server | None = None
@@ -411,10 +413,17 @@ class Box:
             return
         if sender.local_part not in self.config.box.local_parts:
             return
+        data = message.replace(b"\r\n", b"\n")
         try:
-            folder = Maildir(self.paths.maildir(sender.local_part) / ".Sent")
-            path = folder.deliver(message.replace(b"\r\n", b"\n"))
-            set_flags(folder.path, f"new/{path.name}", add=SEEN)
+            folder = self._sent.get(sender.local_part)
+            if folder is None:  # made (or checked) once per run, not at every message
+                folder = Maildir(self.paths.maildir(sender.local_part) / ".Sent")
+                self._sent[sender.local_part] = folder
+            try:
+                folder.deliver(data, seen=True)
+            except FileNotFoundError:  # the folder was removed while the box ran
+                self._sent[sender.local_part] = folder = Maildir(folder.path)
+                folder.deliver(data, seen=True)
         except OSError as exc:
             log.error("could not file the copy in .Sent: %s", exc.strerror)
 

@@ -33,11 +33,16 @@ class Maildir:
         for sub in SUBDIRS:
             ensure_private_dir(path / sub)
 
-    def deliver(self, message: bytes, name: str | None = None) -> Path:
-        """Store ``message`` durably in ``new/`` (as ``name``, or a new name); its path."""
+    def deliver(self, message: bytes, name: str | None = None, *, seen: bool = False) -> Path:
+        """Store ``message`` durably in ``new/`` (as ``name``, or a new name); its path.
+
+        ``seen``: straight into ``cur/`` with the Seen flag instead, as a mail
+        client files its own copy of a message it sent (one rename, not a
+        delivery to ``new/`` and a second rename to flag it).
+        """
         name = name or new_message_name()
         tmp = self.path / "tmp" / name
-        final = self.path / "new" / name
+        final = self.path / "cur" / f"{name}{INFO}{SEEN}" if seen else self.path / "new" / name
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         try:
             write_all(fd, message)
@@ -49,7 +54,7 @@ class Maildir:
             os.close(fd)
         try:
             os.rename(tmp, final)
-            fsync_dir(self.path / "new")
+            fsync_dir(final.parent)
         except BaseException:
             # Not durable, so not acknowledged: nothing may stay visible in new/.
             final.unlink(missing_ok=True)
