@@ -34,7 +34,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
-import logging
 import os
 import shutil
 import subprocess
@@ -52,7 +51,7 @@ from bench.common import (
     free_port,
     print_table,
     ratio,
-    run_and_report,
+    serve_or_report,
     summary,
 )
 
@@ -513,13 +512,7 @@ def main(argv: list[str] | None = None) -> int:
     add_arguments(parser)
     parser.add_argument("--messages", type=int, default=0, help="per run (5,000; quick 500)")
     parser.add_argument("--serve", type=Path, help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
-    if args.serve:
-        # aiosmtpd logs a warning at every session about AUTH without TLS (loopback: intended)
-        logging.getLogger("mail.log").setLevel(logging.ERROR)
-        asyncio.run(serve(args.serve))
-        return 0
-    return run_and_report(args, "accept", run, report)
+    return serve_or_report(parser.parse_args(argv), "accept", serve, run, report)
 
 
 if __name__ == "__main__":

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
+import logging
 import socket
 import statistics
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -93,6 +95,23 @@ def run_and_report(
     report(data)
     write_results(args.json, name, data)
     return 0
+
+
+def serve_or_report(
+    args: argparse.Namespace,
+    name: str,
+    serve: Callable[[Path], Coroutine[Any, Any, None]],
+    run: Callable[[argparse.Namespace], dict[str, Any]],
+    report: Callable[[dict[str, Any]], None],
+) -> int:
+    """``main`` of a benchmark whose box runs in a child (``--serve BOXDIR``): be that child,
+    or measure and report."""
+    if args.serve:
+        # aiosmtpd logs a warning at every session about AUTH without TLS (loopback: intended)
+        logging.getLogger("mail.log").setLevel(logging.ERROR)
+        asyncio.run(serve(args.serve))
+        return 0
+    return run_and_report(args, name, run, report)
 
 
 def timed_main(
