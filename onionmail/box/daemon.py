@@ -116,9 +116,9 @@ class Box:
         self.replay_cache: ReplayCache | None = None
         self.senders: SenderBook | None = None
         self._written_to: set[str] = set()
+        """Contacts written to or accepted, blocked senders, strangers' counts."""
         self._sent: dict[str, Maildir] = {}
         """Each local part's .Sent folder, made once per run."""
-        """Contacts written to or accepted, blocked senders, strangers' counts."""
         self.inbound_server: asyncio.Server | None = None
         self.submission_server: asyncio.Server | None = None
         self.agent: DeliveryAgent | None = None

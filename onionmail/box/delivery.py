@@ -286,17 +286,18 @@ class DeliveryAgent:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.sessions.close_all()
 
+    def _load(self, queue_id: str, small_only: bool) -> QueuedMessage | None:
+        """The entry (in a worker thread); None when only a small one may be loaded and
+        this one is not."""
+        if small_only and self.queue.size(queue_id) > SMALL_MESSAGE:
+            return None
+        return self.queue.load(queue_id)
+
     async def _attempt(self, state: QueueState, small_only: bool = False) -> None:
-        if small_only:
-            size = await asyncio.to_thread(self.queue.size, state.id)
-            if size > SMALL_MESSAGE:
-                self._large.add(state.id)
-                self._due.insert(0, state)  # for a slot below MAX_PARALLEL
-                return
-        else:
+        if not small_only:
             self._large.discard(state.id)
         try:
-            entry = await asyncio.to_thread(self.queue.load, state.id)
+            loaded = await asyncio.to_thread(self._load, state.id, small_only)
         except QueueError as exc:
             if exc.errno == errno.ENOENT:
                 return  # delivered by an attempt that finished after the listing
@@ -304,6 +305,11 @@ class DeliveryAgent:
             where = await asyncio.to_thread(self.queue.quarantine, state.id)
             log.error("queue %s: unreadable (%s); moved to %s", state.id, exc, where.parent)
             return
+        if loaded is None:  # too large for this slot: it waits for one below MAX_PARALLEL
+            self._large.add(state.id)
+            self._due.insert(0, state)
+            return
+        entry = loaded
         started = time.monotonic()
         sent = entry  # what goes out; bounces quote ``entry``, the message as queued
         try:
