@@ -51,6 +51,7 @@ from bench.common import (
     free_port,
     print_table,
     ratio,
+    serve_child,
     serve_or_report,
     summary,
 )
@@ -151,26 +152,12 @@ class BoxServers:
 def box_servers(root: Path) -> Iterator[BoxServers]:
     directory = root / "box"
     directory.mkdir()
-    child = subprocess.Popen(
-        [sys.executable, "-m", "bench.accept", "--serve", str(directory)],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
+    with serve_child("bench.accept", directory) as child:
         assert child.stdout is not None
         line = child.stdout.readline().split()
         if len(line) != 4:
             raise RuntimeError("the box's servers did not start")
         yield BoxServers(int(line[0]), int(line[1]), line[2], line[3], directory)
-    finally:
-        assert child.stdin is not None
-        child.stdin.close()
-        try:
-            child.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            child.kill()
-            child.wait()
 
 
 # --- the references ---------------------------------------------------------------------

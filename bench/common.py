@@ -8,8 +8,11 @@ import json
 import logging
 import socket
 import statistics
+import subprocess
+import sys
 import time
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -95,6 +98,33 @@ def run_and_report(
     report(data)
     write_results(args.json, name, data)
     return 0
+
+
+@contextmanager
+def serve_child(
+    module: str, directory: Path, stop_timeout: float = 10.0
+) -> Iterator[subprocess.Popen[str]]:
+    """Run ``python -m module --serve directory`` (its box) for the block, talking over its
+    stdin and stdout; closing stdin asks it to stop, which it must within ``stop_timeout``
+    seconds (else it is killed)."""
+    child = subprocess.Popen(
+        [sys.executable, "-m", module, "--serve", str(directory)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        yield child
+    finally:
+        if child.stdin is not None and not child.stdin.closed:
+            child.stdin.close()
+        try:
+            child.wait(timeout=stop_timeout)
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.wait()
+        if child.stdout is not None:
+            child.stdout.close()
 
 
 def serve_or_report(

@@ -64,7 +64,15 @@ from pathlib import Path
 from typing import Any
 
 from bench.accept import PASSWORD, PEER, Target, asyncio_load
-from bench.common import add_arguments, free_port, print_table, ratio, serve_or_report, summary
+from bench.common import (
+    add_arguments,
+    free_port,
+    print_table,
+    ratio,
+    serve_child,
+    serve_or_report,
+    summary,
+)
 from onionmail.box.create import NewBox, create_box
 from onionmail.box.daemon import Box, BoxPaths
 from onionmail.config.box import load_config
@@ -166,13 +174,7 @@ def read_line(child: subprocess.Popen[str], timeout: float) -> dict[str, Any]:
 
 @contextmanager
 def box_process(box_dir: Path) -> Iterator[BoxProcess]:
-    child = subprocess.Popen(
-        [sys.executable, "-m", "bench.growth", "--serve", str(box_dir)],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
+    with serve_child("bench.growth", box_dir, STOP_TIMEOUT + 10) as child:
         ready = read_line(child, START_TIMEOUT)
         ports = {name: int(ready[name]) for name in SERVERS}
         running = BoxProcess(child.pid, ports, str(ready["onion"]), float(ready["start_seconds"]))
@@ -180,16 +182,6 @@ def box_process(box_dir: Path) -> Iterator[BoxProcess]:
         assert child.stdin is not None
         child.stdin.close()
         running.stop_seconds = float(read_line(child, STOP_TIMEOUT + 10)["stop_seconds"])
-    finally:
-        if child.stdin is not None and not child.stdin.closed:
-            child.stdin.close()
-        try:
-            child.wait(timeout=STOP_TIMEOUT + 10)
-        except subprocess.TimeoutExpired:
-            child.kill()
-            child.wait()
-        if child.stdout is not None:
-            child.stdout.close()
 
 
 def rss(pid: int) -> dict[str, int]:
