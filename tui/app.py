@@ -15,24 +15,50 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from textual.app import App
 from textual.binding import Binding
 from textual.logging import TextualHandler
 from textual.notifications import SeverityLevel
+from textual.screen import Screen
 
 from onionmail.box.api import BoxApi
 from onionmail.cli.passphrase import CREDENTIAL, passphrase_for
 from onionmail.core.errors import OnionMailError
 from onionmail.seal.identity import is_encrypted_identity
-from tui.screens.compose import ComposeScreen
-from tui.screens.help import HelpScreen
-from tui.screens.inbox import InboxScreen
-from tui.screens.ledger import LedgerScreen
-from tui.screens.queue import QueueScreen
-from tui.screens.status import StatusScreen
-from tui.screens.unlock import UnlockPrompt
-from tui.screens.unsent import UnsentPrompt
+from tui.screens.first_page import FirstPage, read_first_page
+from tui.screens.inbox import FIRST_CHUNK, InboxScreen
+
+if TYPE_CHECKING:
+    from tui.screens.compose import ComposeScreen
+
+# The screens other than the inbox are imported when first opened: the first paint of the
+# inbox does not wait for them (compose, help and status pull in most of the rest).
+
+
+def _compose() -> Screen[None]:
+    from tui.screens.compose import ComposeScreen
+
+    return ComposeScreen()
+
+
+def _queue() -> Screen[None]:
+    from tui.screens.queue import QueueScreen
+
+    return QueueScreen()
+
+
+def _status() -> Screen[None]:
+    from tui.screens.status import StatusScreen
+
+    return StatusScreen()
+
+
+def _ledger() -> Screen[None]:
+    from tui.screens.ledger import LedgerScreen
+
+    return LedgerScreen()
 
 
 class OnionMailApp(App[None]):
@@ -41,10 +67,10 @@ class OnionMailApp(App[None]):
     TITLE = "onionmail"
     MODES = {
         "inbox": InboxScreen,
-        "compose": ComposeScreen,
-        "queue": QueueScreen,
-        "status": StatusScreen,
-        "ledger": LedgerScreen,
+        "compose": _compose,
+        "queue": _queue,
+        "status": _status,
+        "ledger": _ledger,
     }
     DEFAULT_MODE = "inbox"
     BINDINGS = [
@@ -58,10 +84,18 @@ class OnionMailApp(App[None]):
     ]
 
     def __init__(
-        self, api: BoxApi, *, password_file: Path | None = None, ask_passphrase: bool = False
+        self,
+        api: BoxApi,
+        *,
+        password_file: Path | None = None,
+        ask_passphrase: bool = False,
+        first_page: FirstPage | None = None,
     ) -> None:
         super().__init__()
         self.api = api
+        self.first_page = first_page
+        """The inbox's first screenful if it was read before the UI started (the inbox
+        takes it, once)."""
         self.ask_passphrase = ask_passphrase
         """Open the passphrase dialog at start (an encrypted key, no passphrase given)."""
         self.password_file = password_file
@@ -70,6 +104,8 @@ class OnionMailApp(App[None]):
 
     def on_mount(self) -> None:
         if self.ask_passphrase:
+            from tui.screens.unlock import UnlockPrompt
+
             self.push_screen(UnlockPrompt(self.api), self._unlocked)
 
     def _unlocked(self, opened: BoxApi | None) -> None:
@@ -92,9 +128,13 @@ class OnionMailApp(App[None]):
             elif choice == "discard":
                 self.exit()
 
+        from tui.screens.unsent import UnsentPrompt
+
         self.push_screen(UnsentPrompt(), chosen)
 
     def action_help(self) -> None:
+        from tui.screens.help import HelpScreen
+
         if not isinstance(self.screen, HelpScreen):
             self.push_screen(HelpScreen())
 
@@ -166,5 +206,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     logging.basicConfig(level=logging.WARNING, handlers=[TextualHandler()], force=True)
     logging.getLogger("mail.log").setLevel(logging.ERROR)
-    OnionMailApp(api, password_file=args.password_file, ask_passphrase=ask).run()
+    first = read_first_page(api, FIRST_CHUNK)
+    OnionMailApp(api, password_file=args.password_file, ask_passphrase=ask, first_page=first).run()
     return 0

@@ -1,8 +1,7 @@
 """The inbox: folders, and each folder's messages newest first, loaded in a worker.
 
-The folder listing is one directory scan; headers are then parsed in chunks
-in a thread and added as they come, so the first rows paint at once even in
-a Maildir of tens of thousands of messages.
+At start the newest screenful is read before the UI (:mod:`tui.screens.first_page`);
+the rest of a folder is parsed in chunks in a thread, added as they come.
 
 What a mail client does to stored mail is Maildir's own: flags in the file
 name (``S`` seen, ``F`` flagged), folders as Maildir++ subfolders
@@ -36,31 +35,27 @@ from onionmail.core.errors import OnionMailError
 from onionmail.message.search import matching
 from onionmail.message.threads import Line, Threadable, collapse, thread_lines
 from onionmail.store.maildir import folder_stamp
-from tui.screens.message import MessageScreen
+from tui.screens.first_page import FirstPage
 from tui.screens.prompt import LinePrompt
 from tui.screens.request_keys import RequestKeys
 from tui.widgets.folder_watch import FolderWatch
-from tui.widgets.message_rows import row_cells, row_key
+from tui.widgets.message_rows import (
+    COLUMNS,
+    NARROW,
+    NARROW_COLUMNS,
+    column_widths,
+    folder_list_width,
+    row_cells,
+    row_key,
+)
 from tui.widgets.plain import PlainStatic, PlainTable
 
 CHUNK = 200
 """Headers parsed per batch before the rows are handed to the UI."""
 FIRST_CHUNK = 60
-"""The first batch: a screenful (parsing a header costs about half a millisecond, so the
-first paint does not wait for rows nobody sees yet)."""
+"""The first batch: a screenful (the first paint does not wait for rows nobody sees)."""
 PAINT_WAIT = 0.5
 """Seconds the header reader waits at most for the first rows to be painted."""
-NARROW = 100
-"""Terminals narrower than this get the inbox's narrow layout (80x24 is first-class)."""
-COLUMNS: dict[str, tuple[str, int | None]] = {
-    "mark": ("", 1),
-    "enc": ("enc", 9),
-    "verified": ("sender", 10),
-    "date": ("date", 16),
-    "from": ("from", 30),
-    "subject": ("subject", None),
-}
-NARROW_COLUMNS = ("mark", "from", "subject")
 WATCH = 5.0
 """Seconds between two looks at the folder (two ``stat`` calls) for mail that arrived, left
 or changed flags, besides the file system's own notifications (:meth:`watch_folder`): the
@@ -142,7 +137,12 @@ class InboxScreen(RequestKeys):
         table = self.query_one("#messages", DataTable)
         self._add_columns(table)
         table.focus()
-        self.load_folders()
+        first, self.box_app.first_page = self.box_app.first_page, None
+        if first is None:
+            self.load_folders()
+        else:  # read before the UI started: the first frame has the newest messages
+            self.petnames = first.petnames
+            self._show_folders([(folder, 0) for folder in first.folders], first=first)
         self.set_interval(WATCH, self.look_for_changes)
 
     @work(thread=True, exit_on_error=False, group="folders")
@@ -164,7 +164,9 @@ class InboxScreen(RequestKeys):
             lambda found: self._show_folders(found, keep=True),
         )
 
-    def _show_folders(self, folders: list[tuple[str, int]], keep: bool = False) -> None:
+    def _show_folders(
+        self, folders: list[tuple[str, int]], keep: bool = False, first: FirstPage | None = None
+    ) -> None:
         options = self.query_one("#folders", OptionList)
         highlighted = options.highlighted
         options.clear_options()
@@ -176,13 +178,13 @@ class InboxScreen(RequestKeys):
             options.highlighted = highlighted
         elif folders:
             options.highlighted = 0
-            self.open_folder(folders[0][0])
+            self.open_folder(folders[0][0], first)
 
     def on_option_list_option_selected(self, event: OptionList.OptionSelected) -> None:
         self.open_folder(str(event.option.id))
         self.query_one("#messages", DataTable).focus()
 
-    def open_folder(self, folder: str) -> None:
+    def open_folder(self, folder: str, first: FirstPage | None = None) -> None:
         self.folder = folder
         self._stamp = None
         self.matches = []
@@ -191,18 +193,33 @@ class InboxScreen(RequestKeys):
         self.collapsed.clear()
         self.query_one("#messages", DataTable).clear()
         self.query_one("#inbox-status", Static).update(f"{folder}: loading…")
-        self.load_messages(folder)
-        self.watch_folder(folder)
+        if first is not None and first.folder == folder:
+            done = len(first.summaries)
+            self._add_rows(folder, first.summaries, done, len(first.keys), first.stamp)
+            self.call_after_refresh(self._read_on, folder, first)
+        else:
+            self.load_messages(folder)
+            self.watch_folder(folder)
+
+    def _read_on(self, folder: str, first: FirstPage) -> None:
+        """After the first page is painted (not to compete with it): the rest, the watch."""
+        if folder == self.folder:
+            if len(first.summaries) < len(first.keys):
+                self.load_messages(folder, first)
+            self.watch_folder(folder)
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="inbox")
-    def load_messages(self, folder: str) -> None:
+    def load_messages(self, folder: str, first: FirstPage | None = None) -> None:
+        """The folder's rows, a batch at a time (after ``first``'s, already shown)."""
         worker = get_current_worker()
         try:
-            # taken before the listing, handed over with the rows (no extra wait for the
-            # UI thread before the first ones)
-            stamp = folder_stamp(self.api.folder_path(folder))
-            keys = self.api.message_keys(folder)
-            starts = [0, *range(FIRST_CHUNK, len(keys), CHUNK)]
+            if first is None:  # the stamp before the listing, handed over with the rows
+                stamp = folder_stamp(self.api.folder_path(folder))
+                keys = self.api.message_keys(folder)
+                starts = [0, *range(FIRST_CHUNK, len(keys), CHUNK)]
+            else:
+                stamp, keys = first.stamp, first.keys
+                starts = list(range(len(first.summaries), len(keys), CHUNK))
             for start, end in zip(starts, [*starts[1:], len(keys)], strict=True):
                 if worker.is_cancelled or start >= len(keys):
                     return
@@ -396,6 +413,8 @@ class InboxScreen(RequestKeys):
         summary = self.summaries[key]
         if summary.unread:  # read now, as every mail client marks it
             summary = self._change(key, add="S", undoable=False) or summary
+        from tui.screens.message import MessageScreen  # imported on first use (start-up)
+
         self.app.push_screen(MessageScreen(summary))
 
     def _selected(self) -> str | None:
@@ -510,25 +529,11 @@ class InboxScreen(RequestKeys):
 
     # -- the width of the terminal ------------------------------------------------------------
 
-    @property
-    def narrow(self) -> bool:
-        return self.app.size.width < NARROW
-
     def _add_columns(self, table: DataTable[Text]) -> None:
-        """All columns, or at 80 columns the mark, the sender and the subject (the message
-        screen shows the rest); the folder list narrows too. Every width is fixed, the
-        subject's to what is left: a table of 10,000 rows measures no cell."""
-        shown = NARROW_COLUMNS if self.narrow else COLUMNS
-        folders = 16 if self.narrow else 22
-        widths = {key: COLUMNS[key][1] or 0 for key in shown}
-        if self.narrow:
-            widths["from"] = 14
-        used = folders + 2 + sum(w + 2 for w in widths.values()) + 2 + 2  # borders, scrollbar
-        widths["subject"] = max(20, self.app.size.width - used)
-        for key in shown:
-            table.add_column(COLUMNS[key][0], key=key, width=widths[key])
-        self.query_one("#folders", OptionList).styles.width = folders
-        self._built_for = self.app.size.width
+        self._built_for = width = self.app.size.width
+        for key, cells in column_widths(width).items():
+            table.add_column(COLUMNS[key][0], key=key, width=cells)
+        self.query_one("#folders", OptionList).styles.width = folder_list_width(width)
 
     def _cells(
         self, summary: MessageSummary, line: Line | None = None, unread: bool | None = None

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import atexit
-import email.utils
 import os
 import shutil
 import subprocess
@@ -27,6 +26,7 @@ from tui.screens.base import BoxScreen
 from tui.screens.compose import ComposeScreen
 from tui.screens.prompt import LinePrompt
 from tui.widgets.leak_matrix import LeakMatrixView
+from tui.widgets.message_rows import petnamed
 from tui.widgets.plain import PlainStatic
 
 SHOWN_HEADERS = ("From", "To", "Cc", "Date", "Subject")
@@ -42,17 +42,6 @@ def desktop_opener() -> str | None:
     if not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
         return None
     return shutil.which("xdg-open")
-
-
-def petnamed(value: str, petnames: dict[str, str]) -> str:
-    """An address field with each address of the address book shown as its petname."""
-    if not petnames:
-        return value  # no address book: nothing to parse
-    shown = []
-    for name, address in email.utils.getaddresses([value]):
-        petname = petnames.get(address.lower())
-        shown.append(petname if petname else (f"{name} <{address}>" if name else address))
-    return ", ".join(shown) if shown else value
 
 
 def encryption_words(arrival: Arrival) -> str:

@@ -3,11 +3,12 @@ stands in its thread."""
 
 from __future__ import annotations
 
+import email.utils
+
 from rich.text import Text
 
 from onionmail.box.api import Arrival, ArrivalKind, MessageSummary
 from onionmail.message.threads import Line
-from tui.screens.message import petnamed
 
 MARKS = {
     ArrivalKind.SEALED: ("S", "bold green"),
@@ -26,6 +27,55 @@ ENCRYPTION = {
 }
 """The enc column: a sealed envelope (an older box's, without forward secrecy: sealed-v1),
 OpenPGP the box decrypted (or could not), or none."""
+
+
+NARROW = 100
+"""Terminals narrower than this get the inbox's narrow layout (80x24 is first-class)."""
+COLUMNS: dict[str, tuple[str, int | None]] = {
+    "mark": ("", 1),
+    "enc": ("enc", 9),
+    "verified": ("sender", 10),
+    "date": ("date", 16),
+    "from": ("from", 30),
+    "subject": ("subject", None),
+}
+NARROW_COLUMNS = ("mark", "from", "subject")
+
+
+def folder_list_width(width: int) -> int:
+    """The inbox's folder list at ``width``: narrower below :data:`NARROW`."""
+    return 16 if width < NARROW else 22
+
+
+def column_widths(width: int) -> dict[str, int]:
+    """The inbox's columns at ``width``: all, or below :data:`NARROW` the mark, the sender
+    and the subject (the message screen shows the rest). Every width is fixed, the
+    subject's to what is left, the sender's narrower for it down to 16 (120 columns: 16
+    and 28): a table of 10,000 rows measures no cell."""
+    narrow = width < NARROW
+    widths = {key: COLUMNS[key][1] or 0 for key in (NARROW_COLUMNS if narrow else COLUMNS)}
+    if narrow:
+        widths["from"] = 14
+    cells = sum(w + 2 for w in widths.values())
+    used = folder_list_width(width) + 2 + cells + 2 + 2  # borders, scrollbar
+    widths["subject"] = width - used
+    if not narrow:  # the sender gives way first
+        give = max(0, min(widths["from"] - 16, 40 - widths["subject"]))
+        widths["from"] -= give
+        widths["subject"] += give
+    widths["subject"] = max(20, widths["subject"])
+    return widths
+
+
+def petnamed(value: str, petnames: dict[str, str]) -> str:
+    """An address field with each address of the address book shown as its petname."""
+    if not petnames:
+        return value  # no address book: nothing to parse
+    shown = []
+    for name, address in email.utils.getaddresses([value]):
+        petname = petnames.get(address.lower())
+        shown.append(petname if petname else (f"{name} <{address}>" if name else address))
+    return ", ".join(shown) if shown else value
 
 
 def sender_cell(arrival: Arrival) -> Text:
