@@ -26,7 +26,7 @@ BENCHMARKS = ("crypto", "openpgp", "memory", "accept", "onion", "tui_start")
 def command(name: str, quick: bool, json_path: Path) -> list[str]:
     argv = [sys.executable, "-m", f"bench.{name}", "--json", str(json_path)]
     if name == "tui_start":
-        return argv + (["--repeats", "3"] if quick else [])
+        return argv + (["--repeats", "3"] if quick else ["--curve", "--repeats", "5"])
     return argv + (["--quick"] if quick else [])
 
 

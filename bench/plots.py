@@ -74,8 +74,25 @@ def plot_memory(data: dict[str, Any], ax: Axes) -> None:
 
 
 def plot_tui_start(data: dict[str, Any], ax: Axes) -> None:
-    cells = data["results"]
-    _bars(ax, [f"{data['messages']:,} messages"], {name: [cells[name]] for name in cells})
+    curve = data.get("curve")
+    if not curve or len(curve) < 2:
+        cells = data["results"]
+        _bars(ax, [f"{data['messages']:,} messages"], {name: [cells[name]] for name in cells})
+    else:  # medians on a log-log curve, the min-max spread as error bars
+        sizes = sorted(curve, key=int)
+        for name in curve[sizes[0]]:
+            rows = [curve[n][name] for n in sizes]
+            medians = [r["median"] for r in rows]
+            spread = [
+                [m - r["min"] for m, r in zip(medians, rows, strict=True)],
+                [r["max"] - m for m, r in zip(medians, rows, strict=True)],
+            ]
+            ax.errorbar([int(n) for n in sizes], medians, yerr=spread, marker="o", label=name)
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("messages in the folder (log)")
+        ax.legend()
+        ax.grid(alpha=0.3)
     ax.set_ylabel("seconds to a drawn inbox")
     ax.set_title("Start-up time with a large Maildir")
 
