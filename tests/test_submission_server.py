@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import itertools
 import socket
 import threading
 from collections.abc import AsyncIterator
@@ -231,3 +233,88 @@ async def test_garbage_gets_5xx_and_server_keeps_serving(
     assert code(await client.cmd("NOOP")) == 250
     other, banner = await RawSMTP.connect(submission.port)
     assert banner.startswith("220")
+
+
+@dataclass
+class Bookkeeping:
+    """A submission server whose store records, and whose bookkeeping waits for ``go``."""
+
+    handler: SubmissionHandler
+    port: int
+    onion: str
+    go: asyncio.Event
+    done: list[int] = field(default_factory=list)
+
+
+@pytest.fixture
+async def bookkeeping(tmp_path: Path) -> AsyncIterator[Bookkeeping]:
+    onion = Identity.generate().onion_address
+    go = asyncio.Event()
+    done: list[int] = []
+    numbers = itertools.count(1)
+
+    def store(sender: MailAddress, rcpts: list[MailAddress], message: bytes) -> Stored:
+        number = next(numbers)
+
+        async def then() -> None:
+            await go.wait()
+            done.append(number)
+
+        return Stored([f"q{number}"], then)
+
+    handler = SubmissionHandler(
+        onion=onion,
+        local_parts=("alice",),
+        credentials=credentials_for(tmp_path / "submission.json"),
+        store=store,
+        max_recipients=3,
+    )
+    async with serving(start_submission(handler)) as port:
+        state = Bookkeeping(handler, port, onion, go, done)
+        yield state
+        go.set()
+        await handler.drain()
+
+
+async def send_one(sub: Bookkeeping, client: RawSMTP) -> str:
+    await client.cmd(f"MAIL FROM:<alice@{sub.onion}>")
+    await client.cmd(f"RCPT TO:<bob@{Identity.generate().onion_address}>")
+    await client.cmd("DATA")
+    return await client.cmd(f"From: alice@{sub.onion}\r\n\r\nx\r\n.\r\n".encode())
+
+
+async def test_the_250_does_not_wait_for_the_sent_copy_and_ledger(
+    bookkeeping: Bookkeeping,
+) -> None:
+    """What the 250 promises is the queue's fsynced entry; the bookkeeping after it (the
+    .Sent copy, the ledger's forecast) overlaps the next transaction, and stopping waits
+    for it."""
+    client, _ = await RawSMTP.connect(bookkeeping.port)
+    await client.cmd("EHLO localhost")
+    await client.cmd(f"AUTH PLAIN {auth_plain_token('alice', PASSWORD)}")
+    for _ in range(3):
+        assert code(await send_one(bookkeeping, client)) == 250
+    assert bookkeeping.done == []  # all three still pending
+    drained = asyncio.create_task(bookkeeping.handler.drain())
+    await asyncio.sleep(0.1)
+    assert not drained.done()  # stopping waits for it
+    bookkeeping.go.set()
+    await asyncio.wait_for(drained, 5)
+    assert len(bookkeeping.done) == 3
+
+
+async def test_a_backlog_of_bookkeeping_holds_the_next_reply(
+    bookkeeping: Bookkeeping, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("onionmail.smtp.server.AFTER_LIMIT", 2)
+    client, _ = await RawSMTP.connect(bookkeeping.port)
+    await client.cmd("EHLO localhost")
+    await client.cmd(f"AUTH PLAIN {auth_plain_token('alice', PASSWORD)}")
+    for _ in range(2):
+        assert code(await send_one(bookkeeping, client)) == 250
+    third = asyncio.create_task(send_one(bookkeeping, client))
+    await asyncio.sleep(0.3)
+    assert not third.done()  # two pending: the third's bookkeeping runs before its reply
+    bookkeeping.go.set()
+    assert code(await asyncio.wait_for(third, 5)) == 250
+    assert len(bookkeeping.done) >= 1

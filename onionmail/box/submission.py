@@ -11,15 +11,15 @@ refused at RCPT with a reason: nothing is silently dropped or sent some other wa
 After DATA, scrubbing, parsing and storing (``store``, the box's queue) run
 in one worker thread, one hop: they are the CPU and disk work of a
 submission, and on the event loop they held up every other session. What
-must run on the loop afterwards (the box's ledger, waking its delivery
-agent) comes back as :attr:`Stored.then`.
+runs afterwards (the ``.Sent`` copy, the box's ledger, waking its delivery
+agent) comes back as :attr:`Stored.then`, run after the ``250``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
@@ -42,8 +42,10 @@ class Stored:
     """What ``store`` did with a message: its queue ids, and what is left for the event loop."""
 
     ids: list[str]
-    then: Callable[[], Awaitable[None]] | None = None
-    """Bookkeeping awaited on the event loop once stored, before ``250`` (None: nothing)."""
+    then: Callable[[], Coroutine[Any, Any, None]] | None = None
+    """Bookkeeping on the event loop once stored (the ``.Sent`` copy, the ledger's
+    forecast, waking the delivery agent), run after the ``250``: what the ``250`` promises
+    is the queue's fsynced entry, and the next transaction overlaps it (None: nothing)."""
 
 
 Store = Callable[[MailAddress, list[MailAddress], bytes], Stored]
@@ -156,7 +158,7 @@ class SubmissionHandler(SafeHandler):
         if isinstance(outcome, str):
             return outcome
         if outcome.then is not None:
-            await outcome.then()
+            await self.after(outcome.then())
         log.info("submission queued %d message(s)", len(outcome.ids))
         return f"250 2.0.0 Queued as {' '.join(outcome.ids)}"
 

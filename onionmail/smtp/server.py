@@ -63,6 +63,8 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+AFTER_LIMIT = 64
+"""Messages of one listener whose bookkeeping (after the reply) may be pending at once."""
 
 NULL_SENDER = "<>"
 """``envelope.mail_from`` for ``MAIL FROM:<>`` (bounces), as aiosmtpd spells it: it must
@@ -86,6 +88,7 @@ class SafeHandler:
     """
 
     _storing: set[asyncio.Task[str]]
+    _after: set[asyncio.Task[None]]
 
     async def finish(self, work: Coroutine[Any, Any, str]) -> str:
         """Run ``work`` to its end even if the session is cancelled meanwhile."""
@@ -97,10 +100,24 @@ class SafeHandler:
         task.add_done_callback(_log_orphan_failure)
         return await asyncio.shield(task)
 
+    async def after(self, work: Coroutine[Any, Any, None]) -> None:
+        """Run ``work``, the bookkeeping of a message already stored, after the reply: the
+        next transaction's round trips overlap it. Past :data:`AFTER_LIMIT` pending, it runs
+        before the reply instead, so a backlog stays bounded."""
+        if not hasattr(self, "_after"):
+            self._after = set()
+        if len(self._after) >= AFTER_LIMIT:
+            await work
+            return
+        task = asyncio.ensure_future(work)
+        self._after.add(task)
+        task.add_done_callback(self._after.discard)
+        task.add_done_callback(_log_orphan_failure)
+
     async def drain(self) -> None:
-        """Wait for the storing that :meth:`finish` started (a hung-up peer's)."""
-        pending = list(getattr(self, "_storing", ()))
-        if pending:
+        """Wait for the storing that :meth:`finish` started (a hung-up peer's) and the
+        bookkeeping :meth:`after` left running."""
+        while pending := [*getattr(self, "_storing", ()), *getattr(self, "_after", ())]:
             await asyncio.gather(*pending, return_exceptions=True)
 
     @staticmethod
@@ -158,7 +175,7 @@ class SafeHandler:
         return SERVER_ERROR
 
 
-def _log_orphan_failure(task: asyncio.Task[str]) -> None:
+def _log_orphan_failure(task: asyncio.Task[Any]) -> None:
     # Retrieve the outcome, so a failure whose session is gone is not lost silently.
     if not task.cancelled() and task.exception() is not None:
         log.error(
