@@ -492,6 +492,41 @@ def report(data: dict[str, Any]) -> None:
         f"  box: {data['box_stored']} in the Maildir, {data['box_queued']} in the queue "
         "(all fsynced)"
     )
+    for line in verdicts(data):
+        print(line)
+
+
+def verdicts(data: dict[str, Any]) -> list[str]:
+    """Issue 21's accept targets, judged on this run: every box cell at least its
+    reference's median, and its slowest run above the reference's fastest; stretch 1.5x in
+    the 20-session cells."""
+    references = data.get("references", {})
+    below: list[str] = []
+    overlapping: list[str] = []
+    short_of_stretch: list[str] = []
+    for key, by_target in data["results"].items():
+        for name, cell in by_target.items():
+            target, _, gen = name.rpartition(" [")
+            if not target.startswith("box "):
+                continue
+            ref = by_target.get(f"{references.get(target, 'postfix')} [{gen}")
+            if not ref:
+                continue
+            label = f"{key} {name}"
+            if cell["median"] < ref["median"]:
+                below.append(f"{label} {cell['median'] / ref['median']:.3f}")
+            if cell["min"] <= ref["max"]:
+                overlapping.append(label)
+            if key.endswith("x20") and cell["median"] < 1.5 * ref["median"]:
+                short_of_stretch.append(label)
+    return [
+        "target: every cell >= 1.0x its reference: "
+        + ("met" if not below else f"missed ({len(below)}: {', '.join(below)})"),
+        "target: every cell's slowest run above its reference's fastest: "
+        + ("met" if not overlapping else f"missed in {len(overlapping)} cell(s)"),
+        "stretch: 1.5x in the 20-session cells: "
+        + ("met" if not short_of_stretch else f"missed in {len(short_of_stretch)} cell(s)"),
+    ]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -490,7 +490,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--maildir-sizes", type=sizes, help="e.g. 0,10000 (the smallest: the reference)"
     )
-    parser.add_argument("--queue-sizes", type=sizes, help="e.g. 100000")
+    parser.add_argument("--queue-sizes", type=sizes, help="e.g. 100000 (0: none)")
     parser.add_argument("--serve", type=Path, help=argparse.SUPPRESS)
     return serve_or_report(parser.parse_args(argv), "growth", serve, run, report)
 
