@@ -1,10 +1,12 @@
 """``onionmail-tui --dir BOXDIR``: the textual application and its entry point.
 
 The app reads and changes the box only through :class:`onionmail.box.api.BoxApi`;
-every call that touches the disk or the network runs in a worker thread, so
-the UI never blocks on I/O or tor. Errors reach the user here, as
-notifications that say what to do; nothing is written to stdout or stderr
-while the app runs (logging goes to textual's own log).
+once it runs, every call that touches the disk or the network runs in a
+worker thread, so the UI never blocks on I/O or tor (the inbox's first
+screenful is read before it starts: :mod:`tui.screens.first_page`). Errors
+reach the user here, as notifications that say what to do; nothing is
+written to stdout or stderr while the app runs (logging goes to textual's
+own log).
 """
 
 from __future__ import annotations
