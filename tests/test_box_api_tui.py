@@ -241,7 +241,7 @@ def test_the_inbox_s_fast_header_reading_says_what_the_full_parse_says(
         + b"\n\n"
     )
     summaries = [
-        api._summary("alice", "new/x", email.parser.BytesHeaderParser(policy=p).parsebytes(head))
+        api.summary("alice", "new/x", email.parser.BytesHeaderParser(policy=p).parsebytes(head))
         for p in (email.policy.default, PLAIN_TEXT)
     ]
     assert summaries[0] == summaries[1]

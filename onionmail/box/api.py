@@ -25,55 +25,47 @@ import json
 import os
 import signal
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, replace
+from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import aiosmtplib
-
-from onionmail.admission.requests import Requests
-from onionmail.box import forecast
-from onionmail.box.forecast import PathOption, Prediction
-from onionmail.box.policy import route
-from onionmail.box.policy_gate import LeakKeeper
 from onionmail.box.stored_mail import (
-    PLAIN_TEXT,
     Arrival,
     ArrivalKind,
     Attachment,
+    MailFolders,
     MessageSummary,
     MessageView,
     OpenPGPResult,
     openpgp_result,
-    read_arrival,
-    short_date,
     text,
 )
 from onionmail.config.box import CONFIG_NAME, Config, load_config
 from onionmail.core.errors import AddressError, ConfigError, OnionMailError, QueueError
 from onionmail.core.files import ensure_private_dir, fsync_dir, write_private_file
 from onionmail.core.mail_address import MailAddress, parse_mail_address
-from onionmail.devices.manage import DeviceManager
-from onionmail.message.compose import Draft, build_message
 from onionmail.message.header_claims import authserv_id
-from onionmail.message.reading import body_text
-from onionmail.message.threads import referenced_ids
-from onionmail.openpgp.autocrypt import PeerKeyStore
-from onionmail.openpgp.clearnet import peers_path
 from onionmail.seal.identity import Identity, is_encrypted_identity, load_identity
 from onionmail.store.contacts import AddressBook
-from onionmail.store.ledger import LedgerEntry
 from onionmail.store.lock import running_pid
 from onionmail.store.maildir import (
-    SEEN,
     Maildir,
     checked_key,
-    flags_of,
     move_message,
     set_flags,
 )
-from onionmail.store.queue import QueueState, count_queue, list_queue
+
+if TYPE_CHECKING:  # the rest is imported where it is used: a client that only lists mail
+    # (the TUI's first screen) does not load OpenPGP, SMTP, the policy or the forecast
+    from onionmail.admission.requests import Requests
+    from onionmail.box.forecast import PathOption, Prediction
+    from onionmail.box.policy_gate import LeakKeeper
+    from onionmail.devices.manage import DeviceManager
+    from onionmail.message.compose import Draft
+    from onionmail.openpgp.autocrypt import PeerKeyStore
+    from onionmail.store.ledger import LedgerEntry
+    from onionmail.store.queue import QueueState
 
 __all__ = [
     "Arrival",
@@ -87,13 +79,9 @@ __all__ = [
     "MessageSummary",
     "MessageView",
     "OpenPGPResult",
-    "PathOption",
-    "Prediction",
     "openpgp_result",
 ]
 
-HEADER_READ_LIMIT = 32 * 1024
-"""Bytes read from each message to list it (headers only; the body is read on open)."""
 SUBMISSION_TIMEOUT = 60.0
 """Seconds a send through the submission server may take before it is reported as failed."""
 
@@ -161,24 +149,44 @@ class BoxStatus:
     """Why devices cannot connect to the running box, or empty."""
 
 
-class BoxApi:
-    """One box directory, opened for a client. ``passphrase`` unlocks an encrypted key."""
+class BoxApi(MailFolders):
+    """One box directory, opened for a client. ``passphrase`` unlocks an encrypted key.
+
+    Its Maildir listings are :class:`~onionmail.box.stored_mail.MailFolders`'.
+    """
 
     def __init__(self, box_dir: Path, *, passphrase: bytes | None = None) -> None:
-        self.box_dir = box_dir.absolute()
-        self.config: Config = load_config(self.box_dir)
+        config = load_config(box_dir.absolute())
+        super().__init__(box_dir, config.box.local_parts)
+        self.config: Config = config
         self.local_part = self.config.box.local_parts[0]
-        key_path = self.box_dir / "keys" / "identity.key"
+        self.key_path = self.box_dir / "keys" / "identity.key"
         self.identity: Identity | None = None
-        if passphrase is not None or not is_encrypted_identity(key_path):
-            self.identity = load_identity(key_path, passphrase)
+        if passphrase is not None or not is_encrypted_identity(self.key_path):
+            self.identity = load_identity(self.key_path, passphrase)
+
+    @cached_property
+    def leak_keeper(self) -> LeakKeeper:
+        from onionmail.box.policy_gate import LeakKeeper
+
         seed = self.identity.seed if self.identity else bytes(32)
-        self.leak_keeper = LeakKeeper(
-            self.config, seed, key_encrypted=is_encrypted_identity(key_path)
-        )
-        parts = self.config.box.local_parts  # devices: phones, laptops; requests: strangers
-        self.devices = DeviceManager(self.box_dir, parts, self.identity)
-        self.requests = Requests(self.box_dir, parts, self.identity.seed if self.identity else None)
+        encrypted = is_encrypted_identity(self.key_path)
+        return LeakKeeper(self.config, seed, key_encrypted=encrypted)
+
+    @cached_property
+    def devices(self) -> DeviceManager:
+        """The owner's phones and laptops."""
+        from onionmail.devices.manage import DeviceManager
+
+        return DeviceManager(self.box_dir, self.local_parts, self.identity)
+
+    @cached_property
+    def requests(self) -> Requests:
+        """Strangers' mail waiting for the owner's word."""
+        from onionmail.admission.requests import Requests
+
+        seed = self.identity.seed if self.identity else None
+        return Requests(self.box_dir, self.local_parts, seed)
 
     # --- identity and status -------------------------------------------------------
 
@@ -213,6 +221,8 @@ class BoxApi:
 
     def status(self) -> BoxStatus:
         data = self._status_file()
+        from onionmail.store.queue import count_queue
+
         running = running_pid(self.box_dir) is not None
         tor = data.get("tor", {}) if running else {}
         timing = self.config.timing
@@ -271,50 +281,6 @@ class BoxApi:
 
     # --- Maildir ------------------------------------------------------------------
 
-    def folders(self) -> list[str]:
-        """Each local part's Maildir, then its Maildir++ subfolders (``alice/.Sent``)."""
-        found = []
-        for part in self.config.box.local_parts:
-            root = self.box_dir / "mail" / part
-            found.append(part)
-            if root.is_dir():
-                found.extend(
-                    f"{part}/{sub.name}"
-                    for sub in sorted(root.iterdir())
-                    if sub.name.startswith(".") and (sub / "cur").is_dir()
-                )
-        return found
-
-    def folder_path(self, folder: str) -> Path:
-        """The Maildir of ``folder`` (``alice``, ``alice/.Trash``); :class:`AddressError` if it
-        is not one of this box's."""
-        part, _, sub = folder.partition("/")
-        if part not in self.config.box.local_parts or "/" in sub or sub in (".", ".."):
-            raise AddressError(f"{folder!r} is not a folder of this box")
-        return self.box_dir / "mail" / part / sub if sub else self.box_dir / "mail" / part
-
-    def message_keys(self, folder: str) -> list[str]:
-        """The folder's messages, newest first by delivery time (from the Maildir name).
-
-        Only a directory listing: cheap even for tens of thousands of messages.
-        """
-        root = self.folder_path(folder)
-        keys: list[tuple[float, str]] = []
-        for sub in ("new", "cur"):
-            try:
-                with os.scandir(root / sub) as entries:
-                    for entry in entries:
-                        if not entry.name.startswith("."):
-                            keys.append((_delivery_time(entry.name), f"{sub}/{entry.name}"))
-            except FileNotFoundError:
-                continue
-        keys.sort(reverse=True)
-        return [key for _, key in keys]
-
-    def unread(self, folder: str) -> int:
-        """Messages of ``folder`` without the seen flag (names only: no file is opened)."""
-        return sum(SEEN not in flags_of(key) for key in self.message_keys(folder))
-
     def set_flags(self, folder: str, key: str, *, add: str = "", remove: str = "") -> str:
         """Change a message's Maildir flags (``S`` seen, ``F`` flagged, ``R`` replied);
         its new key. neomutt and Dovecot read the same flags."""
@@ -329,43 +295,13 @@ class BoxApi:
 
     def save_draft(self, draft: Draft) -> str:
         """File ``draft`` in ``<local part>/.Drafts`` (flags draft and seen); its folder."""
+        from onionmail.message.compose import build_message
+
         folder = f"{self.local_part}/.Drafts"
         data = build_message(self.address, draft).as_bytes().replace(b"\r\n", b"\n")
         path = Maildir(self.folder_path(folder)).deliver(data)
         set_flags(self.folder_path(folder), f"new/{path.name}", add="DS")
         return folder
-
-    def summaries(self, folder: str, keys: list[str]) -> Iterator[MessageSummary]:
-        """Header summaries of ``keys``; a message that vanished meanwhile is skipped."""
-        root = self.folder_path(folder)
-        for key in keys:
-            try:
-                with open(root / key, "rb") as handle:
-                    head = handle.read(HEADER_READ_LIMIT)
-            except FileNotFoundError:
-                continue
-            head = head.split(b"\n\n", 1)[0].split(b"\r\n\r\n", 1)[0]
-            yield self._summary(
-                folder,
-                key,
-                email.parser.BytesHeaderParser(policy=PLAIN_TEXT).parsebytes(head),
-            )
-
-    def _summary(self, folder: str, key: str, msg: email.message.Message) -> MessageSummary:
-        return MessageSummary(
-            folder=folder,
-            key=key,
-            sender=text(msg.get("From")),
-            subject=text(msg.get("Subject")),
-            date=short_date(text(msg.get("Date"))),
-            message_id=text(msg.get("Message-ID")).strip().strip("<>"),
-            arrival=self.arrival(msg),
-            references=referenced_ids(text(msg.get("References")), text(msg.get("In-Reply-To"))),
-        )
-
-    def arrival(self, msg: email.message.Message) -> Arrival:
-        """How ``msg`` reached this box, from the box's own fields (:func:`read_arrival`)."""
-        return read_arrival(msg, self.onion)
 
     def open_message(self, folder: str, key: str) -> MessageView:
         root = self.folder_path(folder)
@@ -385,6 +321,8 @@ class BoxApi:
             )
             for part in msg.iter_attachments()
         )
+        from onionmail.message.reading import body_text  # html2text: imported when needed
+
         body = body_text(msg)  # HTML-only mail as readable text
         headers = tuple(
             (k, text(v))
@@ -392,18 +330,20 @@ class BoxApi:
             # another authserv-id's results are a peer's word (RFC 8601 5): not shown
             if k.lower() != "authentication-results" or authserv_id(text(v)) == self.onion
         )
-        return MessageView(self._summary(folder, key, msg), headers, body, attachments)
+        return MessageView(self.summary(folder, key, msg), headers, body, attachments)
 
     # --- queue --------------------------------------------------------------------
 
     def queue(self) -> list[QueueState]:
         """Queued messages: destination onion, attempts, next try, last error (no subject)."""
+        from onionmail.store.queue import list_queue
+
         return list_queue(self.box_dir / "queue")
 
     def retry_now(self, queue_id: str | None = None) -> str:
         """Make one entry (or all) due now and wake the running box; returns what happened."""
         count = 0
-        for state in list_queue(self.box_dir / "queue"):
+        for state in self.queue():
             if queue_id is not None and state.id != queue_id:
                 continue
             if state.destination == "?":
@@ -428,7 +368,7 @@ class BoxApi:
         the worst case is a message both delivered and listed as cancelled.
         """
         active = self.box_dir / "queue" / "active"
-        states = {s.id: s for s in list_queue(self.box_dir / "queue")}
+        states = {s.id: s for s in self.queue()}
         if queue_id not in states:
             raise QueueError(0, "this message is no longer queued (delivered or bounced)")
         if running_pid(self.box_dir) is not None and states[queue_id].next_try <= time.time():
@@ -464,6 +404,8 @@ class BoxApi:
         """The onion a message to ``recipient`` goes to, or None: the box's own rule
         (:func:`~onionmail.box.policy.route`), with ``[gateway]`` read from disk as
         :meth:`gateway_registrations` shows it."""
+        from onionmail.box.policy import route
+
         address = recipient if isinstance(recipient, MailAddress) else parse_mail_address(recipient)
         sending = self.sending_gateway()
         return route(
@@ -472,10 +414,14 @@ class BoxApi:
 
     def predict(self, recipient: str, *, has_attachments: bool = False) -> Prediction:
         """Path, leak matrix and the box's verdict for one recipient, before sending."""
+        from onionmail.box import forecast
+
         return forecast.predict(self, recipient, has_attachments=has_attachments)
 
     def what_if(self, recipient: str, *, has_attachments: bool = False) -> list[PathOption]:
         """The paths a message to ``recipient`` could take, side by side."""
+        from onionmail.box import forecast
+
         return forecast.what_if(self, recipient, has_attachments=has_attachments)
 
     def sending_gateway(self) -> GatewayRegistration | None:
@@ -486,6 +432,9 @@ class BoxApi:
     # --- OpenPGP keys -------------------------------------------------------------
 
     def _key_store(self) -> PeerKeyStore:
+        from onionmail.openpgp.autocrypt import PeerKeyStore
+        from onionmail.openpgp.clearnet import peers_path
+
         return PeerKeyStore(peers_path(self.box_dir))
 
     def known_keys(self) -> list[KnownKey]:
@@ -521,6 +470,8 @@ class BoxApi:
         self, to: list[str], cc: list[str], subject: str, body: str, **more: Any
     ) -> email.message.EmailMessage:
         """``more``: a reply's ``in_reply_to`` and ``references``, ``attachments``."""
+        from onionmail.message.compose import Draft, build_message
+
         return build_message(self.address, Draft(tuple(to), tuple(cc), subject, body, **more))
 
     async def send(
@@ -545,6 +496,8 @@ class BoxApi:
         host, port = self._submission_endpoint()
         password = self._password(password_file)
         message = self.build_message(to, cc, subject, body, **more)
+        import aiosmtplib
+
         try:
             await aiosmtplib.send(
                 message,
@@ -591,8 +544,3 @@ def _normalized(address: str) -> str:
         return str(parse_mail_address(address))
     except AddressError:
         return address
-
-
-def _delivery_time(name: str) -> float:
-    head = name.split(".", 1)[0]
-    return float(head) if head.isdigit() else 0.0

@@ -3,21 +3,31 @@
 The box prepends its own ``Authentication-Results`` (and, for gateway mail
 it decrypted, ``Onionmail-OpenPGP``) when it stores a message; these
 readers trust only those, never what a sender wrote, and give the types the
-TUI shows: :class:`Arrival`, :class:`MessageSummary`, :class:`MessageView`.
+TUI shows: :class:`Arrival`, :class:`MessageSummary`, :class:`MessageView`;
+:class:`MailFolders` lists a box's folders and their messages with them.
 """
 
 from __future__ import annotations
 
 import email.header
 import email.message
+import email.parser
 import email.policy
 import email.utils
+import os
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+from onionmail.core.errors import AddressError
 from onionmail.message.header_claims import SENDER_FIELDS, authserv_id, onions_named
+from onionmail.message.threads import referenced_ids
 from onionmail.openpgp import STATUS_FIELD
 from onionmail.store.maildir import SEEN, flags_of
+
+HEADER_READ_LIMIT = 32 * 1024
+"""Bytes read from each message to list it (headers only; the body is read on open)."""
 
 
 class ArrivalKind:
@@ -235,3 +245,103 @@ def short_date(value: str) -> str:
     except (TypeError, ValueError, IndexError):
         return value[:16]
     return parsed.strftime("%Y-%m-%d %H:%M")
+
+
+class MailFolders:
+    """A box's Maildirs as a mail client lists them: folders, messages, header summaries.
+
+    :class:`onionmail.box.api.BoxApi` is one. Nothing here imports more than the
+    standard library's email package, so a client can list mail before it has
+    loaded the rest of the box (the TUI's first screen).
+    """
+
+    def __init__(self, box_dir: Path, local_parts: Sequence[str], onion: str = "") -> None:
+        self.box_dir = box_dir.absolute()
+        self.local_parts = tuple(local_parts)
+        self._onion = onion
+
+    @property
+    def onion(self) -> str:
+        """The box's onion address: the authserv-id of the results it wrote."""
+        return self._onion
+
+    def folders(self) -> list[str]:
+        """Each local part's Maildir, then its Maildir++ subfolders (``alice/.Sent``)."""
+        found = []
+        for part in self.local_parts:
+            root = self.box_dir / "mail" / part
+            found.append(part)
+            if root.is_dir():
+                found.extend(
+                    f"{part}/{sub.name}"
+                    for sub in sorted(root.iterdir())
+                    if sub.name.startswith(".") and (sub / "cur").is_dir()
+                )
+        return found
+
+    def folder_path(self, folder: str) -> Path:
+        """The Maildir of ``folder`` (``alice``, ``alice/.Trash``); :class:`AddressError` if it
+        is not one of this box's."""
+        part, _, sub = folder.partition("/")
+        if part not in self.local_parts or "/" in sub or sub in (".", ".."):
+            raise AddressError(f"{folder!r} is not a folder of this box")
+        return self.box_dir / "mail" / part / sub if sub else self.box_dir / "mail" / part
+
+    def message_keys(self, folder: str) -> list[str]:
+        """The folder's messages, newest first by delivery time (from the Maildir name).
+
+        Only a directory listing: cheap even for tens of thousands of messages.
+        """
+        root = self.folder_path(folder)
+        keys: list[tuple[float, str]] = []
+        for sub in ("new", "cur"):
+            try:
+                with os.scandir(root / sub) as entries:
+                    for entry in entries:
+                        if not entry.name.startswith("."):
+                            keys.append((_delivery_time(entry.name), f"{sub}/{entry.name}"))
+            except FileNotFoundError:
+                continue
+        keys.sort(reverse=True)
+        return [key for _, key in keys]
+
+    def unread(self, folder: str) -> int:
+        """Messages of ``folder`` without the seen flag (names only: no file is opened)."""
+        return sum(SEEN not in flags_of(key) for key in self.message_keys(folder))
+
+    def summaries(self, folder: str, keys: list[str]) -> Iterator[MessageSummary]:
+        """Header summaries of ``keys``; a message that vanished meanwhile is skipped."""
+        root = self.folder_path(folder)
+        for key in keys:
+            try:
+                with open(root / key, "rb") as handle:
+                    head = handle.read(HEADER_READ_LIMIT)
+            except FileNotFoundError:
+                continue
+            head = head.split(b"\n\n", 1)[0].split(b"\r\n\r\n", 1)[0]
+            yield self.summary(
+                folder,
+                key,
+                email.parser.BytesHeaderParser(policy=PLAIN_TEXT).parsebytes(head),
+            )
+
+    def summary(self, folder: str, key: str, msg: email.message.Message) -> MessageSummary:
+        return MessageSummary(
+            folder=folder,
+            key=key,
+            sender=text(msg.get("From")),
+            subject=text(msg.get("Subject")),
+            date=short_date(text(msg.get("Date"))),
+            message_id=text(msg.get("Message-ID")).strip().strip("<>"),
+            arrival=self.arrival(msg),
+            references=referenced_ids(text(msg.get("References")), text(msg.get("In-Reply-To"))),
+        )
+
+    def arrival(self, msg: email.message.Message) -> Arrival:
+        """How ``msg`` reached this box, from the box's own fields (:func:`read_arrival`)."""
+        return read_arrival(msg, self.onion)
+
+
+def _delivery_time(name: str) -> float:
+    head = name.split(".", 1)[0]
+    return float(head) if head.isdigit() else 0.0

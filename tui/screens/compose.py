@@ -18,7 +18,8 @@ from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.suggester import Suggester
 from textual.widgets import Footer, Header, Input, Label, Static, TextArea
 
-from onionmail.box.api import Contact, PathOption, Prediction
+from onionmail.box.api import Contact
+from onionmail.box.forecast import PathOption, Prediction
 from onionmail.core.errors import OnionMailError
 from onionmail.message.compose import Draft
 from tui.screens.base import BoxScreen, typed_dir

@@ -18,7 +18,7 @@ from textual.containers import Vertical
 from textual.screen import ModalScreen
 from textual.widgets import DataTable, Footer, Static
 
-from onionmail.box.api import PathOption
+from onionmail.box.forecast import PathOption
 from onionmail.box.policy import ENDPOINTS
 from threat_model import ITEM_DESCRIPTIONS, SYMBOLS, Item, Visibility, observers_for
 from tui.widgets.leak_matrix import LEGEND, STYLES

@@ -10,7 +10,7 @@ from rich.text import Text
 from textual.app import ComposeResult
 from textual.containers import Vertical
 
-from onionmail.box.api import Prediction
+from onionmail.box.forecast import Prediction
 from threat_model import PATH_DESCRIPTIONS
 from tui.widgets.leak_matrix import LeakMatrixView
 from tui.widgets.plain import PlainStatic
