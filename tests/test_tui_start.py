@@ -1,4 +1,5 @@
-"""The TUI's start: the inbox's first page read before the UI, drawn in its first frame.
+"""The TUI's start: the inbox's first page read before the UI, drawn in its first frame
+(the first look), then the inbox with the same page.
 
 The program itself is started in a pseudo-terminal, as a user starts it; the
 rest drives the app with textual's pilot.
@@ -15,14 +16,13 @@ import time
 from pathlib import Path
 
 import pytest
-from textual.widgets import DataTable
+from textual.widgets import DataTable, Static
 
 from onionmail.box.api import BoxApi
 from tests.test_tui import wait_rows
-from tui.app import OnionMailApp
+from tui.app import OnionMailApp, QuickStartApp
 from tui.sample_box import _message, create_sample_box, write_message
-from tui.screens.first_page import read_first_page
-from tui.screens.inbox import FIRST_CHUNK
+from tui.screens.first_page import FIRST_CHUNK, FirstLook, read_first_page
 
 EXTRA = 150
 """Messages added to the sample box's six: more than one page."""
@@ -53,14 +53,38 @@ def test_a_first_page_that_cannot_be_read_is_left_to_the_inbox(big_box: Path) ->
     assert read_first_page(BoxApi(big_box), FIRST_CHUNK) is None
 
 
-async def test_the_first_frame_has_the_first_page_and_the_rest_follows(big_box: Path) -> None:
+class HeldApp(QuickStartApp):
+    """Stays on the first look until the test lets it go on to the inbox."""
+
+    async def open_inbox(self) -> None:
+        pass
+
+    async def go_on(self) -> None:
+        await QuickStartApp.open_inbox(self)
+
+
+async def test_the_first_look_shows_the_page_and_hands_typed_keys_on(big_box: Path) -> None:
     api = BoxApi(big_box)
-    app = OnionMailApp(api, first_page=read_first_page(api, FIRST_CHUNK))
+    app = HeldApp(api, first_page=read_first_page(api, FIRST_CHUNK))
     async with app.run_test(size=(120, 40)) as pilot:
+        look = app.screen
+        assert isinstance(look, FirstLook) and app.current_mode == "first look"
+        rows = str(look.query_one("#first-rows", Static).render()).splitlines()
+        assert rows[0].split() == ["enc", "sender", "date", "from", "subject"]
+        assert f"Bulk {EXTRA - 1:03d}" in rows[1] and f"Bulk {EXTRA - 2:03d}" in rows[2]
+        status = str(look.query_one("#first-status", Static).render())
+        assert f"reading headers {FIRST_CHUNK}/{EXTRA + 6}" in status
+        await pilot.press("j", "j")  # before the inbox is there
+        assert [key.key for key in look.typed] == ["j", "j"]
+        await app.go_on()
+        await pilot.pause()
+        assert app.current_mode == "inbox" and not look.is_attached  # the first look is gone
         table = app.screen.query_one("#messages", DataTable)
-        # mounted with the page: no worker has read anything yet
-        assert table.row_count >= FIRST_CHUNK and app.first_page is None
+        # mounted with the page: no worker had read anything yet
+        assert app.first_page is None and table.row_count >= FIRST_CHUNK
         assert str(table.get_row_at(0)[5]) == f"Bulk {EXTRA - 1:03d}"
+        await pilot.pause()
+        assert table.cursor_row == 2, "the keys typed on the first look moved the cursor"
         await wait_rows(pilot, table, EXTRA + 6)
         # the folder is watched once the page is drawn: new mail shows up by itself
         data = _message("zed@example.org", "Arrived just now", 900, "", "hi")
@@ -111,3 +135,21 @@ def test_the_program_draws_the_newest_subject_and_quits_on_ctrl_q(big_box: Path)
             os.kill(pid, signal.SIGKILL)
             os.waitpid(pid, 0)
         os.close(fd)
+
+
+async def test_an_encrypted_key_is_asked_for_once_the_inbox_is_there(tmp_path: Path) -> None:
+    from onionmail.box.create import create_box
+    from tui.screens.unlock import UnlockPrompt
+
+    new = create_box(tmp_path / "alice", "alice", passphrase=b"correct horse battery")
+    api = BoxApi(new.box_dir)
+    first = read_first_page(api, FIRST_CHUNK)
+    assert first is not None  # a new box's empty inbox is a page too
+    app = QuickStartApp(api, ask_passphrase=True, first_page=first)
+    async with app.run_test(size=(120, 40)) as pilot:
+        for _ in range(100):
+            if isinstance(app.screen, UnlockPrompt):
+                break
+            await pilot.pause(0.05)
+        # on the inbox's stack: answered (or dismissed), it leaves the inbox
+        assert isinstance(app.screen, UnlockPrompt) and app.current_mode == "inbox"

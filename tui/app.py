@@ -3,7 +3,8 @@
 The app reads and changes the box only through :class:`onionmail.box.api.BoxApi`;
 once it runs, every call that touches the disk or the network runs in a
 worker thread, so the UI never blocks on I/O or tor (the inbox's first
-screenful is read before it starts: :mod:`tui.screens.first_page`). Errors
+screenful is read before it starts, and shown as text until the inbox is
+built: :mod:`tui.screens.first_page`). Errors
 reach the user here, as notifications that say what to do; nothing is
 written to stdout or stderr while the app runs (logging goes to textual's
 own log).
@@ -19,6 +20,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from textual import events
 from textual.app import App
 from textual.binding import Binding
 from textual.logging import TextualHandler
@@ -29,14 +31,19 @@ from onionmail.box.api import BoxApi
 from onionmail.cli.passphrase import CREDENTIAL, passphrase_for
 from onionmail.core.errors import OnionMailError
 from onionmail.seal.identity import is_encrypted_identity
-from tui.screens.first_page import FirstPage, read_first_page
-from tui.screens.inbox import FIRST_CHUNK, InboxScreen
+from tui.screens.first_page import FIRST_CHUNK, FirstLook, FirstPage, read_first_page
 
 if TYPE_CHECKING:
     from tui.screens.compose import ComposeScreen
 
-# The screens other than the inbox are imported when first opened: the first paint of the
-# inbox does not wait for them (compose, help and status pull in most of the rest).
+# The screens are imported when first opened: the first paint waits for none of them
+# (:class:`FirstLook` shows the inbox's first page until the inbox is built).
+
+
+def _inbox() -> Screen[None]:
+    from tui.screens.inbox import InboxScreen
+
+    return InboxScreen()
 
 
 def _compose() -> Screen[None]:
@@ -68,7 +75,8 @@ class OnionMailApp(App[None]):
 
     TITLE = "onionmail"
     MODES = {
-        "inbox": InboxScreen,
+        "first look": FirstLook,
+        "inbox": _inbox,
         "compose": _compose,
         "queue": _queue,
         "status": _status,
@@ -104,7 +112,28 @@ class OnionMailApp(App[None]):
         self.compose_screen: ComposeScreen | None = None
         self.sub_title = api.address
 
+    @property
+    def app_keys(self) -> set[str]:
+        """The keys the app answers on every screen."""
+        return {key for b in self.BINDINGS if isinstance(b, Binding) for key in b.key.split(",")}
+
     def on_mount(self) -> None:
+        if self.current_mode == "inbox":
+            self._unlock_if_asked()
+
+    async def open_inbox(self) -> None:
+        """From the first look to the inbox, once the first look is on the terminal; the keys
+        typed meanwhile follow, as typed."""
+        if self.current_mode != "first look":  # gone elsewhere already (c, u, s, l)
+            return
+        typed = self.screen.typed if isinstance(self.screen, FirstLook) else []
+        await self.switch_mode("inbox")
+        await self.remove_mode("first look")
+        for key in typed:
+            self.post_message(events.Key(key.key, key.character))
+        self._unlock_if_asked()
+
+    def _unlock_if_asked(self) -> None:
         if self.ask_passphrase:
             from tui.screens.unlock import UnlockPrompt
 
@@ -164,6 +193,13 @@ class OnionMailApp(App[None]):
         self.notify(text, title=f"could not {doing}", severity="error", timeout=12)
 
 
+class QuickStartApp(OnionMailApp):
+    """The app as ``onionmail-tui`` starts it when the first page could be read: on
+    :class:`FirstLook`, which gives way to the inbox once it is painted."""
+
+    DEFAULT_MODE = "first look"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="onionmail-tui",
@@ -209,5 +245,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, handlers=[TextualHandler()], force=True)
     logging.getLogger("mail.log").setLevel(logging.ERROR)
     first = read_first_page(api, FIRST_CHUNK)
-    OnionMailApp(api, password_file=args.password_file, ask_passphrase=ask, first_page=first).run()
+    kind = OnionMailApp if first is None else QuickStartApp
+    kind(api, password_file=args.password_file, ask_passphrase=ask, first_page=first).run()
     return 0

@@ -35,7 +35,7 @@ from onionmail.core.errors import OnionMailError
 from onionmail.message.search import matching
 from onionmail.message.threads import Line, Threadable, collapse, thread_lines
 from onionmail.store.maildir import folder_stamp
-from tui.screens.first_page import FirstPage
+from tui.screens.first_page import FIRST_CHUNK, FirstPage
 from tui.screens.prompt import LinePrompt
 from tui.screens.request_keys import RequestKeys
 from tui.widgets.folder_watch import FolderWatch
@@ -47,13 +47,12 @@ from tui.widgets.message_rows import (
     folder_list_width,
     row_cells,
     row_key,
+    status_line,
 )
 from tui.widgets.plain import PlainStatic, PlainTable
 
 CHUNK = 200
 """Headers parsed per batch before the rows are handed to the UI."""
-FIRST_CHUNK = 60
-"""The first batch: a screenful (the first paint does not wait for rows nobody sees)."""
 PAINT_WAIT = 0.5
 """Seconds the header reader waits at most for the first rows to be painted."""
 WATCH = 5.0
@@ -289,12 +288,8 @@ class InboxScreen(RequestKeys):
         self.load_folders(keep=True)
 
     def _status(self, folder: str, done: int, total: int) -> None:
-        more = "" if done >= total else f" (reading headers {done}/{total})"
-        self.query_one("#inbox-status", Static).update(
-            f"{folder}: {total} message(s), {'threads, ' if self.threaded else ''}"
-            f"newest first{more}  ·  "
-            "S sealed onion · P plain onion peer · G via gateway · ? unknown"
-        )
+        line = status_line(folder, done, total, self.threaded)
+        self.query_one("#inbox-status", Static).update(line)
 
     # -- moving around and searching -------------------------------------------------------
 

@@ -7,7 +7,7 @@ import email.utils
 
 from rich.text import Text
 
-from onionmail.box.api import Arrival, ArrivalKind, MessageSummary
+from onionmail.box.stored_mail import Arrival, ArrivalKind, MessageSummary
 from onionmail.message.threads import Line
 
 MARKS = {
@@ -65,6 +65,15 @@ def column_widths(width: int) -> dict[str, int]:
         widths["subject"] += give
     widths["subject"] = max(20, widths["subject"])
     return widths
+
+
+def status_line(folder: str, done: int, total: int, threaded: bool = True) -> str:
+    """The line under the inbox's table: the folder, how much of it is read, the marks."""
+    more = "" if done >= total else f" (reading headers {done}/{total})"
+    return (
+        f"{folder}: {total} message(s), {'threads, ' if threaded else ''}newest first{more}  ·  "
+        "S sealed onion · P plain onion peer · G via gateway · ? unknown"
+    )
 
 
 def petnamed(value: str, petnames: dict[str, str]) -> str:
