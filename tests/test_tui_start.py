@@ -137,6 +137,15 @@ def test_the_program_draws_the_newest_subject_and_quits_on_ctrl_q(big_box: Path)
         os.close(fd)
 
 
+async def test_the_first_look_at_80_columns_has_the_inbox_s_narrow_columns(big_box: Path) -> None:
+    api = BoxApi(big_box)
+    app = HeldApp(api, first_page=read_first_page(api, FIRST_CHUNK))
+    async with app.run_test(size=(80, 24)):
+        rows = str(app.screen.query_one("#first-rows", Static).render()).splitlines()
+        assert rows[0].split() == ["from", "subject"]
+        assert f"Bulk {EXTRA - 1:03d}" in rows[1] and len(rows) <= 24
+
+
 async def test_an_encrypted_key_is_asked_for_once_the_inbox_is_there(tmp_path: Path) -> None:
     from onionmail.box.create import create_box
     from tui.screens.unlock import UnlockPrompt

@@ -90,7 +90,7 @@ def page_text(first: FirstPage, width: int, height: int) -> Text:
     lines = [Text.assemble(*titles, style="bold")]
     for summary in first.summaries[: max(0, height - 1)]:
         cells = dict(zip(COLUMNS, row_cells(summary, first.petnames), strict=True))
-        line = Text(no_wrap=True, overflow="crop")
+        line = Text()
         for key in shown:
             cell = cells[key].copy()
             cell.truncate(widths[key], overflow="crop", pad=True)  # as the table cuts
@@ -105,7 +105,7 @@ class FirstLook(Screen[None]):
     DEFAULT_CSS = """
     FirstLook #first-title { height: 1; background: $panel; text-align: center; }
     FirstLook #first-folders { border: round $panel; padding: 0 1; }
-    FirstLook #first-rows { width: 1fr; }
+    FirstLook #first-rows { width: 1fr; text-wrap: nowrap; text-overflow: clip; }
     FirstLook #first-status { height: 1; color: $text-muted; padding: 0 1; }
     FirstLook #first-keys { dock: bottom; height: 1; background: $panel; }
     """
