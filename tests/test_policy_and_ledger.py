@@ -145,6 +145,25 @@ def test_ledger_keeps_no_sensitive_value_and_needs_the_key(tmp_path: Path) -> No
     assert Ledger(tmp_path / "ledger", ledger_key(b"\x02" * 32)).find(message_id) == []
 
 
+def test_a_ledger_entry_holds_its_whole_matrix(tmp_path: Path) -> None:
+    """The matrix is encoded once per matrix and spliced into each entry: what is read back
+    is the matrix that was recorded, for each of two paths in turn."""
+    ledger = Ledger(tmp_path / "ledger", ledger_key(b"\x03" * 32))
+    for path in (MailPath.ONION_SEALED, MailPath.CLEARNET_INBOUND):
+        matrix = leaks(path)
+        name = ledger.record(
+            message_ids=[f"{path}@{ONION}"],
+            destination=ONION,
+            direction="received",
+            matrix=matrix,
+            state="stored",
+        )
+        raw = json.loads((tmp_path / "ledger" / f"{name}.json").read_bytes())
+        assert raw["matrix"] == matrix.to_json() and raw["state"] == "stored"
+        (entry,) = ledger.find(f"{path}@{ONION}")
+        assert entry.matrix == matrix and entry.path is path
+
+
 def test_plain_peer_refused_by_policy_bounces_before_mail_from(tmp_path: Path) -> None:
     """Checked at delivery: the plain peer gets EHLO and nothing else; the sender a DSN."""
     import asyncio

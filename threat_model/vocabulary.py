@@ -16,9 +16,11 @@ Exceptions::
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
+from functools import cached_property
 from types import MappingProxyType
 from typing import Any
 
@@ -256,6 +258,12 @@ class LeakMatrix:
                 for o in Observer
             },
         }
+
+    @cached_property
+    def json_text(self) -> str:
+        """:meth:`to_json` as compact JSON text, encoded once per matrix (it is immutable):
+        most of the bytes of every ledger entry the box writes."""
+        return json.dumps(self.to_json(), separators=(",", ":"))
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> LeakMatrix:

@@ -102,12 +102,13 @@ class Ledger:
             "direction": direction,
             "day": day,
             "state": state,
-            "matrix": matrix.to_json(),
             "seal": seal,
         }
         # Compact: with ``indent`` json falls back from its C encoder to the pure-Python
-        # one, which was the largest share of the ledger's cost per message.
-        encoded = json.dumps(data, separators=(",", ":")).encode()
+        # one. The matrix, most of the entry, is encoded once per matrix (the box's come
+        # from a cache: one per path and kind of message), not at every entry.
+        head = json.dumps(data, separators=(",", ":"))
+        encoded = f'{head[:-1]},"matrix":{matrix.json_text}}}'.encode()
         try:
             write_private_file(path, encoded, durable=durable)
         except FileNotFoundError:  # the directory was removed while the box ran
