@@ -21,7 +21,7 @@ from textual.widgets import DataTable, Static
 from onionmail.box.api import BoxApi
 from tests.test_tui import wait_rows
 from tui.app import OnionMailApp, QuickStartApp
-from tui.sample_box import _message, create_sample_box, write_message
+from tui.sample_box import _message, add_sample_thread, create_sample_box, write_message
 from tui.screens.first_page import FIRST_CHUNK, FirstLook, read_first_page
 
 EXTRA = 150
@@ -144,6 +144,23 @@ async def test_the_first_look_at_80_columns_has_the_inbox_s_narrow_columns(big_b
         rows = str(app.screen.query_one("#first-rows", Static).render()).splitlines()
         assert rows[0].split() == ["from", "subject"]
         assert f"Bulk {EXTRA - 1:03d}" in rows[1] and len(rows) <= 24
+
+
+async def test_a_whole_folder_s_first_look_is_threaded_as_the_inbox(tmp_path: Path) -> None:
+    box = create_sample_box(tmp_path / "alice")
+    add_sample_thread(box)
+    api = BoxApi(box)
+    app = HeldApp(api, first_page=read_first_page(api, FIRST_CHUNK))
+    async with app.run_test(size=(160, 45)) as pilot:
+        rows = str(app.screen.query_one("#first-rows", Static).render()).splitlines()[1:]
+        assert sum("└ Re: Meeting notes" in row for row in rows) == 2
+        await app.go_on()
+        table = app.screen.query_one("#messages", DataTable)
+        await wait_rows(pilot, table, len(rows))
+        subjects = [str(table.get_row_at(n)[5]) for n in range(table.row_count)]
+        # the same rows in the same order, replies under what they answer
+        assert len(subjects) == len(rows)
+        assert all(subject in row for subject, row in zip(subjects, rows, strict=True))
 
 
 async def test_an_encrypted_key_is_asked_for_once_the_inbox_is_there(tmp_path: Path) -> None:

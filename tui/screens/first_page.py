@@ -25,6 +25,7 @@ from textual.containers import Horizontal
 from textual.screen import Screen
 
 from onionmail.core.errors import OnionMailError
+from onionmail.message.threads import Line, Threadable, thread_lines
 from onionmail.store.contacts import AddressBook
 from onionmail.store.maildir import folder_stamp
 from tui.widgets.message_rows import (
@@ -34,6 +35,7 @@ from tui.widgets.message_rows import (
     column_widths,
     folder_list_width,
     row_cells,
+    row_key,
     status_line,
 )
 from tui.widgets.plain import PlainStatic
@@ -88,8 +90,13 @@ def page_text(first: FirstPage, width: int, height: int) -> Text:
     shown = NARROW_COLUMNS if width < NARROW else tuple(COLUMNS)
     titles = (f" {COLUMNS[key][0]:<{widths[key]}} " for key in shown)
     lines = [Text.assemble(*titles, style="bold")]
-    for summary in first.summaries[: max(0, height - 1)]:
-        cells = dict(zip(COLUMNS, row_cells(summary, first.petnames), strict=True))
+    rows: list[tuple[MessageSummary, Line | None]] = [(s, None) for s in first.summaries]
+    if len(first.summaries) >= len(first.keys):  # the whole folder: threaded, as the inbox
+        by_row = {row_key(s.key): s for s in first.summaries}
+        every = [Threadable(row, s.message_id, s.references) for row, s in by_row.items()]
+        rows = [(by_row[line.row], line) for line in thread_lines(every)]
+    for summary, thread in rows[: max(0, height - 1)]:
+        cells = dict(zip(COLUMNS, row_cells(summary, first.petnames, thread), strict=True))
         line = Text()
         for key in shown:
             cell = cells[key].copy()
