@@ -250,20 +250,20 @@ def short_date(value: str) -> str:
 class MailFolders:
     """A box's Maildirs as a mail client lists them: folders, messages, header summaries.
 
-    :class:`onionmail.box.api.BoxApi` is one. Nothing here imports more than the
-    standard library's email package, so a client can list mail before it has
-    loaded the rest of the box (the TUI's first screen).
+    The Maildir half of :class:`onionmail.box.api.BoxApi`, which gives it the box's
+    :attr:`onion`. It needs the email package and the Maildir store only, none of
+    sending, OpenPGP or the policy, so listing mail loads none of them (the TUI's
+    first screen).
     """
 
-    def __init__(self, box_dir: Path, local_parts: Sequence[str], onion: str = "") -> None:
+    def __init__(self, box_dir: Path, local_parts: Sequence[str]) -> None:
         self.box_dir = box_dir.absolute()
         self.local_parts = tuple(local_parts)
-        self._onion = onion
 
     @property
     def onion(self) -> str:
         """The box's onion address: the authserv-id of the results it wrote."""
-        return self._onion
+        raise NotImplementedError
 
     def folders(self) -> list[str]:
         """Each local part's Maildir, then its Maildir++ subfolders (``alice/.Sent``)."""
