@@ -8,11 +8,13 @@ it into place, then ``fsync`` the directory. Files are created 0600 with
 
 from __future__ import annotations
 
-import asyncio
 import os
 import secrets
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import asyncio
 
 
 def ensure_private_dir(path: Path) -> Path:
@@ -84,6 +86,8 @@ which only happens if they are issued concurrently."""
 
 def use_storage_threads(loop: asyncio.AbstractEventLoop) -> None:
     """Give ``loop`` a default executor sized for concurrent fsyncs (:data:`STORAGE_THREADS`)."""
+    from concurrent.futures import ThreadPoolExecutor  # a reader of files needs no threads
+
     loop.set_default_executor(
         ThreadPoolExecutor(max_workers=STORAGE_THREADS, thread_name_prefix="onionmail-io")
     )
