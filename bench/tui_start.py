@@ -7,7 +7,10 @@ Run on demand (not by pytest)::
 Both programs run in a pseudo-terminal of 120x40. The time measured is from
 the spawn of the process to the moment the newest message's subject appears
 in what it wrote to the terminal: the first paint of the index with real
-content. The TUI reads the folder's listing and its newest screenful, then
+content. At that moment the quit key is typed (ctrl+q; neomutt's ``q``) and
+the time to the program's exit is measured too: when a key typed at the
+first sight is answered. The TUI reads the folder's listing and its newest
+screenful and draws it before it loads its UI (tui/start.py), then reads
 the rest in a worker; neomutt reads every header before it draws
 (``sort=reverse-date``, no header cache). Runs are interleaved (tui,
 neomutt, tui, ...) after one warm-up of each, so both see the same page
@@ -63,27 +66,40 @@ def subject(n: int) -> str:
     return f"Message number {n:05d}"
 
 
-def time_to_marker(argv: list[str], env: dict[str, str], marker: bytes) -> float:
+def time_to_marker(
+    argv: list[str], env: dict[str, str], marker: bytes, quit_key: bytes
+) -> tuple[float, float]:
+    """Seconds from the spawn to ``marker`` on the terminal (the first paint), and to the
+    program's exit after ``quit_key`` was typed at that moment (the key answered)."""
     start = time.perf_counter()
     pid, fd = pty.fork()
     if pid == 0:  # pragma: no cover - the child becomes the program
         os.environ.update(env)
         os.execvp(argv[0], argv)
     seen = b""
+    painted = 0.0
     try:
         while time.perf_counter() - start < TIMEOUT:
-            ready, _, _ = select.select([fd], [], [], 0.05)
+            ready, _, _ = select.select([fd], [], [], 0.005 if painted else 0.05)
             if ready:
                 try:
                     seen += os.read(fd, 1 << 16)
                 except OSError:
-                    break
-                if marker in seen:
-                    return time.perf_counter() - start
-        raise RuntimeError(f"{argv[0]}: no {marker!r} on the terminal in {TIMEOUT} s")
+                    pass
+            if not painted and marker in seen:
+                painted = time.perf_counter() - start
+                os.write(fd, quit_key)
+            if painted:
+                done, _ = os.waitpid(pid, os.WNOHANG)
+                if done:
+                    answered = time.perf_counter() - start
+                    pid = 0
+                    return painted, answered
+        raise RuntimeError(f"{argv[0]}: no {marker!r} or no exit on the terminal in {TIMEOUT} s")
     finally:
-        os.kill(pid, signal.SIGKILL)
-        os.waitpid(pid, 0)
+        if pid:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
         os.close(fd)
 
 
@@ -103,22 +119,29 @@ def measure(messages: int, repeats: int) -> dict[str, dict[str, Any]]:
         rc = Path(tmp) / "neomuttrc"
         rc.write_text(
             f"set folder={tmp}\nset sort=reverse-date\nset header_cache=''\n"
-            "set message_cachedir=''\nset mail_check_stats=no\n"
+            "set message_cachedir=''\nset mail_check_stats=no\nset quit=yes\n"
         )
         commands = {
             "onionmail-tui": [sys.executable, "-m", "tui", "--dir", str(box)],
             "neomutt": ["neomutt", "-n", "-F", str(rc), "-R", "-f", str(maildir)],
         }
-        results: dict[str, list[float]] = {name: [] for name in commands}
-        for argv in commands.values():  # warm-up: the page cache
-            time_to_marker(argv, env, marker)
+        quit_keys = {"onionmail-tui": b"\x11", "neomutt": b"q"}  # ctrl+q; q (quit=yes)
+        painted: dict[str, list[float]] = {name: [] for name in commands}
+        answered: dict[str, list[float]] = {name: [] for name in commands}
+        for name, argv in commands.items():  # warm-up: the page cache
+            time_to_marker(argv, env, marker, quit_keys[name])
         for _ in range(repeats):
             for name, argv in commands.items():
-                results[name].append(time_to_marker(argv, env, marker))
+                first, key = time_to_marker(argv, env, marker, quit_keys[name])
+                painted[name].append(first)
+                answered[name].append(key)
     return {
-        name: {"median": statistics.median(t), "min": min(t), "max": max(t), "runs": t}
-        for name, t in results.items()
+        name: {**spread(painted[name]), "answered": spread(answered[name])} for name in commands
     }
+
+
+def spread(runs: list[float]) -> dict[str, Any]:
+    return {"median": statistics.median(runs), "min": min(runs), "max": max(runs), "runs": runs}
 
 
 def main() -> int:
@@ -136,15 +159,9 @@ def main() -> int:
     for messages in sizes:
         curve[str(messages)] = measure(messages, args.repeats)
     print(f"time to the first paint of the index, {args.repeats} runs each")
-    print(f"{'messages':>10} {'program':15} {'median s':>9} {'min s':>7} {'max s':>7} {'ratio':>6}")
-    for messages, cells in curve.items():
-        reference = cells["neomutt"]["median"]
-        for name, row in cells.items():
-            ratio = row["median"] / reference
-            print(
-                f"{int(messages):>10,} {name:15} {row['median']:9.3f} {row['min']:7.3f} "
-                f"{row['max']:7.3f} {ratio:6.2f}"
-            )
+    table(curve, lambda cell: cell)
+    print("time to the exit, the quit key typed at the first paint (the program answers keys)")
+    table(curve, lambda cell: cell["answered"])
     for messages, most in TARGETS.items():
         if str(messages) in curve:
             cells = curve[str(messages)]
@@ -156,6 +173,18 @@ def main() -> int:
     args.json.write_text(json.dumps(summary, indent=1))
     print(f"written: {args.json}")
     return 0
+
+
+def table(curve: dict[str, dict[str, dict[str, Any]]], pick: Any) -> None:
+    print(f"{'messages':>10} {'program':15} {'median s':>9} {'min s':>7} {'max s':>7} {'ratio':>6}")
+    for messages, cells in curve.items():
+        reference = pick(cells["neomutt"])["median"]
+        for name, cell in cells.items():
+            row = pick(cell)
+            print(
+                f"{int(messages):>10,} {name:15} {row['median']:9.3f} {row['min']:7.3f} "
+                f"{row['max']:7.3f} {row['median'] / reference:6.2f}"
+            )
 
 
 if __name__ == "__main__":

@@ -1,5 +1,5 @@
-"""The TUI's start: the inbox's first page read before the UI, drawn in its first frame
-(the first look), then the inbox with the same page.
+"""The TUI's start: the inbox's first page read and drawn on the terminal before the UI is
+loaded, then the UI's first screen with the same page (the first look), then the inbox.
 
 The program itself is started in a pseudo-terminal, as a user starts it; the
 rest drives the app with textual's pilot.
@@ -9,20 +9,26 @@ from __future__ import annotations
 
 import os
 import pty
+import re
 import select
 import signal
 import sys
+import termios
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
+from textual.binding import Binding
 from textual.widgets import DataTable, Static
 
 from onionmail.box.api import BoxApi
 from tests.test_tui import wait_rows
 from tui.app import OnionMailApp, QuickStartApp
+from tui.first_page import APP_KEYS, FIRST_CHUNK, first_look_lines, page_text, read_first_page
 from tui.sample_box import _message, add_sample_thread, create_sample_box, write_message
-from tui.screens.first_page import FIRST_CHUNK, FirstLook, read_first_page
+from tui.screens.first_look import FirstLook
+from tui.start import first_look_on_terminal
 
 EXTRA = 150
 """Messages added to the sample box's six: more than one page."""
@@ -105,19 +111,23 @@ async def test_at_120_columns_the_sender_gives_way_to_the_subject(big_box: Path)
             assert table.region.right <= width
 
 
-def test_the_program_draws_the_newest_subject_and_quits_on_ctrl_q(big_box: Path) -> None:
+def run_in_a_terminal(box: Path, marker: bytes, key: bytes) -> tuple[bytes, bytes, list[Any]]:
+    """``python -m tui`` in a pseudo-terminal of 120x40: ``key`` typed as soon as ``marker``
+    is on the terminal. What it wrote until then, what it wrote in all, and the terminal's
+    modes once it exited (status 0, within 30 s)."""
     pid, fd = pty.fork()
     if pid == 0:  # pragma: no cover - the child becomes the program
         os.environ.update({"TERM": "xterm-256color", "LINES": "40", "COLUMNS": "120"})
-        os.execv(sys.executable, [sys.executable, "-m", "tui", "--dir", str(big_box)])
+        os.execv(sys.executable, [sys.executable, "-m", "tui", "--dir", str(box)])
     seen = b""
     try:
         deadline = time.monotonic() + 30
-        while f"Bulk {EXTRA - 1:03d}".encode() not in seen:
+        while marker not in seen:
             assert time.monotonic() < deadline, seen[-2000:]
             if select.select([fd], [], [], 0.1)[0]:
                 seen += os.read(fd, 1 << 16)
-        os.write(fd, b"\x11")  # ctrl+q: nothing unsent, so it quits
+        at_marker = seen
+        os.write(fd, key)
         while time.monotonic() < deadline:
             done, status = os.waitpid(pid, os.WNOHANG)
             if done:
@@ -126,15 +136,75 @@ def test_the_program_draws_the_newest_subject_and_quits_on_ctrl_q(big_box: Path)
                 break
             if select.select([fd], [], [], 0.1)[0]:
                 try:
-                    os.read(fd, 1 << 16)
+                    seen += os.read(fd, 1 << 16)
                 except OSError:
                     pass
-        assert pid == 0, "still running 30 s after ctrl+q"
+        assert pid == 0, "still running 30 s after the key"
+        return at_marker, seen, termios.tcgetattr(fd)
     finally:
         if pid:
             os.kill(pid, signal.SIGKILL)
             os.waitpid(pid, 0)
         os.close(fd)
+
+
+MOUSE_ON = b"\x1b[?1000h"
+"""The UI's first words to the terminal (textual's driver turns mouse reports on)."""
+
+
+def test_the_page_is_drawn_before_the_ui_loads_and_a_key_typed_then_counts(
+    big_box: Path,
+) -> None:
+    newest = f"Bulk {EXTRA - 1:03d}".encode()
+    before, seen, modes = run_in_a_terminal(big_box, newest, b"\x11")  # ctrl+q at once
+    # the newest subject came before anything of the UI: drawn by tui.start
+    assert MOUSE_ON not in before and before.startswith(b"\x1b[?1049h")
+    # the ctrl+q typed on that page, before the UI was loaded, quit the UI
+    assert MOUSE_ON in seen and seen.count(b"\x1b[?1049h") == 1, "one alternate screen"
+    after = seen.rsplit(b"\x1b[?1049l", 1)[1]  # back on the shell's screen: no error printed
+    assert re.sub(rb"\x1b\[[?<0-9;]*[a-zA-Z]", b"", after).strip() == b"", after
+    # and the terminal has its modes back: echo and line editing
+    assert modes[3] & termios.ECHO and modes[3] & termios.ICANON
+
+
+def test_a_subject_s_escape_sequences_never_reach_the_terminal(big_box: Path) -> None:
+    hostile = (
+        b"From: mallory@example.org\nTo: alice@example.org\nDate: Mon, 1 Jan 2035 00:00:00"
+        b" +0000\nSubject: Hi \x1b]0;owned\x07\x1b[2J\xc2\x9b31m end\nMessage-ID: <h@x>"
+        b"\n\nbody\n"
+    )
+    write_message(big_box / "mail" / "alice", 10_000, hostile)
+    before, _, _ = run_in_a_terminal(big_box, b"Hi ", b"\x11")
+    page = before.split(b"\x1b[2J", 1)[1]  # after the page's own clear
+    assert b"end" in page and page.count(b"\x1b") == len(re.findall(rb"\x1b\[[0-9;]*[mH]", page))
+    assert b"\x07" not in page and "\x9b".encode() not in page
+
+
+def test_without_a_terminal_nothing_is_drawn_before_the_ui(
+    big_box: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    first = read_first_page(BoxApi(big_box), FIRST_CHUNK)
+    with first_look_on_terminal(first, "onionmail") as handover:
+        assert not handover.painted
+    assert capfd.readouterr().out == ""
+
+
+def test_the_drawn_page_is_the_first_look_s(big_box: Path) -> None:
+    api = BoxApi(big_box)
+    first = read_first_page(api, FIRST_CHUNK)
+    assert first is not None
+    lines = [line.plain for line in first_look_lines(first, "onionmail — x", 120, 40)]
+    assert len(lines) == 40 and all(len(line) <= 120 for line in lines)
+    assert lines[0].strip() == "onionmail — x" and lines[2].startswith("│ alice ")
+    rows = page_text(first, 120, 35).plain.splitlines()
+    assert [line[22:].rstrip() for line in lines[1:36]] == [row.rstrip() for row in rows]
+    assert "reading headers 60/156" in lines[-2] and lines[-1].startswith(" i Inbox  c Compose")
+
+
+def test_the_drawn_key_line_is_the_app_s() -> None:
+    shown = [b for b in OnionMailApp.BINDINGS if isinstance(b, Binding) and b.show]
+    keys = [(b.key_display or b.key.replace("ctrl+", "^"), b.description) for b in shown]
+    assert keys == list(APP_KEYS)
 
 
 async def test_the_first_look_at_80_columns_has_the_inbox_s_narrow_columns(big_box: Path) -> None:

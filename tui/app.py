@@ -1,10 +1,10 @@
-"""``onionmail-tui --dir BOXDIR``: the textual application and its entry point.
+"""The textual application of ``onionmail-tui`` (started by :mod:`tui.start`).
 
 The app reads and changes the box only through :class:`onionmail.box.api.BoxApi`;
 once it runs, every call that touches the disk or the network runs in a
 worker thread, so the UI never blocks on I/O or tor (the inbox's first
 screenful is read before it starts, and shown as text until the inbox is
-built: :mod:`tui.screens.first_page`). Errors
+built: :mod:`tui.first_page`). Errors
 reach the user here, as notifications that say what to do; nothing is
 written to stdout or stderr while the app runs (logging goes to textual's
 own log).
@@ -12,11 +12,7 @@ own log).
 
 from __future__ import annotations
 
-import argparse
 import logging
-import os
-import sys
-from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -28,13 +24,17 @@ from textual.notifications import SeverityLevel
 from textual.screen import Screen
 
 from onionmail.box.api import BoxApi
-from onionmail.cli.passphrase import CREDENTIAL, passphrase_for
 from onionmail.core.errors import OnionMailError
-from onionmail.seal.identity import is_encrypted_identity
-from tui.screens.first_page import FIRST_CHUNK, FirstLook, FirstPage, read_first_page
+from tui.first_page import FirstPage
+from tui.screens.first_look import FirstLook
 
 if TYPE_CHECKING:
+    from textual.driver import Driver
+
     from tui.screens.compose import ComposeScreen
+    from tui.start import Handover
+
+ALTERNATE_SCREEN = "\x1b[?1049h"
 
 # The screens are imported when first opened: the first paint waits for none of them
 # (:class:`FirstLook` shows the inbox's first page until the inbox is built).
@@ -100,8 +100,9 @@ class OnionMailApp(App[None]):
         password_file: Path | None = None,
         ask_passphrase: bool = False,
         first_page: FirstPage | None = None,
+        driver_class: type[Driver] | None = None,
     ) -> None:
-        super().__init__()
+        super().__init__(driver_class=driver_class)
         self.api = api
         self.first_page = first_page
         """The inbox's first screenful if it was read before the UI started (the inbox
@@ -125,6 +126,8 @@ class OnionMailApp(App[None]):
         """From the first look to the inbox, once the first look is on the terminal; the keys
         typed meanwhile follow, as typed."""
         if self.current_mode != "first look":  # gone elsewhere already (c, u, s, l)
+            return
+        if self.return_code is not None:  # quit already (a ctrl+q typed on the page)
             return
         typed = self.screen.typed if isinstance(self.screen, FirstLook) else []
         await self.switch_mode("inbox")
@@ -200,51 +203,39 @@ class QuickStartApp(OnionMailApp):
     DEFAULT_MODE = "first look"
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="onionmail-tui",
-        description="The terminal UI of an onionmail box (inbox, compose with leak cards, "
-        "queue, status, ledger). It works on BOXDIR through the box's library API; sending "
-        "needs 'onionmail run --dir BOXDIR'.",
-    )
-    parser.add_argument("--dir", required=True, type=Path, metavar="BOXDIR")
-    parser.add_argument(
-        "--passphrase-file",
-        type=Path,
-        metavar="FILE",
-        help="passphrase of an encrypted identity key (needed for the ledger)",
-    )
-    parser.add_argument(
-        "--password-file",
-        type=Path,
-        metavar="FILE",
-        help="submission password (default BOXDIR/submission-password.<name>)",
-    )
-    return parser
-
-
-def _ask_in_the_ui(key: Path) -> bool:
-    """An encrypted key that no systemd credential opens: the passphrase dialog asks."""
-    if not is_encrypted_identity(key):
-        return False
-    credentials = os.environ.get("CREDENTIALS_DIRECTORY")
-    return not (credentials and (Path(credentials) / CREDENTIAL).is_file())
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        key = Path(args.dir) / "keys" / "identity.key"
-        found = args.passphrase_file is not None or key.exists()
-        ask = found and args.passphrase_file is None and _ask_in_the_ui(key)
-        passphrase = passphrase_for(key, args.passphrase_file) if found and not ask else None
-        api = BoxApi(args.dir, passphrase=passphrase)
-    except OnionMailError as exc:  # before the UI starts: the terminal is still ours
-        print(f"onionmail-tui: error: {exc}", file=sys.stderr)
-        return 1
+def run_app(
+    api: BoxApi,
+    *,
+    password_file: Path | None,
+    ask_passphrase: bool,
+    first_page: FirstPage | None,
+    handover: Handover,
+) -> None:
+    """Run the UI (:func:`tui.start.main` has opened the box and maybe drawn its first page)."""
     logging.basicConfig(level=logging.WARNING, handlers=[TextualHandler()], force=True)
     logging.getLogger("mail.log").setLevel(logging.ERROR)
-    first = read_first_page(api, FIRST_CHUNK)
-    kind = OnionMailApp if first is None else QuickStartApp
-    kind(api, password_file=args.password_file, ask_passphrase=ask, first_page=first).run()
-    return 0
+    kind = OnionMailApp if first_page is None else QuickStartApp
+    app = kind(
+        api,
+        password_file=password_file,
+        ask_passphrase=ask_passphrase,
+        first_page=first_page,
+        driver_class=_keeping_the_page(handover) if handover.painted else None,
+    )
+    app.run()
+
+
+def _keeping_the_page(handover: Handover) -> type[Driver]:
+    """The terminal driver, entering the alternate screen the first page is already on
+    without a second DECSET 1049 (some terminals clear the screen on it, a blank flash
+    before the first frame); it tells ``handover`` once the UI has the terminal."""
+    from textual.drivers.linux_driver import LinuxDriver
+
+    class KeepingThePage(LinuxDriver):
+        def write(self, data: str) -> None:
+            if not handover.taken and ALTERNATE_SCREEN in data:
+                handover.taken = True
+                data = data.replace(ALTERNATE_SCREEN, "", 1)
+            super().write(data)
+
+    return KeepingThePage

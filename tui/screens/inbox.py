@@ -1,6 +1,6 @@
 """The inbox: folders, and each folder's messages newest first, loaded in a worker.
 
-At start the newest screenful is read before the UI (:mod:`tui.screens.first_page`);
+At start the newest screenful is read before the UI (:mod:`tui.first_page`);
 the rest of a folder is parsed in chunks in a thread, added as they come.
 
 What a mail client does to stored mail is Maildir's own: flags in the file
@@ -35,7 +35,7 @@ from onionmail.core.errors import OnionMailError
 from onionmail.message.search import matching
 from onionmail.message.threads import Line, Threadable, collapse, thread_lines
 from onionmail.store.maildir import folder_stamp
-from tui.screens.first_page import FIRST_CHUNK, FirstPage
+from tui.first_page import FIRST_CHUNK, FirstPage
 from tui.screens.prompt import LinePrompt
 from tui.screens.request_keys import RequestKeys
 from tui.widgets.folder_watch import FolderWatch
