@@ -29,6 +29,7 @@ from tui.first_page import APP_KEYS, FIRST_CHUNK, first_look_lines, page_text, r
 from tui.sample_box import _message, add_sample_thread, create_sample_box, write_message
 from tui.screens.first_look import FirstLook
 from tui.start import first_look_on_terminal
+from tui.widgets.key_line import KeyLine
 
 EXTRA = 150
 """Messages added to the sample box's six: more than one page."""
@@ -249,3 +250,22 @@ async def test_an_encrypted_key_is_asked_for_once_the_inbox_is_there(tmp_path: P
             await pilot.pause(0.05)
         # on the inbox's stack: answered (or dismissed), it leaves the inbox
         assert isinstance(app.screen, UnlockPrompt) and app.current_mode == "inbox"
+
+
+async def test_the_key_line_shows_the_screen_s_keys_and_a_click_presses_one(
+    big_box: Path,
+) -> None:
+    app = OnionMailApp(BoxApi(big_box))
+    async with app.run_test(size=(160, 45)) as pilot:
+        table = app.screen.query_one("#messages", DataTable)
+        await wait_rows(pilot, table, 1)
+        line = app.screen.query_one(KeyLine)
+        text = line.render().plain
+        assert text.startswith(" d Delete  a Archive ") and text.rstrip().endswith("^p palette")
+        assert len(text) == 160 and " j " not in text  # the hidden ones are not shown
+        await pilot.click(KeyLine, offset=(text.index(" c Compose") + 2, 0))
+        await pilot.pause()
+        assert app.current_mode == "compose"
+        # the compose screen's own keys, on its own line
+        keys = app.screen.query_one(KeyLine).render().plain
+        assert " ^s Send " in keys and " ^w What-if " in keys and " d Delete " not in keys

@@ -16,7 +16,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.suggester import Suggester
-from textual.widgets import Footer, Header, Input, Label, Static, TextArea
+from textual.widgets import Header, Input, Label, Static, TextArea
 
 from onionmail.box.api import Contact
 from onionmail.box.forecast import PathOption, Prediction
@@ -25,6 +25,7 @@ from onionmail.message.compose import Draft
 from tui.screens.base import BoxScreen, typed_dir
 from tui.screens.contacts import ContactsScreen
 from tui.screens.what_if import WhatIfScreen
+from tui.widgets.key_line import KeyLine
 from tui.widgets.leak_card import InvalidRecipientCard, LeakCard
 from tui.widgets.plain import PlainStatic
 
@@ -123,7 +124,7 @@ class ComposeScreen(BoxScreen):
             yield TextArea(id="body")
             yield PlainStatic("no recipient yet", id="verdict")
             yield VerticalScroll(id="cards")
-        yield Footer()
+        yield KeyLine()
 
     def on_resize(self) -> None:
         self.set_class(self.app.size.height < self.SHORT, "short")

@@ -26,7 +26,7 @@ from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal
-from textual.widgets import DataTable, Footer, Header, OptionList, Static
+from textual.widgets import DataTable, Header, OptionList, Static
 from textual.widgets.option_list import Option
 from textual.worker import get_current_worker
 
@@ -39,6 +39,7 @@ from tui.first_page import FIRST_CHUNK, FirstPage
 from tui.screens.prompt import LinePrompt
 from tui.screens.request_keys import RequestKeys
 from tui.widgets.folder_watch import FolderWatch
+from tui.widgets.key_line import KeyLine
 from tui.widgets.message_rows import (
     COLUMNS,
     NARROW,
@@ -130,7 +131,7 @@ class InboxScreen(RequestKeys):
             yield OptionList(id="folders")
             yield PlainTable(id="messages", cursor_type="row")
         yield PlainStatic("", id="inbox-status")
-        yield Footer()
+        yield KeyLine()
 
     def on_mount(self) -> None:
         table = self.query_one("#messages", DataTable)

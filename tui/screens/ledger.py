@@ -5,10 +5,11 @@ from __future__ import annotations
 from textual import work
 from textual.app import ComposeResult
 from textual.containers import VerticalScroll
-from textual.widgets import DataTable, Footer, Header, Static
+from textual.widgets import DataTable, Header, Static
 
 from onionmail.store.ledger import LedgerEntry
 from tui.screens.base import BoxScreen
+from tui.widgets.key_line import KeyLine
 from tui.widgets.leak_matrix import LeakMatrixView
 from tui.widgets.plain import PlainStatic, PlainTable
 
@@ -40,7 +41,7 @@ class LedgerScreen(BoxScreen):
         yield PlainStatic("", id="ledger-status")
         yield PlainTable(id="entries", cursor_type="row")
         yield VerticalScroll(id="detail")
-        yield Footer()
+        yield KeyLine()
 
     def on_mount(self) -> None:
         table = self.query_one(DataTable)

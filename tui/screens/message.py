@@ -16,7 +16,7 @@ from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import VerticalScroll
-from textual.widgets import Footer, Header, Static
+from textual.widgets import Header, Static
 
 from onionmail.box.api import Arrival, ArrivalKind, MessageSummary, MessageView
 from onionmail.message.compose import Draft, Original, forward_draft, reply_draft
@@ -25,6 +25,7 @@ from onionmail.store.ledger import LedgerEntry
 from tui.screens.base import BoxScreen
 from tui.screens.compose import ComposeScreen
 from tui.screens.prompt import LinePrompt
+from tui.widgets.key_line import KeyLine
 from tui.widgets.leak_matrix import LeakMatrixView
 from tui.widgets.message_rows import petnamed
 from tui.widgets.plain import PlainStatic
@@ -92,7 +93,7 @@ class MessageScreen(BoxScreen):
             yield PlainStatic("", id="attachments")
             yield PlainStatic("", id="body")
             yield VerticalScroll(id="ledger")
-        yield Footer()
+        yield KeyLine()
 
     def on_mount(self) -> None:
         self.load()

@@ -7,10 +7,11 @@ import time
 from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.widgets import DataTable, Footer, Header, Static
+from textual.widgets import DataTable, Header, Static
 
 from onionmail.store.queue import QueueState
 from tui.screens.base import BoxScreen
+from tui.widgets.key_line import KeyLine
 from tui.widgets.plain import PlainStatic, PlainTable
 
 REFRESH = 2.0
@@ -41,7 +42,7 @@ class QueueScreen(BoxScreen):
         yield Header()
         yield PlainTable(id="queue", cursor_type="row")
         yield PlainStatic("reading the queue…", id="queue-status")
-        yield Footer()
+        yield KeyLine()
 
     def on_mount(self) -> None:
         table = self.query_one(DataTable)

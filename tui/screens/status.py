@@ -11,13 +11,14 @@ from rich.text import Text
 from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.widgets import Footer, Header, ProgressBar, Static
+from textual.widgets import Header, ProgressBar, Static
 
 from onionmail.box.api import BoxStatus, GatewayRegistration
 from tui.screens.base import BoxScreen, typed_dir
 from tui.screens.device_sheet import DeviceSheetScreen
 from tui.screens.onion_qr import OnionQrScreen
 from tui.screens.prompt import LinePrompt
+from tui.widgets.key_line import KeyLine
 from tui.widgets.plain import PlainStatic
 
 if TYPE_CHECKING:
@@ -107,7 +108,7 @@ class StatusScreen(BoxScreen):
         yield Header()
         yield ProgressBar(total=100, show_eta=False, id="bootstrap")
         yield PlainStatic("reading the box's status…", id="status")
-        yield Footer()
+        yield KeyLine()
 
     def on_mount(self) -> None:
         self.load()

@@ -16,11 +16,12 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical
 from textual.screen import ModalScreen
-from textual.widgets import DataTable, Footer, Static
+from textual.widgets import DataTable, Static
 
 from onionmail.box.forecast import PathOption
 from onionmail.box.policy import ENDPOINTS
 from threat_model import ITEM_DESCRIPTIONS, SYMBOLS, Item, Visibility, observers_for
+from tui.widgets.key_line import KeyLine
 from tui.widgets.leak_matrix import LEGEND, STYLES
 from tui.widgets.plain import PlainStatic, PlainTable
 
@@ -71,7 +72,7 @@ class WhatIfScreen(ModalScreen[None]):
                 classes="reason",
             )
             yield PlainStatic("focus a cell for who sees what", id="reason", classes="reason")
-        yield Footer()
+        yield KeyLine()
 
     def on_mount(self) -> None:
         table = self.query_one(DataTable)
