@@ -75,6 +75,9 @@ def headline(path: Path) -> None:
     if tui:
         t, n = tui["onionmail-tui"]["median"], tui["neomutt"]["median"]
         rows.append(["tui first paint, s (ref: neomutt)", t, t / n, None])
+        if "answered" in tui["onionmail-tui"]:
+            t, n = (tui[name]["answered"]["median"] for name in ("onionmail-tui", "neomutt"))
+            rows.append(["tui key typed at first paint answered, s", t, t / n, None])
     if rows:
         print_table("headline (this run)", ["measure", "value", "/reference", "/smtp-sink"], rows)
 

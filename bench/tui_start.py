@@ -7,9 +7,9 @@ Run on demand (not by pytest)::
 Both programs run in a pseudo-terminal of 120x40. The time measured is from
 the spawn of the process to the moment the newest message's subject appears
 in what it wrote to the terminal: the first paint of the index with real
-content. At that moment the quit key is typed (ctrl+q; neomutt's ``q``) and
-the time to the program's exit is measured too: when a key typed at the
-first sight is answered. The TUI reads the folder's listing and its newest
+content. At that moment Enter is typed, and the time to the newest
+message's body on the terminal is measured too: when a key typed at first
+sight is answered (the message opened). The TUI reads the folder's listing and its newest
 screenful and draws it before it loads its UI (tui/start.py), then reads
 the rest in a worker; neomutt reads every header before it draws
 (``sort=reverse-date``, no header cache). Runs are interleaved (tui,
@@ -67,10 +67,10 @@ def subject(n: int) -> str:
 
 
 def time_to_marker(
-    argv: list[str], env: dict[str, str], marker: bytes, quit_key: bytes
+    argv: list[str], env: dict[str, str], marker: bytes, opened: bytes
 ) -> tuple[float, float]:
-    """Seconds from the spawn to ``marker`` on the terminal (the first paint), and to the
-    program's exit after ``quit_key`` was typed at that moment (the key answered)."""
+    """Seconds from the spawn to ``marker`` on the terminal (the first paint), and to
+    ``opened`` (the newest message's body), Enter having been typed at the first paint."""
     start = time.perf_counter()
     pid, fd = pty.fork()
     if pid == 0:  # pragma: no cover - the child becomes the program
@@ -80,26 +80,22 @@ def time_to_marker(
     painted = 0.0
     try:
         while time.perf_counter() - start < TIMEOUT:
-            ready, _, _ = select.select([fd], [], [], 0.005 if painted else 0.05)
+            ready, _, _ = select.select([fd], [], [], 0.05)
             if ready:
                 try:
                     seen += os.read(fd, 1 << 16)
                 except OSError:
-                    pass
-            if not painted and marker in seen:
-                painted = time.perf_counter() - start
-                os.write(fd, quit_key)
-            if painted:
-                done, _ = os.waitpid(pid, os.WNOHANG)
-                if done:
-                    answered = time.perf_counter() - start
-                    pid = 0
-                    return painted, answered
-        raise RuntimeError(f"{argv[0]}: no {marker!r} or no exit on the terminal in {TIMEOUT} s")
+                    break
+                if not painted and marker in seen:
+                    painted = time.perf_counter() - start
+                    seen = b""
+                    os.write(fd, b"\r")  # Enter: open the message under the cursor
+                if painted and opened in seen:
+                    return painted, time.perf_counter() - start
+        raise RuntimeError(f"{argv[0]}: no {marker!r} or {opened!r} on the terminal in {TIMEOUT} s")
     finally:
-        if pid:
-            os.kill(pid, signal.SIGKILL)
-            os.waitpid(pid, 0)
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
         os.close(fd)
 
 
@@ -119,20 +115,20 @@ def measure(messages: int, repeats: int) -> dict[str, dict[str, Any]]:
         rc = Path(tmp) / "neomuttrc"
         rc.write_text(
             f"set folder={tmp}\nset sort=reverse-date\nset header_cache=''\n"
-            "set message_cachedir=''\nset mail_check_stats=no\nset quit=yes\n"
+            "set message_cachedir=''\nset mail_check_stats=no\n"
         )
         commands = {
             "onionmail-tui": [sys.executable, "-m", "tui", "--dir", str(box)],
             "neomutt": ["neomutt", "-n", "-F", str(rc), "-R", "-f", str(maildir)],
         }
-        quit_keys = {"onionmail-tui": b"\x11", "neomutt": b"q"}  # ctrl+q; q (quit=yes)
+        opened = f"message {messages - 1}\n".encode().strip()  # the newest one's body
         painted: dict[str, list[float]] = {name: [] for name in commands}
         answered: dict[str, list[float]] = {name: [] for name in commands}
-        for name, argv in commands.items():  # warm-up: the page cache
-            time_to_marker(argv, env, marker, quit_keys[name])
+        for argv in commands.values():  # warm-up: the page cache
+            time_to_marker(argv, env, marker, opened)
         for _ in range(repeats):
             for name, argv in commands.items():
-                first, key = time_to_marker(argv, env, marker, quit_keys[name])
+                first, key = time_to_marker(argv, env, marker, opened)
                 painted[name].append(first)
                 answered[name].append(key)
     return {
@@ -160,7 +156,7 @@ def main() -> int:
         curve[str(messages)] = measure(messages, args.repeats)
     print(f"time to the first paint of the index, {args.repeats} runs each")
     table(curve, lambda cell: cell)
-    print("time to the exit, the quit key typed at the first paint (the program answers keys)")
+    print("time to the newest message open, Enter typed at the first paint")
     table(curve, lambda cell: cell["answered"])
     for messages, most in TARGETS.items():
         if str(messages) in curve:

@@ -12,6 +12,7 @@ import pty
 import re
 import select
 import signal
+import subprocess
 import sys
 import termios
 import time
@@ -269,3 +270,13 @@ async def test_the_key_line_shows_the_screen_s_keys_and_a_click_presses_one(
         # the compose screen's own keys, on its own line
         keys = app.screen.query_one(KeyLine).render().plain
         assert " ^s Send " in keys and " ^w What-if " in keys and " d Delete " not in keys
+
+
+def test_the_page_is_drawn_without_loading_textual() -> None:
+    """What runs before the page is on the terminal imports no part of textual (the import
+    is most of the UI's start)."""
+    code = "import sys, tui.start; print(sorted({m.split('.')[0] for m in sys.modules}))"
+    loaded = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout
+    assert "'tui'" in loaded and "'textual'" not in loaded
