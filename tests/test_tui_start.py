@@ -1,5 +1,5 @@
 """The TUI's start: the inbox's first page read and drawn on the terminal before the UI is
-loaded, then the UI's first screen with the same page (the first look), then the inbox.
+loaded, then the inbox with the same page in its first frame.
 
 The program itself is started in a pseudo-terminal, as a user starts it; the
 rest drives the app with textual's pilot.
@@ -25,11 +25,10 @@ from textual.widgets import DataTable, Static
 
 from onionmail.box.api import BoxApi
 from tests.test_tui import wait_rows
-from tui.app import OnionMailApp, QuickStartApp
-from tui.first_page import APP_KEYS, FIRST_CHUNK, first_look_lines, page_text, read_first_page
+from tui.app import OnionMailApp
+from tui.first_page import APP_KEYS, FIRST_CHUNK, page_text, read_first_page, screen_lines
 from tui.sample_box import _message, add_sample_thread, create_sample_box, write_message
-from tui.screens.first_look import FirstLook
-from tui.start import first_look_on_terminal
+from tui.start import page_on_terminal
 from tui.widgets.key_line import KeyLine
 
 EXTRA = 150
@@ -40,7 +39,7 @@ EXTRA = 150
 def big_box(tmp_path: Path) -> Path:
     box = create_sample_box(tmp_path / "alice")
     for n in range(EXTRA):
-        data = _message("zed@example.org", f"Bulk {n:03d}", 100 + n, "", "text")
+        data = _message("zed@example.org", f"Bulk {n:03d}", 100 + n, "", f"body {n:03d}")
         write_message(box / "mail" / "alice", 100 + n, data)
     return box
 
@@ -61,38 +60,18 @@ def test_a_first_page_that_cannot_be_read_is_left_to_the_inbox(big_box: Path) ->
     assert read_first_page(BoxApi(big_box), FIRST_CHUNK) is None
 
 
-class HeldApp(QuickStartApp):
-    """Stays on the first look until the test lets it go on to the inbox."""
-
-    async def open_inbox(self) -> None:
-        pass
-
-    async def go_on(self) -> None:
-        await QuickStartApp.open_inbox(self)
-
-
-async def test_the_first_look_shows_the_page_and_hands_typed_keys_on(big_box: Path) -> None:
+async def test_the_inbox_s_first_frame_has_the_page(big_box: Path) -> None:
     api = BoxApi(big_box)
-    app = HeldApp(api, first_page=read_first_page(api, FIRST_CHUNK))
+    app = OnionMailApp(api, first_page=read_first_page(api, FIRST_CHUNK))
     async with app.run_test(size=(120, 40)) as pilot:
-        look = app.screen
-        assert isinstance(look, FirstLook) and app.current_mode == "first look"
-        rows = str(look.query_one("#first-rows", Static).render()).splitlines()
-        assert rows[0].split() == ["enc", "sender", "date", "from", "subject"]
-        assert f"Bulk {EXTRA - 1:03d}" in rows[1] and f"Bulk {EXTRA - 2:03d}" in rows[2]
-        status = str(look.query_one("#first-status", Static).render())
-        assert f"reading headers {FIRST_CHUNK}/{EXTRA + 6}" in status
-        await pilot.press("j", "j")  # before the inbox is there
-        assert [key.key for key in look.typed] == ["j", "j"]
-        await app.go_on()
-        await pilot.pause()
-        assert app.current_mode == "inbox" and not look.is_attached  # the first look is gone
         table = app.screen.query_one("#messages", DataTable)
         # mounted with the page: no worker had read anything yet
         assert app.first_page is None and table.row_count >= FIRST_CHUNK
         assert str(table.get_row_at(0)[5]) == f"Bulk {EXTRA - 1:03d}"
-        await pilot.pause()
-        assert table.cursor_row == 2, "the keys typed on the first look moved the cursor"
+        status = str(app.screen.query_one("#inbox-status", Static).render())
+        assert f"reading headers {FIRST_CHUNK}/{EXTRA + 6}" in status
+        await pilot.press("j", "j")
+        assert table.cursor_row == 2
         await wait_rows(pilot, table, EXTRA + 6)
         # the folder is watched once the page is drawn: new mail shows up by itself
         data = _message("zed@example.org", "Arrived just now", 900, "", "hi")
@@ -169,6 +148,33 @@ def test_the_page_is_drawn_before_the_ui_loads_and_a_key_typed_then_counts(
     assert modes[3] & termios.ECHO and modes[3] & termios.ICANON
 
 
+def test_keys_typed_on_the_drawn_page_are_answered_by_the_inbox(big_box: Path) -> None:
+    """Down twice and Enter, typed before the UI is loaded: the third newest message opens."""
+    newest = f"Bulk {EXTRA - 1:03d}".encode()
+    pid, fd = pty.fork()
+    if pid == 0:  # pragma: no cover - the child becomes the program
+        os.environ.update({"TERM": "xterm-256color", "LINES": "40", "COLUMNS": "120"})
+        os.execv(sys.executable, [sys.executable, "-m", "tui", "--dir", str(big_box)])
+    seen = b""
+    try:
+        deadline = time.monotonic() + 30
+        while newest not in seen:
+            assert time.monotonic() < deadline, seen[-2000:]
+            if select.select([fd], [], [], 0.1)[0]:
+                seen += os.read(fd, 1 << 16)
+        assert MOUSE_ON not in seen  # the UI is not there yet
+        os.write(fd, b"jj\r")
+        # the message screen shows its body, which no row of the inbox holds
+        while b"body 147" not in seen:
+            assert time.monotonic() < deadline, seen[-2000:]
+            if select.select([fd], [], [], 0.1)[0]:
+                seen += os.read(fd, 1 << 16)
+    finally:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        os.close(fd)
+
+
 def test_a_subject_s_escape_sequences_never_reach_the_terminal(big_box: Path) -> None:
     hostile = (
         b"From: mallory@example.org\nTo: alice@example.org\nDate: Mon, 1 Jan 2035 00:00:00"
@@ -186,7 +192,7 @@ def test_without_a_terminal_nothing_is_drawn_before_the_ui(
     big_box: Path, capfd: pytest.CaptureFixture[str]
 ) -> None:
     first = read_first_page(BoxApi(big_box), FIRST_CHUNK)
-    with first_look_on_terminal(first, "onionmail") as handover:
+    with page_on_terminal(first, "onionmail") as handover:
         assert not handover.painted
     assert capfd.readouterr().out == ""
 
@@ -195,7 +201,7 @@ def test_the_drawn_page_is_the_first_look_s(big_box: Path) -> None:
     api = BoxApi(big_box)
     first = read_first_page(api, FIRST_CHUNK)
     assert first is not None
-    lines = [line.plain for line in first_look_lines(first, "onionmail — x", 120, 40)]
+    lines = [line.plain for line in screen_lines(first, "onionmail — x", 120, 40)]
     assert len(lines) == 40 and all(len(line) <= 120 for line in lines)
     assert lines[0].strip() == "onionmail — x" and lines[2].startswith("│ alice ")
     rows = page_text(first, 120, 35).plain.splitlines()
@@ -209,24 +215,25 @@ def test_the_drawn_key_line_is_the_app_s() -> None:
     assert keys == list(APP_KEYS)
 
 
-async def test_the_first_look_at_80_columns_has_the_inbox_s_narrow_columns(big_box: Path) -> None:
-    api = BoxApi(big_box)
-    app = HeldApp(api, first_page=read_first_page(api, FIRST_CHUNK))
-    async with app.run_test(size=(80, 24)):
-        rows = str(app.screen.query_one("#first-rows", Static).render()).splitlines()
-        assert rows[0].split() == ["from", "subject"]
-        assert f"Bulk {EXTRA - 1:03d}" in rows[1] and len(rows) <= 24
+def test_the_drawn_page_at_80_columns_has_the_inbox_s_narrow_columns(big_box: Path) -> None:
+    first = read_first_page(BoxApi(big_box), FIRST_CHUNK)
+    assert first is not None
+    lines = [line.plain for line in screen_lines(first, "onionmail", 80, 24)]
+    assert len(lines) == 24 and all(len(line) <= 80 for line in lines)
+    assert lines[1][16:].split() == ["from", "subject"]
+    assert f"Bulk {EXTRA - 1:03d}" in lines[2]
 
 
-async def test_a_whole_folder_s_first_look_is_threaded_as_the_inbox(tmp_path: Path) -> None:
+async def test_a_whole_folder_s_page_is_threaded_as_the_inbox(tmp_path: Path) -> None:
     box = create_sample_box(tmp_path / "alice")
     add_sample_thread(box)
     api = BoxApi(box)
-    app = HeldApp(api, first_page=read_first_page(api, FIRST_CHUNK))
+    first = read_first_page(api, FIRST_CHUNK)
+    assert first is not None
+    rows = [line for line in page_text(first, 160, 40).plain.splitlines()[1:] if line.strip()]
+    assert sum("└ Re: Meeting notes" in row for row in rows) == 2
+    app = OnionMailApp(api, first_page=first)
     async with app.run_test(size=(160, 45)) as pilot:
-        rows = str(app.screen.query_one("#first-rows", Static).render()).splitlines()[1:]
-        assert sum("└ Re: Meeting notes" in row for row in rows) == 2
-        await app.go_on()
         table = app.screen.query_one("#messages", DataTable)
         await wait_rows(pilot, table, len(rows))
         subjects = [str(table.get_row_at(n)[5]) for n in range(table.row_count)]
@@ -243,7 +250,7 @@ async def test_an_encrypted_key_is_asked_for_once_the_inbox_is_there(tmp_path: P
     api = BoxApi(new.box_dir)
     first = read_first_page(api, FIRST_CHUNK)
     assert first is not None  # a new box's empty inbox is a page too
-    app = QuickStartApp(api, ask_passphrase=True, first_page=first)
+    app = OnionMailApp(api, ask_passphrase=True, first_page=first)
     async with app.run_test(size=(120, 40)) as pilot:
         for _ in range(100):
             if isinstance(app.screen, UnlockPrompt):

@@ -3,8 +3,8 @@
 The app reads and changes the box only through :class:`onionmail.box.api.BoxApi`;
 once it runs, every call that touches the disk or the network runs in a
 worker thread, so the UI never blocks on I/O or tor (the inbox's first
-screenful is read before it starts, and shown as text until the inbox is
-built: :mod:`tui.first_page`). Errors
+screenful is read before it starts, drawn on the terminal while it loads,
+and is in the inbox's first frame: :mod:`tui.first_page`). Errors
 reach the user here, as notifications that say what to do; nothing is
 written to stdout or stderr while the app runs (logging goes to textual's
 own log).
@@ -16,7 +16,6 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from textual import events
 from textual.app import App
 from textual.binding import Binding
 from textual.logging import TextualHandler
@@ -26,7 +25,6 @@ from textual.screen import Screen
 from onionmail.box.api import BoxApi
 from onionmail.core.errors import OnionMailError
 from tui.first_page import FirstPage
-from tui.screens.first_look import FirstLook
 
 if TYPE_CHECKING:
     from textual.driver import Driver
@@ -36,8 +34,7 @@ if TYPE_CHECKING:
 
 ALTERNATE_SCREEN = "\x1b[?1049h"
 
-# The screens are imported when first opened: the first paint waits for none of them
-# (:class:`FirstLook` shows the inbox's first page until the inbox is built).
+# The screens are imported when first opened: the UI's start waits for none but the inbox.
 
 
 def _inbox() -> Screen[None]:
@@ -75,7 +72,6 @@ class OnionMailApp(App[None]):
 
     TITLE = "onionmail"
     MODES = {
-        "first look": FirstLook,
         "inbox": _inbox,
         "compose": _compose,
         "queue": _queue,
@@ -113,30 +109,7 @@ class OnionMailApp(App[None]):
         self.compose_screen: ComposeScreen | None = None
         self.sub_title = api.address
 
-    @property
-    def app_keys(self) -> set[str]:
-        """The keys the app answers on every screen."""
-        return {key for b in self.BINDINGS if isinstance(b, Binding) for key in b.key.split(",")}
-
     def on_mount(self) -> None:
-        if self.current_mode == "inbox":
-            self._unlock_if_asked()
-
-    async def open_inbox(self) -> None:
-        """From the first look to the inbox, once the first look is on the terminal; the keys
-        typed meanwhile follow, as typed."""
-        if self.current_mode != "first look":  # gone elsewhere already (c, u, s, l)
-            return
-        if self.return_code is not None:  # quit already (a ctrl+q typed on the page)
-            return
-        typed = self.screen.typed if isinstance(self.screen, FirstLook) else []
-        await self.switch_mode("inbox")
-        await self.remove_mode("first look")
-        for key in typed:
-            self.post_message(events.Key(key.key, key.character))
-        self._unlock_if_asked()
-
-    def _unlock_if_asked(self) -> None:
         if self.ask_passphrase:
             from tui.screens.unlock import UnlockPrompt
 
@@ -196,13 +169,6 @@ class OnionMailApp(App[None]):
         self.notify(text, title=f"could not {doing}", severity="error", timeout=12)
 
 
-class QuickStartApp(OnionMailApp):
-    """The app as ``onionmail-tui`` starts it when the first page could be read: on
-    :class:`FirstLook`, which gives way to the inbox once it is painted."""
-
-    DEFAULT_MODE = "first look"
-
-
 def run_app(
     api: BoxApi,
     *,
@@ -214,8 +180,7 @@ def run_app(
     """Run the UI (:func:`tui.start.main` has opened the box and maybe drawn its first page)."""
     logging.basicConfig(level=logging.WARNING, handlers=[TextualHandler()], force=True)
     logging.getLogger("mail.log").setLevel(logging.ERROR)
-    kind = OnionMailApp if first_page is None else QuickStartApp
-    app = kind(
+    app = OnionMailApp(
         api,
         password_file=password_file,
         ask_passphrase=ask_passphrase,

@@ -6,10 +6,10 @@ times as long; read before ``App.run`` they cost what the disk costs.
 
 Loading the UI (textual and the inbox's modules) takes longer than reading
 the page, so ``onionmail-tui`` shows the page at once, before it loads
-any of it: :func:`first_look_lines` lays it out in the inbox's columns, as
-text, and :mod:`tui.start` writes it to the terminal; the UI's first
-screen (:class:`tui.screens.first_look.FirstLook`) shows the same, until the
-inbox replaces it. This module imports no part of textual.
+any of it: :func:`screen_lines` lays it out in the inbox's columns, as
+text, and :mod:`tui.start` writes it to the terminal; the inbox is built
+with the same page in its first frame. This module imports no part of
+textual.
 """
 
 from __future__ import annotations
@@ -126,10 +126,11 @@ CONTROLS = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 """C0 and C1 control characters: a header's escape sequence must not reach the terminal."""
 
 
-def first_look_lines(first: FirstPage, title: str, width: int, height: int) -> list[Text]:
-    """The whole first look at ``width`` x ``height``, line by line, as the first screen
-    lays it out: the title, the folder list beside the page's rows, the status line and
-    the app's keys. Every line fits ``width`` cells and holds no control character."""
+def screen_lines(first: FirstPage, title: str, width: int, height: int) -> list[Text]:
+    """The screen :mod:`tui.start` draws at ``width`` x ``height``, line by line: the
+    title, the folder list beside the page's rows, the status line and the app's keys,
+    where the inbox will have them. Every line fits ``width`` cells and holds no control
+    character."""
     folder_width = folder_list_width(width)
     inner = folder_width - 4  # the round border and one cell of padding each side
     box = [Text("╭" + "─" * (folder_width - 2) + "╮")]

@@ -25,7 +25,7 @@ from onionmail.cli.passphrase import CREDENTIAL, passphrase_for
 from onionmail.core.errors import OnionMailError
 from onionmail.core.files import write_all
 from onionmail.seal.identity import is_encrypted_identity
-from tui.first_page import FIRST_CHUNK, FirstPage, ansi, first_look_lines, read_first_page
+from tui.first_page import FIRST_CHUNK, FirstPage, ansi, read_first_page, screen_lines
 
 ENTER = "\x1b[?1049h\x1b[?25l\x1b[?7l\x1b[H\x1b[2J"
 """The alternate screen, the cursor hidden, no line wrap, cleared: as the UI will have it."""
@@ -43,7 +43,7 @@ class Handover:
 
 
 @contextmanager
-def first_look_on_terminal(first: FirstPage | None, title: str) -> Iterator[Handover]:
+def page_on_terminal(first: FirstPage | None, title: str) -> Iterator[Handover]:
     """Draw ``first`` on the terminal and keep typed keys for the UI, until the block ends;
     then give the terminal back its modes (and its screen if the UI never started)."""
     if first is None or os.environ.get("TERM", "dumb") == "dumb":
@@ -56,8 +56,12 @@ def first_look_on_terminal(first: FirstPage | None, title: str) -> Iterator[Hand
     import termios
 
     fd = 0
-    saved = termios.tcgetattr(fd)
-    quiet = termios.tcgetattr(fd)
+    try:
+        saved = termios.tcgetattr(fd)
+        quiet = termios.tcgetattr(fd)
+    except termios.error:  # a terminal without modes: the UI alone deals with it
+        yield Handover(False)
+        return
     # as the UI will read them: no echo, no line editing, ^Q and ^S and Enter as typed
     quiet[0] &= ~(termios.IXON | termios.IXOFF | termios.ICRNL | termios.INLCR | termios.IGNCR)
     quiet[3] &= ~(termios.ECHO | termios.ICANON | termios.IEXTEN)
@@ -65,7 +69,7 @@ def first_look_on_terminal(first: FirstPage | None, title: str) -> Iterator[Hand
     handover = Handover(True)
     try:
         width, height = shutil.get_terminal_size()  # as textual measures it
-        lines = first_look_lines(first, title, width, height)
+        lines = screen_lines(first, title, width, height)
         drawn = "".join(f"\x1b[{n};1H{ansi(line)}" for n, line in enumerate(lines, 1))
         sys.stdout.flush()
         write_all(1, (ENTER + drawn).encode())
@@ -119,7 +123,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"onionmail-tui: error: {exc}", file=sys.stderr)
         return 1
     first = read_first_page(api, FIRST_CHUNK)
-    with first_look_on_terminal(first, f"onionmail — {api.address}") as handover:
+    with page_on_terminal(first, f"onionmail — {api.address}") as handover:
         from tui.app import run_app  # the UI, loaded while the page is on the terminal
 
         run_app(
