@@ -80,7 +80,7 @@ def plot_tui_start(data: dict[str, Any], ax: Axes) -> None:
         _bars(ax, [f"{data['messages']:,} messages"], {name: [cells[name]] for name in cells})
     else:  # medians on a log-log curve, the min-max spread as error bars
         sizes = sorted(curve, key=int)
-        for name in curve[sizes[0]]:
+        for number, name in enumerate(curve[sizes[0]]):
             cells = [curve[n][name] for n in sizes]
             curves = [(cells, name, "-")]
             if all("answered" in cell for cell in cells):  # a key typed at the first paint
@@ -92,7 +92,15 @@ def plot_tui_start(data: dict[str, Any], ax: Axes) -> None:
                     [r["max"] - m for m, r in zip(medians, rows, strict=True)],
                 ]
                 xs = [int(n) for n in sizes]
-                ax.errorbar(xs, medians, yerr=spread, marker="o", linestyle=line, label=label)
+                ax.errorbar(
+                    xs,
+                    medians,
+                    yerr=spread,
+                    marker="o",
+                    linestyle=line,
+                    label=label,
+                    color=f"C{number}",
+                )
         ax.set_xscale("log")
         ax.set_yscale("log")
         ax.set_xlabel("messages in the folder (log)")
