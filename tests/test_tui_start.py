@@ -270,3 +270,21 @@ def test_the_page_is_drawn_without_loading_textual() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     ).stdout
     assert "'tui'" in loaded and "'textual'" not in loaded
+
+
+async def test_the_header_reader_waits_while_a_message_is_open(big_box: Path) -> None:
+    """The newest message opened at once does not compete with the rest of the folder's
+    headers for the interpreter: they are read once the inbox is shown again."""
+    from tui.screens.message import MessageScreen
+
+    api = BoxApi(big_box)
+    app = OnionMailApp(api, first_page=read_first_page(api, FIRST_CHUNK))
+    async with app.run_test(size=(120, 40)) as pilot:
+        inbox = app.screen
+        table = inbox.query_one("#messages", DataTable)
+        await pilot.press("enter")  # before the header reader started
+        await pilot.pause(1.0)  # far longer than reading the other 96 headers takes
+        assert isinstance(app.screen, MessageScreen) and table.row_count == FIRST_CHUNK
+        await pilot.press("escape")
+        assert app.screen is inbox
+        await wait_rows(pilot, table, EXTRA + 6)

@@ -6,6 +6,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar, cast
 
+from textual.app import ScreenStackError
 from textual.screen import Screen
 
 from onionmail.box.api import BoxApi
@@ -35,6 +36,16 @@ class BoxScreen(Screen[None]):
     @property
     def api(self) -> BoxApi:
         return self.box_app.api
+
+    @property
+    def shown(self) -> bool:
+        """On the terminal: the screen in front, or the one under a dialog (textual's
+        ``is_current`` also holds for a screen under an opaque one)."""
+        try:
+            top = self.app.screen
+        except ScreenStackError:  # starting or quitting
+            return False
+        return top is self or (top.is_modal and self.is_current)
 
     def fail(self, exc: BaseException, doing: str) -> None:
         """From a worker thread: show ``exc`` in the UI."""

@@ -1,7 +1,7 @@
 """The inbox: folders, and each folder's messages newest first, loaded in a worker.
 
 At start the newest screenful is read before the UI (:mod:`tui.first_page`);
-the rest of a folder is parsed in chunks in a thread, added as they come.
+the rest of a folder is parsed in chunks in a thread while the inbox is shown.
 
 What a mail client does to stored mail is Maildir's own: flags in the file
 name (``S`` seen, ``F`` flagged), folders as Maildir++ subfolders
@@ -20,6 +20,7 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass, replace
+from functools import partial
 
 from rich.text import Text
 from textual import work
@@ -56,17 +57,18 @@ CHUNK = 200
 """Headers parsed per batch before the rows are handed to the UI."""
 PAINT_WAIT = 0.5
 """Seconds the header reader waits at most for the first rows to be painted."""
+READ_ON_AFTER, YIELD = 0.3, 0.05
+"""Seconds before the header reader starts after the first page (keys typed at first sight go
+first), and between its looks while another screen is shown (it waits, not to compete)."""
 WATCH = 5.0
-"""Seconds between two looks at the folder (two ``stat`` calls) for mail that arrived, left
-or changed flags, besides the file system's own notifications (:meth:`watch_folder`): the
-fallback where those do not exist (a network file system)."""
+"""Seconds between two looks at the folder (two ``stat`` calls) for new mail or changed
+flags, besides inotify (:meth:`watch_folder`): the fallback on a network file system."""
 TRASH, ARCHIVE = ".Trash", ".Archive"
 
 
 @dataclass(frozen=True)
 class Undo:
-    """How to take the last change back: the message's folder and key now, and where
-    (folder) or how (flags) it was before."""
+    """How to take the last change back: where the message is now, its folder or flags before."""
 
     folder: str
     key: str
@@ -196,13 +198,13 @@ class InboxScreen(RequestKeys):
         if first is not None and first.folder == folder:
             done = len(first.summaries)
             self._add_rows(folder, first.summaries, done, len(first.keys), first.stamp)
-            self.call_after_refresh(self._read_on, folder, first)
+            self.set_timer(READ_ON_AFTER, partial(self._read_on, folder, first))
         else:
             self.load_messages(folder)
             self.watch_folder(folder)
 
     def _read_on(self, folder: str, first: FirstPage) -> None:
-        """After the first page is painted (not to compete with it): the rest, the watch."""
+        """After the first page is painted and answered (not to compete): the rest, the watch."""
         if folder == self.folder:
             if len(first.summaries) < len(first.keys):
                 self.load_messages(folder, first)
@@ -221,6 +223,8 @@ class InboxScreen(RequestKeys):
                 stamp, keys = first.stamp, first.keys
                 starts = list(range(len(first.summaries), len(keys), CHUNK))
             for start, end in zip(starts, [*starts[1:], len(keys)], strict=True):
+                while start and not self.shown and not worker.is_cancelled:
+                    time.sleep(YIELD)  # a message or another screen is in front: it goes first
                 if worker.is_cancelled or start >= len(keys):
                     return
                 batch = list(self.api.summaries(folder, keys[start:end]))
