@@ -3,9 +3,9 @@
 Loading the UI (textual, the app and the inbox's screen) takes longer than
 reading the inbox's newest screenful, so the program opens the box, reads
 that page (:mod:`tui.first_page`), writes it to the terminal's alternate
-screen, and only then loads the UI (:mod:`tui.app`). The UI starts on the
-same page and gives way to the inbox once that is built. Keys typed
-meanwhile wait in the terminal, not echoed, and reach the inbox as typed.
+screen, and only then loads the UI (:mod:`tui.app`), whose first screen is
+the inbox built with the same page. Keys typed meanwhile wait in the
+terminal, not echoed, and reach the inbox as typed.
 
 Without a terminal on both stdin and stdout, or with ``TERM=dumb``,
 nothing is written before the UI starts.
