@@ -93,7 +93,7 @@ async def test_at_120_columns_the_sender_gives_way_to_the_subject(big_box: Path)
 
 
 def run_in_a_terminal(
-    box: Path, marker: bytes, key: bytes, until: bytes = b""
+    box: Path, marker: bytes, key: bytes, until: bytes = b"", env: dict[str, str] | None = None
 ) -> tuple[bytes, bytes, list[Any]]:
     """``python -m tui`` in a pseudo-terminal of 120x40: ``key`` typed as soon as ``marker``
     is on the terminal. What it wrote until then, what it wrote in all, and the terminal's
@@ -101,6 +101,7 @@ def run_in_a_terminal(
     pid, fd = pty.fork()
     if pid == 0:  # pragma: no cover - the child becomes the program
         os.environ.update({"TERM": "xterm-256color", "LINES": "40", "COLUMNS": "120"})
+        os.environ.update(env or {})
         os.execv(sys.executable, [sys.executable, "-m", "tui", "--dir", str(box)])
     seen = b""
     try:
@@ -169,6 +170,13 @@ def test_a_subject_s_escape_sequences_never_reach_the_terminal(big_box: Path) ->
     page = before.split(b"\x1b[2J", 1)[1]  # after the page's own clear
     assert b"end" in page and page.count(b"\x1b") == len(re.findall(rb"\x1b\[[0-9;]*[mH]", page))
     assert b"\x07" not in page and "\x9b".encode() not in page
+
+
+def test_with_no_color_the_page_is_drawn_without_colours(big_box: Path) -> None:
+    newest = f"Bulk {EXTRA - 1:03d}".encode()
+    before, _, _ = run_in_a_terminal(big_box, newest, b"\x11", env={"NO_COLOR": "1"})
+    page = before.split(b"\x1b[2J", 1)[1]
+    assert newest in page and re.findall(rb"\x1b\[[0-9;]*m", page) == []
 
 
 def test_without_a_terminal_nothing_is_drawn_before_the_ui(

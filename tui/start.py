@@ -8,7 +8,8 @@ the inbox built with the same page. Keys typed meanwhile wait in the
 terminal, not echoed, and reach the inbox as typed.
 
 Without a terminal on both stdin and stdout, or with ``TERM=dumb``,
-nothing is written before the UI starts.
+nothing is written before the UI starts; with ``NO_COLOR`` set, the page
+is drawn without colours or styles.
 """
 
 from __future__ import annotations
@@ -70,7 +71,10 @@ def page_on_terminal(first: FirstPage | None, title: str) -> Iterator[Handover]:
     try:
         width, height = shutil.get_terminal_size()  # as textual measures it
         lines = screen_lines(first, title, width, height)
-        drawn = "".join(f"\x1b[{n};1H{ansi(line)}" for n, line in enumerate(lines, 1))
+        plain = bool(os.environ.get("NO_COLOR"))  # as textual honours it
+        drawn = "".join(
+            f"\x1b[{n};1H{line.plain if plain else ansi(line)}" for n, line in enumerate(lines, 1)
+        )
         sys.stdout.flush()
         write_all(1, (ENTER + drawn).encode())
         yield handover
