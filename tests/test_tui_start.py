@@ -280,19 +280,34 @@ def test_the_page_is_drawn_without_loading_textual() -> None:
     assert "'tui'" in loaded and "'textual'" not in loaded
 
 
-async def test_the_header_reader_waits_while_a_message_is_open(big_box: Path) -> None:
+async def test_the_header_reader_waits_while_a_message_is_open(
+    big_box: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The newest message opened at once does not compete with the rest of the folder's
     headers for the interpreter: they are read once the inbox is shown again."""
+    from tui.screens import inbox as inbox_module
     from tui.screens.message import MessageScreen
 
+    monkeypatch.setattr(inbox_module, "READ_ON_AFTER", 1.0)  # enter lands first, even slowly
+    for n in range(EXTRA, EXTRA + 450):  # batches enough that one is left when it waits
+        data = _message("zed@example.org", f"Bulk {n:03d}", 100 + n, "", f"body {n:03d}")
+        write_message(big_box / "mail" / "alice", 100 + n, data)
+    total = EXTRA + 450 + 6
     api = BoxApi(big_box)
     app = OnionMailApp(api, first_page=read_first_page(api, FIRST_CHUNK))
     async with app.run_test(size=(120, 40)) as pilot:
         inbox = app.screen
         table = inbox.query_one("#messages", DataTable)
-        await pilot.press("enter")  # before the header reader started
-        await pilot.pause(1.0)  # far longer than reading the other 96 headers takes
-        assert isinstance(app.screen, MessageScreen) and table.row_count == FIRST_CHUNK
+        await pilot.press("enter")
+        for _ in range(200):
+            if isinstance(app.screen, MessageScreen):
+                break
+            await pilot.pause(0.05)
+        assert isinstance(app.screen, MessageScreen)
+        await pilot.pause(0.3)  # a batch read before the message was in front lands
+        held = table.row_count
+        await pilot.pause(1.5)  # the reader's wait has begun, and lasts
+        assert table.row_count == held < total
         await pilot.press("escape")
         assert app.screen is inbox
-        await wait_rows(pilot, table, EXTRA + 6)
+        await wait_rows(pilot, table, total)
