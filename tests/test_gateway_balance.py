@@ -269,14 +269,16 @@ def send_clearnet(instance: Instance, token: str) -> bool:
         return False
 
 
-def wait_postfix_all(postfix: Postfix, tokens: list[str], timeout: float) -> None:
+def wait_postfix_all(postfix: Postfix, tokens: list[str], timeout: float, log: str = "") -> None:
+    """Until every token is in Postfix's mail; on failure, says how many are not and ``log``
+    (what the box and the gateway wrote meanwhile)."""
     deadline = time.monotonic() + timeout
     missing = set(tokens)
     while missing and time.monotonic() < deadline:
         found = b"".join(postfix_messages(postfix))
         missing = {t for t in missing if t.encode() not in found}
         time.sleep(0.5)
-    assert not missing, f"{len(missing)} of {len(tokens)} never reached Postfix"
+    assert not missing, f"{len(missing)} of {len(tokens)} never reached Postfix:\n{log}"
 
 
 def test_the_box_registered_through_the_onion_onionbalance_publishes(world: World) -> None:
@@ -346,7 +348,12 @@ def test_an_instance_killed_under_load_loses_no_acknowledged_mail(world: World) 
     assert acknowledged, "the killed instance acknowledged nothing: no load reached it"
     # Mail alice sends now can only leave through the instance left.
     asyncio.run(box_load(outbound[4:]))
-    wait_postfix_all(world.postfix, outbound[4:], 120)
+    wait_postfix_all(
+        world.postfix,
+        outbound[4:],
+        120,
+        "".join(world.alice.stderr_lines[-40:] + ["-- the instance left:\n"] + other.stderr[-30:]),
+    )
     assert other.counter("relayed") >= 4
     # The lost instance comes back with its disk and delivers what it acknowledged:
     # clearnet mail for alice, and alice's mail it took before it was killed.

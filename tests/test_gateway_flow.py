@@ -712,7 +712,7 @@ def test_a_box_refusing_for_good_gets_the_clearnet_sender_a_signed_report(world:
     deadline = time.monotonic() + 30
     while list(active.glob("*.msg")) and time.monotonic() < deadline:
         time.sleep(0.2)
-    assert not list(active.glob("*.msg")), gateway(world, "queue")
+    assert not list(active.glob("*.msg")), gateway(world, "queue") + "".join(world.gw_stderr[-60:])
 
 
 def test_abuse_reports_reach_the_operator_s_maildir(world: World) -> None:
