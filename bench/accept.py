@@ -40,11 +40,12 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bench.common import (
     add_arguments,
@@ -62,13 +63,17 @@ CONCURRENCY = (1, 20)
 PEER = "carol@example.org"
 POSTFIX_RCPT = "b@y.test"
 
+if TYPE_CHECKING:  # imported where used, in the box's child process
+    from onionmail.box.inbound import InboundHandler
+    from onionmail.seal.identity import Identity
+    from onionmail.store.replay_cache import ReplayCache
+
 
 # --- the box's servers, in a child process ----------------------------------------------
 
 
 async def serve(directory: Path) -> None:
     """Start both listeners, print their ports and addresses, serve until stdin closes."""
-    from onionmail.box.inbound import InboundHandler
     from onionmail.box.submission import Stored, SubmissionHandler
     from onionmail.core.files import use_storage_threads
     from onionmail.core.mail_address import MailAddress
@@ -102,13 +107,7 @@ async def serve(directory: Path) -> None:
         max_recipients=100,
     )
     cache = ReplayCache(directory / "replay.sqlite")
-    inbound = InboundHandler(
-        identity=identity,
-        local_parts=("bob",),
-        mail_root=directory / "mail",
-        replay_cache=cache,
-        max_recipients=100,
-    )
+    inbound = inbound_handler(identity, directory / "mail", cache)
     common: dict[str, Any] = {"data_size_limit": 32 * 1024 * 1024, "timeout": 60}
     sub_server = await start_smtp_server(
         submission,
@@ -137,6 +136,19 @@ async def serve(directory: Path) -> None:
         server.close()
         await server.wait_closed()
     cache.close()
+
+
+def inbound_handler(identity: Identity, mail_root: Path, cache: ReplayCache) -> InboundHandler:
+    """The box's inbound handler as measured here: plain mail for ``bob``, into a Maildir."""
+    from onionmail.box.inbound import InboundHandler
+
+    return InboundHandler(
+        identity=identity,
+        local_parts=("bob",),
+        mail_root=mail_root,
+        replay_cache=cache,
+        max_recipients=100,
+    )
 
 
 @dataclass
@@ -397,6 +409,31 @@ def smtp_source_load(target: Target, size: int, sessions: int, count: int) -> tu
 
 # --- the benchmark ----------------------------------------------------------------------
 
+Load = Callable[[int, int, int], tuple[float, int]]
+"""Send (size, sessions, count): (seconds, failures)."""
+
+
+def run_asyncio(target: Target, size: int, sessions: int, count: int) -> tuple[float, int]:
+    return asyncio.run(asyncio_load(target, size, sessions, count))
+
+
+def measure_cells(loads: list[tuple[str, Load]], repeats: int, count: int) -> dict[str, Any]:
+    """Every size x sessions cell: each load ``repeats`` times, interleaved; a summary each."""
+    results: dict[str, Any] = {}
+    for size in SIZES:
+        for sessions in CONCURRENCY:
+            key = f"{size // 1024}KB x{sessions}"
+            rates: dict[str, list[float]] = {}
+            for _ in range(repeats):
+                for label, load in loads:
+                    seconds, failed = load(size, sessions, count)
+                    if failed:
+                        raise RuntimeError(f"{label}: {failed} failed")
+                    rates.setdefault(label, []).append(count / seconds)
+            results[key] = {name: summary(r) for name, r in rates.items()}
+            print(f"  measured {key}", file=sys.stderr, flush=True)
+    return results
+
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     count = args.messages or (500 if args.quick else 5_000)
@@ -405,7 +442,6 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "needs Postfix's smtp-source, smtp-sink and postfix, and sasl2-bin's saslpasswd2 "
             "(make bench-deps installs them)"
         )
-    results: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="bench-accept-") as tmp:
         root = Path(tmp)
         with box_servers(root) as box, postfix_instance(root) as pf, smtp_sink() as sink:
@@ -424,27 +460,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 Target("postfix", pf.smtp, "a@x.test", POSTFIX_RCPT),
                 Target("smtp-sink", sink, "a@x.test", POSTFIX_RCPT),
             ]
-            generators = ("asyncio", "smtp-source")
-            for size in SIZES:
-                for sessions in CONCURRENCY:
-                    key = f"{size // 1024}KB x{sessions}"
-                    rates: dict[str, list[float]] = {}
-                    for _ in range(args.repeats):
-                        for gen in generators:
-                            for target in targets:
-                                if gen == "smtp-source" and target.auth:
-                                    continue
-                                if gen == "asyncio":
-                                    secs, failed = asyncio.run(
-                                        asyncio_load(target, size, sessions, count)
-                                    )
-                                else:
-                                    secs, failed = smtp_source_load(target, size, sessions, count)
-                                if failed:
-                                    raise RuntimeError(f"{target.name}: {failed} failed ({gen})")
-                                rates.setdefault(f"{target.name} [{gen}]", []).append(count / secs)
-                    results[key] = {name: summary(r) for name, r in rates.items()}
-                    print(f"  measured {key}", file=sys.stderr, flush=True)
+            loads: list[tuple[str, Load]] = []
+            for gen in ("asyncio", "smtp-source"):
+                for target in targets:
+                    if gen == "asyncio":
+                        loads.append((f"{target.name} [{gen}]", partial(run_asyncio, target)))
+                    elif not target.auth:  # smtp-source cannot AUTH
+                        loads.append((f"{target.name} [{gen}]", partial(smtp_source_load, target)))
+            results = measure_cells(loads, args.repeats, count)
             stored = sum(1 for _ in (box.directory / "mail" / "bob" / "new").iterdir())
             queued = sum(1 for _ in (box.directory / "queue" / "active").glob("*.msg"))
     return {
