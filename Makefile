@@ -25,7 +25,7 @@ docs: deps
 
 # Benchmarks: never run by the tests (postfix-deps brings smtp-source and smtp-sink;
 # sasl2-bin the sasldb of the Postfix submission reference, which relays after AUTH).
-bench: deps bench-deps   # quick run, about 5 minutes
+bench: deps bench-deps   # quick run, about 8 minutes
 	$(BIN)/python -m bench --quick
 bench-full: deps bench-deps
 	$(BIN)/python -m bench

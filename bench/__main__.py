@@ -20,7 +20,7 @@ from typing import Any
 
 from bench.common import RESULTS, print_table, write_results
 
-BENCHMARKS = ("crypto", "openpgp", "memory", "accept", "onion", "tui_start", "search")
+BENCHMARKS = ("crypto", "openpgp", "memory", "accept", "onion", "tui_start", "search", "growth")
 OWN_JSON = ("tui_start", "search")
 """Benchmarks that write a JSON file of their own, merged into the results file."""
 
@@ -87,6 +87,12 @@ def headline(path: Path) -> None:
         t, g = (search["results"][name]["median"] for name in ("onionmail search", "grep -rlF"))
         label = f"search, {search['messages']:,} messages, s (ref: grep -rlF)"
         rows.append([label, t, t / g, None])
+    growth = results.get("growth", {}).get("runs", [])
+    for run in growth[1:]:  # the first is the empty box, the reference
+        judged = [v for c, v in run["ratios"].items() if c.startswith(run["judged_on"]) and v]
+        if judged:
+            label = f"growth: {run['label']}, lowest {run['judged_on']} rate (ref: empty box)"
+            rows.append([label, None, min(judged), None])
     if rows:
         print_table("headline (this run)", ["measure", "value", "/reference", "/smtp-sink"], rows)
 
