@@ -110,11 +110,42 @@ def plot_tui_start(data: dict[str, Any], ax: Axes) -> None:
     ax.set_title("Start-up time with a large Maildir")
 
 
+def plot_growth(data: dict[str, Any], ax: Axes) -> None:
+    """Accept rates (medians, min-max whiskers) as the box's Maildir and queue fill, and
+    the box process's RSS after the accepts on a second axis."""
+    runs = data["runs"]
+    labels = [run["label"].replace(",000,000", "M").replace(",000", "k") for run in runs]
+    xs = list(range(len(runs)))
+    for number, cell in enumerate(runs[0]["rates"]):
+        rows = [run["rates"][cell] for run in runs]
+        medians = [r["median"] for r in rows]
+        spread = [
+            [m - r["min"] for m, r in zip(medians, rows, strict=True)],
+            [r["max"] - m for m, r in zip(medians, rows, strict=True)],
+        ]
+        ax.errorbar(xs, medians, yerr=spread, marker="o", label=cell, color=f"C{number}")
+    ax.set_xticks(xs, labels)
+    ax.set_ylim(bottom=0)
+    ax.set_ylabel("messages per second (durable)")
+    ax.set_xlabel("what the box holds")
+    rss = ax.twinx()
+    mib = [run["rss_kib"]["after accepts"]["VmRSS"] / 1024 for run in runs]
+    rss.plot(xs, mib, linestyle="--", marker="s", color="grey", label="RSS after the accepts")
+    rss.set_ylim(bottom=0)
+    rss.set_ylabel("box RSS (MiB)")
+    lines, names = ax.get_legend_handles_labels()
+    more, more_names = rss.get_legend_handles_labels()
+    ax.legend(lines + more, names + more_names, fontsize="small", loc="lower left")
+    ax.grid(alpha=0.3)
+    ax.set_title(f"Accept rate and memory as work grows, {data['messages']:,} messages per run")
+
+
 PLOTS: dict[str, Callable[[dict[str, Any], Axes], None]] = {
     "accept": plot_accept,
     "crypto": plot_crypto,
     "memory": plot_memory,
     "tui_start": plot_tui_start,
+    "growth": plot_growth,
 }
 """Benchmark name in ``results.json`` -> its plot, written as ``bench-<name>.png``."""
 
