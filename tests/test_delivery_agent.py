@@ -93,6 +93,67 @@ async def test_unreachable_peer_is_retried_with_growing_backoff(tmp_path: Path) 
         assert 0.5 * 30 * 2**n - 2 <= wait <= 1.5 * 30 * 2**n + 2, waits
 
 
+class SilentPeerBehindTor:
+    """tor's SOCKS side and, behind it, a peer that greets, answers EHLO and then says
+    nothing more, as a circuit whose far end was lost without a word; it records the
+    isolation credentials (user, password) of every stream."""
+
+    def __init__(self) -> None:
+        self.credentials: list[tuple[bytes, bytes]] = []
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            await reader.readexactly(3)
+            writer.write(b"\x05\x02")
+            _, ulen = await reader.readexactly(2)
+            user = await reader.readexactly(ulen)
+            password = await reader.readexactly((await reader.readexactly(1))[0])
+            writer.write(b"\x01\x00")
+            hlen = (await reader.readexactly(5))[4]
+            await reader.readexactly(hlen + 2)  # the onion and the port
+            self.credentials.append((user, password))
+            writer.write(bytes([5, 0, 0, 1, 0, 0, 0, 0, 0, 0]) + b"220 peer ESMTP\r\n")
+            await reader.readline()  # EHLO
+            writer.write(b"250 peer\r\n")
+            await reader.read()  # silence, until the client gives up
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+
+async def test_a_peer_gone_silent_is_tried_again_on_a_new_circuit(tmp_path: Path) -> None:
+    """A peer that stops answering may sit behind a circuit lost without a word (the
+    machine behind an onion gone), where a new stream would hang as well: the next
+    attempt goes over a new circuit (tor sees other isolation credentials)."""
+    import time
+
+    fake = SilentPeerBehindTor()
+    server = await asyncio.start_server(fake.handle, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    alice = Identity.generate()
+    queue = OutboundQueue(tmp_path / "queue", queue_key(alice.seed))
+    agent = DeliveryAgent(
+        queue=queue,
+        identity=alice,
+        settings=DeliverySection(smtp_timeout=0.5, retry_initial=0.05, max_lifetime=DAY),
+        socks_address=lambda: ("127.0.0.1", port),
+        socks_timeout=5,
+        sender_maildir=lambda part: Maildir(tmp_path / "mail" / part),
+        clock=time.time,
+    )
+    peer = Identity.generate().onion_address
+    queue.enqueue(
+        peer, f"alice@{alice.onion_address}", (f"bob@{peer}",), b"Subject: x\r\n\r\nx\r\n"
+    )
+    async with server:
+        await run_until(agent, lambda: queue.states()[0].attempts >= 2, timeout=20)
+    (state,) = queue.states()
+    assert "did not answer in time" in state.last_error
+    first, second = fake.credentials[:2]
+    assert first != second, "the second attempt took the silent circuit again"
+
+
 async def test_peer_down_past_the_lifetime_bounces_to_the_sender(tmp_path: Path) -> None:
     import time
 

@@ -425,7 +425,7 @@ class DeliveryAgent:
         """
         session, kept = await self.sessions.take(entry.destination)
         try:
-            return await self._transaction(session, entry)
+            return await self._carry(session, entry)
         except ProtocolFailure:
             # Data that went out before the session broke may have been stored:
             # sent again at once only when sealed (the peer drops the duplicate).
@@ -437,9 +437,21 @@ class DeliveryAgent:
             self.sessions.release(entry.destination, session)
         session = await self.sessions.open(entry.destination)
         try:
-            return await self._transaction(session, entry)
+            return await self._carry(session, entry)
         finally:
             self.sessions.release(entry.destination, session)
+
+    async def _carry(self, session: PeerSession, entry: QueuedMessage) -> tuple[int, list[str]]:
+        """:meth:`_transaction`. A peer gone silent (unlike one that closed) may sit behind a
+        circuit lost without a word, where new streams hang too: its sessions are dropped
+        and the next one takes a new circuit."""
+        try:
+            return await self._transaction(session, entry)
+        except ProtocolFailure:
+            if session.silent:
+                self._isolation.pop(entry.destination, None)
+                self.sessions.forget(entry.destination)
+            raise
 
     async def _open_session(self, destination: str) -> PeerSession:
         sock = await self.connect(destination)

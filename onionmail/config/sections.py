@@ -207,7 +207,8 @@ class DeliverySection:
     """[delivery]: the outbound queue."""
 
     smtp_timeout: float = 120.0
-    """Seconds for each SMTP command/response with a peer."""
+    """Seconds for each SMTP command/response with a peer. A peer silent that long is
+    tried again on a new circuit (the old one may be lost without a word)."""
     retry_initial: float = 30.0
     """Seconds before the first retry; doubles per attempt, with +-50 % jitter."""
     retry_max: float = 3600.0

@@ -178,6 +178,9 @@ class PeerSession:
         may still have delivered: never retried on another session at once)."""
         self.pending = 0
         """Transactions written whose replies are not all read (more than one: pipelined)."""
+        self.silent = False
+        """Whether the peer stopped answering (no reply within ``timeout``): unlike a closed
+        connection, nothing says its end is still there."""
         self._express = False
         self._turn: asyncio.Future[None] | None = None
         """Done when the last transaction written has read its replies: the next one's turn."""
@@ -420,6 +423,7 @@ class PeerSession:
             try:
                 raw = await asyncio.wait_for(self._reader.readuntil(b"\n"), self.timeout)
             except TimeoutError:
+                self.silent = True
                 self.close()
                 raise ProtocolFailure("the peer did not answer in time") from None
             except asyncio.IncompleteReadError:
