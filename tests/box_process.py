@@ -121,14 +121,9 @@ def start_box(
     )
     if strangers_to_inbox:
         take_strangers(new.box_dir)
+    configure(new, settings or {})
     config = new.box_dir / "onionmail.toml"
     text = config.read_text()
-    for dotted, value in (settings or {}).items():
-        section, key = dotted.split(".")
-        head, header, rest = text.partition(f"\n[{section}]\n")
-        commented = next(line for line in rest.splitlines() if line.startswith(f"# {key} = "))
-        rendered = str(value).lower() if isinstance(value, bool) else repr(value)
-        text = head + header + rest.replace(commented, f"{key} = {rendered}", 1)
     if attach_control_socket is not None:
         launch_line = next(line for line in text.splitlines() if line.startswith("# mode ="))
         attach = f'mode = "attach"\ncontrol_socket = "{attach_control_socket}"'
@@ -137,6 +132,20 @@ def start_box(
     if prepare is not None:
         prepare(new)
     return run_box(new, timeout, wrapper=wrapper, verbose=verbose)
+
+
+def configure(new: NewBox, settings: dict[str, int | float | bool]) -> None:
+    """Set keys that the box's generated config leaves commented out, by their dotted
+    names (``{"delivery.smtp_timeout": 30}``)."""
+    config = new.box_dir / "onionmail.toml"
+    text = config.read_text()
+    for dotted, value in settings.items():
+        section, key = dotted.split(".")
+        head, header, rest = text.partition(f"\n[{section}]\n")
+        commented = next(line for line in rest.splitlines() if line.startswith(f"# {key} = "))
+        rendered = str(value).lower() if isinstance(value, bool) else repr(value)
+        text = head + header + rest.replace(commented, f"{key} = {rendered}", 1)
+    config.write_text(text)
 
 
 def run_box(

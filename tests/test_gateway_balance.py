@@ -42,6 +42,7 @@ from onionmail.tor.testnet.network import VOTING_INTERVAL, client_tor_options
 from tests.box_process import (
     ClientTor,
     RunningBox,
+    configure,
     create_test_box,
     free_port,
     run_box,
@@ -217,6 +218,11 @@ def world(testnet: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Wo
         new = create_test_box(
             root / "alice", "alice", testnet=testnet.directory, submission_port=0, retry_initial=2.0
         )
+        # A killed instance's streams may stay open without an answer (as a lost machine's
+        # would): alice notices a silent peer after smtp_timeout (120 s by default, as long
+        # as the tests wait for her mail); a new stream on that circuit can hang until
+        # socks_timeout (60 s). Then she goes on through the other instance.
+        configure(new, {"delivery.smtp_timeout": 30.0, "tor.socks_timeout": 30.0})
         for thread in threads:
             thread.join(150)
         tor_thread.join(90)
