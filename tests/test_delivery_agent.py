@@ -95,10 +95,12 @@ async def test_unreachable_peer_is_retried_with_growing_backoff(tmp_path: Path) 
 
 class SilentPeerBehindTor:
     """tor's SOCKS side and, behind it, a peer that greets, answers EHLO and then says
-    nothing more, as a circuit whose far end was lost without a word; it records the
-    isolation credentials (user, password) of every stream."""
+    nothing more (or, with ``greets=False``, nothing at all), as a circuit whose far end
+    was lost without a word; it records the isolation credentials (user, password) of
+    every stream."""
 
-    def __init__(self) -> None:
+    def __init__(self, greets: bool = True) -> None:
+        self.greets = greets
         self.credentials: list[tuple[bytes, bytes]] = []
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -112,9 +114,11 @@ class SilentPeerBehindTor:
             hlen = (await reader.readexactly(5))[4]
             await reader.readexactly(hlen + 2)  # the onion and the port
             self.credentials.append((user, password))
-            writer.write(bytes([5, 0, 0, 1, 0, 0, 0, 0, 0, 0]) + b"220 peer ESMTP\r\n")
-            await reader.readline()  # EHLO
-            writer.write(b"250 peer\r\n")
+            writer.write(bytes([5, 0, 0, 1, 0, 0, 0, 0, 0, 0]))
+            if self.greets:
+                writer.write(b"220 peer ESMTP\r\n")
+                await reader.readline()  # EHLO
+                writer.write(b"250 peer\r\n")
             await reader.read()  # silence, until the client gives up
         except (asyncio.IncompleteReadError, ConnectionError):
             pass
@@ -122,13 +126,16 @@ class SilentPeerBehindTor:
             writer.close()
 
 
-async def test_a_peer_gone_silent_is_tried_again_on_a_new_circuit(tmp_path: Path) -> None:
+@pytest.mark.parametrize("greets", [True, False], ids=["after EHLO", "before the greeting"])
+async def test_a_peer_gone_silent_is_tried_again_on_a_new_circuit(
+    tmp_path: Path, greets: bool
+) -> None:
     """A peer that stops answering may sit behind a circuit lost without a word (the
     machine behind an onion gone), where a new stream would hang as well: the next
     attempt goes over a new circuit (tor sees other isolation credentials)."""
     import time
 
-    fake = SilentPeerBehindTor()
+    fake = SilentPeerBehindTor(greets)
     server = await asyncio.start_server(fake.handle, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
     alice = Identity.generate()

@@ -54,7 +54,7 @@ from onionmail.seal.handshake import SEAL2_KEYWORD, parse_announcement, seal_in_
 from onionmail.seal.handshake import VERSION as HANDSHAKE_VERSION
 from onionmail.seal.identity import Identity
 from onionmail.seal.mail_key import MailKeyring
-from onionmail.smtp.client import PeerSession, ProtocolFailure
+from onionmail.smtp.client import PeerSession, PeerSilent, ProtocolFailure
 from onionmail.smtp.peer_pool import PeerSessions
 from onionmail.store.maildir import Maildir
 from onionmail.store.queue import OutboundQueue, QueuedMessage, QueueState, scan_due
@@ -415,14 +415,11 @@ class DeliveryAgent:
             await asyncio.to_thread(self.queue.remove, entry.id)
 
     async def deliver(self, entry: QueuedMessage) -> tuple[int, list[str]]:
-        """One attempt; returns (seal version, 0 if plain; recipients refused).
-        Raises DeliveryError.
+        """One attempt: (seal version, 0 if plain; recipients refused), or DeliveryError.
 
-        On a session kept from an earlier message or shared with messages in
-        flight (:class:`~onionmail.smtp.peer_pool.PeerSessions`); if that
-        one turns out to be gone (the peer timed it out, another transaction on
-        it broke it), on a new one.
-        """
+        On a session kept from an earlier message or shared with messages in flight
+        (:class:`~onionmail.smtp.peer_pool.PeerSessions`); if that one turns out to be
+        gone (the peer timed it out, another transaction on it broke it), on a new one."""
         session, kept = await self.sessions.take(entry.destination)
         try:
             return await self._carry(session, entry)
@@ -444,7 +441,7 @@ class DeliveryAgent:
     async def _carry(self, session: PeerSession, entry: QueuedMessage) -> tuple[int, list[str]]:
         """:meth:`_transaction`. A peer gone silent (unlike one that closed) may sit behind a
         circuit lost without a word, where new streams hang too: its sessions are dropped
-        and the next one takes a new circuit."""
+        and the next one takes a new circuit (so too in :meth:`_open_session`)."""
         try:
             return await self._transaction(session, entry)
         except ProtocolFailure:
@@ -454,8 +451,12 @@ class DeliveryAgent:
             raise
 
     async def _open_session(self, destination: str) -> PeerSession:
-        sock = await self.connect(destination)
-        return await PeerSession.open(sock, ehlo_name=EHLO_NAME, timeout=self.settings.smtp_timeout)
+        sock, timeout = await self.connect(destination), self.settings.smtp_timeout
+        try:
+            return await PeerSession.open(sock, ehlo_name=EHLO_NAME, timeout=timeout)
+        except PeerSilent:  # no greeting: as in _carry
+            self._isolation.pop(destination, None)
+            raise
 
     async def connect(self, destination: str) -> socket.socket:
         """A tor stream to ``destination:25`` on the destination's own circuit."""

@@ -73,6 +73,10 @@ class ProtocolFailure(DeliveryError):
     """The session broke (connection lost, timeout, garbage): nothing was accepted by it."""
 
 
+class PeerSilent(ProtocolFailure):
+    """The peer did not answer within the session's timeout (see :attr:`PeerSession.silent`)."""
+
+
 def sort_recipients(
     recipients: tuple[str, ...], replies: list[Reply]
 ) -> tuple[list[str], list[str], Reply | None]:
@@ -425,7 +429,7 @@ class PeerSession:
             except TimeoutError:
                 self.silent = True
                 self.close()
-                raise ProtocolFailure("the peer did not answer in time") from None
+                raise PeerSilent("the peer did not answer in time") from None
             except asyncio.IncompleteReadError:
                 self.close()
                 raise ProtocolFailure("the peer closed the connection") from None
