@@ -5,7 +5,7 @@ Run: ``.venv/bin/python -m bench.accept_cost [--quick] [--messages N] [--repeats
 A diagnostic for issue 21's first target (every ``bench.accept`` cell at
 least Postfix's rate), not a target of its own. The box's inbound server
 (plain mail from a non-onion sender, stored in a Maildir, as ``bench.accept``'s
-``box inbound``) is run three ways, each in child processes of its own, beside
+``box inbound``) is run four ways, each in child processes of its own, beside
 the same private Postfix, all on 127.0.0.1 and driven by Postfix's
 ``smtp-source`` (a new connection per message), interleaved:
 

@@ -220,8 +220,8 @@ def world(testnet: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Wo
         )
         # A killed instance's streams may stay open without an answer (as a lost machine's
         # would): alice notices a silent peer after smtp_timeout (120 s by default, as long
-        # as the tests wait for her mail); a new stream on that circuit can hang until
-        # socks_timeout (60 s). Then she goes on through the other instance.
+        # as the tests wait for her mail) and takes a new circuit, whose stream may take up
+        # to socks_timeout (60 s) to open. Then she goes on through the other instance.
         configure(new, {"delivery.smtp_timeout": 30.0, "tor.socks_timeout": 30.0})
         for thread in threads:
             thread.join(150)
